@@ -1,0 +1,17 @@
+//! Wire types and framing shared by `netcontainer` (host driver) and
+//! `netcontainer-agent` (router agent).
+//!
+//! A frame is a `u32` big-endian length prefix followed by that many payload
+//! bytes. The payload starts with the protocol version as a `u16` big-endian,
+//! followed by a bincode 2 (serde) encoding of the message. The version comes
+//! first so that a peer speaking another version gets a clear error instead of
+//! a confusing decode failure.
+
+mod frame;
+mod types;
+
+pub use frame::{
+    FrameError, HEADER_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION, decode_frame, decode_payload,
+    encode_frame, payload_len,
+};
+pub use types::*;

@@ -1,0 +1,383 @@
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Transport protocol of a forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Protocol::Tcp),
+            "udp" => Ok(Protocol::Udp),
+            other => Err(format!("unknown protocol {other:?} (expected tcp or udp)")),
+        }
+    }
+}
+
+/// One port forward: `public_port..=public_port_end` on the leased address goes
+/// to `target_address`, port `target_port + (port - public_port)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Forward {
+    pub protocol: Protocol,
+    pub public_port: u16,
+    /// Last port of the range; equal to `public_port` for a single port.
+    pub public_port_end: u16,
+    pub target_address: Ipv4Addr,
+    pub target_port: u16,
+}
+
+impl Forward {
+    /// Number of ports covered by this forward.
+    pub fn len(&self) -> u32 {
+        u32::from(self.public_port_end) - u32::from(self.public_port) + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Checks the forward's own consistency (ranges, no port 0, target range fits).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.public_port == 0 || self.target_port == 0 {
+            return Err(format!("{self}: port 0 cannot be forwarded"));
+        }
+        if self.public_port_end < self.public_port {
+            return Err(format!("{self}: range end is below its start"));
+        }
+        let last_target = u32::from(self.target_port) + self.len() - 1;
+        if last_target > u32::from(u16::MAX) {
+            return Err(format!("{self}: target range ends past port 65535"));
+        }
+        if self.target_address.is_unspecified()
+            || self.target_address.is_broadcast()
+            || self.target_address.is_multicast()
+        {
+            return Err(format!("{self}: target address is not a unicast address"));
+        }
+        Ok(())
+    }
+
+    /// Parses `PROTO:PORT[-PORT]=IP:PORT`, e.g. `tcp:80=198.51.100.2:8080`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid forward {s:?} (expected PROTO:PORT[-PORT]=IP:PORT)");
+        let (lhs, rhs) = s.split_once('=').ok_or_else(bad)?;
+        let (proto, ports) = lhs.split_once(':').ok_or_else(bad)?;
+        let protocol: Protocol = proto.parse()?;
+        let (start, end) = match ports.split_once('-') {
+            Some((a, b)) => (a, b),
+            None => (ports, ports),
+        };
+        let public_port: u16 = start.trim().parse().map_err(|_| bad())?;
+        let public_port_end: u16 = end.trim().parse().map_err(|_| bad())?;
+        let (ip, port) = rhs.rsplit_once(':').ok_or_else(bad)?;
+        let target_address: Ipv4Addr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("invalid forward {s:?}: {ip:?} is not an IPv4 address"))?;
+        let target_port: u16 = port.trim().parse().map_err(|_| bad())?;
+        let f = Forward {
+            protocol,
+            public_port,
+            public_port_end,
+            target_address,
+            target_port,
+        };
+        f.validate()?;
+        Ok(f)
+    }
+}
+
+impl fmt::Display for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.protocol, self.public_port)?;
+        if self.public_port_end != self.public_port {
+            write!(f, "-{}", self.public_port_end)?;
+        }
+        write!(f, "={}:{}", self.target_address, self.target_port)
+    }
+}
+
+/// What the host driver asks an agent to do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The LAN-side interface inside the agent's namespace (e.g. `lan0`).
+    pub interface: String,
+    /// Hostname sent as DHCP option 12 and FQDN option 81.
+    pub hostname: Option<String>,
+    /// DHCP client identifier (option 61). `None`: type 1 + the interface MAC.
+    pub client_id: Option<Vec<u8>>,
+    /// Set the BOOTP broadcast flag on DISCOVER/REQUEST.
+    pub broadcast_flag: bool,
+    /// Ports to forward from the leased address.
+    pub forwards: Vec<Forward>,
+}
+
+impl Plan {
+    /// Checks everything that can be checked without touching the system.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.interface.is_empty() || self.interface.len() > 15 || self.interface.contains('/')
+        {
+            return Err(format!("invalid interface name {:?}", self.interface));
+        }
+        if let Some(h) = &self.hostname {
+            validate_hostname(h)?;
+        }
+        if let Some(id) = &self.client_id {
+            if id.is_empty() || id.len() > 255 {
+                return Err("client id must be 1 to 255 bytes".into());
+            }
+        }
+        for f in &self.forwards {
+            f.validate()?;
+        }
+        for (i, a) in self.forwards.iter().enumerate() {
+            for b in &self.forwards[i + 1..] {
+                if a.protocol == b.protocol
+                    && a.public_port <= b.public_port_end
+                    && b.public_port <= a.public_port_end
+                {
+                    return Err(format!("forwards {a} and {b} overlap"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A DNS label sequence: letters, digits, '-' and '.', at most 253 bytes.
+pub fn validate_hostname(h: &str) -> Result<(), String> {
+    let ok = !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("invalid hostname {h:?} (letters, digits, '-' and '.' only)"))
+    }
+}
+
+/// DHCP client state as reported in status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    WaitingForPlan,
+    Init,
+    Selecting,
+    Requesting,
+    InitReboot,
+    Rebooting,
+    Bound,
+    Renewing,
+    Rebinding,
+    Stopped,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::WaitingForPlan => "waiting-for-plan",
+            State::Init => "init",
+            State::Selecting => "selecting",
+            State::Requesting => "requesting",
+            State::InitReboot => "init-reboot",
+            State::Rebooting => "rebooting",
+            State::Bound => "bound",
+            State::Renewing => "renewing",
+            State::Rebinding => "rebinding",
+            State::Stopped => "stopped",
+        }
+    }
+
+    /// The agent holds a usable lease in this state.
+    pub fn has_lease(self) -> bool {
+        matches!(self, State::Bound | State::Renewing | State::Rebinding)
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The lease as reported in status. Durations are seconds from the moment the
+/// status was taken; `None` for an infinite lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub server_id: Ipv4Addr,
+    /// Lease time granted by the server; `None` for an infinite lease.
+    pub lease_secs: Option<u32>,
+    pub renew_in_secs: Option<u64>,
+    pub rebind_in_secs: Option<u64>,
+    pub expires_in_secs: Option<u64>,
+    pub dns: Vec<Ipv4Addr>,
+}
+
+/// One forward with its traffic counters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardStatus {
+    pub protocol: Protocol,
+    pub public_port: u16,
+    pub public_port_end: u16,
+    pub target_address: Ipv4Addr,
+    pub target_port: u16,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl ForwardStatus {
+    pub fn from_forward(f: &Forward, packets: u64, bytes: u64) -> Self {
+        ForwardStatus {
+            protocol: f.protocol,
+            public_port: f.public_port,
+            public_port_end: f.public_port_end,
+            target_address: f.target_address,
+            target_port: f.target_port,
+            packets,
+            bytes,
+        }
+    }
+}
+
+/// What an agent reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub state: State,
+    pub interface: Option<String>,
+    pub hostname: Option<String>,
+    pub lease: Option<LeaseStatus>,
+    pub forwards: Vec<ForwardStatus>,
+    pub last_error: Option<String>,
+    pub agent_version: String,
+}
+
+/// A request from the host driver to an agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Report status.
+    Status,
+    /// Validate and apply a plan. The reply is sent once the plan is accepted
+    /// (rules applied if a lease is held); callers poll `Status` to wait for a lease.
+    Apply(Plan),
+    /// Release the lease, remove address and rules, and exit.
+    Shutdown,
+}
+
+/// The agent's reply to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Status(Status),
+    /// The plan was accepted; the status right after applying it.
+    Applied(Status),
+    /// The agent is shutting down.
+    ShuttingDown,
+    /// The request was refused; nothing changed.
+    Error(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_forwards() {
+        let f = Forward::parse("tcp:80=198.51.100.2:8080").unwrap();
+        assert_eq!(f.protocol, Protocol::Tcp);
+        assert_eq!((f.public_port, f.public_port_end, f.target_port), (80, 80, 8080));
+        assert_eq!(f.to_string(), "tcp:80=198.51.100.2:8080");
+        let r = Forward::parse("udp:7000-7009=198.51.100.2:7000").unwrap();
+        assert_eq!(r.len(), 10);
+        assert_eq!(r.to_string(), "udp:7000-7009=198.51.100.2:7000");
+    }
+
+    #[test]
+    fn rejects_bad_forwards() {
+        for s in [
+            "tcp:80",
+            "sctp:80=198.51.100.2:80",
+            "tcp:80=198.51.100.300:80",
+            "tcp:0=198.51.100.2:80",
+            "tcp:90-80=198.51.100.2:80",
+            "tcp:65000-65535=198.51.100.2:65500",
+            "tcp:80=0.0.0.0:80",
+            "tcp:80=198.51.100.2:x",
+        ] {
+            assert!(Forward::parse(s).is_err(), "{s} should be refused");
+        }
+    }
+
+    #[test]
+    fn plan_validation_refuses_overlaps_and_bad_names() {
+        let mut p = Plan {
+            interface: "lan0".into(),
+            hostname: Some("web1".into()),
+            client_id: None,
+            broadcast_flag: false,
+            forwards: vec![
+                Forward::parse("tcp:7000-7009=198.51.100.2:7000").unwrap(),
+                Forward::parse("udp:7005=198.51.100.2:7005").unwrap(),
+            ],
+        };
+        assert!(p.validate().is_ok());
+        p.forwards.push(Forward::parse("tcp:7009=198.51.100.3:1").unwrap());
+        assert!(p.validate().unwrap_err().contains("overlap"));
+        p.forwards.pop();
+        p.hostname = Some("bad_name".into());
+        assert!(p.validate().is_err());
+        p.hostname = None;
+        p.interface = "a-very-long-interface-name".into();
+        assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn state_json_names_match_contract() {
+        let all = [
+            State::WaitingForPlan,
+            State::Init,
+            State::Selecting,
+            State::Requesting,
+            State::InitReboot,
+            State::Rebooting,
+            State::Bound,
+            State::Renewing,
+            State::Rebinding,
+            State::Stopped,
+        ];
+        for s in all {
+            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! DHCPv4 client.
+
+pub mod client;
