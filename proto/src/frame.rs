@@ -158,6 +158,7 @@ mod tests {
         round_trip(Request::Status);
         round_trip(Request::Apply(plan()));
         round_trip(Request::Shutdown);
+        round_trip(Request::Wait { timeout_ms: 5000 });
         round_trip(Response::Status(status()));
         round_trip(Response::Applied(Status { lease: None, ..status() }));
         round_trip(Response::ShuttingDown);

@@ -292,6 +292,9 @@ pub enum Request {
     /// Validate and apply a plan. The reply is sent once the plan is accepted
     /// (rules applied if a lease is held); callers poll `Status` to wait for a lease.
     Apply(Plan),
+    /// Reply once the agent holds a lease, or after `timeout_ms`, with the
+    /// status at that moment (the caller checks `lease`).
+    Wait { timeout_ms: u64 },
     /// Release the lease, remove address and rules, and exit.
     Shutdown,
 }
