@@ -1,0 +1,88 @@
+//! Client side of the agent's control socket.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use netcontainer_proto::{
+    HEADER_LEN, Request, Response, Status, decode_payload, encode_frame, payload_len,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use crate::error::Error;
+
+/// How long one request may take beyond what it asks to wait for.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct AgentClient {
+    path: PathBuf,
+    stream: UnixStream,
+}
+
+impl AgentClient {
+    pub async fn connect(path: &Path) -> Result<Self, Error> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| Error::AgentUnreachable {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(AgentClient {
+            path: path.to_path_buf(),
+            stream,
+        })
+    }
+
+    fn io(&self, detail: impl std::fmt::Display) -> Error {
+        Error::AgentIo {
+            path: self.path.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Sends one request and reads its response. `extra` extends the timeout
+    /// for requests that wait on purpose.
+    pub async fn request(&mut self, req: &Request, extra: Duration) -> Result<Response, Error> {
+        let frame = encode_frame(req).map_err(|e| self.io(e))?;
+        let exchange = async {
+            self.stream.write_all(&frame).await?;
+            let mut header = [0u8; HEADER_LEN];
+            self.stream.read_exact(&mut header).await?;
+            let len = payload_len(header).map_err(std::io::Error::other)?;
+            let mut payload = vec![0u8; len];
+            self.stream.read_exact(&mut payload).await?;
+            Ok::<_, std::io::Error>(payload)
+        };
+        let payload = tokio::time::timeout(REQUEST_TIMEOUT + extra, exchange)
+            .await
+            .map_err(|_| self.io("no answer in time"))?
+            .map_err(|e| self.io(e))?;
+        decode_payload(&payload).map_err(|e| Error::AgentProtocol(e.to_string()))
+    }
+
+    pub async fn status(&mut self) -> Result<Status, Error> {
+        match self.request(&Request::Status, Duration::ZERO).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits until the agent holds a lease or `timeout` passes; returns the
+    /// status at that moment.
+    pub async fn wait_bound(&mut self, timeout: Duration) -> Result<Status, Error> {
+        let req = Request::Wait {
+            timeout_ms: timeout.as_millis().min(u128::from(u64::MAX)) as u64,
+        };
+        match self.request(&req, timeout).await? {
+            Response::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+pub fn unexpected(resp: Response) -> Error {
+    match resp {
+        Response::Error(e) => Error::AgentRefused(e),
+        other => Error::AgentProtocol(format!("{other:?}")),
+    }
+}

@@ -1,0 +1,128 @@
+//! `netcontainer agent ...`: talk to one agent directly, without Docker.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use netcontainer_proto::{Forward, Plan, Request, Response, validate_hostname};
+
+use crate::agent_client::{AgentClient, unexpected};
+use crate::error::Error;
+use crate::output;
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCommand {
+    /// Send a plan to an agent (and optionally wait for its lease).
+    Apply(ApplyArgs),
+    /// Show an agent's status.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    /// The agent's control socket.
+    #[arg(long)]
+    socket: PathBuf,
+    /// LAN interface inside the agent's namespace.
+    #[arg(long)]
+    interface: String,
+    /// Forward PROTO:PORT[-PORT]=IP:PORT (repeatable), e.g. tcp:80=198.51.100.2:8080.
+    #[arg(long = "forward", value_parser = Forward::parse)]
+    forwards: Vec<Forward>,
+    /// Hostname to register with the DHCP server.
+    #[arg(long, value_parser = parse_hostname)]
+    hostname: Option<String>,
+    /// DHCP client identifier (the string's bytes); default: type 1 + the interface MAC.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Ask servers to broadcast their replies (BOOTP broadcast flag).
+    #[arg(long)]
+    broadcast: bool,
+    /// Wait up to SECS for a lease; fail if none by then.
+    #[arg(long, value_name = "SECS")]
+    wait: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// The agent's control socket.
+    #[arg(long)]
+    socket: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_hostname(s: &str) -> Result<String, String> {
+    validate_hostname(s).map(|_| s.to_string())
+}
+
+pub async fn run(cmd: AgentCommand) -> Result<(), Error> {
+    match cmd {
+        AgentCommand::Apply(a) => apply(a).await,
+        AgentCommand::Status(s) => status(s).await,
+    }
+}
+
+async fn apply(a: ApplyArgs) -> Result<(), Error> {
+    let wait = match a.wait {
+        Some(w) if !(0.0..=86_400.0).contains(&w) => {
+            return Err(Error::Usage(format!(
+                "--wait {w}: expected 0 to 86400 seconds"
+            )));
+        }
+        w => w.map(Duration::from_secs_f64),
+    };
+    if let Some(id) = &a.client_id {
+        if id.is_empty() || id.len() > 255 {
+            return Err(Error::Usage("--client-id must be 1 to 255 bytes".into()));
+        }
+    }
+    let plan = Plan {
+        interface: a.interface.clone(),
+        hostname: a.hostname,
+        client_id: a.client_id.map(String::into_bytes),
+        broadcast_flag: a.broadcast,
+        forwards: a.forwards,
+    };
+    plan.validate().map_err(Error::Usage)?;
+    let mut client = AgentClient::connect(&a.socket).await?;
+    let applied = match client
+        .request(&Request::Apply(plan), Duration::ZERO)
+        .await?
+    {
+        Response::Applied(s) => s,
+        other => return Err(unexpected(other)),
+    };
+    let Some(wait) = wait else {
+        println!("plan applied on {} (state: {})", a.interface, applied.state);
+        return Ok(());
+    };
+    let status = if applied.lease.is_some() {
+        applied
+    } else {
+        client.wait_bound(wait).await?
+    };
+    match &status.lease {
+        Some(l) => {
+            println!("{} {}/{}", a.interface, l.address, l.prefix_len);
+            Ok(())
+        }
+        None => Err(Error::WaitTimeout {
+            interface: a.interface,
+            secs: wait.as_secs_f64().round() as u64,
+            state: status.state.to_string(),
+        }),
+    }
+}
+
+async fn status(s: StatusArgs) -> Result<(), Error> {
+    let mut client = AgentClient::connect(&s.socket).await?;
+    let status = client.status().await?;
+    if s.json {
+        println!("{}", output::to_json(&status));
+    } else {
+        print!("{}", output::status_text(&status));
+    }
+    Ok(())
+}
