@@ -160,7 +160,10 @@ mod tests {
         round_trip(Request::Shutdown);
         round_trip(Request::Wait { timeout_ms: 5000 });
         round_trip(Response::Status(status()));
-        round_trip(Response::Applied(Status { lease: None, ..status() }));
+        round_trip(Response::Applied(Status {
+            lease: None,
+            ..status()
+        }));
         round_trip(Response::ShuttingDown);
         round_trip(Response::Error("no".into()));
     }
@@ -169,7 +172,11 @@ mod tests {
     fn truncated_frames_need_more_bytes() {
         let bytes = encode_frame(&Request::Apply(plan())).unwrap();
         for cut in 0..bytes.len() {
-            assert_eq!(decode_frame::<Request>(&bytes[..cut]).unwrap(), None, "cut at {cut}");
+            assert_eq!(
+                decode_frame::<Request>(&bytes[..cut]).unwrap(),
+                None,
+                "cut at {cut}"
+            );
         }
     }
 
@@ -178,18 +185,30 @@ mod tests {
         let bytes = encode_frame(&Request::Apply(plan())).unwrap();
         let payload = &bytes[HEADER_LEN..];
         for cut in 0..payload.len() {
-            assert!(decode_payload::<Request>(&payload[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                decode_payload::<Request>(&payload[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
     }
 
     #[test]
     fn oversized_length_is_refused_before_reading() {
         let header = (MAX_FRAME_LEN + 1).to_be_bytes();
-        assert!(matches!(payload_len(header), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            payload_len(header),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut buf = header.to_vec();
         buf.extend_from_slice(&[0; 16]);
-        assert!(matches!(decode_frame::<Request>(&buf), Err(FrameError::TooLarge { .. })));
-        assert!(matches!(payload_len(u32::MAX.to_be_bytes()), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            decode_frame::<Request>(&buf),
+            Err(FrameError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            payload_len(u32::MAX.to_be_bytes()),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -223,6 +242,9 @@ mod tests {
         assert!(decode_payload::<Request>(&payload).is_err());
         let mut trailing = encode_frame(&Request::Status).unwrap()[HEADER_LEN..].to_vec();
         trailing.push(0);
-        assert_eq!(decode_payload::<Request>(&trailing), Err(FrameError::Trailing(1)));
+        assert_eq!(
+            decode_payload::<Request>(&trailing),
+            Err(FrameError::Trailing(1))
+        );
     }
 }

@@ -139,17 +139,16 @@ pub struct Plan {
 impl Plan {
     /// Checks everything that can be checked without touching the system.
     pub fn validate(&self) -> Result<(), String> {
-        if self.interface.is_empty() || self.interface.len() > 15 || self.interface.contains('/')
-        {
+        if self.interface.is_empty() || self.interface.len() > 15 || self.interface.contains('/') {
             return Err(format!("invalid interface name {:?}", self.interface));
         }
         if let Some(h) = &self.hostname {
             validate_hostname(h)?;
         }
-        if let Some(id) = &self.client_id {
-            if id.is_empty() || id.len() > 255 {
-                return Err("client id must be 1 to 255 bytes".into());
-            }
+        if let Some(id) = &self.client_id
+            && (id.is_empty() || id.len() > 255)
+        {
+            return Err("client id must be 1 to 255 bytes".into());
         }
         for f in &self.forwards {
             f.validate()?;
@@ -182,7 +181,9 @@ pub fn validate_hostname(h: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid hostname {h:?} (letters, digits, '-' and '.' only)"))
+        Err(format!(
+            "invalid hostname {h:?} (letters, digits, '-' and '.' only)"
+        ))
     }
 }
 
@@ -319,7 +320,10 @@ mod tests {
     fn parses_forwards() {
         let f = Forward::parse("tcp:80=198.51.100.2:8080").unwrap();
         assert_eq!(f.protocol, Protocol::Tcp);
-        assert_eq!((f.public_port, f.public_port_end, f.target_port), (80, 80, 8080));
+        assert_eq!(
+            (f.public_port, f.public_port_end, f.target_port),
+            (80, 80, 8080)
+        );
         assert_eq!(f.to_string(), "tcp:80=198.51.100.2:8080");
         let r = Forward::parse("udp:7000-7009=198.51.100.2:7000").unwrap();
         assert_eq!(r.len(), 10);
@@ -355,7 +359,8 @@ mod tests {
             ],
         };
         assert!(p.validate().is_ok());
-        p.forwards.push(Forward::parse("tcp:7009=198.51.100.3:1").unwrap());
+        p.forwards
+            .push(Forward::parse("tcp:7009=198.51.100.3:1").unwrap());
         assert!(p.validate().unwrap_err().contains("overlap"));
         p.forwards.pop();
         p.hostname = Some("bad_name".into());
@@ -380,7 +385,10 @@ mod tests {
             State::Stopped,
         ];
         for s in all {
-            assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{}\"", s.as_str()));
+            assert_eq!(
+                serde_json::to_string(&s).unwrap(),
+                format!("\"{}\"", s.as_str())
+            );
         }
     }
 }

@@ -73,10 +73,10 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
         }
         w => w.map(Duration::from_secs_f64),
     };
-    if let Some(id) = &a.client_id {
-        if id.is_empty() || id.len() > 255 {
-            return Err(Error::Usage("--client-id must be 1 to 255 bytes".into()));
-        }
+    if let Some(id) = &a.client_id
+        && (id.is_empty() || id.len() > 255)
+    {
+        return Err(Error::Usage("--client-id must be 1 to 255 bytes".into()));
     }
     let plan = Plan {
         interface: a.interface.clone(),
