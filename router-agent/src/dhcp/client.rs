@@ -22,10 +22,18 @@
 //! client.state() -> netcontainer_proto::State ; client.lease() -> Option<&Lease>
 //! ```
 
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use dhcproto::v4::{
+    DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
+};
+use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use netcontainer_proto::State;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tracing::{debug, info, warn};
 
 /// Static configuration of one client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +57,7 @@ pub struct Lease {
     /// option 121 when that is present (RFC 3442: then option 3 is ignored).
     pub gateway: Option<Ipv4Addr>,
     /// Classless static routes (option 121) other than the default: (destination, prefix length, router).
+    /// A router of 0.0.0.0 means the destination is on-link (RFC 3442).
     pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
     pub server_id: Ipv4Addr,
     pub dns: Vec<Ipv4Addr>,
@@ -109,42 +118,894 @@ pub enum Event {
     Lost { lease: Lease, reason: LostReason },
 }
 
+/// Option codes kept from received messages before they are handed to
+/// dhcproto (see [`sanitize_reply`]).
+const KEPT_OPTIONS: [u8; 9] = [1, 3, 6, 51, 53, 54, 58, 59, 121];
+/// The parameter request list (option 55) sent in DISCOVER and REQUEST.
+const REQUESTED_PARAMS: [u8; 8] = [1, 3, 6, 15, 51, 58, 59, 121];
+/// Option 57.
+const MAX_MESSAGE_SIZE: u16 = 1500;
+/// BOOTP minimum message size: every message is padded with zeros to this.
+const MIN_PACKET_SIZE: usize = 300;
+/// Fixed BOOTP header (236 bytes) plus the magic cookie.
+const HEADER_LEN: usize = 240;
+const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+/// Retransmissions of an INIT-REBOOT REQUEST before falling back to DISCOVER.
+const REBOOT_RETRANSMITS: u32 = 2;
+/// Retransmissions of a SELECTING REQUEST before starting over with DISCOVER.
+const REQUEST_RETRANSMITS: u32 = 4;
+/// RFC 2131 §3.1.5: wait at least 10 s after a DECLINE before restarting.
+const DECLINE_DELAY: Duration = Duration::from_secs(10);
+/// Consecutive NAKs answered by an immediate DISCOVER before backing off.
+const NAK_FREE_RESTARTS: u32 = 3;
+const INFINITE: u32 = u32::MAX;
+
+/// One request/response exchange: its xid, when it began (for `secs`), how
+/// many retransmissions were done and when the next one is due.
+#[derive(Clone, Debug)]
+struct Exchange {
+    xid: u32,
+    started: Instant,
+    retransmits: u32,
+    next: Instant,
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    /// Not started, or waiting to (re)start discovery at `discover_at`.
+    Init {
+        discover_at: Option<Instant>,
+        hint: Option<Ipv4Addr>,
+    },
+    Selecting {
+        ex: Exchange,
+        hint: Option<Ipv4Addr>,
+    },
+    Requesting {
+        ex: Exchange,
+        offered: Ipv4Addr,
+        server_id: Ipv4Addr,
+        offer_lease_time: Option<u32>,
+        /// When the first REQUEST of this exchange was sent.
+        sent_at: Instant,
+    },
+    Rebooting {
+        ex: Exchange,
+        address: Ipv4Addr,
+        sent_at: Instant,
+    },
+    Bound {
+        lease: Lease,
+    },
+    Renewing {
+        lease: Lease,
+        ex: Exchange,
+    },
+    Rebinding {
+        lease: Lease,
+        ex: Exchange,
+    },
+    Stopped,
+}
+
+/// The DHCPv4 client state machine. See the module documentation.
 pub struct Client {
-    _private: (),
+    config: Config,
+    rng: StdRng,
+    phase: Phase,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    /// NAKs received since the last successful bind.
+    consecutive_naks: u32,
 }
 
 impl Client {
-    pub fn new(_config: Config, _rng_seed: u64) -> Self {
-        todo!()
+    pub fn new(config: Config, rng_seed: u64) -> Self {
+        Client {
+            config,
+            rng: StdRng::seed_from_u64(rng_seed),
+            phase: Phase::Init {
+                discover_at: None,
+                hint: None,
+            },
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            consecutive_naks: 0,
+        }
     }
-    pub fn start(&mut self, _now: Instant, _previous: Option<Ipv4Addr>) {
-        todo!()
+
+    /// Begin acquiring a lease: DISCOVER at once, or INIT-REBOOT (REQUEST for
+    /// `previous`) when the address of an earlier lease is known.
+    ///
+    /// May be called in any state; it abandons whatever was going on (without
+    /// releasing a lease still held: call [`Client::release`] first for that).
+    pub fn start(&mut self, now: Instant, previous: Option<Ipv4Addr>) {
+        self.consecutive_naks = 0;
+        match previous.filter(|a| usable_address(*a)) {
+            None => self.begin_discover(now, None),
+            Some(address) => {
+                let xid = self.rng.random();
+                let next = now + self.backoff(0);
+                let ex = Exchange {
+                    xid,
+                    started: now,
+                    retransmits: 0,
+                    next,
+                };
+                info!(%address, xid = format_args!("{xid:#010x}"), "dhcp: INIT-REBOOT, requesting previous address");
+                self.phase = Phase::Rebooting {
+                    ex,
+                    address,
+                    sent_at: now,
+                };
+                self.send_current(now);
+            }
+        }
     }
-    pub fn handle_packet(&mut self, _now: Instant, _payload: &[u8]) {
-        todo!()
+
+    /// Feed one received UDP payload (destination port 68). Anything that is
+    /// not a reply to our current exchange is ignored; never panics.
+    pub fn handle_packet(&mut self, now: Instant, payload: &[u8]) {
+        let Some(xid) = self.current_xid() else {
+            return;
+        };
+        let Some(msg) = sanitize_reply(payload, xid, &self.config.chaddr) else {
+            return;
+        };
+        let Some(mt) = msg.opts().msg_type() else {
+            debug!("dhcp: reply without message type ignored");
+            return;
+        };
+        let server = server_id_of(&msg);
+        match (&self.phase, mt) {
+            (Phase::Selecting { .. }, MessageType::Offer) => self.on_offer(now, &msg),
+            (Phase::Requesting { server_id, .. }, MessageType::Ack | MessageType::Nak)
+                if server != Some(*server_id) =>
+            {
+                debug!(?server, selected = %server_id, "dhcp: reply from a server we did not select ignored");
+            }
+            (Phase::Requesting { .. } | Phase::Rebooting { .. }, MessageType::Nak) => {
+                info!(?server, "dhcp: NAK, restarting discovery");
+                self.restart_after_nak(now);
+            }
+            (Phase::Renewing { lease, .. }, MessageType::Nak)
+                if server != Some(lease.server_id) =>
+            {
+                debug!(
+                    ?server,
+                    "dhcp: NAK from another server while renewing ignored"
+                );
+            }
+            (Phase::Renewing { .. } | Phase::Rebinding { .. }, MessageType::Nak) => {
+                let lease = self.take_lease().expect("renewing/rebinding hold a lease");
+                info!(address = %lease.address, ?server, "dhcp: NAK, lease lost");
+                self.events.push_back(Event::Lost {
+                    lease,
+                    reason: LostReason::Nak,
+                });
+                self.restart_after_nak(now);
+            }
+            (
+                Phase::Requesting { .. }
+                | Phase::Rebooting { .. }
+                | Phase::Renewing { .. }
+                | Phase::Rebinding { .. },
+                MessageType::Ack,
+            ) => self.on_ack(now, &msg),
+            (phase, mt) => {
+                debug!(?mt, state = ?phase_state(phase), "dhcp: unexpected message ignored");
+            }
+        }
     }
-    pub fn handle_timeout(&mut self, _now: Instant) {
-        todo!()
+
+    /// Call when `now >= poll_timeout()`. Calls before the deadline are ignored.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.poll_timeout() {
+            Some(deadline) if now >= deadline => {}
+            _ => return,
+        }
+        match &mut self.phase {
+            Phase::Init { hint, .. } => {
+                let hint = *hint;
+                self.begin_discover(now, hint);
+            }
+            Phase::Selecting { ex, .. } => {
+                ex.retransmits += 1;
+                let n = ex.retransmits;
+                debug!(retransmit = n, "dhcp: no OFFER, retransmitting DISCOVER");
+                let next = now + self.backoff(n);
+                self.set_next(next);
+                self.send_current(now);
+            }
+            Phase::Requesting { ex, .. } => {
+                if ex.retransmits >= REQUEST_RETRANSMITS {
+                    info!("dhcp: no answer to REQUEST, restarting discovery");
+                    self.begin_discover(now, None);
+                } else {
+                    ex.retransmits += 1;
+                    let n = ex.retransmits;
+                    debug!(retransmit = n, "dhcp: retransmitting REQUEST");
+                    let next = now + self.backoff(n);
+                    self.set_next(next);
+                    self.send_current(now);
+                }
+            }
+            Phase::Rebooting { ex, address, .. } => {
+                if ex.retransmits >= REBOOT_RETRANSMITS {
+                    let hint = Some(*address);
+                    info!(address = %address, "dhcp: no answer to INIT-REBOOT, discovering");
+                    self.begin_discover(now, hint);
+                } else {
+                    ex.retransmits += 1;
+                    let n = ex.retransmits;
+                    debug!(retransmit = n, "dhcp: retransmitting INIT-REBOOT REQUEST");
+                    let next = now + self.backoff(n);
+                    self.set_next(next);
+                    self.send_current(now);
+                }
+            }
+            Phase::Bound { .. } | Phase::Renewing { .. } | Phase::Rebinding { .. } => {
+                self.lease_timeout(now)
+            }
+            Phase::Stopped => {}
+        }
     }
+
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        todo!()
+        self.transmits.pop_front()
     }
+
     pub fn poll_event(&mut self) -> Option<Event> {
-        todo!()
+        self.events.pop_front()
     }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        match &self.phase {
+            Phase::Init { discover_at, .. } => *discover_at,
+            Phase::Selecting { ex, .. }
+            | Phase::Requesting { ex, .. }
+            | Phase::Rebooting { ex, .. }
+            | Phase::Renewing { ex, .. }
+            | Phase::Rebinding { ex, .. } => Some(ex.next),
+            Phase::Bound { lease } => lease.renew_at(),
+            Phase::Stopped => None,
+        }
     }
-    pub fn release(&mut self, _now: Instant) {
-        todo!()
+
+    /// Give the lease back (RELEASE unicast to the server, if one is held) and stop.
+    pub fn release(&mut self, now: Instant) {
+        let _ = now;
+        if let Some(lease) = self.take_lease() {
+            info!(address = %lease.address, server = %lease.server_id, "dhcp: releasing lease");
+            let xid = self.rng.random();
+            let mut m = self.base_message(xid, MessageType::Release, 0);
+            m.set_ciaddr(lease.address);
+            m.opts_mut()
+                .insert(DhcpOption::ServerIdentifier(lease.server_id));
+            self.queue(
+                &m,
+                Destination::Unicast {
+                    src: lease.address,
+                    server: lease.server_id,
+                },
+            );
+            self.events.push_back(Event::Lost {
+                lease,
+                reason: LostReason::Released,
+            });
+        } else {
+            debug!("dhcp: stopped without a lease to release");
+        }
+        self.phase = Phase::Stopped;
     }
-    pub fn decline(&mut self, _now: Instant) {
-        todo!()
+
+    /// The bound address is in use by someone else (ARP probe answered):
+    /// DECLINE it and restart discovery after 10 s. No-op unless Bound.
+    pub fn decline(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::Bound { .. }) {
+            debug!(state = ?self.state(), "dhcp: decline ignored outside Bound");
+            return;
+        }
+        let lease = self.take_lease().expect("bound holds a lease");
+        warn!(address = %lease.address, server = %lease.server_id, "dhcp: declining address");
+        let xid = self.rng.random();
+        let mut m = self.base_message(xid, MessageType::Decline, 0);
+        m.opts_mut()
+            .insert(DhcpOption::RequestedIpAddress(lease.address));
+        m.opts_mut()
+            .insert(DhcpOption::ServerIdentifier(lease.server_id));
+        self.queue(
+            &m,
+            Destination::Broadcast {
+                src: Ipv4Addr::UNSPECIFIED,
+            },
+        );
+        self.events.push_back(Event::Lost {
+            lease,
+            reason: LostReason::Declined,
+        });
+        self.phase = Phase::Init {
+            discover_at: Some(now + DECLINE_DELAY),
+            hint: None,
+        };
     }
+
     pub fn state(&self) -> State {
-        todo!()
+        phase_state(&self.phase)
     }
+
+    /// The lease in force (Bound, Renewing, Rebinding).
     pub fn lease(&self) -> Option<&Lease> {
-        todo!()
+        match &self.phase {
+            Phase::Bound { lease }
+            | Phase::Renewing { lease, .. }
+            | Phase::Rebinding { lease, .. } => Some(lease),
+            _ => None,
+        }
+    }
+
+    // ----------------------------------------------------------------------
+    // transitions
+
+    fn begin_discover(&mut self, now: Instant, hint: Option<Ipv4Addr>) {
+        let xid = self.rng.random();
+        let next = now + self.backoff(0);
+        info!(xid = format_args!("{xid:#010x}"), ?hint, "dhcp: DISCOVER");
+        self.phase = Phase::Selecting {
+            ex: Exchange {
+                xid,
+                started: now,
+                retransmits: 0,
+                next,
+            },
+            hint,
+        };
+        self.send_current(now);
+    }
+
+    fn restart_after_nak(&mut self, now: Instant) {
+        self.consecutive_naks = self.consecutive_naks.saturating_add(1);
+        if self.consecutive_naks <= NAK_FREE_RESTARTS {
+            self.begin_discover(now, None);
+        } else {
+            // A server that NAKs everything must not make us spin.
+            let exp = (self.consecutive_naks - NAK_FREE_RESTARTS).min(6);
+            let delay = Duration::from_secs(1 << exp).min(Duration::from_secs(64));
+            warn!(
+                naks = self.consecutive_naks,
+                ?delay,
+                "dhcp: repeated NAKs, delaying DISCOVER"
+            );
+            self.phase = Phase::Init {
+                discover_at: Some(now + delay),
+                hint: None,
+            };
+        }
+    }
+
+    fn on_offer(&mut self, now: Instant, msg: &Message) {
+        let Phase::Selecting { ex, .. } = &self.phase else {
+            return;
+        };
+        let offered = msg.yiaddr();
+        if !usable_address(offered) {
+            debug!(%offered, "dhcp: OFFER with unusable yiaddr ignored");
+            return;
+        }
+        let Some(server_id) = server_id_of(msg) else {
+            debug!("dhcp: OFFER without server identifier ignored");
+            return;
+        };
+        let offer_lease_time = match msg.opts().get(OptionCode::AddressLeaseTime) {
+            Some(DhcpOption::AddressLeaseTime(t)) => Some(*t),
+            _ => None,
+        };
+        let ex = Exchange {
+            xid: ex.xid,
+            started: ex.started,
+            retransmits: 0,
+            next: now + self.backoff(0),
+        };
+        info!(%offered, server = %server_id, "dhcp: OFFER accepted, REQUEST");
+        self.phase = Phase::Requesting {
+            ex,
+            offered,
+            server_id,
+            offer_lease_time,
+            sent_at: now,
+        };
+        self.send_current(now);
+    }
+
+    fn on_ack(&mut self, now: Instant, msg: &Message) {
+        let (start, fallback_lease_time, fallback_server) = match &self.phase {
+            Phase::Requesting {
+                sent_at,
+                offer_lease_time,
+                server_id,
+                ..
+            } => (*sent_at, *offer_lease_time, Some(*server_id)),
+            Phase::Rebooting { sent_at, .. } => (*sent_at, None, None),
+            Phase::Renewing { ex, lease } | Phase::Rebinding { ex, lease } => {
+                (ex.started, None, Some(lease.server_id))
+            }
+            _ => return,
+        };
+        let lease = match parse_lease(msg, start, fallback_lease_time, fallback_server) {
+            Ok(lease) => lease,
+            Err(why) => {
+                warn!(why, "dhcp: ACK ignored");
+                return;
+            }
+        };
+        let previous = self.state();
+        info!(
+            address = %lease.address,
+            prefix = lease.prefix_len,
+            gateway = ?lease.gateway,
+            server = %lease.server_id,
+            lease_time = ?lease.lease_time,
+            from = ?previous,
+            "dhcp: bound"
+        );
+        self.consecutive_naks = 0;
+        self.events.push_back(Event::Bound(lease.clone()));
+        self.phase = Phase::Bound { lease };
+        // A lease already past T1 (a very slow exchange) moves on at once.
+        if self.poll_timeout().is_some_and(|t| now >= t) {
+            self.lease_timeout(now);
+        }
+    }
+
+    /// Bound/Renewing/Rebinding deadline handling.
+    fn lease_timeout(&mut self, now: Instant) {
+        let Some(lease) = self.lease() else { return };
+        let (Some(t2), Some(expiry)) = (lease.rebind_at(), lease.expires_at()) else {
+            return; // infinite lease: nothing to do, ever
+        };
+        if now >= expiry {
+            let lease = self.take_lease().expect("lease held");
+            warn!(address = %lease.address, "dhcp: lease expired");
+            let hint = Some(lease.address);
+            self.events.push_back(Event::Lost {
+                lease,
+                reason: LostReason::Expired,
+            });
+            self.begin_discover(now, hint);
+            return;
+        }
+        let floor = lease.lease_time.map_or(Duration::from_secs(60), |l| {
+            (l / 8).min(Duration::from_secs(60))
+        });
+        let in_renewing = matches!(self.phase, Phase::Renewing { .. });
+        if let Phase::Renewing { ex, .. } | Phase::Rebinding { ex, .. } = &mut self.phase
+            && (!in_renewing || now < t2)
+        {
+            // Retransmission within the current renew or rebind episode.
+            ex.retransmits += 1;
+            ex.next = retransmit_at(now, if in_renewing { t2 } else { expiry }, floor);
+            debug!(
+                retransmit = ex.retransmits,
+                next = ?ex.next.saturating_duration_since(now),
+                "dhcp: retransmitting renew/rebind REQUEST"
+            );
+        } else {
+            // Bound -> Renewing at T1, Bound/Renewing -> Rebinding at T2.
+            let Some(lease) = self.take_lease() else {
+                return;
+            };
+            let xid = self.rng.random();
+            let ex = |deadline| Exchange {
+                xid,
+                started: now,
+                retransmits: 0,
+                next: retransmit_at(now, deadline, floor),
+            };
+            if now < t2 {
+                info!(address = %lease.address, server = %lease.server_id, "dhcp: T1, renewing");
+                self.phase = Phase::Renewing { lease, ex: ex(t2) };
+            } else {
+                info!(address = %lease.address, "dhcp: T2, rebinding");
+                self.phase = Phase::Rebinding {
+                    lease,
+                    ex: ex(expiry),
+                };
+            }
+        }
+        self.send_current(now);
+    }
+
+    fn take_lease(&mut self) -> Option<Lease> {
+        match std::mem::replace(&mut self.phase, Phase::Stopped) {
+            Phase::Bound { lease }
+            | Phase::Renewing { lease, .. }
+            | Phase::Rebinding { lease, .. } => Some(lease),
+            other => {
+                self.phase = other;
+                None
+            }
+        }
+    }
+
+    fn current_xid(&self) -> Option<u32> {
+        match &self.phase {
+            Phase::Selecting { ex, .. }
+            | Phase::Requesting { ex, .. }
+            | Phase::Rebooting { ex, .. }
+            | Phase::Renewing { ex, .. }
+            | Phase::Rebinding { ex, .. } => Some(ex.xid),
+            _ => None,
+        }
+    }
+
+    fn set_next(&mut self, next: Instant) {
+        match &mut self.phase {
+            Phase::Selecting { ex, .. }
+            | Phase::Requesting { ex, .. }
+            | Phase::Rebooting { ex, .. }
+            | Phase::Renewing { ex, .. }
+            | Phase::Rebinding { ex, .. } => ex.next = next,
+            _ => {}
+        }
+    }
+
+    /// RFC 2131 §4.1: 4 s, 8 s, 16 s, 32 s, 64 s, 64 s... after the
+    /// `retransmits`-th retransmission, each ±1 s uniformly.
+    fn backoff(&mut self, retransmits: u32) -> Duration {
+        let base = Duration::from_secs(4u64 << retransmits.min(4));
+        let jitter_ms: i64 = self.rng.random_range(-1000..=1000);
+        if jitter_ms >= 0 {
+            base + Duration::from_millis(jitter_ms as u64)
+        } else {
+            base - Duration::from_millis(jitter_ms.unsigned_abs())
+        }
+    }
+
+    // ----------------------------------------------------------------------
+    // messages
+
+    /// Queue the message of the current exchange (first send or retransmission).
+    fn send_current(&mut self, now: Instant) {
+        let secs = |ex: &Exchange| {
+            u16::try_from(now.saturating_duration_since(ex.started).as_secs()).unwrap_or(u16::MAX)
+        };
+        let (msg, destination) = match &self.phase {
+            Phase::Selecting { ex, hint } => {
+                let mut m = self.base_message(ex.xid, MessageType::Discover, secs(ex));
+                self.add_request_options(&mut m, true);
+                if let Some(hint) = hint {
+                    m.opts_mut().insert(DhcpOption::RequestedIpAddress(*hint));
+                }
+                (m, BROADCAST_UNSPECIFIED)
+            }
+            Phase::Requesting {
+                ex,
+                offered,
+                server_id,
+                ..
+            } => {
+                let mut m = self.base_message(ex.xid, MessageType::Request, secs(ex));
+                self.add_request_options(&mut m, true);
+                m.opts_mut()
+                    .insert(DhcpOption::RequestedIpAddress(*offered));
+                m.opts_mut()
+                    .insert(DhcpOption::ServerIdentifier(*server_id));
+                (m, BROADCAST_UNSPECIFIED)
+            }
+            Phase::Rebooting { ex, address, .. } => {
+                let mut m = self.base_message(ex.xid, MessageType::Request, secs(ex));
+                self.add_request_options(&mut m, true);
+                m.opts_mut()
+                    .insert(DhcpOption::RequestedIpAddress(*address));
+                (m, BROADCAST_UNSPECIFIED)
+            }
+            Phase::Renewing { ex, lease } | Phase::Rebinding { ex, lease } => {
+                let mut m = self.base_message(ex.xid, MessageType::Request, secs(ex));
+                // We own the address now: the server can unicast to ciaddr.
+                self.add_request_options(&mut m, false);
+                m.set_ciaddr(lease.address);
+                let dest = if matches!(self.phase, Phase::Renewing { .. }) {
+                    Destination::Unicast {
+                        src: lease.address,
+                        server: lease.server_id,
+                    }
+                } else {
+                    Destination::Broadcast { src: lease.address }
+                };
+                (m, dest)
+            }
+            Phase::Init { .. } | Phase::Bound { .. } | Phase::Stopped => return,
+        };
+        self.queue(&msg, destination);
+    }
+
+    fn base_message(&self, xid: u32, mt: MessageType, secs: u16) -> Message {
+        let mut m = Message::default();
+        m.set_opcode(Opcode::BootRequest)
+            .set_htype(HType::Eth)
+            .set_xid(xid)
+            .set_secs(secs)
+            .set_chaddr(&self.config.chaddr);
+        m.opts_mut().insert(DhcpOption::MessageType(mt));
+        m.opts_mut()
+            .insert(DhcpOption::ClientIdentifier(self.client_id()));
+        m
+    }
+
+    /// Options 55, 57, 12 and 81 (DISCOVER and every REQUEST), and the
+    /// broadcast flag when configured and `unconfigured` (no address yet).
+    fn add_request_options(&self, m: &mut Message, unconfigured: bool) {
+        if unconfigured && self.config.broadcast_flag {
+            m.set_flags(Flags::default().set_broadcast());
+        }
+        let o = m.opts_mut();
+        o.insert(DhcpOption::ParameterRequestList(
+            REQUESTED_PARAMS
+                .iter()
+                .map(|c| OptionCode::from(*c))
+                .collect(),
+        ));
+        o.insert(DhcpOption::MaxMessageSize(MAX_MESSAGE_SIZE));
+        if let Some(host) = self.hostname() {
+            o.insert(DhcpOption::Hostname(host.to_string()));
+            o.insert(DhcpOption::Unknown(UnknownOption::new(
+                OptionCode::ClientFQDN,
+                fqdn_option(host),
+            )));
+        }
+    }
+
+    fn hostname(&self) -> Option<&str> {
+        self.config
+            .hostname
+            .as_deref()
+            .filter(|h| !h.trim_matches('.').is_empty())
+    }
+
+    /// Option 61: the configured client id, or (if that is empty, which
+    /// option 61 does not allow) htype 1 followed by the MAC.
+    fn client_id(&self) -> Vec<u8> {
+        if self.config.client_id.is_empty() {
+            let mut id = vec![1u8];
+            id.extend_from_slice(&self.config.chaddr);
+            id
+        } else {
+            self.config.client_id.clone()
+        }
+    }
+
+    fn queue(&mut self, msg: &Message, destination: Destination) {
+        let mut payload = Vec::with_capacity(576);
+        if let Err(e) = msg.encode(&mut Encoder::new(&mut payload)) {
+            warn!(error = %e, "dhcp: cannot encode message, not sent");
+            return;
+        }
+        if payload.len() < MIN_PACKET_SIZE {
+            payload.resize(MIN_PACKET_SIZE, 0);
+        }
+        debug!(
+            mt = ?msg.opts().msg_type(),
+            xid = format_args!("{:#010x}", msg.xid()),
+            ?destination,
+            len = payload.len(),
+            "dhcp: transmit"
+        );
+        self.transmits.push_back(Transmit {
+            payload,
+            destination,
+        });
     }
 }
+
+const BROADCAST_UNSPECIFIED: Destination = Destination::Broadcast {
+    src: Ipv4Addr::UNSPECIFIED,
+};
+
+fn phase_state(phase: &Phase) -> State {
+    match phase {
+        Phase::Init { .. } => State::Init,
+        Phase::Selecting { .. } => State::Selecting,
+        Phase::Requesting { .. } => State::Requesting,
+        Phase::Rebooting { .. } => State::Rebooting,
+        Phase::Bound { .. } => State::Bound,
+        Phase::Renewing { .. } => State::Renewing,
+        Phase::Rebinding { .. } => State::Rebinding,
+        Phase::Stopped => State::Stopped,
+    }
+}
+
+/// Renew/rebind retransmission: half the time left to `deadline`, at least
+/// `floor`, never after `deadline` (RFC 2131 §4.4.5).
+fn retransmit_at(now: Instant, deadline: Instant, floor: Duration) -> Instant {
+    let half = deadline.saturating_duration_since(now) / 2;
+    (now + half.max(floor)).min(deadline)
+}
+
+/// An address a lease or an offer may carry.
+fn usable_address(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
+}
+
+/// Server identifier (option 54), else siaddr when non-zero.
+fn server_id_of(msg: &Message) -> Option<Ipv4Addr> {
+    match msg.opts().get(OptionCode::ServerIdentifier) {
+        Some(DhcpOption::ServerIdentifier(ip)) if !ip.is_unspecified() => Some(*ip),
+        _ => Some(msg.siaddr()).filter(|ip| !ip.is_unspecified()),
+    }
+}
+
+/// Option 81 (RFC 4702) payload: flags S|E, RCODE1/2 = 255, then the name
+/// in DNS wire format. A name ending in '.' is sent fully qualified (with
+/// the root label); a plain hostname as a partial name (without it), so the
+/// server appends its own domain.
+fn fqdn_option(host: &str) -> Vec<u8> {
+    let flags = 0x01 | 0x04; // S, E
+    let mut out = vec![flags, 0xff, 0xff];
+    for label in host.split('.').filter(|l| !l.is_empty()) {
+        let label = &label.as_bytes()[..label.len().min(63)];
+        if out.len() + 1 + label.len() > 255 - 1 {
+            break;
+        }
+        out.push(label.len() as u8);
+        out.extend_from_slice(label);
+    }
+    if host.ends_with('.') {
+        out.push(0);
+    }
+    out
+}
+
+/// Check a received payload at the byte level and decode it.
+///
+/// Returns `None` unless it is a BOOTREPLY with our `xid` and `chaddr` and
+/// the DHCP magic cookie. Only the options the client uses are passed to
+/// dhcproto: a malformed option we do not need then cannot make us drop
+/// the reply, and dhcproto's decoders that `debug_assert!` on lengths or
+/// index by `hlen` (options 80, 81, 94, 151-155; `Message::chaddr`) are never
+/// reached with hostile input.
+fn sanitize_reply(payload: &[u8], xid: u32, chaddr: &[u8; 6]) -> Option<Message> {
+    if payload.len() < HEADER_LEN
+        || payload[0] != 2
+        || payload[4..8] != xid.to_be_bytes()
+        || payload[28..34] != chaddr[..]
+        || payload[236..240] != MAGIC_COOKIE
+    {
+        return None;
+    }
+    let mut clean = Vec::with_capacity(payload.len() + 1);
+    clean.extend_from_slice(&payload[..HEADER_LEN]);
+    clean[2] = 6; // hlen: the chaddr was checked above
+    let mut i = HEADER_LEN;
+    while i < payload.len() {
+        let code = payload[i];
+        match code {
+            0 => i += 1,
+            255 => break,
+            _ => {
+                let Some(&len) = payload.get(i + 1) else {
+                    break;
+                };
+                let end = i + 2 + len as usize;
+                if end > payload.len() {
+                    break; // truncated option: drop it and the rest
+                }
+                if KEPT_OPTIONS.contains(&code) {
+                    clean.extend_from_slice(&payload[i..end]);
+                }
+                i = end;
+            }
+        }
+    }
+    clean.push(255);
+    Message::decode(&mut Decoder::new(&clean)).ok()
+}
+
+/// Build the lease from an ACK. `start` is when the REQUEST was first sent.
+fn parse_lease(
+    msg: &Message,
+    start: Instant,
+    fallback_lease_time: Option<u32>,
+    fallback_server: Option<Ipv4Addr>,
+) -> Result<Lease, &'static str> {
+    let address = msg.yiaddr();
+    if !usable_address(address) {
+        return Err("unusable yiaddr");
+    }
+    let Some(server_id) = server_id_of(msg).or(fallback_server) else {
+        return Err("no server identifier");
+    };
+    let opts = msg.opts();
+    let lease_secs = match opts.get(OptionCode::AddressLeaseTime) {
+        Some(DhcpOption::AddressLeaseTime(t)) => *t,
+        _ => fallback_lease_time.ok_or("no lease time (option 51)")?,
+    };
+    if lease_secs == 0 {
+        return Err("zero lease time");
+    }
+    let (lease_time, t1, t2) = if lease_secs == INFINITE {
+        (None, None, None)
+    } else {
+        let lease = Duration::from_secs(lease_secs.into());
+        let get = |code| match opts.get(code) {
+            Some(DhcpOption::Renewal(t) | DhcpOption::Rebinding(t)) if *t != 0 => {
+                Some(Duration::from_secs((*t).into()))
+            }
+            _ => None,
+        };
+        let default_t1 = lease / 2;
+        let default_t2 = lease * 7 / 8;
+        let t1 = get(OptionCode::Renewal).unwrap_or(default_t1);
+        let t2 = get(OptionCode::Rebinding).unwrap_or(default_t2);
+        if t1 > Duration::ZERO && t1 < t2 && t2 < lease {
+            (Some(lease), Some(t1), Some(t2))
+        } else {
+            debug!(?t1, ?t2, ?lease, "dhcp: inconsistent T1/T2, using defaults");
+            (Some(lease), Some(default_t1), Some(default_t2))
+        }
+    };
+
+    let prefix_len = match opts.get(OptionCode::SubnetMask) {
+        Some(DhcpOption::SubnetMask(mask)) => {
+            let m = u32::from(*mask);
+            if m != 0 && m.leading_ones() + m.trailing_zeros() == 32 {
+                m.leading_ones() as u8
+            } else {
+                classful_prefix(address)
+            }
+        }
+        _ => classful_prefix(address),
+    };
+
+    let mut routes = Vec::new();
+    let gateway = match opts.get(OptionCode::ClasslessStaticRoute) {
+        Some(DhcpOption::ClasslessStaticRoute(list)) => {
+            let mut gateway = None;
+            for (net, router) in list {
+                if net.prefix_len() == 0 {
+                    if gateway.is_none() && !router.is_unspecified() {
+                        gateway = Some(*router);
+                    }
+                } else {
+                    routes.push((net.network(), net.prefix_len(), *router));
+                }
+            }
+            gateway
+        }
+        _ => match opts.get(OptionCode::Router) {
+            Some(DhcpOption::Router(list)) => list.iter().copied().find(|r| usable_address(*r)),
+            _ => None,
+        },
+    };
+    let dns = match opts.get(OptionCode::DomainNameServer) {
+        Some(DhcpOption::DomainNameServer(list)) => list
+            .iter()
+            .copied()
+            .filter(|a| usable_address(*a))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(Lease {
+        address,
+        prefix_len,
+        gateway,
+        routes,
+        server_id,
+        dns,
+        lease_time,
+        t1,
+        t2,
+        start,
+    })
+}
+
+/// Prefix length of the address's class (A /8, B /16, C and above /24).
+fn classful_prefix(a: Ipv4Addr) -> u8 {
+    match a.octets()[0] {
+        0..=127 => 8,
+        128..=191 => 16,
+        _ => 24,
+    }
+}
+
+#[cfg(test)]
+mod tests;
