@@ -3,6 +3,10 @@
 
 use std::path::PathBuf;
 
+use crate::docker::DockerError;
+use crate::plan::PlanError;
+use crate::plumb::PlumbError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot reach the agent at {path}: {source}")]
@@ -23,8 +27,37 @@ pub enum Error {
         secs: u64,
         state: String,
     },
+    #[error("no DHCP lease for {service} after {secs} s (state: {state}); nothing was left behind")]
+    UpTimeout {
+        service: String,
+        secs: u64,
+        state: String,
+    },
     #[error("{0}")]
     Usage(String),
+    #[error("netcontainer must run as root (it creates links in other network namespaces)")]
+    NotRoot,
+    #[error("{service} already has a network container ({router}{address})")]
+    AlreadyUp {
+        service: String,
+        router: String,
+        address: String,
+    },
+    #[error("router container {0} stopped right after it started")]
+    RouterDied(String),
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    Plumb(#[from] PlumbError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
 }
 
 impl Error {
@@ -39,9 +72,21 @@ impl Error {
                 "check that a DHCP server answers on the LAN the interface is attached to; `netcontainer agent status` shows progress"
                     .into(),
             ),
+            Error::UpTimeout { .. } => Some(
+                "check that a DHCP server answers on the parent's LAN, or raise --timeout; with a parent that drops unknown MACs (VMs, WiFi) try --mode ipvlan"
+                    .into(),
+            ),
             Error::AgentProtocol(_) => {
                 Some("the agent and this netcontainer may be different versions".into())
             }
+            Error::NotRoot => Some("run it with sudo".into()),
+            Error::AlreadyUp { service, .. } => Some(format!(
+                "`netcontainer status {service}` shows it; `netcontainer down {service}` removes it"
+            )),
+            Error::RouterDied(name) => Some(format!("`docker logs {name}` shows why")),
+            Error::Docker(e) => e.hint(),
+            Error::Plumb(e) => e.hint(),
+            Error::Plan(e) => e.hint().map(str::to_string),
             _ => None,
         }
     }

@@ -3,8 +3,11 @@
 
 mod agent_client;
 mod commands;
+mod docker;
 mod error;
 mod output;
+mod plan;
+mod plumb;
 
 use std::process::ExitCode;
 
@@ -19,6 +22,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Give a running container its own address on the LAN.
+    Up(commands::up::UpArgs),
+    /// Release the lease and remove a container's network container.
+    Down(commands::down::DownArgs),
+    /// Status of one or all network containers.
+    Status(commands::status::StatusArgs),
+    /// List the network containers on this host.
+    Ls(commands::ls::LsArgs),
     /// Talk to one agent directly, without Docker (debugging, tests).
     #[command(subcommand)]
     Agent(commands::agent::AgentCommand),
@@ -46,6 +57,10 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
+            Command::Up(a) => commands::up::run(a).await,
+            Command::Down(a) => commands::down::run(a).await,
+            Command::Status(a) => commands::status::run(a).await,
+            Command::Ls(a) => commands::ls::run(a).await,
             Command::Agent(c) => commands::agent::run(c).await,
         }
     });

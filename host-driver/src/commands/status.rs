@@ -1,0 +1,61 @@
+//! `netcontainer status [CONTAINER] [--json]`.
+
+use clap::Args;
+
+use crate::commands::ls::{entries, table};
+use crate::docker::DockerClient;
+use crate::error::Error;
+use crate::output;
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// One service; default: all.
+    container: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(a: StatusArgs) -> Result<(), Error> {
+    let docker = DockerClient::connect().await?;
+    let Some(name) = a.container else {
+        let list = entries(&docker, None).await?;
+        if a.json {
+            println!("{}", output::to_json(&list));
+        } else {
+            print!("{}", table(&list));
+        }
+        return Ok(());
+    };
+    let name = name.trim_start_matches('/').to_string();
+    let Some(entry) = entries(&docker, Some(&name)).await?.into_iter().next() else {
+        return Err(Error::Usage(format!(
+            "{name} has no network container (netcontainer up {name} creates one)"
+        )));
+    };
+    if a.json {
+        println!("{}", output::to_json(&entry));
+        return Ok(());
+    }
+    println!("service:    {}", entry.service);
+    println!(
+        "router:     {} ({})",
+        entry.router,
+        if entry.router_running {
+            "running"
+        } else {
+            "stopped"
+        }
+    );
+    if let Some(p) = &entry.parent {
+        println!(
+            "parent:     {p} ({})",
+            entry.mode.as_deref().unwrap_or("macvlan")
+        );
+    }
+    match &entry.agent {
+        Some(s) => print!("{}", output::status_text(s)),
+        None => println!("agent:      not answering"),
+    }
+    Ok(())
+}

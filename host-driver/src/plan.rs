@@ -1,0 +1,535 @@
+//! Deriving a router's plan from a service container: pure logic, no Docker
+//! calls, so every rule here is unit-tested.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use netcontainer_proto::{Forward, Plan, Protocol, validate_hostname};
+
+/// Name of the LAN interface inside the router.
+pub const LAN_IF: &str = "lan0";
+/// Prefix of router container names.
+pub const ROUTER_PREFIX: &str = "netcontainer-";
+
+/// Labels the driver puts on router containers.
+pub mod labels {
+    pub const ROLE: &str = "netcontainer.role";
+    pub const ROLE_ROUTER: &str = "router";
+    pub const SERVICE: &str = "netcontainer.service";
+    pub const SERVICE_ID: &str = "netcontainer.service-id";
+    pub const PARENT: &str = "netcontainer.parent";
+    pub const MODE: &str = "netcontainer.mode";
+    pub const MAC: &str = "netcontainer.mac";
+    pub const HOSTNAME: &str = "netcontainer.hostname";
+    pub const PORTS: &str = "netcontainer.ports";
+    pub const NETWORK: &str = "netcontainer.network";
+    /// Host directory bind-mounted into the router (socket, lease).
+    pub const STATE_DIR: &str = "netcontainer.state-dir";
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("container {name} has no address on a Docker network (network mode {mode:?})")]
+    NoNetwork { name: String, mode: String },
+    #[error("container {0} exposes no ports")]
+    NoPorts(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PlanError {
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            PlanError::NotRunning(_) => Some("start it first (docker start)"),
+            PlanError::NoNetwork { .. } => Some(
+                "attach it to a bridge network; host and none network modes cannot be forwarded to",
+            ),
+            PlanError::NoPorts(_) => {
+                Some("give the ports with --publish PORT[-PORT]/PROTO, e.g. --publish 80/tcp")
+            }
+            PlanError::Invalid(_) => None,
+        }
+    }
+}
+
+/// `PORT[-PORT][/PROTO]`, protocol tcp when omitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortSpec {
+    pub protocol: Protocol,
+    pub start: u16,
+    pub end: u16,
+}
+
+impl FromStr for PortSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("invalid port {s:?} (expected PORT[-PORT]/PROTO, e.g. 80/tcp or 7000-7009/udp)")
+        };
+        let (ports, proto) = match s.trim().split_once('/') {
+            Some((p, proto)) => (p, proto.parse::<Protocol>()?),
+            None => (s.trim(), Protocol::Tcp),
+        };
+        let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
+        let start: u16 = a.parse().map_err(|_| bad())?;
+        let end: u16 = b.parse().map_err(|_| bad())?;
+        if start == 0 || end < start {
+            return Err(bad());
+        }
+        Ok(PortSpec {
+            protocol: proto,
+            start,
+            end,
+        })
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.start == self.end {
+            write!(f, "{}/{}", self.start, self.protocol)
+        } else {
+            write!(f, "{}-{}/{}", self.start, self.end, self.protocol)
+        }
+    }
+}
+
+/// Parses a comma- or space-separated port list (the `netcontainer.ports` label).
+pub fn parse_port_list(s: &str) -> Result<Vec<PortSpec>, String> {
+    s.split([',', ' '])
+        .filter(|p| !p.trim().is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    #[default]
+    Macvlan,
+    Ipvlan,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Macvlan => "macvlan",
+            Mode::Ipvlan => "ipvlan",
+        }
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "macvlan" => Ok(Mode::Macvlan),
+            "ipvlan" => Ok(Mode::Ipvlan),
+            _ => Err(format!("unknown mode {s:?} (expected macvlan or ipvlan)")),
+        }
+    }
+}
+
+/// What the driver knows of a service container (extracted from `docker inspect`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub id: String,
+    pub running: bool,
+    pub network_mode: String,
+    /// (network name, IPv4 address) of every network the container is on.
+    pub networks: Vec<(String, Ipv4Addr)>,
+    /// Exposed ports, Docker style: "80/tcp".
+    pub exposed: Vec<String>,
+    /// Container ports with a host binding, Docker style.
+    pub published: Vec<String>,
+    pub labels: HashMap<String, String>,
+}
+
+/// Options of `up` (command line, falling back to the service's labels).
+#[derive(Clone, Debug, Default)]
+pub struct UpOptions {
+    pub parent: Option<String>,
+    pub mode: Option<Mode>,
+    pub publish: Vec<PortSpec>,
+    pub hostname: Option<String>,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// Everything needed to create one router.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterPlan {
+    pub service: String,
+    pub service_id: String,
+    pub router_name: String,
+    pub network: String,
+    pub service_ip: Ipv4Addr,
+    pub parent: String,
+    pub mode: Mode,
+    pub mac: [u8; 6],
+    pub ports: Vec<PortSpec>,
+    pub plan: Plan,
+}
+
+impl RouterPlan {
+    /// Labels that tie the router to its service and record how it was made.
+    pub fn labels(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (labels::ROLE.into(), labels::ROLE_ROUTER.into()),
+            (labels::SERVICE.into(), self.service.clone()),
+            (labels::SERVICE_ID.into(), self.service_id.clone()),
+            (labels::PARENT.into(), self.parent.clone()),
+            (labels::MODE.into(), self.mode.as_str().into()),
+            (labels::MAC.into(), format_mac(&self.mac)),
+            (labels::NETWORK.into(), self.network.clone()),
+            (
+                labels::HOSTNAME.into(),
+                self.plan.hostname.clone().unwrap_or_default(),
+            ),
+            (labels::PORTS.into(), ports_text(&self.ports)),
+        ])
+    }
+}
+
+pub fn ports_text(ports: &[PortSpec]) -> String {
+    ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn router_name(service: &str) -> String {
+    format!("{ROUTER_PREFIX}{service}")
+}
+
+/// FNV-1a, 64 bit: stable across Rust versions and platforms (unlike
+/// `DefaultHasher`), which matters because it decides MAC and lease.
+fn fnv1a(data: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in data {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A locally administered unicast MAC derived from the service name, so a
+/// re-created router gets the same lease.
+pub fn stable_mac(service: &str) -> [u8; 6] {
+    let h = fnv1a(format!("netcontainer:{service}").as_bytes()).to_be_bytes();
+    [0x02 | (h[0] & 0xfc), h[1], h[2], h[3], h[4], h[5]]
+}
+
+/// DHCP client identifier: type 0 (not a hardware address) + a name-derived
+/// string. Name-derived, not MAC-derived, so ipvlan routers (which share the
+/// parent's MAC) still get one lease each.
+pub fn client_id(service: &str) -> Vec<u8> {
+    let mut id = vec![0u8];
+    id.extend_from_slice(format!("netcontainer:{service}").as_bytes());
+    id.truncate(255);
+    id
+}
+
+pub fn format_mac(m: &[u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("invalid MAC address {s:?} (expected 6 hex bytes like 02:00:00:00:00:01)");
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut mac = [0u8; 6];
+    for (i, p) in parts.iter().enumerate() {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if mac[0] & 1 == 1 {
+        return Err(format!("{s} is a multicast MAC address"));
+    }
+    if mac == [0; 6] {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+/// A hostname from a container name: Docker allows `_` and `.` which DNS
+/// labels do not, and a leading `/` from inspect.
+pub fn hostname_for(service: &str) -> String {
+    let mut h: String = service
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    h = h.trim_matches('-').to_string();
+    h.truncate(63);
+    let h = h.trim_end_matches('-').to_string();
+    if h.is_empty() {
+        "netcontainer".into()
+    } else {
+        h
+    }
+}
+
+fn docker_port(p: &str) -> Option<PortSpec> {
+    // "80/tcp", "53/udp", "7000-7009/tcp"; sctp is not forwarded.
+    p.parse().ok()
+}
+
+/// The ports to forward: `--publish`, else the `netcontainer.ports` label,
+/// else exposed and published ports.
+pub fn ports_of(svc: &ServiceInfo, publish: &[PortSpec]) -> Result<Vec<PortSpec>, PlanError> {
+    let mut set = BTreeSet::new();
+    if !publish.is_empty() {
+        set.extend(publish.iter().copied());
+    } else if let Some(l) = svc.labels.get(labels::PORTS) {
+        let ports = parse_port_list(l).map_err(|e| {
+            PlanError::Invalid(format!("label {} on {}: {e}", labels::PORTS, svc.name))
+        })?;
+        set.extend(ports);
+    } else {
+        set.extend(
+            svc.exposed
+                .iter()
+                .chain(&svc.published)
+                .filter_map(|p| docker_port(p)),
+        );
+    }
+    if set.is_empty() {
+        return Err(PlanError::NoPorts(svc.name.clone()));
+    }
+    Ok(set.into_iter().collect())
+}
+
+/// The service's network and address: the first network (by name, for a
+/// stable choice) on which it has an IPv4 address.
+pub fn network_of(svc: &ServiceInfo) -> Result<(String, Ipv4Addr), PlanError> {
+    let mut nets: Vec<_> = svc
+        .networks
+        .iter()
+        .filter(|(_, ip)| !ip.is_unspecified())
+        .cloned()
+        .collect();
+    nets.sort();
+    nets.into_iter().next().ok_or_else(|| PlanError::NoNetwork {
+        name: svc.name.clone(),
+        mode: svc.network_mode.clone(),
+    })
+}
+
+/// The forwards for `ports` toward `ip`: each port to the same port.
+pub fn forwards(ports: &[PortSpec], ip: Ipv4Addr) -> Vec<Forward> {
+    ports
+        .iter()
+        .map(|p| Forward {
+            protocol: p.protocol,
+            public_port: p.start,
+            public_port_end: p.end,
+            target_address: ip,
+            target_port: p.start,
+        })
+        .collect()
+}
+
+/// Derives everything `up` needs. `default_parent` applies when neither the
+/// options nor the labels name one.
+pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanError> {
+    if !svc.running {
+        return Err(PlanError::NotRunning(svc.name.clone()));
+    }
+    let label = |k: &str| svc.labels.get(k).filter(|v| !v.is_empty()).cloned();
+    let parent = opts
+        .parent
+        .clone()
+        .or_else(|| label(labels::PARENT))
+        .ok_or_else(|| PlanError::Invalid("no parent interface: give --parent IFACE".into()))?;
+    let mode = match opts.mode {
+        Some(m) => m,
+        None => match label(labels::MODE) {
+            Some(m) => m.parse().map_err(PlanError::Invalid)?,
+            None => Mode::Macvlan,
+        },
+    };
+    let mac = match opts.mac {
+        Some(m) => m,
+        None => match label(labels::MAC) {
+            Some(m) => parse_mac(&m).map_err(PlanError::Invalid)?,
+            None => stable_mac(&svc.name),
+        },
+    };
+    let hostname = opts
+        .hostname
+        .clone()
+        .or_else(|| label(labels::HOSTNAME))
+        .unwrap_or_else(|| hostname_for(&svc.name));
+    validate_hostname(&hostname).map_err(PlanError::Invalid)?;
+    let (network, service_ip) = network_of(svc)?;
+    let ports = ports_of(svc, &opts.publish)?;
+    let plan = Plan {
+        interface: LAN_IF.into(),
+        hostname: Some(hostname),
+        client_id: Some(client_id(&svc.name)),
+        broadcast_flag: false,
+        forwards: forwards(&ports, service_ip),
+    };
+    plan.validate().map_err(PlanError::Invalid)?;
+    Ok(RouterPlan {
+        service: svc.name.clone(),
+        service_id: svc.id.clone(),
+        router_name: router_name(&svc.name),
+        network,
+        service_ip,
+        parent,
+        mode,
+        mac,
+        ports,
+        plan,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web1() -> ServiceInfo {
+        ServiceInfo {
+            name: "web1".into(),
+            id: "abc".into(),
+            running: true,
+            network_mode: "nctest".into(),
+            networks: vec![("nctest".into(), Ipv4Addr::new(198, 51, 100, 2))],
+            exposed: vec!["80/tcp".into()],
+            published: vec![],
+            labels: HashMap::new(),
+        }
+    }
+
+    fn opts() -> UpOptions {
+        UpOptions {
+            parent: Some("eth0".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn derives_forwards_from_exposed_ports() {
+        let mut svc = web1();
+        svc.exposed.push("443/tcp".into());
+        svc.published.push("53/udp".into());
+        svc.exposed.push("9/sctp".into());
+        let r = derive(&svc, &opts()).unwrap();
+        assert_eq!(r.router_name, "netcontainer-web1");
+        assert_eq!(ports_text(&r.ports), "80/tcp 443/tcp 53/udp");
+        assert_eq!(r.plan.forwards.len(), 3);
+        assert!(
+            r.plan
+                .forwards
+                .iter()
+                .all(|f| f.target_address == Ipv4Addr::new(198, 51, 100, 2)
+                    && f.target_port == f.public_port)
+        );
+        assert_eq!(r.plan.interface, LAN_IF);
+        assert_eq!(r.plan.hostname.as_deref(), Some("web1"));
+        assert_eq!(r.mode, Mode::Macvlan);
+    }
+
+    #[test]
+    fn publish_overrides_labels_which_override_exposed() {
+        let mut svc = web1();
+        svc.labels
+            .insert(labels::PORTS.into(), "7000-7009/udp, 8080".into());
+        let r = derive(&svc, &opts()).unwrap();
+        assert_eq!(ports_text(&r.ports), "8080/tcp 7000-7009/udp");
+        let o = UpOptions {
+            publish: vec!["81/tcp".parse().unwrap()],
+            ..opts()
+        };
+        assert_eq!(ports_text(&derive(&svc, &o).unwrap().ports), "81/tcp");
+    }
+
+    #[test]
+    fn refuses_what_cannot_work() {
+        let mut svc = web1();
+        svc.exposed.clear();
+        assert_eq!(
+            derive(&svc, &opts()).unwrap_err(),
+            PlanError::NoPorts("web1".into())
+        );
+        let mut svc = web1();
+        svc.running = false;
+        assert!(matches!(
+            derive(&svc, &opts()),
+            Err(PlanError::NotRunning(_))
+        ));
+        let mut svc = web1();
+        svc.networks.clear();
+        svc.network_mode = "host".into();
+        assert!(matches!(
+            derive(&svc, &opts()),
+            Err(PlanError::NoNetwork { .. })
+        ));
+        assert!(matches!(
+            derive(&web1(), &UpOptions::default()),
+            Err(PlanError::Invalid(_))
+        ));
+        let mut svc = web1();
+        svc.labels.insert(labels::PORTS.into(), "80/icmp".into());
+        assert!(matches!(derive(&svc, &opts()), Err(PlanError::Invalid(_))));
+    }
+
+    #[test]
+    fn mac_and_client_id_are_stable_and_distinct() {
+        let a = stable_mac("web1");
+        assert_eq!(a, stable_mac("web1"));
+        assert_ne!(a, stable_mac("web2"));
+        assert_eq!(a[0] & 0x03, 0x02, "locally administered unicast");
+        // Pinned: changing the derivation would move every user's lease.
+        assert_eq!(format_mac(&stable_mac("web1")), "76:7b:67:0b:3b:05");
+        assert_eq!(client_id("web1"), b"\0netcontainer:web1".to_vec());
+        assert_ne!(client_id("web1"), client_id("web2"));
+    }
+
+    #[test]
+    fn macs_parse_and_print() {
+        let m = parse_mac("02:42:ac:11:00:02").unwrap();
+        assert_eq!(format_mac(&m), "02:42:ac:11:00:02");
+        assert!(parse_mac("01:00:5e:00:00:01").is_err());
+        assert!(parse_mac("02:42:ac:11:00").is_err());
+        assert!(parse_mac("zz:42:ac:11:00:02").is_err());
+    }
+
+    #[test]
+    fn hostnames_from_container_names() {
+        assert_eq!(hostname_for("/web_1.prod"), "web-1-prod");
+        assert_eq!(hostname_for("__"), "netcontainer");
+        assert!(validate_hostname(&hostname_for(&"x".repeat(100))).is_ok());
+    }
+
+    #[test]
+    fn port_specs() {
+        assert_eq!("80".parse::<PortSpec>().unwrap().to_string(), "80/tcp");
+        assert_eq!(
+            "7000-7009/udp".parse::<PortSpec>().unwrap().to_string(),
+            "7000-7009/udp"
+        );
+        for bad in ["0/tcp", "9-8/tcp", "x/tcp", "80/sctp", ""] {
+            assert!(bad.parse::<PortSpec>().is_err(), "{bad}");
+        }
+    }
+}

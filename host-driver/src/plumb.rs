@@ -1,0 +1,149 @@
+//! The router's LAN leg: a macvlan (or ipvlan) on the host's parent NIC,
+//! created directly inside the router container's network namespace.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{IpVlanMode, LinkAttribute, LinkFlags, MacVlanMode, State};
+use rtnetlink::{Handle, LinkIpVlan, LinkMacVlan};
+
+use crate::plan::Mode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlumbError {
+    #[error("parent interface {0} does not exist on this host")]
+    NoParent(String),
+    #[error("parent interface {0} is down")]
+    ParentDown(String),
+    #[error("cannot open a netlink socket: {0}")]
+    Connection(#[source] std::io::Error),
+    #[error("cannot open the network namespace of pid {pid}: {source}")]
+    Netns {
+        pid: u32,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+impl PlumbError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            PlumbError::NoParent(_) => Some(
+                "`ip link` lists the host's interfaces; --parent names the NIC on the LAN".into(),
+            ),
+            PlumbError::ParentDown(p) => Some(format!("bring it up first: ip link set {p} up")),
+            PlumbError::Netlink { source, .. } if errno(source) == Some(libc::EOPNOTSUPP) => {
+                Some("the kernel lacks the macvlan/ipvlan module (modprobe macvlan)".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+pub struct Plumber {
+    handle: Handle,
+}
+
+/// The parent NIC, checked.
+#[derive(Clone, Debug)]
+pub struct Parent {
+    pub name: String,
+    pub index: u32,
+}
+
+impl Plumber {
+    pub fn new() -> Result<Self, PlumbError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(PlumbError::Connection)?;
+        tokio::spawn(conn);
+        Ok(Plumber { handle })
+    }
+
+    /// The parent must exist and be administratively up with a carrier
+    /// (oper state up, or unknown for links that do not report one).
+    pub async fn parent(&self, name: &str) -> Result<Parent, PlumbError> {
+        let res = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await;
+        let msg = match res {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(PlumbError::NoParent(name.into())),
+            Err(e) if matches!(errno(&e), Some(libc::ENODEV | libc::EINVAL)) => {
+                return Err(PlumbError::NoParent(name.into()));
+            }
+            Err(source) => {
+                return Err(PlumbError::Netlink {
+                    what: format!("looking up {name}"),
+                    source,
+                });
+            }
+        };
+        let admin_up = msg.header.flags.contains(LinkFlags::Up);
+        let oper = msg.attributes.iter().find_map(|a| match a {
+            LinkAttribute::OperState(s) => Some(*s),
+            _ => None,
+        });
+        if !admin_up || matches!(oper, Some(State::Down | State::LowerLayerDown)) {
+            return Err(PlumbError::ParentDown(name.into()));
+        }
+        Ok(Parent {
+            name: name.into(),
+            index: msg.header.index,
+        })
+    }
+
+    /// Creates `ifname` on `parent` inside the network namespace of `pid`.
+    /// The namespace is opened first and held by fd, so a recycled pid cannot
+    /// redirect the link (the caller re-checks the pid afterwards).
+    pub async fn add_leg(
+        &self,
+        parent: &Parent,
+        pid: u32,
+        ifname: &str,
+        mode: Mode,
+        mac: [u8; 6],
+    ) -> Result<(), PlumbError> {
+        let ns = File::open(format!("/proc/{pid}/ns/net"))
+            .map_err(|source| PlumbError::Netns { pid, source })?;
+        let msg = match mode {
+            Mode::Macvlan => LinkMacVlan::new(ifname, parent.index, MacVlanMode::Bridge)
+                .address(mac.to_vec())
+                .setns_by_fd(ns.as_raw_fd())
+                .build(),
+            Mode::Ipvlan => LinkIpVlan::new(ifname, parent.index, IpVlanMode::L2)
+                .setns_by_fd(ns.as_raw_fd())
+                .build(),
+        };
+        self.handle
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(|source| PlumbError::Netlink {
+                what: format!(
+                    "creating {} {ifname} on {} in the router's namespace",
+                    mode.as_str(),
+                    parent.name
+                ),
+                source,
+            })
+    }
+}
