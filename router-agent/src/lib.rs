@@ -7,4 +7,9 @@
 //! - [`control`]: the Unix control socket.
 //! - [`agent`]: ties them together.
 
+pub mod agent;
+pub mod control;
 pub mod dhcp;
+pub mod firewall;
+pub mod netconf;
+pub mod store;

@@ -1,0 +1,465 @@
+//! The agent's main loop: one task owns the DHCP client, the sockets, the
+//! address configuration and the firewall. Control requests arrive over a
+//! channel; status is published through a watch channel.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use netcontainer_proto::{Forward, Plan, Response, State};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+use crate::control::{self, Command, CounterFn, Snapshot};
+use crate::dhcp::client::{Client, Config, Destination, Event, Lease, LostReason, Transmit};
+use crate::dhcp::socket::{RawSocket, UdpSocket};
+use crate::firewall::{Firewall, RulesetConfig, stale_targets};
+use crate::netconf::{AddressConfig, Netconf, NetconfError};
+use crate::store::{LeaseStore, StoredLease, hex};
+
+/// Conntrack/packet mark of connections that arrived on the LAN interface.
+pub const MARK: u32 = 0x4e43;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
+    #[error(transparent)]
+    Netconf(#[from] NetconfError),
+    #[error("cannot create the state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+/// Runs the agent until SIGTERM/SIGINT or a shutdown request.
+pub async fn run(opts: Options) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&opts.state_dir).map_err(|source| AgentError::StateDir {
+        path: opts.state_dir.clone(),
+        source,
+    })?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    let netconf = Netconf::new(MARK)?;
+    let firewall = Firewall::new(RulesetConfig {
+        mark: MARK,
+        ..RulesetConfig::default()
+    });
+    let listener = control::bind(&opts.socket)?;
+    let (snap_tx, snap_rx) = watch::channel(Snapshot::new());
+    let (cmd_tx, mut cmd_rx) = mpsc::channel(8);
+    let fw = firewall.clone();
+    let counters: CounterFn = Arc::new(move |forwards: Vec<Forward>| {
+        let fw = fw.clone();
+        Box::pin(async move { fw.counters(&forwards).await.map_err(|e| e.to_string()) })
+    });
+    tokio::spawn(control::serve(listener, snap_rx, cmd_tx, counters));
+    tracing::info!(socket = %opts.socket.display(), "waiting for a plan");
+
+    let mut agent = Agent {
+        state_dir: opts.state_dir.clone(),
+        netconf,
+        firewall,
+        plan: None,
+        dhcp: None,
+        snapshot: snap_tx,
+        last_error: None,
+    };
+    loop {
+        let deadline = agent.dhcp.as_ref().and_then(|d| d.client.poll_timeout());
+        let raw = agent.dhcp.as_ref().map(|d| d.raw.clone());
+        let udp = agent
+            .dhcp
+            .as_ref()
+            .and_then(|d| d.udp.as_ref().map(|(_, s)| s.clone()));
+        tokio::select! {
+            cmd = cmd_rx.recv() => match cmd {
+                Some(Command::Apply(plan, reply)) => {
+                    let resp = agent.apply(plan).await;
+                    let _ = reply.send(resp);
+                }
+                Some(Command::Shutdown(reply)) => {
+                    let _ = reply.send(Response::ShuttingDown);
+                    tracing::info!("shutdown requested");
+                    break;
+                }
+                None => break,
+            },
+            _ = sigterm.recv() => { tracing::info!("SIGTERM"); break; }
+            _ = sigint.recv() => { tracing::info!("SIGINT"); break; }
+            r = recv_raw(raw) => agent.on_packet(r).await,
+            r = recv_udp(udp) => agent.on_packet(r).await,
+            _ = sleep_until(deadline) => {
+                if let Some(d) = agent.dhcp.as_mut() {
+                    d.client.handle_timeout(Instant::now());
+                }
+            }
+        }
+        agent.drive().await;
+    }
+    agent.shutdown().await;
+    let _ = std::fs::remove_file(&opts.socket);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn recv_raw(s: Option<Arc<RawSocket>>) -> std::io::Result<Vec<u8>> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_udp(s: Option<Arc<UdpSocket>>) -> std::io::Result<Vec<u8>> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// DHCP on one interface.
+struct Dhcp {
+    ifname: String,
+    ifindex: u32,
+    client: Client,
+    client_id: Vec<u8>,
+    hostname: Option<String>,
+    broadcast_flag: bool,
+    raw: Arc<RawSocket>,
+    /// UDP socket bound to the lease address, for unicast renew/release.
+    udp: Option<(Ipv4Addr, Arc<UdpSocket>)>,
+    store: LeaseStore,
+    /// The lease whose address is on the interface.
+    configured: Option<Lease>,
+}
+
+impl Dhcp {
+    fn same_identity(&self, plan: &Plan) -> bool {
+        self.ifname == plan.interface
+            && plan
+                .client_id
+                .as_ref()
+                .is_none_or(|id| *id == self.client_id)
+            && self.hostname == plan.hostname
+            && self.broadcast_flag == plan.broadcast_flag
+    }
+}
+
+struct Agent {
+    state_dir: PathBuf,
+    netconf: Netconf,
+    firewall: Firewall,
+    plan: Option<Plan>,
+    dhcp: Option<Dhcp>,
+    snapshot: watch::Sender<Snapshot>,
+    last_error: Option<String>,
+}
+
+impl Agent {
+    async fn on_packet(&mut self, r: std::io::Result<Vec<u8>>) {
+        match r {
+            Ok(payload) => {
+                if let Some(d) = self.dhcp.as_mut() {
+                    d.client.handle_packet(Instant::now(), &payload);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "receiving DHCP packets failed");
+                self.last_error = Some(format!("receiving DHCP packets: {e}"));
+                // Avoid a hot loop on a persistent socket error.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    async fn apply(&mut self, plan: Plan) -> Response {
+        if let Err(e) = plan.validate() {
+            return Response::Error(format!("invalid plan: {e}"));
+        }
+        let restart = self.dhcp.as_ref().is_none_or(|d| !d.same_identity(&plan));
+        self.firewall.cfg.lan_if = plan.interface.clone();
+        if restart {
+            let new = match self.start_dhcp(&plan).await {
+                Ok(d) => d,
+                Err(e) => {
+                    let msg = e.to_string();
+                    return Response::Error(msg);
+                }
+            };
+            if let Some(mut old) = self.dhcp.take() {
+                tracing::info!(interface = %old.ifname, "plan changes the DHCP identity: releasing the old lease");
+                old.client.release(Instant::now());
+                self.dhcp = Some(old);
+                self.drive().await;
+            }
+            self.dhcp = Some(new);
+        } else if let Some(lease) = self.dhcp.as_ref().and_then(|d| d.configured.clone()) {
+            // Same lease, new forwards: replace the rules now.
+            if let Err(e) = self.firewall.apply(&plan.forwards, lease.address).await {
+                let msg = format!("forwards not applied, previous rules kept: {e}");
+                self.last_error = Some(msg.clone());
+                self.publish();
+                return Response::Error(msg);
+            }
+            let old = self
+                .plan
+                .as_ref()
+                .map(|p| p.forwards.as_slice())
+                .unwrap_or_default();
+            let stale = stale_targets(old, &plan.forwards);
+            if !stale.is_empty()
+                && let Err(e) = self.firewall.flush_conntrack_to(&stale).await
+            {
+                tracing::warn!(error = %e, "flushing flows to old targets failed; they end by themselves");
+            }
+            self.last_error = None;
+        }
+        tracing::info!(interface = %plan.interface, forwards = plan.forwards.len(), "plan applied");
+        self.plan = Some(plan);
+        self.drive().await;
+        let snap = self.snapshot.borrow().clone();
+        Response::Applied(snap.status(Instant::now(), snap.idle_forwards()))
+    }
+
+    async fn start_dhcp(&self, plan: &Plan) -> Result<Dhcp, String> {
+        let link = self
+            .netconf
+            .link(&plan.interface)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !link.up {
+            self.netconf
+                .set_up(&plan.interface, link.index)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        crate::netconf::loosen_rp_filter(&plan.interface);
+        let raw = RawSocket::open(link.index)
+            .map_err(|e| format!("cannot open a packet socket on {}: {e}", plan.interface))?;
+        let client_id = plan.client_id.clone().unwrap_or_else(|| {
+            let mut id = vec![1u8];
+            id.extend_from_slice(&link.mac);
+            id
+        });
+        let store = LeaseStore::new(&self.state_dir, &plan.interface);
+        let previous = store
+            .load()
+            .filter(|l| l.client_id == hex(&client_id) && l.interface == plan.interface)
+            .filter(|l| !l.expired(SystemTime::now()))
+            .map(|l| l.address);
+        let mut client = Client::new(
+            Config {
+                chaddr: link.mac,
+                client_id: client_id.clone(),
+                hostname: plan.hostname.clone(),
+                broadcast_flag: plan.broadcast_flag,
+            },
+            rand::random(),
+        );
+        tracing::info!(interface = %plan.interface, previous = ?previous, "starting DHCP");
+        client.start(Instant::now(), previous);
+        Ok(Dhcp {
+            ifname: plan.interface.clone(),
+            ifindex: link.index,
+            client,
+            client_id,
+            hostname: plan.hostname.clone(),
+            broadcast_flag: plan.broadcast_flag,
+            raw: Arc::new(raw),
+            udp: None,
+            store,
+            configured: None,
+        })
+    }
+
+    /// Sends what the client queued and acts on its events, then publishes.
+    async fn drive(&mut self) {
+        while let Some(d) = self.dhcp.as_mut() {
+            if let Some(t) = d.client.poll_transmit() {
+                if let Err(e) = send(d, &t).await {
+                    tracing::warn!(error = %e, "sending a DHCP packet failed");
+                    self.last_error = Some(e);
+                }
+                continue;
+            }
+            let Some(ev) = d.client.poll_event() else {
+                break;
+            };
+            self.on_event(ev).await;
+        }
+        self.publish();
+    }
+
+    async fn on_event(&mut self, ev: Event) {
+        let Some(d) = self.dhcp.as_mut() else { return };
+        match ev {
+            Event::Bound(lease) => {
+                let changed = d.configured.as_ref().is_some_and(|old| {
+                    old.address != lease.address || old.prefix_len != lease.prefix_len
+                });
+                if changed {
+                    let old = d.configured.take().expect("checked");
+                    tracing::info!(old = %old.address, new = %lease.address, "the server changed our address");
+                    if let Err(e) = self
+                        .netconf
+                        .remove(d.ifindex, old.address, old.prefix_len)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "removing the old address failed");
+                    }
+                    d.udp = None;
+                }
+                let fresh = d.configured.is_none();
+                let cfg = AddressConfig {
+                    address: lease.address,
+                    prefix_len: lease.prefix_len,
+                    gateway: lease.gateway,
+                    lifetime: lease
+                        .expires_at()
+                        .map(|t| t.saturating_duration_since(Instant::now())),
+                };
+                let mut error = None;
+                if let Err(e) = self.netconf.install(d.ifindex, &cfg).await {
+                    error = Some(format!(
+                        "configuring {}/{} on {}: {e}",
+                        lease.address, lease.prefix_len, d.ifname
+                    ));
+                }
+                let stored = StoredLease {
+                    interface: d.ifname.clone(),
+                    client_id: hex(&d.client_id),
+                    address: lease.address,
+                    prefix_len: lease.prefix_len,
+                    server_id: lease.server_id,
+                    expires_unix: lease.expires_at().map(|t| {
+                        let left = t.saturating_duration_since(Instant::now());
+                        (SystemTime::now() + left)
+                            .duration_since(UNIX_EPOCH)
+                            .unwrap_or_default()
+                            .as_secs()
+                    }),
+                };
+                if let Err(e) = d.store.save(&stored) {
+                    tracing::warn!(path = %d.store.path().display(), error = %e, "cannot persist the lease");
+                }
+                if fresh || changed {
+                    let forwards = self
+                        .plan
+                        .as_ref()
+                        .map(|p| p.forwards.clone())
+                        .unwrap_or_default();
+                    if let Err(e) = self.firewall.apply(&forwards, lease.address).await {
+                        error.get_or_insert(format!("applying forwards: {e}"));
+                    }
+                    tracing::info!(address = %lease.address, prefix_len = lease.prefix_len, gateway = ?lease.gateway,
+                        lease_secs = ?lease.lease_time.map(|t| t.as_secs()), "bound");
+                } else {
+                    tracing::info!(address = %lease.address, lease_secs = ?lease.lease_time.map(|t| t.as_secs()), "lease extended");
+                }
+                if let Some(e) = &error {
+                    tracing::error!("{e}");
+                }
+                self.last_error = error;
+                d.configured = Some(lease);
+            }
+            Event::Lost { lease, reason } => {
+                tracing::info!(address = %lease.address, ?reason, "lease lost");
+                if let Err(e) = self.firewall.remove().await {
+                    tracing::warn!(error = %e, "removing forwards failed");
+                }
+                if let Err(e) = self
+                    .netconf
+                    .remove(d.ifindex, lease.address, lease.prefix_len)
+                    .await
+                {
+                    tracing::warn!(error = %e, "removing the address failed");
+                }
+                if let Err(e) = d.store.clear() {
+                    tracing::warn!(error = %e, "cannot remove the stored lease");
+                }
+                d.configured = None;
+                d.udp = None;
+                if reason != LostReason::Released {
+                    self.last_error = Some(format!("lease on {} lost ({reason:?})", lease.address));
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let (state, lease, iface) = match &self.dhcp {
+            Some(d) => (
+                d.client.state(),
+                d.configured.clone(),
+                Some(d.ifname.clone()),
+            ),
+            None => (State::WaitingForPlan, None, None),
+        };
+        let plan = self.plan.as_ref();
+        let snap = Snapshot {
+            state,
+            interface: iface,
+            hostname: plan.and_then(|p| p.hostname.clone()),
+            rules_active: lease.is_some(),
+            lease,
+            forwards: plan.map(|p| p.forwards.clone()).unwrap_or_default(),
+            last_error: self.last_error.clone(),
+        };
+        self.snapshot.send_replace(snap);
+    }
+
+    /// Releases the lease (RELEASE sent, address and rules removed).
+    async fn shutdown(&mut self) {
+        if let Some(d) = self.dhcp.as_mut() {
+            d.client.release(Instant::now());
+        }
+        self.drive().await;
+        if let Err(e) = self.firewall.remove().await {
+            tracing::warn!(error = %e, "removing the firewall table failed");
+        }
+    }
+}
+
+async fn send(d: &mut Dhcp, t: &Transmit) -> Result<(), String> {
+    match t.destination {
+        Destination::Broadcast { src } => d
+            .raw
+            .send_broadcast(src, &t.payload)
+            .await
+            .map_err(|e| format!("broadcast on {}: {e}", d.ifname)),
+        Destination::Unicast { src, server } => {
+            let sock = match &d.udp {
+                Some((addr, s)) if *addr == src => s.clone(),
+                _ => {
+                    let s = Arc::new(
+                        UdpSocket::bind(&d.ifname, src)
+                            .map_err(|e| format!("binding {src}:68 on {}: {e}", d.ifname))?,
+                    );
+                    d.udp = Some((src, s.clone()));
+                    s
+                }
+            };
+            sock.send_to(server, &t.payload)
+                .await
+                .map_err(|e| format!("unicast to {server}:67: {e}"))
+        }
+    }
+}

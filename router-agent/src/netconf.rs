@@ -1,0 +1,365 @@
+//! Addresses, routes and policy rules through netlink, in the agent's own
+//! network namespace.
+//!
+//! On bind the lease's address goes on the LAN interface with the lease's
+//! lifetime (so the kernel drops it by itself if the agent dies and the lease
+//! runs out). Routing toward the LAN lives in a table of the agent's own,
+//! selected by two rules: traffic sourced from the leased address, and packets
+//! carrying the agent's mark (replies of connections that came in on the LAN,
+//! marked by the firewall). The main table is left alone: inside a Docker
+//! container its default route points at Docker's gateway and must stay.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, CacheInfo};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags};
+use rtnetlink::packet_route::route::RouteProtocol;
+use rtnetlink::packet_route::rule::RuleAction;
+use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
+
+/// Routing table of the agent (ASCII "NC").
+pub const ROUTE_TABLE: u32 = 0x4e43;
+/// Priority of the agent's `ip rule`s; below the main table's 32766.
+pub const RULE_PRIORITY: u32 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetconfError {
+    #[error("interface {0} not found in the agent's network namespace")]
+    NoSuchInterface(String),
+    #[error("interface {0} has no Ethernet address")]
+    NoMac(String),
+    #[error("cannot open a netlink socket: {0}")]
+    Connection(#[source] std::io::Error),
+    #[error("{what}: {source}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetconfError {
+    let what = what.into();
+    move |source| NetconfError::Netlink { what, source }
+}
+
+/// errno of a netlink error, positive (e.g. `libc::EEXIST`).
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+/// An interface as seen by the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub mac: [u8; 6],
+    pub up: bool,
+}
+
+/// What netconf installs for one lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressConfig {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub gateway: Option<Ipv4Addr>,
+    /// Remaining lifetime; `None` for an infinite lease.
+    pub lifetime: Option<Duration>,
+}
+
+/// A netlink handle in the agent's namespace.
+#[derive(Clone)]
+pub struct Netconf {
+    handle: Handle,
+    mark: u32,
+}
+
+impl Netconf {
+    /// Opens a netlink connection in the calling thread's network namespace.
+    /// Must be called inside a tokio runtime.
+    pub fn new(mark: u32) -> Result<Self, NetconfError> {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(NetconfError::Connection)?;
+        tokio::spawn(conn);
+        Ok(Netconf { handle, mark })
+    }
+
+    pub async fn link(&self, name: &str) -> Result<Link, NetconfError> {
+        let res = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute()
+            .try_next()
+            .await;
+        let msg = match res {
+            Ok(Some(m)) => m,
+            Ok(None) => return Err(NetconfError::NoSuchInterface(name.into())),
+            Err(e) if errno(&e) == Some(libc::ENODEV) => {
+                return Err(NetconfError::NoSuchInterface(name.into()));
+            }
+            Err(e) => return Err(nl(format!("looking up interface {name}"))(e)),
+        };
+        let mac = msg
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(a) if a.len() == 6 => {
+                    Some([a[0], a[1], a[2], a[3], a[4], a[5]])
+                }
+                _ => None,
+            })
+            .ok_or_else(|| NetconfError::NoMac(name.into()))?;
+        Ok(Link {
+            index: msg.header.index,
+            mac,
+            up: msg.header.flags.contains(LinkFlags::Up),
+        })
+    }
+
+    pub async fn set_up(&self, name: &str, index: u32) -> Result<(), NetconfError> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("bringing {name} up")))
+    }
+
+    /// Adds (or refreshes the lifetime of) the address, and installs the
+    /// agent's routing table and rules for it.
+    pub async fn install(&self, index: u32, cfg: &AddressConfig) -> Result<(), NetconfError> {
+        let secs = cfg
+            .lifetime
+            .map(|d| d.as_secs().clamp(1, u64::from(u32::MAX - 1)) as u32)
+            .unwrap_or(u32::MAX);
+        let mut req = self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(cfg.address), cfg.prefix_len)
+            .replace();
+        let mut lifetimes = CacheInfo::default();
+        lifetimes.ifa_preferred = secs;
+        lifetimes.ifa_valid = secs;
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::CacheInfo(lifetimes));
+        req.execute().await.map_err(nl(format!(
+            "adding address {}/{}",
+            cfg.address, cfg.prefix_len
+        )))?;
+
+        let subnet = network(cfg.address, cfg.prefix_len);
+        let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(subnet, cfg.prefix_len)
+            .output_interface(index)
+            .pref_source(cfg.address)
+            .scope(rtnetlink::packet_route::route::RouteScope::Link)
+            .protocol(RouteProtocol::Dhcp)
+            .table_id(ROUTE_TABLE)
+            .build();
+        self.handle
+            .route()
+            .add(on_link)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "adding route {subnet}/{} to table {ROUTE_TABLE}",
+                cfg.prefix_len
+            )))?;
+        if let Some(gw) = cfg.gateway {
+            let default = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gw)
+                .output_interface(index)
+                .pref_source(cfg.address)
+                .onlink()
+                .protocol(RouteProtocol::Dhcp)
+                .table_id(ROUTE_TABLE)
+                .build();
+            self.handle
+                .route()
+                .add(default)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!(
+                    "adding default route via {gw} to table {ROUTE_TABLE}"
+                )))?;
+        }
+        self.add_rule(Some(cfg.address), None, RULE_PRIORITY)
+            .await?;
+        self.add_rule(None, Some(self.mark), RULE_PRIORITY + 1)
+            .await?;
+        Ok(())
+    }
+
+    async fn add_rule(
+        &self,
+        from: Option<Ipv4Addr>,
+        mark: Option<u32>,
+        priority: u32,
+    ) -> Result<(), NetconfError> {
+        // Replace whatever rule sits at our priority (a previous address).
+        self.del_rules_at(priority).await?;
+        let mut req = self
+            .handle
+            .rule()
+            .add()
+            .v4()
+            .table_id(ROUTE_TABLE)
+            .priority(priority)
+            .action(RuleAction::ToTable);
+        if let Some(a) = from {
+            req = req.source_prefix(a, 32);
+        }
+        if let Some(m) = mark {
+            req = req.fw_mark(m);
+        }
+        req.execute()
+            .await
+            .map_err(nl(format!("adding ip rule at priority {priority}")))
+    }
+
+    async fn del_rules_at(&self, priority: u32) -> Result<(), NetconfError> {
+        use rtnetlink::packet_route::rule::RuleAttribute;
+        let rules: Vec<_> = self
+            .handle
+            .rule()
+            .get(rtnetlink::IpVersion::V4)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("listing ip rules"))?;
+        for r in rules {
+            let ours = r
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RuleAttribute::Priority(p) if *p == priority))
+                && r.attributes
+                    .iter()
+                    .any(|a| matches!(a, RuleAttribute::Table(t) if *t == ROUTE_TABLE));
+            if ours {
+                match self.handle.rule().del(r).execute().await {
+                    Ok(()) => {}
+                    Err(e) if errno(&e) == Some(libc::ENOENT) => {}
+                    Err(e) => {
+                        return Err(nl(format!("removing ip rule at priority {priority}"))(e));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the address, the agent's routes and rules. Missing pieces are
+    /// not an error (the kernel drops an expired address by itself).
+    pub async fn remove(
+        &self,
+        index: u32,
+        address: Ipv4Addr,
+        prefix_len: u8,
+    ) -> Result<(), NetconfError> {
+        let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(address, prefix_len)
+            .build();
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    errno(&e),
+                    Some(libc::EADDRNOTAVAIL | libc::ENODEV | libc::ENOENT)
+                ) => {}
+            Err(e) => return Err(nl(format!("removing address {address}/{prefix_len}"))(e)),
+        }
+        self.flush_table().await?;
+        self.del_rules_at(RULE_PRIORITY).await?;
+        self.del_rules_at(RULE_PRIORITY + 1).await
+    }
+
+    async fn flush_table(&self) -> Result<(), NetconfError> {
+        let filter = RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(ROUTE_TABLE)
+            .build();
+        let routes: Vec<_> = self
+            .handle
+            .route()
+            .get(filter)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("listing routes"))?;
+        for r in routes {
+            let table = r
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    rtnetlink::packet_route::route::RouteAttribute::Table(t) => Some(*t),
+                    _ => None,
+                })
+                .unwrap_or(u32::from(r.header.table));
+            if table != ROUTE_TABLE {
+                continue;
+            }
+            match self.handle.route().del(r).execute().await {
+                Ok(()) => {}
+                Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENOENT)) => {}
+                Err(e) => return Err(nl(format!("removing a route of table {ROUTE_TABLE}"))(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The network address of `addr/prefix_len`.
+pub fn network(addr: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
+    let mask = if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix_len.min(32)))
+    };
+    Ipv4Addr::from(u32::from(addr) & mask)
+}
+
+/// Best effort: loose reverse-path filtering on the LAN interface, so that
+/// clients on other subnets (whose route in the main table points elsewhere)
+/// are not dropped. Inside Docker `/proc/sys` is read-only; the driver sets
+/// the same through `--sysctl` when it creates the router container.
+pub fn loosen_rp_filter(ifname: &str) {
+    for path in [
+        format!("/proc/sys/net/ipv4/conf/{ifname}/rp_filter"),
+        "/proc/sys/net/ipv4/conf/all/rp_filter".to_string(),
+    ] {
+        match std::fs::read_to_string(&path) {
+            Ok(v) if v.trim() == "1" => {
+                if let Err(e) = std::fs::write(&path, "2") {
+                    tracing::warn!(%path, error = %e, "cannot set loose reverse-path filtering; clients on other subnets may be dropped");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_masks() {
+        let a = Ipv4Addr::new(192, 0, 2, 57);
+        assert_eq!(network(a, 24), Ipv4Addr::new(192, 0, 2, 0));
+        assert_eq!(network(a, 32), a);
+        assert_eq!(network(a, 0), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(network(a, 26), Ipv4Addr::new(192, 0, 2, 0));
+        assert_eq!(
+            network(Ipv4Addr::new(192, 0, 2, 200), 26),
+            Ipv4Addr::new(192, 0, 2, 192)
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! The persisted lease: written on every bind, read at start, so that a
+//! restarted agent asks for the same address (INIT-REBOOT).
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLease {
+    pub interface: String,
+    /// Client identifier, hex; a lease is only reused for the same identity.
+    pub client_id: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    pub server_id: Ipv4Addr,
+    /// Unix time the lease expires; `None` for an infinite lease.
+    pub expires_unix: Option<u64>,
+}
+
+impl StoredLease {
+    pub fn expired(&self, now: SystemTime) -> bool {
+        match self.expires_unix {
+            None => false,
+            Some(t) => now.duration_since(UNIX_EPOCH).unwrap_or_default() >= Duration::from_secs(t),
+        }
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lease file of one interface in the state directory.
+#[derive(Clone, Debug)]
+pub struct LeaseStore {
+    path: PathBuf,
+}
+
+impl LeaseStore {
+    pub fn new(state_dir: &Path, interface: &str) -> Self {
+        LeaseStore {
+            path: state_dir.join(format!("lease-{interface}.json")),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The stored lease, if there is a readable one. A corrupt file is logged
+    /// and ignored (the client then simply starts from DISCOVER).
+    pub fn load(&self) -> Option<StoredLease> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the stored lease");
+                return None;
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "ignoring a corrupt stored lease");
+                None
+            }
+        }
+    }
+
+    /// Writes the lease atomically (temporary file, fsync, rename).
+    pub fn save(&self, lease: &StoredLease) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(serde_json::to_string_pretty(lease)?.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    pub fn clear(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmpdir() -> PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "nc-store-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn save_load_clear() {
+        let dir = tmpdir();
+        let store = LeaseStore::new(&dir, "lan0");
+        assert_eq!(store.load(), None);
+        let lease = StoredLease {
+            interface: "lan0".into(),
+            client_id: hex(b"\x01ab"),
+            address: Ipv4Addr::new(192, 0, 2, 57),
+            prefix_len: 24,
+            server_id: Ipv4Addr::new(192, 0, 2, 1),
+            expires_unix: Some(10),
+        };
+        store.save(&lease).unwrap();
+        assert_eq!(store.load(), Some(lease.clone()));
+        assert!(lease.expired(SystemTime::now()));
+        assert!(
+            !StoredLease {
+                expires_unix: None,
+                ..lease
+            }
+            .expired(SystemTime::now())
+        );
+        std::fs::write(store.path(), "{not json").unwrap();
+        assert_eq!(store.load(), None);
+        store.clear().unwrap();
+        store.clear().unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
