@@ -149,6 +149,9 @@ struct Dhcp {
     store: LeaseStore,
     /// The lease whose address is on the interface.
     configured: Option<Lease>,
+    /// Address left on the interface by a previous agent (killed without
+    /// releasing); removed unless the server gives it back.
+    leftover: Option<(Ipv4Addr, u8)>,
 }
 
 impl Dhcp {
@@ -260,8 +263,9 @@ impl Agent {
             id
         });
         let store = LeaseStore::new(&self.state_dir, &plan.interface);
-        let previous = store
-            .load()
+        let stored = store.load();
+        let leftover = stored.as_ref().map(|l| (l.address, l.prefix_len));
+        let previous = stored
             .filter(|l| l.client_id == hex(&client_id) && l.interface == plan.interface)
             .filter(|l| !l.expired(SystemTime::now()))
             .map(|l| l.address);
@@ -287,6 +291,7 @@ impl Agent {
             udp: None,
             store,
             configured: None,
+            leftover,
         })
     }
 
@@ -305,6 +310,7 @@ impl Agent {
             };
             self.on_event(ev).await;
         }
+        self.drop_leftover().await;
         self.publish();
     }
 
@@ -400,6 +406,44 @@ impl Agent {
                 if reason != LostReason::Released {
                     self.last_error = Some(format!("lease on {} lost ({reason:?})", lease.address));
                 }
+            }
+        }
+    }
+
+    /// Once the client is past INIT-REBOOT without getting the old address
+    /// back, the old address (and rules) left by a previous agent go.
+    async fn drop_leftover(&mut self) {
+        let Some(d) = self.dhcp.as_mut() else { return };
+        let Some((addr, plen)) = d.leftover else { return };
+        if let Some(l) = &d.configured
+            && l.address == addr
+        {
+            d.leftover = None;
+            return;
+        }
+        if matches!(d.client.state(), State::InitReboot | State::Rebooting) {
+            return;
+        }
+        d.leftover = None;
+        tracing::info!(address = %addr, "removing the address a previous agent left behind");
+        if d.configured.is_none()
+            && let Err(e) = self.firewall.remove().await
+        {
+            tracing::warn!(error = %e, "removing stale forwards failed");
+        }
+        if let Err(e) = self.netconf.remove(d.ifindex, addr, plen).await {
+            tracing::warn!(error = %e, "removing the stale address failed");
+        }
+        if let Some(l) = d.configured.clone() {
+            // netconf.remove also dropped the routing of the current lease.
+            let cfg = AddressConfig {
+                address: l.address,
+                prefix_len: l.prefix_len,
+                gateway: l.gateway,
+                lifetime: l.expires_at().map(|t| t.saturating_duration_since(Instant::now())),
+            };
+            if let Err(e) = self.netconf.install(d.ifindex, &cfg).await {
+                self.last_error = Some(format!("re-installing routes: {e}"));
             }
         }
     }
