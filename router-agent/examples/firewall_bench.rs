@@ -1,0 +1,144 @@
+//! Apply time of the agent's nftables table for 1, 100, 1,000 and 10,000
+//! forwards, in a network namespace of its own (needs root).
+//!
+//! `cargo run --release -p netcontainer-agent --example firewall_bench [RUNS]`
+//!
+//! The mix: two thirds single ports with another target port, one third
+//! port-preserving ranges of 10 ports, alternating tcp/udp, 50 target
+//! addresses (or one: the usual case, a single service container). The time is from calling `Firewall::apply` (validation,
+//! rendering, `nft -j -f -`) to its return (rules in the kernel). nft runs
+//! directly (the process enters the namespace), not through `ip netns exec`.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use netcontainer_agent::firewall::{Firewall, RulesetConfig, render};
+use netcontainer_proto::{Forward, Protocol};
+
+fn mix(n: usize, addresses: usize) -> Vec<Forward> {
+    let mut next = [1024u16, 1024u16];
+    (0..n)
+        .map(|i| {
+            let (protocol, slot) = if i % 2 == 0 {
+                (Protocol::Tcp, 0)
+            } else {
+                (Protocol::Udp, 1)
+            };
+            let start = next[slot];
+            let target_address = Ipv4Addr::new(192, 0, 2, 2 + (i % addresses) as u8);
+            if i % 3 == 2 {
+                next[slot] += 10;
+                Forward {
+                    protocol,
+                    public_port: start,
+                    public_port_end: start + 9,
+                    target_address,
+                    target_port: start,
+                }
+            } else {
+                next[slot] += 1;
+                Forward {
+                    protocol,
+                    public_port: start,
+                    public_port_end: start,
+                    target_address,
+                    target_port: start + 30000,
+                }
+            }
+        })
+        .collect()
+}
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
+    }
+}
+
+fn median(v: &mut [Duration]) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    let name = format!("nc-fwbench-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .expect("run ip");
+    assert!(ok.success(), "ip netns add failed (needs root)");
+    let ns = Netns(name);
+    // Enter the namespace on this thread before any other thread exists, so
+    // that the runtime and every nft it spawns live in it.
+    let f = std::fs::File::open(format!("/run/netns/{}", ns.0)).expect("open netns");
+    // SAFETY: valid fd, single-threaded at this point.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let lease = Ipv4Addr::new(198, 51, 100, 10);
+    let mut fw = Firewall::new(RulesetConfig::default());
+    for (counters, addresses) in [(true, 1), (true, 50), (false, 1)] {
+        fw.cfg.counters = counters;
+        println!(
+            "\ncounters={counters} target-addresses={addresses} (runs={runs})\n\
+             forwards  ports  elements  batch-bytes  render-ms  apply-median-ms  min-ms  max-ms"
+        );
+        for n in [1usize, 100, 1_000, 10_000] {
+            let forwards = mix(n, addresses);
+            let ports: u32 = forwards.iter().map(Forward::len).sum();
+            let mut renders: Vec<Duration> = (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(render(&fw.cfg, &forwards, lease));
+                    t.elapsed()
+                })
+                .collect();
+            let render_t = median(&mut renders);
+            let batch = render(&fw.cfg, &forwards, lease);
+            let elements: usize = batch["nftables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|c| c["add"].get("set").or_else(|| c["add"].get("map")))
+                .map(|s| s["elem"].as_array().map_or(0, Vec::len))
+                .sum();
+            let bytes = serde_json::to_vec(&batch).unwrap().len();
+            rt.block_on(fw.apply(&forwards, lease))
+                .expect("warm-up apply");
+            let mut times: Vec<Duration> = (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    rt.block_on(fw.apply(&forwards, lease)).expect("apply");
+                    t.elapsed()
+                })
+                .collect();
+            let med = median(&mut times);
+            println!(
+                "{n:>8}  {ports:>5}  {elements:>8}  {bytes:>11}  {:>9}  {:>15}  {:>6}  {:>6}",
+                ms(render_t),
+                ms(med),
+                ms(times[0]),
+                ms(times[times.len() - 1])
+            );
+        }
+    }
+    rt.block_on(fw.remove()).expect("remove");
+    drop(ns);
+}
