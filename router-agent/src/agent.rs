@@ -414,7 +414,9 @@ impl Agent {
     /// back, the old address (and rules) left by a previous agent go.
     async fn drop_leftover(&mut self) {
         let Some(d) = self.dhcp.as_mut() else { return };
-        let Some((addr, plen)) = d.leftover else { return };
+        let Some((addr, plen)) = d.leftover else {
+            return;
+        };
         if let Some(l) = &d.configured
             && l.address == addr
         {
@@ -440,7 +442,9 @@ impl Agent {
                 address: l.address,
                 prefix_len: l.prefix_len,
                 gateway: l.gateway,
-                lifetime: l.expires_at().map(|t| t.saturating_duration_since(Instant::now())),
+                lifetime: l
+                    .expires_at()
+                    .map(|t| t.saturating_duration_since(Instant::now())),
             };
             if let Err(e) = self.netconf.install(d.ifindex, &cfg).await {
                 self.last_error = Some(format!("re-installing routes: {e}"));

@@ -139,7 +139,10 @@ pub enum ControlError {
 /// Binds the control socket: the directory is created 0700 if missing, a
 /// stale socket file is replaced, the socket is made 0600.
 pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+    if let Some(dir) = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+    {
         std::fs::create_dir_all(dir).map_err(|source| ControlError::Dir {
             path: dir.to_path_buf(),
             source,
