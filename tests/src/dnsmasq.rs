@@ -23,6 +23,9 @@ pub struct DnsmasqOpts {
     pub domain: Option<String>,
     /// DNS port in the LAN namespace (53; 0 turns DNS off).
     pub dns_port: u16,
+    /// Router option (3) handed to clients: the LAN's gateway (192.0.2.1, the server's
+    /// own address, by default).
+    pub router: Ipv4Addr,
     /// Extra command line arguments.
     pub extra: Vec<String>,
 }
@@ -34,6 +37,7 @@ impl Default for DnsmasqOpts {
             lease_secs: 120,
             domain: Some("lan.test".into()),
             dns_port: 53,
+            router: Ipv4Addr::new(192, 0, 2, 1),
             extra: Vec::new(),
         }
     }
@@ -76,7 +80,7 @@ impl Dnsmasq {
                 "--dhcp-range={},{},255.255.255.0,{}",
                 opts.range.0, opts.range.1, opts.lease_secs
             ),
-            "--dhcp-option=option:router,192.0.2.1".into(),
+            format!("--dhcp-option=option:router,{}", opts.router),
             format!("--dhcp-leasefile={}", p("leases")),
             format!("--pid-file={}", p("dnsmasq.pid")),
             format!("--port={}", opts.dns_port),

@@ -15,6 +15,10 @@
 //! * [`RefClient`]: dhclient / busybox udhcpc, the reference clients.
 //! * [`dhcp`]: hand-crafted DHCP packets and a sender; [`dns`]: a tiny DNS A query.
 //! * [`AddrWatch`]: netlink RTM_NEWADDR watcher with sub-millisecond timing (benchmarks).
+//! * [`service`]: the service side behind a router ([`ServiceNet`]: segment bridge, hosts
+//!   on 198.51.100.0/24), a routed second LAN ([`RoutedNet`], 203.0.113.0/24), small
+//!   servers (busybox httpd, TCP banner, UDP echo) and bounded clients (curl, TCP, UDP,
+//!   ping) for the forwarding tests.
 //!
 //! Only 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24 are used, only inside namespaces
 //! created here. Names carry the pid and a counter so tests can run in parallel.
@@ -29,6 +33,7 @@ pub mod kea;
 pub mod netns;
 pub mod proc;
 pub mod refclient;
+pub mod service;
 
 pub use addrwatch::AddrWatch;
 pub use agent::{Agent, AgentStatus, ApplyArgs, CmdOutput, LeaseStatus};
@@ -38,6 +43,7 @@ pub use kea::{Kea, KeaLease, KeaOpts, KeaRequest};
 pub use netns::Netns;
 pub use proc::ProcGuard;
 pub use refclient::{RefClient, RefClientKind};
+pub use service::{RoutedNet, ServiceNet};
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
