@@ -283,13 +283,19 @@ impl BannerServer {
     }
 }
 
-/// A UDP echo server on `port` of `ns` (each datagram is sent back to its sender).
+/// A UDP echo server on `port` of `ns` (each datagram is sent back to its sender,
+/// prefixed with the tag, if any).
 pub struct UdpEcho {
     _worker: Worker,
 }
 
 impl UdpEcho {
     pub fn start(ns: &Netns, port: u16) -> UdpEcho {
+        UdpEcho::tagged(ns, port, "")
+    }
+
+    /// Replies `tag` followed by the datagram (tells which server answered).
+    pub fn tagged(ns: &Netns, port: u16, tag: &str) -> UdpEcho {
         let sock = ns
             .run_in(|| UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))
             .expect("enter netns")
@@ -298,11 +304,14 @@ impl UdpEcho {
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        let tag = tag.as_bytes().to_vec();
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 2048];
             while !s.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = sock.recv_from(&mut buf) {
-                    let _ = sock.send_to(&buf[..n], from);
+                    let mut reply = tag.clone();
+                    reply.extend_from_slice(&buf[..n]);
+                    let _ = sock.send_to(&reply, from);
                 }
             }
         });
@@ -313,6 +322,36 @@ impl UdpEcho {
             },
         }
     }
+}
+
+/// A UDP socket made in `ns` (bound to an ephemeral port, connected to `addr:port`), for
+/// several exchanges from the same source port (one conntrack entry).
+pub fn udp_socket_in(ns: &Netns, addr: Ipv4Addr, port: u16) -> UdpSocket {
+    let sock = ns
+        .run_in(|| {
+            let s = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            s.connect(SocketAddrV4::new(addr, port))?;
+            Ok::<_, std::io::Error>(s)
+        })
+        .expect("enter netns")
+        .unwrap_or_else(|e| panic!("udp socket in {}: {e}", ns.name()));
+    sock.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    sock
+}
+
+/// Send `payload` on `sock` and wait for one reply, `attempts` tries.
+pub fn udp_exchange(sock: &UdpSocket, payload: &[u8], attempts: u32) -> Result<Vec<u8>, String> {
+    let mut last = String::from("no attempt");
+    for _ in 0..attempts.max(1) {
+        sock.send(payload).map_err(|e| format!("send: {e}"))?;
+        let mut buf = [0u8; 2048];
+        match sock.recv(&mut buf) {
+            Ok(n) => return Ok(buf[..n].to_vec()),
+            Err(e) => last = format!("no reply: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// Connect from `ns` to `addr:port` (bounded by `timeout`) and read until the peer closes.

@@ -410,14 +410,32 @@ fn reapply_switches_target_and_invalid_plans_change_nothing() {
     });
     let _http1 = HttpServer::start(w.host(0), 8080, "hello from service one\n");
     let _http2 = HttpServer::start(w.host(1), 8080, "hello from service two\n");
-    let addr = w.apply(&["tcp:80=198.51.100.2:8080"]);
+    let _udp1 = UdpEcho::tagged(w.host(0), 5353, "one:");
+    let _udp2 = UdpEcho::tagged(w.host(1), 5353, "two:");
+    let addr = w.apply(&["tcp:80=198.51.100.2:8080", "udp:5353=198.51.100.2:5353"]);
     assert_eq!(fetch(&w.client, addr, 80), "hello from service one\n");
+    // One UDP socket for the whole test: one source port, one conntrack entry, which
+    // outlives the re-apply unless the agent flushes flows to the old target.
+    let udp = service::udp_socket_in(&w.client, addr, 5353);
+    assert_eq!(
+        service::udp_exchange(&udp, b"a", 3).as_deref(),
+        Ok(&b"one:a"[..])
+    );
 
-    // New target: the very next connection (one try) gets the new page.
-    assert_eq!(w.apply(&["tcp:80=198.51.100.3:8080"]), addr);
+    // New target: the very next connection (one try) gets the new page, and the next
+    // datagram of the same UDP flow goes to the new target.
+    assert_eq!(
+        w.apply(&["tcp:80=198.51.100.3:8080", "udp:5353=198.51.100.3:5353"]),
+        addr
+    );
     assert_eq!(
         curl(&w.client, addr, 80, 2).as_deref(),
         Ok("hello from service two\n")
+    );
+    assert_eq!(
+        service::udp_exchange(&udp, b"b", 1).as_deref(),
+        Ok(&b"two:b"[..]),
+        "the UDP flow still goes to the old target after the re-apply"
     );
 
     // Refused by the driver (not an IPv4 address): exit != 0, one "error:" line.
@@ -438,8 +456,15 @@ fn reapply_switches_target_and_invalid_plans_change_nothing() {
         target: SVC2,
         target_port: 8080,
     };
+    let current_udp = RawForward {
+        udp: true,
+        port: 5353,
+        port_end: 5353,
+        target_port: 5353,
+        ..current
+    };
     assert_eq!(
-        service::raw_apply(sock, "lan0", &[current]),
+        service::raw_apply(sock, "lan0", &[current, current_udp]),
         Ok(RawResponse::Applied)
     );
     let overlapping = [
@@ -472,7 +497,17 @@ fn reapply_switches_target_and_invalid_plans_change_nothing() {
     let st = w.agent.status();
     assert_eq!(st.address(), Some(addr), "the lease changed: {:?}", st.raw);
     let fw: Vec<(u64, String)> = w.counters().into_iter().map(|c| (c.0, c.1)).collect();
-    assert_eq!(fw, vec![(80, "198.51.100.3:8080".to_string())]);
+    assert_eq!(
+        fw,
+        vec![
+            (80, "198.51.100.3:8080".to_string()),
+            (5353, "198.51.100.3:5353".to_string())
+        ]
+    );
+    assert_eq!(
+        service::udp_exchange(&udp, b"c", 3).as_deref(),
+        Ok(&b"two:c"[..])
+    );
     assert!(st.last_error.is_none(), "{:?}", st.last_error);
 }
 
