@@ -1,28 +1,79 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use tracing_subscriber::filter::LevelFilter;
 
-/// The netcontainer router agent: keeps a DHCP lease on the plan's interface
-/// and forwards the service's ports from the leased address.
-#[derive(Parser, Debug)]
-#[command(name = "netcontainer-agent", version)]
+const USAGE: &str = "\
+netcontainer-agent: keeps a DHCP lease on the plan's interface and forwards
+the service's ports from the leased address.
+
+Usage: netcontainer-agent [--socket PATH] [--state-dir DIR]
+
+Options:
+  --socket PATH     control socket to listen on [default: /run/netcontainer/agent.sock]
+  --state-dir DIR   directory for the persisted lease [default: /run/netcontainer]
+  -h, --help        print this help
+  -V, --version     print the version
+
+Environment: NETCONTAINER_LOG=error|warn|info|debug|trace (default info).
+";
+
 struct Cli {
-    /// Control socket to listen on.
-    #[arg(long, default_value = "/run/netcontainer/agent.sock")]
     socket: PathBuf,
-    /// Directory for the persisted lease.
-    #[arg(long, default_value = "/run/netcontainer")]
     state_dir: PathBuf,
 }
 
+/// Two options do not need an argument parser (the agent's resident size
+/// matters: one runs per service).
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
+    let mut cli = Cli {
+        socket: PathBuf::from("/run/netcontainer/agent.sock"),
+        state_dir: PathBuf::from("/run/netcontainer"),
+    };
+    while let Some(a) = args.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (a.clone(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match flag.as_str() {
+            "--socket" => cli.socket = value("--socket")?.into(),
+            "--state-dir" => cli.state_dir = value("--state-dir")?.into(),
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("netcontainer-agent {}", env!("CARGO_PKG_VERSION"));
+                return Ok(None);
+            }
+            other => return Err(format!("unexpected argument {other:?} (see --help)")),
+        }
+    }
+    Ok(Some(cli))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse(std::env::args().skip(1)) {
+        Ok(Some(cli)) => cli,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let level = std::env::var("NETCONTAINER_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+        .unwrap_or(LevelFilter::INFO);
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NETCONTAINER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
@@ -50,5 +101,32 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> impl Iterator<Item = String> {
+        a.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn parses_options() {
+        let c = parse(args(&["--socket", "/x/a.sock", "--state-dir=/y"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.socket, PathBuf::from("/x/a.sock"));
+        assert_eq!(c.state_dir, PathBuf::from("/y"));
+        let d = parse(args(&[])).unwrap().unwrap();
+        assert_eq!(d.socket, PathBuf::from("/run/netcontainer/agent.sock"));
+        assert!(parse(args(&["--socket"])).is_err());
+        assert!(parse(args(&["--state-dir="])).is_err());
+        assert!(parse(args(&["--bogus"])).is_err());
+        assert!(parse(args(&["--help"])).unwrap().is_none());
     }
 }
