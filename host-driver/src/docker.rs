@@ -10,8 +10,8 @@ use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 
 use crate::plan::{RouterPlan, ServiceInfo, labels};
@@ -65,6 +65,15 @@ fn is_404(e: &BollardError) -> bool {
             ..
         }
     )
+}
+
+/// A container event, reduced to what `watch` needs.
+#[derive(Clone, Debug)]
+pub struct ContainerEvent {
+    pub action: String,
+    pub name: String,
+    /// Docker puts the container's labels among the event's attributes.
+    pub labels: HashMap<String, String>,
 }
 
 /// A router container found by its labels.
@@ -226,10 +235,56 @@ impl DockerClient {
     }
 
     pub async fn start(&self, id: &str) -> Result<(), DockerError> {
-        self.docker
-            .start_container(id, None)
+        match self.docker.start_container(id, None).await {
+            Ok(()) => Ok(()),
+            // 304: already running (e.g. `docker restart` got there first).
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(api(format!("starting {id}"))(e)),
+        }
+    }
+
+    /// Container start/die/destroy events, from now on.
+    pub fn events(
+        &self,
+    ) -> impl futures::Stream<Item = Result<ContainerEvent, DockerError>> + use<> {
+        use futures::StreamExt;
+        let filters = HashMap::from([
+            ("type", vec!["container"]),
+            ("event", vec!["start", "die", "destroy"]),
+        ]);
+        let opts = EventsOptionsBuilder::default().filters(&filters).build();
+        self.docker.events(Some(opts)).map(|ev| {
+            let ev = ev.map_err(api("reading Docker events"))?;
+            let actor = ev.actor.unwrap_or_default();
+            let attributes = actor.attributes.unwrap_or_default();
+            Ok(ContainerEvent {
+                action: ev.action.unwrap_or_default(),
+                name: attributes.get("name").cloned().unwrap_or_default(),
+                labels: attributes,
+            })
+        })
+    }
+
+    /// Names of the containers (running or not) that carry `label`.
+    pub async fn names_with_label(&self, label: &str) -> Result<Vec<String>, DockerError> {
+        let filters = HashMap::from([("label", vec![label.to_string()])]);
+        let list = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
             .await
-            .map_err(api(format!("starting {id}")))
+            .map_err(api(format!("listing containers labelled {label}")))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect())
     }
 
     /// The pid of a running container.

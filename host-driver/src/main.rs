@@ -5,9 +5,11 @@ mod agent_client;
 mod commands;
 mod docker;
 mod error;
+mod notify;
 mod output;
 mod plan;
 mod plumb;
+mod router;
 
 use std::process::ExitCode;
 
@@ -30,6 +32,8 @@ enum Command {
     Status(commands::status::StatusArgs),
     /// List the network containers on this host.
     Ls(commands::ls::LsArgs),
+    /// Keep every network container true to its service (Docker events).
+    Watch(commands::watch::WatchArgs),
     /// Talk to one agent directly, without Docker (debugging, tests).
     #[command(subcommand)]
     Agent(commands::agent::AgentCommand),
@@ -37,10 +41,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The supervisor logs what it does; one-shot commands only warnings.
+    let default_level = if matches!(cli.command, Command::Watch(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETCONTAINER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -62,6 +72,7 @@ fn main() -> ExitCode {
             Command::Down(a) => commands::down::run(a).await,
             Command::Status(a) => commands::status::run(a).await,
             Command::Ls(a) => commands::ls::run(a).await,
+            Command::Watch(a) => commands::watch::run(a).await,
             Command::Agent(c) => commands::agent::run(c).await,
         }
     });

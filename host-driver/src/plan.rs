@@ -27,6 +27,8 @@ pub mod labels {
     pub const NETWORK: &str = "netcontainer.network";
     /// Host directory bind-mounted into the router (socket, lease).
     pub const STATE_DIR: &str = "netcontainer.state-dir";
+    /// On a service: `watch` gives it a router.
+    pub const ENABLE: &str = "netcontainer.enable";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

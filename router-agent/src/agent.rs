@@ -18,6 +18,9 @@ use crate::firewall::{Firewall, RulesetConfig, stale_targets};
 use crate::netconf::{AddressConfig, Netconf, NetconfError};
 use crate::store::{LeaseStore, StoredLease, hex};
 
+/// How long a plan may wait for its interface to come up (see `Netconf::set_up`).
+const LINK_UP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(25);
+
 /// Conntrack/packet mark of connections that arrived on the LAN interface.
 pub const MARK: u32 = 0x4e43;
 
@@ -250,7 +253,7 @@ impl Agent {
             .map_err(|e| e.to_string())?;
         if !link.up {
             self.netconf
-                .set_up(&plan.interface, link.index)
+                .set_up(&plan.interface, link.index, LINK_UP_PATIENCE)
                 .await
                 .map_err(|e| e.to_string())?;
         }
@@ -482,6 +485,11 @@ impl Agent {
         self.drive().await;
         if let Err(e) = self.firewall.remove().await {
             tracing::warn!(error = %e, "removing the firewall table failed");
+        }
+        if let Some(d) = &self.dhcp
+            && let Err(e) = self.netconf.set_down(&d.ifname, d.ifindex).await
+        {
+            tracing::warn!(error = %e, "taking the LAN interface down failed");
         }
     }
 }

@@ -121,13 +121,53 @@ impl Netconf {
         })
     }
 
-    pub async fn set_up(&self, name: &str, index: u32) -> Result<(), NetconfError> {
+    /// Brings the link up. A macvlan whose MAC is still held by an
+    /// identical leg in a namespace the kernel has not finished tearing down
+    /// (the previous router, killed) fails with EADDRINUSE until that
+    /// namespace is gone: retry that for up to `patience`.
+    pub async fn set_up(
+        &self,
+        name: &str,
+        index: u32,
+        patience: Duration,
+    ) -> Result<(), NetconfError> {
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut warned = false;
+        loop {
+            match self
+                .handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).up().build())
+                .execute()
+                .await
+            {
+                Err(e)
+                    if errno(&e) == Some(libc::EADDRINUSE)
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    if !warned {
+                        tracing::warn!(
+                            interface = name,
+                            "MAC address still in use by a previous leg; waiting for it to go"
+                        );
+                        warned = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                r => return r.map_err(nl(format!("bringing {name} up"))),
+            }
+        }
+    }
+
+    /// Takes the link down (on shutdown: frees its MAC on the parent at once,
+    /// even before the namespace is torn down).
+    pub async fn set_down(&self, name: &str, index: u32) -> Result<(), NetconfError> {
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(index).up().build())
+            .set(LinkUnspec::new_with_index(index).down().build())
             .execute()
             .await
-            .map_err(nl(format!("bringing {name} up")))
+            .map_err(nl(format!("taking {name} down")))
     }
 
     /// Adds (or refreshes the lifetime of) the address, and installs the

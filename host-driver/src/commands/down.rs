@@ -3,9 +3,8 @@
 use clap::Args;
 
 use crate::commands::{require_root, run_dir};
-use crate::docker::DockerClient;
 use crate::error::Error;
-use crate::plan::labels;
+use crate::router::Driver;
 
 #[derive(Args, Debug)]
 pub struct DownArgs {
@@ -18,10 +17,10 @@ pub struct DownArgs {
 
 pub async fn run(a: DownArgs) -> Result<(), Error> {
     require_root()?;
-    let docker = DockerClient::connect().await?;
+    let driver = Driver::connect().await?;
     // The service may already be gone; its router is found by name and label.
     let service = a.container.trim_start_matches('/').to_string();
-    let Some(router) = docker.router(&service).await? else {
+    let Some(router) = driver.docker.router(&service).await? else {
         let stale = run_dir().join(&service);
         if stale.exists() {
             std::fs::remove_dir_all(&stale).map_err(|source| Error::File {
@@ -35,20 +34,7 @@ pub async fn run(a: DownArgs) -> Result<(), Error> {
     };
     // docker stop sends SIGTERM: the agent releases its lease, removes its
     // rules and exits.
-    docker.remove(&router.id, a.grace).await?;
-    if let Some(dir) = router.labels.get(labels::STATE_DIR) {
-        match std::fs::remove_dir_all(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(Error::File {
-                    what: "cannot remove",
-                    path: dir.into(),
-                    source,
-                });
-            }
-        }
-    }
+    driver.down(&router, a.grace).await?;
     println!(
         "{service}: network container {} removed, lease released",
         router.name

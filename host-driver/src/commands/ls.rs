@@ -4,11 +4,11 @@ use clap::Args;
 use netcontainer_proto::Status;
 use serde::Serialize;
 
-use crate::commands::up::router_status;
 use crate::docker::{DockerClient, RouterInfo};
 use crate::error::Error;
 use crate::output;
 use crate::plan::labels;
+use crate::router::{agent_status, host_dir_of};
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
@@ -38,7 +38,7 @@ pub async fn entries(docker: &DockerClient, only: Option<&str>) -> Result<Vec<En
     let mut out = Vec::new();
     for r in routers {
         let agent = if r.running {
-            router_status(&r.labels).await
+            agent_status(&host_dir_of(&r)).await
         } else {
             None
         };

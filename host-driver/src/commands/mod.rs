@@ -5,6 +5,7 @@ pub mod down;
 pub mod ls;
 pub mod status;
 pub mod up;
+pub mod watch;
 
 use std::path::PathBuf;
 
