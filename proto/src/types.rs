@@ -153,14 +153,14 @@ impl Plan {
         for f in &self.forwards {
             f.validate()?;
         }
-        for (i, a) in self.forwards.iter().enumerate() {
-            for b in &self.forwards[i + 1..] {
-                if a.protocol == b.protocol
-                    && a.public_port <= b.public_port_end
-                    && b.public_port <= a.public_port_end
-                {
-                    return Err(format!("forwards {a} and {b} overlap"));
-                }
+        // Overlaps in O(n log n): sorted by protocol and first port, the first
+        // overlap (if any) is between neighbours.
+        let mut sorted: Vec<&Forward> = self.forwards.iter().collect();
+        sorted.sort_by_key(|f| (f.protocol, f.public_port));
+        for w in sorted.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            if a.protocol == b.protocol && b.public_port <= a.public_port_end {
+                return Err(format!("forwards {a} and {b} overlap"));
             }
         }
         Ok(())
