@@ -29,6 +29,7 @@ pub mod bed;
 pub mod dhcp;
 pub mod dns;
 pub mod dnsmasq;
+pub mod docker;
 pub mod kea;
 pub mod netns;
 pub mod proc;

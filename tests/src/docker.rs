@@ -1,0 +1,694 @@
+//! The Docker test bed: the real host driver (`netcontainer up/down/status/ls`) against the
+//! real Docker engine, with a simulated LAN.
+//!
+//! ```text
+//!  root namespace (the Docker host)             LAN ns "<id>lan"
+//!  <id>p (veth, up, no address) ===========  uplink -- br0 192.0.2.1/24 (dnsmasq)
+//!    `-- macvlan lan0 in each router container        `-- cli === eth0 192.0.2.10/24
+//!  Docker network "<id>net" (bridge "<id>br",                          (ns "<id>cli")
+//!    a /28 of 198.51.100.0/24): services, routers
+//! ```
+//!
+//! [`DockerBed::new`] builds all of it; [`DockerBed::run_service`] starts a sample service
+//! (`netcontainer/sample:latest`) on the bed's network; [`DockerBed::up`] and friends run
+//! the driver and parse its output; [`DockerBed::leftovers`] lists what a service left
+//! behind. Drop removes, by their exact names: every router of a service the bed used,
+//! its state directory, the containers, the Docker network, the parent veth (and any link
+//! the test added), dnsmasq (by pid), the namespaces.
+//!
+//! Names start with `nct<pid>x<n>` (links ≤ 15 characters). Each bed's Docker network
+//! is a /28 of 198.51.100.0/24 chosen by a per-test index; if that pool is taken (another
+//! run in parallel) the next free /28 is used, so beds never collide on "Pool overlaps".
+
+use crate::TempDir;
+use crate::agent::CmdOutput;
+use crate::dnsmasq::{Dnsmasq, DnsmasqOpts};
+use crate::netns::Netns;
+use crate::proc::ProcGuard;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The driver's default `--image` (versioned with the workspace).
+pub const ROUTER_IMAGE: &str = concat!("netcontainer/router:", env!("CARGO_PKG_VERSION"));
+/// The sample service (`./scripts/build-sample-image`).
+pub const SAMPLE_IMAGE: &str = "netcontainer/sample:latest";
+/// The sample binary without any EXPOSE (built here from [`SAMPLE_IMAGE`], cached).
+pub const NOPORTS_IMAGE: &str = "netcontainer/sample-noports:latest";
+/// Label on [`NOPORTS_IMAGE`]: the id of the sample image it was made from.
+const NOPORTS_FROM: &str = "netcontainer.test.sample-id";
+
+/// The LAN client's address.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+/// dnsmasq's dynamic range.
+pub const POOL: (Ipv4Addr, Ipv4Addr) =
+    (Ipv4Addr::new(192, 0, 2, 50), Ipv4Addr::new(192, 0, 2, 150));
+
+/// Number of /28 slots in 198.51.100.0/24.
+pub const SLOTS: u8 = 16;
+
+/// How long any single driver call may take before it is killed.
+const DRIVER_LIMIT: Duration = Duration::from_secs(60);
+
+static BED_N: AtomicU32 = AtomicU32::new(0);
+static CALL_N: AtomicU32 = AtomicU32::new(0);
+
+/// Panic (never skip) unless the router and sample images exist.
+pub fn require_images() {
+    for (image, script) in [
+        (ROUTER_IMAGE, "./scripts/build-router-image"),
+        (SAMPLE_IMAGE, "./scripts/build-sample-image"),
+    ] {
+        if docker(&["image", "inspect", "--format", "{{.Id}}", image]).is_err() {
+            panic!(
+                "image {image} is missing: run ./scripts/build-router-image / \
+                 ./scripts/build-sample-image (here: {script})"
+            );
+        }
+    }
+}
+
+/// `docker args...`: Ok(stdout) or Err(what failed, with stderr).
+pub fn docker(args: &[&str]) -> Result<String, String> {
+    crate::try_run(Command::new("docker").args(args).stdin(Stdio::null()))
+}
+
+/// `docker args...`, panicking on failure.
+pub fn docker_ok(args: &[&str]) -> String {
+    docker(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Is `addr` in dnsmasq's pool?
+pub fn in_pool(addr: Ipv4Addr) -> bool {
+    (u32::from(POOL.0)..=u32::from(POOL.1)).contains(&u32::from(addr))
+}
+
+/// The state-directory root the driver uses (`NETCONTAINER_RUN_DIR` or /run/netcontainer).
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("NETCONTAINER_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/netcontainer"))
+}
+
+/// Host state directory of `service`'s router.
+pub fn state_dir(service: &str) -> PathBuf {
+    run_dir().join(service)
+}
+
+/// Name of `service`'s router container.
+pub fn router_name(service: &str) -> String {
+    format!("netcontainer-{service}")
+}
+
+/// Ids of all containers (any state) labelled as belonging to `service`.
+pub fn containers_of(service: &str) -> Vec<String> {
+    docker_ok(&[
+        "ps",
+        "-a",
+        "-q",
+        "--filter",
+        &format!("label=netcontainer.service={service}"),
+    ])
+    .split_whitespace()
+    .map(String::from)
+    .collect()
+}
+
+/// Builds [`NOPORTS_IMAGE`] unless it exists and was made from the current sample image:
+/// `FROM scratch` + the sample binary (copied out of [`SAMPLE_IMAGE`]), no EXPOSE.
+pub fn ensure_noports_image() {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let sample_id = docker_ok(&["image", "inspect", "--format", "{{.Id}}", SAMPLE_IMAGE])
+        .trim()
+        .to_string();
+    let have = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        &format!("{{{{index .Config.Labels \"{NOPORTS_FROM}\"}}}}"),
+        NOPORTS_IMAGE,
+    ]);
+    if have.as_deref().map(str::trim) == Ok(sample_id.as_str()) {
+        return;
+    }
+    let tmp = TempDir::new("noports");
+    let name = format!(
+        "nct{}x{}cp",
+        std::process::id(),
+        BED_N.fetch_add(1, Ordering::Relaxed)
+    );
+    // Created (never started), without any network.
+    docker_ok(&["create", "--name", &name, "--network", "none", SAMPLE_IMAGE]);
+    let copied = docker(&[
+        "cp",
+        &format!("{name}:/netcontainer-sample"),
+        &tmp.join("netcontainer-sample").display().to_string(),
+    ]);
+    let _ = docker(&["rm", "-f", &name]);
+    copied.unwrap_or_else(|e| panic!("copying the sample binary out: {e}"));
+    std::fs::write(
+        tmp.join("Dockerfile"),
+        format!(
+            "FROM scratch\nCOPY netcontainer-sample /netcontainer-sample\n\
+             LABEL {NOPORTS_FROM}=\"{sample_id}\"\n\
+             ENTRYPOINT [\"/netcontainer-sample\"]\nCMD [\"--http\", \"80\"]\n"
+        ),
+    )
+    .unwrap();
+    crate::run(
+        Command::new("docker")
+            .args(["build", "-q", "-t", NOPORTS_IMAGE])
+            .arg(tmp.path())
+            .env("DOCKER_BUILDKIT", "0"),
+    );
+}
+
+/// A service container made by the bed.
+#[derive(Clone, Debug)]
+pub struct Service {
+    /// Full container name (`<bed id><tag>`), also the driver's service name.
+    pub name: String,
+    /// Its address on the bed's Docker network (None when not started).
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// What a successful `up` printed: `SERVICE ADDRESS PORTS...`.
+#[derive(Debug)]
+pub struct Up {
+    pub service: String,
+    pub address: Ipv4Addr,
+    pub ports: BTreeSet<String>,
+    pub out: CmdOutput,
+}
+
+/// How to run the driver.
+#[derive(Clone, Debug, Default)]
+pub struct Invocation {
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Program and arguments put in front of the driver (e.g. `setpriv ...`).
+    pub wrapper: Vec<String>,
+}
+
+/// The bed. Field order is drop order after [`Drop::drop`] removed the Docker side.
+pub struct DockerBed {
+    /// `nct<pid>x<n>`: prefix of every name.
+    pub id: String,
+    /// The Docker network (`<id>net`), on bridge `<id>br`.
+    pub network: String,
+    /// Its subnet (a /28 of 198.51.100.0/24) and gateway.
+    pub subnet: String,
+    pub gateway: Ipv4Addr,
+    /// The host end (root namespace) of the veth to the LAN: the `--parent`.
+    pub parent: String,
+    pub dnsmasq: Dnsmasq,
+    /// LAN client namespace, 192.0.2.10/24 on the bridge.
+    pub client: Arc<Netns>,
+    /// LAN namespace (bridge br0 = 192.0.2.1/24).
+    pub lan: Arc<Netns>,
+    pub tmp: TempDir,
+    containers: Mutex<Vec<String>>,
+    services: Mutex<BTreeSet<String>>,
+    links: Mutex<Vec<String>>,
+}
+
+impl DockerBed {
+    /// A bed whose Docker network takes /28 number `index` (0..16) of 198.51.100.0/24, or
+    /// the next free one. Checks the images first.
+    pub fn new(index: u8) -> DockerBed {
+        require_images();
+        let id = format!(
+            "nct{}x{}",
+            std::process::id(),
+            BED_N.fetch_add(1, Ordering::Relaxed)
+        );
+        assert!(
+            id.len() + 2 <= 15,
+            "name prefix {id} too long for link names"
+        );
+        let tmp = TempDir::new("docker");
+        let lan = Arc::new(Netns::new(&format!("{id}lan")).expect("create LAN netns"));
+        lan.ip(&["link", "add", "br0", "type", "bridge"]);
+        lan.ip(&[
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ]);
+        lan.ip(&["addr", "add", "192.0.2.1/24", "dev", "br0"]);
+        lan.ip(&["link", "set", "br0", "up"]);
+        let client = Arc::new(Netns::new(&format!("{id}cli")).expect("create client netns"));
+        lan.ip(&[
+            "link",
+            "add",
+            "cli",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            client.name(),
+        ]);
+        lan.ip(&["link", "set", "cli", "master", "br0", "up"]);
+        client.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "eth0"]);
+        client.ip(&["link", "set", "eth0", "up"]);
+
+        let dnsmasq = Dnsmasq::start(
+            &lan,
+            DnsmasqOpts {
+                range: POOL,
+                lease_secs: 600,
+                domain: None,
+                dns_port: 0,
+                router: Ipv4Addr::new(192, 0, 2, 1),
+                extra: Vec::new(),
+            },
+        );
+        let mut bed = DockerBed {
+            network: format!("{id}net"),
+            subnet: String::new(),
+            gateway: Ipv4Addr::UNSPECIFIED,
+            parent: format!("{id}p"),
+            id,
+            dnsmasq,
+            client,
+            lan,
+            tmp,
+            containers: Mutex::new(Vec::new()),
+            services: Mutex::new(BTreeSet::new()),
+            links: Mutex::new(Vec::new()),
+        };
+        // The parent: a veth whose other end is on the LAN bridge. No address on our side.
+        bed.links.lock().unwrap().push(bed.parent.clone());
+        crate::ip(&[
+            "link",
+            "add",
+            &bed.parent,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "uplink",
+            "netns",
+            bed.lan.name(),
+        ]);
+        bed.lan
+            .ip(&["link", "set", "uplink", "master", "br0", "up"]);
+        crate::ip(&["link", "set", &bed.parent, "up"]);
+        bed.create_network(index);
+        bed
+    }
+
+    fn create_network(&mut self, index: u8) {
+        let bridge = format!("{}br", self.id);
+        let mut last = String::new();
+        for k in 0..SLOTS {
+            let slot = (index % SLOTS + k) % SLOTS;
+            let base = 16 * slot;
+            let subnet = format!("198.51.100.{base}/28");
+            let gateway = Ipv4Addr::new(198, 51, 100, base + 1);
+            match docker(&[
+                "network",
+                "create",
+                "--driver",
+                "bridge",
+                "--subnet",
+                &subnet,
+                "--gateway",
+                &gateway.to_string(),
+                "-o",
+                &format!("com.docker.network.bridge.name={bridge}"),
+                &self.network,
+            ]) {
+                Ok(_) => {
+                    self.subnet = subnet;
+                    self.gateway = gateway;
+                    return;
+                }
+                Err(e) if e.contains("overlap") => last = e,
+                Err(e) => panic!("creating Docker network {}: {e}", self.network),
+            }
+        }
+        panic!("no free /28 in 198.51.100.0/24 for a Docker network: {last}");
+    }
+
+    /// The Docker network's bridge in the root namespace.
+    pub fn bridge(&self) -> String {
+        format!("{}br", self.id)
+    }
+
+    /// `<id><tag>`.
+    pub fn name(&self, tag: &str) -> String {
+        format!("{}{tag}", self.id)
+    }
+
+    /// Remember `service` so drop removes its router and state directory.
+    pub fn track_service(&self, service: &str) {
+        self.services.lock().unwrap().insert(service.to_string());
+    }
+
+    /// Remember a root-namespace link to delete on drop.
+    pub fn track_link(&self, link: &str) {
+        self.links.lock().unwrap().push(link.to_string());
+    }
+
+    /// Start the sample service `<id><tag>` on the bed's network with `SAMPLE_NAME` = its
+    /// name and the sample's arguments `args` (e.g. `--http 80 --udp-echo 5353`).
+    pub fn run_service(&self, tag: &str, args: &[&str]) -> Service {
+        self.container(tag, SAMPLE_IMAGE, &[], args, true)
+    }
+
+    /// A container `<id><tag>` of `image` on the bed's network: `docker run -d` (or only
+    /// `docker create` when `start` is false) with extra `docker_args` before the image
+    /// and `cmd` after it.
+    pub fn container(
+        &self,
+        tag: &str,
+        image: &str,
+        docker_args: &[&str],
+        cmd: &[&str],
+        start: bool,
+    ) -> Service {
+        let name = self.name(tag);
+        self.containers.lock().unwrap().push(name.clone());
+        self.track_service(&name);
+        let sample_name = format!("SAMPLE_NAME={name}");
+        let mut a: Vec<&str> = if start {
+            vec!["run", "-d"]
+        } else {
+            vec!["create"]
+        };
+        a.extend_from_slice(&[
+            "--name",
+            &name,
+            "--network",
+            &self.network,
+            "-e",
+            &sample_name,
+        ]);
+        a.extend_from_slice(docker_args);
+        a.push(image);
+        a.extend_from_slice(cmd);
+        docker_ok(&a);
+        let ip = if start {
+            let fmt = format!(
+                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+                self.network
+            );
+            let s = docker_ok(&["inspect", "--format", &fmt, &name]);
+            Some(
+                s.trim()
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{name} has no address on {}: {s:?}", self.network)),
+            )
+        } else {
+            None
+        };
+        Service { name, ip }
+    }
+
+    /// Run the driver with `args`, bounded. Services named in `args` are not tracked here:
+    /// use the container helpers (or [`DockerBed::track_service`]).
+    pub fn nc(&self, args: &[&str]) -> CmdOutput {
+        self.nc_with(args, &Invocation::default())
+    }
+
+    /// Run the driver with extra environment / a wrapper.
+    pub fn nc_with(&self, args: &[&str], inv: &Invocation) -> CmdOutput {
+        let n = CALL_N.fetch_add(1, Ordering::Relaxed);
+        let out_p = self.tmp.join(format!("nc{n}.out"));
+        let err_p = self.tmp.join(format!("nc{n}.err"));
+        let bin = crate::bin("netcontainer");
+        let mut cmd = match inv.wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_p).unwrap())
+            .stderr(std::fs::File::create(&err_p).unwrap());
+        for (k, v) in &inv.env {
+            cmd.env(k, v);
+        }
+        let start = Instant::now();
+        let child = cmd.spawn().expect("spawn netcontainer");
+        let mut g = ProcGuard::new(child, format!("netcontainer {}", args.join(" ")));
+        let status = g.wait_timeout(DRIVER_LIMIT);
+        let elapsed = start.elapsed();
+        if status.is_none() {
+            g.kill();
+        }
+        let res = CmdOutput {
+            status,
+            stdout: std::fs::read_to_string(&out_p).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&err_p).unwrap_or_default(),
+            elapsed,
+        };
+        let _ = std::fs::remove_file(&out_p);
+        let _ = std::fs::remove_file(&err_p);
+        res
+    }
+
+    /// `netcontainer up SERVICE --parent <parent> --timeout 20 extra...`, without checking.
+    pub fn try_up(&self, service: &str, extra: &[&str]) -> CmdOutput {
+        self.track_service(service);
+        let mut a = vec!["up", service, "--parent", &self.parent, "--timeout", "20"];
+        a.extend_from_slice(extra);
+        self.nc(&a)
+    }
+
+    /// `up` that must succeed; parses `SERVICE ADDRESS PORTS...`.
+    pub fn up(&self, service: &str, extra: &[&str]) -> Up {
+        let out = self.try_up(service, extra);
+        assert!(
+            out.ok(),
+            "netcontainer up {service} {extra:?} failed: {out}"
+        );
+        parse_up(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    }
+
+    /// `netcontainer down SERVICE`.
+    pub fn down(&self, service: &str) -> CmdOutput {
+        self.nc(&["down", service])
+    }
+
+    /// `ls --json`, parsed (panics unless it succeeds with a JSON list).
+    pub fn ls_json(&self) -> Vec<Value> {
+        let out = self.nc(&["ls", "--json"]);
+        assert!(out.ok(), "ls --json failed: {out}");
+        let v: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("ls --json is not JSON ({e}): {out}"));
+        v.as_array()
+            .unwrap_or_else(|| panic!("ls --json is not a list: {out}"))
+            .clone()
+    }
+
+    /// The `ls --json` entry of `service`, if listed.
+    pub fn ls_entry(&self, service: &str) -> Option<Value> {
+        self.ls_json()
+            .into_iter()
+            .find(|e| e["service"].as_str() == Some(service))
+    }
+
+    /// `status SERVICE --json`, parsed (panics unless it succeeds).
+    pub fn status_json(&self, service: &str) -> Value {
+        let out = self.nc(&["status", service, "--json"]);
+        assert!(out.ok(), "status {service} --json failed: {out}");
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}): {out}"))
+    }
+
+    /// `curl http://addr:port/` from the LAN client (max `secs`).
+    pub fn fetch(&self, addr: Ipv4Addr, port: u16, secs: u32) -> Result<String, String> {
+        crate::service::curl(&self.client, addr, port, secs)
+    }
+
+    /// A UDP round trip from the LAN client: Ok(reply).
+    pub fn udp(&self, addr: Ipv4Addr, port: u16, payload: &[u8]) -> Result<Vec<u8>, String> {
+        crate::service::udp_echo(
+            &self.client,
+            addr,
+            port,
+            payload,
+            Duration::from_millis(700),
+            4,
+        )
+    }
+
+    /// What `service` left behind: containers carrying its label, its state directory.
+    pub fn leftovers(&self, service: &str) -> Vec<String> {
+        let mut l: Vec<String> = containers_of(service)
+            .into_iter()
+            .map(|c| format!("container {c} labelled netcontainer.service={service}"))
+            .collect();
+        let dir = state_dir(service);
+        if dir.exists() {
+            l.push(format!("state directory {}", dir.display()));
+        }
+        l
+    }
+
+    /// Panics unless [`DockerBed::leftovers`] is empty.
+    pub fn assert_clean(&self, service: &str) {
+        let l = self.leftovers(service);
+        assert!(l.is_empty(), "{service} left behind: {l:?}");
+    }
+
+    /// Root-namespace links that belong to this bed's world: ports of the Docker bridge
+    /// (a router's veth), macvlan/ipvlan links on a parent of ours, links named `lan0`.
+    /// (A global "no new link" check would race with other tests creating containers.)
+    pub fn my_links(&self) -> BTreeSet<String> {
+        let out = crate::ip(&["-j", "-d", "link", "show"]);
+        let v: Value = serde_json::from_str(&out).expect("ip -j link json");
+        let bridge = self.bridge();
+        let parents = self.links.lock().unwrap().clone();
+        let mut set = BTreeSet::new();
+        for l in v.as_array().into_iter().flatten() {
+            let name = l["ifname"].as_str().unwrap_or_default();
+            let master = l["master"].as_str().unwrap_or_default();
+            let link = l["link"].as_str().unwrap_or_default();
+            let kind = l["linkinfo"]["info_kind"].as_str().unwrap_or_default();
+            let on_parent =
+                matches!(kind, "macvlan" | "ipvlan") && parents.iter().any(|p| p == link);
+            if master == bridge || on_parent || name == "lan0" {
+                set.insert(format!("{name} ({kind}, master {master:?}, link {link:?})"));
+            }
+        }
+        set
+    }
+
+    /// `docker logs` of `service`'s router (diagnostics).
+    pub fn router_logs(&self, service: &str) -> String {
+        let n = router_name(service);
+        match Command::new("docker")
+            .args(["logs", "--tail", "40", &n])
+            .output()
+        {
+            Ok(o) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+/// Parses `SERVICE ADDRESS PORTS...` (the one line `up` prints).
+pub fn parse_up(out: &CmdOutput) -> Result<Up, String> {
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .ok_or("up printed nothing")?;
+    let mut w = line.split_whitespace();
+    let service = w.next().ok_or("no service")?.to_string();
+    let address = w
+        .next()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("no address in {line:?}"))?;
+    Ok(Up {
+        service,
+        address,
+        ports: w.map(String::from).collect(),
+        out: CmdOutput {
+            status: out.status,
+            stdout: out.stdout.clone(),
+            stderr: out.stderr.clone(),
+            elapsed: out.elapsed,
+        },
+    })
+}
+
+impl Drop for DockerBed {
+    fn drop(&mut self) {
+        let services = std::mem::take(&mut *self.services.lock().unwrap());
+        if std::thread::panicking() {
+            for s in &services {
+                if docker(&["inspect", &router_name(s)]).is_ok() {
+                    eprintln!(
+                        "--- docker logs {} ---\n{}",
+                        router_name(s),
+                        self.router_logs(s)
+                    );
+                }
+            }
+        }
+        for s in &services {
+            // Only a router that says it is this service's.
+            let r = router_name(s);
+            let label = docker(&[
+                "inspect",
+                "--format",
+                "{{index .Config.Labels \"netcontainer.service\"}}",
+                &r,
+            ]);
+            if label.as_deref().map(str::trim) == Ok(s.as_str()) {
+                let _ = docker(&["rm", "-f", "-v", &r]);
+            }
+            let dir = state_dir(s);
+            if dir.exists() {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+        for c in std::mem::take(&mut *self.containers.lock().unwrap()) {
+            let _ = docker(&["rm", "-f", "-v", &c]);
+        }
+        if !self.subnet.is_empty() {
+            // Retried: endpoints of just-removed containers may linger a moment.
+            let _ = crate::wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+                docker(&["network", "rm", &self.network]).is_ok()
+                    || docker(&["network", "inspect", &self.network]).is_err()
+            });
+        }
+        for l in std::mem::take(&mut *self.links.lock().unwrap()) {
+            let _ = Command::new("ip")
+                .args(["link", "del", &l])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_up_line() {
+        let o = CmdOutput {
+            status: None,
+            stdout: "web1 192.0.2.57 80/tcp 5353/udp\n".into(),
+            stderr: String::new(),
+            elapsed: Duration::ZERO,
+        };
+        let u = parse_up(&o).unwrap();
+        assert_eq!(u.service, "web1");
+        assert_eq!(u.address, Ipv4Addr::new(192, 0, 2, 57));
+        assert_eq!(
+            u.ports,
+            ["5353/udp", "80/tcp"]
+                .map(String::from)
+                .into_iter()
+                .collect()
+        );
+        assert!(in_pool(u.address));
+        assert!(!in_pool(Ipv4Addr::new(192, 0, 2, 151)));
+    }
+}
