@@ -14,6 +14,8 @@
 //!   driver calls (`apply`, `status`).
 //! * [`RefClient`]: dhclient / busybox udhcpc, the reference clients.
 //! * [`dhcp`]: hand-crafted DHCP packets and a sender; [`dns`]: a tiny DNS A query.
+//! * [`rogue`]: crafted/rogue DHCP servers ([`rogue::Responder`]), ingress drops of chosen
+//!   DHCP replies, a second namespace on the LAN bridge.
 //! * [`AddrWatch`]: netlink RTM_NEWADDR watcher with sub-millisecond timing (benchmarks).
 //! * [`service`]: the service side behind a router ([`ServiceNet`]: segment bridge, hosts
 //!   on 198.51.100.0/24), a routed second LAN ([`RoutedNet`], 203.0.113.0/24), small
@@ -34,6 +36,7 @@ pub mod kea;
 pub mod netns;
 pub mod proc;
 pub mod refclient;
+pub mod rogue;
 pub mod service;
 
 pub use addrwatch::AddrWatch;

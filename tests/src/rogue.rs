@@ -1,0 +1,460 @@
+//! Rogue and crafted DHCP servers for the "dueling / hostile servers" tests.
+//!
+//! * [`Responder`]: a tiny DHCP server: a UDP socket on port 67 in a namespace (bound to one
+//!   device, broadcast allowed), a thread that records every request it sees and answers
+//!   through a closure with hand-built replies ([`Reply`]), broadcast to
+//!   255.255.255.255:68. Because it listens on port 67 it also sniffs the broadcast
+//!   DISCOVERs/REQUESTs of every client on the LAN (their xids), which is how a rogue
+//!   answers a REQUEST meant for another server.
+//! * [`IngressDrop`]: an nftables `netdev` ingress table on one device (e.g. the host's
+//!   `eth0`, the routers' macvlan parent) that drops chosen DHCP replies before any
+//!   router sees them, with a packet counter; deleted on drop.
+//! * [`plug`]: attach another namespace to the LAN bridge (e.g. a second server).
+//!
+//! Only test bed addresses are used; loops are bounded by a stop flag and read timeouts.
+
+use crate::bed::Lan;
+use crate::netns::Netns;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub const OPT_SUBNET_MASK: u8 = 1;
+pub const OPT_ROUTER: u8 = 3;
+pub const OPT_DNS: u8 = 6;
+pub const OPT_REQUESTED_IP: u8 = 50;
+pub const OPT_LEASE_TIME: u8 = 51;
+pub const OPT_MSG_TYPE: u8 = 53;
+pub const OPT_SERVER_ID: u8 = 54;
+pub const OPT_T1: u8 = 58;
+pub const OPT_T2: u8 = 59;
+pub const OPT_CLIENT_ID: u8 = 61;
+pub const OPT_CLASSLESS_ROUTES: u8 = 121;
+
+const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
+
+/// A client message (BOOTREQUEST) as seen by a [`Responder`].
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// DHCP message type (1 DISCOVER, 3 REQUEST, 7 RELEASE, ...).
+    pub msg_type: u8,
+    pub xid: u32,
+    pub flags: u16,
+    pub ciaddr: Ipv4Addr,
+    pub chaddr: [u8; 6],
+    /// Option 50.
+    pub requested: Option<Ipv4Addr>,
+    /// Option 54.
+    pub server_id: Option<Ipv4Addr>,
+    /// Option 61.
+    pub client_id: Option<Vec<u8>>,
+    /// UDP source of the datagram.
+    pub src: SocketAddrV4,
+    /// When the responder read it.
+    pub at: Instant,
+}
+
+/// Options of a DHCP message as (code, data), in packet order (pad and end skipped,
+/// a truncated option ends the list).
+pub fn parse_options(p: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    if p.len() < 240 || p[236..240] != MAGIC_COOKIE {
+        return out;
+    }
+    let mut i = 240;
+    while i < p.len() {
+        match p[i] {
+            0 => i += 1,
+            255 => break,
+            code => {
+                let Some(&len) = p.get(i + 1) else { break };
+                let end = i + 2 + len as usize;
+                if end > p.len() {
+                    break;
+                }
+                out.push((code, p[i + 2..end].to_vec()));
+                i = end;
+            }
+        }
+    }
+    out
+}
+
+fn ip4(b: &[u8]) -> Option<Ipv4Addr> {
+    <[u8; 4]>::try_from(b).ok().map(Ipv4Addr::from)
+}
+
+/// Parse a BOOTREQUEST with a DHCP message type; anything else is `None`.
+pub fn parse_request(p: &[u8], src: SocketAddrV4) -> Option<Request> {
+    if p.len() < 240 || p[0] != 1 || p[236..240] != MAGIC_COOKIE {
+        return None;
+    }
+    let opts = parse_options(p);
+    let find = |code: u8| opts.iter().find(|(c, _)| *c == code).map(|(_, d)| d);
+    let msg_type = *find(OPT_MSG_TYPE)?.first()?;
+    Some(Request {
+        msg_type,
+        xid: u32::from_be_bytes(p[4..8].try_into().unwrap()),
+        flags: u16::from_be_bytes([p[10], p[11]]),
+        ciaddr: ip4(&p[12..16]).unwrap(),
+        chaddr: p[28..34].try_into().unwrap(),
+        requested: find(OPT_REQUESTED_IP).and_then(|d| ip4(d)),
+        server_id: find(OPT_SERVER_ID).and_then(|d| ip4(d)),
+        client_id: find(OPT_CLIENT_ID).cloned(),
+        src,
+        at: Instant::now(),
+    })
+}
+
+/// A hand-built server reply (BOOTREPLY). Options are written exactly in the order given
+/// (repeat a code to split a long option, RFC 3396), then the end option and zero padding
+/// to 300 bytes.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub xid: u32,
+    pub flags: u16,
+    pub yiaddr: Ipv4Addr,
+    pub siaddr: Ipv4Addr,
+    pub chaddr: [u8; 6],
+    pub options: Vec<(u8, Vec<u8>)>,
+}
+
+impl Reply {
+    /// A reply of `msg_type` (option 53 first) to `xid`/`chaddr` offering `yiaddr`, with
+    /// no other option.
+    pub fn new(msg_type: u8, xid: u32, chaddr: [u8; 6], yiaddr: Ipv4Addr) -> Reply {
+        Reply {
+            xid,
+            flags: 0,
+            yiaddr,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            chaddr,
+            options: vec![(OPT_MSG_TYPE, vec![msg_type])],
+        }
+    }
+
+    /// A reply to `req` (its xid, flags and chaddr).
+    pub fn to(req: &Request, msg_type: u8, yiaddr: Ipv4Addr) -> Reply {
+        let mut r = Reply::new(msg_type, req.xid, req.chaddr, yiaddr);
+        r.flags = req.flags;
+        r
+    }
+
+    /// Append a raw option.
+    pub fn opt(mut self, code: u8, data: impl Into<Vec<u8>>) -> Reply {
+        self.options.push((code, data.into()));
+        self
+    }
+
+    /// Append an option holding one address.
+    pub fn ip(self, code: u8, a: Ipv4Addr) -> Reply {
+        self.opt(code, a.octets())
+    }
+
+    /// Append an option holding a 32-bit number.
+    pub fn u32(self, code: u8, v: u32) -> Reply {
+        self.opt(code, v.to_be_bytes())
+    }
+
+    /// Append a list of addresses, split into as many instances of `code` as needed
+    /// (at most 63 addresses, 252 bytes, each).
+    pub fn ips(mut self, code: u8, list: &[Ipv4Addr]) -> Reply {
+        for chunk in list.chunks(63) {
+            let data: Vec<u8> = chunk.iter().flat_map(|a| a.octets()).collect();
+            self.options.push((code, data));
+        }
+        self
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut p = vec![0u8; 240];
+        p[0] = 2; // BOOTREPLY
+        p[1] = 1; // ethernet
+        p[2] = 6;
+        p[4..8].copy_from_slice(&self.xid.to_be_bytes());
+        p[10..12].copy_from_slice(&self.flags.to_be_bytes());
+        p[16..20].copy_from_slice(&self.yiaddr.octets());
+        p[20..24].copy_from_slice(&self.siaddr.octets());
+        p[28..34].copy_from_slice(&self.chaddr);
+        p[236..240].copy_from_slice(&MAGIC_COOKIE);
+        for (code, data) in &self.options {
+            assert!(data.len() <= 255, "option {code} longer than 255 bytes");
+            p.push(*code);
+            p.push(data.len() as u8);
+            p.extend_from_slice(data);
+        }
+        p.push(255);
+        if p.len() < 300 {
+            p.resize(300, 0);
+        }
+        p
+    }
+}
+
+/// What a [`Responder`]'s handler returns: payloads to broadcast to 255.255.255.255:68.
+pub type Replies = Vec<Vec<u8>>;
+
+/// A minimal DHCP server: see the module documentation. Dropping it stops the thread.
+pub struct Responder {
+    sock: Arc<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Request>>>,
+    sent: Arc<AtomicU32>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn bind_to_device(sock: &UdpSocket, ifname: &str) {
+    let dev = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: setsockopt with a valid fd and a NUL-terminated device name.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            dev.as_ptr() as *const libc::c_void,
+            dev.as_bytes_with_nul().len() as libc::socklen_t,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "SO_BINDTODEVICE {ifname}: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+impl Responder {
+    /// Listen on 0.0.0.0:67 on `ifname` in `ns`; `handler` is called for every valid
+    /// BOOTREQUEST and its replies are broadcast.
+    pub fn start(
+        ns: &Netns,
+        ifname: &str,
+        mut handler: impl FnMut(&Request) -> Replies + Send + 'static,
+    ) -> Responder {
+        let sock = ns
+            .run_in(|| {
+                let s = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 67))
+                    .expect("bind the responder to port 67");
+                bind_to_device(&s, ifname);
+                s.set_broadcast(true).unwrap();
+                s
+            })
+            .expect("enter netns");
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let sock = Arc::new(sock);
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sent = Arc::new(AtomicU32::new(0));
+        let thread = {
+            let (sock, stop, seen, sent) = (sock.clone(), stop.clone(), seen.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 2048];
+                while !stop.load(Ordering::Relaxed) {
+                    let (n, from) = match sock.recv_from(&mut buf) {
+                        Ok(x) => x,
+                        Err(_) => continue, // timeout: check the stop flag
+                    };
+                    let std::net::SocketAddr::V4(from) = from else {
+                        continue;
+                    };
+                    let Some(req) = parse_request(&buf[..n], from) else {
+                        continue;
+                    };
+                    let replies = handler(&req);
+                    seen.lock().unwrap().push(req);
+                    for r in replies {
+                        let dst = SocketAddrV4::new(Ipv4Addr::BROADCAST, 68);
+                        if sock.send_to(&r, dst).is_ok() {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        };
+        Responder {
+            sock,
+            stop,
+            seen,
+            sent,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every request received so far.
+    pub fn seen(&self) -> Vec<Request> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Replies sent by the handler so far.
+    pub fn sent(&self) -> u32 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Wait (bounded) for a request matching `pred`.
+    pub fn wait_request(
+        &self,
+        timeout: Duration,
+        mut pred: impl FnMut(&Request) -> bool,
+    ) -> Option<Request> {
+        crate::wait_for(timeout, Duration::from_millis(10), || {
+            self.seen().into_iter().find(|r| pred(r))
+        })
+    }
+
+    /// Send `payload` from this responder's socket (port 67) to `dst` (port 68 of a bed
+    /// address, or the broadcast address).
+    pub fn send(&self, payload: &[u8], dst: SocketAddrV4) {
+        assert!(
+            dst.ip().is_broadcast() || dst.ip().octets()[..3] == [192, 0, 2],
+            "responder only sends to the bed's LAN: {dst}"
+        );
+        self.sock.send_to(payload, dst).expect("send");
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+static TABLE_N: AtomicU32 = AtomicU32::new(0);
+
+/// An nftables `netdev` table with an ingress chain on one device, whose rules drop
+/// packets; deleted on drop. Rules are nft rule bodies without the verdict, e.g.
+/// `ip saddr 192.0.2.1 udp sport 67` (a `counter drop` is appended).
+///
+/// On the host's `eth0` (the routers' macvlan parent) this drops frames before any
+/// router sees them, whoever sent them and however (Kea and dnsmasq use packet sockets,
+/// which `inet` hooks would miss).
+pub struct IngressDrop {
+    ns: Arc<Netns>,
+    table: String,
+}
+
+impl IngressDrop {
+    pub fn new(ns: &Arc<Netns>, ifname: &str, rules: &[String]) -> IngressDrop {
+        let table = format!("ncrogue{}", TABLE_N.fetch_add(1, Ordering::Relaxed));
+        let body: String = rules
+            .iter()
+            .map(|r| format!("    {r} counter drop\n"))
+            .collect();
+        ns.nft(&format!(
+            "table netdev {table} {{\n  chain in {{\n    type filter hook ingress device \"{ifname}\" priority -500; policy accept;\n{body}  }}\n}}\n"
+        ));
+        IngressDrop {
+            ns: ns.clone(),
+            table,
+        }
+    }
+
+    /// Packets dropped so far (all rules).
+    pub fn dropped(&self) -> u64 {
+        let out = self
+            .ns
+            .exec(&["nft", "-j", "list", "table", "netdev", &self.table]);
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        let mut n = 0;
+        for item in v["nftables"].as_array().into_iter().flatten() {
+            for e in item["rule"]["expr"].as_array().into_iter().flatten() {
+                if let Some(p) = e["counter"]["packets"].as_u64() {
+                    n += p;
+                }
+            }
+        }
+        n
+    }
+}
+
+impl Drop for IngressDrop {
+    fn drop(&mut self) {
+        let _ = self
+            .ns
+            .exec(&["nft", "delete", "table", "netdev", &self.table]);
+    }
+}
+
+/// nft match for "a DHCP reply from server `server`" (UDP source port 67).
+pub fn from_server(server: Ipv4Addr) -> String {
+    format!("ip saddr {server} udp sport 67")
+}
+
+/// nft match for the DHCP message type when option 53 is the first option (as Kea and
+/// dnsmasq send it): the 3 bytes after the 8-byte UDP header and the 240-byte BOOTP
+/// header + cookie.
+pub fn msg_type_first(msg_type: u8) -> String {
+    format!("@th,1984,24 0x3501{msg_type:02x}")
+}
+
+/// nft match for the DHCP chaddr (the 6 bytes at offset 28 of the BOOTP header).
+pub fn chaddr_is(mac: [u8; 6]) -> String {
+    let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+    format!("@th,288,48 0x{hex}")
+}
+
+static PORT_N: AtomicU32 = AtomicU32::new(0);
+
+/// Attach `ns` to the LAN bridge with a veth named `ifname` inside `ns` (up). Naming it
+/// `br0` lets [`crate::Kea`] (which serves `br0`) run unchanged in that namespace, as a
+/// second server on the same L2 segment.
+pub fn plug(lan: &Lan, ns: &Netns, ifname: &str) {
+    let port = format!("rq{}", PORT_N.fetch_add(1, Ordering::Relaxed));
+    lan.lan.ip(&[
+        "link",
+        "add",
+        &port,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        ifname,
+        "netns",
+        ns.name(),
+    ]);
+    lan.lan.ip(&["link", "set", &port, "master", "br0", "up"]);
+    ns.ip(&["link", "set", ifname, "up"]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_round_trip() {
+        let routers: Vec<Ipv4Addr> = (1..=200).map(|i| Ipv4Addr::new(203, 0, 113, i)).collect();
+        let p = Reply::new(
+            5,
+            0x01020304,
+            [2, 0, 0, 0, 0, 1],
+            Ipv4Addr::new(192, 0, 2, 9),
+        )
+        .ip(OPT_SERVER_ID, Ipv4Addr::new(192, 0, 2, 1))
+        .ips(OPT_ROUTER, &routers)
+        .encode();
+        assert_eq!(&p[4..8], &[1, 2, 3, 4]);
+        let o = parse_options(&p);
+        assert_eq!(o[0], (53, vec![5]));
+        assert_eq!(o.iter().filter(|(c, _)| *c == 3).count(), 4);
+        let all: Vec<u8> = o
+            .iter()
+            .filter(|(c, _)| *c == 3)
+            .flat_map(|(_, d)| d.clone())
+            .collect();
+        assert_eq!(all.len(), 800);
+        let mut req = p.clone();
+        req[0] = 1;
+        let r = parse_request(&req, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).unwrap();
+        assert_eq!(r.msg_type, 5);
+        assert_eq!(r.server_id, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(msg_type_first(5), "@th,1984,24 0x350105");
+        assert_eq!(chaddr_is([2, 0, 0, 0, 0, 1]), "@th,288,48 0x020000000001");
+    }
+}
