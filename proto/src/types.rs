@@ -150,21 +150,27 @@ impl Plan {
         {
             return Err("client id must be 1 to 255 bytes".into());
         }
-        for f in &self.forwards {
-            f.validate()?;
-        }
-        // Overlaps in O(n log n): sorted by protocol and first port, the first
-        // overlap (if any) is between neighbours.
-        let mut sorted: Vec<&Forward> = self.forwards.iter().collect();
-        sorted.sort_by_key(|f| (f.protocol, f.public_port));
-        for w in sorted.windows(2) {
-            let (a, b) = (w[0], w[1]);
-            if a.protocol == b.protocol && b.public_port <= a.public_port_end {
-                return Err(format!("forwards {a} and {b} overlap"));
-            }
-        }
+        validate_forwards(&self.forwards)?;
         Ok(())
     }
+}
+
+/// Checks every forward and that no two of one protocol overlap, in
+/// O(n log n): sorted by protocol and first port, the first overlap (if any)
+/// is between neighbours.
+pub fn validate_forwards(forwards: &[Forward]) -> Result<(), String> {
+    for f in forwards {
+        f.validate()?;
+    }
+    let mut sorted: Vec<&Forward> = forwards.iter().collect();
+    sorted.sort_by_key(|f| (f.protocol, f.public_port));
+    for w in sorted.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if a.protocol == b.protocol && b.public_port <= a.public_port_end {
+            return Err(format!("forwards {a} and {b} overlap"));
+        }
+    }
+    Ok(())
 }
 
 /// A DNS label sequence: letters, digits, '-' and '.', at most 253 bytes.

@@ -162,20 +162,7 @@ impl RulesetConfig {
 /// Checks every forward and that no two forwards of a protocol overlap
 /// (O(n log n), unlike `Plan::validate`, so that big plans stay cheap).
 pub fn validate_forwards(forwards: &[Forward]) -> Result<(), FirewallError> {
-    for f in forwards {
-        f.validate().map_err(FirewallError::Invalid)?;
-    }
-    let mut sorted: Vec<&Forward> = forwards.iter().collect();
-    sorted.sort_by_key(|f| (f.protocol, f.public_port));
-    for w in sorted.windows(2) {
-        if w[0].protocol == w[1].protocol && w[1].public_port <= w[0].public_port_end {
-            return Err(FirewallError::Invalid(format!(
-                "forwards {} and {} overlap",
-                w[0], w[1]
-            )));
-        }
-    }
-    Ok(())
+    netcontainer_proto::validate_forwards(forwards).map_err(FirewallError::Invalid)
 }
 
 fn validate_lease(lease: Ipv4Addr) -> Result<(), FirewallError> {
@@ -873,6 +860,7 @@ impl Conntrack {
 /// `(protocol, old target)` of every forward of `old` whose public ports are
 /// not forwarded identically by `new`: their tracked flows should be flushed.
 pub fn stale_targets(old: &[Forward], new: &[Forward]) -> Vec<(Protocol, Ipv4Addr)> {
+    let new: std::collections::HashSet<&Forward> = new.iter().collect();
     let mut v: Vec<(Protocol, Ipv4Addr)> = old
         .iter()
         .filter(|f| !new.contains(f))

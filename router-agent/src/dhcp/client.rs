@@ -872,9 +872,10 @@ fn sanitize_reply(payload: &[u8], xid: u32, chaddr: &[u8; 6]) -> Option<Message>
     {
         return None;
     }
-    let mut clean = Vec::with_capacity(payload.len() + 1);
-    clean.extend_from_slice(&payload[..HEADER_LEN]);
-    clean[2] = 6; // hlen: the chaddr was checked above
+    // Kept options, with split instances joined (RFC 3396), in order of first
+    // appearance. A malformed one is dropped on its own: dhcproto would stop
+    // reading every option after it.
+    let mut kept: Vec<(u8, Vec<u8>)> = Vec::new();
     let mut i = HEADER_LEN;
     while i < payload.len() {
         let code = payload[i];
@@ -890,14 +891,56 @@ fn sanitize_reply(payload: &[u8], xid: u32, chaddr: &[u8; 6]) -> Option<Message>
                     break; // truncated option: drop it and the rest
                 }
                 if KEPT_OPTIONS.contains(&code) {
-                    clean.extend_from_slice(&payload[i..end]);
+                    let data = &payload[i + 2..end];
+                    match kept.iter_mut().find(|(c, _)| *c == code) {
+                        Some((_, v)) => v.extend_from_slice(data),
+                        None => kept.push((code, data.to_vec())),
+                    }
                 }
                 i = end;
             }
         }
     }
+    let mut clean = Vec::with_capacity(payload.len() + 1);
+    clean.extend_from_slice(&payload[..HEADER_LEN]);
+    clean[2] = 6; // hlen: the chaddr was checked above
+    for (code, data) in kept {
+        if !well_formed(code, &data) {
+            debug!(code, len = data.len(), "dhcp: dropping a malformed option");
+            continue;
+        }
+        for chunk in data.chunks(255) {
+            clean.push(code);
+            clean.push(chunk.len() as u8);
+            clean.extend_from_slice(chunk);
+        }
+    }
     clean.push(255);
     Message::decode(&mut Decoder::new(&clean)).ok()
+}
+
+/// Whether a kept option's (joined) value has the shape RFC 2132 / RFC 3442
+/// give it.
+fn well_formed(code: u8, data: &[u8]) -> bool {
+    match code {
+        53 => data.len() == 1,
+        1 | 51 | 54 | 58 | 59 => data.len() == 4,
+        3 | 6 => !data.is_empty() && data.len() % 4 == 0,
+        121 => {
+            // Descriptors: prefix length (<= 32), the significant octets of
+            // the destination, a router; together exactly the option.
+            let mut pos = 0;
+            while pos < data.len() {
+                let width = data[pos];
+                if width > 32 {
+                    return false;
+                }
+                pos += 1 + usize::from(width).div_ceil(8) + 4;
+            }
+            !data.is_empty() && pos == data.len()
+        }
+        _ => true,
+    }
 }
 
 /// Build the lease from an ACK. `start` is when the REQUEST was first sent.

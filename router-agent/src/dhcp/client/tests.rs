@@ -1318,3 +1318,48 @@ impl Client {
         }
     }
 }
+
+/// Inserts raw option bytes right after the magic cookie (before every other option).
+fn with_leading_options(mut payload: Vec<u8>, raw: &[u8]) -> Vec<u8> {
+    payload.splice(240..240, raw.iter().copied());
+    payload
+}
+
+#[test]
+fn malformed_option_is_dropped_alone() {
+    for bad in [
+        &[121u8, 3, 33, 1, 2][..],         // prefix length 33
+        &[121, 5, 24, 192, 0, 2, 1][..],   // descriptor cut short
+        &[121, 0][..],                     // empty
+        &[15, 1, b'x', 121, 2, 8, 10][..], // unneeded option, then a short 121
+    ] {
+        let mut c = client();
+        let t0 = Instant::now();
+        let r = to_requesting(&mut c, t0);
+        let ack = with_leading_options(reply(&r, MessageType::Ack, SERVER, std_opts(3600)), bad);
+        c.handle_packet(t0, &ack);
+        let l = bound_event(&mut c);
+        assert_eq!(l.prefix_len, 24, "{bad:?}");
+        assert_eq!(l.gateway, Some(GW), "{bad:?}: option 3 must be used");
+        assert_eq!(l.dns, vec![DNS], "{bad:?}");
+        assert_eq!(l.lease_time, Some(secs(3600)), "{bad:?}");
+    }
+}
+
+#[test]
+fn split_option_is_joined() {
+    // Option 6 in two instances (RFC 3396): both servers are kept.
+    let mut c = client();
+    let t0 = Instant::now();
+    let r = to_requesting(&mut c, t0);
+    let mut opts = std_opts(3600);
+    opts.retain(|o| !matches!(o, DhcpOption::DomainNameServer(_)));
+    let ack = reply(&r, MessageType::Ack, SERVER, opts);
+    let ack = with_leading_options(ack, &[6, 4, 192, 0, 2, 53, 6, 4, 192, 0, 2, 54]);
+    c.handle_packet(t0, &ack);
+    let l = bound_event(&mut c);
+    assert_eq!(
+        l.dns,
+        vec![Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(192, 0, 2, 54)]
+    );
+}
