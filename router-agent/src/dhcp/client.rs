@@ -925,7 +925,7 @@ fn well_formed(code: u8, data: &[u8]) -> bool {
     match code {
         53 => data.len() == 1,
         1 | 51 | 54 | 58 | 59 => data.len() == 4,
-        3 | 6 => !data.is_empty() && data.len() % 4 == 0,
+        3 | 6 => !data.is_empty() && data.len().is_multiple_of(4),
         121 => {
             // Descriptors: prefix length (<= 32), the significant octets of
             // the destination, a router; together exactly the option.
