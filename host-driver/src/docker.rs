@@ -190,6 +190,8 @@ impl DockerClient {
         ]);
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
+            // Arguments after the image's ENTRYPOINT (the agent).
+            cmd: plan.arp_probe.then(|| vec!["--arp-probe".to_string()]),
             hostname: Some(
                 crate::plan::router_name(&plan.service)
                     .chars()

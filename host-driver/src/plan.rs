@@ -29,6 +29,9 @@ pub mod labels {
     pub const STATE_DIR: &str = "netcontainer.state-dir";
     /// On a service: `watch` gives it a router.
     pub const ENABLE: &str = "netcontainer.enable";
+    /// "true" (on a service, or set by `up --arp-probe`): the router's agent
+    /// probes a new address with ARP before using it (`--arp-probe`).
+    pub const ARP_PROBE: &str = "netcontainer.arp-probe";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -174,12 +177,14 @@ pub struct RouterPlan {
     pub mac: [u8; 6],
     pub ports: Vec<PortSpec>,
     pub plan: Plan,
+    /// Run the agent with `--arp-probe`.
+    pub arp_probe: bool,
 }
 
 impl RouterPlan {
     /// Labels that tie the router to its service and record how it was made.
     pub fn labels(&self) -> HashMap<String, String> {
-        HashMap::from([
+        let mut l = HashMap::from([
             (labels::ROLE.into(), labels::ROLE_ROUTER.into()),
             (labels::SERVICE.into(), self.service.clone()),
             (labels::SERVICE_ID.into(), self.service_id.clone()),
@@ -192,7 +197,11 @@ impl RouterPlan {
                 self.plan.hostname.clone().unwrap_or_default(),
             ),
             (labels::PORTS.into(), ports_text(&self.ports)),
-        ])
+        ]);
+        if self.arp_probe {
+            l.insert(labels::ARP_PROBE.into(), "true".into());
+        }
+        l
     }
 }
 
@@ -402,6 +411,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         mac,
         ports,
         plan,
+        arp_probe: label(labels::ARP_PROBE).is_some_and(|v| v == "true"),
     })
 }
 
@@ -449,6 +459,18 @@ mod tests {
         assert_eq!(r.plan.interface, LAN_IF);
         assert_eq!(r.plan.hostname.as_deref(), Some("web1"));
         assert_eq!(r.mode, Mode::Macvlan);
+    }
+
+    #[test]
+    fn arp_probe_from_the_label_and_onto_the_router() {
+        let r = derive(&web1(), &opts()).unwrap();
+        assert!(!r.arp_probe);
+        assert!(!r.labels().contains_key(labels::ARP_PROBE));
+        let mut svc = web1();
+        svc.labels.insert(labels::ARP_PROBE.into(), "true".into());
+        let r = derive(&svc, &opts()).unwrap();
+        assert!(r.arp_probe);
+        assert_eq!(r.labels()[labels::ARP_PROBE], "true");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::control::{self, Command, CounterFn, Snapshot};
+use crate::dhcp::arp::{ArpConfig, ArpSocket, Probe, ProbeResult};
 use crate::dhcp::client::{Client, Config, Destination, Event, Lease, LostReason, Transmit};
 use crate::dhcp::socket::{RawSocket, UdpSocket};
 use crate::firewall::{Firewall, RulesetConfig, stale_targets};
@@ -44,6 +45,9 @@ pub enum AgentError {
 pub struct Options {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// Probe a freshly leased address with ARP (RFC 5227) before using it,
+    /// and DECLINE it if another host answers (see `dhcp::arp`).
+    pub arp_probe: bool,
 }
 
 /// Runs the agent until SIGTERM/SIGINT or a shutdown request.
@@ -78,9 +82,19 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         dhcp: None,
         snapshot: snap_tx,
         last_error: None,
+        arp: opts.arp_probe.then(ArpConfig::default),
     };
     loop {
-        let deadline = agent.dhcp.as_ref().and_then(|d| d.client.poll_timeout());
+        let probing = agent.dhcp.as_ref().and_then(|d| d.probing.as_ref());
+        let arp = probing.map(|p| p.sock.clone());
+        // One timer for both machines: each ignores a call before its deadline.
+        let deadline = [
+            agent.dhcp.as_ref().and_then(|d| d.client.poll_timeout()),
+            probing.and_then(|p| p.probe.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let raw = agent.dhcp.as_ref().map(|d| d.raw.clone());
         let udp = agent
             .dhcp
@@ -103,9 +117,14 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             _ = sigint.recv() => { tracing::info!("SIGINT"); break; }
             r = recv_raw(raw) => agent.on_packet(r).await,
             r = recv_udp(udp) => agent.on_packet(r).await,
+            r = recv_arp(arp) => agent.on_arp(r).await,
             _ = sleep_until(deadline) => {
                 if let Some(d) = agent.dhcp.as_mut() {
-                    d.client.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    d.client.handle_timeout(now);
+                    if let Some(p) = d.probing.as_mut() {
+                        p.probe.handle_timeout(now);
+                    }
                 }
             }
         }
@@ -125,6 +144,13 @@ async fn recv_raw(s: Option<Arc<RawSocket>>) -> std::io::Result<Vec<u8>> {
 }
 
 async fn recv_udp(s: Option<Arc<UdpSocket>>) -> std::io::Result<Vec<u8>> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_arp(s: Option<Arc<ArpSocket>>) -> std::io::Result<Vec<u8>> {
     match s {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
@@ -155,6 +181,19 @@ struct Dhcp {
     /// Address left on the interface by a previous agent (killed without
     /// releasing); removed unless the server gives it back.
     leftover: Option<(Ipv4Addr, u8)>,
+    /// Hardware address of the interface (the ARP probes' sender).
+    mac: [u8; 6],
+    /// A new lease whose address is being probed (not configured yet).
+    probing: Option<Probing>,
+    /// Why the last address was declined (becomes `last_error`).
+    declined: Option<String>,
+}
+
+/// An ARP probe of a new lease's address; the ARP socket lives as long as it.
+struct Probing {
+    lease: Lease,
+    probe: Probe,
+    sock: Arc<ArpSocket>,
 }
 
 impl Dhcp {
@@ -177,6 +216,8 @@ struct Agent {
     dhcp: Option<Dhcp>,
     snapshot: watch::Sender<Snapshot>,
     last_error: Option<String>,
+    /// `Some` with `--arp-probe`.
+    arp: Option<ArpConfig>,
 }
 
 impl Agent {
@@ -191,6 +232,20 @@ impl Agent {
                 tracing::warn!(error = %e, "receiving DHCP packets failed");
                 self.last_error = Some(format!("receiving DHCP packets: {e}"));
                 // Avoid a hot loop on a persistent socket error.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    async fn on_arp(&mut self, r: std::io::Result<Vec<u8>>) {
+        match r {
+            Ok(payload) => {
+                if let Some(p) = self.dhcp.as_mut().and_then(|d| d.probing.as_mut()) {
+                    p.probe.handle_packet(Instant::now(), &payload);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "receiving ARP packets failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
@@ -295,6 +350,9 @@ impl Agent {
             store,
             configured: None,
             leftover,
+            mac: link.mac,
+            probing: None,
+            declined: None,
         })
     }
 
@@ -308,10 +366,22 @@ impl Agent {
                 }
                 continue;
             }
-            let Some(ev) = d.client.poll_event() else {
+            if let Some(ev) = d.client.poll_event() {
+                self.on_event(ev).await;
+                continue;
+            }
+            let Some(p) = d.probing.as_mut() else { break };
+            if let Some(frame) = p.probe.poll_transmit() {
+                if let Err(e) = p.sock.send_broadcast(&frame).await {
+                    tracing::warn!(error = %e, "sending an ARP probe failed");
+                }
+                continue;
+            }
+            let Some(result) = p.probe.result() else {
                 break;
             };
-            self.on_event(ev).await;
+            let lease = d.probing.take().expect("checked").lease;
+            self.on_probe_result(lease, result).await;
         }
         self.drop_leftover().await;
         self.publish();
@@ -321,6 +391,7 @@ impl Agent {
         let Some(d) = self.dhcp.as_mut() else { return };
         match ev {
             Event::Bound(lease) => {
+                let previous = d.configured.as_ref().map(|l| l.address);
                 let changed = d.configured.as_ref().is_some_and(|old| {
                     old.address != lease.address || old.prefix_len != lease.prefix_len
                 });
@@ -335,82 +406,154 @@ impl Agent {
                         tracing::warn!(error = %e, "removing the old address failed");
                     }
                     d.udp = None;
-                }
-                let fresh = d.configured.is_none();
-                let cfg = AddressConfig {
-                    address: lease.address,
-                    prefix_len: lease.prefix_len,
-                    gateway: lease.gateway,
-                    lifetime: lease
-                        .expires_at()
-                        .map(|t| t.saturating_duration_since(Instant::now())),
-                };
-                let mut error = None;
-                if let Err(e) = self.netconf.install(d.ifindex, &cfg).await {
-                    error = Some(format!(
-                        "configuring {}/{} on {}: {e}",
-                        lease.address, lease.prefix_len, d.ifname
-                    ));
-                }
-                let stored = StoredLease {
-                    interface: d.ifname.clone(),
-                    client_id: hex(&d.client_id),
-                    address: lease.address,
-                    prefix_len: lease.prefix_len,
-                    server_id: lease.server_id,
-                    expires_unix: lease.expires_at().map(|t| {
-                        let left = t.saturating_duration_since(Instant::now());
-                        (SystemTime::now() + left)
-                            .duration_since(UNIX_EPOCH)
-                            .unwrap_or_default()
-                            .as_secs()
-                    }),
-                };
-                if let Err(e) = d.store.save(&stored) {
-                    tracing::warn!(path = %d.store.path().display(), error = %e, "cannot persist the lease");
-                }
-                if fresh || changed {
-                    let forwards = self
-                        .plan
-                        .as_ref()
-                        .map(|p| p.forwards.clone())
-                        .unwrap_or_default();
-                    if let Err(e) = self.firewall.apply(&forwards, lease.address).await {
-                        error.get_or_insert(format!("applying forwards: {e}"));
+                    if self.arp.is_some()
+                        && old.address != lease.address
+                        && let Err(e) = self.firewall.remove().await
+                    {
+                        tracing::warn!(error = %e, "removing forwards failed");
                     }
-                    tracing::info!(address = %lease.address, prefix_len = lease.prefix_len, gateway = ?lease.gateway,
-                        lease_secs = ?lease.lease_time.map(|t| t.as_secs()), "bound");
-                } else {
-                    tracing::info!(address = %lease.address, lease_secs = ?lease.lease_time.map(|t| t.as_secs()), "lease extended");
                 }
-                if let Some(e) = &error {
-                    tracing::error!("{e}");
+                if let Some(p) = d.probing.as_mut()
+                    && p.lease.address == lease.address
+                {
+                    p.lease = lease; // extended while being probed
+                    return;
                 }
-                self.last_error = error;
-                d.configured = Some(lease);
+                d.probing = None;
+                // RFC 5227: a new address is probed before first use; not a
+                // renewal, nor the address a previous agent left configured.
+                let reused = previous == Some(lease.address)
+                    || d.leftover.is_some_and(|(a, _)| a == lease.address);
+                if let Some(cfg) = self.arp
+                    && !reused
+                {
+                    match ArpSocket::open(d.ifindex) {
+                        Ok(sock) => {
+                            tracing::info!(address = %lease.address, probes = cfg.probes,
+                                interval_ms = cfg.interval.as_millis() as u64,
+                                wait_ms = cfg.wait.as_millis() as u64, "probing the address with ARP");
+                            d.probing = Some(Probing {
+                                probe: Probe::new(cfg, lease.address, d.mac, Instant::now()),
+                                lease,
+                                sock: Arc::new(sock),
+                            });
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot probe the address; using it unprobed");
+                        }
+                    }
+                }
+                self.configure(lease).await;
             }
             Event::Lost { lease, reason } => {
                 tracing::info!(address = %lease.address, ?reason, "lease lost");
-                if let Err(e) = self.firewall.remove().await {
-                    tracing::warn!(error = %e, "removing forwards failed");
-                }
-                if let Err(e) = self
-                    .netconf
-                    .remove(d.ifindex, lease.address, lease.prefix_len)
-                    .await
-                {
-                    tracing::warn!(error = %e, "removing the address failed");
+                // A lease lost while being probed never reached the interface.
+                d.probing = None;
+                if d.configured.is_some() {
+                    if let Err(e) = self.firewall.remove().await {
+                        tracing::warn!(error = %e, "removing forwards failed");
+                    }
+                    if let Err(e) = self
+                        .netconf
+                        .remove(d.ifindex, lease.address, lease.prefix_len)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "removing the address failed");
+                    }
                 }
                 if let Err(e) = d.store.clear() {
                     tracing::warn!(error = %e, "cannot remove the stored lease");
                 }
                 d.configured = None;
                 d.udp = None;
-                if reason != LostReason::Released {
+                if reason == LostReason::Declined
+                    && let Some(msg) = d.declined.take()
+                {
+                    self.last_error = Some(msg);
+                } else if reason != LostReason::Released {
                     self.last_error = Some(format!("lease on {} lost ({reason:?})", lease.address));
                 }
             }
         }
+    }
+
+    /// The probe of a new lease's address is over: use it, or DECLINE it.
+    async fn on_probe_result(&mut self, lease: Lease, result: ProbeResult) {
+        match result {
+            ProbeResult::Free => {
+                tracing::info!(address = %lease.address, "ARP probe: address free");
+                self.configure(lease).await;
+            }
+            ProbeResult::Conflict(mac) => {
+                let Some(d) = self.dhcp.as_mut() else { return };
+                let msg = format!("address {} is in use by MAC {mac}: declined", lease.address);
+                tracing::warn!("{msg}");
+                d.declined = Some(msg.clone());
+                self.last_error = Some(msg);
+                d.client.decline(Instant::now());
+            }
+        }
+    }
+
+    /// Puts a lease's address, routes and forwards in place (or extends them).
+    async fn configure(&mut self, lease: Lease) {
+        let Some(d) = self.dhcp.as_mut() else { return };
+        let fresh = d
+            .configured
+            .as_ref()
+            .is_none_or(|c| c.address != lease.address);
+        let cfg = AddressConfig {
+            address: lease.address,
+            prefix_len: lease.prefix_len,
+            gateway: lease.gateway,
+            lifetime: lease
+                .expires_at()
+                .map(|t| t.saturating_duration_since(Instant::now())),
+        };
+        let mut error = None;
+        if let Err(e) = self.netconf.install(d.ifindex, &cfg).await {
+            error = Some(format!(
+                "configuring {}/{} on {}: {e}",
+                lease.address, lease.prefix_len, d.ifname
+            ));
+        }
+        let stored = StoredLease {
+            interface: d.ifname.clone(),
+            client_id: hex(&d.client_id),
+            address: lease.address,
+            prefix_len: lease.prefix_len,
+            server_id: lease.server_id,
+            expires_unix: lease.expires_at().map(|t| {
+                let left = t.saturating_duration_since(Instant::now());
+                (SystemTime::now() + left)
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs()
+            }),
+        };
+        if let Err(e) = d.store.save(&stored) {
+            tracing::warn!(path = %d.store.path().display(), error = %e, "cannot persist the lease");
+        }
+        if fresh {
+            let forwards = self
+                .plan
+                .as_ref()
+                .map(|p| p.forwards.clone())
+                .unwrap_or_default();
+            if let Err(e) = self.firewall.apply(&forwards, lease.address).await {
+                error.get_or_insert(format!("applying forwards: {e}"));
+            }
+            tracing::info!(address = %lease.address, prefix_len = lease.prefix_len, gateway = ?lease.gateway,
+                lease_secs = ?lease.lease_time.map(|t| t.as_secs()), "bound");
+        } else {
+            tracing::info!(address = %lease.address, lease_secs = ?lease.lease_time.map(|t| t.as_secs()), "lease extended");
+        }
+        if let Some(e) = &error {
+            tracing::error!("{e}");
+        }
+        self.last_error = error;
+        d.configured = Some(lease);
     }
 
     /// Once the client is past INIT-REBOOT without getting the old address

@@ -7,11 +7,14 @@ const USAGE: &str = "\
 netcontainer-agent: keeps a DHCP lease on the plan's interface and forwards
 the service's ports from the leased address.
 
-Usage: netcontainer-agent [--socket PATH] [--state-dir DIR]
+Usage: netcontainer-agent [--socket PATH] [--state-dir DIR] [--arp-probe]
 
 Options:
   --socket PATH     control socket to listen on [default: /run/netcontainer/agent.sock]
   --state-dir DIR   directory for the persisted lease [default: /run/netcontainer]
+  --arp-probe       before using a new lease's address, probe it with ARP
+                    (RFC 5227; 2 probes 100 ms apart, 200 ms wait) and DECLINE
+                    it if another host answers
   -h, --help        print this help
   -V, --version     print the version
 
@@ -21,14 +24,16 @@ Environment: NETCONTAINER_LOG=error|warn|info|debug|trace (default info).
 struct Cli {
     socket: PathBuf,
     state_dir: PathBuf,
+    arp_probe: bool,
 }
 
-/// Two options do not need an argument parser (the agent's resident size
+/// Three options do not need an argument parser (the agent's resident size
 /// matters: one runs per service).
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
     let mut cli = Cli {
         socket: PathBuf::from("/run/netcontainer/agent.sock"),
         state_dir: PathBuf::from("/run/netcontainer"),
+        arp_probe: false,
     };
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -45,6 +50,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> 
         match flag.as_str() {
             "--socket" => cli.socket = value("--socket")?.into(),
             "--state-dir" => cli.state_dir = value("--state-dir")?.into(),
+            "--arp-probe" if inline.is_none() => cli.arp_probe = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -93,6 +99,7 @@ fn main() -> ExitCode {
     let opts = netcontainer_agent::agent::Options {
         socket: cli.socket,
         state_dir: cli.state_dir,
+        arp_probe: cli.arp_probe,
     };
     match rt.block_on(netcontainer_agent::agent::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -124,6 +131,13 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/y"));
         let d = parse(args(&[])).unwrap().unwrap();
         assert_eq!(d.socket, PathBuf::from("/run/netcontainer/agent.sock"));
+        assert!(!d.arp_probe && !c.arp_probe);
+        let p = parse(args(&["--arp-probe", "--socket", "/s"]))
+            .unwrap()
+            .unwrap();
+        assert!(p.arp_probe);
+        assert_eq!(p.socket, PathBuf::from("/s"));
+        assert!(parse(args(&["--arp-probe=yes"])).is_err());
         assert!(parse(args(&["--socket"])).is_err());
         assert!(parse(args(&["--state-dir="])).is_err());
         assert!(parse(args(&["--bogus"])).is_err());

@@ -172,12 +172,19 @@ pub struct Agent {
     proc: Option<ProcGuard>,
     logs: Vec<PathBuf>,
     id: u32,
+    /// Extra agent arguments (e.g. `--arp-probe`), kept across restarts.
+    extra: Vec<String>,
 }
 
 impl Agent {
     /// Start an agent in `router` with its socket `dir/agent.sock` and state `dir/state`,
     /// and wait (bounded) until the socket accepts connections.
     pub fn start(router: &Arc<Netns>, dir: &Path) -> Agent {
+        Agent::start_with_args(router, dir, &[])
+    }
+
+    /// [`Agent::start`] with extra agent arguments (e.g. `["--arp-probe"]`).
+    pub fn start_with_args(router: &Arc<Netns>, dir: &Path, extra: &[&str]) -> Agent {
         let id = AGENT_N.fetch_add(1, Ordering::Relaxed);
         let mut a = Agent {
             ns: router.clone(),
@@ -187,6 +194,7 @@ impl Agent {
             proc: None,
             logs: Vec::new(),
             id,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         std::fs::create_dir_all(&a.state_dir).unwrap();
         a.launch();
@@ -200,17 +208,17 @@ impl Agent {
             .join(format!("agent{}-{}.log", self.id, self.logs.len()));
         let agent = crate::bin("netcontainer-agent");
         let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
-        let proc = self.ns.spawn_guarded(
-            &[
-                agent.to_str().unwrap(),
-                "--socket",
-                self.socket.to_str().unwrap(),
-                "--state-dir",
-                self.state_dir.to_str().unwrap(),
-            ],
-            &[("RUST_LOG", &rust_log)],
-            Some(&log),
-        );
+        let mut argv = vec![
+            agent.to_str().unwrap(),
+            "--socket",
+            self.socket.to_str().unwrap(),
+            "--state-dir",
+            self.state_dir.to_str().unwrap(),
+        ];
+        argv.extend(self.extra.iter().map(|s| s.as_str()));
+        let proc = self
+            .ns
+            .spawn_guarded(&argv, &[("RUST_LOG", &rust_log)], Some(&log));
         self.logs.push(log);
         self.proc = Some(proc);
         self.wait_socket(Duration::from_secs(10));
