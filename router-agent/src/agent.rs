@@ -503,14 +503,7 @@ impl Agent {
             .configured
             .as_ref()
             .is_none_or(|c| c.address != lease.address);
-        let cfg = AddressConfig {
-            address: lease.address,
-            prefix_len: lease.prefix_len,
-            gateway: lease.gateway,
-            lifetime: lease
-                .expires_at()
-                .map(|t| t.saturating_duration_since(Instant::now())),
-        };
+        let cfg = address_config(&lease);
         let mut error = None;
         if let Err(e) = self.netconf.install(d.ifindex, &cfg).await {
             error = Some(format!(
@@ -584,14 +577,7 @@ impl Agent {
         }
         if let Some(l) = d.configured.clone() {
             // netconf.remove also dropped the routing of the current lease.
-            let cfg = AddressConfig {
-                address: l.address,
-                prefix_len: l.prefix_len,
-                gateway: l.gateway,
-                lifetime: l
-                    .expires_at()
-                    .map(|t| t.saturating_duration_since(Instant::now())),
-            };
+            let cfg = address_config(&l);
             if let Err(e) = self.netconf.install(d.ifindex, &cfg).await {
                 self.last_error = Some(format!("re-installing routes: {e}"));
             }
@@ -634,6 +620,19 @@ impl Agent {
         {
             tracing::warn!(error = %e, "taking the LAN interface down failed");
         }
+    }
+}
+
+/// What netconf installs for a lease, lifetimes counted from now.
+fn address_config(lease: &Lease) -> AddressConfig {
+    AddressConfig {
+        address: lease.address,
+        prefix_len: lease.prefix_len,
+        gateway: lease.gateway,
+        routes: lease.routes.clone(),
+        lifetime: lease
+            .expires_at()
+            .map(|t| t.saturating_duration_since(Instant::now())),
     }
 }
 

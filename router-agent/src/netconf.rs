@@ -67,6 +67,9 @@ pub struct AddressConfig {
     pub address: Ipv4Addr,
     pub prefix_len: u8,
     pub gateway: Option<Ipv4Addr>,
+    /// Classless static routes (option 121): destination, prefix length,
+    /// router (0.0.0.0: on-link).
+    pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
     /// Remaining lifetime; `None` for an infinite lease.
     pub lifetime: Option<Duration>,
 }

@@ -207,7 +207,7 @@ impl Agent {
             .dir
             .join(format!("agent{}-{}.log", self.id, self.logs.len()));
         let agent = crate::bin("netcontainer-agent");
-        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into());
+        let log_level = std::env::var("NETCONTAINER_LOG").unwrap_or_else(|_| "debug".into());
         let mut argv = vec![
             agent.to_str().unwrap(),
             "--socket",
@@ -218,7 +218,7 @@ impl Agent {
         argv.extend(self.extra.iter().map(|s| s.as_str()));
         let proc = self
             .ns
-            .spawn_guarded(&argv, &[("RUST_LOG", &rust_log)], Some(&log));
+            .spawn_guarded(&argv, &[("NETCONTAINER_LOG", &log_level)], Some(&log));
         self.logs.push(log);
         self.proc = Some(proc);
         self.wait_socket(Duration::from_secs(10));
