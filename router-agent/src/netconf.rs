@@ -234,6 +234,24 @@ impl Netconf {
                     "adding default route via {gw} to table {ROUTE_TABLE}"
                 )))?;
         }
+        for &(dest, plen, via) in &cfg.routes {
+            let b = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(network(dest, plen), plen)
+                .output_interface(index)
+                .pref_source(cfg.address)
+                .protocol(RouteProtocol::Dhcp)
+                .table_id(ROUTE_TABLE);
+            let b = if via.is_unspecified() {
+                b.scope(rtnetlink::packet_route::route::RouteScope::Link)
+            } else {
+                b.gateway(via).onlink()
+            };
+            if let Err(e) = self.handle.route().add(b.build()).replace().execute().await {
+                // One bad route from the server must not cost the lease.
+                tracing::warn!(route = %format!("{dest}/{plen} via {via}"), error = %e,
+                    "cannot install a classless static route");
+            }
+        }
         self.add_rule(Some(cfg.address), None, RULE_PRIORITY)
             .await?;
         self.add_rule(None, Some(self.mark), RULE_PRIORITY + 1)

@@ -749,17 +749,15 @@ fn crafted_truncated_option_121_falls_back_to_option_3() {
     garbage_121_case(vec![24, 192, 0, 2, 192, 0]);
 }
 
-/// FAILS (agent bug): dhcproto stops decoding 121 at the prefix length 33 and returns the
-/// routes so far (none); `parse_lease` takes that for a present 121 without a default
-/// route and ignores option 3: gateway None, no default route.
+/// A 121 descriptor with prefix length 33 makes the option malformed: it is dropped and
+/// option 3 is used (it once decoded to an empty route list that hid option 3).
 #[test]
 fn crafted_option_121_with_prefix_33_falls_back_to_option_3() {
     require_root!();
     garbage_121_case(vec![33, 1, 2, 3, 4, 5, 192, 0, 2, 1]);
 }
 
-/// FAILS (agent bug): same as the prefix-33 case: an empty 121 decodes to an empty route
-/// list, option 3 is ignored, no gateway.
+/// An empty 121 is malformed too: dropped, option 3 used.
 #[test]
 fn crafted_empty_option_121_falls_back_to_option_3() {
     require_root!();
@@ -770,9 +768,8 @@ fn crafted_empty_option_121_falls_back_to_option_3() {
 /// allowed, RFC 2131 4.1 does not fix one): those options must still be used (mask /25,
 /// gateway 192.0.2.1, DNS 192.0.2.1), not silently dropped with it.
 ///
-/// FAILS (agent bug): `sanitize_reply` passes the bad 121 on and dhcproto's option decoder
-/// stops at the first option it cannot decode, so 1, 3 and 6 are lost: classful /24, no
-/// gateway, no DNS.
+/// A bad 121 placed first is dropped on its own: options 1, 3 and 6 after it still count
+/// (dhcproto's decoder once stopped at it and lost them all).
 #[test]
 fn crafted_garbage_option_121_first_loses_no_other_option() {
     require_root!();
@@ -790,4 +787,32 @@ fn crafted_garbage_option_121_first_loses_no_other_option() {
         "{l:?}"
     );
     assert_eq!(w.addrs(), vec![(YIADDR, 25)]);
+}
+
+/// Option 121 routes other than the default go into the agent's table (20035): one via a
+/// router, one on-link; the default route comes from 121 too (option 3 ignored, RFC 3442).
+#[test]
+fn crafted_option_121_routes_are_installed() {
+    require_root!();
+    let gw = Ipv4Addr::new(192, 0, 2, 1);
+    let (mut w, _server) = crafted(vec![
+        o_u32(rogue::OPT_LEASE_TIME, 3600),
+        o_ip(rogue::OPT_SUBNET_MASK, MASK24),
+        o_ip(rogue::OPT_ROUTER, Ipv4Addr::new(192, 0, 2, 9)),
+        (
+            rogue::OPT_CLASSLESS_ROUTES,
+            vec![
+                24, 203, 0, 113, 192, 0, 2, 1, // 203.0.113.0/24 via 192.0.2.1
+                25, 198, 51, 100, 128, 0, 0, 0, 0, // 198.51.100.128/25 on-link
+                0, 192, 0, 2, 1, // default via 192.0.2.1
+            ],
+        ),
+    ]);
+    let l = bound_lease(&mut w);
+    assert_eq!(l.gateway, Some(gw), "121's default wins over option 3: {l:?}");
+    let r = w.lan.router().clone();
+    let routes = routes_text(&r);
+    assert!(routes.contains("203.0.113.0/24 via 192.0.2.1"), "{routes}");
+    assert!(routes.contains("198.51.100.128/25 dev lan0"), "{routes}");
+    assert_eq!(default_route(&r), Some((gw, "lan0".into(), true)), "{routes}");
 }
