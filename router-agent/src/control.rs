@@ -24,6 +24,9 @@ use crate::dhcp::client::Lease;
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle connection is kept open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Buffer reserved for a payload before its bytes arrive (requests are small; a large
+/// plan grows the buffer as it is received).
+const INITIAL_PAYLOAD_BUF: usize = 64 * 1024;
 /// Upper bound of a `Wait` request.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
@@ -244,8 +247,18 @@ impl Connection {
                     Ok(l) => l,
                     Err(e) => return Ok::<_, ConnError>(Err(e)),
                 };
-                let mut payload = vec![0u8; len];
-                stream.read_exact(&mut payload).await?;
+                // Grow with the bytes that arrive instead of allocating the announced
+                // length up front: a few header bytes must not buy MAX_FRAME_LEN of
+                // memory (with glibc the allocations of stalled clients stay resident,
+                // and the heap does not shrink after they are gone).
+                let mut payload = Vec::with_capacity(len.min(INITIAL_PAYLOAD_BUF));
+                (&mut stream)
+                    .take(len as u64)
+                    .read_to_end(&mut payload)
+                    .await?;
+                if payload.len() < len {
+                    return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+                }
                 Ok(Ok(payload))
             })
             .await
