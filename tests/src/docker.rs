@@ -16,6 +16,9 @@
 //! its state directory, the containers, the Docker network, the parent veth (and any link
 //! the test added), dnsmasq (by pid), the namespaces.
 //!
+//! Every bed holds [`SuiteLock`] (shared; exclusive for the `watch` tests, whose
+//! supervisor acts on every router of the host) until it is gone.
+//!
 //! Names start with `nct<pid>x<n>` (links ≤ 15 characters). Each bed's Docker network
 //! is a /28 of 198.51.100.0/24 chosen by a per-test index; if that pool is taken (another
 //! run in parallel) the next free /28 is used, so beds never collide on "Pool overlaps".
@@ -28,10 +31,11 @@ use crate::proc::ProcGuard;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// The driver's default `--image` (versioned with the workspace).
@@ -169,6 +173,71 @@ pub fn ensure_noports_image() {
     );
 }
 
+/// The lock file shared by every suite that uses Docker routers (this machine, all runs).
+pub const SUITE_LOCK: &str = "/run/lock/netcontainer-docker-tests.lock";
+/// How long a test waits for [`SuiteLock`] before it fails.
+const SUITE_LOCK_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// `flock(2)` on [`SUITE_LOCK`], released on drop.
+///
+/// `netcontainer watch` acts on every router of the host, not only its own test's: while
+/// one runs, a test doing `up`/`down` by hand would race with it. So the tests that only
+/// drive the one-shot commands (every [`DockerBed::new`]) share the lock and still run in
+/// parallel among themselves, and a test that runs `watch` (or `scripts/bench-restart`,
+/// with `flock -x`) takes it exclusively: alone on the machine. The exclusive side also
+/// holds a process-wide mutex (two threads of one process hold different open file
+/// descriptions, so flock alone would serialize them too; the mutex makes it explicit).
+pub struct SuiteLock {
+    _file: std::fs::File,
+    _in_process: Option<MutexGuard<'static, ()>>,
+}
+
+impl SuiteLock {
+    /// Shared: with other one-shot tests, never with a watch test.
+    pub fn shared() -> SuiteLock {
+        Self::take(false)
+    }
+
+    /// Exclusive: alone on the machine.
+    pub fn exclusive() -> SuiteLock {
+        static IN_PROCESS: Mutex<()> = Mutex::new(());
+        let g = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = Self::take(true);
+        l._in_process = Some(g);
+        l
+    }
+
+    fn take(exclusive: bool) -> SuiteLock {
+        if let Some(dir) = std::path::Path::new(SUITE_LOCK).parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(SUITE_LOCK)
+            .unwrap_or_else(|e| panic!("cannot open {SUITE_LOCK}: {e}"));
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        let got = crate::wait_until(SUITE_LOCK_WAIT, Duration::from_millis(100), || {
+            // SAFETY: flock(2) on a descriptor we own.
+            unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) == 0 }
+        });
+        assert!(
+            got,
+            "{SUITE_LOCK} still taken after {SUITE_LOCK_WAIT:?} (another Docker test run?)"
+        );
+        SuiteLock {
+            _file: file,
+            _in_process: None,
+        }
+    }
+}
+
 /// A service container made by the bed.
 #[derive(Clone, Debug)]
 pub struct Service {
@@ -216,12 +285,20 @@ pub struct DockerBed {
     containers: Mutex<Vec<String>>,
     services: Mutex<BTreeSet<String>>,
     links: Mutex<Vec<String>>,
+    /// Dropped last: the bed is gone before another suite may start.
+    _lock: SuiteLock,
 }
 
 impl DockerBed {
     /// A bed whose Docker network takes /28 number `index` (0..16) of 198.51.100.0/24, or
-    /// the next free one. Checks the images first.
+    /// the next free one. Checks the images first. Holds [`SuiteLock::shared`].
     pub fn new(index: u8) -> DockerBed {
+        Self::with_lock(index, SuiteLock::shared())
+    }
+
+    /// [`DockerBed::new`] holding `lock` (e.g. [`SuiteLock::exclusive`] for a test that
+    /// runs `watch`) until the bed is gone.
+    pub fn with_lock(index: u8, lock: SuiteLock) -> DockerBed {
         require_images();
         let id = format!(
             "nct{}x{}",
@@ -289,6 +366,7 @@ impl DockerBed {
             containers: Mutex::new(Vec::new()),
             services: Mutex::new(BTreeSet::new()),
             links: Mutex::new(Vec::new()),
+            _lock: lock,
         };
         // The parent: a veth whose other end is on the LAN bridge. No address on our side.
         bed.links.lock().unwrap().push(bed.parent.clone());

@@ -38,6 +38,7 @@ pub mod proc;
 pub mod refclient;
 pub mod rogue;
 pub mod service;
+pub mod watch;
 
 pub use addrwatch::AddrWatch;
 pub use agent::{Agent, AgentStatus, ApplyArgs, CmdOutput, LeaseStatus};

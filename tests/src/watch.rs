@@ -1,0 +1,358 @@
+//! `netcontainer watch` in the Docker test bed ([`DockerBed`]): the supervisor run as a
+//! child process with its log in a file, its systemd notifications on a datagram socket
+//! of ours (so a test knows when a reconcile pass is over), labelled services, a socat
+//! proxy for the Docker socket (to cut the event stream), and polling helpers.
+//!
+//! Watch acts on every router of the host, so a test that runs it must hold
+//! [`SuiteLock::exclusive`] (use [`bed`]) and only assert on its own services.
+
+use crate::docker::{self, DockerBed, Service, SuiteLock};
+use crate::proc::ProcGuard;
+use crate::{AgentStatus, wait_for, wait_until};
+use serde_json::Value;
+use std::net::Ipv4Addr;
+use std::os::unix::net::UnixDatagram;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const POLL: Duration = Duration::from_millis(100);
+
+static WATCH_N: AtomicU32 = AtomicU32::new(0);
+
+/// A bed for a watch test: exclusive on the machine (see [`SuiteLock`]).
+pub fn bed(index: u8) -> DockerBed {
+    DockerBed::with_lock(index, SuiteLock::exclusive())
+}
+
+/// The page the sample service serves on `port`.
+pub fn page(service: &str, port: u16) -> String {
+    format!("hello from {service} (port {port})")
+}
+
+/// A running `netcontainer watch`, killed (by pid) on drop.
+pub struct Watch {
+    proc: ProcGuard,
+    log: PathBuf,
+    notify_path: PathBuf,
+    notes: Arc<Mutex<Vec<String>>>,
+    pub started: Instant,
+}
+
+impl Watch {
+    /// `netcontainer watch --parent <bed parent> extra...` with extra environment.
+    pub fn start(bed: &DockerBed, extra: &[&str], env: &[(&str, &str)]) -> Watch {
+        let n = WATCH_N.fetch_add(1, Ordering::Relaxed);
+        let log = bed.tmp.join(format!("watch{n}.log"));
+        let notify_path = bed.tmp.join(format!("watch{n}.notify"));
+        let sock = UnixDatagram::bind(&notify_path).expect("bind the notify socket");
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let notes = Arc::new(Mutex::new(Vec::new()));
+        {
+            // Ends when the socket file is gone (drop) and nothing came for a while, or
+            // with the process: it only holds the socket.
+            let notes = notes.clone();
+            let path = notify_path.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match sock.recv(&mut buf) {
+                        Ok(k) => notes
+                            .lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&buf[..k]).into_owned()),
+                        Err(_) if !path.exists() => return,
+                        Err(_) => {}
+                    }
+                }
+            });
+        }
+        let mut cmd = Command::new(crate::bin("netcontainer"));
+        cmd.args(["watch", "--parent", &bed.parent, "--timeout", "20"])
+            .args(extra)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env_remove("NETCONTAINER_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn netcontainer watch");
+        Watch {
+            proc: ProcGuard::new(child, format!("netcontainer watch {}", extra.join(" "))),
+            log,
+            notify_path,
+            notes,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Lines of its log that mention `service=<service>` (exactly that service).
+    pub fn lines_of(&self, service: &str) -> Vec<String> {
+        let tag = format!("service={service}");
+        self.log()
+            .lines()
+            .filter(|l| l.split_whitespace().any(|w| w == tag))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Waits until a log line contains `what` (and, when given, `service=<service>`).
+    pub fn wait_line(&self, service: Option<&str>, what: &str, timeout: Duration) -> bool {
+        wait_until(timeout, POLL, || match service {
+            Some(s) => self.lines_of(s).iter().any(|l| l.contains(what)),
+            None => self.log().lines().any(|l| l.contains(what)),
+        })
+    }
+
+    /// Waits until it has told "systemd" `STATUS=watching` `n` times (one per finished
+    /// start-up/reconnect reconcile).
+    pub fn wait_watching(&mut self, n: usize, timeout: Duration) -> bool {
+        let ok = wait_until(timeout, POLL, || {
+            self.notes
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|m| m.lines().any(|l| l == "STATUS=watching"))
+                .count()
+                >= n
+        });
+        assert!(
+            self.proc.running(),
+            "watch exited: {:?}\n{}",
+            self.proc.try_status(),
+            self.log()
+        );
+        ok
+    }
+
+    /// Panics (with the log) unless watch still runs.
+    pub fn assert_running(&mut self) {
+        assert!(
+            self.proc.running(),
+            "watch exited: {:?}\n{}",
+            self.proc.try_status(),
+            self.log()
+        );
+    }
+
+    /// SIGKILL, reaped.
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// SIGTERM; its exit status (SIGKILL after 10 s).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.terminate(Duration::from_secs(10))
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- watch log {} ---\n{}", self.log.display(), self.log());
+        }
+        self.proc.terminate(Duration::from_secs(5));
+        let _ = std::fs::remove_file(&self.notify_path);
+    }
+}
+
+/// Docker labels that ask watch for a router on the bed's parent.
+pub fn enable_labels(bed: &DockerBed) -> Vec<String> {
+    vec![
+        "-l".into(),
+        "netcontainer.enable=true".into(),
+        "-l".into(),
+        format!("netcontainer.parent={}", bed.parent),
+    ]
+}
+
+/// The sample service `<id><tag>` labelled for watch (`docker run -d`).
+pub fn labelled_service(bed: &DockerBed, tag: &str, extra_docker: &[&str]) -> Service {
+    let labels = enable_labels(bed);
+    let mut a: Vec<&str> = labels.iter().map(String::as_str).collect();
+    a.extend_from_slice(extra_docker);
+    bed.container(tag, docker::SAMPLE_IMAGE, &a, &[], true)
+}
+
+/// `container`'s address on the bed's network (None when it has none: stopped).
+pub fn ip_of(bed: &DockerBed, container: &str) -> Option<Ipv4Addr> {
+    let fmt = format!(
+        "{{{{with index .NetworkSettings.Networks \"{}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}",
+        bed.network
+    );
+    docker::docker(&["inspect", "--format", &fmt, container])
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// `status SERVICE --json` if the service has a router.
+pub fn status(bed: &DockerBed, service: &str) -> Option<Value> {
+    let out = bed.nc(&["status", service, "--json"]);
+    if !out.ok() {
+        return None;
+    }
+    serde_json::from_str(&out.stdout).ok()
+}
+
+/// The agent status inside a `status --json` entry.
+pub fn agent(entry: &Value) -> Option<AgentStatus> {
+    AgentStatus::parse(entry["agent"].clone()).ok()
+}
+
+/// Forward targets (address, port) in a status entry.
+pub fn targets(entry: &Value) -> Vec<(String, u64)> {
+    agent(entry)
+        .map(|st| {
+            st.forwards
+                .iter()
+                .map(|f| {
+                    (
+                        f["target_address"].as_str().unwrap_or_default().to_string(),
+                        f["target_port"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `service`'s router is bound; its address.
+pub fn wait_bound(bed: &DockerBed, service: &str, timeout: Duration) -> Option<Ipv4Addr> {
+    wait_for(timeout, Duration::from_millis(250), || {
+        let st = agent(&status(bed, service)?)?;
+        (st.state == "bound").then(|| st.address()).flatten()
+    })
+}
+
+/// Polls `http://addr:port/` from the LAN client (short attempts) until it serves
+/// `service`'s page: the time it took, or the last answer/error.
+pub fn wait_serves(
+    bed: &DockerBed,
+    addr: Ipv4Addr,
+    port: u16,
+    service: &str,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let start = Instant::now();
+    let want = page(service, port);
+    let mut last = String::from("never tried");
+    while start.elapsed() < timeout {
+        match bed.fetch(addr, port, 1) {
+            Ok(body) if body.trim() == want => return Ok(start.elapsed()),
+            Ok(body) => last = format!("answered {:?}", body.trim()),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "http://{addr}:{port}/ did not serve {want:?} within {timeout:?}: {last}"
+    ))
+}
+
+/// `docker inspect` of a container: (id, State.StartedAt), if it exists.
+pub fn id_and_start(container: &str) -> Option<(String, String)> {
+    let s = docker::docker(&[
+        "inspect",
+        "--format",
+        "{{.Id}} {{.State.StartedAt}}",
+        container,
+    ])
+    .ok()?;
+    let mut w = s.split_whitespace();
+    Some((w.next()?.to_string(), w.next()?.to_string()))
+}
+
+/// Is `container` running?
+pub fn running(container: &str) -> bool {
+    docker::docker(&["inspect", "--format", "{{.State.Running}}", container])
+        .is_ok_and(|s| s.trim() == "true")
+}
+
+/// `socat UNIX-LISTEN:<path>,fork,unlink-early UNIX-CONNECT:/var/run/docker.sock` in its
+/// own process group: a Docker socket that the test can cut (kill the group: the
+/// listener and every connection it forked, among them watch's event stream).
+pub struct DockerProxy {
+    pub path: PathBuf,
+    proc: Option<ProcGuard>,
+}
+
+impl DockerProxy {
+    pub fn start(path: &Path) -> DockerProxy {
+        let mut p = DockerProxy {
+            path: path.to_path_buf(),
+            proc: None,
+        };
+        p.restart();
+        p
+    }
+
+    /// `DOCKER_HOST` for it.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    /// Starts the proxy (again) and waits until Docker answers through it.
+    pub fn restart(&mut self) {
+        assert!(self.proc.is_none(), "proxy already running");
+        let child = Command::new("socat")
+            .arg(format!(
+                "UNIX-LISTEN:{},fork,unlink-early",
+                self.path.display()
+            ))
+            .arg("UNIX-CONNECT:/var/run/docker.sock")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("spawn socat (apt-get install socat)");
+        self.proc = Some(ProcGuard::new(child, "socat docker proxy"));
+        let host = self.docker_host();
+        let up = wait_until(Duration::from_secs(10), POLL, || {
+            Command::new("docker")
+                .args(["-H", &host, "version", "--format", "{{.Server.Version}}"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(up, "Docker does not answer through the socat proxy");
+    }
+
+    /// Kills the proxy's whole process group (by its pgid = the listener's pid) and
+    /// removes the socket.
+    pub fn cut(&mut self) {
+        if let Some(mut g) = self.proc.take() {
+            let pgid = g.pid() as libc::pid_t;
+            if pgid > 0 {
+                // SAFETY: kill(2) of the process group we created for our own child.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+            }
+            g.kill();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for DockerProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}

@@ -1,0 +1,517 @@
+//! `netcontainer watch` on the real Docker engine: labelled services get their network
+//! containers, and the supervisor heals what Docker does to services and routers
+//! (restarts with new addresses, killed routers, removed services, its own restart, a cut
+//! event stream). Root only; the router and sample images must exist (see
+//! tests/tests/docker.rs). The bed is the same [`DockerBed`]: LAN namespace with dnsmasq
+//! (192.0.2.50-150), LAN client 192.0.2.10, a veth parent, a Docker network on a /28 of
+//! 198.51.100.0/24.
+//!
+//! Watch acts on every router of the host, so each test here holds the Docker suites'
+//! lock exclusively ([`watch::bed`]: no other watch test, no `tests/tests/docker.rs` test,
+//! no bench-restart runs meanwhile) and only asserts on its own services. Bounds: a
+//! change is acted on within seconds (events), far below the `--resync` of 60 s, so the
+//! periodic reconcile never explains a pass.
+
+use netcontainer_tests::docker::{self, DockerBed, docker_ok, router_name, state_dir};
+use netcontainer_tests::watch::{self, DockerProxy, Watch};
+use netcontainer_tests::*;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+const BOUND: Duration = Duration::from_secs(20);
+
+fn serves(bed: &DockerBed, addr: Ipv4Addr, service: &str, within: Duration) {
+    if let Err(e) = watch::wait_serves(bed, addr, 80, service, within) {
+        panic!("{e}");
+    }
+}
+
+/// Waits for `service`'s router and returns its bound address, after checking it serves.
+fn router_address(bed: &DockerBed, w: &Watch, service: &str) -> Ipv4Addr {
+    assert!(
+        w.wait_line(Some(service), "router created: ", BOUND),
+        "no router created for {service}: {}",
+        w.log()
+    );
+    let addr = watch::wait_bound(bed, service, BOUND).unwrap_or_else(|| {
+        panic!(
+            "{service}'s router is not bound: {:?}",
+            watch::status(bed, service)
+        )
+    });
+    assert!(docker::in_pool(addr), "{addr} is not from dnsmasq's pool");
+    serves(bed, addr, service, Duration::from_secs(10));
+    addr
+}
+
+fn lease_released(bed: &DockerBed, addr: Ipv4Addr) -> bool {
+    wait_until(Duration::from_secs(10), watch::POLL, || {
+        bed.dnsmasq.lease_of(addr).is_none()
+    }) && bed
+        .dnsmasq
+        .log()
+        .contains(&format!("DHCPRELEASE(br0) {addr}"))
+}
+
+/// 1. The service restarts with another private address (another container took its old
+///    one meanwhile): the forwards follow, the public address stays. While it is stopped
+///    the router forwards nothing, so the container that took its old address is never
+///    reachable through the service's public address.
+#[test]
+fn service_restarted_with_a_new_address_keeps_its_public_address() {
+    require_root!();
+    let bed = watch::bed(0);
+    let mut w = Watch::start(&bed, &[], &[]);
+    assert!(w.wait_watching(1, BOUND), "no start-up reconcile");
+    let a = watch::labelled_service(&bed, "a", &[]);
+    let addr = router_address(&bed, &w, &a.name);
+    let old_ip = a.ip.unwrap();
+
+    docker_ok(&["stop", "-t", "1", &a.name]);
+    assert!(
+        w.wait_line(
+            Some(&a.name),
+            "service stopped: forwards removed, lease kept",
+            BOUND
+        ),
+        "forwards not removed when the service stopped"
+    );
+    // Unlabelled: watch gives it nothing. Docker hands it the lowest free address: A's.
+    let b = bed.run_service("b", &[]);
+    assert_eq!(b.ip, Some(old_ip), "B did not get A's old address");
+    let r = bed.fetch(addr, 80, 2);
+    assert!(
+        r.as_deref().map(str::trim) != Ok(watch::page(&b.name, 80).as_str()),
+        "the stopped service's public address reaches the container that took its old IP"
+    );
+    assert!(
+        watch::targets(&watch::status(&bed, &a.name).unwrap()).is_empty(),
+        "forwards kept while the service is stopped"
+    );
+
+    docker_ok(&["start", &a.name]);
+    let new_ip = watch::ip_of(&bed, &a.name).expect("A's new address");
+    assert_ne!(new_ip, old_ip, "A got its old address back");
+    serves(&bed, addr, &a.name, Duration::from_secs(10));
+    let st = watch::status(&bed, &a.name).unwrap();
+    assert_eq!(
+        watch::targets(&st),
+        vec![(new_ip.to_string(), 80)],
+        "forward target is not A's new address: {st}"
+    );
+    assert_eq!(
+        watch::agent(&st).and_then(|s| s.address()),
+        Some(addr),
+        "public address changed"
+    );
+    assert!(
+        w.wait_line(
+            Some(&a.name),
+            "forwards updated to the service's address",
+            BOUND
+        ),
+        "{}",
+        w.log()
+    );
+
+    // A plain `docker restart` (same address this time) answers again too.
+    docker_ok(&["restart", "-t", "1", &a.name]);
+    serves(&bed, addr, &a.name, Duration::from_secs(10));
+    w.assert_running();
+}
+
+/// 2. The router is restarted (`docker restart`) and killed (`docker kill`, SIGKILL, no
+///    release): each time the same public address answers again. After the kill nothing
+///    restarts the router but watch, and the agent gets its address back by INIT-REBOOT
+///    from the lease it persisted (no DISCOVER).
+#[test]
+fn router_restarted_or_killed_comes_back_on_the_same_address() {
+    require_root!();
+    let bed = watch::bed(1);
+    let mut w = Watch::start(&bed, &[], &[]);
+    assert!(w.wait_watching(1, BOUND));
+    let a = watch::labelled_service(&bed, "a", &[]);
+    let addr = router_address(&bed, &w, &a.name);
+    let router = router_name(&a.name);
+
+    docker_ok(&["restart", "-t", "5", &router]);
+    serves(&bed, addr, &a.name, Duration::from_secs(15));
+    assert!(
+        w.wait_line(
+            Some(&a.name),
+            "router restarted: LAN leg re-plumbed, plan re-sent",
+            BOUND
+        ),
+        "{}",
+        w.log()
+    );
+
+    let discovers = bed.dnsmasq.log().matches("DHCPDISCOVER").count();
+    docker_ok(&["kill", &router]);
+    serves(&bed, addr, &a.name, Duration::from_secs(15));
+    assert!(watch::running(&router), "router not running after the kill");
+    assert_eq!(
+        watch::wait_bound(&bed, &a.name, BOUND),
+        Some(addr),
+        "bound to another address"
+    );
+    assert_eq!(
+        bed.dnsmasq.log().matches("DHCPDISCOVER").count(),
+        discovers,
+        "the killed router started over with DISCOVER instead of INIT-REBOOT:\n{}",
+        bed.dnsmasq.log()
+    );
+    w.assert_running();
+}
+
+/// 3. The service is removed (`docker rm -f`): its network container and host directory
+///    go, and the lease is released (DHCPRELEASE; gone from dnsmasq's lease file).
+#[test]
+fn removed_service_takes_its_router_and_lease_along() {
+    require_root!();
+    let bed = watch::bed(2);
+    let mut w = Watch::start(&bed, &[], &[]);
+    assert!(w.wait_watching(1, BOUND));
+    let a = watch::labelled_service(&bed, "a", &[]);
+    let addr = router_address(&bed, &w, &a.name);
+    assert!(state_dir(&a.name).exists());
+
+    docker_ok(&["rm", "-f", &a.name]);
+    assert!(
+        wait_until(BOUND, watch::POLL, || docker::containers_of(&a.name)
+            .is_empty()),
+        "router still there: {:?}",
+        docker::containers_of(&a.name)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), watch::POLL, || !state_dir(&a.name)
+            .exists()),
+        "{} still there",
+        state_dir(&a.name).display()
+    );
+    assert!(
+        lease_released(&bed, addr),
+        "lease of {addr} not released: {:?}\n{}",
+        bed.dnsmasq.leases(),
+        bed.dnsmasq.log()
+    );
+    assert!(
+        w.wait_line(
+            Some(&a.name),
+            "service gone: netcontainer-",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        w.log()
+    );
+    bed.assert_clean(&a.name);
+    w.assert_running();
+}
+
+/// 4. A labelled service that runs before watch starts is picked up at start-up; one
+///    started while watch runs gets its router at once; an unlabelled one gets none.
+#[test]
+fn labelled_services_get_routers_before_and_after_watch_starts() {
+    require_root!();
+    let bed = watch::bed(3);
+    let early = watch::labelled_service(&bed, "early", &[]);
+    let mut w = Watch::start(&bed, &[], &[]);
+    assert!(w.wait_watching(1, BOUND));
+    let early_addr = router_address(&bed, &w, &early.name);
+
+    let plain = bed.run_service("plain", &[]);
+    let late = watch::labelled_service(&bed, "late", &[]);
+    let late_addr = router_address(&bed, &w, &late.name);
+    assert_ne!(early_addr, late_addr);
+    serves(&bed, early_addr, &early.name, Duration::from_secs(5));
+    // `plain` started before `late`: its event was handled first.
+    assert!(
+        docker::containers_of(&plain.name).is_empty(),
+        "an unlabelled service got a router"
+    );
+    assert!(w.lines_of(&plain.name).is_empty(), "{}", w.log());
+    w.assert_running();
+}
+
+/// 5. Watch killed (SIGKILL) and started again: what was right stays untouched (same
+///    router container, not restarted, same address, no "created"/"re-plumbed"); what
+///    broke while it was down (the router restarted: no LAN leg, no plan) is healed.
+#[test]
+fn watch_restart_changes_nothing_right_and_heals_what_broke() {
+    require_root!();
+    let bed = watch::bed(4);
+    let a = watch::labelled_service(&bed, "a", &[]);
+    let router = router_name(&a.name);
+    let mut w1 = Watch::start(&bed, &[], &[]);
+    assert!(w1.wait_watching(1, BOUND));
+    let addr = router_address(&bed, &w1, &a.name);
+    let before = watch::id_and_start(&router).unwrap();
+    w1.kill();
+
+    let mut w2 = Watch::start(&bed, &[], &[]);
+    assert!(w2.wait_watching(1, BOUND), "no start-up reconcile");
+    assert_eq!(
+        watch::id_and_start(&router).as_ref(),
+        Some(&before),
+        "the router was re-created or restarted"
+    );
+    let lines = w2.lines_of(&a.name);
+    assert!(
+        lines.is_empty(),
+        "watch acted on a router that was right: {lines:?}"
+    );
+    assert_eq!(watch::wait_bound(&bed, &a.name, BOUND), Some(addr));
+    serves(&bed, addr, &a.name, Duration::from_secs(5));
+    w2.kill();
+
+    // While no watch runs: the router restarts, loses its leg and plan.
+    docker_ok(&["restart", "-t", "5", &router]);
+    assert!(
+        wait_until(Duration::from_secs(10), watch::POLL, || watch::status(
+            &bed, &a.name
+        )
+        .and_then(|s| watch::agent(&s))
+        .is_some_and(|s| s.state == "waiting-for-plan")),
+        "restarted router is not waiting for a plan"
+    );
+    assert!(
+        bed.fetch(addr, 80, 1).is_err(),
+        "answers without a watch after the restart?"
+    );
+    let mut w3 = Watch::start(&bed, &[], &[]);
+    serves(&bed, addr, &a.name, Duration::from_secs(15));
+    assert!(w3.wait_watching(1, BOUND));
+    assert!(
+        w3.lines_of(&a.name)
+            .iter()
+            .any(|l| l.contains("router restarted: LAN leg re-plumbed, plan re-sent")),
+        "{}",
+        w3.log()
+    );
+    w3.assert_running();
+}
+
+/// 6. The Docker connection drops (a socat proxy between watch and Docker is killed
+///    with every connection it forked): watch says it lost Docker, retries, reconnects
+///    when the proxy is back, and acts on what happened meanwhile (a labelled service
+///    started while the stream was down gets its router), by its reconnect reconcile.
+#[test]
+fn watch_survives_the_event_stream_dropping() {
+    require_root!();
+    assert!(have("socat"), "socat is needed (apt-get install socat)");
+    let bed = watch::bed(5);
+    let sock = bed.tmp.join("docker.sock");
+    let mut proxy = DockerProxy::start(&sock);
+    let mut w = Watch::start(&bed, &[], &[("DOCKER_HOST", &proxy.docker_host())]);
+    assert!(w.wait_watching(1, BOUND), "{}", w.log());
+
+    proxy.cut();
+    assert!(
+        w.wait_line(None, "lost Docker; retrying", Duration::from_secs(10)),
+        "watch did not notice the stream dropping: {}",
+        w.log()
+    );
+    let a = watch::labelled_service(&bed, "a", &[]);
+    // Let a retry or two fail against the missing socket.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        docker::containers_of(&a.name).is_empty(),
+        "a router appeared without Docker?"
+    );
+    proxy.restart();
+    let addr = router_address(&bed, &w, &a.name);
+    assert!(w.wait_watching(2, BOUND), "no reconcile after reconnecting");
+    let log = w.log();
+    assert!(
+        log.matches("connected to Docker; reconciling").count() >= 2,
+        "{log}"
+    );
+    serves(&bed, addr, &a.name, Duration::from_secs(5));
+    w.assert_running();
+}
+
+/// 6b. A second drop is retried as quickly as the first: the retry delay starts over
+///     after a successful reconnect (it doubles only while Docker stays away).
+#[test]
+fn watch_retries_quickly_after_a_second_drop() {
+    require_root!();
+    assert!(have("socat"), "socat is needed (apt-get install socat)");
+    let bed = watch::bed(9);
+    let sock = bed.tmp.join("docker.sock");
+    let mut proxy = DockerProxy::start(&sock);
+    let mut w = Watch::start(&bed, &[], &[("DOCKER_HOST", &proxy.docker_host())]);
+    assert!(w.wait_watching(1, BOUND), "{}", w.log());
+    let first_retries = |w: &Watch| -> Vec<String> {
+        // The retry delay of each drop's first "lost Docker" line.
+        let mut out = Vec::new();
+        let mut after_connect = true;
+        for l in w.log().lines() {
+            if l.contains("connected to Docker; reconciling") {
+                after_connect = true;
+            } else if l.contains("lost Docker; retrying") && after_connect {
+                after_connect = false;
+                let d = l
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("retry_in="))
+                    .unwrap_or("?");
+                out.push(d.to_string());
+            }
+        }
+        out
+    };
+    for drop in 1..=2 {
+        proxy.cut();
+        // Away long enough for a few doubled retries.
+        std::thread::sleep(Duration::from_secs(3));
+        proxy.restart();
+        assert!(
+            w.wait_watching(drop + 1, Duration::from_secs(40)),
+            "not back after drop {drop}: {}",
+            w.log()
+        );
+    }
+    assert_eq!(
+        first_retries(&w),
+        ["250ms", "250ms"],
+        "the first retry after the second drop waited longer than after the first:\n{}",
+        w.log()
+    );
+    w.assert_running();
+}
+
+/// 7a. `--release-when-stopped`: a stopped service's router is taken down and its lease
+///     released; started again, the router comes back with the same address.
+#[test]
+fn release_when_stopped_takes_the_router_down_and_brings_it_back() {
+    require_root!();
+    let bed = watch::bed(6);
+    let mut w = Watch::start(&bed, &["--release-when-stopped"], &[]);
+    assert!(w.wait_watching(1, BOUND));
+    let a = watch::labelled_service(&bed, "a", &[]);
+    let addr = router_address(&bed, &w, &a.name);
+
+    docker_ok(&["stop", "-t", "1", &a.name]);
+    assert!(
+        wait_until(BOUND, watch::POLL, || docker::containers_of(&a.name)
+            .is_empty()),
+        "router kept after the service stopped"
+    );
+    assert!(
+        lease_released(&bed, addr),
+        "lease of {addr} not released: {:?}",
+        bed.dnsmasq.leases()
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), watch::POLL, || !state_dir(&a.name)
+            .exists()),
+        "state directory kept"
+    );
+    assert!(w.wait_line(
+        Some(&a.name),
+        "service stopped: netcontainer-",
+        Duration::from_secs(5)
+    ));
+
+    docker_ok(&["start", &a.name]);
+    assert!(
+        wait_until(BOUND, watch::POLL, || w
+            .lines_of(&a.name)
+            .iter()
+            .filter(|l| l.contains("router created: "))
+            .count()
+            == 2),
+        "router not back: {}",
+        w.log()
+    );
+    assert_eq!(
+        watch::wait_bound(&bed, &a.name, BOUND),
+        Some(addr),
+        "another address"
+    );
+    serves(&bed, addr, &a.name, Duration::from_secs(10));
+    w.assert_running();
+}
+
+/// 7b. Without the flag: a stopped service keeps its router and lease, with no forwards;
+///     started again, the forwards are back.
+#[test]
+fn stopped_service_keeps_router_and_lease_without_the_flag() {
+    require_root!();
+    let bed = watch::bed(7);
+    let mut w = Watch::start(&bed, &[], &[]);
+    assert!(w.wait_watching(1, BOUND));
+    let a = watch::labelled_service(&bed, "a", &[]);
+    let addr = router_address(&bed, &w, &a.name);
+    let router = router_name(&a.name);
+    let before = watch::id_and_start(&router).unwrap();
+
+    docker_ok(&["stop", "-t", "1", &a.name]);
+    assert!(
+        wait_until(BOUND, watch::POLL, || watch::status(&bed, &a.name)
+            .is_some_and(|s| watch::targets(&s).is_empty())),
+        "forwards kept after the service stopped: {:?}",
+        watch::status(&bed, &a.name)
+    );
+    let st = watch::status(&bed, &a.name).unwrap();
+    assert_eq!(
+        watch::agent(&st).map(|s| (s.state.clone(), s.address())),
+        Some(("bound".to_string(), Some(addr))),
+        "{st}"
+    );
+    assert!(bed.dnsmasq.lease_of(addr).is_some(), "lease gone");
+    assert!(
+        !bed.dnsmasq.log().contains("DHCPRELEASE"),
+        "a DHCPRELEASE was sent"
+    );
+    assert_eq!(watch::id_and_start(&router), Some(before.clone()));
+
+    docker_ok(&["start", &a.name]);
+    let ip = watch::ip_of(&bed, &a.name).unwrap();
+    serves(&bed, addr, &a.name, Duration::from_secs(10));
+    let st = watch::status(&bed, &a.name).unwrap();
+    assert_eq!(watch::targets(&st), vec![(ip.to_string(), 80)], "{st}");
+    assert_eq!(
+        watch::id_and_start(&router),
+        Some(before),
+        "router re-created"
+    );
+    w.assert_running();
+}
+
+/// 8. The one-shot commands next to a running watch: `up` of an unlabelled service
+///    works and `down` releases the lease and leaves nothing, and watch, which adopts
+///    every router, has nothing to do for a router that `up` made right and `down`
+///    removed: it must not re-plumb the router `up` is plumbing, nor start again the
+///    router `down` just stopped (if that start won the race with `down`'s removal,
+///    the router would be force-removed without a DHCPRELEASE).
+#[test]
+fn up_and_down_by_hand_while_watch_runs() {
+    require_root!();
+    let bed = watch::bed(8);
+    let mut w = Watch::start(&bed, &[], &[]);
+    assert!(w.wait_watching(1, BOUND));
+    let s = bed.run_service("s", &[]);
+    for round in 0..3 {
+        let u = bed.up(&s.name, &[]);
+        serves(&bed, u.address, &s.name, Duration::from_secs(5));
+        let out = bed.down(&s.name);
+        assert!(out.ok(), "round {round}: down failed: {out}");
+        assert!(
+            lease_released(&bed, u.address),
+            "round {round}: lease of {} not released: {:?}\n{}",
+            u.address,
+            bed.dnsmasq.leases(),
+            w.log()
+        );
+        // Give watch time to act on the router's events (and retry a failed reconcile).
+        std::thread::sleep(Duration::from_millis(1500));
+        bed.assert_clean(&s.name);
+    }
+    w.assert_running();
+    let lines = w.lines_of(&s.name);
+    assert!(
+        lines.is_empty(),
+        "watch acted on routers that one-shot `up`/`down` were creating/removing:\n{}",
+        lines.join("\n")
+    );
+}
