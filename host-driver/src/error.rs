@@ -43,6 +43,8 @@ pub enum Error {
         router: String,
         address: String,
     },
+    #[error("another netcontainer command is working on {0}")]
+    Busy(String),
     #[error("router container {0} stopped right after it started")]
     RouterDied(String),
     #[error("{what} {path}: {source}")]
@@ -83,6 +85,7 @@ impl Error {
             Error::AlreadyUp { service, .. } => Some(format!(
                 "`netcontainer status {service}` shows it; `netcontainer down {service}` removes it"
             )),
+            Error::Busy(_) => Some("try again when it is done".into()),
             Error::RouterDied(name) => Some(format!("`docker logs {name}` shows why")),
             Error::Docker(e) => e.hint(),
             Error::Plumb(e) => e.hint(),

@@ -5,6 +5,7 @@ mod agent_client;
 mod commands;
 mod docker;
 mod error;
+mod lock;
 mod notify;
 mod output;
 mod plan;

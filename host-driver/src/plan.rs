@@ -162,6 +162,8 @@ pub struct UpOptions {
     pub publish: Vec<PortSpec>,
     pub hostname: Option<String>,
     pub mac: Option<[u8; 6]>,
+    /// Run the router's agent with `--arp-probe`.
+    pub arp_probe: bool,
 }
 
 /// Everything needed to create one router.
@@ -411,7 +413,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         mac,
         ports,
         plan,
-        arp_probe: label(labels::ARP_PROBE).is_some_and(|v| v == "true"),
+        arp_probe: opts.arp_probe || label(labels::ARP_PROBE).is_some_and(|v| v == "true"),
     })
 }
 

@@ -41,6 +41,7 @@ pub fn options_of(r: &RouterInfo) -> UpOptions {
             .unwrap_or_default(),
         hostname: l(labels::HOSTNAME),
         mac: l(labels::MAC).and_then(|m| parse_mac(&m).ok()),
+        arp_probe: l(labels::ARP_PROBE).is_some_and(|v| v == "true"),
     }
 }
 

@@ -51,13 +51,14 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// Number of ports covered by this forward.
+    /// Number of ports covered by this forward (0 for an inverted range,
+    /// which `validate` refuses).
     pub fn len(&self) -> u32 {
-        u32::from(self.public_port_end) - u32::from(self.public_port) + 1
+        (u32::from(self.public_port_end) + 1).saturating_sub(u32::from(self.public_port))
     }
 
     pub fn is_empty(&self) -> bool {
-        false
+        self.len() == 0
     }
 
     /// Checks the forward's own consistency (ranges, no port 0, target range fits).

@@ -2,8 +2,10 @@
 
 use clap::Args;
 
+use crate::commands::LOCK_PATIENCE;
 use crate::commands::{require_root, run_dir};
 use crate::error::Error;
+use crate::lock::ServiceLock;
 use crate::router::Driver;
 
 #[derive(Args, Debug)]
@@ -20,6 +22,7 @@ pub async fn run(a: DownArgs) -> Result<(), Error> {
     let driver = Driver::connect().await?;
     // The service may already be gone; its router is found by name and label.
     let service = a.container.trim_start_matches('/').to_string();
+    let _lock = ServiceLock::take(&service, LOCK_PATIENCE).await?;
     let Some(router) = driver.docker.router(&service).await? else {
         let stale = run_dir().join(&service);
         if stale.exists() {

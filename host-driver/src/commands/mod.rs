@@ -19,6 +19,10 @@ pub fn run_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/run/netcontainer"))
 }
 
+/// How long `up` and `down` wait for another command (or `watch`) working
+/// on the same service.
+pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The default router image: versioned with the driver.
 pub fn default_image() -> String {
     format!("netcontainer/router:{}", env!("CARGO_PKG_VERSION"))

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::commands::LOCK_PATIENCE;
 use crate::commands::{default_image, require_root};
 use crate::error::Error;
-use crate::plan::{self, Mode, PortSpec, UpOptions, labels, parse_mac};
+use crate::lock::ServiceLock;
+use crate::plan::{self, Mode, PortSpec, UpOptions, parse_mac};
 use crate::router::Driver;
 
 #[derive(Args, Debug)]
@@ -45,17 +47,15 @@ pub struct UpArgs {
 pub async fn run(a: UpArgs) -> Result<(), Error> {
     require_root()?;
     let driver = Driver::connect().await?;
-    let mut svc = driver.docker.service(&a.container).await?;
-    if a.arp_probe {
-        // `derive` reads it like the other labels (and records it on the router).
-        svc.labels.insert(labels::ARP_PROBE.into(), "true".into());
-    }
+    let svc = driver.docker.service(&a.container).await?;
+    let _lock = ServiceLock::take(&svc.name, LOCK_PATIENCE).await?;
     let opts = UpOptions {
         parent: a.parent,
         mode: a.mode,
         publish: a.publish,
         hostname: a.hostname,
         mac: a.mac,
+        arp_probe: a.arp_probe,
     };
     let (rp, status) = driver
         .up(&svc, &opts, &a.image, Duration::from_secs(a.timeout), true)

@@ -27,6 +27,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::commands::{default_image, require_root, run_dir};
 use crate::docker::{ContainerEvent, DockerError};
 use crate::error::Error;
+use crate::lock::ServiceLock;
 use crate::notify::notify;
 use crate::plan::{self, UpOptions, labels};
 use crate::router::{Driver, Healed, wants_router};
@@ -52,6 +53,8 @@ pub struct WatchArgs {
     resync: u64,
 }
 
+/// First wait after losing Docker.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Most time between two attempts to reach Docker.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -64,10 +67,12 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
     // Ready at once: systemd must never wait on Docker through us (and Docker
     // must never wait on us). Progress goes to STATUS=.
     notify("READY=1\nSTATUS=connecting to Docker");
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = FIRST_BACKOFF;
     loop {
+        let connected = std::cell::Cell::new(false);
         let session = async {
             let driver = Driver::connect().await?;
+            connected.set(true);
             let mut w = Watcher {
                 driver,
                 args: a.clone(),
@@ -101,6 +106,10 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
+        }
+        // A session that got as far as Docker starts the next wait short again.
+        if connected.get() {
+            backoff = FIRST_BACKOFF;
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -190,7 +199,7 @@ impl Watcher {
                 .ok()
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .is_some_and(|age| age > Duration::from_secs(120));
-            if e.path().is_dir() && !services.contains(&name) && old {
+            if e.path().is_dir() && !name.starts_with('.') && !services.contains(&name) && old {
                 tracing::info!(dir = %e.path().display(), "removing a router directory with no router");
                 if let Err(err) = std::fs::remove_dir_all(e.path()) {
                     tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove");
@@ -224,6 +233,11 @@ impl Watcher {
     }
 
     async fn try_reconcile(&self, service: &str) -> Result<Option<String>, Error> {
+        // A command working on this service right now: retry once it is done
+        // (never block the other services behind it).
+        let Some(_lock) = ServiceLock::try_take(service)? else {
+            return Err(Error::Busy(service.to_string()));
+        };
         let d = &self.driver;
         let router = d.docker.router(service).await?;
         let svc = match d.docker.service(service).await {
