@@ -809,10 +809,18 @@ fn crafted_option_121_routes_are_installed() {
         ),
     ]);
     let l = bound_lease(&mut w);
-    assert_eq!(l.gateway, Some(gw), "121's default wins over option 3: {l:?}");
+    assert_eq!(
+        l.gateway,
+        Some(gw),
+        "121's default wins over option 3: {l:?}"
+    );
     let r = w.lan.router().clone();
     let routes = routes_text(&r);
     assert!(routes.contains("203.0.113.0/24 via 192.0.2.1"), "{routes}");
     assert!(routes.contains("198.51.100.128/25 dev lan0"), "{routes}");
-    assert_eq!(default_route(&r), Some((gw, "lan0".into(), true)), "{routes}");
+    assert_eq!(
+        default_route(&r),
+        Some((gw, "lan0".into(), true)),
+        "{routes}"
+    );
 }
