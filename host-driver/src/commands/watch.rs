@@ -100,16 +100,16 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
         };
         tokio::select! {
             r = session => {
+                // A session that got as far as Docker starts the waits short again.
+                if connected.get() {
+                    backoff = FIRST_BACKOFF;
+                }
                 let e = r.err().map(|e| e.to_string()).unwrap_or_default();
                 tracing::warn!(error = %e, retry_in = ?backoff, "lost Docker; retrying");
                 notify(&format!("STATUS=waiting for Docker: {e}"));
             }
             _ = sigterm.recv() => break,
             _ = sigint.recv() => break,
-        }
-        // A session that got as far as Docker starts the next wait short again.
-        if connected.get() {
-            backoff = FIRST_BACKOFF;
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
@@ -130,6 +130,8 @@ async fn sleep_until(t: Option<Instant>) {
     }
 }
 
+/// Retry of a reconcile while `up`/`down` holds the service.
+const BUSY_RETRY: Duration = Duration::from_millis(250);
 /// First retry of a failed reconcile; doubles up to the resync period.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 
@@ -216,6 +218,14 @@ impl Watcher {
                 if let Some(what) = what {
                     tracing::info!(%service, took = ?started.elapsed(), "{what}");
                 }
+            }
+            Err(Error::Busy(_)) => {
+                // `up` or `down` is on it: look again shortly, quietly.
+                tracing::debug!(%service, "busy: another command holds the service");
+                self.retries.insert(
+                    service.to_string(),
+                    (Instant::now() + BUSY_RETRY, FIRST_RETRY / 2),
+                );
             }
             Err(e) => {
                 let max = Duration::from_secs(self.args.resync.max(1));
