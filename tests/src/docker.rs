@@ -299,6 +299,17 @@ impl DockerBed {
     /// [`DockerBed::new`] holding `lock` (e.g. [`SuiteLock::exclusive`] for a test that
     /// runs `watch`) until the bed is gone.
     pub fn with_lock(index: u8, lock: SuiteLock) -> DockerBed {
+        Self::with_network_prefix(index, lock, 28)
+    }
+
+    /// [`DockerBed::with_lock`] with a bigger Docker network: a /`prefix_len` (25..=28)
+    /// of 198.51.100.0/24, slot `index` of the 2^(prefix_len-24) slots or the next free
+    /// one (for tests with many services: a service and its router take two addresses).
+    pub fn with_network_prefix(index: u8, lock: SuiteLock, prefix_len: u8) -> DockerBed {
+        assert!(
+            (25..=28).contains(&prefix_len),
+            "network prefix /{prefix_len} not in /25../28"
+        );
         require_images();
         let id = format!(
             "nct{}x{}",
@@ -385,17 +396,20 @@ impl DockerBed {
         bed.lan
             .ip(&["link", "set", "uplink", "master", "br0", "up"]);
         crate::ip(&["link", "set", &bed.parent, "up"]);
-        bed.create_network(index);
+        bed.create_network(index, prefix_len);
         bed
     }
 
-    fn create_network(&mut self, index: u8) {
+    fn create_network(&mut self, index: u8, prefix_len: u8) {
         let bridge = format!("{}br", self.id);
         let mut last = String::new();
-        for k in 0..SLOTS {
-            let slot = (index % SLOTS + k) % SLOTS;
-            let base = 16 * slot;
-            let subnet = format!("198.51.100.{base}/28");
+        // /28: SLOTS slots of 16 addresses; /25: 2 slots of 128.
+        let slots: u8 = 1 << (prefix_len - 24);
+        let size: u16 = 256 / u16::from(slots);
+        for k in 0..slots {
+            let slot = (index % slots + k) % slots;
+            let base = (size * u16::from(slot)) as u8;
+            let subnet = format!("198.51.100.{base}/{prefix_len}");
             let gateway = Ipv4Addr::new(198, 51, 100, base + 1);
             match docker(&[
                 "network",

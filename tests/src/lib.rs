@@ -21,6 +21,8 @@
 //!   on 198.51.100.0/24), a routed second LAN ([`RoutedNet`], 203.0.113.0/24), small
 //!   servers (busybox httpd, TCP banner, UDP echo) and bounded clients (curl, TCP, UDP,
 //!   ping) for the forwarding tests.
+//! * [`chaos`]: Kea on the Docker bed, a continuous LAN client, an address-conflict
+//!   monitor and resource probes for the load and chaos tests.
 //!
 //! Only 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24 are used, only inside namespaces
 //! created here. Names carry the pid and a counter so tests can run in parallel.
@@ -28,6 +30,7 @@
 pub mod addrwatch;
 pub mod agent;
 pub mod bed;
+pub mod chaos;
 pub mod dhcp;
 pub mod dns;
 pub mod dnsmasq;
