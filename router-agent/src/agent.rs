@@ -17,7 +17,7 @@ use crate::dhcp::client::{Client, Config, Destination, Event, Lease, LostReason,
 use crate::dhcp::socket::{RawSocket, UdpSocket};
 use crate::firewall::{Firewall, RulesetConfig, stale_targets};
 use crate::netconf::{AddressConfig, Netconf, NetconfError};
-use crate::store::{LeaseStore, StoredLease, hex};
+use crate::store::{LeaseStore, PlanStore, StoredLease, hex};
 
 /// How long a plan may wait for its interface to come up (see `Netconf::set_up`).
 const LINK_UP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(25);
@@ -83,7 +83,16 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         snapshot: snap_tx,
         last_error: None,
         arp: opts.arp_probe.then(ArpConfig::default),
+        plans: PlanStore::new(&opts.state_dir),
     };
+    // Restarted after a crash: carry on with the last plan (and the persisted
+    // lease, by INIT-REBOOT) without waiting for the driver.
+    if let Some(plan) = agent.plans.load() {
+        tracing::info!(interface = %plan.interface, "resuming the saved plan");
+        if let Response::Error(e) = agent.apply(plan).await {
+            tracing::warn!("the saved plan does not apply ({e}); waiting for a new one");
+        }
+    }
     loop {
         let probing = agent.dhcp.as_ref().and_then(|d| d.probing.as_ref());
         let arp = probing.map(|p| p.sock.clone());
@@ -131,6 +140,8 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         agent.drive().await;
     }
     agent.shutdown().await;
+    // A clean stop is deliberate: the next agent waits for a plan.
+    agent.plans.clear();
     let _ = std::fs::remove_file(&opts.socket);
     tracing::info!("stopped");
     Ok(())
@@ -218,6 +229,7 @@ struct Agent {
     last_error: Option<String>,
     /// `Some` with `--arp-probe`.
     arp: Option<ArpConfig>,
+    plans: PlanStore,
 }
 
 impl Agent {
@@ -294,6 +306,9 @@ impl Agent {
             self.last_error = None;
         }
         tracing::info!(interface = %plan.interface, forwards = plan.forwards.len(), "plan applied");
+        if let Err(e) = self.plans.save(&plan) {
+            tracing::warn!(error = %e, "cannot save the plan; a restarted agent will wait for the driver");
+        }
         self.plan = Some(plan);
         self.drive().await;
         let snap = self.snapshot.borrow().clone();

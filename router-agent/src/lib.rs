@@ -13,3 +13,4 @@ pub mod dhcp;
 pub mod firewall;
 pub mod netconf;
 pub mod store;
+pub mod supervise;

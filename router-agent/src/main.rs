@@ -7,11 +7,13 @@ const USAGE: &str = "\
 netcontainer-agent: keeps a DHCP lease on the plan's interface and forwards
 the service's ports from the leased address.
 
-Usage: netcontainer-agent [--socket PATH] [--state-dir DIR] [--arp-probe]
+Usage: netcontainer-agent [--socket PATH] [--state-dir DIR] [--supervise] [--arp-probe]
 
 Options:
   --socket PATH     control socket to listen on [default: /run/netcontainer/agent.sock]
   --state-dir DIR   directory for the persisted lease [default: /run/netcontainer]
+  --supervise       run the agent as a child and restart it if it dies
+                    (the router image's PID 1); SIGTERM/SIGINT are passed on
   --arp-probe       before using a new lease's address, probe it with ARP
                     (RFC 5227; 2 probes 100 ms apart, 200 ms wait) and DECLINE
                     it if another host answers
@@ -25,15 +27,17 @@ struct Cli {
     socket: PathBuf,
     state_dir: PathBuf,
     arp_probe: bool,
+    supervise: bool,
 }
 
-/// Three options do not need an argument parser (the agent's resident size
+/// Four options do not need an argument parser (the agent's resident size
 /// matters: one runs per service).
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
     let mut cli = Cli {
         socket: PathBuf::from("/run/netcontainer/agent.sock"),
         state_dir: PathBuf::from("/run/netcontainer"),
         arp_probe: false,
+        supervise: false,
     };
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -51,6 +55,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> 
             "--socket" => cli.socket = value("--socket")?.into(),
             "--state-dir" => cli.state_dir = value("--state-dir")?.into(),
             "--arp-probe" if inline.is_none() => cli.arp_probe = true,
+            "--supervise" if inline.is_none() => cli.supervise = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -84,6 +89,13 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+    if cli.supervise {
+        let args = std::env::args()
+            .skip(1)
+            .filter(|a| a != "--supervise")
+            .collect();
+        return netcontainer_agent::supervise::run(args);
+    }
     // One thread is plenty: the agent is I/O bound, and a single-threaded
     // runtime keeps every netlink and packet socket in this namespace.
     let rt = match tokio::runtime::Builder::new_current_thread()

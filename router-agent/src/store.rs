@@ -133,3 +133,40 @@ mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// The last plan applied, so that an agent restarted after a crash (by the
+/// supervisor, in the same namespace) picks its work up again at once,
+/// without waiting for the driver. Removed on a clean shutdown.
+#[derive(Clone, Debug)]
+pub struct PlanStore {
+    path: PathBuf,
+}
+
+impl PlanStore {
+    pub fn new(state_dir: &Path) -> Self {
+        PlanStore {
+            path: state_dir.join("plan.json"),
+        }
+    }
+
+    pub fn load(&self) -> Option<netcontainer_proto::Plan> {
+        let text = std::fs::read_to_string(&self.path).ok()?;
+        match serde_json::from_str(&text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "ignoring a corrupt saved plan");
+                None
+            }
+        }
+    }
+
+    pub fn save(&self, plan: &netcontainer_proto::Plan) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(plan)?)?;
+        std::fs::rename(&tmp, &self.path)
+    }
+
+    pub fn clear(&self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}

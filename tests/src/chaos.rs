@@ -333,6 +333,16 @@ impl Drop for Prober {
     }
 }
 
+/// The agent under a router's PID 1 (the supervisor, `--supervise`): its first child.
+pub fn agent_child(pid1: u32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid1}/task/{pid1}/children"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// `{{.Name}} {{.State.Pid}}` of `containers` in one `docker inspect`: the host pid of
 /// each running one's PID 1 (None when absent or not running).
 pub fn router_pids(containers: &[String]) -> Vec<Option<u32>> {
