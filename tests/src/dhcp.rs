@@ -125,7 +125,10 @@ pub fn send_udp_in(
         "test bed sender only sends to the bed's LAN: {dst}"
     );
     ns.run_in(|| {
+        // The source port is for realism only (the agent filters on port 68): if it is
+        // taken in this namespace, any port will do.
         let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, src_port))
+            .or_else(|_| UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)))
             .expect("bind sender");
         sock.set_broadcast(true).unwrap();
         let dev = std::ffi::CString::new(ifname).unwrap();
