@@ -26,9 +26,7 @@ fn spawn(args: &[String]) -> std::io::Result<Pid> {
     cmd.args(args);
     // SAFETY: only async-signal-safe calls (sigprocmask) between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
-            SigSet::all().thread_unblock().map_err(std::io::Error::from)
-        });
+        cmd.pre_exec(|| SigSet::all().thread_unblock().map_err(std::io::Error::from));
     }
     let child = cmd.spawn()?;
     Ok(Pid::from_raw(child.id() as i32))
