@@ -58,6 +58,9 @@ pub async fn agent_status(host_dir: &Path) -> Option<Status> {
         .flatten()
 }
 
+/// How long `heal` waits for a router's agent to answer.
+const HEAL_CONNECT: Duration = Duration::from_secs(3);
+
 pub struct Driver {
     pub docker: DockerClient,
     pub plumber: Plumber,
@@ -229,7 +232,9 @@ impl Driver {
         }
         let host_dir = host_dir_of(r);
         let socket = socket_of(&host_dir);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Short: watch heals one service at a time, and a router whose agent does
+        // not answer is retried later (its `die` event, if any, comes meanwhile).
+        let deadline = Instant::now() + HEAL_CONNECT;
         let mut client = connect_when_ready(&socket, deadline).await?;
         let status = client.status().await?;
         if status.state == netcontainer_proto::State::WaitingForPlan || status.interface.is_none() {
