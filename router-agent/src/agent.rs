@@ -337,11 +337,20 @@ impl Agent {
         });
         let store = LeaseStore::new(&self.state_dir, &plan.interface);
         let stored = store.load();
-        let leftover = stored.as_ref().map(|l| (l.address, l.prefix_len));
-        let previous = stored
-            .filter(|l| l.client_id == hex(&client_id) && l.interface == plan.interface)
-            .filter(|l| !l.expired(SystemTime::now()))
-            .map(|l| l.address);
+        // A released lease left nothing on the interface.
+        let leftover = stored
+            .as_ref()
+            .filter(|l| !l.released)
+            .map(|l| (l.address, l.prefix_len));
+        let ours =
+            stored.filter(|l| l.client_id == hex(&client_id) && l.interface == plan.interface);
+        // Unexpired and not released: claim it again (INIT-REBOOT). Released or
+        // expired: only ask for it (DISCOVER with option 50).
+        let (previous, hint) = match ours {
+            Some(l) if !l.released && !l.expired(SystemTime::now()) => (Some(l.address), None),
+            Some(l) => (None, Some(l.address)),
+            None => (None, None),
+        };
         let mut client = Client::new(
             Config {
                 chaddr: link.mac,
@@ -351,8 +360,11 @@ impl Agent {
             },
             rand::random(),
         );
-        tracing::info!(interface = %plan.interface, previous = ?previous, "starting DHCP");
-        client.start(Instant::now(), previous);
+        tracing::info!(interface = %plan.interface, previous = ?previous, hint = ?hint, "starting DHCP");
+        match previous {
+            Some(_) => client.start(Instant::now(), previous),
+            None => client.start_discover(Instant::now(), hint),
+        }
         Ok(Dhcp {
             ifname: plan.interface.clone(),
             ifindex: link.index,
@@ -477,8 +489,17 @@ impl Agent {
                         tracing::warn!(error = %e, "removing the address failed");
                     }
                 }
-                if let Err(e) = d.store.clear() {
-                    tracing::warn!(error = %e, "cannot remove the stored lease");
+                // After a release the address is remembered as a hint for the
+                // next agent (same address back when it is free); otherwise forgotten.
+                let kept = match (reason, d.store.load()) {
+                    (LostReason::Released, Some(mut l)) => {
+                        l.released = true;
+                        d.store.save(&l)
+                    }
+                    _ => d.store.clear(),
+                };
+                if let Err(e) = kept {
+                    tracing::warn!(error = %e, "cannot update the stored lease");
                 }
                 d.configured = None;
                 d.udp = None;
@@ -539,6 +560,7 @@ impl Agent {
                     .unwrap_or_default()
                     .as_secs()
             }),
+            released: false,
         };
         if let Err(e) = d.store.save(&stored) {
             tracing::warn!(path = %d.store.path().display(), error = %e, "cannot persist the lease");

@@ -18,6 +18,10 @@ pub struct StoredLease {
     pub server_id: Ipv4Addr,
     /// Unix time the lease expires; `None` for an infinite lease.
     pub expires_unix: Option<u64>,
+    /// The lease was released (clean stop): the next agent asks for the
+    /// address in its DISCOVER instead of claiming it (INIT-REBOOT).
+    #[serde(default)]
+    pub released: bool,
 }
 
 impl StoredLease {
@@ -115,6 +119,7 @@ mod tests {
             prefix_len: 24,
             server_id: Ipv4Addr::new(192, 0, 2, 1),
             expires_unix: Some(10),
+            released: false,
         };
         store.save(&lease).unwrap();
         assert_eq!(store.load(), Some(lease.clone()));

@@ -524,3 +524,36 @@ fn no_server_apply_times_out_then_binds_when_a_server_appears() {
     assert!(in_range(addr, 50, 150));
     assert_eq!(w.addrs(), vec![(addr, 24)]);
 }
+
+/// After a clean stop (RELEASE) the next agent with the same state dir asks for the
+/// released address in its DISCOVER (option 50) and gets it back, even from Kea, whose
+/// allocator would otherwise hand out the next free address.
+#[test]
+fn restart_after_release_asks_for_the_same_address() {
+    require_root!();
+    let mut w = World::new();
+    let kea = Kea::start(&w.lan.lan, KeaOpts::default());
+    let addr = w.bind();
+    let st = w
+        .agent
+        .terminate(10 * S)
+        .expect("agent did not exit within 10 s of SIGTERM");
+    assert!(st.success(), "exit status after SIGTERM: {st}");
+    assert!(
+        wait_until(3 * S, POLL, || kea.is_released(addr)),
+        "Kea shows no release"
+    );
+    w.agent.restart();
+    let again = w.bind();
+    assert_eq!(again, addr, "a different address after a clean restart");
+    let discovers: Vec<_> = kea
+        .received()
+        .into_iter()
+        .filter(|p| p.msg_type == "DHCPDISCOVER")
+        .collect();
+    assert_eq!(
+        discovers.len(),
+        2,
+        "one DISCOVER per start (a released lease is asked for, not claimed): {discovers:?}"
+    );
+}

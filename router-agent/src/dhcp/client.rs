@@ -214,6 +214,14 @@ impl Client {
         }
     }
 
+    /// Begin acquiring a lease with a DISCOVER that asks for `hint` (option
+    /// 50), e.g. the address of a lease this client released: servers give it
+    /// back when it is free, without the client claiming it (no INIT-REBOOT).
+    pub fn start_discover(&mut self, now: Instant, hint: Option<Ipv4Addr>) {
+        self.consecutive_naks = 0;
+        self.begin_discover(now, hint.filter(|a| usable_address(*a)));
+    }
+
     /// Begin acquiring a lease: DISCOVER at once, or INIT-REBOOT (REQUEST for
     /// `previous`) when the address of an earlier lease is known.
     ///

@@ -1363,3 +1363,19 @@ fn split_option_is_joined() {
         vec![Ipv4Addr::new(192, 0, 2, 53), Ipv4Addr::new(192, 0, 2, 54)]
     );
 }
+
+#[test]
+fn start_discover_asks_for_the_hint() {
+    let mut c = client();
+    let t0 = Instant::now();
+    c.start_discover(t0, Some(ADDR));
+    let d = tx(&mut c);
+    assert_eq!(
+        mtype(&d.payload),
+        1,
+        "a DISCOVER, not an INIT-REBOOT REQUEST"
+    );
+    assert_eq!(opts(&d.payload)[&50], ADDR.octets().to_vec());
+    assert!(!opts(&d.payload).contains_key(&54));
+    assert_eq!(c.state(), State::Selecting);
+}
