@@ -17,42 +17,8 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use netcontainer_agent::firewall::{Firewall, RulesetConfig, render};
-use netcontainer_proto::{Forward, Protocol};
-
-fn mix(n: usize, addresses: usize) -> Vec<Forward> {
-    let mut next = [1024u16, 1024u16];
-    (0..n)
-        .map(|i| {
-            let (protocol, slot) = if i % 2 == 0 {
-                (Protocol::Tcp, 0)
-            } else {
-                (Protocol::Udp, 1)
-            };
-            let start = next[slot];
-            let target_address = Ipv4Addr::new(192, 0, 2, 2 + (i % addresses) as u8);
-            if i % 3 == 2 {
-                next[slot] += 10;
-                Forward {
-                    protocol,
-                    public_port: start,
-                    public_port_end: start + 9,
-                    target_address,
-                    target_port: start,
-                }
-            } else {
-                next[slot] += 1;
-                Forward {
-                    protocol,
-                    public_port: start,
-                    public_port_end: start,
-                    target_address,
-                    target_port: start + 30000,
-                }
-            }
-        })
-        .collect()
-}
+use netcontainer_agent::firewall::{Firewall, RulesetConfig, render, sample_forwards};
+use netcontainer_proto::Forward;
 
 struct Netns(String);
 
@@ -123,7 +89,7 @@ fn main() {
              forwards  ports  elements  batch-bytes  render-ms  apply-median-ms  min-ms  max-ms"
         );
         for n in [1usize, 100, 1_000, 10_000] {
-            let forwards = mix(n, addresses);
+            let forwards = sample_forwards(n, addresses);
             let ports: u32 = forwards.iter().map(Forward::len).sum();
             let mut renders: Vec<Duration> = (0..runs)
                 .map(|_| {

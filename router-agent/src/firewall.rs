@@ -929,6 +929,45 @@ impl Firewall {
     }
 }
 
+/// A mix of `n` forwards for the benchmark and the tests: two thirds single
+/// ports with another target port, one third port-preserving ranges of 10,
+/// alternating tcp/udp, over `addresses` target addresses (1 to 250).
+#[doc(hidden)]
+pub fn sample_forwards(n: usize, addresses: usize) -> Vec<Forward> {
+    let addresses = addresses.clamp(1, 250);
+    let mut next = [1024u16, 1024u16];
+    (0..n)
+        .map(|i| {
+            let (protocol, slot) = if i % 2 == 0 {
+                (Protocol::Tcp, 0)
+            } else {
+                (Protocol::Udp, 1)
+            };
+            let start = next[slot];
+            let target_address = Ipv4Addr::new(192, 0, 2, 2 + (i % addresses) as u8);
+            if i % 3 == 2 {
+                next[slot] += 10;
+                Forward {
+                    protocol,
+                    public_port: start,
+                    public_port_end: start + 9,
+                    target_address,
+                    target_port: start,
+                }
+            } else {
+                next[slot] += 1;
+                Forward {
+                    protocol,
+                    public_port: start,
+                    public_port_end: start,
+                    target_address,
+                    target_port: start.wrapping_add(30000).max(1),
+                }
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -949,40 +988,9 @@ mod tests {
         ]
     }
 
-    /// A mix like the benchmark's: single ports with another target port, and
-    /// port-preserving ranges of 10, alternating tcp/udp.
+    /// The benchmark's mix, over 50 target addresses.
     fn many(n: usize) -> Vec<Forward> {
-        let mut next = [1024u16, 1024u16];
-        (0..n)
-            .map(|i| {
-                let (protocol, slot) = if i % 2 == 0 {
-                    (Protocol::Tcp, 0)
-                } else {
-                    (Protocol::Udp, 1)
-                };
-                let start = next[slot];
-                let target_address = Ipv4Addr::new(192, 0, 2, 2 + (i % 50) as u8);
-                if i % 3 == 2 {
-                    next[slot] += 10;
-                    Forward {
-                        protocol,
-                        public_port: start,
-                        public_port_end: start + 9,
-                        target_address,
-                        target_port: start,
-                    }
-                } else {
-                    next[slot] += 1;
-                    Forward {
-                        protocol,
-                        public_port: start,
-                        public_port_end: start,
-                        target_address,
-                        target_port: start.wrapping_add(30000).max(1),
-                    }
-                }
-            })
-            .collect()
+        sample_forwards(n, 50)
     }
 
     /// The rendered batch, parsed (render writes JSON text).
