@@ -15,6 +15,7 @@ use bollard::query_parameters::{
 };
 
 use crate::plan::{RouterPlan, ServiceInfo, labels};
+use crate::state::ServiceName;
 
 /// Where the agent's socket and lease live inside the router.
 pub const ROUTER_STATE_DIR: &str = "/run/netcontainer";
@@ -25,6 +26,8 @@ pub enum DockerError {
     Unreachable(String),
     #[error("no such container: {0}")]
     NoSuchContainer(String),
+    #[error(transparent)]
+    Name(#[from] crate::state::NameError),
     #[error("router image {0} is not present on this host")]
     NoImage(String),
     #[error("{what}: {source}")]
@@ -47,6 +50,7 @@ impl DockerError {
             DockerError::NoImage(i) => Some(format!(
                 "build it offline with ./scripts/build-router-image, or `docker pull {i}` from a registry that has it"
             )),
+            DockerError::Name(e) => Some(e.hint().into()),
             DockerError::Api { .. } => None,
         }
     }
@@ -81,7 +85,7 @@ pub struct ContainerEvent {
 pub struct RouterInfo {
     pub id: String,
     pub name: String,
-    pub service: String,
+    pub service: ServiceName,
     pub running: bool,
     pub labels: HashMap<String, String>,
 }
@@ -117,19 +121,113 @@ impl DockerClient {
             })
     }
 
+    /// The labels of an image, by ID or reference.
+    async fn image_labels(&self, image: &str) -> Result<HashMap<String, String>, DockerError> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(i.config.and_then(|c| c.labels).unwrap_or_default()),
+            Err(e) if is_404(&e) => Err(DockerError::NoImage(image.into())),
+            Err(e) => Err(api(format!("inspecting image {image}"))(e)),
+        }
+    }
+
+    /// The labels the operator set on container `c` itself: Docker merges
+    /// the image's `LABEL`s into a container's labels, and an image author
+    /// must not steer the host (ask for a router, pick a MAC, a parent, a
+    /// name). A label whose value equals the image's label of the same key is
+    /// the image's. If the image cannot be found any more, no `netcontainer.*`
+    /// label counts (fail closed).
+    async fn own_labels(
+        &self,
+        c: &ContainerInspectResponse,
+    ) -> Result<HashMap<String, String>, DockerError> {
+        let mut l = c
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let image = c.image.as_deref().unwrap_or_default();
+        match self.image_labels(image).await {
+            Ok(from_image) => l.retain(|k, v| from_image.get(k) != Some(v)),
+            Err(DockerError::NoImage(_)) => {
+                tracing::warn!(container = %name_of(c), %image, "image gone: ignoring the container's netcontainer labels");
+                l.retain(|k, _| !k.starts_with(labels::PREFIX));
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(l)
+    }
+
+    /// A service container by name or ID, with only its own labels.
     pub async fn service(&self, name: &str) -> Result<ServiceInfo, DockerError> {
-        Ok(service_info(&self.inspect(name).await?))
+        let c = self.inspect(name).await?;
+        let own = self.own_labels(&c).await?;
+        let info = service_info(&c, own);
+        // Docker's names are valid; checked anyway, since paths are built from it.
+        ServiceName::parse(&info.name)?;
+        Ok(info)
+    }
+
+    /// Inspects a container and, if it is a router (by its own labels, with a
+    /// valid service name), describes it.
+    async fn router_of(&self, id_or_name: &str) -> Result<Option<RouterInfo>, DockerError> {
+        let c = match self.inspect(id_or_name).await {
+            Ok(c) => c,
+            Err(DockerError::NoSuchContainer(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let own = self.own_labels(&c).await?;
+        Ok(router_info(&c, own))
     }
 
     /// The router of `service`, if there is one (by its well-known name,
     /// checked against the role label so a stranger's container is never taken).
-    pub async fn router(&self, service: &str) -> Result<Option<RouterInfo>, DockerError> {
-        let name = crate::plan::router_name(service);
-        match self.inspect(&name).await {
-            Ok(c) => Ok(router_info(&c).filter(|r| r.service == service)),
-            Err(DockerError::NoSuchContainer(_)) => Ok(None),
-            Err(e) => Err(e),
+    pub async fn router(&self, service: &ServiceName) -> Result<Option<RouterInfo>, DockerError> {
+        let name = crate::plan::router_name(service.as_str());
+        Ok(self
+            .router_of(&name)
+            .await?
+            .filter(|r| &r.service == service))
+    }
+
+    /// What a name or ID given by the user means: the service it names (a
+    /// router stands for its service), or, when no container answers to it,
+    /// the removed service whose router has that service name or whose
+    /// service ID starts with it. Docker resolves a full ID, then an exact
+    /// name, then an ID prefix, so a name that is also a prefix of another
+    /// container's ID means the named container.
+    pub async fn resolve(&self, arg: &str) -> Result<ServiceName, DockerError> {
+        let given = ServiceName::parse(arg)?;
+        match self.inspect(given.as_str()).await {
+            Ok(c) => {
+                let own = self.own_labels(&c).await?;
+                if let Some(r) = router_info(&c, own) {
+                    return Ok(r.service);
+                }
+                return Ok(ServiceName::parse(&name_of(&c))?);
+            }
+            Err(DockerError::NoSuchContainer(_)) => {}
+            Err(e) => return Err(e),
         }
+        if self.router(&given).await?.is_some() {
+            return Ok(given);
+        }
+        let is_hex = given.as_str().chars().all(|c| c.is_ascii_hexdigit());
+        if is_hex {
+            let by_id: Vec<RouterInfo> = self
+                .routers()
+                .await?
+                .into_iter()
+                .filter(|r| {
+                    r.labels
+                        .get(labels::SERVICE_ID)
+                        .is_some_and(|id| id.starts_with(given.as_str()))
+                })
+                .collect();
+            if let [only] = by_id.as_slice() {
+                return Ok(only.service.clone());
+            }
+        }
+        Ok(given)
     }
 
     /// Every router on this host, found by label.
@@ -151,12 +249,8 @@ impl DockerClient {
         let mut out = Vec::new();
         for c in list {
             let Some(id) = c.id else { continue };
-            // Inspect for the pid; a container removed meanwhile is skipped.
-            match self.inspect(&id).await {
-                Ok(full) => out.extend(router_info(&full)),
-                Err(DockerError::NoSuchContainer(_)) => {}
-                Err(e) => return Err(e),
-            }
+            // Inspected for its own labels; a container removed meanwhile is skipped.
+            out.extend(self.router_of(&id).await?);
         }
         out.sort_by(|a, b| a.service.cmp(&b.service));
         Ok(out)
@@ -179,13 +273,14 @@ impl DockerClient {
     ) -> Result<String, DockerError> {
         let sysctls = HashMap::from([
             ("net.ipv4.ip_forward".to_string(), "1".to_string()),
-            // lan0 appears after start; loose reverse-path filtering lets
-            // clients from routed subnets in (their main-table route points
-            // at Docker's side).
-            ("net.ipv4.conf.all.rp_filter".to_string(), "0".to_string()),
+            // lan0 appears after start. Loose reverse-path filtering (2),
+            // not off: clients from routed subnets get in (their
+            // main-table route points at Docker's side) while a source no
+            // interface can reach is still dropped.
+            ("net.ipv4.conf.all.rp_filter".to_string(), "2".to_string()),
             (
                 "net.ipv4.conf.default.rp_filter".to_string(),
-                "0".to_string(),
+                "2".to_string(),
             ),
         ]);
         let body = ContainerCreateBody {
@@ -269,8 +364,10 @@ impl DockerClient {
         })
     }
 
-    /// Names of the containers (running or not) that carry `label`.
-    pub async fn names_with_label(&self, label: &str) -> Result<Vec<String>, DockerError> {
+    /// Names of the containers (running or not) that carry `label`, as the
+    /// listing shows it (the image's labels included: callers inspect each
+    /// for its own labels). Invalid names are left out.
+    pub async fn names_with_label(&self, label: &str) -> Result<Vec<ServiceName>, DockerError> {
         let filters = HashMap::from([("label", vec![label.to_string()])]);
         let list = self
             .docker
@@ -285,7 +382,7 @@ impl DockerClient {
         Ok(list
             .into_iter()
             .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
-            .map(|n| n.trim_start_matches('/').to_string())
+            .filter_map(|n| ServiceName::parse(&n).ok())
             .collect())
     }
 
@@ -350,8 +447,9 @@ fn name_of(c: &ContainerInspectResponse) -> String {
         .to_string()
 }
 
-/// Extracts what `plan` needs from `docker inspect`.
-pub fn service_info(c: &ContainerInspectResponse) -> ServiceInfo {
+/// Extracts what `plan` needs from `docker inspect`; `labels` are the
+/// container's own (see [`DockerClient::own_labels`]).
+pub fn service_info(c: &ContainerInspectResponse, labels: HashMap<String, String>) -> ServiceInfo {
     let host = c.host_config.as_ref();
     let networks = c
         .network_settings
@@ -382,23 +480,34 @@ pub fn service_info(c: &ContainerInspectResponse) -> ServiceInfo {
             .and_then(|h| h.port_bindings.as_ref())
             .map(|b| b.keys().cloned().collect())
             .unwrap_or_default(),
-        labels: config.and_then(|c| c.labels.clone()).unwrap_or_default(),
+        labels,
     }
 }
 
-fn router_info(c: &ContainerInspectResponse) -> Option<RouterInfo> {
-    let labels = c
-        .config
-        .as_ref()
-        .and_then(|c| c.labels.clone())
-        .unwrap_or_default();
+/// A router, from its own labels. One whose service label is not a valid
+/// container name is ignored with a warning: that label builds paths.
+fn router_info(
+    c: &ContainerInspectResponse,
+    labels: HashMap<String, String>,
+) -> Option<RouterInfo> {
     if labels.get(labels::ROLE).map(String::as_str) != Some(labels::ROLE_ROUTER) {
         return None;
     }
+    let label = labels
+        .get(labels::SERVICE)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let service = match ServiceName::parse(label) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(container = %name_of(c), "ignoring a router container: label {}: {e}", labels::SERVICE);
+            return None;
+        }
+    };
     Some(RouterInfo {
         id: c.id.clone().unwrap_or_default(),
         name: name_of(c),
-        service: labels.get(labels::SERVICE).cloned().unwrap_or_default(),
+        service,
         running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
         labels,
     })

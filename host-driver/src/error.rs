@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::docker::DockerError;
 use crate::plan::PlanError;
 use crate::plumb::PlumbError;
+use crate::state::NameError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -54,6 +55,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("refusing to use {path}: {why}")]
+    UnsafeState { path: PathBuf, why: String },
+    #[error("interrupted by {0}; everything this command had created was removed")]
+    Interrupted(&'static str),
+    #[error(transparent)]
+    Name(#[from] NameError),
     #[error(transparent)]
     Docker(#[from] DockerError),
     #[error(transparent)]
@@ -87,6 +94,11 @@ impl Error {
             )),
             Error::Busy(_) => Some("try again when it is done".into()),
             Error::RouterDied(name) => Some(format!("`docker logs {name}` shows why")),
+            Error::UnsafeState { path, .. } => Some(format!(
+                "netcontainer keeps root-only state there; remove or fix {} (NETCONTAINER_RUN_DIR picks another place)",
+                path.display()
+            )),
+            Error::Name(e) => Some(e.hint().into()),
             Error::Docker(e) => e.hint(),
             Error::Plumb(e) => e.hint(),
             Error::Plan(e) => e.hint().map(str::to_string),

@@ -11,6 +11,7 @@ mod output;
 mod plan;
 mod plumb;
 mod router;
+mod state;
 
 use std::process::ExitCode;
 

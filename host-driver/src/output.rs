@@ -1,11 +1,32 @@
 //! Human and JSON rendering of agent status.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 use netcontainer_proto::Status;
 
 pub fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).expect("status serializes to JSON")
+}
+
+/// `s` with control characters escaped (`\u{1b}`), for a terminal: label
+/// values and what an agent reports (which may come from the LAN) must not
+/// move the cursor, recolour the screen or forge lines.
+pub fn safe(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 fn secs(s: Option<u64>) -> String {
@@ -17,7 +38,10 @@ pub fn status_text(s: &Status) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "state:      {}", s.state);
     if let Some(i) = &s.interface {
-        let _ = writeln!(out, "interface:  {i}");
+        let _ = writeln!(out, "interface:  {}", safe(i));
+    }
+    if let Some(h) = &s.hostname {
+        let _ = writeln!(out, "hostname:   {}", safe(h));
     }
     match &s.lease {
         Some(l) => {
@@ -51,7 +75,34 @@ pub fn status_text(s: &Status) -> String {
         );
     }
     if let Some(e) = &s.last_error {
-        let _ = writeln!(out, "last error: {e}");
+        let _ = writeln!(out, "last error: {}", safe(e));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netcontainer_proto::State;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(safe("web1"), "web1");
+        assert_eq!(safe("a\u{1b}[2Jb\nc"), "a\\u{1b}[2Jb\\u{a}c");
+        let st = Status {
+            state: State::Bound,
+            interface: Some("lan0\r\u{1b}[31m".into()),
+            hostname: Some("evil\nforged: line".into()),
+            lease: None,
+            forwards: Vec::new(),
+            last_error: Some("server said \u{7}\u{1b}]0;title\u{7}".into()),
+            agent_version: String::new(),
+        };
+        let text = status_text(&st);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert_eq!(text.lines().count(), 5, "no forged lines: {text}");
+    }
 }

@@ -15,6 +15,8 @@ pub const ROUTER_PREFIX: &str = "netcontainer-";
 
 /// Labels the driver puts on router containers.
 pub mod labels {
+    /// Every label of ours starts with this.
+    pub const PREFIX: &str = "netcontainer.";
     pub const ROLE: &str = "netcontainer.role";
     pub const ROLE_ROUTER: &str = "router";
     pub const SERVICE: &str = "netcontainer.service";
@@ -270,8 +272,12 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
     if mac[0] & 1 == 1 {
         return Err(format!("{s} is a multicast MAC address"));
     }
-    if mac == [0; 6] {
-        return Err(bad());
+    // A universally administered MAC belongs to some vendor's device (the
+    // LAN's gateway, say): taking it would steal that device's traffic.
+    if mac[0] & 2 == 0 {
+        return Err(format!(
+            "{s} is not a locally administered MAC address (its first byte must have bit 0x02 set, e.g. 02:...)"
+        ));
     }
     Ok(mac)
 }
@@ -382,7 +388,9 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
     let mac = match opts.mac {
         Some(m) => m,
         None => match label(labels::MAC) {
-            Some(m) => parse_mac(&m).map_err(PlanError::Invalid)?,
+            Some(m) => parse_mac(&m).map_err(|e| {
+                PlanError::Invalid(format!("label {} on {}: {e}", labels::MAC, svc.name))
+            })?,
             None => stable_mac(&svc.name),
         },
     };
@@ -536,6 +544,10 @@ mod tests {
         let m = parse_mac("02:42:ac:11:00:02").unwrap();
         assert_eq!(format_mac(&m), "02:42:ac:11:00:02");
         assert!(parse_mac("01:00:5e:00:00:01").is_err());
+        assert!(parse_mac("03:00:00:00:00:01").is_err(), "multicast");
+        let e = parse_mac("00:11:22:33:44:55").unwrap_err();
+        assert!(e.contains("not a locally administered"), "{e}");
+        assert!(parse_mac("00:00:00:00:00:00").is_err());
         assert!(parse_mac("02:42:ac:11:00").is_err());
         assert!(parse_mac("zz:42:ac:11:00:02").is_err());
     }

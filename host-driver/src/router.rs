@@ -3,30 +3,68 @@
 //! in line with its service, and remove one.
 
 use std::collections::HashMap;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netcontainer_proto::{Plan, Request, Response, Status};
+use tokio::sync::watch;
 
 use crate::agent_client::{AgentClient, unexpected};
-use crate::commands::run_dir;
 use crate::docker::{DockerClient, DockerError, RouterInfo};
 use crate::error::Error;
 use crate::plan::{self, LAN_IF, Mode, RouterPlan, ServiceInfo, UpOptions, labels, parse_mac};
 use crate::plumb::{Parent, PlumbError, Plumber};
+use crate::state::{self, ServiceName};
 
-/// The agent's control socket inside a router's host directory.
-pub fn socket_of(host_dir: &Path) -> PathBuf {
-    host_dir.join("agent.sock")
+/// Set to `Some(signal name)` when the user interrupts a command; `up` then
+/// stops at the next step and rolls back.
+pub type Interrupt = watch::Receiver<Option<&'static str>>;
+
+/// An [`Interrupt`] that never fires (watch). Its sender is gone at once,
+/// which [`on_interrupt`] takes as "never".
+pub fn never_interrupted() -> Interrupt {
+    watch::channel(None).1
 }
 
-/// The host directory recorded on a router.
-pub fn host_dir_of(r: &RouterInfo) -> PathBuf {
-    r.labels
-        .get(labels::STATE_DIR)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| run_dir().join(&r.service))
+/// An [`Interrupt`] fired by SIGINT or SIGTERM. From this call on those
+/// signals no longer end the process: the command stops at its next step
+/// and cleans up.
+pub fn interrupt_on_signals() -> Result<Interrupt, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let err = |e: std::io::Error| Error::Usage(format!("cannot install signal handlers: {e}"));
+    let mut int = signal(SignalKind::interrupt()).map_err(err)?;
+    let mut term = signal(SignalKind::terminate()).map_err(err)?;
+    let (tx, rx) = watch::channel(None);
+    tokio::spawn(async move {
+        let sig = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::warn!("{sig}: stopping and rolling back");
+        let _ = tx.send(Some(sig));
+        // Keep the sender: a dropped one would read as "never".
+        std::future::pending::<()>().await;
+    });
+    Ok(rx)
+}
+
+fn interrupted(i: &Interrupt) -> Result<(), Error> {
+    match *i.borrow() {
+        Some(sig) => Err(Error::Interrupted(sig)),
+        None => Ok(()),
+    }
+}
+
+/// Waits until `i` fires.
+async fn on_interrupt(i: &mut Interrupt) -> Error {
+    loop {
+        if let Some(sig) = *i.borrow_and_update() {
+            return Error::Interrupted(sig);
+        }
+        if i.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// The options a router was created with, from its labels (so `watch` keeps
@@ -45,9 +83,9 @@ pub fn options_of(r: &RouterInfo) -> UpOptions {
     }
 }
 
-/// Status of an agent, or `None` if it does not answer within 3 s.
-pub async fn agent_status(host_dir: &Path) -> Option<Status> {
-    let socket = socket_of(host_dir);
+/// Status of a service's agent, or `None` if it does not answer within 3 s.
+pub async fn agent_status(service: &ServiceName) -> Option<Status> {
+    let socket = state::socket(service);
     let fut = async {
         let mut c = AgentClient::connect(&socket).await.ok()?;
         c.status().await.ok()
@@ -93,9 +131,11 @@ impl Driver {
         image: &str,
         timeout: Duration,
         progress: bool,
+        mut interrupt: Interrupt,
     ) -> Result<(RouterPlan, Status), Error> {
-        if let Some(r) = self.docker.router(&svc.name).await? {
-            let address = agent_status(&host_dir_of(&r))
+        let name = ServiceName::parse(&svc.name)?;
+        if let Some(r) = self.docker.router(&name).await? {
+            let address = agent_status(&r.service)
                 .await
                 .and_then(|s| s.lease)
                 .map(|l| format!(", {}", l.address))
@@ -111,20 +151,27 @@ impl Driver {
         if !self.docker.image_exists(image).await? {
             return Err(DockerError::NoImage(image.to_string()).into());
         }
-        let host_dir = run_dir().join(&rp.service);
-        let mut created = Created::default();
-        match self
+        let mut created = Created {
+            service: name.clone(),
+            dir: false,
+            container_name: None,
+            container: None,
+        };
+        // Interrupted at a step boundary or while waiting; never in the middle
+        // of a Docker call, so what was created is always known.
+        let result = self
             .create(
                 &parent,
                 &rp,
+                &name,
                 image,
-                &host_dir,
                 timeout,
                 progress,
+                &mut interrupt,
                 &mut created,
             )
-            .await
-        {
+            .await;
+        match result {
             Ok(status) => Ok((rp, status)),
             Err(e) => {
                 created.roll_back(&self.docker).await;
@@ -138,40 +185,45 @@ impl Driver {
         &self,
         parent: &Parent,
         rp: &RouterPlan,
+        name: &ServiceName,
         image: &str,
-        host_dir: &Path,
         timeout: Duration,
         progress: bool,
+        interrupt: &mut Interrupt,
         created: &mut Created,
     ) -> Result<Status, Error> {
         let deadline = Instant::now() + timeout;
-        let file_err = |what, source| Error::File {
-            what,
-            path: host_dir.to_path_buf(),
-            source,
-        };
         // A directory left by a crashed run holds nothing worth keeping but
         // its lease, which the agent may reuse; it is ours either way.
-        std::fs::create_dir_all(host_dir).map_err(|e| file_err("cannot create", e))?;
-        created.dir = Some(host_dir.to_path_buf());
-        std::fs::set_permissions(host_dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| file_err("cannot restrict", e))?;
-        let socket = socket_of(host_dir);
+        created.dir = true;
+        let host_dir = state::ensure_service_dir(name)?;
+        let socket = state::socket(name);
         let _ = std::fs::remove_file(&socket);
+        interrupted(interrupt)?;
 
-        let id = self.docker.create_router(rp, image, host_dir).await?;
+        created.container_name = Some(rp.router_name.clone());
+        let id = self.docker.create_router(rp, image, &host_dir).await?;
         created.container = Some(id.clone());
+        interrupted(interrupt)?;
         self.docker.start(&id).await?;
+        interrupted(interrupt)?;
         self.plumb(&id, &rp.router_name, parent, rp.mode, rp.mac)
             .await?;
         tracing::info!(router = %rp.router_name, "router started, LAN leg plumbed");
+        interrupted(interrupt)?;
 
-        let mut client = connect_when_ready(&socket, deadline).await?;
+        let mut client = tokio::select! {
+            c = connect_when_ready(&socket, deadline) => c?,
+            e = on_interrupt(interrupt) => return Err(e),
+        };
         apply(&mut client, &rp.plan).await?;
         let mut last_state = String::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let status = client.wait_bound(left.min(Duration::from_secs(1))).await?;
+            let status = tokio::select! {
+                s = client.wait_bound(left.min(Duration::from_secs(1))) => s?,
+                e = on_interrupt(interrupt) => return Err(e),
+            };
             if status.lease.is_some() {
                 return Ok(status);
             }
@@ -230,8 +282,7 @@ impl Driver {
             self.docker.start(&r.id).await?;
             did = Healed::Started;
         }
-        let host_dir = host_dir_of(r);
-        let socket = socket_of(&host_dir);
+        let socket = state::socket(&r.service);
         // Short: watch heals one service at a time, and a router whose agent does
         // not answer is retried later (its `die` event, if any, comes meanwhile).
         let deadline = Instant::now() + HEAL_CONNECT;
@@ -240,7 +291,9 @@ impl Driver {
         if status.state == netcontainer_proto::State::WaitingForPlan || status.interface.is_none() {
             let parent_name = opts.parent.clone().unwrap_or_default();
             let parent = self.plumber.parent(&parent_name).await?;
-            let mac = opts.mac.unwrap_or_else(|| plan::stable_mac(&svc.name));
+            let mac = opts
+                .mac
+                .unwrap_or_else(|| plan::stable_mac(r.service.as_str()));
             self.plumb(&r.id, &r.name, &parent, opts.mode.unwrap_or_default(), mac)
                 .await?;
             apply(&mut client, &desired).await?;
@@ -270,16 +323,7 @@ impl Driver {
     /// host directory.
     pub async fn down(&self, r: &RouterInfo, grace_secs: i32) -> Result<(), Error> {
         self.docker.remove(&r.id, grace_secs).await?;
-        let dir = host_dir_of(r);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(Error::File {
-                what: "cannot remove",
-                path: dir,
-                source,
-            }),
-        }
+        state::remove_service_dir(&r.service)
     }
 }
 
@@ -331,26 +375,41 @@ async fn connect_when_ready(socket: &Path, deadline: Instant) -> Result<AgentCli
 }
 
 /// What `up` made so far, for the roll-back.
-#[derive(Default)]
 struct Created {
-    dir: Option<PathBuf>,
+    service: ServiceName,
+    /// The service's state directory was (or may have been) created.
+    dir: bool,
+    /// Set before the container is asked for: a create that failed after
+    /// Docker made the container is still found by name.
+    container_name: Option<String>,
     container: Option<String>,
 }
 
 impl Created {
     async fn roll_back(self, docker: &DockerClient) {
-        if let Some(id) = self.container {
+        let mut id = self.container;
+        if id.is_none() && self.container_name.is_some() {
+            // Only a router that says it is this service's (we hold the
+            // service's lock, and `up` checked there was none before).
+            id = match docker.router(&self.service).await {
+                Ok(r) => r.map(|r| r.id),
+                Err(e) => {
+                    tracing::warn!(error = %e, "roll-back: looking for the router failed");
+                    None
+                }
+            };
+        }
+        if let Some(id) = id {
             // The macvlan leg lives in the router's namespace and goes with it.
             if let Err(e) = docker.remove(&id, 5).await {
                 tracing::warn!(container = %id, error = %e, "roll-back: removing the router failed");
                 eprintln!("warning: could not remove router container {id}: {e}");
             }
         }
-        if let Some(dir) = self.dir
-            && let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
+        if self.dir
+            && let Err(e) = state::remove_service_dir(&self.service)
         {
-            eprintln!("warning: could not remove {}: {e}", dir.display());
+            eprintln!("warning: {e}");
         }
     }
 }

@@ -518,6 +518,17 @@ pub fn render(cfg: &RulesetConfig, forwards: &[Forward], lease_address: Ipv4Addr
         ],
     ));
     b.push(&rule("forward", vec![from_lan(), json!({ "drop": null })]));
+    // forward toward the LAN: only replies of our DNATed connections. The
+    // router is no gateway from the Docker side onto the LAN: another
+    // container routing the LAN via the router (with its own or a spoofed
+    // source) gets nothing through.
+    let to_lan = || m(json!({ "meta": { "key": "oifname" } }), "==", json!(lan));
+    let mut e = vec![to_lan()];
+    e.extend(our_dnat());
+    e.push(m(ct("direction"), "==", json!("reply")));
+    e.push(json!({ "accept": null }));
+    b.push(&rule("forward", e));
+    b.push(&rule("forward", vec![to_lan(), json!({ "drop": null })]));
     // postrouting: masquerade our DNATed connections toward the service.
     let mut e = vec![m(json!({ "meta": { "key": "oifname" } }), "!=", json!(lan))];
     e.extend(our_dnat());
@@ -1086,6 +1097,34 @@ mod tests {
     }
 
     #[test]
+    fn toward_the_lan_only_replies_of_our_dnat_pass() {
+        let cfg = RulesetConfig::default();
+        let doc = rendered(&cfg, &three());
+        let fwd = rules(&doc, "forward");
+        let to_lan: Vec<&Value> = fwd
+            .iter()
+            .copied()
+            .filter(|r| r.to_string().contains(r#"{"meta":{"key":"oifname"}}"#))
+            .collect();
+        assert_eq!(to_lan.len(), 2, "{to_lan:?}");
+        let accept = to_lan[0].to_string();
+        for want in [
+            r#""right":"lan0""#,
+            r#"{"ct":{"key":"mark"}}"#,
+            r#""right":"dnat""#,
+            r#"{"ct":{"key":"direction"}}"#,
+            r#""right":"reply""#,
+            r#""accept":null"#,
+        ] {
+            assert!(accept.contains(want), "{want} missing in {accept}");
+        }
+        let drop = to_lan[1].to_string();
+        assert!(drop.contains(r#""right":"lan0""#) && drop.contains(r#""drop":null"#));
+        // The drop is the forward chain's last rule: nothing after it lets more out.
+        assert_eq!(fwd.last().unwrap().to_string(), drop);
+    }
+
+    #[test]
     fn rule_count_does_not_grow_with_forwards() {
         let cfg = RulesetConfig::default();
         let small = rendered(&cfg, &many(6));
@@ -1099,7 +1138,7 @@ mod tests {
         }
         // tcp+udp x (move, keep-range) dnat rules, each with a counting rule.
         assert_eq!(rules(&big, "prerouting").len(), 4);
-        assert_eq!(rules(&big, "forward").len(), 4 + 3);
+        assert_eq!(rules(&big, "forward").len(), 4 + 5);
         assert_eq!(rules(&big, "mark").len(), 2);
         assert_eq!(rules(&big, "postrouting").len(), 1);
         // All kinds present: 3 dnat rules per protocol.
@@ -1110,7 +1149,7 @@ mod tests {
         // No forwards: the filter and mark rules only.
         let none = rendered(&cfg, &[]);
         assert!(rules(&none, "prerouting").is_empty());
-        assert_eq!(rules(&none, "forward").len(), 3);
+        assert_eq!(rules(&none, "forward").len(), 5);
     }
 
     fn set<'a>(doc: &'a Value, name: &str) -> &'a Value {
@@ -1244,7 +1283,7 @@ mod tests {
             &fw,
         );
         assert!(!plain.to_string().contains("counter"));
-        assert_eq!(rules(&plain, "forward").len(), 3);
+        assert_eq!(rules(&plain, "forward").len(), 5);
         for name in counted {
             assert_eq!(set(&plain, name)["elem"], set(&doc, name)["elem"]);
         }

@@ -2,7 +2,7 @@
 //! (`tests/tests/chaos.rs`) on the Docker test bed ([`DockerBed`]).
 //!
 //! * [`kea_on_bed`]: ISC Kea with short leases instead of the bed's dnsmasq (stopped),
-//!   in the bed's LAN namespace on the same bridge and pool (192.0.2.50-150).
+//!   in the bed's LAN namespace on the same bridge and pool (203.0.113.50-150).
 //! * [`Prober`]: a LAN client that keeps requesting each service's page (one thread per
 //!   service inside the client namespace, short timeouts, bounded by a stop flag) and
 //!   records every attempt, so a test can ask "has every service answered since T?".
@@ -85,6 +85,14 @@ impl Rng {
 /// dnsmasq is stopped first, so only one server answers.
 pub fn kea_on_bed(bed: &mut DockerBed, opts: KeaOpts) -> Kea {
     bed.dnsmasq.stop();
+    let (lo, hi) = crate::docker::POOL;
+    let opts = KeaOpts {
+        subnet: crate::docker::LAN_NET.into(),
+        pool: format!("{lo} - {hi}"),
+        gateway: crate::docker::LAN_GATEWAY,
+        dns: vec![crate::docker::LAN_GATEWAY],
+        ..opts
+    };
     Kea::start(&bed.lan, opts)
 }
 
@@ -735,7 +743,7 @@ mod tests {
     #[test]
     fn finds_conflicts() {
         let services = vec!["a".to_string(), "b".to_string()];
-        let a = Ipv4Addr::new(192, 0, 2, 60);
+        let a = Ipv4Addr::new(203, 0, 113, 60);
         let legs: Legs = vec![
             (0, "02:00:00:00:00:01".into(), vec![a]),
             (1, "02:00:00:00:00:02".into(), vec![a]),

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //!  root namespace (the Docker host)             LAN ns "<id>lan"
-//!  <id>p (veth, up, no address) ===========  uplink -- br0 192.0.2.1/24 (dnsmasq)
-//!    `-- macvlan lan0 in each router container        `-- cli === eth0 192.0.2.10/24
+//!  <id>p (veth, up, no address) ===========  uplink -- br0 203.0.113.1/24 (dnsmasq)
+//!    `-- macvlan lan0 in each router container        `-- cli === eth0 203.0.113.10/24
 //!  Docker network "<id>net" (bridge "<id>br",                          (ns "<id>cli")
 //!    a /28 of 198.51.100.0/24): services, routers
 //! ```
@@ -15,6 +15,12 @@
 //! behind. Drop removes, by their exact names: every router of a service the bed used,
 //! its state directory, the containers, the Docker network, the parent veth (and any link
 //! the test added), dnsmasq (by pid), the namespaces.
+//!
+//! The LAN is 203.0.113.0/24, not 192.0.2.0/24: these machines' own NIC sits in
+//! 192.0.2.0/24, and traffic that starts in a container (or the host) toward the LAN must
+//! never leave the machine if a route is missing. Each bed first checks that no host
+//! interface is in 203.0.113.0/24 and holds a blackhole route for it in the root namespace
+//! (high metric, its own) for its lifetime, so a stray packet stays on the machine.
 //!
 //! Every bed holds [`SuiteLock`] (shared; exclusive for the `watch` tests, whose
 //! supervisor acts on every router of the host) until it is gone.
@@ -47,11 +53,19 @@ pub const NOPORTS_IMAGE: &str = "netcontainer/sample-noports:latest";
 /// Label on [`NOPORTS_IMAGE`]: the id of the sample image it was made from.
 const NOPORTS_FROM: &str = "netcontainer.test.sample-id";
 
+/// The simulated LAN (see the module doc for why not 192.0.2.0/24).
+pub const LAN_NET: &str = "203.0.113.0/24";
+/// The LAN bridge's address: DHCP server, router option.
+pub const LAN_GATEWAY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 /// The LAN client's address.
-pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 /// dnsmasq's dynamic range.
-pub const POOL: (Ipv4Addr, Ipv4Addr) =
-    (Ipv4Addr::new(192, 0, 2, 50), Ipv4Addr::new(192, 0, 2, 150));
+pub const POOL: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(203, 0, 113, 50),
+    Ipv4Addr::new(203, 0, 113, 150),
+);
+/// Blackhole routes of the beds start at this metric (one per bed).
+const BLACKHOLE_METRIC: u32 = 7000;
 
 /// Number of /28 slots in 198.51.100.0/24.
 pub const SLOTS: u8 = 16;
@@ -277,16 +291,89 @@ pub struct DockerBed {
     /// The host end (root namespace) of the veth to the LAN: the `--parent`.
     pub parent: String,
     pub dnsmasq: Dnsmasq,
-    /// LAN client namespace, 192.0.2.10/24 on the bridge.
+    /// LAN client namespace, 203.0.113.10/24 on the bridge.
     pub client: Arc<Netns>,
-    /// LAN namespace (bridge br0 = 192.0.2.1/24).
+    /// LAN namespace (bridge br0 = 203.0.113.1/24).
     pub lan: Arc<Netns>,
     pub tmp: TempDir,
     containers: Mutex<Vec<String>>,
     services: Mutex<BTreeSet<String>>,
     links: Mutex<Vec<String>>,
+    /// Dropped after the Docker side and the links: the LAN's blackhole route.
+    _blackhole: Blackhole,
     /// Dropped last: the bed is gone before another suite may start.
     _lock: SuiteLock,
+}
+
+/// Panics if an interface of the root namespace has an address in [`LAN_NET`]: a bed
+/// there would send its traffic to a real network.
+pub fn assert_lan_range_unused() {
+    let out = crate::ip(&["-j", "-4", "addr", "show"]);
+    let v: Value = serde_json::from_str(&out).expect("ip -j addr json");
+    for l in v.as_array().into_iter().flatten() {
+        for a in l["addr_info"].as_array().into_iter().flatten() {
+            let local: Option<Ipv4Addr> = a["local"].as_str().and_then(|s| s.parse().ok());
+            if let Some(ip) = local
+                && ip.octets()[..3] == LAN_GATEWAY.octets()[..3]
+            {
+                panic!(
+                    "host interface {} has {ip} in {LAN_NET}, the Docker beds' simulated LAN: \
+                     refusing to run (its traffic would leave the machine)",
+                    l["ifname"]
+                );
+            }
+        }
+    }
+}
+
+/// `blackhole LAN_NET metric M` in the root namespace, deleted on drop: the first free
+/// metric from [`BLACKHOLE_METRIC`], so parallel beds each own one.
+pub struct Blackhole {
+    metric: u32,
+}
+
+impl Blackhole {
+    pub fn new() -> Blackhole {
+        for k in 0..1000 {
+            let metric = BLACKHOLE_METRIC + k;
+            let added = crate::try_run(Command::new("ip").args([
+                "route",
+                "add",
+                "blackhole",
+                LAN_NET,
+                "metric",
+                &metric.to_string(),
+            ]));
+            match added {
+                Ok(_) => return Blackhole { metric },
+                Err(e) if e.contains("File exists") => continue,
+                Err(e) => panic!("adding the blackhole route for {LAN_NET}: {e}"),
+            }
+        }
+        panic!("no free metric for a blackhole route for {LAN_NET}");
+    }
+}
+
+impl Default for Blackhole {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args([
+                "route",
+                "del",
+                "blackhole",
+                LAN_NET,
+                "metric",
+                &self.metric.to_string(),
+            ])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl DockerBed {
@@ -311,6 +398,8 @@ impl DockerBed {
             "network prefix /{prefix_len} not in /25../28"
         );
         require_images();
+        assert_lan_range_unused();
+        let blackhole = Blackhole::new();
         let id = format!(
             "nct{}x{}",
             std::process::id(),
@@ -334,7 +423,7 @@ impl DockerBed {
             "forward_delay",
             "0",
         ]);
-        lan.ip(&["addr", "add", "192.0.2.1/24", "dev", "br0"]);
+        lan.ip(&["addr", "add", &format!("{LAN_GATEWAY}/24"), "dev", "br0"]);
         lan.ip(&["link", "set", "br0", "up"]);
         let client = Arc::new(Netns::new(&format!("{id}cli")).expect("create client netns"));
         lan.ip(&[
@@ -360,7 +449,7 @@ impl DockerBed {
                 lease_secs: 600,
                 domain: None,
                 dns_port: 0,
-                router: Ipv4Addr::new(192, 0, 2, 1),
+                router: LAN_GATEWAY,
                 extra: Vec::new(),
             },
         );
@@ -377,6 +466,7 @@ impl DockerBed {
             containers: Mutex::new(Vec::new()),
             services: Mutex::new(BTreeSet::new()),
             links: Mutex::new(Vec::new()),
+            _blackhole: blackhole,
             _lock: lock,
         };
         // The parent: a veth whose other end is on the LAN bridge. No address on our side.
@@ -766,13 +856,13 @@ mod tests {
     fn parses_up_line() {
         let o = CmdOutput {
             status: None,
-            stdout: "web1 192.0.2.57 80/tcp 5353/udp\n".into(),
+            stdout: "web1 203.0.113.57 80/tcp 5353/udp\n".into(),
             stderr: String::new(),
             elapsed: Duration::ZERO,
         };
         let u = parse_up(&o).unwrap();
         assert_eq!(u.service, "web1");
-        assert_eq!(u.address, Ipv4Addr::new(192, 0, 2, 57));
+        assert_eq!(u.address, Ipv4Addr::new(203, 0, 113, 57));
         assert_eq!(
             u.ports,
             ["5353/udp", "80/tcp"]
@@ -781,6 +871,6 @@ mod tests {
                 .collect()
         );
         assert!(in_pool(u.address));
-        assert!(!in_pool(Ipv4Addr::new(192, 0, 2, 151)));
+        assert!(!in_pool(Ipv4Addr::new(203, 0, 113, 151)));
     }
 }

@@ -35,6 +35,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod dnsmasq;
 pub mod docker;
+pub mod isolation;
 pub mod kea;
 pub mod netns;
 pub mod proc;

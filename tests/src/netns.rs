@@ -44,6 +44,18 @@ impl Netns {
         Err(std::io::Error::other(last))
     }
 
+    /// Names the network namespace of process `pid` (a container's, say) `name`
+    /// (`ip netns attach`), so the helpers here run in it. Drop removes the name only;
+    /// the namespace lives as long as its processes.
+    pub fn attach(name: &str, pid: u32) -> std::io::Result<Netns> {
+        crate::try_run(Command::new("ip").args(["netns", "attach", name, &pid.to_string()]))
+            .map_err(std::io::Error::other)?;
+        Ok(Netns {
+            name: name.to_string(),
+            children: Mutex::new(Vec::new()),
+        })
+    }
+
     pub fn name(&self) -> &str {
         &self.name
     }

@@ -356,3 +356,133 @@ impl Drop for DockerProxy {
         self.cut();
     }
 }
+
+/// A proxy for the Docker socket that answers chosen requests with an error while the
+/// test says so, and passes everything else through (the event stream included).
+///
+/// Each request is read up to the end of its head; a request whose line contains one of
+/// the patterns, while failing, gets `500` and the connection is closed. Any other is
+/// forwarded with `Connection: close` added, then bytes are copied both ways until
+/// either side closes, so every request starts on a connection the proxy can look at.
+/// Threads end with their sockets; the listener polls a stop flag (drop).
+pub struct FailingProxy {
+    pub path: PathBuf,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    /// How many requests got the injected error.
+    pub failed: Arc<AtomicU32>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FailingProxy {
+    pub fn start(path: &Path, patterns: &[&str]) -> FailingProxy {
+        use std::os::unix::net::UnixListener;
+        use std::sync::atomic::AtomicBool;
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).expect("bind the proxy socket");
+        listener.set_nonblocking(true).unwrap();
+        let failing = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let patterns: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        let (f, n, s) = (failing.clone(), failed.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (f, n, p) = (f.clone(), n.clone(), patterns.clone());
+                        std::thread::spawn(move || proxy_one(conn, &f, &n, &p));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        FailingProxy {
+            path: path.to_path_buf(),
+            failing,
+            failed,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `DOCKER_HOST` for it.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    /// From now on, answer the matching requests with an error (or stop doing so).
+    pub fn set_failing(&self, on: bool) {
+        self.failing.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Drop for FailingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn proxy_one(
+    mut client: std::os::unix::net::UnixStream,
+    failing: &std::sync::atomic::AtomicBool,
+    failed: &AtomicU32,
+    patterns: &[String],
+) {
+    use std::io::{Read, Write};
+    let _ = client.set_nonblocking(false);
+    let _ = client.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the end of the request head (bounded).
+    let end = loop {
+        if let Some(i) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if head.len() > 64 * 1024 {
+            return;
+        }
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(k) => head.extend_from_slice(&buf[..k]),
+        }
+    };
+    let line_end = head.windows(2).position(|w| w == b"\r\n").unwrap_or(0);
+    let line = String::from_utf8_lossy(&head[..line_end]).into_owned();
+    if failing.load(Ordering::SeqCst) && patterns.iter().any(|p| line.contains(p.as_str())) {
+        failed.fetch_add(1, Ordering::SeqCst);
+        let body = r#"{"message":"injected failure (test proxy)"}"#;
+        let _ = write!(
+            client,
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
+    let Ok(mut upstream) = std::os::unix::net::UnixStream::connect("/var/run/docker.sock") else {
+        return;
+    };
+    let mut out = head[..line_end + 2].to_vec();
+    out.extend_from_slice(b"Connection: close\r\n");
+    out.extend_from_slice(&head[line_end + 2..]);
+    let _ = end;
+    if upstream.write_all(&out).is_err() {
+        return;
+    }
+    let _ = client.set_read_timeout(None);
+    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut c2, &mut u2);
+        let _ = u2.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut upstream, &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = up.join();
+}

@@ -5,7 +5,7 @@
 //! it in its hook `scripts/test.d/10-images`), else every test panics saying so.
 //!
 //! Each test builds its own [`DockerBed`]: a LAN namespace (bridge, dnsmasq with
-//! 192.0.2.50-150, router option 192.0.2.1), a LAN client namespace (192.0.2.10), a veth
+//! 203.0.113.50-150, router option 203.0.113.1), a LAN client namespace (203.0.113.10), a veth
 //! whose root-namespace end is the `--parent`, and a Docker network on its own /28 of
 //! 198.51.100.0/24 (the number passed to `DockerBed::new`; the next free one if taken).
 //! Guards remove routers, state directories, containers, the network, the veth, dnsmasq
@@ -103,8 +103,8 @@ fn assert_bound(entry: &Value, addr: Ipv4Addr) -> AgentStatus {
     assert_eq!(st.interface.as_deref(), Some("lan0"));
     let lease = st.lease.clone().unwrap();
     assert_eq!(lease.prefix_len, 24);
-    assert_eq!(lease.gateway, Some(Ipv4Addr::new(192, 0, 2, 1)));
-    assert_eq!(lease.server_id, Some(Ipv4Addr::new(192, 0, 2, 1)));
+    assert_eq!(lease.gateway, Some(docker::LAN_GATEWAY));
+    assert_eq!(lease.server_id, Some(docker::LAN_GATEWAY));
     assert_eq!(st.last_error, None, "{entry}");
     st
 }

@@ -333,20 +333,14 @@ fn lan_client_reaches_nothing_else_behind_the_router() {
     let _u1 = UdpEcho::start(w.host(0), 5353);
     let _http2 = HttpServer::start(w.host(1), 8080, "hello from service two\n");
     let _b2 = BannerServer::start(w.host(1), [9999], "svc2-private");
-    let _lan_server = BannerServer::start(&w.client, [9000], "lan-client");
     let addr = w.apply(&["tcp:80=198.51.100.2:8080"]);
     w.client
         .ip(&["route", "add", "198.51.100.0/24", "via", &addr.to_string()]);
 
-    // The published port works, with the route in place.
+    // The published port works, with the route in place: replies of DNATed connections
+    // go back out lan0 (the service hosts' default route is the router).
     assert_eq!(fetch(&w.client, addr, 80), "hello from service one\n");
-    // Control: both directions of the path exist (service -> LAN client and its replies
-    // back through the router's lan0), and the service hosts answer each other.
-    let got = retry(3, Duration::from_millis(200), || {
-        tcp_fetch(w.host(1), Ipv4Addr::new(192, 0, 2, 10), 9000, 2 * S)
-    })
-    .unwrap_or_else(|e| panic!("control: service host 2 cannot reach the LAN client: {e}"));
-    assert_eq!(got, "lan-client 9000\n");
+    // Control: the service hosts answer each other.
     assert_eq!(
         tcp_fetch(w.host(1), SVC1, 9999, 2 * S).as_deref(),
         Ok("svc1-private 9999\n"),
@@ -396,6 +390,46 @@ fn lan_client_reaches_nothing_else_behind_the_router() {
     );
     // Still fine through the leased address afterwards.
     assert_eq!(fetch(&w.client, addr, 80), "hello from service one\n");
+}
+
+/// 4b. The router is no gateway from the service side onto the LAN: service hosts whose
+///     default route is the router reach no LAN host over TCP or UDP, with their own or a
+///     spoofed LAN source, while replies of DNATed connections still leave through lan0.
+///     Control: once the agent's table is gone the same knock arrives (so the route
+///     exists and the counter counts).
+#[test]
+fn service_side_reaches_nothing_on_the_lan() {
+    require_root!();
+    let w = World::new(WorldOpts {
+        service_hosts: vec![2, 3],
+        ..WorldOpts::default()
+    });
+    let _http = HttpServer::start(w.host(0), 8080, "hello from service one\n");
+    let addr = w.apply(&["tcp:80=198.51.100.2:8080"]);
+    let client = Ipv4Addr::new(192, 0, 2, 10);
+    let arrivals = isolation::Arrivals::start(&w.client, 9000);
+    let spoofed = Ipv4Addr::new(192, 0, 2, 77);
+    w.host(1)
+        .ip(&["addr", "add", &format!("{spoofed}/32"), "dev", "eth0"]);
+    isolation::knock(w.host(0), None, client, 9000);
+    isolation::knock(w.host(1), None, client, 9000);
+    isolation::knock(w.host(1), Some(spoofed), client, 9000);
+    assert_eq!(
+        arrivals.count(),
+        0,
+        "packets from the service side reached the LAN client through the router"
+    );
+    // Replies of DNATed connections still pass.
+    assert_eq!(fetch(&w.client, addr, 80), "hello from service one\n");
+
+    // Control: without the agent's table, the same knock arrives.
+    w.router()
+        .exec_ok(&["nft", "delete", "table", "ip", "netcontainer"]);
+    isolation::knock(w.host(1), None, client, 9000);
+    assert!(
+        arrivals.count() > 0,
+        "control: without the agent's rules the knock should arrive"
+    );
 }
 
 /// 5. Re-applying with a new target switches the next connection at once; a plan with an

@@ -3,7 +3,7 @@
 //! (restarts with new addresses, killed routers, removed services, its own restart, a cut
 //! event stream). Root only; the router and sample images must exist (see
 //! tests/tests/docker.rs). The bed is the same [`DockerBed`]: LAN namespace with dnsmasq
-//! (192.0.2.50-150), LAN client 192.0.2.10, a veth parent, a Docker network on a /28 of
+//! (203.0.113.50-150), LAN client 203.0.113.10, a veth parent, a Docker network on a /28 of
 //! 198.51.100.0/24.
 //!
 //! Watch acts on every router of the host, so each test here holds the Docker suites'

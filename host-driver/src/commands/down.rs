@@ -3,14 +3,16 @@
 use clap::Args;
 
 use crate::commands::LOCK_PATIENCE;
-use crate::commands::{require_root, run_dir};
+use crate::commands::require_root;
 use crate::error::Error;
 use crate::lock::ServiceLock;
 use crate::router::Driver;
+use crate::state::{self, ServiceName};
 
 #[derive(Args, Debug)]
 pub struct DownArgs {
-    /// The service container whose network container goes away.
+    /// The service container (name or ID) whose network container goes away;
+    /// the service may already be removed.
     container: String,
     /// Seconds the agent gets to release its lease before it is killed.
     #[arg(long, default_value_t = 10)]
@@ -19,19 +21,16 @@ pub struct DownArgs {
 
 pub async fn run(a: DownArgs) -> Result<(), Error> {
     require_root()?;
+    // Refused before anything is looked up or touched.
+    ServiceName::parse(&a.container)?;
     let driver = Driver::connect().await?;
     // The service may already be gone; its router is found by name and label.
-    let service = a.container.trim_start_matches('/').to_string();
+    let service = driver.docker.resolve(&a.container).await?;
     let _lock = ServiceLock::take(&service, LOCK_PATIENCE).await?;
     let Some(router) = driver.docker.router(&service).await? else {
-        let stale = run_dir().join(&service);
-        if stale.exists() {
-            std::fs::remove_dir_all(&stale).map_err(|source| Error::File {
-                what: "cannot remove",
-                path: stale.clone(),
-                source,
-            })?;
-        }
+        // A state directory left by a crash (the name is valid, so the path
+        // is inside the run directory).
+        state::remove_service_dir(&service)?;
         println!("nothing to do: {service} has no network container");
         return Ok(());
     };

@@ -8,7 +8,8 @@ use crate::docker::{DockerClient, RouterInfo};
 use crate::error::Error;
 use crate::output;
 use crate::plan::labels;
-use crate::router::{agent_status, host_dir_of};
+use crate::router::agent_status;
+use crate::state::ServiceName;
 
 #[derive(Args, Debug)]
 pub struct LsArgs {
@@ -30,7 +31,10 @@ pub struct Entry {
     pub agent: Option<Status>,
 }
 
-pub async fn entries(docker: &DockerClient, only: Option<&str>) -> Result<Vec<Entry>, Error> {
+pub async fn entries(
+    docker: &DockerClient,
+    only: Option<&ServiceName>,
+) -> Result<Vec<Entry>, Error> {
     let routers: Vec<RouterInfo> = match only {
         Some(s) => docker.router(s).await?.into_iter().collect(),
         None => docker.routers().await?,
@@ -38,13 +42,13 @@ pub async fn entries(docker: &DockerClient, only: Option<&str>) -> Result<Vec<En
     let mut out = Vec::new();
     for r in routers {
         let agent = if r.running {
-            agent_status(&host_dir_of(&r)).await
+            agent_status(&r.service).await
         } else {
             None
         };
         let label = |k: &str| r.labels.get(k).cloned();
         out.push(Entry {
-            service: r.service.clone(),
+            service: r.service.to_string(),
             router: r.name.clone(),
             router_running: r.running,
             parent: label(labels::PARENT),

@@ -7,17 +7,7 @@ pub mod status;
 pub mod up;
 pub mod watch;
 
-use std::path::PathBuf;
-
 use crate::error::Error;
-
-/// Host directory under which each router gets its own state directory
-/// (control socket, persisted lease), bind-mounted into the router.
-pub fn run_dir() -> PathBuf {
-    std::env::var_os("NETCONTAINER_RUN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/netcontainer"))
-}
 
 /// How long `up` and `down` wait for another command (or `watch`) working
 /// on the same service.

@@ -27,7 +27,8 @@ pub async fn run(a: StatusArgs) -> Result<(), Error> {
         }
         return Ok(());
     };
-    let name = name.trim_start_matches('/').to_string();
+    crate::state::ServiceName::parse(&name)?;
+    let name = docker.resolve(&name).await?;
     let Some(entry) = entries(&docker, Some(&name)).await?.into_iter().next() else {
         return Err(Error::Usage(format!(
             "{name} has no network container (netcontainer up {name} creates one)"
@@ -40,7 +41,7 @@ pub async fn run(a: StatusArgs) -> Result<(), Error> {
     println!("service:    {}", entry.service);
     println!(
         "router:     {} ({})",
-        entry.router,
+        output::safe(&entry.router),
         if entry.router_running {
             "running"
         } else {
@@ -49,8 +50,9 @@ pub async fn run(a: StatusArgs) -> Result<(), Error> {
     );
     if let Some(p) = &entry.parent {
         println!(
-            "parent:     {p} ({})",
-            entry.mode.as_deref().unwrap_or("macvlan")
+            "parent:     {} ({})",
+            output::safe(p),
+            output::safe(entry.mode.as_deref().unwrap_or("macvlan"))
         );
     }
     match &entry.agent {

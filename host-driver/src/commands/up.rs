@@ -11,10 +11,11 @@ use crate::error::Error;
 use crate::lock::ServiceLock;
 use crate::plan::{self, Mode, PortSpec, UpOptions, parse_mac};
 use crate::router::Driver;
+use crate::state::ServiceName;
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
-    /// The service container (name or id); it must be running.
+    /// The service container (name or ID); it must be running.
     container: String,
     /// Host NIC on the LAN; default: the container's `netcontainer.parent` label.
     #[arg(long)]
@@ -46,9 +47,14 @@ pub struct UpArgs {
 
 pub async fn run(a: UpArgs) -> Result<(), Error> {
     require_root()?;
+    ServiceName::parse(&a.container)?;
     let driver = Driver::connect().await?;
     let svc = driver.docker.service(&a.container).await?;
-    let _lock = ServiceLock::take(&svc.name, LOCK_PATIENCE).await?;
+    let name = ServiceName::parse(&svc.name)?;
+    let _lock = ServiceLock::take(&name, LOCK_PATIENCE).await?;
+    // From here on SIGINT/SIGTERM roll back what `up` created instead of
+    // leaving a router behind.
+    let interrupt = crate::router::interrupt_on_signals()?;
     let opts = UpOptions {
         parent: a.parent,
         mode: a.mode,
@@ -58,7 +64,14 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         arp_probe: a.arp_probe,
     };
     let (rp, status) = driver
-        .up(&svc, &opts, &a.image, Duration::from_secs(a.timeout), true)
+        .up(
+            &svc,
+            &opts,
+            &a.image,
+            Duration::from_secs(a.timeout),
+            true,
+            interrupt,
+        )
         .await?;
     let addr = status
         .lease

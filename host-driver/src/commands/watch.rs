@@ -24,13 +24,14 @@ use clap::Args;
 use futures::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::commands::{default_image, require_root, run_dir};
+use crate::commands::{default_image, require_root};
 use crate::docker::{ContainerEvent, DockerError};
 use crate::error::Error;
 use crate::lock::ServiceLock;
 use crate::notify::notify;
 use crate::plan::{self, UpOptions, labels};
-use crate::router::{Driver, Healed, wants_router};
+use crate::router::{Driver, Healed, never_interrupted, wants_router};
+use crate::state::{self, ServiceName};
 
 #[derive(Args, Debug, Clone)]
 pub struct WatchArgs {
@@ -139,13 +140,13 @@ struct Watcher {
     driver: Driver,
     args: WatchArgs,
     /// Services whose last reconcile failed: when to retry, and the delay used.
-    retries: HashMap<String, (Instant, Duration)>,
+    retries: HashMap<ServiceName, (Instant, Duration)>,
 }
 
 impl Watcher {
     async fn run_retries(&mut self) {
         let now = Instant::now();
-        let due: Vec<String> = self
+        let due: Vec<ServiceName> = self
             .retries
             .iter()
             .filter(|(_, (at, _))| *at <= now)
@@ -166,42 +167,67 @@ impl Watcher {
         let Some(service) = service.filter(|s| !s.is_empty()) else {
             return;
         };
+        // Event attributes carry the image's labels too: only a trigger to
+        // look again, and only for a valid name.
+        let service = match ServiceName::parse(&service) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(container = %ev.name, "ignoring an event: {e}");
+                return;
+            }
+        };
         tracing::debug!(action = %ev.action, container = %ev.name, %service, "event");
         self.reconcile(&service).await;
     }
 
     async fn reconcile_all(&mut self) {
         let mut services = BTreeSet::new();
+        // The sweep below deletes what no router claims: it runs only when
+        // both listings are known complete. A failed listing (dockerd
+        // restarting, an API error) proves nothing stale.
+        let mut complete = true;
         match self.driver.docker.routers().await {
             Ok(rs) => services.extend(rs.into_iter().map(|r| r.service)),
-            Err(e) => tracing::warn!(error = %e, "listing routers failed"),
+            Err(e) => {
+                complete = false;
+                tracing::warn!(error = %e, "listing routers failed; no clean-up this round");
+            }
         }
         match self.driver.docker.names_with_label(labels::ENABLE).await {
             Ok(names) => services.extend(names),
-            Err(e) => tracing::warn!(error = %e, "listing labelled services failed"),
+            Err(e) => {
+                complete = false;
+                tracing::warn!(error = %e, "listing labelled services failed; no clean-up this round");
+            }
         }
         for s in &services {
             self.reconcile(s).await;
         }
-        self.remove_stale_dirs(&services);
+        if complete {
+            self.remove_stale_dirs(&services);
+        }
     }
 
     /// Host directories with no router: left by a crash between creating the
     /// directory and the container. Only old ones, so a concurrent `up` is
-    /// never disturbed.
-    fn remove_stale_dirs(&self, services: &BTreeSet<String>) {
-        let Ok(entries) = std::fs::read_dir(run_dir()) else {
+    /// never disturbed; only directories named like a service (never a link).
+    fn remove_stale_dirs(&self, services: &BTreeSet<ServiceName>) {
+        let Ok(entries) = std::fs::read_dir(state::run_dir()) else {
             return;
         };
         for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
+            let Ok(name) = ServiceName::parse(&e.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            let old = meta
+                .modified()
                 .ok()
                 .and_then(|t| SystemTime::now().duration_since(t).ok())
                 .is_some_and(|age| age > Duration::from_secs(120));
-            if e.path().is_dir() && !name.starts_with('.') && !services.contains(&name) && old {
+            if meta.is_dir() && !services.contains(&name) && old {
                 tracing::info!(dir = %e.path().display(), "removing a router directory with no router");
                 if let Err(err) = std::fs::remove_dir_all(e.path()) {
                     tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove");
@@ -210,7 +236,7 @@ impl Watcher {
         }
     }
 
-    async fn reconcile(&mut self, service: &str) {
+    async fn reconcile(&mut self, service: &ServiceName) {
         let started = Instant::now();
         match self.try_reconcile(service).await {
             Ok(what) => {
@@ -223,7 +249,7 @@ impl Watcher {
                 // `up` or `down` is on it: look again shortly, quietly.
                 tracing::debug!(%service, "busy: another command holds the service");
                 self.retries.insert(
-                    service.to_string(),
+                    service.clone(),
                     (Instant::now() + BUSY_RETRY, FIRST_RETRY / 2),
                 );
             }
@@ -235,14 +261,14 @@ impl Watcher {
                     .map(|(_, d)| (*d * 2).min(max))
                     .unwrap_or(FIRST_RETRY);
                 self.retries
-                    .insert(service.to_string(), (Instant::now() + delay, delay));
+                    .insert(service.clone(), (Instant::now() + delay, delay));
                 let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
                 tracing::warn!(%service, retry_in = ?delay, "cannot reconcile: {e}{hint}");
             }
         }
     }
 
-    async fn try_reconcile(&self, service: &str) -> Result<Option<String>, Error> {
+    async fn try_reconcile(&self, service: &ServiceName) -> Result<Option<String>, Error> {
         // A command working on this service right now: retry once it is done
         // (never block the other services behind it).
         let Some(_lock) = ServiceLock::try_take(service)? else {
@@ -250,8 +276,11 @@ impl Watcher {
         };
         let d = &self.driver;
         let router = d.docker.router(service).await?;
-        let svc = match d.docker.service(service).await {
-            Ok(s) => Some(s),
+        let svc = match d.docker.service(service.as_str()).await {
+            // Docker falls back to an ID prefix when no container has the
+            // name: a removed service's name is not some other container.
+            Ok(s) if s.name == service.as_str() => Some(s),
+            Ok(_) => None,
             Err(DockerError::NoSuchContainer(_)) => None,
             Err(e) => return Err(e.into()),
         };
@@ -293,6 +322,7 @@ impl Watcher {
                         &self.args.image,
                         Duration::from_secs(self.args.timeout),
                         false,
+                        never_interrupted(),
                     )
                     .await?;
                 let addr = status

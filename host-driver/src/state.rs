@@ -1,0 +1,268 @@
+//! The host's state: one directory per router under the run directory (its
+//! agent's socket and persisted lease, bind-mounted into the router), and the
+//! per-service lock files.
+//!
+//! Every path built from a service name is built here, from a [`ServiceName`]:
+//! the one validator of names that come from the command line, from Docker
+//! (container names, labels, events) or from the run directory itself. A name
+//! that is not a valid Docker container name or ID (`..`, `.`, an empty
+//! string, anything with a slash or a control character) never becomes a
+//! path: without this, `down ..` removed the run directory's parent.
+//!
+//! The run directory and the lock directory are root-only (0700) and the lock
+//! files 0600, so an unprivileged local user can neither read the leases nor
+//! hold a lock to block `up`, `down` or `watch`.
+
+use std::fmt;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// The agent's control socket inside a router's state directory (the router
+/// sees the directory at [`netcontainer_proto`]'s state path).
+pub const SOCKET_NAME: &str = "agent.sock";
+/// Longest name accepted: a path component is at most 255 bytes, and the lock
+/// file adds a suffix.
+const MAX_NAME: usize = 200;
+
+/// A valid Docker container name or ID, without Docker's leading `/`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceName(String);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid container name {shown}: {why}")]
+pub struct NameError {
+    /// The name as given, escaped (it may hold control characters).
+    shown: String,
+    why: &'static str,
+}
+
+impl NameError {
+    pub fn hint(&self) -> &'static str {
+        "a container name or ID is [a-zA-Z0-9][a-zA-Z0-9_.-]+ (`docker ps` lists them)"
+    }
+}
+
+impl ServiceName {
+    /// Docker's rule for container names, `/?[a-zA-Z0-9][a-zA-Z0-9_.-]+`,
+    /// which container IDs (hex) satisfy too.
+    pub fn parse(s: &str) -> Result<ServiceName, NameError> {
+        let err = |why| NameError {
+            shown: format!("{s:?}"),
+            why,
+        };
+        let name = s.strip_prefix('/').unwrap_or(s);
+        let mut chars = name.chars();
+        let Some(first) = chars.next() else {
+            return Err(err("it is empty"));
+        };
+        if name.len() > MAX_NAME {
+            return Err(err("it is too long"));
+        }
+        if name.chars().any(|c| c.is_control()) {
+            return Err(err("it contains a control character"));
+        }
+        if name.contains('/') {
+            return Err(err("it contains a slash"));
+        }
+        if !first.is_ascii_alphanumeric() {
+            return Err(err("it must start with a letter or a digit"));
+        }
+        if name.len() < 2 {
+            return Err(err("it must be at least two characters long"));
+        }
+        if !chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
+            return Err(err("only letters, digits, '_', '.' and '-' are allowed"));
+        }
+        Ok(ServiceName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for ServiceName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Host directory under which each router gets its own state directory.
+pub fn run_dir() -> PathBuf {
+    std::env::var_os("NETCONTAINER_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/netcontainer"))
+}
+
+/// The state directory of `service`'s router. Always derived from the name,
+/// never read from a label: a label is not proof of where a router's state is.
+pub fn service_dir(service: &ServiceName) -> PathBuf {
+    run_dir().join(service.as_str())
+}
+
+/// The agent's control socket of `service`'s router.
+pub fn socket(service: &ServiceName) -> PathBuf {
+    service_dir(service).join(SOCKET_NAME)
+}
+
+fn lock_dir() -> PathBuf {
+    run_dir().join(".locks")
+}
+
+/// The lock file of `service`.
+pub fn lock_path(service: &ServiceName) -> PathBuf {
+    lock_dir().join(format!("{service}.lock"))
+}
+
+fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::File { what, path, source }
+}
+
+/// Creates `dir` (and missing parents) as a root-only directory, or makes an
+/// existing one root-only. Refuses a symbolic link or a directory owned by
+/// another user: state handed to the routers must not be somebody else's.
+fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(file_err("cannot create", dir))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(file_err("cannot inspect", dir))?;
+    if !meta.is_dir() {
+        return Err(Error::UnsafeState {
+            path: dir.to_path_buf(),
+            why: "it is not a directory (a symbolic link?)".into(),
+        });
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(Error::UnsafeState {
+            path: dir.to_path_buf(),
+            why: format!("it is owned by uid {}, not {me}", meta.uid()),
+        });
+    }
+    if meta.mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(file_err("cannot restrict", dir))?;
+    }
+    Ok(())
+}
+
+/// The run directory, root-only.
+pub fn ensure_run_dir() -> Result<PathBuf, Error> {
+    let dir = run_dir();
+    ensure_private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// `service`'s state directory, root-only (the run directory too).
+pub fn ensure_service_dir(service: &ServiceName) -> Result<PathBuf, Error> {
+    ensure_run_dir()?;
+    let dir = service_dir(service);
+    ensure_private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Opens (creating it 0600) `service`'s lock file in the root-only lock
+/// directory. A symbolic link in its place is refused (O_NOFOLLOW).
+pub fn open_lock(service: &ServiceName) -> Result<File, Error> {
+    ensure_run_dir()?;
+    ensure_private_dir(&lock_dir())?;
+    let p = lock_path(service);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&p)
+        .map_err(file_err("cannot open", &p))?;
+    // A lock file left by an older version may be world-readable.
+    let mode = f.metadata().map_err(file_err("cannot inspect", &p))?.mode();
+    if mode & 0o777 != 0o600 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(file_err("cannot restrict", &p))?;
+    }
+    Ok(f)
+}
+
+/// Removes `service`'s state directory; one that is not there is fine.
+pub fn remove_service_dir(service: &ServiceName) -> Result<(), Error> {
+    let dir = service_dir(service);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(Error::File {
+            what: "cannot remove",
+            path: dir,
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_names_and_ids() {
+        for ok in [
+            "web1",
+            "/web1",
+            "a_b.c-d",
+            "4f3c2b1a0e9d",
+            "4f3c2b1a0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b",
+            "W1",
+        ] {
+            let n = ServiceName::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(n.as_str(), ok.trim_start_matches('/'));
+        }
+    }
+
+    #[test]
+    fn names_that_could_escape_are_refused() {
+        for bad in [
+            "",
+            "/",
+            ".",
+            "..",
+            "/..",
+            "../x",
+            "a/b",
+            "a/../..",
+            "x",
+            "-rf",
+            "_x",
+            ".hidden",
+            "web\n1",
+            "web\u{1b}[31m",
+            "web 1",
+            "wéb",
+            "a\0b",
+            &"a".repeat(MAX_NAME + 1),
+        ] {
+            let e = ServiceName::parse(bad).expect_err(bad);
+            let line = e.to_string();
+            assert!(!line.contains('\n') && !line.contains('\u{1b}'), "{line}");
+        }
+    }
+
+    #[test]
+    fn paths_stay_inside_the_run_dir() {
+        let n = ServiceName::parse("web1").unwrap();
+        // (Suffixes only: another test of this binary sets NETCONTAINER_RUN_DIR.)
+        assert!(service_dir(&n).ends_with("web1"));
+        assert!(socket(&n).ends_with("web1/agent.sock"));
+        assert!(lock_path(&n).ends_with(".locks/web1.lock"));
+    }
+}
