@@ -1349,3 +1349,55 @@ fn start_discover_asks_for_the_hint() {
     assert!(!opts(&d.payload).contains_key(&54));
     assert_eq!(c.state(), State::Selecting);
 }
+
+#[test]
+fn retry_settings_are_honoured() {
+    let retry = Retry {
+        initial: secs(1),
+        max: secs(2),
+        jitter: Duration::ZERO,
+        request_retransmits: 1,
+        decline_delay: secs(3),
+        ..Retry::default()
+    };
+    let mut c = Client::new(
+        Config {
+            retry: retry.clone(),
+            ..config()
+        },
+        1,
+    );
+    let t0 = Instant::now();
+    c.start(t0, None);
+    let mut d = tx(&mut c);
+    // DISCOVER: 1 s, then doubling up to the 2 s cap, without jitter.
+    let mut now = t0;
+    for gap in [1, 2, 2] {
+        assert_eq!(c.poll_timeout(), Some(now + secs(gap)));
+        now += secs(gap);
+        c.handle_timeout(now);
+        d = tx(&mut c);
+        assert_eq!(mtype(&d.payload), DISCOVER);
+    }
+    // REQUEST: one retransmission, then DISCOVER again.
+    c.handle_packet(now, &offer(&d));
+    let r = tx(&mut c);
+    assert_eq!(mtype(&r.payload), REQUEST);
+    assert_eq!(c.poll_timeout(), Some(now + secs(1)));
+    now += secs(1);
+    c.handle_timeout(now);
+    assert_eq!(mtype(&tx(&mut c).payload), REQUEST);
+    assert_eq!(c.poll_timeout(), Some(now + secs(2)));
+    now += secs(2);
+    c.handle_timeout(now);
+    assert_eq!(c.state(), State::Selecting);
+    let d2 = tx(&mut c);
+    assert_eq!(mtype(&d2.payload), DISCOVER);
+    assert_ne!(xid(&d2.payload), xid(&r.payload));
+    // DECLINE: DISCOVER after the configured delay.
+    let mut c = Client::new(Config { retry, ..config() }, 1);
+    bind(&mut c, t0);
+    c.decline(t0);
+    let _ = tx(&mut c);
+    assert_eq!(c.poll_timeout(), Some(t0 + secs(3)));
+}
