@@ -5,7 +5,8 @@
 //! packets to send ([`Client::poll_transmit`]), lease events
 //! ([`Client::poll_event`]) and the next deadline ([`Client::poll_timeout`]).
 //!
-//! API CONTRACT (the I/O shell in `agent.rs` is written against this):
+//! API CONTRACT (the agent's I/O shell, `router-agent/src/agent.rs`, is written
+//! against this):
 //!
 //! ```text
 //! Client::new(config, rng_seed)            -> state Init, nothing queued
@@ -18,9 +19,13 @@
 //! client.poll_event()    -> Option<Event>
 //! client.poll_timeout()  -> Option<Instant>
 //! client.release(now)    // RELEASE unicast to server (if a lease is held), Event::Lost(Released), state Stopped
-//! client.decline(now)    // address conflict: DECLINE broadcast, Event::Lost(Declined), Init, DISCOVER after 10 s
+//! client.decline(now)    // address conflict: DECLINE broadcast, Event::Lost(Declined), Init, DISCOVER after retry.decline_delay
 //! client.state() -> netcontainer_proto::State ; client.lease() -> Option<&Lease>
 //! ```
+//!
+//! What the bytes of a reply mean (and which replies are refused before any
+//! state is looked at) is [`super::wire`]'s business; this module only decides
+//! what a valid reply, or a deadline, does to the state.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -378,7 +383,8 @@ impl Client {
     }
 
     /// The bound address is in use by someone else (ARP probe answered):
-    /// DECLINE it and restart discovery after 10 s. No-op unless Bound.
+    /// DECLINE it and restart discovery after [`Retry::decline_delay`]. No-op
+    /// unless Bound.
     pub fn decline(&mut self, now: Instant) {
         if !matches!(self.phase, Phase::Bound { .. }) {
             debug!(state = ?self.state(), "dhcp: decline ignored outside Bound");

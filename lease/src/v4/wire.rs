@@ -173,7 +173,7 @@ pub fn sanitize_reply(payload: &[u8], xid: u32, chaddr: &[u8; 6]) -> Option<Mess
         || payload[0] != 2
         || payload[4..8] != xid.to_be_bytes()
         || payload[28..34] != chaddr[..]
-        || payload[236..240] != MAGIC_COOKIE
+        || payload[HEADER_LEN - 4..HEADER_LEN] != MAGIC_COOKIE
     {
         return None;
     }
