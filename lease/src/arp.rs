@@ -1,7 +1,7 @@
 //! IPv4 address conflict detection (RFC 5227 §2.1): probe a freshly leased
 //! address with ARP before configuring it.
 //!
-//! Two halves, as with the DHCP client:
+//! Sans-IO, as the DHCP client is:
 //!
 //! - [`Probe`], a sans-IO state machine: no socket, no clock. The shell creates
 //!   it with the address, our MAC and the current time, feeds it every ARP

@@ -210,7 +210,7 @@ pub fn sanitize_reply(payload: &[u8], xid: u32, chaddr: &[u8; 6]) -> Option<Mess
 
 /// Whether a kept option's (joined) value has the shape RFC 2132 / RFC 3442
 /// give it.
-pub fn well_formed(code: u8, data: &[u8]) -> bool {
+fn well_formed(code: u8, data: &[u8]) -> bool {
     match code {
         53 => data.len() == 1,
         1 | 51 | 54 | 58 | 59 => data.len() == 4,
@@ -331,10 +331,66 @@ pub fn parse_lease(
 }
 
 /// Prefix length of the address's class (A /8, B /16, C and above /24).
-pub fn classful_prefix(a: Ipv4Addr) -> u8 {
+fn classful_prefix(a: Ipv4Addr) -> u8 {
     match a.octets()[0] {
         0..=127 => 8,
         128..=191 => 16,
         _ => 24,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(options: &[u8]) -> Vec<u8> {
+        let mut p = vec![0u8; HEADER_LEN];
+        p[HEADER_LEN - 4..].copy_from_slice(&MAGIC_COOKIE);
+        p.extend_from_slice(options);
+        p
+    }
+
+    fn walk(p: &[u8]) -> (Vec<(u8, Vec<u8>)>, Option<WalkEnd>) {
+        let mut w = OptionWalk::message(p).expect("header and cookie");
+        let opts = w.by_ref().map(|(c, d)| (c, d.to_vec())).collect();
+        (opts, w.end())
+    }
+
+    #[test]
+    fn walk_skips_pad_and_stops_at_end() {
+        let p = message(&[0, 53, 1, 2, 0, 0, 6, 0, 255, 3, 4, 1, 2, 3, 4]);
+        let (opts, end) = walk(&p);
+        assert_eq!(opts, vec![(53, vec![2]), (6, vec![])]);
+        assert_eq!(end, Some(WalkEnd::End(HEADER_LEN + 8)));
+    }
+
+    #[test]
+    fn walk_reports_truncation_and_a_missing_end() {
+        // Length past the end; a code without a length byte.
+        for (tail, at) in [(&[53, 1, 2, 3, 9, 1][..], 3), (&[53, 1, 2, 3][..], 3)] {
+            let (opts, end) = walk(&message(tail));
+            assert_eq!(opts, vec![(53, vec![2])]);
+            assert_eq!(end, Some(WalkEnd::Truncated(HEADER_LEN + at)));
+        }
+        let (opts, end) = walk(&message(&[53, 1, 2, 0]));
+        assert_eq!(opts, vec![(53, vec![2])]);
+        assert_eq!(end, Some(WalkEnd::Unterminated));
+        // Split instances come out separately, in order.
+        let (opts, _) = walk(&message(&[6, 1, 9, 3, 0, 6, 1, 8, 255]));
+        assert_eq!(opts, vec![(6, vec![9]), (3, vec![]), (6, vec![8])]);
+    }
+
+    #[test]
+    fn walk_needs_the_header_and_cookie() {
+        assert!(OptionWalk::message(&[]).is_none());
+        let mut p = message(&[255]);
+        assert!(OptionWalk::message(&p[..HEADER_LEN - 1]).is_none());
+        p[HEADER_LEN - 1] = 0;
+        assert!(OptionWalk::message(&p).is_none());
+        // A bare area has no header.
+        let mut a = OptionWalk::area(&[51, 4, 0, 0, 0, 60]);
+        assert_eq!(a.next(), Some((51, &[0, 0, 0, 60][..])));
+        assert_eq!(a.next(), None);
+        assert_eq!(a.end(), Some(WalkEnd::Unterminated));
     }
 }
