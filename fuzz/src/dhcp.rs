@@ -412,7 +412,8 @@ impl Sim {
 // ------------------------------------------------------------------------------------
 // Server replies
 
-/// A server reply to `to` (its xid; our chaddr) with the given fields.
+/// A server reply to `to` (its xid; our chaddr) with the given fields, ending at its End
+/// option (no padding for mutations to waste themselves on).
 pub fn reply(
     to: &[u8],
     mt: MessageType,
@@ -422,7 +423,7 @@ pub fn reply(
 ) -> Vec<u8> {
     let mut r = Reply::answering(to, mt, yiaddr);
     r.chaddr = MAC;
-    r.server_id(server).dhcp_all(extra).encode()
+    r.server_id(server).dhcp_all(extra).encode_unpadded()
 }
 
 /// Standard ACK/OFFER options.

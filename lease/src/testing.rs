@@ -186,6 +186,17 @@ impl Reply {
     ///
     /// Panics on an option longer than 255 bytes (split it instead).
     pub fn encode(&self) -> Vec<u8> {
+        let mut p = self.encode_unpadded();
+        if p.len() < MIN_PACKET_SIZE {
+            p.resize(MIN_PACKET_SIZE, 0);
+        }
+        p
+    }
+
+    /// [`Reply::encode`] without the padding: the message ends with End, so
+    /// that a fuzzer's random insertions and mutations land in the options
+    /// rather than in padding nobody reads.
+    pub fn encode_unpadded(&self) -> Vec<u8> {
         let mut p = vec![0u8; HEADER_LEN];
         p[0] = self.op;
         p[1] = 1; // htype Ethernet
@@ -204,9 +215,6 @@ impl Reply {
             p.extend_from_slice(data);
         }
         p.push(255);
-        if p.len() < MIN_PACKET_SIZE {
-            p.resize(MIN_PACKET_SIZE, 0);
-        }
         p
     }
 }
@@ -283,6 +291,11 @@ mod tests {
             .encode();
         let end = end_of_options(&good).unwrap();
         assert_eq!(good[end], 255);
+        assert_eq!(good.len(), 300);
+        let unpadded = Reply::new(5, 1, [2; 6], Ipv4Addr::UNSPECIFIED)
+            .u32(51, 60)
+            .encode_unpadded();
+        assert_eq!(unpadded, good[..=end]);
         // A truncated option: the walk stops there; not well formed.
         let mut bad = good.clone();
         insert_raw_option(&mut bad, end, 3, 200, &[1, 2, 3, 4]);
