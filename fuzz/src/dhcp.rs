@@ -26,8 +26,10 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
-use dhcproto::{Decodable, Decoder, Encodable};
-use netcontainer_agent::dhcp::client::{Client, Config, Destination, Event, Lease, Transmit};
+use dhcproto::{Decodable, Decoder};
+pub use netcontainer_lease::testing::insert_raw_option;
+use netcontainer_lease::testing::{Reply, find as opt, joined_options};
+use netcontainer_lease::v4::{Client, Config, Destination, Event, Lease, Retry, Transmit};
 use netcontainer_proto::State;
 
 use crate::mutate::mutate;
@@ -137,42 +139,12 @@ fn config(sel: u8) -> Config {
         },
         hostname,
         broadcast_flag: sel & 0x20 != 0,
+        retry: Retry::default(),
     }
 }
 
 // ------------------------------------------------------------------------------------
 // Invariants
-
-/// Options of an encoded message (RFC 3396 concatenation); None if malformed.
-pub fn options(p: &[u8]) -> Option<Vec<(u8, Vec<u8>)>> {
-    if p.get(236..240)? != [99, 130, 83, 99] {
-        return None;
-    }
-    let mut out: Vec<(u8, Vec<u8>)> = Vec::new();
-    let mut i = 240;
-    while i < p.len() {
-        match p[i] {
-            0 => i += 1,
-            255 => return Some(out),
-            code => {
-                let len = usize::from(*p.get(i + 1)?);
-                let data = p.get(i + 2..i + 2 + len)?;
-                match out.iter_mut().find(|(c, _)| *c == code) {
-                    Some((_, d)) => d.extend_from_slice(data),
-                    None => out.push((code, data.to_vec())),
-                }
-                i += 2 + len;
-            }
-        }
-    }
-    None // no End option
-}
-
-fn opt(o: &[(u8, Vec<u8>)], code: u8) -> Option<&[u8]> {
-    o.iter()
-        .find(|(c, _)| *c == code)
-        .map(|(_, d)| d.as_slice())
-}
 
 fn usable(a: Ipv4Addr) -> bool {
     !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
@@ -214,7 +186,7 @@ fn check_transmit(t: &Transmit, state: State, before: Option<&Lease>, after: Opt
     assert_eq!(msg.opcode(), Opcode::BootRequest);
     assert_eq!(p[2], 6, "hlen");
     assert_eq!(p[28..34], MAC, "chaddr");
-    let o = options(p).expect("our own options are well formed");
+    let o = joined_options(p).expect("our own options are well formed");
     assert!(opt(&o, 61).is_some_and(|c| !c.is_empty()), "no client id");
     let mt = opt(&o, 53).expect("message type")[0];
     let ciaddr = Ipv4Addr::new(p[12], p[13], p[14], p[15]);
@@ -440,7 +412,8 @@ impl Sim {
 // ------------------------------------------------------------------------------------
 // Server replies
 
-/// A server reply to `to` (xid and chaddr copied) with the given fields.
+/// A server reply to `to` (its xid; our chaddr) with the given fields, ending at its End
+/// option (no padding for mutations to waste themselves on).
 pub fn reply(
     to: &[u8],
     mt: MessageType,
@@ -448,23 +421,9 @@ pub fn reply(
     server: Option<Ipv4Addr>,
     extra: Vec<DhcpOption>,
 ) -> Vec<u8> {
-    let mut m = Message::default();
-    let xid = to
-        .get(4..8)
-        .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
-        .unwrap_or(0);
-    m.set_opcode(Opcode::BootReply)
-        .set_xid(xid)
-        .set_chaddr(&MAC)
-        .set_yiaddr(yiaddr);
-    m.opts_mut().insert(DhcpOption::MessageType(mt));
-    if let Some(s) = server {
-        m.opts_mut().insert(DhcpOption::ServerIdentifier(s));
-    }
-    for o in extra {
-        m.opts_mut().insert(o);
-    }
-    m.to_vec().expect("encode reply")
+    let mut r = Reply::answering(to, mt, yiaddr);
+    r.chaddr = MAC;
+    r.server_id(server).dhcp_all(extra).encode_unpadded()
 }
 
 /// Standard ACK/OFFER options.
@@ -475,14 +434,6 @@ pub fn std_opts(lease: u32) -> Vec<DhcpOption> {
         DhcpOption::DomainNameServer(vec![DNS]),
         DhcpOption::AddressLeaseTime(lease),
     ]
-}
-
-/// Inserts a raw option (`code`, `len`, `data`) at `at` (clamped to the options area).
-pub fn insert_raw_option(p: &mut Vec<u8>, at: usize, code: u8, len: u8, data: &[u8]) {
-    let at = at.clamp(240.min(p.len()), p.len());
-    let mut o = vec![code, len];
-    o.extend_from_slice(data);
-    p.splice(at..at, o);
 }
 
 fn interesting_lease(rng: &mut Rng) -> u32 {

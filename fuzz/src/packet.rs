@@ -12,11 +12,12 @@
 
 use std::net::Ipv4Addr;
 
-use dhcproto::Encodable;
-use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode};
-use netcontainer_agent::dhcp::packet::{
-    IPV4_HEADER_LEN, UDP_HEADER_LEN, build_ipv4_udp, internet_checksum, parse_ipv4_udp,
+use dhcproto::v4::MessageType;
+use netcontainer_lease::packet::{
+    IPV4_HEADER_LEN, MAX_UDP_PAYLOAD, UDP_HEADER_LEN, build_ipv4_udp, internet_checksum,
+    parse_ipv4_udp,
 };
+use netcontainer_lease::testing::Reply;
 
 use crate::mutate::mutate;
 use crate::rng::Rng;
@@ -27,16 +28,15 @@ pub struct PacketTarget {
 }
 
 fn dhcp_payload(mt: MessageType, extra: usize) -> Vec<u8> {
-    let mut m = Message::default();
-    m.set_opcode(Opcode::BootReply)
-        .set_xid(0x1234_5678)
-        .set_chaddr(&crate::dhcp::MAC)
-        .set_yiaddr(Ipv4Addr::new(192, 0, 2, 50));
-    m.opts_mut().insert(DhcpOption::MessageType(mt));
-    m.opts_mut()
-        .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 1)));
-    m.opts_mut().insert(DhcpOption::AddressLeaseTime(3600));
-    let mut p = m.to_vec().expect("encode");
+    let mut p = Reply::new(
+        mt,
+        0x1234_5678,
+        crate::dhcp::MAC,
+        Ipv4Addr::new(192, 0, 2, 50),
+    )
+    .ip(54, Ipv4Addr::new(192, 0, 2, 1))
+    .u32(51, 3600)
+    .encode();
     p.resize(p.len() + extra, 0);
     p
 }
@@ -209,9 +209,7 @@ impl PacketTarget {
         let udp = parse_ipv4_udp(&frame, false).expect("a built frame parses");
         assert_eq!((udp.src_addr, udp.dst_addr), (src, dst));
         assert_eq!((udp.src_port, udp.dst_port), (sport, dport));
-        let kept = payload
-            .len()
-            .min(netcontainer_agent::dhcp::packet::MAX_UDP_PAYLOAD);
+        let kept = payload.len().min(MAX_UDP_PAYLOAD);
         assert_eq!(udp.payload, &payload[..kept]);
         // Padding after the datagram is ignored.
         let mut padded = frame.clone();

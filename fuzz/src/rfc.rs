@@ -7,7 +7,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, MessageType};
-use netcontainer_agent::dhcp::client::{Event, Lease};
+use netcontainer_lease::testing::end_of_options;
+use netcontainer_lease::v4::{Event, Lease};
 use netcontainer_proto::State;
 
 use crate::dhcp::{Op, Sim, Stats, insert_raw_option, reply, std_opts};
@@ -238,7 +239,7 @@ const CHECKS: &[Check] = &[
         |notes| {
             let (_, _, lease) = to_ack(|r| {
                 let mut p = reply(r, MessageType::Ack, ADDR, Some(SERVER), std_opts(3600));
-                let end = p.len() - 1; // before End
+                let end = end_of_options(&p).expect("an End option"); // before End
                 insert_raw_option(&mut p, end, 121, 9, &[33, 1, 2, 3, 4, 5, 6, 7, 8]);
                 p
             });
@@ -256,7 +257,7 @@ const CHECKS: &[Check] = &[
             let mut p = reply(r, MessageType::Ack, ADDR, Some(SERVER), vec![]);
             // 121 first: dhcproto stops decoding at the bad option.
             insert_raw_option(&mut p, 240, 121, 3, &[32, 1, 2]);
-            let end = p.len() - 1;
+            let end = end_of_options(&p).expect("an End option");
             let mut tail = Vec::new();
             for o in [[1u8, 4, 255, 255, 255, 128], [3, 4, 192, 0, 2, 254]] {
                 tail.extend_from_slice(&o);

@@ -7,13 +7,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use netcontainer_lease::arp::{ArpConfig, Probe, ProbeResult};
+use netcontainer_lease::v4::{
+    Client, Config, Destination, Event, Lease, LostReason, Retry, Transmit,
+};
 use netcontainer_proto::{Forward, Plan, Response, State};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::control::{self, Command, CounterFn, Snapshot};
-use crate::dhcp::arp::{ArpConfig, ArpSocket, Probe, ProbeResult};
-use crate::dhcp::client::{Client, Config, Destination, Event, Lease, LostReason, Transmit};
+use crate::dhcp::arp::ArpSocket;
 use crate::dhcp::socket::{RawSocket, UdpSocket};
 use crate::firewall::{Firewall, RulesetConfig, stale_targets};
 use crate::netconf::{AddressConfig, Netconf, NetconfError};
@@ -46,7 +49,7 @@ pub struct Options {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     /// Probe a freshly leased address with ARP (RFC 5227) before using it,
-    /// and DECLINE it if another host answers (see `dhcp::arp`).
+    /// and DECLINE it if another host answers (see `netcontainer_lease::arp`).
     pub arp_probe: bool,
 }
 
@@ -357,6 +360,7 @@ impl Agent {
                 client_id: client_id.clone(),
                 hostname: plan.hostname.clone(),
                 broadcast_flag: plan.broadcast_flag,
+                retry: Retry::default(),
             },
             rand::random(),
         );

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::dhcp::client::Lease;
+use netcontainer_lease::v4::Lease;
 
 /// How long a client may take to send the rest of a frame once it started.
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,7 +1,8 @@
 //! The netcontainer router agent.
 //!
-//! - [`dhcp`]: the DHCPv4 client: a sans-IO state machine ([`dhcp::client`]),
-//!   raw frame encoding ([`dhcp::packet`]) and the socket shell ([`dhcp::socket`]).
+//! - [`dhcp`]: the DHCPv4 client's sockets ([`dhcp::socket`], [`dhcp::arp`]). The
+//!   lease logic they serve (state machine, codecs, ARP probe) is the sans-IO
+//!   `netcontainer-lease` crate, so it is tested and fuzzed without a network.
 //! - [`netconf`]: addresses and routes through netlink.
 //! - [`firewall`]: the agent's nftables table.
 //! - [`control`]: the Unix control socket.

@@ -1,6 +1,7 @@
 //! Hand-crafted DHCP packets and a sender, for "foreign and garbage packets" tests.
 
 use crate::netns::Netns;
+pub use netcontainer_lease::testing::Reply;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
@@ -10,81 +11,25 @@ pub const REQUEST: u8 = 3;
 pub const ACK: u8 = 5;
 pub const NAK: u8 = 6;
 
-/// A BOOTP/DHCP message with the fields tests need.
-#[derive(Clone, Debug)]
-pub struct Packet {
-    /// 1 BOOTREQUEST, 2 BOOTREPLY.
-    pub op: u8,
-    pub xid: u32,
-    pub flags: u16,
-    pub ciaddr: Ipv4Addr,
-    pub yiaddr: Ipv4Addr,
-    pub siaddr: Ipv4Addr,
-    pub chaddr: [u8; 6],
-    pub msg_type: u8,
-    pub server_id: Option<Ipv4Addr>,
-    pub lease_secs: Option<u32>,
-    pub subnet_mask: Option<Ipv4Addr>,
-    pub router: Option<Ipv4Addr>,
-}
-
-impl Packet {
-    /// A server reply (OFFER/ACK/NAK) from 192.0.2.1 for `yiaddr`.
-    pub fn reply(msg_type: u8, xid: u32, chaddr: [u8; 6], yiaddr: Ipv4Addr) -> Packet {
-        let server = Ipv4Addr::new(192, 0, 2, 1);
-        let nak = msg_type == NAK;
-        Packet {
-            op: 2,
-            xid,
-            flags: 0,
-            ciaddr: Ipv4Addr::UNSPECIFIED,
-            yiaddr: if nak { Ipv4Addr::UNSPECIFIED } else { yiaddr },
-            siaddr: Ipv4Addr::UNSPECIFIED,
-            chaddr,
-            msg_type,
-            server_id: Some(server),
-            lease_secs: (!nak).then_some(3600),
-            subnet_mask: (!nak).then_some(Ipv4Addr::new(255, 255, 255, 0)),
-            router: (!nak).then_some(server),
-        }
+/// A server reply (OFFER/ACK/NAK) from 192.0.2.1 for `yiaddr`: options 53, 54, then
+/// for anything but a NAK a lease of `lease_secs`, mask /24 and router 192.0.2.1. A NAK
+/// offers no address. Set `op` to 1 to make it look like a client's message.
+pub fn server_reply(
+    msg_type: u8,
+    xid: u32,
+    chaddr: [u8; 6],
+    yiaddr: Ipv4Addr,
+    lease_secs: u32,
+) -> Reply {
+    let server = Ipv4Addr::new(192, 0, 2, 1);
+    if msg_type == NAK {
+        return Reply::new(msg_type, xid, chaddr, Ipv4Addr::UNSPECIFIED).ip(54, server);
     }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut p = vec![0u8; 240];
-        p[0] = self.op;
-        p[1] = 1; // htype ethernet
-        p[2] = 6; // hlen
-        p[4..8].copy_from_slice(&self.xid.to_be_bytes());
-        p[10..12].copy_from_slice(&self.flags.to_be_bytes());
-        p[12..16].copy_from_slice(&self.ciaddr.octets());
-        p[16..20].copy_from_slice(&self.yiaddr.octets());
-        p[20..24].copy_from_slice(&self.siaddr.octets());
-        p[28..34].copy_from_slice(&self.chaddr);
-        p[236..240].copy_from_slice(&[99, 130, 83, 99]); // magic cookie
-        p.extend_from_slice(&[53, 1, self.msg_type]);
-        if let Some(s) = self.server_id {
-            p.push(54);
-            p.push(4);
-            p.extend_from_slice(&s.octets());
-        }
-        if let Some(l) = self.lease_secs {
-            p.extend_from_slice(&[51, 4]);
-            p.extend_from_slice(&l.to_be_bytes());
-        }
-        if let Some(m) = self.subnet_mask {
-            p.extend_from_slice(&[1, 4]);
-            p.extend_from_slice(&m.octets());
-        }
-        if let Some(r) = self.router {
-            p.extend_from_slice(&[3, 4]);
-            p.extend_from_slice(&r.octets());
-        }
-        p.push(255);
-        while p.len() < 300 {
-            p.push(0);
-        }
-        p
-    }
+    Reply::new(msg_type, xid, chaddr, yiaddr)
+        .ip(54, server)
+        .u32(51, lease_secs)
+        .ip(1, Ipv4Addr::new(255, 255, 255, 0))
+        .ip(3, server)
 }
 
 /// Parse "aa:bb:cc:dd:ee:ff".
@@ -160,17 +105,21 @@ mod tests {
     use super::*;
     #[test]
     fn encodes_reply() {
-        let p = Packet::reply(
+        let p = server_reply(
             ACK,
             0xdeadbeef,
             [2, 0, 0, 0, 0, 1],
             Ipv4Addr::new(192, 0, 2, 99),
+            3600,
         )
         .encode();
         assert_eq!(p.len(), 300);
         assert_eq!(&p[4..8], &[0xde, 0xad, 0xbe, 0xef]);
         assert_eq!(&p[16..20], &[192, 0, 2, 99]);
         assert_eq!(&p[240..243], &[53, 1, ACK]);
+        let nak = server_reply(NAK, 1, [2, 0, 0, 0, 0, 1], Ipv4Addr::new(192, 0, 2, 99), 60);
+        assert_eq!(nak.yiaddr, Ipv4Addr::UNSPECIFIED);
+        assert_eq!(nak.options.len(), 2);
         assert_eq!(garbage(1, 16), garbage(1, 16));
     }
 }

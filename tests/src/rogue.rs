@@ -5,7 +5,8 @@
 //!   through a closure with hand-built replies ([`Reply`]), broadcast to
 //!   255.255.255.255:68. Because it listens on port 67 it also sniffs the broadcast
 //!   DISCOVERs/REQUESTs of every client on the LAN (their xids), which is how a rogue
-//!   answers a REQUEST meant for another server.
+//!   answers a REQUEST meant for another server. Messages are read and built with the
+//!   lease crate's test helpers, the ones the client's own unit tests and the fuzzers use.
 //! * [`IngressDrop`]: an nftables `netdev` ingress table on one device (e.g. the host's
 //!   `eth0`, the routers' macvlan parent) that drops chosen DHCP replies before any
 //!   router sees them, with a packet counter; deleted on drop.
@@ -15,6 +16,8 @@
 
 use crate::bed::Lan;
 use crate::netns::Netns;
+pub use netcontainer_lease::testing::Reply;
+use netcontainer_lease::testing::{find, options};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -33,8 +36,6 @@ pub const OPT_T1: u8 = 58;
 pub const OPT_T2: u8 = 59;
 pub const OPT_CLIENT_ID: u8 = 61;
 pub const OPT_CLASSLESS_ROUTES: u8 = 121;
-
-const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 
 /// A client message (BOOTREQUEST) as seen by a [`Responder`].
 #[derive(Clone, Debug)]
@@ -57,43 +58,18 @@ pub struct Request {
     pub at: Instant,
 }
 
-/// Options of a DHCP message as (code, data), in packet order (pad and end skipped,
-/// a truncated option ends the list).
-pub fn parse_options(p: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut out = Vec::new();
-    if p.len() < 240 || p[236..240] != MAGIC_COOKIE {
-        return out;
-    }
-    let mut i = 240;
-    while i < p.len() {
-        match p[i] {
-            0 => i += 1,
-            255 => break,
-            code => {
-                let Some(&len) = p.get(i + 1) else { break };
-                let end = i + 2 + len as usize;
-                if end > p.len() {
-                    break;
-                }
-                out.push((code, p[i + 2..end].to_vec()));
-                i = end;
-            }
-        }
-    }
-    out
-}
-
 fn ip4(b: &[u8]) -> Option<Ipv4Addr> {
     <[u8; 4]>::try_from(b).ok().map(Ipv4Addr::from)
 }
 
 /// Parse a BOOTREQUEST with a DHCP message type; anything else is `None`.
 pub fn parse_request(p: &[u8], src: SocketAddrV4) -> Option<Request> {
-    if p.len() < 240 || p[0] != 1 || p[236..240] != MAGIC_COOKIE {
+    if p.first() != Some(&1) {
         return None;
     }
-    let opts = parse_options(p);
-    let find = |code: u8| opts.iter().find(|(c, _)| *c == code).map(|(_, d)| d);
+    // Empty without the fixed header and the magic cookie: no message type.
+    let opts = options(p);
+    let find = |code: u8| find(&opts, code);
     let msg_type = *find(OPT_MSG_TYPE)?.first()?;
     Some(Request {
         msg_type,
@@ -101,96 +77,21 @@ pub fn parse_request(p: &[u8], src: SocketAddrV4) -> Option<Request> {
         flags: u16::from_be_bytes([p[10], p[11]]),
         ciaddr: ip4(&p[12..16]).unwrap(),
         chaddr: p[28..34].try_into().unwrap(),
-        requested: find(OPT_REQUESTED_IP).and_then(|d| ip4(d)),
-        server_id: find(OPT_SERVER_ID).and_then(|d| ip4(d)),
-        client_id: find(OPT_CLIENT_ID).cloned(),
+        requested: find(OPT_REQUESTED_IP).and_then(ip4),
+        server_id: find(OPT_SERVER_ID).and_then(ip4),
+        client_id: find(OPT_CLIENT_ID).map(<[u8]>::to_vec),
         src,
         at: Instant::now(),
     })
 }
 
-/// A hand-built server reply (BOOTREPLY). Options are written exactly in the order given
-/// (repeat a code to split a long option, RFC 3396), then the end option and zero padding
-/// to 300 bytes.
-#[derive(Clone, Debug)]
-pub struct Reply {
-    pub xid: u32,
-    pub flags: u16,
-    pub yiaddr: Ipv4Addr,
-    pub siaddr: Ipv4Addr,
-    pub chaddr: [u8; 6],
-    pub options: Vec<(u8, Vec<u8>)>,
-}
-
-impl Reply {
-    /// A reply of `msg_type` (option 53 first) to `xid`/`chaddr` offering `yiaddr`, with
-    /// no other option.
-    pub fn new(msg_type: u8, xid: u32, chaddr: [u8; 6], yiaddr: Ipv4Addr) -> Reply {
-        Reply {
-            xid,
-            flags: 0,
-            yiaddr,
-            siaddr: Ipv4Addr::UNSPECIFIED,
-            chaddr,
-            options: vec![(OPT_MSG_TYPE, vec![msg_type])],
-        }
-    }
-
-    /// A reply to `req` (its xid, flags and chaddr).
-    pub fn to(req: &Request, msg_type: u8, yiaddr: Ipv4Addr) -> Reply {
-        let mut r = Reply::new(msg_type, req.xid, req.chaddr, yiaddr);
-        r.flags = req.flags;
+impl Request {
+    /// A reply of `msg_type` to this request (its xid, flags and chaddr) offering
+    /// `yiaddr`, with option 53 and no other yet.
+    pub fn reply(&self, msg_type: u8, yiaddr: Ipv4Addr) -> Reply {
+        let mut r = Reply::new(msg_type, self.xid, self.chaddr, yiaddr);
+        r.flags = self.flags;
         r
-    }
-
-    /// Append a raw option.
-    pub fn opt(mut self, code: u8, data: impl Into<Vec<u8>>) -> Reply {
-        self.options.push((code, data.into()));
-        self
-    }
-
-    /// Append an option holding one address.
-    pub fn ip(self, code: u8, a: Ipv4Addr) -> Reply {
-        self.opt(code, a.octets())
-    }
-
-    /// Append an option holding a 32-bit number.
-    pub fn u32(self, code: u8, v: u32) -> Reply {
-        self.opt(code, v.to_be_bytes())
-    }
-
-    /// Append a list of addresses, split into as many instances of `code` as needed
-    /// (at most 63 addresses, 252 bytes, each).
-    pub fn ips(mut self, code: u8, list: &[Ipv4Addr]) -> Reply {
-        for chunk in list.chunks(63) {
-            let data: Vec<u8> = chunk.iter().flat_map(|a| a.octets()).collect();
-            self.options.push((code, data));
-        }
-        self
-    }
-
-    pub fn encode(&self) -> Vec<u8> {
-        let mut p = vec![0u8; 240];
-        p[0] = 2; // BOOTREPLY
-        p[1] = 1; // ethernet
-        p[2] = 6;
-        p[4..8].copy_from_slice(&self.xid.to_be_bytes());
-        p[10..12].copy_from_slice(&self.flags.to_be_bytes());
-        p[16..20].copy_from_slice(&self.yiaddr.octets());
-        p[20..24].copy_from_slice(&self.siaddr.octets());
-        p[28..34].copy_from_slice(&self.chaddr);
-        p[236..240].copy_from_slice(&MAGIC_COOKIE);
-        for (code, data) in &self.options {
-            assert!(data.len() <= 255, "option {code} longer than 255 bytes");
-            p.push(*code);
-            p.push(data.len() as u8);
-            p.extend_from_slice(data);
-        }
-        p.push(255);
-        if p.len() < 300 {
-            p.resize(300, 0);
-        }
-        p
     }
 }
 
@@ -428,32 +329,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reply_round_trip() {
-        let routers: Vec<Ipv4Addr> = (1..=200).map(|i| Ipv4Addr::new(203, 0, 113, i)).collect();
-        let p = Reply::new(
-            5,
-            0x01020304,
-            [2, 0, 0, 0, 0, 1],
-            Ipv4Addr::new(192, 0, 2, 9),
-        )
-        .ip(OPT_SERVER_ID, Ipv4Addr::new(192, 0, 2, 1))
-        .ips(OPT_ROUTER, &routers)
-        .encode();
-        assert_eq!(&p[4..8], &[1, 2, 3, 4]);
-        let o = parse_options(&p);
-        assert_eq!(o[0], (53, vec![5]));
-        assert_eq!(o.iter().filter(|(c, _)| *c == 3).count(), 4);
-        let all: Vec<u8> = o
-            .iter()
-            .filter(|(c, _)| *c == 3)
-            .flat_map(|(_, d)| d.clone())
-            .collect();
-        assert_eq!(all.len(), 800);
-        let mut req = p.clone();
-        req[0] = 1;
-        let r = parse_request(&req, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).unwrap();
-        assert_eq!(r.msg_type, 5);
+    fn request_parse_and_reply() {
+        let mut req = Reply::new(3, 0x01020304, [2, 0, 0, 0, 0, 1], Ipv4Addr::UNSPECIFIED)
+            .ip(OPT_SERVER_ID, Ipv4Addr::new(192, 0, 2, 1))
+            .ip(OPT_REQUESTED_IP, Ipv4Addr::new(192, 0, 2, 9));
+        req.op = 1;
+        req.flags = 0x8000;
+        let r = parse_request(&req.encode(), SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).unwrap();
+        assert_eq!((r.msg_type, r.xid, r.flags), (3, 0x01020304, 0x8000));
         assert_eq!(r.server_id, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(r.requested, Some(Ipv4Addr::new(192, 0, 2, 9)));
+        assert_eq!(r.client_id, None);
+        let a = r.reply(5, Ipv4Addr::new(192, 0, 2, 9));
+        assert_eq!(
+            (a.op, a.xid, a.flags, a.chaddr),
+            (2, r.xid, r.flags, r.chaddr)
+        );
+        // A BOOTREPLY, or a message without the magic cookie, is not a request.
+        assert!(parse_request(&a.encode(), SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).is_none());
+        let mut nocookie = req.encode();
+        nocookie[236] = 0;
+        assert!(parse_request(&nocookie, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).is_none());
         assert_eq!(msg_type_first(5), "@th,1984,24 0x350105");
         assert_eq!(chaddr_is([2, 0, 0, 0, 0, 1]), "@th,288,48 0x020000000001");
     }

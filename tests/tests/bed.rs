@@ -1,7 +1,7 @@
 //! Sanity tests of the test bed itself, with the reference clients (no agent needed).
 //! If these fail, the agent tests in lease.rs cannot be trusted either.
 
-use netcontainer_tests::dhcp::{self, Packet};
+use netcontainer_tests::dhcp;
 use netcontainer_tests::refclient::{self, RefClient, RefClientKind};
 use netcontainer_tests::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -191,11 +191,12 @@ fn foreign_packets_can_be_sent_from_a_lan_client() {
     let mut payloads: Vec<Vec<u8>> = (0..5).map(|i| dhcp::garbage(i + 1, 300)).collect();
     for t in [dhcp::OFFER, dhcp::ACK, dhcp::NAK] {
         payloads.push(
-            Packet::reply(
+            dhcp::server_reply(
                 t,
                 0x0bad_0000 + t as u32,
                 mac,
                 Ipv4Addr::new(192, 0, 2, 222),
+                3600,
             )
             .encode(),
         );

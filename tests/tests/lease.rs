@@ -10,7 +10,7 @@
 //! Timings: Kea leases of 6 s (renew 2 s, rebind 4 s) keep renew/rebind/expiry tests in
 //! seconds; dnsmasq (minimum lease 2 min) is used for bind/DNS/release only.
 
-use netcontainer_tests::dhcp::{self, Packet};
+use netcontainer_tests::dhcp;
 use netcontainer_tests::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -435,15 +435,14 @@ fn garbage_and_foreign_packets_change_nothing() {
     // Well-formed replies with a foreign xid, offering another address, and a NAK.
     let other = Ipv4Addr::new(192, 0, 2, 222);
     for (i, t) in [dhcp::OFFER, dhcp::ACK, dhcp::NAK].into_iter().enumerate() {
-        let mut p = Packet::reply(t, 0x5eed_0000 + i as u32, mac, other);
-        p.lease_secs = p.lease_secs.map(|_| 30);
+        let p = dhcp::server_reply(t, 0x5eed_0000 + i as u32, mac, other, 30);
         payloads.push(p.encode());
     }
     // Also a well-formed BOOTREQUEST and a truncated DHCP header.
-    let mut req = Packet::reply(dhcp::REQUEST, 1, mac, other);
+    let mut req = dhcp::server_reply(dhcp::REQUEST, 1, mac, other, 3600);
     req.op = 1;
     payloads.push(req.encode());
-    payloads.push(Packet::reply(dhcp::ACK, 2, mac, other).encode()[..100].to_vec());
+    payloads.push(dhcp::server_reply(dhcp::ACK, 2, mac, other, 3600).encode()[..100].to_vec());
 
     let renews_before = kea.requests().iter().filter(|r| r.from == addr).count();
     for dst in [Ipv4Addr::new(192, 0, 2, 255), Ipv4Addr::BROADCAST, addr] {

@@ -336,17 +336,19 @@ fn ack_from_a_server_not_selected_is_ignored() {
                 .ip(rogue::OPT_ROUTER, ROGUE)
                 .ip(rogue::OPT_DNS, ROGUE)
         };
-        let mut by_siaddr = full(Reply::to(req, ACK, FORGED));
+        let mut by_siaddr = full(req.reply(ACK, FORGED));
         by_siaddr.siaddr = ROGUE;
-        let mut zero_sid =
-            full(Reply::to(req, ACK, FORGED).ip(rogue::OPT_SERVER_ID, Ipv4Addr::UNSPECIFIED));
+        let mut zero_sid = full(
+            req.reply(ACK, FORGED)
+                .ip(rogue::OPT_SERVER_ID, Ipv4Addr::UNSPECIFIED),
+        );
         zero_sid.siaddr = ROGUE;
         vec![
-            full(Reply::to(req, ACK, FORGED).ip(rogue::OPT_SERVER_ID, ROGUE)).encode(),
-            full(Reply::to(req, ACK, offered).ip(rogue::OPT_SERVER_ID, ROGUE)).encode(),
+            full(req.reply(ACK, FORGED).ip(rogue::OPT_SERVER_ID, ROGUE)).encode(),
+            full(req.reply(ACK, offered).ip(rogue::OPT_SERVER_ID, ROGUE)).encode(),
             by_siaddr.encode(),
             zero_sid.encode(),
-            Reply::to(req, NAK, Ipv4Addr::UNSPECIFIED)
+            req.reply(NAK, Ipv4Addr::UNSPECIFIED)
                 .ip(rogue::OPT_SERVER_ID, ROGUE)
                 .encode(),
         ]
@@ -385,7 +387,8 @@ fn ack_from_a_server_not_selected_is_ignored() {
     // Control: the same ACK naming the selected server (spoofed by the rogue, its own
     // router and DNS) is taken: the rogue's packets do reach the agent, and only the
     // server id made it ignore them.
-    let control = Reply::to(&req, ACK, offered)
+    let control = req
+        .reply(ACK, offered)
         .ip(rogue::OPT_SERVER_ID, SERVER)
         .u32(rogue::OPT_LEASE_TIME, 3600)
         .ip(rogue::OPT_SUBNET_MASK, MASK24)
@@ -533,7 +536,7 @@ fn crafted(opts: Vec<(u8, Vec<u8>)>) -> (World, Responder) {
         if req.chaddr != mac {
             return vec![];
         }
-        let mut r = Reply::to(req, t, YIADDR).ip(rogue::OPT_SERVER_ID, SERVER);
+        let mut r = req.reply(t, YIADDR).ip(rogue::OPT_SERVER_ID, SERVER);
         r.options.extend(opts.iter().cloned());
         vec![r.encode()]
     });

@@ -1,6 +1,7 @@
-//! DHCPv4 client.
+//! The I/O half of the DHCPv4 client: sockets. The lease logic they carry
+//! packets for (the state machine, message and frame codecs, the ARP probe)
+//! is the sans-IO `netcontainer-lease` crate.
 
 pub mod arp;
-pub mod client;
-pub mod packet;
+pub mod filter;
 pub mod socket;

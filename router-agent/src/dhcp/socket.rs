@@ -19,10 +19,11 @@ use socket2::{Domain, Protocol, SockAddr, SockAddrStorage, SockFilter, Socket, T
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::packet::{
-    DHCP_CLIENT_PORT, DHCP_SERVER_PORT, MAX_UDP_PAYLOAD, build_ipv4_udp, dhcp_client_filter,
-    parse_ipv4_udp,
+use netcontainer_lease::packet::{
+    DHCP_CLIENT_PORT, DHCP_SERVER_PORT, MAX_UDP_PAYLOAD, build_ipv4_udp, parse_ipv4_udp,
 };
+
+use super::filter::dhcp_client_filter;
 
 const ETH_P_IP: u16 = 0x0800;
 const BROADCAST_MAC: [u8; 6] = [0xff; 6];
@@ -364,7 +365,6 @@ impl UdpSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dhcp::packet::parse_ipv4_udp;
     use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
     use std::process::Command;
     use std::time::Duration;

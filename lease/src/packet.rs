@@ -1,12 +1,13 @@
-//! IPv4 + UDP framing for the raw (AF_PACKET, SOCK_DGRAM) DHCP socket.
+//! IPv4 + UDP framing for a raw (AF_PACKET, SOCK_DGRAM) DHCP socket.
 //!
 //! Pure code without I/O. Everything here must be total: no input, however
 //! malformed, may cause a panic (this module is fuzzed).
 //!
 //! - [`build_ipv4_udp`] builds an IPv4 header and a UDP header around a payload.
 //! - [`parse_ipv4_udp`] validates a received IPv4 datagram and returns the UDP part.
-//! - [`dhcp_client_filter`] is the classic BPF program attached to the raw socket so
-//!   that the kernel drops everything except unfragmented IPv4/UDP to port 68.
+//!
+//! The kernel-side filter of the same frames (a classic BPF program, built from
+//! `libc` types) sits with the socket in the agent; it uses the constants here.
 
 use std::net::Ipv4Addr;
 
@@ -25,7 +26,7 @@ pub const DHCP_SERVER_PORT: u16 = 67;
 
 const DEFAULT_TTL: u8 = 64;
 /// More-fragments flag and fragment offset in the IPv4 flags/offset field.
-const IP_MF_OFFSET_MASK: u16 = 0x3fff;
+pub const IP_MF_OFFSET_MASK: u16 = 0x3fff;
 
 /// A validated UDP datagram, borrowing its payload from the received frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,67 +233,6 @@ pub fn parse_ipv4_udp(frame: &[u8], checksum_not_ready: bool) -> Result<Udp<'_>,
     })
 }
 
-const fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
-const fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    }
-}
-
-/// A classic BPF program for an AF_PACKET SOCK_DGRAM socket (data starts at the IPv4
-/// header) that accepts only unfragmented IPv4/UDP datagrams to port 68.
-///
-/// ```text
-/// 0: ldb [0]                 ; version/IHL
-/// 1: and #0xf0
-/// 2: jeq #0x40, 3, 11        ; IPv4?
-/// 3: ldb [9]                 ; protocol
-/// 4: jeq #17, 5, 11          ; UDP?
-/// 5: ldh [6]                 ; flags/fragment offset
-/// 6: jset #0x3fff, 11, 7     ; MF or offset set -> drop
-/// 7: ldxb 4*([0]&0xf)        ; X = IP header length
-/// 8: ldh [x+2]               ; UDP destination port
-/// 9: jeq #68, 10, 11
-/// 10: ret #0xffffffff        ; accept whole packet
-/// 11: ret #0                 ; drop
-/// ```
-pub fn dhcp_client_filter() -> Vec<libc::sock_filter> {
-    use libc::{
-        BPF_ABS, BPF_ALU, BPF_AND, BPF_B, BPF_H, BPF_IND, BPF_JEQ, BPF_JMP, BPF_JSET, BPF_K,
-        BPF_LD, BPF_LDX, BPF_MSH, BPF_RET,
-    };
-    vec![
-        bpf_stmt(BPF_LD | BPF_B | BPF_ABS, 0),
-        bpf_stmt(BPF_ALU | BPF_AND | BPF_K, 0xf0),
-        bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, 0x40, 0, 8),
-        bpf_stmt(BPF_LD | BPF_B | BPF_ABS, 9),
-        bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, u32::from(IPPROTO_UDP), 0, 6),
-        bpf_stmt(BPF_LD | BPF_H | BPF_ABS, 6),
-        bpf_jump(
-            BPF_JMP | BPF_JSET | BPF_K,
-            u32::from(IP_MF_OFFSET_MASK),
-            4,
-            0,
-        ),
-        bpf_stmt(BPF_LDX | BPF_B | BPF_MSH, 0),
-        bpf_stmt(BPF_LD | BPF_H | BPF_IND, 2),
-        bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, u32::from(DHCP_CLIENT_PORT), 0, 1),
-        bpf_stmt(BPF_RET | BPF_K, u32::MAX),
-        bpf_stmt(BPF_RET | BPF_K, 0),
-    ]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -418,7 +358,6 @@ mod tests {
         f[2..4].copy_from_slice(&total);
         fix_ip_checksum(&mut f);
         assert_eq!(parse_ipv4_udp(&f, false).unwrap().payload, b"opts");
-        assert!(filter_accepts(&f));
     }
 
     #[test]
@@ -472,14 +411,12 @@ mod tests {
             f[6..8].copy_from_slice(&flags.to_be_bytes());
             fix_ip_checksum(&mut f);
             assert_eq!(parse_ipv4_udp(&f, false), Err(PacketError::Fragment(flags)));
-            assert!(!filter_accepts(&f));
         }
         // DF alone is fine.
         let mut f = frame(b"df");
         f[6] = 0x40;
         fix_ip_checksum(&mut f);
         assert!(parse_ipv4_udp(&f, false).is_ok());
-        assert!(filter_accepts(&f));
     }
 
     #[test]
@@ -497,7 +434,6 @@ mod tests {
         f[9] = 6;
         fix_ip_checksum(&mut f);
         assert_eq!(parse_ipv4_udp(&f, false), Err(PacketError::NotUdp(6)));
-        assert!(!filter_accepts(&f));
     }
 
     #[test]
@@ -564,7 +500,6 @@ mod tests {
                 buf[0] = 0x40 | (buf[0] & 0x0f); // make it past the version check more often
             }
             let _ = parse_ipv4_udp(&buf[..len], rng.random());
-            let _ = filter_accepts(&buf[..len]);
         }
         // Mutations of valid frames reach the deeper checks.
         let good = frame(&[7; 40]);
@@ -588,84 +523,5 @@ mod tests {
             parse_ipv4_udp(&f, false).unwrap().payload.len(),
             MAX_UDP_PAYLOAD
         );
-    }
-
-    /// A minimal classic BPF interpreter covering the instructions used by the filter.
-    /// Returns the accept length (0 = drop). Loads beyond the packet drop it, as in the kernel.
-    fn run_bpf(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
-        use libc::*;
-        let (mut a, mut x, mut pc) = (0u32, 0u32, 0usize);
-        let ld = |off: u32, size: usize| -> Option<u32> {
-            let off = off as usize;
-            let b = pkt.get(off..off.checked_add(size)?)?;
-            Some(b.iter().fold(0u32, |acc, &v| (acc << 8) | u32::from(v)))
-        };
-        loop {
-            let ins = prog[pc];
-            let code = u32::from(ins.code);
-            pc += 1;
-            match code {
-                c if c == BPF_LD | BPF_B | BPF_ABS => match ld(ins.k, 1) {
-                    Some(v) => a = v,
-                    None => return 0,
-                },
-                c if c == BPF_LD | BPF_H | BPF_ABS => match ld(ins.k, 2) {
-                    Some(v) => a = v,
-                    None => return 0,
-                },
-                c if c == BPF_LD | BPF_H | BPF_IND => match ld(x.wrapping_add(ins.k), 2) {
-                    Some(v) => a = v,
-                    None => return 0,
-                },
-                c if c == BPF_LDX | BPF_B | BPF_MSH => match ld(ins.k, 1) {
-                    Some(v) => x = 4 * (v & 0xf),
-                    None => return 0,
-                },
-                c if c == BPF_ALU | BPF_AND | BPF_K => a &= ins.k,
-                c if c == BPF_JMP | BPF_JEQ | BPF_K => {
-                    pc += usize::from(if a == ins.k { ins.jt } else { ins.jf })
-                }
-                c if c == BPF_JMP | BPF_JSET | BPF_K => {
-                    pc += usize::from(if a & ins.k != 0 { ins.jt } else { ins.jf })
-                }
-                c if c == BPF_RET | BPF_K => return ins.k,
-                other => panic!("unsupported BPF opcode {other:#x}"),
-            }
-        }
-    }
-
-    fn filter_accepts(pkt: &[u8]) -> bool {
-        run_bpf(&dhcp_client_filter(), pkt) != 0
-    }
-
-    #[test]
-    fn filter_program() {
-        let prog = dhcp_client_filter();
-        // All jumps stay inside the program and it ends with a return.
-        for (i, ins) in prog.iter().enumerate() {
-            if u32::from(ins.code) & 0x07 == libc::BPF_JMP {
-                assert!(i + 1 + usize::from(ins.jt.max(ins.jf)) < prog.len());
-            }
-        }
-        let last = prog.last().unwrap();
-        assert_eq!(u32::from(last.code), libc::BPF_RET | libc::BPF_K);
-        assert!(filter_accepts(&frame(b"to 68")));
-        assert!(filter_accepts(&build_ipv4_udp(
-            SRC,
-            Ipv4Addr::BROADCAST,
-            67,
-            68,
-            b""
-        )));
-        assert!(!filter_accepts(&build_ipv4_udp(SRC, DST, 68, 67, b"to 67")));
-        assert!(!filter_accepts(&build_ipv4_udp(SRC, DST, 68, 69, b"to 69")));
-        assert!(!filter_accepts(&build_ipv4_udp(SRC, DST, 68, 68 << 8, b"")));
-        // IPv6 header start.
-        let mut v6 = frame(b"x");
-        v6[0] = 0x60;
-        assert!(!filter_accepts(&v6));
-        // Truncated before the UDP port: dropped.
-        assert!(!filter_accepts(&frame(b"")[..22]));
-        assert!(!filter_accepts(&[]));
     }
 }

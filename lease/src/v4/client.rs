@@ -5,7 +5,8 @@
 //! packets to send ([`Client::poll_transmit`]), lease events
 //! ([`Client::poll_event`]) and the next deadline ([`Client::poll_timeout`]).
 //!
-//! API CONTRACT (the I/O shell in `agent.rs` is written against this):
+//! API CONTRACT (the agent's I/O shell, `router-agent/src/agent.rs`, is written
+//! against this):
 //!
 //! ```text
 //! Client::new(config, rng_seed)            -> state Init, nothing queued
@@ -18,9 +19,13 @@
 //! client.poll_event()    -> Option<Event>
 //! client.poll_timeout()  -> Option<Instant>
 //! client.release(now)    // RELEASE unicast to server (if a lease is held), Event::Lost(Released), state Stopped
-//! client.decline(now)    // address conflict: DECLINE broadcast, Event::Lost(Declined), Init, DISCOVER after 10 s
+//! client.decline(now)    // address conflict: DECLINE broadcast, Event::Lost(Declined), Init, DISCOVER after retry.decline_delay
 //! client.state() -> netcontainer_proto::State ; client.lease() -> Option<&Lease>
 //! ```
+//!
+//! What the bytes of a reply mean (and which replies are refused before any
+//! state is looked at) is [`super::wire`]'s business; this module only decides
+//! what a valid reply, or a deadline, does to the state.
 
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
@@ -29,24 +34,16 @@ use std::time::{Duration, Instant};
 use dhcproto::v4::{
     DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
 };
-use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use netcontainer_proto::State;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::{debug, info, warn};
 
-/// Static configuration of one client.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// Hardware address of the interface (chaddr).
-    pub chaddr: [u8; 6],
-    /// Client identifier, option 61, sent in every message (RELEASE included).
-    pub client_id: Vec<u8>,
-    /// Hostname, option 12 (and option 81, FQDN, with the E and S flags).
-    pub hostname: Option<String>,
-    /// Set the BOOTP broadcast flag on DISCOVER and REQUEST.
-    pub broadcast_flag: bool,
-}
+pub use super::config::{Config, Retry};
+use super::wire::{
+    MAX_MESSAGE_SIZE, REQUESTED_PARAMS, encode_padded, fqdn_option, parse_lease, sanitize_reply,
+    server_id_of, usable_address,
+};
 
 /// A lease granted by a server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,28 +114,6 @@ pub enum Event {
     /// The lease's address must no longer be used: remove it (and the rules).
     Lost { lease: Lease, reason: LostReason },
 }
-
-/// Option codes kept from received messages before they are handed to
-/// dhcproto (see [`sanitize_reply`]).
-const KEPT_OPTIONS: [u8; 9] = [1, 3, 6, 51, 53, 54, 58, 59, 121];
-/// The parameter request list (option 55) sent in DISCOVER and REQUEST.
-const REQUESTED_PARAMS: [u8; 8] = [1, 3, 6, 15, 51, 58, 59, 121];
-/// Option 57.
-const MAX_MESSAGE_SIZE: u16 = 1500;
-/// BOOTP minimum message size: every message is padded with zeros to this.
-const MIN_PACKET_SIZE: usize = 300;
-/// Fixed BOOTP header (236 bytes) plus the magic cookie.
-const HEADER_LEN: usize = 240;
-const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-/// Retransmissions of an INIT-REBOOT REQUEST before falling back to DISCOVER.
-const REBOOT_RETRANSMITS: u32 = 2;
-/// Retransmissions of a SELECTING REQUEST before starting over with DISCOVER.
-const REQUEST_RETRANSMITS: u32 = 4;
-/// RFC 2131 §3.1.5: wait at least 10 s after a DECLINE before restarting.
-const DECLINE_DELAY: Duration = Duration::from_secs(10);
-/// Consecutive NAKs answered by an immediate DISCOVER before backing off.
-const NAK_FREE_RESTARTS: u32 = 3;
-const INFINITE: u32 = u32::MAX;
 
 /// One request/response exchange: its xid, when it began (for `secs`), how
 /// many retransmissions were done and when the next one is due.
@@ -326,7 +301,7 @@ impl Client {
                 self.send_current(now);
             }
             Phase::Requesting { ex, .. } => {
-                if ex.retransmits >= REQUEST_RETRANSMITS {
+                if ex.retransmits >= self.config.retry.request_retransmits {
                     info!("dhcp: no answer to REQUEST, restarting discovery");
                     self.begin_discover(now, None);
                 } else {
@@ -339,7 +314,7 @@ impl Client {
                 }
             }
             Phase::Rebooting { ex, address, .. } => {
-                if ex.retransmits >= REBOOT_RETRANSMITS {
+                if ex.retransmits >= self.config.retry.reboot_retransmits {
                     let hint = Some(*address);
                     info!(address = %address, "dhcp: no answer to INIT-REBOOT, discovering");
                     self.begin_discover(now, hint);
@@ -408,7 +383,8 @@ impl Client {
     }
 
     /// The bound address is in use by someone else (ARP probe answered):
-    /// DECLINE it and restart discovery after 10 s. No-op unless Bound.
+    /// DECLINE it and restart discovery after [`Retry::decline_delay`]. No-op
+    /// unless Bound.
     pub fn decline(&mut self, now: Instant) {
         if !matches!(self.phase, Phase::Bound { .. }) {
             debug!(state = ?self.state(), "dhcp: decline ignored outside Bound");
@@ -433,7 +409,7 @@ impl Client {
             reason: LostReason::Declined,
         });
         self.phase = Phase::Init {
-            discover_at: Some(now + DECLINE_DELAY),
+            discover_at: Some(now + self.config.retry.decline_delay),
             hint: None,
         };
     }
@@ -473,12 +449,13 @@ impl Client {
 
     fn restart_after_nak(&mut self, now: Instant) {
         self.consecutive_naks = self.consecutive_naks.saturating_add(1);
-        if self.consecutive_naks <= NAK_FREE_RESTARTS {
+        let retry = &self.config.retry;
+        if self.consecutive_naks <= retry.nak_free_restarts {
             self.begin_discover(now, None);
         } else {
             // A server that NAKs everything must not make us spin.
-            let exp = (self.consecutive_naks - NAK_FREE_RESTARTS).min(6);
-            let delay = Duration::from_secs(1 << exp).min(Duration::from_secs(64));
+            let exp = (self.consecutive_naks - retry.nak_free_restarts).min(6);
+            let delay = Duration::from_secs(1 << exp).min(retry.max);
             warn!(
                 naks = self.consecutive_naks,
                 ?delay,
@@ -582,9 +559,10 @@ impl Client {
             self.begin_discover(now, hint);
             return;
         }
-        let floor = lease.lease_time.map_or(Duration::from_secs(60), |l| {
-            (l / 8).min(Duration::from_secs(60))
-        });
+        let renew_floor = self.config.retry.renew_floor;
+        let floor = lease
+            .lease_time
+            .map_or(renew_floor, |l| (l / 8).min(renew_floor));
         let in_renewing = matches!(self.phase, Phase::Renewing { .. });
         if let Phase::Renewing { ex, .. } | Phase::Rebinding { ex, .. } = &mut self.phase
             && (!in_renewing || now < t2)
@@ -657,15 +635,21 @@ impl Client {
         }
     }
 
-    /// RFC 2131 §4.1: 4 s, 8 s, 16 s, 32 s, 64 s, 64 s... after the
-    /// `retransmits`-th retransmission, each ±1 s uniformly.
+    /// RFC 2131 §4.1 (with the default [`Retry`]): 4 s, 8 s, 16 s, 32 s,
+    /// 64 s, 64 s... after the `retransmits`-th retransmission, each ±1 s
+    /// uniformly.
     fn backoff(&mut self, retransmits: u32) -> Duration {
-        let base = Duration::from_secs(4u64 << retransmits.min(4));
-        let jitter_ms: i64 = self.rng.random_range(-1000..=1000);
+        let retry = &self.config.retry;
+        let base = retry
+            .initial
+            .saturating_mul(1 << retransmits.min(16))
+            .min(retry.max);
+        let spread = i64::try_from(retry.jitter.as_millis()).unwrap_or(i64::MAX);
+        let jitter_ms: i64 = self.rng.random_range(-spread..=spread);
         if jitter_ms >= 0 {
-            base + Duration::from_millis(jitter_ms as u64)
+            base.saturating_add(Duration::from_millis(jitter_ms as u64))
         } else {
-            base - Duration::from_millis(jitter_ms.unsigned_abs())
+            base.saturating_sub(Duration::from_millis(jitter_ms.unsigned_abs()))
         }
     }
 
@@ -783,14 +767,13 @@ impl Client {
     }
 
     fn queue(&mut self, msg: &Message, destination: Destination) {
-        let mut payload = Vec::with_capacity(576);
-        if let Err(e) = msg.encode(&mut Encoder::new(&mut payload)) {
-            warn!(error = %e, "dhcp: cannot encode message, not sent");
-            return;
-        }
-        if payload.len() < MIN_PACKET_SIZE {
-            payload.resize(MIN_PACKET_SIZE, 0);
-        }
+        let payload = match encode_padded(msg) {
+            Ok(payload) => payload,
+            Err(e) => {
+                warn!(error = %e, "dhcp: cannot encode message, not sent");
+                return;
+            }
+        };
         debug!(
             mt = ?msg.opts().msg_type(),
             xid = format_args!("{:#010x}", msg.xid()),
@@ -827,235 +810,6 @@ fn phase_state(phase: &Phase) -> State {
 fn retransmit_at(now: Instant, deadline: Instant, floor: Duration) -> Instant {
     let half = deadline.saturating_duration_since(now) / 2;
     (now + half.max(floor)).min(deadline)
-}
-
-/// An address a lease or an offer may carry.
-fn usable_address(a: Ipv4Addr) -> bool {
-    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
-}
-
-/// Server identifier (option 54), else siaddr when non-zero.
-fn server_id_of(msg: &Message) -> Option<Ipv4Addr> {
-    match msg.opts().get(OptionCode::ServerIdentifier) {
-        Some(DhcpOption::ServerIdentifier(ip)) if !ip.is_unspecified() => Some(*ip),
-        _ => Some(msg.siaddr()).filter(|ip| !ip.is_unspecified()),
-    }
-}
-
-/// Option 81 (RFC 4702) payload: flags S|E, RCODE1/2 = 255, then the name
-/// in DNS wire format. A name ending in '.' is sent fully qualified (with
-/// the root label); a plain hostname as a partial name (without it), so the
-/// server appends its own domain.
-fn fqdn_option(host: &str) -> Vec<u8> {
-    let flags = 0x01 | 0x04; // S, E
-    let mut out = vec![flags, 0xff, 0xff];
-    for label in host.split('.').filter(|l| !l.is_empty()) {
-        let label = &label.as_bytes()[..label.len().min(63)];
-        if out.len() + 1 + label.len() > 255 - 1 {
-            break;
-        }
-        out.push(label.len() as u8);
-        out.extend_from_slice(label);
-    }
-    if host.ends_with('.') {
-        out.push(0);
-    }
-    out
-}
-
-/// Check a received payload at the byte level and decode it.
-///
-/// Returns `None` unless it is a BOOTREPLY with our `xid` and `chaddr` and
-/// the DHCP magic cookie. Only the options the client uses are passed to
-/// dhcproto: a malformed option we do not need then cannot make us drop
-/// the reply, and dhcproto's decoders that `debug_assert!` on lengths or
-/// index by `hlen` (options 80, 81, 94, 151-155; `Message::chaddr`) are never
-/// reached with hostile input.
-fn sanitize_reply(payload: &[u8], xid: u32, chaddr: &[u8; 6]) -> Option<Message> {
-    if payload.len() < HEADER_LEN
-        || payload[0] != 2
-        || payload[4..8] != xid.to_be_bytes()
-        || payload[28..34] != chaddr[..]
-        || payload[236..240] != MAGIC_COOKIE
-    {
-        return None;
-    }
-    // Kept options, with split instances joined (RFC 3396), in order of first
-    // appearance. A malformed one is dropped on its own: dhcproto would stop
-    // reading every option after it.
-    let mut kept: Vec<(u8, Vec<u8>)> = Vec::new();
-    let mut i = HEADER_LEN;
-    while i < payload.len() {
-        let code = payload[i];
-        match code {
-            0 => i += 1,
-            255 => break,
-            _ => {
-                let Some(&len) = payload.get(i + 1) else {
-                    break;
-                };
-                let end = i + 2 + len as usize;
-                if end > payload.len() {
-                    break; // truncated option: drop it and the rest
-                }
-                if KEPT_OPTIONS.contains(&code) {
-                    let data = &payload[i + 2..end];
-                    match kept.iter_mut().find(|(c, _)| *c == code) {
-                        Some((_, v)) => v.extend_from_slice(data),
-                        None => kept.push((code, data.to_vec())),
-                    }
-                }
-                i = end;
-            }
-        }
-    }
-    let mut clean = Vec::with_capacity(payload.len() + 1);
-    clean.extend_from_slice(&payload[..HEADER_LEN]);
-    clean[2] = 6; // hlen: the chaddr was checked above
-    for (code, data) in kept {
-        if !well_formed(code, &data) {
-            debug!(code, len = data.len(), "dhcp: dropping a malformed option");
-            continue;
-        }
-        for chunk in data.chunks(255) {
-            clean.push(code);
-            clean.push(chunk.len() as u8);
-            clean.extend_from_slice(chunk);
-        }
-    }
-    clean.push(255);
-    Message::decode(&mut Decoder::new(&clean)).ok()
-}
-
-/// Whether a kept option's (joined) value has the shape RFC 2132 / RFC 3442
-/// give it.
-fn well_formed(code: u8, data: &[u8]) -> bool {
-    match code {
-        53 => data.len() == 1,
-        1 | 51 | 54 | 58 | 59 => data.len() == 4,
-        3 | 6 => !data.is_empty() && data.len().is_multiple_of(4),
-        121 => {
-            // Descriptors: prefix length (<= 32), the significant octets of
-            // the destination, a router; together exactly the option.
-            let mut pos = 0;
-            while pos < data.len() {
-                let width = data[pos];
-                if width > 32 {
-                    return false;
-                }
-                pos += 1 + usize::from(width).div_ceil(8) + 4;
-            }
-            !data.is_empty() && pos == data.len()
-        }
-        _ => true,
-    }
-}
-
-/// Build the lease from an ACK. `start` is when the REQUEST was first sent.
-fn parse_lease(
-    msg: &Message,
-    start: Instant,
-    fallback_lease_time: Option<u32>,
-    fallback_server: Option<Ipv4Addr>,
-) -> Result<Lease, &'static str> {
-    let address = msg.yiaddr();
-    if !usable_address(address) {
-        return Err("unusable yiaddr");
-    }
-    let Some(server_id) = server_id_of(msg).or(fallback_server) else {
-        return Err("no server identifier");
-    };
-    let opts = msg.opts();
-    let lease_secs = match opts.get(OptionCode::AddressLeaseTime) {
-        Some(DhcpOption::AddressLeaseTime(t)) => *t,
-        _ => fallback_lease_time.ok_or("no lease time (option 51)")?,
-    };
-    if lease_secs == 0 {
-        return Err("zero lease time");
-    }
-    let (lease_time, t1, t2) = if lease_secs == INFINITE {
-        (None, None, None)
-    } else {
-        let lease = Duration::from_secs(lease_secs.into());
-        let get = |code| match opts.get(code) {
-            Some(DhcpOption::Renewal(t) | DhcpOption::Rebinding(t)) if *t != 0 => {
-                Some(Duration::from_secs((*t).into()))
-            }
-            _ => None,
-        };
-        let default_t1 = lease / 2;
-        let default_t2 = lease * 7 / 8;
-        let t1 = get(OptionCode::Renewal).unwrap_or(default_t1);
-        let t2 = get(OptionCode::Rebinding).unwrap_or(default_t2);
-        if t1 > Duration::ZERO && t1 < t2 && t2 < lease {
-            (Some(lease), Some(t1), Some(t2))
-        } else {
-            debug!(?t1, ?t2, ?lease, "dhcp: inconsistent T1/T2, using defaults");
-            (Some(lease), Some(default_t1), Some(default_t2))
-        }
-    };
-
-    let prefix_len = match opts.get(OptionCode::SubnetMask) {
-        Some(DhcpOption::SubnetMask(mask)) => {
-            let m = u32::from(*mask);
-            if m != 0 && m.leading_ones() + m.trailing_zeros() == 32 {
-                m.leading_ones() as u8
-            } else {
-                classful_prefix(address)
-            }
-        }
-        _ => classful_prefix(address),
-    };
-
-    let mut routes = Vec::new();
-    let gateway = match opts.get(OptionCode::ClasslessStaticRoute) {
-        Some(DhcpOption::ClasslessStaticRoute(list)) => {
-            let mut gateway = None;
-            for (net, router) in list {
-                if net.prefix_len() == 0 {
-                    if gateway.is_none() && !router.is_unspecified() {
-                        gateway = Some(*router);
-                    }
-                } else {
-                    routes.push((net.network(), net.prefix_len(), *router));
-                }
-            }
-            gateway
-        }
-        _ => match opts.get(OptionCode::Router) {
-            Some(DhcpOption::Router(list)) => list.iter().copied().find(|r| usable_address(*r)),
-            _ => None,
-        },
-    };
-    let dns = match opts.get(OptionCode::DomainNameServer) {
-        Some(DhcpOption::DomainNameServer(list)) => list
-            .iter()
-            .copied()
-            .filter(|a| usable_address(*a))
-            .collect(),
-        _ => Vec::new(),
-    };
-    Ok(Lease {
-        address,
-        prefix_len,
-        gateway,
-        routes,
-        server_id,
-        dns,
-        lease_time,
-        t1,
-        t2,
-        start,
-    })
-}
-
-/// Prefix length of the address's class (A /8, B /16, C and above /24).
-fn classful_prefix(a: Ipv4Addr) -> u8 {
-    match a.octets()[0] {
-        0..=127 => 8,
-        128..=191 => 16,
-        _ => 24,
-    }
 }
 
 #[cfg(test)]

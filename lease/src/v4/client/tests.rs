@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode, UnknownOption};
-use dhcproto::{Decodable, Encodable};
+use dhcproto::Decodable;
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode, UnknownOption};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::testing::{Reply, insert_raw, joined_options};
 
 const MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
 const CID: [u8; 7] = [0xff, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05];
@@ -31,6 +32,7 @@ fn config() -> Config {
         client_id: CID.to_vec(),
         hostname: Some("router1".into()),
         broadcast_flag: true,
+        retry: Retry::default(),
     }
 }
 
@@ -42,25 +44,12 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-/// Options of an encoded message, parsed by hand (RFC 3396 concatenation).
+/// Options of an encoded message (RFC 3396 concatenation).
 fn opts(p: &[u8]) -> BTreeMap<u8, Vec<u8>> {
-    assert_eq!(p[236..240], [99, 130, 83, 99], "magic cookie");
-    let mut out: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
-    let mut i = 240;
-    while i < p.len() {
-        match p[i] {
-            0 => i += 1,
-            255 => break,
-            code => {
-                let len = p[i + 1] as usize;
-                out.entry(code)
-                    .or_default()
-                    .extend_from_slice(&p[i + 2..i + 2 + len]);
-                i += 2 + len;
-            }
-        }
-    }
-    out
+    joined_options(p)
+        .expect("well-formed options")
+        .into_iter()
+        .collect()
 }
 
 fn xid(p: &[u8]) -> u32 {
@@ -118,8 +107,8 @@ fn no_tx(c: &mut Client) {
     assert!(c.poll_transmit().is_none(), "nothing should be sent");
 }
 
-fn encode(m: &Message) -> Vec<u8> {
-    m.to_vec().unwrap()
+fn encode(m: &Reply) -> Vec<u8> {
+    m.encode()
 }
 
 fn reply_raw(
@@ -128,20 +117,10 @@ fn reply_raw(
     yiaddr: Ipv4Addr,
     server: Option<Ipv4Addr>,
     extra: Vec<DhcpOption>,
-) -> Message {
-    let mut m = Message::default();
-    m.set_opcode(Opcode::BootReply)
-        .set_xid(xid(to))
-        .set_chaddr(&MAC)
-        .set_yiaddr(yiaddr);
-    m.opts_mut().insert(DhcpOption::MessageType(mt));
-    if let Some(s) = server {
-        m.opts_mut().insert(DhcpOption::ServerIdentifier(s));
-    }
-    for o in extra {
-        m.opts_mut().insert(o);
-    }
-    m
+) -> Reply {
+    Reply::answering(to, mt, yiaddr)
+        .server_id(server)
+        .dhcp_all(extra)
 }
 
 fn reply(to: &Transmit, mt: MessageType, server: Ipv4Addr, extra: Vec<DhcpOption>) -> Vec<u8> {
@@ -409,7 +388,7 @@ fn invalid_offers_ignored_and_siaddr_fallback() {
     assert_eq!(c.state(), State::Selecting);
     // no server id but siaddr set: accepted, siaddr is the server id
     let mut m = reply_raw(&d.payload, MessageType::Offer, ADDR, None, std_opts(60));
-    m.set_siaddr(SERVER2);
+    m.siaddr = SERVER2;
     c.handle_packet(t0, &encode(&m));
     let r = tx(&mut c);
     assert_eq!(opts(&r.payload)[&54], SERVER2.octets());
@@ -1120,15 +1099,15 @@ fn foreign_xid_chaddr_and_bootrequest_ignored() {
     );
 
     let mut m = good.clone();
-    m.set_xid(xid(&d.payload).wrapping_add(1));
+    m.xid = xid(&d.payload).wrapping_add(1);
     c.handle_packet(t0, &encode(&m));
 
     let mut m = good.clone();
-    m.set_chaddr(&[0x02, 0x42, 0xac, 0x11, 0x00, 0x03]);
+    m.chaddr = [0x02, 0x42, 0xac, 0x11, 0x00, 0x03];
     c.handle_packet(t0, &encode(&m));
 
     let mut m = good.clone();
-    m.set_opcode(Opcode::BootRequest);
+    m.op = 1;
     c.handle_packet(t0, &encode(&m));
 
     // Our own DISCOVER looped back.
@@ -1155,14 +1134,7 @@ fn malformed_unneeded_options_do_not_break_a_reply() {
     let mut c = client();
     c.start(t0, None);
     let d = tx(&mut c);
-    let mut bytes = encode(&reply_raw(
-        &d.payload,
-        MessageType::Offer,
-        ADDR,
-        Some(SERVER),
-        vec![],
-    ));
-    assert_eq!(bytes.pop(), Some(255));
+    let mut m = reply_raw(&d.payload, MessageType::Offer, ADDR, Some(SERVER), vec![]);
     // Options that dhcproto debug_assert!s on, with bad lengths, and a bad 119.
     for (code, data) in [
         (81u8, vec![1u8]),
@@ -1172,11 +1144,9 @@ fn malformed_unneeded_options_do_not_break_a_reply() {
         (152, vec![1]),
         (119, vec![0xc0, 0x00]),
     ] {
-        bytes.push(code);
-        bytes.push(data.len() as u8);
-        bytes.extend(data);
+        m = m.opt(code, data);
     }
-    bytes.extend([51, 4, 0, 0, 0x0e, 0x10, 255]);
+    let bytes = m.u32(51, 3600).encode();
     c.handle_packet(t0, &bytes);
     assert_eq!(c.state(), State::Requesting);
     let r = tx(&mut c);
@@ -1321,7 +1291,7 @@ impl Client {
 
 /// Inserts raw option bytes right after the magic cookie (before every other option).
 fn with_leading_options(mut payload: Vec<u8>, raw: &[u8]) -> Vec<u8> {
-    payload.splice(240..240, raw.iter().copied());
+    insert_raw(&mut payload, 240, raw);
     payload
 }
 
@@ -1378,4 +1348,56 @@ fn start_discover_asks_for_the_hint() {
     assert_eq!(opts(&d.payload)[&50], ADDR.octets().to_vec());
     assert!(!opts(&d.payload).contains_key(&54));
     assert_eq!(c.state(), State::Selecting);
+}
+
+#[test]
+fn retry_settings_are_honoured() {
+    let retry = Retry {
+        initial: secs(1),
+        max: secs(2),
+        jitter: Duration::ZERO,
+        request_retransmits: 1,
+        decline_delay: secs(3),
+        ..Retry::default()
+    };
+    let mut c = Client::new(
+        Config {
+            retry: retry.clone(),
+            ..config()
+        },
+        1,
+    );
+    let t0 = Instant::now();
+    c.start(t0, None);
+    let mut d = tx(&mut c);
+    // DISCOVER: 1 s, then doubling up to the 2 s cap, without jitter.
+    let mut now = t0;
+    for gap in [1, 2, 2] {
+        assert_eq!(c.poll_timeout(), Some(now + secs(gap)));
+        now += secs(gap);
+        c.handle_timeout(now);
+        d = tx(&mut c);
+        assert_eq!(mtype(&d.payload), DISCOVER);
+    }
+    // REQUEST: one retransmission, then DISCOVER again.
+    c.handle_packet(now, &offer(&d));
+    let r = tx(&mut c);
+    assert_eq!(mtype(&r.payload), REQUEST);
+    assert_eq!(c.poll_timeout(), Some(now + secs(1)));
+    now += secs(1);
+    c.handle_timeout(now);
+    assert_eq!(mtype(&tx(&mut c).payload), REQUEST);
+    assert_eq!(c.poll_timeout(), Some(now + secs(2)));
+    now += secs(2);
+    c.handle_timeout(now);
+    assert_eq!(c.state(), State::Selecting);
+    let d2 = tx(&mut c);
+    assert_eq!(mtype(&d2.payload), DISCOVER);
+    assert_ne!(xid(&d2.payload), xid(&r.payload));
+    // DECLINE: DISCOVER after the configured delay.
+    let mut c = Client::new(Config { retry, ..config() }, 1);
+    bind(&mut c, t0);
+    c.decline(t0);
+    let _ = tx(&mut c);
+    assert_eq!(c.poll_timeout(), Some(t0 + secs(3)));
 }

@@ -1,0 +1,26 @@
+//! The lease logic of netcontainer's router agent, without I/O: no sockets,
+//! no clock, no async runtime. The agent's shell owns those and feeds this
+//! crate bytes and "the deadline passed"; this crate answers with bytes to
+//! send, lease events and the next deadline (the split quinn makes between
+//! quinn-proto and quinn). Everything here therefore runs, and is tested and
+//! fuzzed, on a virtual clock without a network.
+//!
+//! - [`v4`]: the DHCPv4 client: state machine ([`v4::client`]), wire format
+//!   ([`v4::wire`]), settings ([`v4::config`]).
+//! - [`arp`]: RFC 5227 address conflict probe (state machine and ARP codec).
+//! - [`packet`]: IPv4/UDP framing for a raw DHCP socket.
+//! - `testing` (feature `test-helpers`): reply builders and option readers
+//!   shared by this crate's tests, the agent's, the integration tests and the
+//!   fuzzers.
+//!
+//! A DHCPv6 client would be a `v6` module beside [`v4`], with the same
+//! sans-IO shape (`handle_packet`, `handle_timeout`, `poll_transmit`,
+//! `poll_event`, `poll_timeout`) so the agent can drive both the same way;
+//! [`packet`] and [`arp`] are IPv4 only and would stay as they are.
+
+pub mod arp;
+pub mod packet;
+pub mod v4;
+
+#[cfg(any(test, feature = "test-helpers"))]
+pub mod testing;

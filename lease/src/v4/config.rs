@@ -1,0 +1,75 @@
+//! What a DHCPv4 client is told before it starts: who it is ([`Config`]) and
+//! how patiently it retries ([`Retry`]). Both are plain values so that a shell,
+//! a test or a fuzzer can build clients that differ only in them.
+
+use std::time::Duration;
+
+/// Static configuration of one client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Hardware address of the interface (chaddr).
+    pub chaddr: [u8; 6],
+    /// Client identifier, option 61, sent in every message (RELEASE included).
+    pub client_id: Vec<u8>,
+    /// Hostname, option 12 (and option 81, FQDN, with the E and S flags).
+    pub hostname: Option<String>,
+    /// Set the BOOTP broadcast flag on DISCOVER and REQUEST.
+    pub broadcast_flag: bool,
+    /// Retransmission and back-off settings.
+    pub retry: Retry,
+}
+
+/// Retransmission and back-off settings.
+///
+/// [`Retry::default`] follows RFC 2131 where it gives numbers and keeps the
+/// agent's long-standing choices where it leaves them open (how often to
+/// repeat a REQUEST, how to back off from a server that NAKs everything).
+/// They are a value rather than constants so that a deployment (or a test on
+/// a virtual clock) can tighten or relax them without touching the state
+/// machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retry {
+    /// Wait before the first retransmission of a DISCOVER or REQUEST; it
+    /// doubles with every retransmission (RFC 2131 §4.1).
+    pub initial: Duration,
+    /// Cap on that doubling (RFC 2131 §4.1), and on the delay after
+    /// repeated NAKs.
+    pub max: Duration,
+    /// Every DISCOVER/REQUEST delay is moved by a uniformly random amount up
+    /// to this, either way (RFC 2131 §4.1), so clients that start together do
+    /// not stay in step. Millisecond resolution.
+    pub jitter: Duration,
+    /// Retransmissions of a SELECTING REQUEST before starting over with
+    /// DISCOVER (the offer may have gone to another client meanwhile).
+    pub request_retransmits: u32,
+    /// Retransmissions of an INIT-REBOOT REQUEST before falling back to
+    /// DISCOVER (with the old address as a hint): a server that does not know
+    /// the lease stays silent instead of NAKing.
+    pub reboot_retransmits: u32,
+    /// Shortest time between two renew/rebind retransmissions (RFC 2131
+    /// §4.4.5); short leases use an eighth of the lease when that is less.
+    pub renew_floor: Duration,
+    /// Wait after a DECLINE before discovering again (RFC 2131 §3.1.5 asks
+    /// for at least 10 s, so a conflicting address is not offered again at
+    /// once).
+    pub decline_delay: Duration,
+    /// Consecutive NAKs answered by an immediate DISCOVER; after that the
+    /// DISCOVER is delayed, doubling up to [`Retry::max`], so a server that
+    /// NAKs everything cannot make the client spin.
+    pub nak_free_restarts: u32,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            initial: Duration::from_secs(4),
+            max: Duration::from_secs(64),
+            jitter: Duration::from_secs(1),
+            request_retransmits: 4,
+            reboot_retransmits: 2,
+            renew_floor: Duration::from_secs(60),
+            decline_delay: Duration::from_secs(10),
+            nak_free_restarts: 3,
+        }
+    }
+}
