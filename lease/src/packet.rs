@@ -236,6 +236,7 @@ pub fn parse_ipv4_udp(frame: &[u8], checksum_not_ready: bool) -> Result<Udp<'_>,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::fix_ip_checksum;
     use rand::Rng;
 
     const SRC: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
@@ -243,15 +244,6 @@ mod tests {
 
     fn frame(payload: &[u8]) -> Vec<u8> {
         build_ipv4_udp(SRC, DST, 67, 68, payload)
-    }
-
-    /// Recomputes the IPv4 header checksum after a test modified the header.
-    fn fix_ip_checksum(f: &mut [u8]) {
-        let hl = usize::from(f[0] & 0xf) * 4;
-        f[10] = 0;
-        f[11] = 0;
-        let c = internet_checksum(&f[..hl]);
-        f[10..12].copy_from_slice(&c.to_be_bytes());
     }
 
     #[test]

@@ -18,6 +18,15 @@ pub use crate::v4::wire::{OptionWalk, WalkEnd};
 /// Option 53, the DHCP message type.
 const MSG_TYPE: u8 = 53;
 
+/// Recomputes the IPv4 header checksum of a frame whose header a test changed.
+pub fn fix_ip_checksum(f: &mut [u8]) {
+    let hl = usize::from(f[0] & 0xf) * 4;
+    f[10] = 0;
+    f[11] = 0;
+    let c = crate::packet::internet_checksum(&f[..hl]);
+    f[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
 /// The options of a DHCP message as (code, data) in packet order, split
 /// instances separate. Empty without the fixed header and magic cookie; a
 /// truncated option ends the list.

@@ -72,7 +72,8 @@ pub fn dhcp_client_filter() -> Vec<libc::sock_filter> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netcontainer_lease::packet::{build_ipv4_udp, internet_checksum};
+    use netcontainer_lease::packet::build_ipv4_udp;
+    use netcontainer_lease::testing::fix_ip_checksum;
     use rand::Rng;
     use std::net::Ipv4Addr;
 
@@ -81,15 +82,6 @@ mod tests {
 
     fn frame(payload: &[u8]) -> Vec<u8> {
         build_ipv4_udp(SRC, DST, 67, 68, payload)
-    }
-
-    /// Recomputes the IPv4 header checksum after a test modified the header.
-    fn fix_ip_checksum(f: &mut [u8]) {
-        let hl = usize::from(f[0] & 0xf) * 4;
-        f[10] = 0;
-        f[11] = 0;
-        let c = internet_checksum(&f[..hl]);
-        f[10..12].copy_from_slice(&c.to_be_bytes());
     }
 
     /// A minimal classic BPF interpreter covering the instructions used by the filter.
