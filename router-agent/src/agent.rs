@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::control::{self, Command, CounterFn, Snapshot};
 use crate::dhcp::arp::ArpSocket;
 use crate::dhcp::socket::{RawSocket, UdpSocket};
-use crate::firewall::{Firewall, RulesetConfig, stale_targets};
+use crate::firewall::{Firewall, Runner, stale_targets};
 use crate::netconf::{AddressConfig, Netconf, NetconfError};
 use crate::store::{LeaseStore, PlanStore, StoredLease, hex};
 
@@ -62,14 +62,12 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let netconf = Netconf::new(MARK)?;
-    let firewall = Firewall::new(RulesetConfig {
-        mark: MARK,
-        ..RulesetConfig::default()
-    });
+    // One firewall, shared with the control socket for counters.
+    let firewall = Arc::new(Firewall::new(Runner::default()).with_mark(MARK));
     let listener = control::bind(&opts.socket)?;
     let (snap_tx, snap_rx) = watch::channel(Snapshot::new());
     let (cmd_tx, mut cmd_rx) = mpsc::channel(8);
-    let fw = firewall.clone();
+    let fw = Arc::clone(&firewall);
     let counters: CounterFn = Arc::new(move |forwards: Vec<Forward>| {
         let fw = fw.clone();
         Box::pin(async move { fw.counters(&forwards).await.map_err(|e| e.to_string()) })
@@ -225,7 +223,7 @@ impl Dhcp {
 struct Agent {
     state_dir: PathBuf,
     netconf: Netconf,
-    firewall: Firewall,
+    firewall: Arc<Firewall>,
     plan: Option<Plan>,
     dhcp: Option<Dhcp>,
     snapshot: watch::Sender<Snapshot>,
@@ -271,7 +269,6 @@ impl Agent {
             return Response::Error(format!("invalid plan: {e}"));
         }
         let restart = self.dhcp.as_ref().is_none_or(|d| !d.same_identity(&plan));
-        self.firewall.cfg.lan_if = plan.interface.clone();
         if restart {
             let new = match self.start_dhcp(&plan).await {
                 Ok(d) => d,
@@ -289,7 +286,11 @@ impl Agent {
             self.dhcp = Some(new);
         } else if let Some(lease) = self.dhcp.as_ref().and_then(|d| d.configured.clone()) {
             // Same lease, new forwards: replace the rules now.
-            if let Err(e) = self.firewall.apply(&plan.forwards, lease.address).await {
+            if let Err(e) = self
+                .firewall
+                .apply(&plan.interface, &plan.forwards, lease.address)
+                .await
+            {
                 let msg = format!("forwards not applied, previous rules kept: {e}");
                 self.last_error = Some(msg.clone());
                 self.publish();
@@ -575,7 +576,11 @@ impl Agent {
                 .as_ref()
                 .map(|p| p.forwards.clone())
                 .unwrap_or_default();
-            if let Err(e) = self.firewall.apply(&forwards, lease.address).await {
+            if let Err(e) = self
+                .firewall
+                .apply(&d.ifname, &forwards, lease.address)
+                .await
+            {
                 error.get_or_insert(format!("applying forwards: {e}"));
             }
             tracing::info!(address = %lease.address, prefix_len = lease.prefix_len, gateway = ?lease.gateway,

@@ -4,7 +4,8 @@
 //!   lease logic they serve (state machine, codecs, ARP probe) is the sans-IO
 //!   `netcontainer-lease` crate, so it is tested and fuzzed without a network.
 //! - [`netconf`]: addresses and routes through netlink.
-//! - [`firewall`]: the agent's nftables table.
+//! - [`firewall`]: the agent's table as a pure ruleset model, put in place by
+//!   an nftables backend.
 //! - [`control`]: the Unix control socket.
 //! - [`agent`]: ties them together.
 
