@@ -23,7 +23,7 @@ use crate::store::{LeaseStore, PlanStore, StoredLease, hex};
 const LINK_UP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// Conntrack/packet mark of connections that arrived on the LAN interface.
-pub const MARK: u32 = 0x4e43;
+pub const MARK: u32 = netcontainer_proto::contract::MARK;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -31,6 +31,8 @@ pub enum AgentError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Netconf(#[from] NetconfError),
+    #[error(transparent)]
+    Sysctl(#[from] crate::sysctl::SysctlError),
     #[error("cannot create the state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -52,6 +54,9 @@ pub struct Options {
 
 /// Runs the agent until SIGTERM/SIGINT or a shutdown request.
 pub async fn run(opts: Options) -> Result<(), AgentError> {
+    // Forwarding and loose reverse-path filtering in this namespace, before
+    // anything is forwarded: the agent alone needs nothing set beforehand.
+    crate::sysctl::ensure_router_sysctls(std::path::Path::new(crate::sysctl::PROC_SYS))?;
     std::fs::create_dir_all(&opts.state_dir).map_err(|source| AgentError::StateDir {
         path: opts.state_dir.clone(),
         source,
@@ -330,11 +335,10 @@ impl Agent {
         crate::netconf::loosen_rp_filter(&plan.interface);
         let raw = RawSocket::open(link.index)
             .map_err(|e| format!("cannot open a packet socket on {}: {e}", plan.interface))?;
-        let client_id = plan.client_id.clone().unwrap_or_else(|| {
-            let mut id = vec![1u8];
-            id.extend_from_slice(&link.mac);
-            id
-        });
+        let client_id = plan
+            .client_id
+            .clone()
+            .unwrap_or_else(|| netcontainer_proto::contract::mac_client_id(&link.mac));
         let store = LeaseStore::new(&self.state_dir, &plan.interface);
         let stored = store.load();
         // A released lease left nothing on the interface.

@@ -66,9 +66,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 /// The default table name (family `ip`).
-pub const DEFAULT_TABLE: &str = "netcontainer";
+pub const DEFAULT_TABLE: &str = netcontainer_proto::contract::NFT_TABLE;
 /// The default conntrack/packet mark ("NC").
-pub const DEFAULT_MARK: u32 = 0x4e43;
+pub const DEFAULT_MARK: u32 = netcontainer_proto::contract::MARK;
 /// How long one nft or conntrack run may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -1684,7 +1684,7 @@ mod tests {
 
         // The flow is tracked with our mark; flushing the old target removes it.
         let ct = router.exec(&["conntrack", "-L", "-p", "udp"]);
-        assert!(ct.contains("mark=20035"), "{ct}");
+        assert!(ct.contains(&format!("mark={DEFAULT_MARK}")), "{ct}");
         let n = fw
             .flush_conntrack_to(&[(Protocol::Udp, Ipv4Addr::new(192, 0, 2, 2))])
             .await

@@ -5,6 +5,7 @@
 //! - [`netconf`]: addresses and routes through netlink.
 //! - [`firewall`]: the agent's nftables table.
 //! - [`control`]: the Unix control socket.
+//! - [`sysctl`]: forwarding and reverse-path filtering, set at start.
 //! - [`agent`]: ties them together.
 
 pub mod agent;
@@ -14,3 +15,4 @@ pub mod firewall;
 pub mod netconf;
 pub mod store;
 pub mod supervise;
+pub mod sysctl;
