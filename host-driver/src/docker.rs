@@ -17,8 +17,9 @@ use bollard::query_parameters::{
 use crate::plan::{RouterPlan, ServiceInfo, labels};
 use crate::state::ServiceName;
 
-/// Where the agent's socket and lease live inside the router.
-pub const ROUTER_STATE_DIR: &str = "/run/netcontainer";
+/// Where the agent's socket and lease live inside the router (the agent's
+/// default `--state-dir`, so the image's entrypoint names none).
+pub const ROUTER_STATE_DIR: &str = netcontainer_proto::contract::STATE_DIR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -59,6 +60,15 @@ impl DockerError {
 fn api(what: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
     let what = what.into();
     move |source| DockerError::Api { what, source }
+}
+
+/// The sysctls of a router container: the contract's list
+/// ([`netcontainer_proto::contract::ROUTER_SYSCTLS`]).
+fn router_sysctls() -> HashMap<String, String> {
+    netcontainer_proto::contract::ROUTER_SYSCTLS
+        .iter()
+        .map(|s| (s.name.to_string(), s.value.to_string()))
+        .collect()
 }
 
 fn is_404(e: &BollardError) -> bool {
@@ -271,22 +281,15 @@ impl DockerClient {
         image: &str,
         host_dir: &Path,
     ) -> Result<String, DockerError> {
-        let sysctls = HashMap::from([
-            ("net.ipv4.ip_forward".to_string(), "1".to_string()),
-            // lan0 appears after start. Loose reverse-path filtering (2),
-            // not off: clients from routed subnets get in (their
-            // main-table route points at Docker's side) while a source no
-            // interface can reach is still dropped.
-            ("net.ipv4.conf.all.rp_filter".to_string(), "2".to_string()),
-            (
-                "net.ipv4.conf.default.rp_filter".to_string(),
-                "2".to_string(),
-            ),
-        ]);
+        // The agent sets these itself, but a container's /proc/sys is
+        // read-only: Docker sets them, and the agent finds them right.
+        let sysctls = router_sysctls();
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             // Arguments after the image's ENTRYPOINT (the agent).
-            cmd: plan.arp_probe.then(|| vec!["--arp-probe".to_string()]),
+            cmd: plan
+                .arp_probe
+                .then(|| vec![netcontainer_proto::contract::flag::ARP_PROBE.to_string()]),
             hostname: Some(
                 crate::plan::router_name(&plan.service)
                     .chars()

@@ -239,14 +239,10 @@ pub fn stable_mac(service: &str) -> [u8; 6] {
     [0x02 | (h[0] & 0xfc), h[1], h[2], h[3], h[4], h[5]]
 }
 
-/// DHCP client identifier: type 0 (not a hardware address) + a name-derived
-/// string. Name-derived, not MAC-derived, so ipvlan routers (which share the
-/// parent's MAC) still get one lease each.
+/// DHCP client identifier of `service`'s router (the contract's
+/// [`netcontainer_proto::contract::service_client_id`]).
 pub fn client_id(service: &str) -> Vec<u8> {
-    let mut id = vec![0u8];
-    id.extend_from_slice(format!("netcontainer:{service}").as_bytes());
-    id.truncate(255);
-    id
+    netcontainer_proto::contract::service_client_id(service)
 }
 
 pub fn format_mac(m: &[u8; 6]) -> String {

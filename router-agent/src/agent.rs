@@ -27,7 +27,7 @@ use crate::store::PlanStore;
 const LINK_UP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// Conntrack/packet mark of connections that arrived on the LAN interface.
-pub const MARK: u32 = 0x4e43;
+pub const MARK: u32 = netcontainer_proto::contract::MARK;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -35,6 +35,8 @@ pub enum AgentError {
     Control(#[from] control::ControlError),
     #[error(transparent)]
     Netconf(#[from] NetconfError),
+    #[error(transparent)]
+    Sysctl(#[from] crate::sysctl::SysctlError),
     #[error("cannot create the state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -77,6 +79,9 @@ pub enum LeaseEvent {
 
 /// Runs the agent until SIGTERM/SIGINT or a shutdown request.
 pub async fn run(opts: Options) -> Result<(), AgentError> {
+    // Forwarding and loose reverse-path filtering in this namespace, before
+    // anything is forwarded: the agent alone needs nothing set beforehand.
+    crate::sysctl::ensure_router_sysctls(std::path::Path::new(crate::sysctl::PROC_SYS))?;
     std::fs::create_dir_all(&opts.state_dir).map_err(|source| AgentError::StateDir {
         path: opts.state_dir.clone(),
         source,

@@ -7,6 +7,7 @@
 //! - [`firewall`]: the agent's table as a pure ruleset model, put in place by
 //!   an nftables backend.
 //! - [`control`]: the Unix control socket.
+//! - [`sysctl`]: forwarding and reverse-path filtering, set at start.
 //! - [`agent`]: ties them together.
 
 pub mod agent;
@@ -16,3 +17,4 @@ pub mod firewall;
 pub mod netconf;
 pub mod store;
 pub mod supervise;
+pub mod sysctl;

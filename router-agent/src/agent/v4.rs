@@ -113,11 +113,10 @@ impl V4 {
     ) -> Result<V4, String> {
         let raw = RawSocket::open(link.index)
             .map_err(|e| format!("cannot open a packet socket on {}: {e}", plan.interface))?;
-        let client_id = plan.client_id.clone().unwrap_or_else(|| {
-            let mut id = vec![1u8];
-            id.extend_from_slice(&link.mac);
-            id
-        });
+        let client_id = plan
+            .client_id
+            .clone()
+            .unwrap_or_else(|| netcontainer_proto::contract::mac_client_id(&link.mac));
         let store = LeaseStore::new(state_dir, &plan.interface);
         let stored = store.load();
         // A released lease left nothing on the interface.

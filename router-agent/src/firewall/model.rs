@@ -14,9 +14,9 @@ use netcontainer_proto::{Forward, Protocol};
 use super::FirewallError;
 
 /// The default table name.
-pub const DEFAULT_TABLE: &str = "netcontainer";
+pub const DEFAULT_TABLE: &str = netcontainer_proto::contract::NFT_TABLE;
 /// The default conntrack/packet mark ("NC").
-pub const DEFAULT_MARK: u32 = 0x4e43;
+pub const DEFAULT_MARK: u32 = netcontainer_proto::contract::MARK;
 
 /// The protocols a forward can use, in the order their maps are built.
 pub const PROTOCOLS: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
