@@ -206,6 +206,11 @@ pub fn identity_of(svc: &ServiceInfo) -> Result<String, PlanError> {
     Ok(format!("{}/{}", svc.daemon_id, svc.name))
 }
 
+/// Is `svc` a Swarm task's container?
+pub fn is_swarm_task(svc: &ServiceInfo) -> bool {
+    swarm_slot(svc).is_some()
+}
+
 /// `<service>.<slot>` of a Swarm task, from its labels.
 fn swarm_slot(svc: &ServiceInfo) -> Option<String> {
     let service = svc.labels.get(labels::SWARM_SERVICE)?;

@@ -7,7 +7,7 @@
 //! ```text
 //!  LAN ns (the bed's br0) -- <id>u2 ==== eth1 (ns "<id>h2": the second host)
 //!                                          dockerd -H unix://<tmp>/docker.sock
-//!                                          network "<id>n2" (198.51.100.240/28)
+//!                                          network "<id>n2" (198.51.100.224/28)
 //! ```
 //!
 //! It has its own trust key (`deprecated-key-path`), hence its own daemon ID, as a real
@@ -39,6 +39,7 @@ pub struct SecondDaemon {
     pub run_dir: PathBuf,
     proc: Option<ProcGuard>,
     uplink: String,
+    root_link: Option<String>,
     lan: Arc<Netns>,
     tmp: TempDir,
 }
@@ -109,6 +110,7 @@ impl SecondDaemon {
             sock,
             proc: Some(ProcGuard::new(child, "second dockerd")),
             uplink,
+            root_link: None,
             lan: bed.lan.clone(),
             tmp,
         };
@@ -126,9 +128,9 @@ impl SecondDaemon {
             "--driver",
             "bridge",
             "--subnet",
-            "198.51.100.240/28",
+            "198.51.100.224/28",
             "--gateway",
-            "198.51.100.241",
+            "198.51.100.225",
             &d.network.clone(),
         ]);
         d
@@ -185,6 +187,50 @@ impl SecondDaemon {
         }
     }
 
+    /// A veth between the root namespace (`root_cidr`) and this host (`host_cidr`), for
+    /// a control plane between the two daemons (Swarm); deleted on drop.
+    pub fn link_to_root(&mut self, root_cidr: &str, host_cidr: &str) {
+        let name = format!("{}r", self.uplink);
+        crate::ip(&[
+            "link",
+            "add",
+            &name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth2",
+            "netns",
+            self.ns.name(),
+        ]);
+        self.root_link = Some(name.clone());
+        crate::ip(&["addr", "add", root_cidr, "dev", &name]);
+        crate::ip(&["link", "set", &name, "up"]);
+        self.ns.ip(&["addr", "add", host_cidr, "dev", "eth2"]);
+        self.ns.ip(&["link", "set", "eth2", "up"]);
+    }
+
+    /// The driver on the second host as a long-running child (e.g. `watch`), its
+    /// stderr in `log`; killed by pid when the guard drops.
+    pub fn spawn_nc(&self, args: &[&str], log: &std::path::Path) -> ProcGuard {
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns.path().display()))
+            .arg(crate::bin("netcontainer"))
+            .args(args)
+            .env("DOCKER_HOST", self.docker_host())
+            .env("NETCONTAINER_RUN_DIR", &self.run_dir)
+            .env_remove("NETCONTAINER_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("spawn the driver on the second host");
+        ProcGuard::new(
+            child,
+            format!("netcontainer {} (second host)", args.join(" ")),
+        )
+    }
+
     /// The daemon's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.tmp.join("dockerd.log")).unwrap_or_default()
@@ -206,6 +252,12 @@ impl Drop for SecondDaemon {
             .args(["-n", self.lan.name(), "link", "del", &self.uplink])
             .stderr(Stdio::null())
             .status();
+        if let Some(l) = self.root_link.take() {
+            let _ = Command::new("ip")
+                .args(["link", "del", &l])
+                .stderr(Stdio::null())
+                .status();
+        }
         // vfs and the exec root may hold mounts (netns files): unmount before the
         // temporary directory goes.
         let root = self.tmp.path().display().to_string();
