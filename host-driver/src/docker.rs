@@ -103,6 +103,8 @@ pub struct RouterInfo {
 #[derive(Clone)]
 pub struct DockerClient {
     docker: Docker,
+    /// The daemon's ID (`docker info`), part of standalone identities.
+    daemon_id: String,
 }
 
 impl DockerClient {
@@ -115,7 +117,14 @@ impl DockerClient {
             .negotiate_version()
             .await
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        Ok(DockerClient { docker })
+        let daemon_id = docker
+            .info()
+            .await
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?
+            .id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| DockerError::Unreachable("the daemon reports no ID".into()))?;
+        Ok(DockerClient { docker, daemon_id })
     }
 
     pub async fn inspect(&self, name: &str) -> Result<ContainerInspectResponse, DockerError> {
@@ -171,7 +180,7 @@ impl DockerClient {
     pub async fn service(&self, name: &str) -> Result<ServiceInfo, DockerError> {
         let c = self.inspect(name).await?;
         let own = self.own_labels(&c).await?;
-        let info = service_info(&c, own);
+        let info = service_info(&c, own, &self.daemon_id);
         // Docker's names are valid; checked anyway, since paths are built from it.
         ServiceName::parse(&info.name)?;
         Ok(info)
@@ -452,7 +461,11 @@ fn name_of(c: &ContainerInspectResponse) -> String {
 
 /// Extracts what `plan` needs from `docker inspect`; `labels` are the
 /// container's own (see [`DockerClient::own_labels`]).
-pub fn service_info(c: &ContainerInspectResponse, labels: HashMap<String, String>) -> ServiceInfo {
+pub fn service_info(
+    c: &ContainerInspectResponse,
+    labels: HashMap<String, String>,
+    daemon_id: &str,
+) -> ServiceInfo {
     let host = c.host_config.as_ref();
     let networks = c
         .network_settings
@@ -484,6 +497,7 @@ pub fn service_info(c: &ContainerInspectResponse, labels: HashMap<String, String
             .map(|b| b.keys().cloned().collect())
             .unwrap_or_default(),
         labels,
+        daemon_id: daemon_id.to_string(),
     }
 }
 
