@@ -29,6 +29,8 @@ pub enum DockerError {
     NoSuchContainer(String),
     #[error(transparent)]
     Name(#[from] crate::state::NameError),
+    #[error("network {0} is not attachable: a router cannot join it")]
+    NotAttachable(String),
     #[error("router image {0} is not present on this host")]
     NoImage(String),
     #[error("{what}: {source}")]
@@ -52,6 +54,9 @@ impl DockerError {
                 "build it offline with ./scripts/build-router-image, or `docker pull {i}` from a registry that has it"
             )),
             DockerError::Name(e) => Some(e.hint().into()),
+            DockerError::NotAttachable(n) => Some(format!(
+                "a Swarm overlay must be attachable for a router to join it: create it with `docker network create -d overlay --attachable {n}` (an existing network cannot be changed)"
+            )),
             DockerError::Api { .. } => None,
         }
     }
@@ -336,7 +341,13 @@ impl DockerClient {
             .docker
             .create_container(Some(opts), body)
             .await
-            .map_err(api(format!("creating {}", plan.router_name)))?;
+            .map_err(|e| {
+                if e.to_string().contains("not manually attachable") {
+                    DockerError::NotAttachable(plan.network.clone())
+                } else {
+                    api(format!("creating {}", plan.router_name))(e)
+                }
+            })?;
         for w in resp.warnings {
             tracing::warn!(container = %plan.router_name, "docker: {w}");
         }

@@ -51,20 +51,24 @@ const BOUND: Duration = Duration::from_secs(60);
 /// overlay before.
 struct Swarm<'a> {
     h2: &'a SecondDaemon,
-    service: String,
-    overlay: String,
+    services: Vec<String>,
+    overlays: Vec<String>,
     /// The main daemon's docker_gwbridge was made by this test.
     own_gwbridge: bool,
 }
 
 impl Drop for Swarm<'_> {
     fn drop(&mut self) {
-        let _ = docker::docker(&["service", "rm", &self.service]);
-        // Tasks' containers go asynchronously; the overlay only once they are gone.
-        let _ = wait_until(Duration::from_secs(20), Duration::from_millis(250), || {
-            docker::docker(&["network", "rm", &self.overlay]).is_ok()
-                || docker::docker(&["network", "inspect", &self.overlay]).is_err()
-        });
+        for s in &self.services {
+            let _ = docker::docker(&["service", "rm", s]);
+        }
+        // Tasks' containers go asynchronously; an overlay only once they are gone.
+        for o in &self.overlays {
+            let _ = wait_until(Duration::from_secs(20), Duration::from_millis(250), || {
+                docker::docker(&["network", "rm", o]).is_ok()
+                    || docker::docker(&["network", "inspect", o]).is_err()
+            });
+        }
         let _ = self.h2.docker(&["swarm", "leave", "--force"]);
         let _ = docker::docker(&["swarm", "leave", "--force"]);
         if self.own_gwbridge {
@@ -134,10 +138,12 @@ fn swarm_service_tasks_get_their_addresses_and_keep_them_when_moved() {
     }
     let a = gwbridge_args(GWBRIDGE_2);
     h2.docker_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let plain_service = bed.name("plain");
+    let plain_overlay = bed.name("ovp");
     let _swarm = Swarm {
         h2: &h2,
-        service: service.clone(),
-        overlay: overlay.clone(),
+        services: vec![service.clone(), plain_service.clone()],
+        overlays: vec![overlay.clone(), plain_overlay.clone()],
         own_gwbridge,
     };
     docker::docker_ok(&[
@@ -284,6 +290,38 @@ fn swarm_service_tasks_get_their_addresses_and_keep_them_when_moved() {
             .contains(&format!("DHCPRELEASE(br0) {a2}")),
         "node 2's router did not release {a2}"
     );
+
+    // A service on an overlay that is not attachable: no router, and watch says how to
+    // fix it.
+    docker::docker_ok(&[
+        "network",
+        "create",
+        "--driver",
+        "overlay",
+        "--subnet",
+        "198.51.100.160/28",
+        &plain_overlay,
+    ]);
+    docker::docker_ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &plain_service,
+        "--no-resolve-image",
+        "--network",
+        &plain_overlay,
+        "--container-label",
+        "netcontainer.enable=true",
+        docker::SAMPLE_IMAGE,
+    ]);
+    assert!(
+        w1.wait_line(None, "is not attachable", BOUND),
+        "no attachable hint: {}",
+        w1.log()
+    );
+    assert!(w1.log().contains("--attachable"), "{}", w1.log());
+    docker::docker_ok(&["service", "rm", &plain_service]);
 
     // Removing the service releases every lease and leaves no router on either node.
     docker::docker_ok(&["service", "rm", &service]);
