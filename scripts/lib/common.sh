@@ -15,6 +15,7 @@
 #
 # Functions (all die with a message on error; nothing here exits on success):
 #   nc_root_dir                     the repository root (cd there with nc_cd_root)
+#   usage_from_header               print the calling script's header comment (--help)
 #   need_root WHY "$@"              re-exec under `sudo -n -E` or die
 #   find_cargo                      print cargo's path (PATH, ~/.cargo/bin of $HOME,
 #                                   of $SUDO_USER, of root), 1 if none
@@ -37,6 +38,8 @@ die() { echo "error: $*" >&2; exit 1; }
 
 nc_root_dir() { (cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd); }
 nc_cd_root() { cd "$(nc_root_dir)" || die "cannot cd to the repository root"; }
+
+usage_from_header() { awk 'NR == 1 { next } !/^#/ { exit } { sub(/^# ?/, ""); print }' "$0"; }
 
 # need_root WHY "$@": as root already, or re-exec the calling script with sudo (no
 # password prompt), or die saying WHY root is needed.
