@@ -30,7 +30,7 @@
 #   bed_stop                        remove the bed now (idempotent)
 #   remove_service NC SVC           `NC down SVC`, its router (if labelled as SVC's), the
 #                                   container SVC and its state directory, quietly
-#   stats / median                  stdin numbers -> "median min max" / median
+#   stats [FMT] / median [FMT]      stdin numbers -> "median min max" / median
 #   ms T0 T1                        milliseconds between two $EPOCHREALTIME values
 #   splice_doc FILE NAME TITLE BODY replace the generated section NAME of FILE
 
@@ -155,15 +155,17 @@ remove_service() {
 }
 
 # --- numbers ------------------------------------------------------------------------------
-# Median (mean of the two middle values for an even count), then min and max.
+# stats [FMT]: numbers on stdin -> "median min max"; the median is the middle value (the
+# mean of the two middle values for an even count) printed with FMT (default %.1f; %s
+# keeps a middle value as written), min and max as written.
 stats() {
-    sort -g | awk '{v[NR]=$1} END {
+    sort -g | awk -v fmt="${1:-%.1f}" '{v[NR]=$1} END {
         if (!NR) exit
         m = NR % 2 ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2
-        printf "%.1f %s %s\n", m, v[1], v[NR]
+        printf fmt " %s %s\n", m, v[1], v[NR]
     }'
 }
-median() { stats | awk '{print $1}'; }
+median() { stats "$@" | awk '{print $1}'; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) * 1000 }'; }
 
 # --- docs/benchmarks.md -------------------------------------------------------------------
