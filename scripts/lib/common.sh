@@ -158,6 +158,7 @@ remove_service() {
 # stats [FMT]: numbers on stdin -> "median min max"; the median is the middle value (the
 # mean of the two middle values for an even count) printed with FMT (default %.1f; %s
 # keeps a middle value as written), min and max as written.
+# shellcheck disable=SC2120 # FMT is optional
 stats() {
     sort -g | awk -v fmt="${1:-%.1f}" '{v[NR]=$1} END {
         if (!NR) exit
@@ -165,6 +166,7 @@ stats() {
         printf fmt " %s %s\n", m, v[1], v[NR]
     }'
 }
+# shellcheck disable=SC2120 # FMT is optional
 median() { stats "$@" | awk '{print $1}'; }
 ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", (b - a) * 1000 }'; }
 
