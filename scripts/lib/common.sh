@@ -110,6 +110,7 @@ _nc_run_exit() {
 # ncbed's stdin is a pipe from this shell: if the script dies without bed_stop (even by
 # SIGKILL), ncbed reads end-of-file and removes the bed all the same.
 _NC_BED_PID=
+_NC_BED_ERR=
 bed_start() {
     [ -z "$_NC_BED_PID" ] || die "bed_start: a bed is already up"
     local root bin err line
@@ -118,8 +119,9 @@ bed_start() {
     (cd "$root" && cargo build -q -p netcontainer-tests --bin ncbed) || die "cargo build of ncbed failed"
     bin=$root/target/debug/ncbed
     err=$(mktemp /tmp/ncbed.XXXXXX)
-    on_exit bed_stop
+    _NC_BED_ERR=$err
     on_exit "rm -f '$err'"
+    on_exit bed_stop
     coproc NCBED { exec "$bin" "$@" 2>"$err"; }
     # shellcheck disable=SC2153 # NCBED_PID is set by coproc
     _NC_BED_PID=$NCBED_PID
@@ -137,9 +139,15 @@ bed_start() {
 }
 bed_stop() {
     [ -n "$_NC_BED_PID" ] || return 0
+    local rc=0
     kill -TERM "$_NC_BED_PID" 2>/dev/null
-    wait "$_NC_BED_PID" 2>/dev/null
+    wait "$_NC_BED_PID" 2>/dev/null || rc=$?
     _NC_BED_PID=
+    if [ "$rc" -ne 0 ]; then
+        cat "$_NC_BED_ERR" >&2
+        echo "warning: ncbed exited with $rc while removing the bed" >&2
+    fi
+    return 0
 }
 
 # --- services on the bed -----------------------------------------------------------------
