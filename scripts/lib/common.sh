@@ -127,6 +127,8 @@ bed_start() {
     _NC_BED_PID=$NCBED_PID
     while :; do
         if ! IFS= read -r -u "${NCBED[0]}" line; then
+            wait "$_NC_BED_PID" 2>/dev/null
+            _NC_BED_PID=
             cat "$err" >&2
             die "ncbed $* did not come up"
         fi
