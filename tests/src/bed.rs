@@ -8,6 +8,11 @@
 //!
 //! Build with [`Lan::new`] then compose: [`Lan::add_router`], [`Lan::add_client`],
 //! [`Lan::add_lan_address`]. Everything is deleted on drop (namespaces own their links).
+//!
+//! [`add_bridge`] and [`plug`] are the one place a simulated L2 segment is made: `Lan`, the
+//! service segment ([`crate::ServiceNet`]), the Docker bed ([`crate::docker::DockerBed`],
+//! 203.0.113.0/24) and the extra LAN ports of [`crate::rogue`] all build theirs with them
+//! (and the scripts get their beds from `ncbed`, which uses these builders).
 
 use crate::netns::Netns;
 use std::net::Ipv4Addr;
@@ -37,21 +42,7 @@ impl Lan {
         let id = crate::unique("");
         let lan = Arc::new(Netns::new(&format!("{id}lan")).expect("create LAN netns"));
         let host = Arc::new(Netns::new(&format!("{id}host")).expect("create host netns"));
-        lan.ip(&["link", "add", "br0", "type", "bridge"]);
-        // No STP / forwarding delay: ports forward at once.
-        lan.ip(&[
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ]);
-        lan.ip(&["addr", "add", "192.0.2.1/24", "dev", "br0"]);
-        lan.ip(&["link", "set", "br0", "up"]);
+        add_bridge(&lan, Some(&format!("{SERVER}/24")));
         let mut bed = Lan {
             id,
             lan,
@@ -62,7 +53,7 @@ impl Lan {
             next_router: 0,
         };
         let host = bed.host.clone();
-        bed.plug(&host, "eth0");
+        bed.plug(&host, "eth0", None);
         bed
     }
 
@@ -84,23 +75,10 @@ impl Lan {
     }
 
     /// Connect `ns` to the bridge with a veth named `ifname` inside `ns` (up).
-    fn plug(&mut self, ns: &Netns, ifname: &str) {
+    fn plug(&mut self, ns: &Netns, ifname: &str, cidr: Option<&str>) {
         let port = format!("p{}", self.ports);
         self.ports += 1;
-        self.lan.ip(&[
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            ifname,
-            "netns",
-            ns.name(),
-        ]);
-        self.lan.ip(&["link", "set", &port, "master", "br0", "up"]);
-        ns.ip(&["link", "set", ifname, "up"]);
+        plug(&self.lan, &port, ns, ifname, cidr);
     }
 
     /// Add a router namespace with a macvlan (mode bridge) `lan0` on the host's eth0, moved
@@ -138,9 +116,7 @@ impl Lan {
     pub fn add_client(&mut self, last_octet: u8) -> Arc<Netns> {
         let n = self.clients.len();
         let ns = Arc::new(Netns::new(&format!("{}c{n}", self.id)).expect("create client netns"));
-        self.plug(&ns, "eth0");
-        let addr = format!("192.0.2.{last_octet}/24");
-        ns.ip(&["addr", "add", &addr, "dev", "eth0"]);
+        self.plug(&ns, "eth0", Some(&format!("192.0.2.{last_octet}/24")));
         self.clients.push(ns.clone());
         ns
     }
@@ -187,6 +163,53 @@ impl Lan {
         }
         n
     }
+}
+
+/// Bridge `br0` in `ns` (no STP, no forwarding delay: ports forward at once), up, with
+/// `cidr` (e.g. "192.0.2.1/24") on it if given.
+pub fn add_bridge(ns: &Netns, cidr: Option<&str>) {
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&[
+        "link",
+        "set",
+        "br0",
+        "type",
+        "bridge",
+        "stp_state",
+        "0",
+        "forward_delay",
+        "0",
+    ]);
+    if let Some(c) = cidr {
+        ns.ip(&["addr", "add", c, "dev", "br0"]);
+    }
+    ns.ip(&["link", "set", "br0", "up"]);
+}
+
+/// A veth from `br0` of `bridge_ns` (port `port` there) to `ns` (named `ifname` there),
+/// both ends up, `cidr` on the `ns` end if given.
+pub fn plug(bridge_ns: &Netns, port: &str, ns: &Netns, ifname: &str, cidr: Option<&str>) {
+    veth_from_bridge(bridge_ns, port, ns.name(), ifname);
+    if let Some(c) = cidr {
+        ns.ip(&["addr", "add", c, "dev", ifname]);
+    }
+    ns.ip(&["link", "set", ifname, "up"]);
+}
+
+/// Like [`plug`], the far end `ifname` in the caller's own network namespace (the root
+/// namespace for the Docker bed: its `--parent`), up, without address.
+pub fn plug_here(bridge_ns: &Netns, port: &str, ifname: &str) {
+    veth_from_bridge(bridge_ns, port, &std::process::id().to_string(), ifname);
+    crate::ip(&["link", "set", ifname, "up"]);
+}
+
+/// The veth pair of [`plug`]: `port` on `br0` (up), its peer `ifname` put in `netns` (a
+/// namespace name or a pid, as `ip link ... netns` takes them).
+fn veth_from_bridge(bridge_ns: &Netns, port: &str, netns: &str, ifname: &str) {
+    bridge_ns.ip(&[
+        "link", "add", port, "type", "veth", "peer", "name", ifname, "netns", netns,
+    ]);
+    bridge_ns.ip(&["link", "set", port, "master", "br0", "up"]);
 }
 
 impl Default for Lan {

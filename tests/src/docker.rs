@@ -411,36 +411,9 @@ impl DockerBed {
         );
         let tmp = TempDir::new("docker");
         let lan = Arc::new(Netns::new(&format!("{id}lan")).expect("create LAN netns"));
-        lan.ip(&["link", "add", "br0", "type", "bridge"]);
-        lan.ip(&[
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ]);
-        lan.ip(&["addr", "add", &format!("{LAN_GATEWAY}/24"), "dev", "br0"]);
-        lan.ip(&["link", "set", "br0", "up"]);
+        crate::bed::add_bridge(&lan, Some(&format!("{LAN_GATEWAY}/24")));
         let client = Arc::new(Netns::new(&format!("{id}cli")).expect("create client netns"));
-        lan.ip(&[
-            "link",
-            "add",
-            "cli",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            client.name(),
-        ]);
-        lan.ip(&["link", "set", "cli", "master", "br0", "up"]);
-        client.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "eth0"]);
-        client.ip(&["link", "set", "eth0", "up"]);
+        crate::bed::plug(&lan, "cli", &client, "eth0", Some(&format!("{CLIENT}/24")));
 
         let dnsmasq = Dnsmasq::start(
             &lan,
@@ -471,21 +444,7 @@ impl DockerBed {
         };
         // The parent: a veth whose other end is on the LAN bridge. No address on our side.
         bed.links.lock().unwrap().push(bed.parent.clone());
-        crate::ip(&[
-            "link",
-            "add",
-            &bed.parent,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "uplink",
-            "netns",
-            bed.lan.name(),
-        ]);
-        bed.lan
-            .ip(&["link", "set", "uplink", "master", "br0", "up"]);
-        crate::ip(&["link", "set", &bed.parent, "up"]);
+        crate::bed::plug_here(&bed.lan, "uplink", &bed.parent);
         bed.create_network(index, prefix_len);
         bed
     }

@@ -7,7 +7,8 @@
 //!   and `spawn_direct`/`run_in` through `setns(2)` in a helper thread.
 //! * [`Lan`]: the bed builder: a LAN namespace with bridge `br0` = 192.0.2.1/24, a "host"
 //!   namespace on it (the macvlan parent `eth0`), routers (a macvlan `lan0`, left DOWN
-//!   without address) and LAN clients (a veth on the bridge with a static address).
+//!   without address) and LAN clients (a veth on the bridge with a static address);
+//!   [`bed::add_bridge`] and [`bed::plug`], the one way a simulated segment is built.
 //! * [`Dnsmasq`], [`Kea`]: DHCP servers run in the foreground in the LAN namespace, killed
 //!   by pid on drop, with lease-file parsers and log access.
 //! * [`Agent`]: the netcontainer agent in a router namespace plus the `netcontainer agent`
@@ -21,6 +22,8 @@
 //!   on 198.51.100.0/24), a routed second LAN ([`RoutedNet`], 203.0.113.0/24), small
 //!   servers (busybox httpd, TCP banner, UDP echo) and bounded clients (curl, TCP, UDP,
 //!   ping) for the forwarding tests.
+//! * `src/bin/ncbed.rs`: these beds for the scripts (`scripts/lib/common.sh`, `bed_start`),
+//!   so bash never builds a LAN or starts dnsmasq itself.
 //! * [`chaos`]: Kea on the Docker bed, a continuous LAN client, an address-conflict
 //!   monitor and resource probes for the load and chaos tests.
 //!

@@ -308,20 +308,7 @@ static PORT_N: AtomicU32 = AtomicU32::new(0);
 /// second server on the same L2 segment.
 pub fn plug(lan: &Lan, ns: &Netns, ifname: &str) {
     let port = format!("rq{}", PORT_N.fetch_add(1, Ordering::Relaxed));
-    lan.lan.ip(&[
-        "link",
-        "add",
-        &port,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        ifname,
-        "netns",
-        ns.name(),
-    ]);
-    lan.lan.ip(&["link", "set", &port, "master", "br0", "up"]);
-    ns.ip(&["link", "set", ifname, "up"]);
+    crate::bed::plug(&lan.lan, &port, ns, ifname, None);
 }
 
 #[cfg(test)]

@@ -62,19 +62,7 @@ impl ServiceNet {
     pub fn attach(router: &Netns) -> ServiceNet {
         let segment =
             Arc::new(Netns::new(&format!("{}seg", router.name())).expect("create segment netns"));
-        segment.ip(&["link", "add", "br0", "type", "bridge"]);
-        segment.ip(&[
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ]);
-        segment.ip(&["link", "set", "br0", "up"]);
+        crate::bed::add_bridge(&segment, None);
         let mut net = ServiceNet {
             hosts: Vec::new(),
             segment,
@@ -89,22 +77,7 @@ impl ServiceNet {
     fn plug(&mut self, ns: &Netns, cidr: &str) {
         let port = format!("s{}", self.ports);
         self.ports += 1;
-        self.segment.ip(&[
-            "link",
-            "add",
-            &port,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ]);
-        self.segment
-            .ip(&["link", "set", &port, "master", "br0", "up"]);
-        ns.ip(&["addr", "add", cidr, "dev", "eth0"]);
-        ns.ip(&["link", "set", "eth0", "up"]);
+        crate::bed::plug(&self.segment, &port, ns, "eth0", Some(cidr));
     }
 
     /// Add a service host 198.51.100.`last_octet`/24 with its default route via the
