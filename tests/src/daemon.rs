@@ -51,20 +51,7 @@ impl SecondDaemon {
         let ns = Arc::new(Netns::new(&bed.name("h2")).expect("create the second host's netns"));
         let tmp = TempDir::new("dockerd2");
         let uplink = format!("{}u2", bed.id);
-        bed.lan.ip(&[
-            "link",
-            "add",
-            &uplink,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            PARENT,
-            "netns",
-            ns.name(),
-        ]);
-        bed.lan.ip(&["link", "set", &uplink, "master", "br0", "up"]);
-        ns.ip(&["link", "set", PARENT, "up"]);
+        crate::bed::plug(&bed.lan, &uplink, &ns, PARENT, None);
         let cfg = tmp.join("daemon.json");
         // Its own trust key: Docker 20.10 derives the daemon ID (part of an identity)
         // from it, and the default path (/etc/docker/key.json) is the main daemon's.
