@@ -341,12 +341,9 @@ impl DockerClient {
             .docker
             .create_container(Some(opts), body)
             .await
-            .map_err(|e| {
-                if e.to_string().contains("not manually attachable") {
-                    DockerError::NotAttachable(plan.network.clone())
-                } else {
-                    api(format!("creating {}", plan.router_name))(e)
-                }
+            .map_err(|e| match not_attachable(&e) {
+                Some(n) => DockerError::NotAttachable(n),
+                None => api(format!("creating {}", plan.router_name))(e),
             })?;
         for w in resp.warnings {
             tracing::warn!(container = %plan.router_name, "docker: {w}");
@@ -361,7 +358,12 @@ impl DockerClient {
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
             }) => Ok(()),
-            Err(e) => Err(api(format!("starting {id}"))(e)),
+            // A Swarm overlay that is not attachable is refused when the
+            // container starts (its endpoint is made then).
+            Err(e) => Err(match not_attachable(&e) {
+                Some(n) => DockerError::NotAttachable(n),
+                None => api(format!("starting {id}"))(e),
+            }),
         }
     }
 
@@ -454,6 +456,16 @@ impl DockerClient {
     }
 }
 
+/// The network named in Docker's "network X not manually attachable".
+fn not_attachable(e: &BollardError) -> Option<String> {
+    let msg = e.to_string();
+    let head = msg.split(" not manually attachable").next()?;
+    if head.len() == msg.len() {
+        return None;
+    }
+    head.rsplit(' ').next().map(str::to_string)
+}
+
 fn pid_of(c: &ContainerInspectResponse) -> Option<u32> {
     c.state
         .as_ref()
@@ -539,4 +551,23 @@ fn router_info(
         running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
         labels,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_attachable_names_the_network() {
+        let e = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "Could not attach to network appnet: rpc error: code = PermissionDenied desc = network appnet not manually attachable".into(),
+        };
+        assert_eq!(not_attachable(&e).as_deref(), Some("appnet"));
+        let other = BollardError::DockerResponseServerError {
+            status_code: 500,
+            message: "something else".into(),
+        };
+        assert_eq!(not_attachable(&other), None);
+    }
 }
