@@ -46,10 +46,12 @@ use tokio::task::JoinSet;
 use crate::commands::{default_image, require_root};
 use crate::docker::{ContainerEvent, DockerError};
 use crate::error::Error;
+use crate::labels::{ServiceLabels, warn_unknown_once};
 use crate::lock::ServiceLock;
 use crate::notify::notify;
+use crate::plan::PlanError;
 use crate::plan::{self, UpOptions, labels};
-use crate::router::{Driver, Healed, never_interrupted, wants_router};
+use crate::router::{Driver, Healed, never_interrupted};
 use crate::state::{self, ServiceName};
 
 #[derive(Args, Debug, Clone)]
@@ -540,12 +542,25 @@ async fn try_reconcile(ctx: &Ctx, service: &ServiceName) -> Result<Option<String
         Err(DockerError::NoSuchContainer(_)) => None,
         Err(e) => return Err(e.into()),
     };
+    // The service's labels, read once; a label that cannot be read is an
+    // error of this service (named in the log), not a reason to guess.
+    let labelled = match &svc {
+        Some(s) => {
+            let l =
+                ServiceLabels::parse(&s.labels).map_err(|e| PlanError::Invalid(e.on(&s.name)))?;
+            warn_unknown_once(service, &l.unknown);
+            Some(l)
+        }
+        None => None,
+    };
     let action = decide(
         router.as_ref().map(|_| RouterView),
-        svc.as_ref().map(|s| ServiceView {
-            running: s.running,
-            enabled: wants_router(&s.labels),
-        }),
+        svc.as_ref()
+            .zip(labelled.as_ref())
+            .map(|(s, l)| ServiceView {
+                running: s.running,
+                enabled: l.enable,
+            }),
         DecideOptions {
             release_when_stopped: args.release_when_stopped,
         },
@@ -576,7 +591,14 @@ async fn try_reconcile(ctx: &Ctx, service: &ServiceName) -> Result<Option<String
             }),
         }),
         (Action::Up, None, Some(s)) => {
-            let opts = options_for(args, &s);
+            let opts = UpOptions {
+                // `--parent` is the default parent; mode, mac, hostname and
+                // ports are read from the labels by `derive`.
+                parent: labelled
+                    .and_then(|l| l.parent)
+                    .or_else(|| args.parent.clone()),
+                ..Default::default()
+            };
             let (rp, status) = d
                 .up(
                     &s,
@@ -597,17 +619,6 @@ async fn try_reconcile(ctx: &Ctx, service: &ServiceName) -> Result<Option<String
             )))
         }
         _ => Ok(None),
-    }
-}
-
-/// `up` options for a labelled service: its labels, `--parent` as the
-/// default parent.
-fn options_for(args: &WatchArgs, s: &crate::plan::ServiceInfo) -> UpOptions {
-    let l = |k: &str| s.labels.get(k).filter(|v| !v.is_empty()).cloned();
-    UpOptions {
-        parent: l(labels::PARENT).or_else(|| args.parent.clone()),
-        // mode, mac, hostname and ports are read from the labels by `derive`.
-        ..Default::default()
     }
 }
 
