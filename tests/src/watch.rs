@@ -199,7 +199,16 @@ impl DeadParent {
         let ns = crate::netns::Netns::new(&format!("{}dead", bed.id)).expect("create netns");
         bed.track_link(&name);
         crate::ip(&[
-            "link", "add", &name, "type", "veth", "peer", "name", "eth0", "netns", ns.name(),
+            "link",
+            "add",
+            &name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
         ]);
         ns.ip(&["link", "set", "eth0", "up"]);
         crate::ip(&["link", "set", &name, "up"]);
@@ -231,40 +240,50 @@ pub fn retry_in(line: &str) -> Option<f64> {
     v.strip_suffix('s')?.parse().ok()
 }
 
-/// Waits until every service answers its page on port 80 from the LAN client, polling
-/// `ls --json` for the addresses: the time from `since` until the last one answered, or
-/// what was still missing at `timeout`.
+/// Waits until every service answers its page on port 80 from the LAN client, taking
+/// each address from watch's `router created: ADDRESS` line (cheap to poll, and the
+/// same in every version of watch): the time from watch's start until the last one
+/// answered, or what was still missing at `timeout`.
 pub fn wait_all_serve(
     bed: &DockerBed,
+    w: &Watch,
     services: &[String],
-    since: Instant,
     timeout: Duration,
 ) -> Result<Duration, String> {
     let mut left: std::collections::BTreeSet<String> = services.iter().cloned().collect();
     let mut last = Duration::ZERO;
     while !left.is_empty() {
-        if since.elapsed() > timeout {
-            return Err(format!("{} not answering after {timeout:?}: {left:?}", left.len()));
+        if w.started.elapsed() > timeout {
+            return Err(format!(
+                "{} not answering after {timeout:?}: {left:?}",
+                left.len()
+            ));
         }
-        let addrs: Vec<(String, Ipv4Addr)> = bed
-            .ls_json()
-            .into_iter()
-            .filter_map(|e| {
-                let s = e["service"].as_str()?.to_string();
-                let st = agent(&e)?;
-                (left.contains(&s) && st.state == "bound")
-                    .then(|| st.address().map(|a| (s, a)))
+        let log = w.log();
+        let created: Vec<(String, Ipv4Addr)> = log
+            .lines()
+            .filter_map(|l| {
+                let addr = l
+                    .split("router created: ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?;
+                let s = l
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("service="))?;
+                left.contains(s)
+                    .then(|| addr.parse().ok().map(|a| (s.to_string(), a)))
                     .flatten()
             })
             .collect();
-        for (s, a) in addrs {
+        for (s, a) in created {
             if bed.fetch(a, 80, 1).is_ok_and(|b| b.trim() == page(&s, 80)) {
                 left.remove(&s);
-                last = since.elapsed();
+                last = w.started.elapsed();
             }
         }
         if !left.is_empty() {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
     Ok(last)

@@ -544,7 +544,7 @@ fn many_services_come_up_together_and_a_stuck_one_backs_off() {
     // A lease wait of 10 s: the 20 must not need it.
     const TIMEOUT: u32 = 10;
     let mut w = Watch::start_bin(&bed, &bin("netcontainer"), TIMEOUT, &[], &[]);
-    let took = watch::wait_all_serve(&bed, &names, w.started, Duration::from_secs(60))
+    let took = watch::wait_all_serve(&bed, &w, &names, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}\n{}", w.log()));
     let stuck_failures = |w: &Watch| -> Vec<String> {
         w.lines_of(&stuck)
