@@ -532,9 +532,11 @@ fn many_services_come_up_together_and_a_stuck_one_backs_off() {
         .map(|i| watch::labelled_service(&bed, &format!("s{i}"), &[]).name)
         .collect();
     let parent = format!("netcontainer.parent={}", dead.name);
+    // Named to sort first: a watch that reconciled one service after the other would
+    // keep the 20 waiting for its whole lease wait.
     let stuck = bed
         .container(
-            "stuck",
+            "0stuck",
             docker::SAMPLE_IMAGE,
             &["-l", "netcontainer.enable=true", "-l", &parent],
             &[],

@@ -7,7 +7,7 @@
 //! Scenarios, in this order (services are only ever added): N = each of
 //! `NETCONTAINER_BENCH_NS` (default `10,25,50`); after the first N of at least 20, the
 //! same N plus one stuck service (its parent's LAN has no DHCP server), timing only the
-//! N. Between two runs watch is stopped and every router removed (`docker rm -f`, the
+//! N (the stuck one is named to sort first). Between two runs watch is stopped and every router removed (`docker rm -f`, the
 //! state directories too), so each run starts cold; dnsmasq keeps the leases, so the
 //! addresses are the same each run. `--timeout 30` (the default) for both builds.
 //!
@@ -65,9 +65,11 @@ fn watch_cold_start() {
         if n >= 20 && !stuck_done {
             stuck_done = true;
             let parent = format!("netcontainer.parent={}", dead.name);
+            // Sorts before the others: the old watch, one service after the other in
+            // name order, reaches it first.
             let stuck = bed
                 .container(
-                    "stuck",
+                    "0stuck",
                     docker::SAMPLE_IMAGE,
                     &["-l", "netcontainer.enable=true", "-l", &parent],
                     &[],
