@@ -178,6 +178,10 @@ enum Trigger {
     /// An event of the service's router: during a backoff these are the
     /// echoes of watch's own attempts, and never cut it short.
     Router,
+    /// The service's router started (received at that instant). One that
+    /// came while the task was working on the service is the echo of its own
+    /// `up` or start, and asks for nothing.
+    RouterStarted(Instant),
     /// The full reconcile; answered once the task has looked (or, during a
     /// backoff, at once: the retry is already scheduled).
     Resync(oneshot::Sender<()>),
@@ -285,6 +289,7 @@ impl Supervisor {
         };
         tracing::debug!(action = %ev.action, container = %ev.name, %service, "event");
         let t = match (is_router, ev.action.as_str()) {
+            (true, "start") => Trigger::RouterStarted(Instant::now()),
             (true, _) => Trigger::Router,
             (false, "destroy") => Trigger::ServiceGone,
             (false, _) => Trigger::Service,
@@ -387,26 +392,29 @@ async fn service_task(
     let mut wanted = false;
     let mut urgent = false;
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
-    let absorb =
-        |t: Trigger, wanted: &mut bool, urgent: &mut bool, acks: &mut Vec<oneshot::Sender<()>>| {
-            *wanted = true;
-            match t {
-                Trigger::ServiceGone => *urgent = true,
-                Trigger::Resync(ack) => acks.push(ack),
-                Trigger::Service | Trigger::Router => {}
-            }
-        };
+    // When the last attempt ran (from its permit to its end).
+    let mut worked: Option<(Instant, Instant)> = None;
+    let absorb = |t: Trigger,
+                  worked: Option<(Instant, Instant)>,
+                  wanted: &mut bool,
+                  urgent: &mut bool,
+                  acks: &mut Vec<oneshot::Sender<()>>| {
+        if !asks(&t, worked) {
+            return;
+        }
+        *wanted = true;
+        match t {
+            Trigger::ServiceGone => *urgent = true,
+            Trigger::Resync(ack) => acks.push(ack),
+            Trigger::Service | Trigger::Router | Trigger::RouterStarted(_) => {}
+        }
+    };
     loop {
         while let Ok(t) = inbox.try_recv() {
             seen += 1;
-            absorb(t, &mut wanted, &mut urgent, &mut acks);
+            absorb(t, worked, &mut wanted, &mut urgent, &mut acks);
         }
-        let now = Instant::now();
-        let run = match retry {
-            None => wanted,
-            Some(r) => r.at <= now || urgent,
-        };
-        if !run {
+        if !should_run(retry, wanted, urgent, Instant::now()) {
             // Held back by the backoff: the resync need not wait for it.
             for a in acks.drain(..) {
                 let _ = a.send(());
@@ -422,7 +430,7 @@ async fn service_task(
                 t = inbox.recv() => match t {
                     Some(t) => {
                         seen += 1;
-                        absorb(t, &mut wanted, &mut urgent, &mut acks);
+                        absorb(t, worked, &mut wanted, &mut urgent, &mut acks);
                     }
                     // The supervisor let go (idle, or the session ended).
                     None => return,
@@ -436,11 +444,33 @@ async fn service_task(
         let answered = std::mem::take(&mut acks);
         retry = {
             let _permit = ctx.permits.acquire().await;
-            reconcile(&ctx, &service, retry).await
+            let from = Instant::now();
+            let r = reconcile(&ctx, &service, retry).await;
+            worked = Some((from, Instant::now()));
+            r
         };
         for a in answered {
             let _ = a.send(());
         }
+    }
+}
+
+/// Does trigger `t` ask for a look? Not the start of the router that came
+/// while the task was working on it (`worked`): that is its own doing.
+fn asks(t: &Trigger, worked: Option<(Instant, Instant)>) -> bool {
+    match t {
+        Trigger::RouterStarted(at) => !worked.is_some_and(|(a, b)| a <= *at && *at <= b),
+        _ => true,
+    }
+}
+
+/// The backoff rule: with no retry pending, work when a trigger asked for
+/// it; with one pending, only once it is due (whatever asked meanwhile), or
+/// at once when the service container is gone.
+fn should_run(retry: Option<Retry>, wanted: bool, urgent: bool, now: Instant) -> bool {
+    match retry {
+        None => wanted,
+        Some(r) => r.at <= now || urgent,
     }
 }
 
@@ -633,6 +663,42 @@ mod tests {
     const RELEASE: DecideOptions = DecideOptions {
         release_when_stopped: true,
     };
+
+    #[test]
+    fn no_trigger_cuts_a_backoff_short_but_the_service_gone() {
+        let now = Instant::now();
+        let pending = Some(Retry {
+            at: now + Duration::from_secs(4),
+            delay: Duration::from_secs(4),
+        });
+        // Router events, service events, resyncs: all only set `wanted`.
+        assert!(!should_run(pending, true, false, now));
+        assert!(!should_run(pending, false, false, now));
+        assert!(should_run(pending, true, true, now), "service removed");
+        // Due: one attempt, whether or not anything asked meanwhile.
+        let later = now + Duration::from_secs(4);
+        assert!(should_run(pending, false, false, later));
+        assert!(should_run(pending, true, false, later));
+        // No backoff: work when asked, only then.
+        assert!(should_run(None, true, false, now));
+        assert!(!should_run(None, false, false, now));
+    }
+
+    #[test]
+    fn its_own_router_start_asks_for_nothing() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let window = Some((t0, t1));
+        let during = Trigger::RouterStarted(t0 + Duration::from_millis(300));
+        let after = Trigger::RouterStarted(t1 + Duration::from_millis(1));
+        assert!(!asks(&during, window));
+        assert!(asks(&after, window), "a restart after the work is news");
+        assert!(asks(&during, None));
+        // Other events always ask (a router that died meanwhile must be healed).
+        assert!(asks(&Trigger::Router, window));
+        assert!(asks(&Trigger::Service, window));
+        assert!(asks(&Trigger::ServiceGone, window));
+    }
 
     fn svc(running: bool, enabled: bool) -> Option<ServiceView> {
         Some(ServiceView { running, enabled })
