@@ -87,7 +87,7 @@ fn names_that_are_not_container_names_touch_nothing() {
     let bed = DockerBed::new(13);
     let pr = PrivateRun::new(&bed.tmp);
     let inv = pr.inv();
-    for bad in ["..", ".", "", "/", "a/b", "../x", "x\u{1}y", "-rf"] {
+    for bad in ["..", ".", "", "/", "a/b", "../x", "x\u{1}y", "_x"] {
         for args in [
             vec!["down", bad],
             vec!["up", bad, "--parent", &bed.parent],
@@ -254,10 +254,14 @@ fn image_labels_do_not_steer_the_host() {
     let mut w = Watch::start(&bed, &[], &[]);
     assert!(w.wait_watching(1, Duration::from_secs(20)), "{}", w.log());
     let evil = bed.container("evil", &image.0, &[], &[], true);
-    // The operator's label on the same image does count.
-    let labels = watch::enable_labels(&bed);
-    let mut a: Vec<&str> = labels.iter().map(String::as_str).collect();
-    a.extend(["-l", "netcontainer.hostname=chosen-name"]);
+    // The operator's labels on the same image do count. (A value equal to the image's
+    // is the image's: `yes` where the image says `true`; the parent is watch's.)
+    let a = [
+        "-l",
+        "netcontainer.enable=yes",
+        "-l",
+        "netcontainer.hostname=chosen-name",
+    ];
     let good = bed.container("good", &image.0, &a, &[], true);
     let addr = watch::wait_bound(&bed, &good.name, Duration::from_secs(30))
         .unwrap_or_else(|| panic!("the operator-labelled service got no router: {}", w.log()));
