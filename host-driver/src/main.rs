@@ -5,6 +5,7 @@ mod agent_client;
 mod commands;
 mod docker;
 mod error;
+mod labels;
 mod lock;
 mod notify;
 mod output;

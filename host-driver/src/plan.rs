@@ -8,6 +8,8 @@ use std::str::FromStr;
 
 use netcontainer_proto::{Forward, Plan, Protocol, validate_hostname};
 
+use crate::labels::ServiceLabels;
+
 /// Name of the LAN interface inside the router.
 pub const LAN_IF: &str = "lan0";
 /// Prefix of router container names.
@@ -379,10 +381,7 @@ pub fn ports_of(svc: &ServiceInfo, publish: &[PortSpec]) -> Result<Vec<PortSpec>
     let mut set = BTreeSet::new();
     if !publish.is_empty() {
         set.extend(publish.iter().copied());
-    } else if let Some(l) = svc.labels.get(labels::PORTS) {
-        let ports = parse_port_list(l).map_err(|e| {
-            PlanError::Invalid(format!("label {} on {}: {e}", labels::PORTS, svc.name))
-        })?;
+    } else if let Some(ports) = service_labels(svc)?.ports {
         set.extend(ports);
     } else {
         set.extend(
@@ -428,39 +427,30 @@ pub fn forwards(ports: &[PortSpec], ip: Ipv4Addr) -> Vec<Forward> {
         .collect()
 }
 
+/// A service's labels (the one parser), its errors naming label and container.
+fn service_labels(svc: &ServiceInfo) -> Result<ServiceLabels, PlanError> {
+    ServiceLabels::parse(&svc.labels).map_err(|e| PlanError::Invalid(e.on(&svc.name)))
+}
+
 /// Derives everything `up` needs. `default_parent` applies when neither the
 /// options nor the labels name one.
 pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanError> {
     if !svc.running {
         return Err(PlanError::NotRunning(svc.name.clone()));
     }
-    let label = |k: &str| svc.labels.get(k).filter(|v| !v.is_empty()).cloned();
+    let sl = service_labels(svc)?;
     let parent = opts
         .parent
         .clone()
-        .or_else(|| label(labels::PARENT))
+        .or(sl.parent)
         .ok_or_else(|| PlanError::Invalid("no parent interface: give --parent IFACE".into()))?;
-    let mode = match opts.mode {
-        Some(m) => m,
-        None => match label(labels::MODE) {
-            Some(m) => m.parse().map_err(PlanError::Invalid)?,
-            None => Mode::Macvlan,
-        },
-    };
+    let mode = opts.mode.or(sl.mode).unwrap_or_default();
     let identity = identity_of(svc)?;
-    let mac = match opts.mac {
-        Some(m) => m,
-        None => match label(labels::MAC) {
-            Some(m) => parse_mac(&m).map_err(|e| {
-                PlanError::Invalid(format!("label {} on {}: {e}", labels::MAC, svc.name))
-            })?,
-            None => stable_mac(&identity),
-        },
-    };
+    let mac = opts.mac.or(sl.mac).unwrap_or_else(|| stable_mac(&identity));
     let hostname = opts
         .hostname
         .clone()
-        .or_else(|| label(labels::HOSTNAME))
+        .or(sl.hostname)
         .unwrap_or_else(|| default_hostname(svc));
     validate_hostname(&hostname).map_err(PlanError::Invalid)?;
     let (network, service_ip) = network_of(svc)?;
@@ -485,7 +475,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         mac,
         ports,
         plan,
-        arp_probe: opts.arp_probe || label(labels::ARP_PROBE).is_some_and(|v| v == "true"),
+        arp_probe: opts.arp_probe || sl.arp_probe,
     })
 }
 

@@ -2,7 +2,6 @@
 //! router for a service (rolling back on failure), bring an existing one back
 //! in line with its service, and remove one.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,8 @@ use tokio::sync::watch;
 use crate::agent_client::{AgentClient, unexpected};
 use crate::docker::{DockerClient, DockerError, RouterInfo};
 use crate::error::Error;
-use crate::plan::{self, LAN_IF, Mode, RouterPlan, ServiceInfo, UpOptions, labels, parse_mac};
+use crate::labels::{RouterLabels, ServiceLabels};
+use crate::plan::{self, LAN_IF, Mode, PlanError, RouterPlan, ServiceInfo, UpOptions};
 use crate::plumb::{Parent, PlumbError, Plumber};
 use crate::state::{self, ServiceName};
 
@@ -69,18 +69,16 @@ async fn on_interrupt(i: &mut Interrupt) -> Error {
 
 /// The options a router was created with, from its labels (so `watch` keeps
 /// what `up --publish/--mac/...` chose).
-pub fn options_of(r: &RouterInfo) -> UpOptions {
-    let l = |k: &str| r.labels.get(k).filter(|v| !v.is_empty()).cloned();
-    UpOptions {
-        parent: l(labels::PARENT),
-        mode: l(labels::MODE).and_then(|m| m.parse::<Mode>().ok()),
-        publish: l(labels::PORTS)
-            .and_then(|p| plan::parse_port_list(&p).ok())
-            .unwrap_or_default(),
-        hostname: l(labels::HOSTNAME),
-        mac: l(labels::MAC).and_then(|m| parse_mac(&m).ok()),
-        arp_probe: l(labels::ARP_PROBE).is_some_and(|v| v == "true"),
-    }
+pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
+    let l = RouterLabels::parse(&r.labels).map_err(|e| PlanError::Invalid(e.on(&r.name)))?;
+    Ok(UpOptions {
+        parent: l.parent,
+        mode: l.mode,
+        publish: l.ports,
+        hostname: l.hostname,
+        mac: l.mac,
+        arp_probe: l.arp_probe,
+    })
 }
 
 /// Status of a service's agent, or `None` if it does not answer within 3 s.
@@ -145,6 +143,9 @@ impl Driver {
                 router: r.name,
                 address,
             });
+        }
+        if let Ok(l) = ServiceLabels::parse(&svc.labels) {
+            crate::labels::warn_unknown_once(&name, &l.unknown);
         }
         let rp = plan::derive(svc, opts)?;
         let parent = self.plumber.parent(&rp.parent).await?;
@@ -276,7 +277,7 @@ impl Driver {
     /// address or state changed. Changes nothing that is already right.
     pub async fn heal(&self, r: &RouterInfo, svc: &ServiceInfo) -> Result<Healed, Error> {
         let mut did = Healed::Nothing;
-        let opts = options_of(r);
+        let opts = options_of(r)?;
         let desired = desired_plan(svc, &opts, &router_identity(r))?;
         if !r.running {
             self.docker.start(&r.id).await?;
@@ -332,7 +333,7 @@ impl Driver {
 /// service's name.
 pub fn router_identity(r: &RouterInfo) -> String {
     r.labels
-        .get(labels::IDENTITY)
+        .get(crate::plan::labels::IDENTITY)
         .filter(|v| !v.is_empty())
         .cloned()
         .unwrap_or_else(|| r.service.to_string())
@@ -426,11 +427,4 @@ impl Created {
             eprintln!("warning: {e}");
         }
     }
-}
-
-/// Labels of a service that asks for a router (`netcontainer.enable=true`).
-pub fn wants_router(labels: &HashMap<String, String>) -> bool {
-    labels
-        .get(plan::labels::ENABLE)
-        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"))
 }

@@ -45,6 +45,18 @@ pub struct Watch {
 impl Watch {
     /// `netcontainer watch --parent <bed parent> extra...` with extra environment.
     pub fn start(bed: &DockerBed, extra: &[&str], env: &[(&str, &str)]) -> Watch {
+        Self::start_bin(bed, &crate::bin("netcontainer"), 20, extra, env)
+    }
+
+    /// [`Watch::start`] of the driver binary `bin` (another build, say) with
+    /// `--timeout <timeout>`.
+    pub fn start_bin(
+        bed: &DockerBed,
+        bin: &Path,
+        timeout: u32,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Watch {
         let n = WATCH_N.fetch_add(1, Ordering::Relaxed);
         let log = bed.tmp.join(format!("watch{n}.log"));
         let notify_path = bed.tmp.join(format!("watch{n}.notify"));
@@ -71,8 +83,9 @@ impl Watch {
                 }
             });
         }
-        let mut cmd = Command::new(crate::bin("netcontainer"));
-        cmd.args(["watch", "--parent", &bed.parent, "--timeout", "20"])
+        let mut cmd = Command::new(bin);
+        let timeout = timeout.to_string();
+        cmd.args(["watch", "--parent", &bed.parent, "--timeout", &timeout])
             .args(extra)
             .env("NOTIFY_SOCKET", &notify_path)
             .env_remove("NETCONTAINER_LOG")
@@ -168,6 +181,130 @@ impl Drop for Watch {
         }
         self.proc.terminate(Duration::from_secs(5));
         let _ = std::fs::remove_file(&self.notify_path);
+    }
+}
+
+/// A second parent for the bed: a veth whose other end sits alone in a namespace of
+/// its own, with no DHCP server: a router on it never gets a lease. Both go on drop
+/// (deleting the namespace deletes the pair).
+pub struct DeadParent {
+    /// The root-namespace end: the `netcontainer.parent` of a stuck service.
+    pub name: String,
+    _ns: crate::netns::Netns,
+}
+
+impl DeadParent {
+    pub fn new(bed: &DockerBed) -> DeadParent {
+        let name = format!("{}q", bed.id);
+        let ns = crate::netns::Netns::new(&format!("{}dead", bed.id)).expect("create netns");
+        bed.track_link(&name);
+        crate::ip(&[
+            "link",
+            "add",
+            &name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
+        ]);
+        ns.ip(&["link", "set", "eth0", "up"]);
+        crate::ip(&["link", "set", &name, "up"]);
+        DeadParent { name, _ns: ns }
+    }
+}
+
+/// Seconds since midnight (UTC) of a log line's timestamp
+/// (`2026-11-30T10:45:22.123456Z ...`).
+pub fn log_time(line: &str) -> Option<f64> {
+    let t = line.split_whitespace().next()?;
+    let (_, time) = t.split_once('T')?;
+    let time = time.trim_end_matches('Z');
+    let mut p = time.split(':');
+    let h: f64 = p.next()?.parse().ok()?;
+    let m: f64 = p.next()?.parse().ok()?;
+    let s: f64 = p.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
+/// `retry_in=` of a log line, in seconds (`1s`, `500ms`, `2.5s`).
+pub fn retry_in(line: &str) -> Option<f64> {
+    let v = line
+        .split_whitespace()
+        .find_map(|t| t.strip_prefix("retry_in="))?;
+    if let Some(ms) = v.strip_suffix("ms") {
+        return ms.parse::<f64>().ok().map(|x| x / 1000.0);
+    }
+    v.strip_suffix('s')?.parse().ok()
+}
+
+/// Waits until every service answers its page on port 80 from the LAN client, taking
+/// each address from watch's `router created: ADDRESS` line (cheap to poll, and the
+/// same in every version of watch): the time from watch's start until the last one
+/// answered, or what was still missing at `timeout`.
+pub fn wait_all_serve(
+    bed: &DockerBed,
+    w: &Watch,
+    services: &[String],
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let mut left: std::collections::BTreeSet<String> = services.iter().cloned().collect();
+    let mut last = Duration::ZERO;
+    while !left.is_empty() {
+        if w.started.elapsed() > timeout {
+            return Err(format!(
+                "{} not answering after {timeout:?}: {left:?}",
+                left.len()
+            ));
+        }
+        let log = w.log();
+        let created: Vec<(String, Ipv4Addr)> = log
+            .lines()
+            .filter_map(|l| {
+                let addr = l
+                    .split("router created: ")
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?;
+                let s = l
+                    .split_whitespace()
+                    .find_map(|t| t.strip_prefix("service="))?;
+                left.contains(s)
+                    .then(|| addr.parse().ok().map(|a| (s.to_string(), a)))
+                    .flatten()
+            })
+            .collect();
+        for (s, a) in created {
+            if bed.fetch(a, 80, 1).is_ok_and(|b| b.trim() == page(&s, 80)) {
+                left.remove(&s);
+                last = w.started.elapsed();
+            }
+        }
+        if !left.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(last)
+}
+
+/// Removes the routers and state directories of `services` (`docker rm -f`, no
+/// `down`): the next watch starts cold, and the lease stays with dnsmasq for the same
+/// client ID.
+pub fn remove_routers(services: &[String]) {
+    let routers: Vec<String> = services
+        .iter()
+        .filter(|s| !docker::containers_of(s).is_empty())
+        .map(|s| docker::router_name(s))
+        .collect();
+    if !routers.is_empty() {
+        let mut a = vec!["rm", "-f", "-v"];
+        a.extend(routers.iter().map(String::as_str));
+        let _ = docker::docker(&a);
+    }
+    for s in services {
+        let _ = std::fs::remove_dir_all(docker::state_dir(s));
     }
 }
 

@@ -515,3 +515,95 @@ fn up_and_down_by_hand_while_watch_runs() {
         lines.join("\n")
     );
 }
+
+/// 9. Cold start with 20 labelled services already running on a working LAN and one
+///    more whose parent's LAN has no DHCP server: the 20 all answer on their LAN
+///    addresses before the stuck one has even given up once (services are brought up
+///    side by side, none waits for another), and the stuck one keeps being retried with
+///    a growing backoff: the events of its own router being created and removed (each
+///    failed `up` rolls back) never start the next attempt early.
+#[test]
+fn many_services_come_up_together_and_a_stuck_one_backs_off() {
+    require_root!();
+    // 21 services and their routers: a /26.
+    let bed = DockerBed::with_network_prefix(10, docker::SuiteLock::exclusive(), 26);
+    let dead = watch::DeadParent::new(&bed);
+    let names: Vec<String> = (0..20)
+        .map(|i| watch::labelled_service(&bed, &format!("s{i}"), &[]).name)
+        .collect();
+    let parent = format!("netcontainer.parent={}", dead.name);
+    // Named to sort first: a watch that reconciled one service after the other would
+    // keep the 20 waiting for its whole lease wait.
+    let stuck = bed
+        .container(
+            "0stuck",
+            docker::SAMPLE_IMAGE,
+            &["-l", "netcontainer.enable=true", "-l", &parent],
+            &[],
+            true,
+        )
+        .name;
+    // A lease wait of 10 s: the 20 must not need it.
+    const TIMEOUT: u32 = 10;
+    let mut w = Watch::start_bin(&bed, &bin("netcontainer"), TIMEOUT, &[], &[]);
+    let took = watch::wait_all_serve(&bed, &w, &names, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.log()));
+    let stuck_failures = |w: &Watch| -> Vec<String> {
+        w.lines_of(&stuck)
+            .into_iter()
+            .filter(|l| l.contains("cannot reconcile"))
+            .collect()
+    };
+    assert!(
+        took < Duration::from_secs(u64::from(TIMEOUT)),
+        "the 20 answered only after {took:?}: behind the stuck service's {TIMEOUT} s?\n{}",
+        w.log()
+    );
+    eprintln!("20 services answering after {took:?}");
+    for s in &names {
+        let created = w
+            .lines_of(s)
+            .iter()
+            .filter(|l| l.contains("router created: "))
+            .count();
+        assert_eq!(created, 1, "{s}: {created} routers created\n{}", w.log());
+    }
+
+    // Three failures: after 10 s, then 1 s + 10 s later, then 2 s + 10 s later.
+    assert!(
+        wait_until(Duration::from_secs(60), watch::POLL, || stuck_failures(&w)
+            .len()
+            >= 3),
+        "the stuck service did not fail three times:\n{}",
+        w.log()
+    );
+    let fails = stuck_failures(&w);
+    let times: Vec<f64> = fails.iter().filter_map(|l| watch::log_time(l)).collect();
+    let delays: Vec<f64> = fails.iter().filter_map(|l| watch::retry_in(l)).collect();
+    assert_eq!(times.len(), fails.len(), "no timestamps: {fails:?}");
+    assert_eq!(
+        &delays[..3],
+        &[1.0, 2.0, 4.0],
+        "the backoff does not double: {fails:?}"
+    );
+    for k in 0..2 {
+        // The next failure comes after the backoff and then a whole lease wait.
+        let gap = times[k + 1] - times[k];
+        let least = delays[k] + f64::from(TIMEOUT) - 0.5;
+        assert!(
+            gap >= least,
+            "attempt {} started before its backoff of {}s was over (failures {gap:.1}s apart):\n{}",
+            k + 2,
+            delays[k],
+            w.log()
+        );
+    }
+    for s in &names {
+        assert!(
+            !w.lines_of(s).iter().any(|l| l.contains("cannot reconcile")),
+            "{s} failed:\n{}",
+            w.log()
+        );
+    }
+    w.assert_running();
+}

@@ -6,8 +6,9 @@ use serde::Serialize;
 
 use crate::docker::{DockerClient, RouterInfo};
 use crate::error::Error;
+use crate::labels::RouterLabels;
 use crate::output;
-use crate::plan::labels;
+use crate::plan::{format_mac, labels};
 use crate::router::agent_status;
 use crate::state::ServiceName;
 
@@ -49,13 +50,22 @@ pub async fn entries(
             None
         };
         let label = |k: &str| r.labels.get(k).cloned();
+        // Typed when the labels read; as written when they do not (ls shows
+        // what is there, it does not judge).
+        let typed = RouterLabels::parse(&r.labels).ok();
         out.push(Entry {
             service: r.service.to_string(),
             router: r.name.clone(),
             router_running: r.running,
             parent: label(labels::PARENT),
-            mode: label(labels::MODE),
-            mac: label(labels::MAC),
+            mode: match &typed {
+                Some(t) => t.mode.map(|m| m.as_str().to_string()),
+                None => label(labels::MODE),
+            },
+            mac: match &typed {
+                Some(t) => t.mac.map(|m| format_mac(&m)),
+                None => label(labels::MAC),
+            },
             identity: crate::router::router_identity(&r),
             agent,
         });

@@ -1,0 +1,318 @@
+//! The one parser of `netcontainer.*` labels: on services ([`ServiceLabels`],
+//! what the operator asks for) and on routers ([`RouterLabels`], what `up`
+//! recorded). `up`, `watch`, plan derivation and `ls` all read labels here,
+//! with one rule for booleans and errors that name the label.
+//!
+//! An empty value is the same as no label. Booleans: `true`/`1`/`yes` and
+//! `false`/`0`/`no`, any case; anything else is an error. A `netcontainer.*`
+//! key that means nothing on a service is reported (and warned about once per
+//! service by [`warn_unknown_once`]), never silently ignored.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Mutex, OnceLock};
+
+use crate::plan::{Mode, PortSpec, labels, parse_mac, parse_port_list};
+use crate::state::ServiceName;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("label {label}: {message}")]
+pub struct LabelError {
+    pub label: String,
+    pub message: String,
+}
+
+impl LabelError {
+    /// The error as `label L on CONTAINER: ...`.
+    pub fn on(&self, container: &str) -> String {
+        format!("label {} on {container}: {}", self.label, self.message)
+    }
+}
+
+fn err(label: &str, message: impl Into<String>) -> LabelError {
+    LabelError {
+        label: label.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The boolean rule of every label.
+pub fn parse_bool(label: &str, v: &str) -> Result<bool, LabelError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(err(
+            label,
+            format!("{v:?} is not a boolean (true/1/yes or false/0/no)"),
+        )),
+    }
+}
+
+/// Reads one label: absent or empty is `None`.
+fn get<'a>(l: &'a HashMap<String, String>, k: &str) -> Option<&'a str> {
+    l.get(k).map(String::as_str).filter(|v| !v.is_empty())
+}
+
+fn get_bool(l: &HashMap<String, String>, k: &str) -> Result<bool, LabelError> {
+    get(l, k).map_or(Ok(false), |v| parse_bool(k, v))
+}
+
+fn get_mode(l: &HashMap<String, String>) -> Result<Option<Mode>, LabelError> {
+    get(l, labels::MODE)
+        .map(|v| v.parse().map_err(|e| err(labels::MODE, e)))
+        .transpose()
+}
+
+fn get_mac(l: &HashMap<String, String>) -> Result<Option<[u8; 6]>, LabelError> {
+    get(l, labels::MAC)
+        .map(|v| parse_mac(v).map_err(|e| err(labels::MAC, e)))
+        .transpose()
+}
+
+fn get_ports(l: &HashMap<String, String>) -> Result<Option<Vec<PortSpec>>, LabelError> {
+    get(l, labels::PORTS)
+        .map(|v| parse_port_list(v).map_err(|e| err(labels::PORTS, e)))
+        .transpose()
+}
+
+/// The labels an operator may put on a service container.
+pub const SERVICE_KEYS: &[&str] = &[
+    labels::ENABLE,
+    labels::PARENT,
+    labels::MODE,
+    labels::MAC,
+    labels::HOSTNAME,
+    labels::PORTS,
+    labels::ARP_PROBE,
+    labels::IDENTITY,
+];
+
+/// What a service's labels ask for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceLabels {
+    /// `netcontainer.enable`: `watch` gives it a router.
+    pub enable: bool,
+    pub parent: Option<String>,
+    pub mode: Option<Mode>,
+    pub mac: Option<[u8; 6]>,
+    pub hostname: Option<String>,
+    /// `netcontainer.ports`; `None` when absent (exposed ports then).
+    pub ports: Option<Vec<PortSpec>>,
+    pub arp_probe: bool,
+    /// `netcontainer.*` keys that mean nothing on a service, sorted.
+    pub unknown: Vec<String>,
+}
+
+impl ServiceLabels {
+    pub fn parse(l: &HashMap<String, String>) -> Result<ServiceLabels, LabelError> {
+        let unknown: BTreeSet<String> = l
+            .keys()
+            .filter(|k| k.starts_with(labels::PREFIX) && !SERVICE_KEYS.contains(&k.as_str()))
+            .cloned()
+            .collect();
+        Ok(ServiceLabels {
+            enable: get_bool(l, labels::ENABLE)?,
+            parent: get(l, labels::PARENT).map(str::to_string),
+            mode: get_mode(l)?,
+            mac: get_mac(l)?,
+            hostname: get(l, labels::HOSTNAME).map(str::to_string),
+            ports: get_ports(l)?,
+            arp_probe: get_bool(l, labels::ARP_PROBE)?,
+            unknown: unknown.into_iter().collect(),
+        })
+    }
+}
+
+/// What `up` recorded on a router (see `RouterPlan::labels`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterLabels {
+    pub service_id: Option<String>,
+    pub parent: Option<String>,
+    pub mode: Option<Mode>,
+    pub mac: Option<[u8; 6]>,
+    pub hostname: Option<String>,
+    pub ports: Vec<PortSpec>,
+    pub network: Option<String>,
+    pub arp_probe: bool,
+}
+
+impl RouterLabels {
+    /// A router's labels; `netcontainer.role` and `netcontainer.service` are
+    /// checked where routers are recognised (`docker::router_info`).
+    pub fn parse(l: &HashMap<String, String>) -> Result<RouterLabels, LabelError> {
+        Ok(RouterLabels {
+            service_id: get(l, labels::SERVICE_ID).map(str::to_string),
+            parent: get(l, labels::PARENT).map(str::to_string),
+            mode: get_mode(l)?,
+            mac: get_mac(l)?,
+            hostname: get(l, labels::HOSTNAME).map(str::to_string),
+            ports: get_ports(l)?.unwrap_or_default(),
+            network: get(l, labels::NETWORK).map(str::to_string),
+            arp_probe: get_bool(l, labels::ARP_PROBE)?,
+        })
+    }
+}
+
+/// Warns about a service's unknown `netcontainer.*` keys, once per service
+/// and key for the life of the process (`watch` looks at a service often).
+pub fn warn_unknown_once(service: &ServiceName, unknown: &[String]) {
+    static WARNED: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
+    if unknown.is_empty() {
+        return;
+    }
+    let mut warned = WARNED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    for k in unknown {
+        if warned.insert((service.to_string(), k.clone())) {
+            tracing::warn!(%service, label = %k, "unknown netcontainer label ignored (known: {})", SERVICE_KEYS.join(", "));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(kv: &[(&str, &str)]) -> HashMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn booleans_have_one_rule() {
+        for v in ["true", "TRUE", "True", "1", "yes", "Yes", " yes "] {
+            assert_eq!(parse_bool("x", v), Ok(true), "{v}");
+        }
+        for v in ["false", "FALSE", "0", "no", "No"] {
+            assert_eq!(parse_bool("x", v), Ok(false), "{v}");
+        }
+        for v in ["on", "y", "2", "truthy", "-"] {
+            let e = parse_bool("netcontainer.enable", v).unwrap_err();
+            assert_eq!(e.label, "netcontainer.enable");
+            assert!(e.to_string().contains("netcontainer.enable"), "{e}");
+        }
+    }
+
+    #[test]
+    fn enable_and_arp_probe_use_the_boolean_rule() {
+        let l = ServiceLabels::parse(&map(&[
+            ("netcontainer.enable", "yes"),
+            ("netcontainer.arp-probe", "1"),
+        ]))
+        .unwrap();
+        assert!(l.enable && l.arp_probe);
+        // arp-probe took only "true" before: now the same rule as enable.
+        let l = ServiceLabels::parse(&map(&[("netcontainer.arp-probe", "YES")])).unwrap();
+        assert!(l.arp_probe && !l.enable);
+        let e = ServiceLabels::parse(&map(&[("netcontainer.arp-probe", "maybe")])).unwrap_err();
+        assert_eq!(e.label, "netcontainer.arp-probe");
+        let e = ServiceLabels::parse(&map(&[("netcontainer.enable", "sure")])).unwrap_err();
+        assert_eq!(e.label, "netcontainer.enable");
+    }
+
+    #[test]
+    fn absent_and_empty_are_the_same() {
+        let none = ServiceLabels::parse(&HashMap::new()).unwrap();
+        assert_eq!(none, ServiceLabels::default());
+        let empty = ServiceLabels::parse(&map(&[
+            ("netcontainer.enable", ""),
+            ("netcontainer.parent", ""),
+            ("netcontainer.mode", ""),
+            ("netcontainer.mac", ""),
+            ("netcontainer.hostname", ""),
+            ("netcontainer.ports", ""),
+            ("netcontainer.arp-probe", ""),
+        ]))
+        .unwrap();
+        assert_eq!(empty, ServiceLabels::default());
+    }
+
+    #[test]
+    fn every_service_label_is_typed() {
+        let l = ServiceLabels::parse(&map(&[
+            ("netcontainer.enable", "true"),
+            ("netcontainer.parent", "eth0"),
+            ("netcontainer.mode", "ipvlan"),
+            ("netcontainer.mac", "02:00:00:00:00:01"),
+            ("netcontainer.hostname", "web"),
+            ("netcontainer.ports", "80/tcp, 53/udp"),
+            ("com.example.other", "x"),
+        ]))
+        .unwrap();
+        assert!(l.enable);
+        assert_eq!(l.parent.as_deref(), Some("eth0"));
+        assert_eq!(l.mode, Some(Mode::Ipvlan));
+        assert_eq!(l.mac, Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(l.hostname.as_deref(), Some("web"));
+        assert_eq!(
+            l.ports
+                .unwrap()
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>(),
+            ["80/tcp", "53/udp"]
+        );
+        assert!(l.unknown.is_empty(), "other prefixes are not ours");
+    }
+
+    #[test]
+    fn errors_name_the_label() {
+        for (k, v, needle) in [
+            ("netcontainer.mode", "bridge", "unknown mode"),
+            (
+                "netcontainer.mac",
+                "00:11:22:33:44:55",
+                "locally administered",
+            ),
+            ("netcontainer.mac", "zz", "invalid MAC"),
+            ("netcontainer.ports", "80/sctp", "sctp"),
+            ("netcontainer.ports", "0/tcp", "invalid port"),
+        ] {
+            let e = ServiceLabels::parse(&map(&[(k, v)])).unwrap_err();
+            assert_eq!(e.label, k, "{e}");
+            let text = e.to_string();
+            assert!(text.starts_with(&format!("label {k}: ")), "{text}");
+            assert!(text.contains(needle), "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_reported() {
+        let l = ServiceLabels::parse(&map(&[
+            ("netcontainer.enable", "1"),
+            ("netcontainer.enabled", "1"),
+            ("netcontainer.prot", "80"),
+        ]))
+        .unwrap();
+        assert_eq!(l.unknown, ["netcontainer.enabled", "netcontainer.prot"]);
+    }
+
+    #[test]
+    fn router_labels_read_back_what_up_wrote() {
+        let l = RouterLabels::parse(&map(&[
+            ("netcontainer.role", "router"),
+            ("netcontainer.service", "web1"),
+            ("netcontainer.service-id", "abc"),
+            ("netcontainer.parent", "eth0"),
+            ("netcontainer.mode", "macvlan"),
+            ("netcontainer.mac", "02:aa:bb:cc:dd:ee"),
+            ("netcontainer.network", "net"),
+            ("netcontainer.hostname", "web1"),
+            ("netcontainer.ports", "80/tcp 7000-7009/udp"),
+            ("netcontainer.arp-probe", "true"),
+            ("netcontainer.state-dir", "/run/netcontainer/web1"),
+        ]))
+        .unwrap();
+        assert_eq!(l.service_id.as_deref(), Some("abc"));
+        assert_eq!(l.parent.as_deref(), Some("eth0"));
+        assert_eq!(l.mode, Some(Mode::Macvlan));
+        assert_eq!(l.mac, Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]));
+        assert_eq!(l.network.as_deref(), Some("net"));
+        assert_eq!(l.ports.len(), 2);
+        assert!(l.arp_probe);
+        let e = RouterLabels::parse(&map(&[("netcontainer.mode", "x")])).unwrap_err();
+        assert_eq!(e.label, "netcontainer.mode");
+    }
+}
