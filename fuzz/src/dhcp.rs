@@ -60,18 +60,35 @@ pub enum Op {
     Timeout,
     Release,
     Decline,
+    /// A server reply that is addressed to the client before it is handled: its xid and
+    /// chaddr are overwritten with those of the client's last transmit. Captured replies
+    /// of real servers (the seed corpus), and libFuzzer's mutations of them, then reach
+    /// the client's option handling instead of being dropped for a foreign xid.
+    Reply(Vec<u8>),
 }
 
 impl Op {
-    fn encode(&self, out: &mut Vec<u8>) {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Start(_) => "Start",
+            Op::Packet(_) => "Packet",
+            Op::Advance(_) => "Advance",
+            Op::Timeout => "Timeout",
+            Op::Release => "Release",
+            Op::Decline => "Decline",
+            Op::Reply(_) => "Reply",
+        }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Op::Start(prev) => {
                 out.push(1);
                 out.push(prev.is_some() as u8);
                 out.extend_from_slice(&prev.unwrap_or(Ipv4Addr::UNSPECIFIED).octets());
             }
-            Op::Packet(p) => {
-                out.push(2);
+            Op::Packet(p) | Op::Reply(p) => {
+                out.push(if matches!(self, Op::Packet(_)) { 2 } else { 7 });
                 out.extend_from_slice(&(p.len() as u32).to_le_bytes());
                 out.extend_from_slice(p);
             }
@@ -86,40 +103,57 @@ impl Op {
     }
 }
 
-/// Script header: client rng seed (u64 LE), config selector (u8).
-fn decode_script(b: &[u8]) -> Option<(u64, u8, Vec<Op>)> {
-    let seed = u64::from_le_bytes(b.get(..8)?.try_into().ok()?);
-    let cfg = *b.get(8)?;
+/// The script header: client rng seed (u64 LE) and config selector (u8).
+pub fn encode_header(seed: u64, cfg: u8, out: &mut Vec<u8>) {
+    out.extend_from_slice(&seed.to_le_bytes());
+    out.push(cfg);
+}
+
+/// `n` bytes at `*i` (fewer at the end of `b`, zero-padded), advancing `*i`.
+fn take<const N: usize>(b: &[u8], i: &mut usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    let got = b.get(*i..).unwrap_or_default();
+    let n = got.len().min(N);
+    a[..n].copy_from_slice(&got[..n]);
+    *i += N;
+    a
+}
+
+/// Decodes a script: header (see [`encode_header`]), then ops as [`Op::encode`] writes them.
+///
+/// Total, so that any bytes are a script (libFuzzer's mutations do not keep the encoding
+/// intact, and an input it grows must still mean something): a short header or an op cut
+/// short by the end of the input is zero-padded, a packet's length is clamped to the bytes
+/// left, and an unknown op code is skipped. A well-formed script decodes exactly.
+pub fn decode_script(b: &[u8]) -> (u64, u8, Vec<Op>) {
+    let mut i = 0;
+    let seed = u64::from_le_bytes(take(b, &mut i));
+    let [cfg] = take(b, &mut i);
     let mut ops = Vec::new();
-    let mut i = 9;
     while i < b.len() {
         let op = b[i];
         i += 1;
         ops.push(match op {
             1 => {
-                let has = *b.get(i)? != 0;
-                let a: [u8; 4] = b.get(i + 1..i + 5)?.try_into().ok()?;
-                i += 5;
-                Op::Start(has.then(|| Ipv4Addr::from(a)))
+                let [has] = take(b, &mut i);
+                let a: [u8; 4] = take(b, &mut i);
+                Op::Start((has != 0).then(|| Ipv4Addr::from(a)))
             }
-            2 => {
-                let n = u32::from_le_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize;
-                let p = b.get(i + 4..i + 4 + n)?.to_vec();
-                i += 4 + n;
-                Op::Packet(p)
+            2 | 7 => {
+                let n = u32::from_le_bytes(take(b, &mut i)) as usize;
+                let rest = b.get(i..).unwrap_or_default();
+                let p = rest[..n.min(rest.len())].to_vec();
+                i += p.len();
+                if op == 2 { Op::Packet(p) } else { Op::Reply(p) }
             }
-            3 => {
-                let ms = u64::from_le_bytes(b.get(i..i + 8)?.try_into().ok()?);
-                i += 8;
-                Op::Advance(ms)
-            }
+            3 => Op::Advance(u64::from_le_bytes(take(b, &mut i))),
             4 => Op::Timeout,
             5 => Op::Release,
             6 => Op::Decline,
-            _ => return None,
+            _ => continue,
         });
     }
-    Some((seed, cfg, ops))
+    (seed, cfg, ops)
 }
 
 fn config(sel: u8) -> Config {
@@ -312,7 +346,9 @@ impl Sim {
         stats.ops += 1;
         if self.trace {
             let what = match op {
-                Op::Packet(p) => format!("Packet({} bytes: {:02x?})", p.len(), p),
+                Op::Packet(p) | Op::Reply(p) => {
+                    format!("{}({} bytes: {:02x?})", op.name(), p.len(), p)
+                }
                 other => format!("{other:?}"),
             };
             eprintln!(
@@ -329,6 +365,11 @@ impl Sim {
             Op::Packet(p) => {
                 stats.packets += 1;
                 self.client.handle_packet(now, p)
+            }
+            Op::Reply(p) => {
+                stats.packets += 1;
+                let p = self.addressed(p);
+                self.client.handle_packet(now, &p)
             }
             Op::Advance(ms) => {
                 self.off = (self.off + Duration::from_millis(*ms)).min(MAX_OFFSET);
@@ -355,6 +396,19 @@ impl Sim {
             self.client.handle_timeout(now);
             self.drain(before.as_ref(), stats);
         }
+    }
+
+    /// `p` with the xid and chaddr of the client's last transmit (see [`Op::Reply`]).
+    fn addressed(&self, p: &[u8]) -> Vec<u8> {
+        let mut p = p.to_vec();
+        if let Some(to) = &self.last_tx
+            && p.len() >= 34
+            && to.len() >= 34
+        {
+            p[4..8].copy_from_slice(&to[4..8]);
+            p[28..34].copy_from_slice(&to[28..34]);
+        }
+        p
     }
 
     fn drain(&mut self, before: Option<&Lease>, stats: &mut Stats) {
@@ -649,6 +703,47 @@ pub struct DhcpTarget {
     pub stats: Stats,
 }
 
+impl Default for DhcpTarget {
+    fn default() -> Self {
+        DhcpTarget::new()
+    }
+}
+
+/// Writes a script while running it, so that later ops can depend on the client's state
+/// (e.g. advance to its next deadline). Used to build seed scripts from captured replies.
+pub struct ScriptBuilder {
+    pub sim: Sim,
+    pub stats: Stats,
+    pub bytes: Vec<u8>,
+}
+
+impl ScriptBuilder {
+    pub fn new(seed: u64, cfg: u8) -> ScriptBuilder {
+        let mut bytes = Vec::new();
+        encode_header(seed, cfg, &mut bytes);
+        ScriptBuilder {
+            sim: Sim::new(seed, cfg),
+            stats: Stats::default(),
+            bytes,
+        }
+    }
+
+    /// Appends `op` to the script and runs it.
+    pub fn op(&mut self, op: Op) -> &mut ScriptBuilder {
+        op.encode(&mut self.bytes);
+        self.sim.apply(&op, &mut self.stats);
+        self
+    }
+
+    /// Advances the clock to the client's next deadline and lets it fire (no-op without one).
+    pub fn to_deadline(&mut self) -> &mut ScriptBuilder {
+        if let Some(ms) = self.sim.ms_to_deadline() {
+            self.op(Op::Advance(ms)).op(Op::Timeout);
+        }
+        self
+    }
+}
+
 impl DhcpTarget {
     pub fn new() -> DhcpTarget {
         DhcpTarget {
@@ -665,8 +760,7 @@ impl DhcpTarget {
     pub fn generate_and_run(&mut self, rng: &mut Rng, input: &mut Vec<u8>) {
         let seed = rng.next_u64();
         let cfg = rng.u8();
-        input.extend_from_slice(&seed.to_le_bytes());
-        input.push(cfg);
+        encode_header(seed, cfg, input);
         let mut sim = Sim::new(seed, cfg);
         let prev = match rng.below(10) {
             0..=6 => None,
@@ -759,8 +853,10 @@ impl DhcpTarget {
         }
     }
 
+    /// Runs `input` as a script (any bytes are one: see [`decode_script`]). The per-input
+    /// function of the coverage-guided `dhcp` target, and `--replay` of a crash file.
     pub fn replay(&mut self, input: &[u8]) {
-        let (seed, cfg, ops) = decode_script(input).expect("not a dhcp script");
+        let (seed, cfg, ops) = decode_script(input);
         let mut sim = Sim::new(seed, cfg);
         for op in &ops {
             sim.apply(op, &mut self.stats);

@@ -72,6 +72,12 @@ fn status(with_lease: bool) -> Status {
     }
 }
 
+impl Default for FrameTarget {
+    fn default() -> Self {
+        FrameTarget::new()
+    }
+}
+
 impl FrameTarget {
     pub fn new() -> FrameTarget {
         let mut seeds = Vec::new();
@@ -109,6 +115,11 @@ impl FrameTarget {
         two.extend_from_slice(&seeds[5]);
         seeds.push(two);
         FrameTarget { seeds, decoded: 0 }
+    }
+
+    /// The built-in seeds: valid frames from proto's encoder (also the libFuzzer seed corpus).
+    pub fn seeds(&self) -> &[Vec<u8>] {
+        &self.seeds
     }
 
     /// Builds one input: a mutated seed (most of the time) or random bytes.

@@ -19,39 +19,15 @@
 //! (scripts/fuzz does: `CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
 //! CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true` in a separate target directory).
 
-mod dhcp;
-mod frame;
-mod mutate;
-mod packet;
-mod rfc;
-mod rng;
-
+use netcontainer_fuzz::{dhcp, frame, last_panic, mutate, packet, rfc, rng};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 const DEFAULT_SEED: u64 = 0x6e63_2d66_757a_7a01;
 const USAGE: &str =
     "usage: netcontainer-fuzz frame|packet|dhcp [--seconds N] [--seed S] [--replay FILE]";
-
-static LAST_PANIC: Mutex<Option<String>> = Mutex::new(None);
-
-/// The message and location of the last caught panic.
-pub fn last_panic() -> String {
-    LAST_PANIC
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone()
-        .unwrap_or_default()
-}
-
-fn quiet_panics() {
-    std::panic::set_hook(Box::new(|info| {
-        *LAST_PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.to_string());
-    }));
-}
 
 enum Target {
     Frame(frame::FrameTarget),
@@ -201,7 +177,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    quiet_panics();
+    netcontainer_fuzz::quiet_panics();
     let overflow = overflow_checks();
     println!(
         "netcontainer-fuzz: target {} for {} s, seed {:#x} (debug assertions {}, overflow checks {})",

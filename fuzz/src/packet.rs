@@ -92,6 +92,12 @@ fn fix_udp_checksum(f: &mut [u8]) {
     f[hl + 6..hl + 8].copy_from_slice(&c.to_be_bytes());
 }
 
+impl Default for PacketTarget {
+    fn default() -> Self {
+        PacketTarget::new()
+    }
+}
+
 impl PacketTarget {
     pub fn new() -> PacketTarget {
         let server = Ipv4Addr::new(192, 0, 2, 1);

@@ -1,0 +1,124 @@
+//! The committed seed corpus (fuzz/corpus, written by scripts/capture-fuzz-corpus) is what
+//! its file names claim: real OFFER/ACK/NAK replies of dnsmasq and Kea as the agent's raw
+//! socket receives them, scripts that take the DHCP client through them, and control
+//! frames that decode. Also: any bytes are a `dhcp` script, and well-formed ones decode
+//! exactly (libFuzzer's inputs rely on both).
+
+use std::net::Ipv4Addr;
+
+use dhcproto::v4::MessageType;
+use netcontainer_fuzz::corpus::{self, check_packet_file, script_replies, type_name};
+use netcontainer_fuzz::dhcp::{DhcpTarget, Op, decode_script, encode_header};
+use netcontainer_proto::{Request, Response, decode_frame};
+
+const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+#[test]
+fn packet_corpus_is_real_replies_of_both_servers() {
+    let files = corpus::files("packet").expect("fuzz/corpus/packet");
+    let mut seen = Vec::new();
+    for (name, bytes) in &files {
+        let reply = check_packet_file(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut words = name.trim_end_matches(".bin").split('-');
+        let (server, kind) = (words.next().unwrap(), words.next().unwrap_or_default());
+        assert!(
+            corpus::SERVERS.contains(&server),
+            "{name}: unknown server {server}"
+        );
+        assert_eq!(
+            type_name(reply.message_type),
+            kind,
+            "{name}: the file name says {kind}, the reply is {:?}",
+            reply.message_type
+        );
+        assert_eq!(reply.server_id, SERVER, "{name}: server identifier");
+        if reply.message_type != MessageType::Nak {
+            assert!(
+                reply.yiaddr.octets()[..3] == [192, 0, 2] && reply.yiaddr != SERVER,
+                "{name}: yiaddr {}",
+                reply.yiaddr
+            );
+        }
+        seen.push((server.to_string(), kind.to_string()));
+    }
+    for server in corpus::SERVERS {
+        for kind in ["offer", "ack", "nak"] {
+            assert!(
+                seen.contains(&(server.to_string(), kind.to_string())),
+                "no {kind} of {server} in fuzz/corpus/packet"
+            );
+        }
+    }
+}
+
+#[test]
+fn dhcp_corpus_scripts_bind_on_real_replies() {
+    let files = corpus::files("dhcp").expect("fuzz/corpus/dhcp");
+    for server in corpus::SERVERS {
+        assert!(
+            files
+                .iter()
+                .any(|(n, _)| n.starts_with(&format!("{server}-"))),
+            "no script of {server} in fuzz/corpus/dhcp"
+        );
+    }
+    for (name, bytes) in &files {
+        let replies = script_replies(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let types: Vec<_> = replies.iter().map(|r| r.message_type).collect();
+        assert!(
+            types.contains(&MessageType::Offer) && types.contains(&MessageType::Ack),
+            "{name}: replies {types:?}"
+        );
+        assert!(replies.iter().all(|r| r.server_id == SERVER), "{name}");
+        // The client takes the real replies: the script binds at least once.
+        let mut t = DhcpTarget::new();
+        t.replay(bytes);
+        assert!(t.stats.bound >= 1, "{name}: no lease bound ({:?})", t.stats);
+    }
+}
+
+#[test]
+fn frame_corpus_decodes() {
+    let files = corpus::files("frame").expect("fuzz/corpus/frame");
+    assert!(files.len() >= 4, "only {} frame seeds", files.len());
+    for (name, bytes) in &files {
+        let used = match decode_frame::<Request>(bytes) {
+            Ok(Some((_, used))) => used,
+            _ => match decode_frame::<Response>(bytes) {
+                Ok(Some((_, used))) => used,
+                other => panic!("{name}: decodes as neither request nor response: {other:?}"),
+            },
+        };
+        assert!(used <= bytes.len(), "{name}");
+    }
+}
+
+#[test]
+fn scripts_round_trip_and_any_bytes_are_a_script() {
+    let ops = vec![
+        Op::Start(Some(Ipv4Addr::new(192, 0, 2, 50))),
+        Op::Start(None),
+        Op::Packet(vec![1, 2, 3]),
+        Op::Reply(vec![4; 300]),
+        Op::Advance(u64::MAX),
+        Op::Timeout,
+        Op::Release,
+        Op::Decline,
+    ];
+    let mut b = Vec::new();
+    encode_header(0x0102_0304_0506_0708, 0x21, &mut b);
+    for op in &ops {
+        op.encode(&mut b);
+    }
+    assert_eq!(decode_script(&b), (0x0102_0304_0506_0708, 0x21, ops));
+    // Every prefix, and bytes that are no encoding at all, decode (and run) without panic.
+    let mut t = DhcpTarget::new();
+    for n in 0..b.len() {
+        let _ = decode_script(&b[..n]);
+    }
+    let junk: Vec<u8> = (0..2000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+    t.replay(&junk);
+    // A packet whose length runs past the end takes what is left.
+    let (_, _, ops) = decode_script(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0xff, 0xff, 0, 0, 9, 9]);
+    assert_eq!(ops, vec![Op::Reply(vec![9, 9])]);
+}
