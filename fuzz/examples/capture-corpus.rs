@@ -414,7 +414,7 @@ fn write(path: PathBuf, bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn run(out: &Path) -> Result<(), String> {
+pub fn run(out: &Path) -> Result<(), String> {
     let mut all = Vec::new();
     for server in corpus::SERVERS {
         println!("==== {server} ====");
