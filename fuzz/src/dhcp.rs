@@ -6,6 +6,8 @@
 //!
 //! An input is a script (see [`Op`]) so that a crash file replays exactly; it is written
 //! op by op *before* each op runs, so the file of a crash ends with the op that crashed.
+//! The coverage-guided libFuzzer target runs its inputs through the same [`Sim`] as
+//! scripts ([`DhcpTarget::replay`]; any bytes decode, see [`decode_script`]).
 //!
 //! Invariants checked after every op (a violation is a panic, i.e. a crash):
 //! - no panic in the client;

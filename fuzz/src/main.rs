@@ -1,6 +1,7 @@
 //! `netcontainer-fuzz TARGET --seconds N [--seed S] [--replay FILE]`
 //!
-//! A small mutation fuzzer for stable Rust (no nightly, so no cargo-fuzz/libFuzzer):
+//! A small mutation fuzzer (`scripts/fuzz --engine mutation`; the coverage-guided
+//! libFuzzer build of the same targets is in fuzz/libfuzzer and is the default):
 //! inputs are derived from built-in seeds by random mutations (bit flips, interesting
 //! bytes and integers, truncation, extension, chunk duplication and deletion, splicing of
 //! two seeds, and for DHCP raw options with absurd lengths). There is **no coverage
@@ -10,13 +11,14 @@
 //! The PRNG is seeded with a fixed seed by default, so a run is reproducible; `--seed`
 //! varies it. Each input runs under `catch_unwind`; on the first panic the input is
 //! written to `fuzz/crashes/<target>-<hash>.bin`, the path and the panic are printed, and
-//! the exit status is 1. `--replay FILE` runs one saved input without catching the panic.
+//! the exit status is 1. `--replay FILE` runs one saved input without catching the panic
+//! (a crash input of the libFuzzer targets too: both read the same input formats).
 //!
 //! Targets: `frame` (control protocol framing), `packet` (raw IPv4/UDP parsing), `dhcp`
 //! (the DHCP client state machine, after deterministic checks of ACKs with absurd values).
 //!
 //! For the strongest checks build with debug assertions and overflow checks
-//! (scripts/fuzz does: `CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
+//! (scripts/fuzz --engine mutation does: `CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
 //! CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true` in a separate target directory).
 
 use netcontainer_fuzz::{dhcp, frame, last_panic, mutate, packet, rfc, rng};
