@@ -4,11 +4,12 @@
 //!
 //! (scripts/capture-fuzz-corpus runs it.) For each of dnsmasq and ISC Kea, on a test bed
 //! of network namespaces made by netcontainer-tests (LAN bridge 192.0.2.1/24 with the
-//! server, a router namespace with a macvlan `lan0`), the agent's sans-IO DHCP client is
-//! driven through DISCOVER, REQUEST, a unicast renew, a broadcast rebind and an
-//! INIT-REBOOT for an address of another network (which both servers NAK), over an
-//! AF_PACKET SOCK_DGRAM socket like the agent's, so a reply is stored exactly as the
-//! agent's raw socket receives it (the IPv4 datagram, no Ethernet header).
+//! server, a router namespace with a macvlan `lan0`), the agent's DHCP client (the
+//! sans-IO state machine of netcontainer-lease) is driven through DISCOVER, REQUEST, a
+//! unicast renew, a broadcast rebind and an INIT-REBOOT for an address of another network
+//! (which both servers NAK), over an AF_PACKET SOCK_DGRAM socket like the agent's, so a
+//! reply is stored exactly as the agent's raw socket receives it (the IPv4 datagram, no
+//! Ethernet header).
 //!
 //! Written to OUT_DIR (default: fuzz/corpus), after its old `*.bin`/`*.script` are removed:
 //! - `packet/<server>-<offer|ack|nak>[-<when>].bin`: mode byte 0 + the datagram;
@@ -28,13 +29,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use netcontainer_agent::dhcp::client::{Client, Config, Destination, Event};
-use netcontainer_agent::dhcp::packet::{
-    DHCP_CLIENT_PORT, DHCP_SERVER_PORT, build_ipv4_udp, parse_ipv4_udp,
-};
 use netcontainer_fuzz::corpus::{self, Reply, check_packet_file, check_reply, type_name};
 use netcontainer_fuzz::dhcp::{MAC, Op, ScriptBuilder};
 use netcontainer_fuzz::frame::FrameTarget;
+use netcontainer_lease::packet::{
+    DHCP_CLIENT_PORT, DHCP_SERVER_PORT, build_ipv4_udp, parse_ipv4_udp,
+};
+use netcontainer_lease::v4::{Client, Config, Destination, Event, Lease, Retry};
 use netcontainer_proto::State;
 use netcontainer_tests::{Dnsmasq, DnsmasqOpts, Kea, KeaOpts, Lan, Netns};
 
@@ -259,13 +260,11 @@ fn config() -> Config {
         client_id: b"\x00netcontainer-fuzz-corpus".to_vec(),
         hostname: Some("fuzzcorpus".into()),
         broadcast_flag: false,
+        retry: Retry::default(),
     }
 }
 
-fn bound_lease(
-    c: &mut Client,
-    what: &str,
-) -> Result<netcontainer_agent::dhcp::client::Lease, String> {
+fn bound_lease(c: &mut Client, what: &str) -> Result<Lease, String> {
     let mut lease = None;
     while let Some(e) = c.poll_event() {
         if let Event::Bound(l) = e {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use dhcproto::{Decodable, Decoder};
-use netcontainer_agent::dhcp::packet::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, parse_ipv4_udp};
+use netcontainer_lease::packet::{DHCP_CLIENT_PORT, DHCP_SERVER_PORT, parse_ipv4_udp};
 
 use crate::dhcp::{Op, decode_script};
 
