@@ -10,6 +10,7 @@ mod notify;
 mod output;
 mod plan;
 mod plumb;
+mod registry;
 mod router;
 mod state;
 
