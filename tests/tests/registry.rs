@@ -1,0 +1,250 @@
+//! The router image from a registry: `scripts/publish-router-image` pushes it, `up --image
+//! REGISTRY/REPO:TAG` pulls it when it is missing on the host, and a reference the
+//! registry does not have fails with one line naming it. Root only; the router and sample images must exist (see
+//! tests/tests/docker.rs), and Debian's `docker-registry` package
+//! (`sudo ./scripts/install-deps`).
+//!
+//! The registry is the test's own: `/usr/bin/docker-registry serve CONFIG` on
+//! 127.0.0.1:<free port>, storage in a temporary directory, started here and killed by pid
+//! on drop (the package's own service, if it runs, listens elsewhere and is not used).
+//! Docker allows plain-HTTP registries on 127.0.0.0/8 without configuration ("Insecure
+//! Registries: 127.0.0.0/8" in `docker info`). Nothing leaves the machine.
+
+use netcontainer_tests::docker::{self, DockerBed};
+use netcontainer_tests::proc::ProcGuard;
+use netcontainer_tests::*;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// A private registry on 127.0.0.1, killed (by pid) and its storage removed on drop.
+struct Registry {
+    port: u16,
+    // Field order is drop order: the process goes before its directory.
+    proc: ProcGuard,
+    dir: TempDir,
+}
+
+impl Registry {
+    fn start() -> Registry {
+        assert!(
+            std::path::Path::new(REGISTRY_BIN).is_file(),
+            "{REGISTRY_BIN} is missing: install Debian's docker-registry (sudo ./scripts/install-deps)"
+        );
+        // A free port can be taken between our probe and the registry's bind: retry.
+        let mut last = String::new();
+        for _ in 0..3 {
+            let dir = TempDir::new("registry");
+            let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .and_then(|l| l.local_addr())
+                .expect("probe a free port")
+                .port();
+            let config = dir.join("config.yml");
+            std::fs::write(
+                &config,
+                format!(
+                    "version: 0.1\n\
+                     log:\n  level: warn\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                     http:\n  addr: 127.0.0.1:{port}\n  secret: netcontainer-test\n",
+                    dir.join("data").display()
+                ),
+            )
+            .expect("write the registry config");
+            let log = dir.join("registry.log");
+            let child = Command::new(REGISTRY_BIN)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::fs::File::create(dir.join("registry.err")).unwrap())
+                .spawn()
+                .expect("spawn docker-registry");
+            let mut proc = ProcGuard::new(child, format!("docker-registry on port {port}"));
+            let up = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+                http_get(port, "/v2/").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+            });
+            if up {
+                return Registry { port, proc, dir };
+            }
+            proc.kill();
+            last = format!(
+                "{}{}",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                std::fs::read_to_string(dir.join("registry.err")).unwrap_or_default()
+            );
+        }
+        panic!("docker-registry did not answer on 127.0.0.1: {last}");
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Its log, for diagnostics.
+    fn log(&self) -> String {
+        tail(&self.dir.join("registry.err"), 20)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("registry {} log:\n{}", self.host(), self.log());
+        }
+        self.proc.kill();
+    }
+}
+
+/// A plain HTTP GET on 127.0.0.1:`port`: the response's head and body.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = TcpStream::connect_timeout(
+        &(Ipv4Addr::LOCALHOST, port).into(),
+        Duration::from_millis(300),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// A local image tag removed (`docker rmi`, untag only) on drop.
+struct TagGuard(String);
+
+impl Drop for TagGuard {
+    fn drop(&mut self) {
+        let _ = docker::docker(&["rmi", &self.0]);
+    }
+}
+
+fn image_present(reference: &str) -> bool {
+    docker::docker(&["image", "inspect", "--format", "{{.Id}}", reference]).is_ok()
+}
+
+/// 1. Pushed to a registry and absent here, the router image is pulled by `up`, the
+///    router runs it and the service answers on its LAN address; a tag the registry does
+///    not have fails with one line naming the reference and leaves nothing behind.
+#[test]
+fn up_pulls_the_router_image_from_a_registry() {
+    require_root!();
+    let bed = DockerBed::new(12);
+    let registry = Registry::start();
+    // Published under a path of this bed's own: parallel runs never share a repository.
+    let prefix = format!("{}/{}", registry.host(), bed.id);
+    let repo = format!("{prefix}/netcontainer/router");
+    let reference = format!("{repo}:{}", env!("CARGO_PKG_VERSION"));
+    let publish = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/publish-router-image"
+    );
+    let pushed = TagGuard(reference.clone());
+    let out = run(Command::new(publish).arg(&prefix));
+    assert!(
+        out.starts_with(&format!("{reference} sha256:")),
+        "publish-router-image printed {out:?}"
+    );
+    // Untag: the reference is gone here (the layers stay, under the local image's tag).
+    drop(pushed);
+    assert!(
+        !image_present(&reference),
+        "{reference} still present locally"
+    );
+    let pulled = TagGuard(reference.clone());
+
+    let s = bed.run_service("s", &[]);
+    let up = bed.up(&s.name, &["--image", &reference]);
+    // Not a terminal (stderr is a file): one line about the pull.
+    let pull_lines: Vec<&str> = up
+        .out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("pull"))
+        .collect();
+    assert_eq!(
+        pull_lines,
+        [format!("pulling router image {reference}")],
+        "stderr of up: {}",
+        up.out
+    );
+    assert!(image_present(&reference), "{reference} not pulled");
+    let router = docker::router_name(&s.name);
+    assert_eq!(
+        docker::docker_ok(&["inspect", "--format", "{{.Config.Image}}", &router]).trim(),
+        reference,
+        "the router runs another image"
+    );
+    assert!(
+        docker::in_pool(up.address),
+        "{} not in the pool",
+        up.address
+    );
+    let page = bed
+        .fetch(up.address, 80, 5)
+        .unwrap_or_else(|e| panic!("http://{}:80/ from the LAN client: {e}", up.address));
+    assert_eq!(
+        page.trim(),
+        format!("hello from {} (port 80)", s.name),
+        "someone else's page"
+    );
+    // A second `up` (another service) finds the image and pulls nothing.
+    let t = bed.run_service("t", &[]);
+    let up2 = bed.up(&t.name, &["--image", &reference]);
+    assert!(
+        !up2.out.stderr.contains("pulling"),
+        "pulled an image that is there: {}",
+        up2.out
+    );
+
+    // A tag the registry does not have.
+    let missing = format!("{repo}:no-such-tag");
+    let u = bed.run_service("u", &[]);
+    let out = bed.try_up(&u.name, &["--image", &missing]);
+    assert!(
+        out.status.is_some() && !out.ok(),
+        "up with {missing}: {out}"
+    );
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .collect();
+    assert_eq!(
+        errors,
+        [format!(
+            "error: router image {missing} is not on this host and its registry does not have it"
+        )],
+        "{out}"
+    );
+    assert!(out.stdout.trim().is_empty(), "{out}");
+    bed.assert_clean(&u.name);
+    assert!(!image_present(&missing), "{missing} appeared locally");
+
+    // A repository the registry never had: the same one line.
+    let unknown = format!("{prefix}/nothing:1");
+    let out = bed.try_up(&u.name, &["--image", &unknown]);
+    assert!(
+        out.stderr.lines().any(|l| l
+            == format!(
+                "error: router image {unknown} is not on this host and its registry does not have it"
+            )),
+        "{out}"
+    );
+    bed.assert_clean(&u.name);
+
+    for svc in [&s.name, &t.name] {
+        let out = bed.down(svc);
+        assert!(out.ok(), "down {svc}: {out}");
+        bed.assert_clean(svc);
+    }
+    drop(pulled);
+    assert!(!image_present(&reference), "{reference} left behind");
+}
