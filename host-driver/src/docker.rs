@@ -53,7 +53,7 @@ impl DockerError {
                 Some("`docker ps` lists the running containers".into())
             }
             DockerError::NoImage(_) => Some(
-                "check the name and tag (--image); build the image here with ./scripts/build-router-image, or push it to your registry with ./scripts/publish-router-image".into(),
+                "check the name and tag (--image); build the image here with ./scripts/build-router-image, or push it to your registry with ./scripts/publish-router-image; a private repository needs `docker login` (~/.docker/config.json)".into(),
             ),
             DockerError::Pull { detail, .. } => Some(
                 if ["unauthorized", "denied", "authentication required"]
@@ -570,8 +570,20 @@ impl PullProgress {
         if self.show != PullDisplay::Terminal {
             return;
         }
+        let out = self.redraw(info);
+        if !out.is_empty() {
+            use std::io::Write;
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(out.as_bytes());
+            let _ = e.flush();
+        }
+    }
+
+    /// Takes in one progress record; returns what redraws the block of lines
+    /// (cursor up over the lines drawn before, each line cleared and written).
+    fn redraw(&mut self, info: &bollard::models::CreateImageInfo) -> String {
         let Some(text) = progress_text(info) else {
-            return;
+            return String::new();
         };
         let id = info.id.clone().unwrap_or_default();
         match self
@@ -582,11 +594,6 @@ impl PullProgress {
             Some(line) => line.1 = text,
             None => self.lines.push((id, text)),
         }
-        self.draw();
-    }
-
-    fn draw(&mut self) {
-        use std::io::Write;
         let mut out = String::new();
         if self.drawn > 0 {
             out.push_str(&format!("\x1b[{}A", self.drawn));
@@ -601,9 +608,7 @@ impl PullProgress {
             out.push('\n');
         }
         self.drawn = self.lines.len();
-        let mut e = std::io::stderr().lock();
-        let _ = e.write_all(out.as_bytes());
-        let _ = e.flush();
+        out
     }
 }
 
@@ -704,4 +709,93 @@ fn router_info(
         running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
         labels,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{CreateImageInfo, ProgressDetail};
+
+    fn info(id: Option<&str>, status: &str, cur_total: Option<(i64, i64)>) -> CreateImageInfo {
+        CreateImageInfo {
+            id: id.map(str::to_string),
+            status: Some(status.into()),
+            progress_detail: cur_total.map(|(c, t)| ProgressDetail {
+                current: Some(c),
+                total: Some(t),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn terminal_progress_redraws_one_line_per_layer() {
+        let mut p = PullProgress {
+            show: PullDisplay::Terminal,
+            lines: Vec::new(),
+            drawn: 0,
+        };
+        assert_eq!(
+            p.redraw(&info(Some("0.1.0"), "Pulling from r", None)),
+            "\r\x1b[2K0.1.0: Pulling from r\n"
+        );
+        p.redraw(&info(Some("aaa"), "Pulling fs layer", None));
+        let out = p.redraw(&info(
+            Some("aaa"),
+            "Downloading",
+            Some((1_050_000, 2_100_000)),
+        ));
+        assert_eq!(
+            out,
+            "\x1b[2A\r\x1b[2K0.1.0: Pulling from r\n\r\x1b[2Kaaa: Downloading 1.1/2.1 MB\n"
+        );
+        p.redraw(&info(Some("bbb"), "Pull complete", None));
+        let out = p.redraw(&info(None, "Digest: sha256:00", None));
+        assert!(out.starts_with("\x1b[3A"), "{out:?}");
+        assert!(out.ends_with("\r\x1b[2KDigest: sha256:00\n"), "{out:?}");
+        assert_eq!(p.lines.len(), 4);
+        // Records without a status draw nothing.
+        assert_eq!(p.redraw(&CreateImageInfo::default()), "");
+    }
+
+    #[test]
+    fn pull_errors() {
+        let e = pull_error(
+            "r:x",
+            BollardError::DockerResponseServerError {
+                status_code: 404,
+                message: "manifest for r:x not found: manifest unknown".into(),
+            },
+        );
+        assert!(
+            matches!(e, DockerError::NoImage(ref i) if i == "r:x"),
+            "{e:?}"
+        );
+        let e = pull_error(
+            "r:x",
+            BollardError::DockerStreamError {
+                error: "pull access denied for r, repository does not exist or may require 'docker login'".into(),
+            },
+        );
+        assert!(matches!(e, DockerError::NoImage(_)), "{e:?}");
+        let e = pull_error(
+            "127.0.0.1:1/r:x",
+            BollardError::DockerResponseServerError {
+                status_code: 500,
+                message: "Get \"http://127.0.0.1:1/v2/\":\n dial tcp 127.0.0.1:1: connect: connection refused".into(),
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot pull router image 127.0.0.1:1/r:x: Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused"
+        );
+        assert!(e.hint().unwrap().contains("reachable"));
+        let e = pull_error(
+            "reg.example/r:x",
+            BollardError::DockerStreamError {
+                error: "unauthorized: authentication required".into(),
+            },
+        );
+        assert!(e.hint().unwrap().contains("docker login"), "{e:?}");
+    }
 }
