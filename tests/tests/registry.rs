@@ -10,7 +10,7 @@
 //! Docker allows plain-HTTP registries on 127.0.0.0/8 without configuration ("Insecure
 //! Registries: 127.0.0.0/8" in `docker info`). Nothing leaves the machine.
 
-use netcontainer_tests::docker::{self, DockerBed};
+use netcontainer_tests::docker::{self, DockerBed, Invocation};
 use netcontainer_tests::proc::ProcGuard;
 use netcontainer_tests::*;
 use std::io::{Read, Write};
@@ -130,9 +130,11 @@ fn image_present(reference: &str) -> bool {
     docker::docker(&["image", "inspect", "--format", "{{.Id}}", reference]).is_ok()
 }
 
-/// 1. Pushed to a registry and absent here, the router image is pulled by `up`, the
-///    router runs it and the service answers on its LAN address; a tag the registry does
-///    not have fails with one line naming the reference and leaves nothing behind.
+/// 1. Pushed to a registry and absent here, the router image is pulled by `up` (one line
+///    on stderr; per-layer status lines on a terminal), the router runs it and the service
+///    answers on its LAN address; an image already there is not pulled; a tag or a
+///    repository the registry does not have fails with one line naming the reference and
+///    leaves nothing behind.
 #[test]
 fn up_pulls_the_router_image_from_a_registry() {
     require_root!();
@@ -204,6 +206,46 @@ fn up_pulls_the_router_image_from_a_registry() {
         up2.out
     );
 
+    // On a terminal (a pty from util-linux's `script`): status lines redrawn in place.
+    // The reference is removed again first; its layers stay (the local tag).
+    docker::docker_ok(&["rmi", &reference]);
+    let w = bed.run_service("w", &[]);
+    let pty = Invocation {
+        wrapper: ["sh", "-c", "exec script -qec \"$*\" /dev/null", "sh"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
+    let out = bed.nc_with(
+        &[
+            "up",
+            &w.name,
+            "--parent",
+            &bed.parent,
+            "--timeout",
+            "20",
+            "--image",
+            &reference,
+        ],
+        &pty,
+    );
+    assert!(out.ok(), "up on a terminal: {out}");
+    // Everything the driver wrote to the terminal (stdout and stderr) comes out here.
+    let tty = &out.stdout;
+    assert!(
+        tty.contains(&format!("pulling router image {reference}")),
+        "{out}"
+    );
+    // The block is redrawn in place (cursor up, line cleared). With the layers already
+    // here (the local tag) the daemon reports no per-layer progress, only the pull's own
+    // lines; the per-layer lines are unit-tested (host-driver, docker::tests).
+    assert!(tty.contains("\x1b[1A\r\x1b[2K"), "no line redrawn: {out}");
+    assert!(
+        tty.contains(&format!("Status: Downloaded newer image for {reference}")),
+        "no final status line: {out}"
+    );
+    assert!(image_present(&reference), "{reference} not pulled again");
+
     // A tag the registry does not have.
     let missing = format!("{repo}:no-such-tag");
     let u = bed.run_service("u", &[]);
@@ -240,7 +282,7 @@ fn up_pulls_the_router_image_from_a_registry() {
     );
     bed.assert_clean(&u.name);
 
-    for svc in [&s.name, &t.name] {
+    for svc in [&s.name, &t.name, &w.name] {
         let out = bed.down(svc);
         assert!(out.ok(), "down {svc}: {out}");
         bed.assert_clean(svc);
