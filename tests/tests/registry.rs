@@ -1,6 +1,6 @@
 //! The router image from a registry: `scripts/publish-router-image` pushes it, `up --image
-//! REGISTRY/REPO:TAG` pulls it when it is missing on the host, and a reference the
-//! registry does not have fails with one line naming it. Root only; the router and sample images must exist (see
+//! REGISTRY/REPO:TAG` and `watch --image ...` pull it when it is missing on the host, and a
+//! reference the registry does not have fails with one line naming it. Root only; the router and sample images must exist (see
 //! tests/tests/docker.rs), and Debian's `docker-registry` package
 //! (`sudo ./scripts/install-deps`).
 //!
@@ -12,6 +12,7 @@
 
 use netcontainer_tests::docker::{self, DockerBed, Invocation};
 use netcontainer_tests::proc::ProcGuard;
+use netcontainer_tests::watch::{self, Watch};
 use netcontainer_tests::*;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -130,6 +131,31 @@ fn image_present(reference: &str) -> bool {
     docker::docker(&["image", "inspect", "--format", "{{.Id}}", reference]).is_ok()
 }
 
+/// `scripts/publish-router-image 127.0.0.1:PORT/<bed id>` (a path of the bed's own:
+/// parallel runs never share a repository), then the pushed tag removed here (the layers
+/// stay, under the local image's tag). Returns (prefix, repository, reference).
+fn publish(registry: &Registry, bed: &DockerBed) -> (String, String, String) {
+    let prefix = format!("{}/{}", registry.host(), bed.id);
+    let repo = format!("{prefix}/netcontainer/router");
+    let reference = format!("{repo}:{}", env!("CARGO_PKG_VERSION"));
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scripts/publish-router-image"
+    );
+    let pushed = TagGuard(reference.clone());
+    let out = run(Command::new(script).arg(&prefix));
+    assert!(
+        out.starts_with(&format!("{reference} sha256:")),
+        "publish-router-image printed {out:?}"
+    );
+    drop(pushed);
+    assert!(
+        !image_present(&reference),
+        "{reference} still present locally"
+    );
+    (prefix, repo, reference)
+}
+
 /// 1. Pushed to a registry and absent here, the router image is pulled by `up` (one line
 ///    on stderr; per-layer status lines on a terminal), the router runs it and the service
 ///    answers on its LAN address; an image already there is not pulled; a tag or a
@@ -140,26 +166,7 @@ fn up_pulls_the_router_image_from_a_registry() {
     require_root!();
     let bed = DockerBed::new(12);
     let registry = Registry::start();
-    // Published under a path of this bed's own: parallel runs never share a repository.
-    let prefix = format!("{}/{}", registry.host(), bed.id);
-    let repo = format!("{prefix}/netcontainer/router");
-    let reference = format!("{repo}:{}", env!("CARGO_PKG_VERSION"));
-    let publish = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../scripts/publish-router-image"
-    );
-    let pushed = TagGuard(reference.clone());
-    let out = run(Command::new(publish).arg(&prefix));
-    assert!(
-        out.starts_with(&format!("{reference} sha256:")),
-        "publish-router-image printed {out:?}"
-    );
-    // Untag: the reference is gone here (the layers stay, under the local image's tag).
-    drop(pushed);
-    assert!(
-        !image_present(&reference),
-        "{reference} still present locally"
-    );
+    let (prefix, repo, reference) = publish(&registry, &bed);
     let pulled = TagGuard(reference.clone());
 
     let s = bed.run_service("s", &[]);
@@ -289,4 +296,47 @@ fn up_pulls_the_router_image_from_a_registry() {
     }
     drop(pulled);
     assert!(!image_present(&reference), "{reference} left behind");
+}
+
+/// 2. `watch` creates a labelled service's router through the same path: the image is
+///    pulled (logged), the router runs it, the service answers.
+#[test]
+fn watch_pulls_the_router_image_from_a_registry() {
+    require_root!();
+    let bed = watch::bed(13);
+    let registry = Registry::start();
+    let (_, _, reference) = publish(&registry, &bed);
+    let pulled = TagGuard(reference.clone());
+    let a = watch::labelled_service(&bed, "a", &[]);
+    let mut w = Watch::start(&bed, &["--image", &reference], &[]);
+    assert!(
+        w.wait_watching(1, Duration::from_secs(40)),
+        "no start-up reconcile: {}",
+        w.log()
+    );
+    let addr = watch::wait_bound(&bed, &a.name, Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("no bound router for {}: {}", a.name, w.log()));
+    watch::wait_serves(&bed, addr, 80, &a.name, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.log()));
+    let log = w.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("pulling the router image") && l.contains(&reference)),
+        "{log}"
+    );
+    assert!(log.contains("router image pulled"), "{log}");
+    assert!(image_present(&reference), "{reference} not pulled");
+    assert_eq!(
+        docker::docker_ok(&[
+            "inspect",
+            "--format",
+            "{{.Config.Image}}",
+            &docker::router_name(&a.name)
+        ])
+        .trim(),
+        reference
+    );
+    w.assert_running();
+    w.stop();
+    drop(pulled);
 }
