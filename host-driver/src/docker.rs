@@ -18,8 +18,9 @@ use bollard::query_parameters::{
 use crate::plan::{RouterPlan, ServiceInfo, labels};
 use crate::state::ServiceName;
 
-/// Where the agent's socket and lease live inside the router.
-pub const ROUTER_STATE_DIR: &str = "/run/netcontainer";
+/// Where the agent's socket and lease live inside the router (the agent's
+/// default `--state-dir`, so the image's entrypoint names none).
+pub const ROUTER_STATE_DIR: &str = netcontainer_proto::contract::STATE_DIR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -77,6 +78,15 @@ fn api(what: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
     move |source| DockerError::Api { what, source }
 }
 
+/// The sysctls of a router container: the contract's list
+/// ([`netcontainer_proto::contract::ROUTER_SYSCTLS`]).
+fn router_sysctls() -> HashMap<String, String> {
+    netcontainer_proto::contract::ROUTER_SYSCTLS
+        .iter()
+        .map(|s| (s.name.to_string(), s.value.to_string()))
+        .collect()
+}
+
 fn is_404(e: &BollardError) -> bool {
     matches!(
         e,
@@ -109,6 +119,8 @@ pub struct RouterInfo {
 #[derive(Clone)]
 pub struct DockerClient {
     docker: Docker,
+    /// The daemon's ID (`docker info`), part of standalone identities.
+    daemon_id: String,
 }
 
 impl DockerClient {
@@ -121,7 +133,14 @@ impl DockerClient {
             .negotiate_version()
             .await
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        Ok(DockerClient { docker })
+        let daemon_id = docker
+            .info()
+            .await
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?
+            .id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| DockerError::Unreachable("the daemon reports no ID".into()))?;
+        Ok(DockerClient { docker, daemon_id })
     }
 
     pub async fn inspect(&self, name: &str) -> Result<ContainerInspectResponse, DockerError> {
@@ -177,7 +196,7 @@ impl DockerClient {
     pub async fn service(&self, name: &str) -> Result<ServiceInfo, DockerError> {
         let c = self.inspect(name).await?;
         let own = self.own_labels(&c).await?;
-        let info = service_info(&c, own);
+        let info = service_info(&c, own, &self.daemon_id);
         // Docker's names are valid; checked anyway, since paths are built from it.
         ServiceName::parse(&info.name)?;
         Ok(info)
@@ -323,22 +342,15 @@ impl DockerClient {
         image: &str,
         host_dir: &Path,
     ) -> Result<String, DockerError> {
-        let sysctls = HashMap::from([
-            ("net.ipv4.ip_forward".to_string(), "1".to_string()),
-            // lan0 appears after start. Loose reverse-path filtering (2),
-            // not off: clients from routed subnets get in (their
-            // main-table route points at Docker's side) while a source no
-            // interface can reach is still dropped.
-            ("net.ipv4.conf.all.rp_filter".to_string(), "2".to_string()),
-            (
-                "net.ipv4.conf.default.rp_filter".to_string(),
-                "2".to_string(),
-            ),
-        ]);
+        // The agent sets these itself, but a container's /proc/sys is
+        // read-only: Docker sets them, and the agent finds them right.
+        let sysctls = router_sysctls();
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             // Arguments after the image's ENTRYPOINT (the agent).
-            cmd: plan.arp_probe.then(|| vec!["--arp-probe".to_string()]),
+            cmd: plan
+                .arp_probe
+                .then(|| vec![netcontainer_proto::contract::flag::ARP_PROBE.to_string()]),
             hostname: Some(
                 crate::plan::router_name(&plan.service)
                     .chars()
@@ -647,7 +659,11 @@ fn name_of(c: &ContainerInspectResponse) -> String {
 
 /// Extracts what `plan` needs from `docker inspect`; `labels` are the
 /// container's own (see [`DockerClient::own_labels`]).
-pub fn service_info(c: &ContainerInspectResponse, labels: HashMap<String, String>) -> ServiceInfo {
+pub fn service_info(
+    c: &ContainerInspectResponse,
+    labels: HashMap<String, String>,
+    daemon_id: &str,
+) -> ServiceInfo {
     let host = c.host_config.as_ref();
     let networks = c
         .network_settings
@@ -679,6 +695,7 @@ pub fn service_info(c: &ContainerInspectResponse, labels: HashMap<String, String
             .map(|b| b.keys().cloned().collect())
             .unwrap_or_default(),
         labels,
+        daemon_id: daemon_id.to_string(),
     }
 }
 

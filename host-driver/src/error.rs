@@ -74,7 +74,8 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::AgentUnreachable { path, .. } => Some(format!(
-                "is netcontainer-agent running with --socket {}? (and are you root?)",
+                "is netcontainer-agent running with {} {}? (and are you root?)",
+                netcontainer_proto::contract::flag::SOCKET,
                 path.display()
             )),
             Error::WaitTimeout { .. } => Some(

@@ -34,6 +34,14 @@ pub mod labels {
     /// "true" (on a service, or set by `up --arp-probe`): the router's agent
     /// probes a new address with ARP before using it (`--arp-probe`).
     pub const ARP_PROBE: &str = "netcontainer.arp-probe";
+    /// On a service: the identity its MAC and client id derive from,
+    /// overriding the derived one; on a router: the identity it was made with.
+    pub const IDENTITY: &str = "netcontainer.identity";
+    /// Set by Docker Swarm on a task's container.
+    pub const SWARM_SERVICE: &str = "com.docker.swarm.service.name";
+    /// `<service>.<slot>.<task id>` (the node ID instead of the slot for a
+    /// global service).
+    pub const SWARM_TASK: &str = "com.docker.swarm.task.name";
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -154,6 +162,9 @@ pub struct ServiceInfo {
     /// Container ports with a host binding, Docker style.
     pub published: Vec<String>,
     pub labels: HashMap<String, String>,
+    /// The Docker daemon's ID (`docker info`): part of a standalone
+    /// container's identity, so the same name on two hosts is two identities.
+    pub daemon_id: String,
 }
 
 /// Options of `up` (command line, falling back to the service's labels).
@@ -168,10 +179,62 @@ pub struct UpOptions {
     pub arp_probe: bool,
 }
 
+/// Longest identity accepted (from the label).
+const MAX_IDENTITY: usize = 200;
+
+/// What a service's MAC and DHCP client id derive from, so that its address
+/// is its own across hosts and stays across reschedules:
+/// - the `netcontainer.identity` label when set;
+/// - a Swarm task: `swarm:<service>.<slot>` (the node ID in place of the slot
+///   for a global service), the same on whichever node runs the task;
+/// - a standalone container: `<daemon ID>/<name>`: two hosts each running
+///   `web1` on one LAN are two identities.
+pub fn identity_of(svc: &ServiceInfo) -> Result<String, PlanError> {
+    if let Some(id) = svc.labels.get(labels::IDENTITY).filter(|v| !v.is_empty()) {
+        if id.len() > MAX_IDENTITY || id.chars().any(char::is_control) {
+            return Err(PlanError::Invalid(format!(
+                "label {} on {}: at most {MAX_IDENTITY} printable characters",
+                labels::IDENTITY,
+                svc.name
+            )));
+        }
+        return Ok(id.clone());
+    }
+    if let Some(slot) = swarm_slot(svc) {
+        return Ok(format!("swarm:{slot}"));
+    }
+    Ok(format!("{}/{}", svc.daemon_id, svc.name))
+}
+
+/// Is `svc` a Swarm task's container?
+pub fn is_swarm_task(svc: &ServiceInfo) -> bool {
+    swarm_slot(svc).is_some()
+}
+
+/// `<service>.<slot>` of a Swarm task, from its labels.
+fn swarm_slot(svc: &ServiceInfo) -> Option<String> {
+    let service = svc.labels.get(labels::SWARM_SERVICE)?;
+    let task = svc.labels.get(labels::SWARM_TASK)?;
+    let rest = task.strip_prefix(service.as_str())?.strip_prefix('.')?;
+    let slot = rest.split('.').next().filter(|s| !s.is_empty())?;
+    Some(format!("{service}.{slot}"))
+}
+
+/// The default hostname: the container name, or `<service>-<slot>` for a
+/// Swarm task (its container name changes on every reschedule).
+pub fn default_hostname(svc: &ServiceInfo) -> String {
+    match swarm_slot(svc) {
+        Some(s) => hostname_for(&s),
+        None => hostname_for(&svc.name),
+    }
+}
+
 /// Everything needed to create one router.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouterPlan {
     pub service: String,
+    /// See [`identity_of`].
+    pub identity: String,
     pub service_id: String,
     pub router_name: String,
     pub network: String,
@@ -192,6 +255,7 @@ impl RouterPlan {
             (labels::ROLE.into(), labels::ROLE_ROUTER.into()),
             (labels::SERVICE.into(), self.service.clone()),
             (labels::SERVICE_ID.into(), self.service_id.clone()),
+            (labels::IDENTITY.into(), self.identity.clone()),
             (labels::PARENT.into(), self.parent.clone()),
             (labels::MODE.into(), self.mode.as_str().into()),
             (labels::MAC.into(), format_mac(&self.mac)),
@@ -232,21 +296,19 @@ fn fnv1a(data: &[u8]) -> u64 {
     h
 }
 
-/// A locally administered unicast MAC derived from the service name, so a
-/// re-created router gets the same lease.
+/// A locally administered unicast MAC derived from a service's identity
+/// ([`identity_of`]), so a re-created router gets the same lease.
 pub fn stable_mac(service: &str) -> [u8; 6] {
     let h = fnv1a(format!("netcontainer:{service}").as_bytes()).to_be_bytes();
     [0x02 | (h[0] & 0xfc), h[1], h[2], h[3], h[4], h[5]]
 }
 
-/// DHCP client identifier: type 0 (not a hardware address) + a name-derived
-/// string. Name-derived, not MAC-derived, so ipvlan routers (which share the
-/// parent's MAC) still get one lease each.
-pub fn client_id(service: &str) -> Vec<u8> {
-    let mut id = vec![0u8];
-    id.extend_from_slice(format!("netcontainer:{service}").as_bytes());
-    id.truncate(255);
-    id
+/// DHCP client identifier of a router, from its service's identity
+/// ([`identity_of`]; the contract's
+/// [`netcontainer_proto::contract::service_client_id`]). Not MAC-derived, so
+/// ipvlan routers (which share the parent's MAC) still get one lease each.
+pub fn client_id(identity: &str) -> Vec<u8> {
+    netcontainer_proto::contract::service_client_id(identity)
 }
 
 pub fn format_mac(m: &[u8; 6]) -> String {
@@ -385,33 +447,35 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
             None => Mode::Macvlan,
         },
     };
+    let identity = identity_of(svc)?;
     let mac = match opts.mac {
         Some(m) => m,
         None => match label(labels::MAC) {
             Some(m) => parse_mac(&m).map_err(|e| {
                 PlanError::Invalid(format!("label {} on {}: {e}", labels::MAC, svc.name))
             })?,
-            None => stable_mac(&svc.name),
+            None => stable_mac(&identity),
         },
     };
     let hostname = opts
         .hostname
         .clone()
         .or_else(|| label(labels::HOSTNAME))
-        .unwrap_or_else(|| hostname_for(&svc.name));
+        .unwrap_or_else(|| default_hostname(svc));
     validate_hostname(&hostname).map_err(PlanError::Invalid)?;
     let (network, service_ip) = network_of(svc)?;
     let ports = ports_of(svc, &opts.publish)?;
     let plan = Plan {
         interface: LAN_IF.into(),
         hostname: Some(hostname),
-        client_id: Some(client_id(&svc.name)),
+        client_id: Some(client_id(&identity)),
         broadcast_flag: false,
         forwards: forwards(&ports, service_ip),
     };
     plan.validate().map_err(PlanError::Invalid)?;
     Ok(RouterPlan {
         service: svc.name.clone(),
+        identity,
         service_id: svc.id.clone(),
         router_name: router_name(&svc.name),
         network,
@@ -439,6 +503,7 @@ mod tests {
             exposed: vec!["80/tcp".into()],
             published: vec![],
             labels: HashMap::new(),
+            daemon_id: "DAEMON-A".into(),
         }
     }
 
@@ -537,6 +602,50 @@ mod tests {
         assert_eq!(format_mac(&stable_mac("web1")), "76:7b:67:0b:3b:05");
         assert_eq!(client_id("web1"), b"\0netcontainer:web1".to_vec());
         assert_ne!(client_id("web1"), client_id("web2"));
+    }
+
+    #[test]
+    fn identity_is_unique_across_hosts_and_stable_across_reschedules() {
+        // The same name on two daemons: two identities, two MACs, two client ids.
+        let a = derive(&web1(), &opts()).unwrap();
+        let mut other_host = web1();
+        other_host.daemon_id = "DAEMON-B".into();
+        let b = derive(&other_host, &opts()).unwrap();
+        assert_eq!(a.identity, "DAEMON-A/web1");
+        assert_ne!(a.mac, b.mac);
+        assert_ne!(a.plan.client_id, b.plan.client_id);
+        assert_eq!(a.labels()[labels::IDENTITY], "DAEMON-A/web1");
+        // A Swarm task: service + slot, whatever the node and the task id.
+        let task = |daemon: &str, name: &str, task: &str| {
+            let mut s = web1();
+            s.daemon_id = daemon.into();
+            s.name = name.into();
+            s.labels.insert(labels::SWARM_SERVICE.into(), "web".into());
+            s.labels.insert(labels::SWARM_TASK.into(), task.into());
+            derive(&s, &opts()).unwrap()
+        };
+        let t1 = task("DAEMON-A", "web.1.abc", "web.1.abc");
+        let t1_moved = task("DAEMON-B", "web.1.xyz", "web.1.xyz");
+        let t2 = task("DAEMON-A", "web.2.def", "web.2.def");
+        assert_eq!(t1.identity, "swarm:web.1");
+        assert_eq!(
+            (t1.mac, &t1.plan.client_id),
+            (t1_moved.mac, &t1_moved.plan.client_id)
+        );
+        assert_ne!(t1.mac, t2.mac);
+        assert_eq!(t1.plan.hostname.as_deref(), Some("web-1"));
+        // Global service: the node ID stands in the slot's place.
+        let g = task("DAEMON-A", "web.n0de1d.t4sk", "web.n0de1d.t4sk");
+        assert_eq!(g.identity, "swarm:web.n0de1d");
+        // The label overrides; a bad one is refused.
+        let mut svc = web1();
+        svc.labels
+            .insert(labels::IDENTITY.into(), "shop-frontend".into());
+        let o = derive(&svc, &opts()).unwrap();
+        assert_eq!(o.identity, "shop-frontend");
+        assert_eq!(o.mac, stable_mac("shop-frontend"));
+        svc.labels.insert(labels::IDENTITY.into(), "bad\nid".into());
+        assert!(matches!(derive(&svc, &opts()), Err(PlanError::Invalid(_))));
     }
 
     #[test]

@@ -288,7 +288,7 @@ impl Driver {
     pub async fn heal(&self, r: &RouterInfo, svc: &ServiceInfo) -> Result<Healed, Error> {
         let mut did = Healed::Nothing;
         let opts = options_of(r);
-        let desired = desired_plan(svc, &opts)?;
+        let desired = desired_plan(svc, &opts, &router_identity(r))?;
         if !r.running {
             self.docker.start(&r.id).await?;
             did = Healed::Started;
@@ -304,7 +304,7 @@ impl Driver {
             let parent = self.plumber.parent(&parent_name).await?;
             let mac = opts
                 .mac
-                .unwrap_or_else(|| plan::stable_mac(r.service.as_str()));
+                .unwrap_or_else(|| plan::stable_mac(&router_identity(r)));
             self.plumb(&r.id, &r.name, &parent, opts.mode.unwrap_or_default(), mac)
                 .await?;
             apply(&mut client, &desired).await?;
@@ -338,20 +338,34 @@ impl Driver {
     }
 }
 
+/// The identity a router was made with (its label), so its client id never
+/// changes under it; a router made before identities were recorded used the
+/// service's name.
+pub fn router_identity(r: &RouterInfo) -> String {
+    r.labels
+        .get(labels::IDENTITY)
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .unwrap_or_else(|| r.service.to_string())
+}
+
 /// The plan a router should have for `svc`: its forwards when the service
-/// runs, none (lease kept) when it is stopped.
-pub fn desired_plan(svc: &ServiceInfo, opts: &UpOptions) -> Result<Plan, Error> {
+/// runs, none (lease kept) when it is stopped; the client id of `identity`,
+/// the router's own.
+pub fn desired_plan(svc: &ServiceInfo, opts: &UpOptions, identity: &str) -> Result<Plan, Error> {
     if svc.running {
-        return Ok(plan::derive(svc, opts)?.plan);
+        let mut p = plan::derive(svc, opts)?.plan;
+        p.client_id = Some(plan::client_id(identity));
+        return Ok(p);
     }
     let hostname = opts
         .hostname
         .clone()
-        .unwrap_or_else(|| plan::hostname_for(&svc.name));
+        .unwrap_or_else(|| plan::default_hostname(svc));
     Ok(Plan {
         interface: LAN_IF.into(),
         hostname: Some(hostname),
-        client_id: Some(plan::client_id(&svc.name)),
+        client_id: Some(plan::client_id(identity)),
         broadcast_flag: false,
         forwards: Vec::new(),
     })

@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 
 /// The agent's control socket inside a router's state directory (the router
-/// sees the directory at [`netcontainer_proto`]'s state path).
-pub const SOCKET_NAME: &str = "agent.sock";
+/// sees the directory at [`netcontainer_proto::contract::STATE_DIR`]).
+pub const SOCKET_NAME: &str = netcontainer_proto::contract::SOCKET_NAME;
 /// Longest name accepted: a path component is at most 255 bytes, and the lock
 /// file adds a suffix.
 const MAX_NAME: usize = 200;

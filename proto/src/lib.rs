@@ -6,7 +6,11 @@
 //! followed by a bincode 2 (serde) encoding of the message. The version comes
 //! first so that a peer speaking another version gets a clear error instead of
 //! a confusing decode failure.
+//!
+//! [`contract`] holds the rest of what both sides must agree on: paths, ids,
+//! the agent's flags and the sysctls a router needs.
 
+pub mod contract;
 mod frame;
 mod types;
 

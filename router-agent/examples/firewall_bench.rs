@@ -3,6 +3,8 @@
 //!
 //! `cargo run --release -p netcontainer-agent --example firewall_bench [RUNS]`
 //!
+//! The render column is building the model and rendering it as nft's batch.
+//!
 //! The mix: two thirds single ports with another target port, one third
 //! port-preserving ranges of 10 ports, alternating tcp/udp, 50 target
 //! addresses (or one: the usual case, a single service container). The time
@@ -17,8 +19,15 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use netcontainer_agent::firewall::{Firewall, RulesetConfig, render, sample_forwards};
+use netcontainer_agent::firewall::nft::render;
+use netcontainer_agent::firewall::{Firewall, Runner, model};
 use netcontainer_proto::Forward;
+
+// Test data, shared with the firewall's unit tests but not compiled into
+// the agent.
+#[path = "../src/firewall/sample.rs"]
+mod sample;
+use sample::sample_forwards;
 
 struct Netns(String);
 
@@ -62,7 +71,7 @@ fn main() {
         .build()
         .unwrap();
     let lease = Ipv4Addr::new(198, 51, 100, 10);
-    let mut fw = Firewall::new(RulesetConfig::default());
+    let fw = Firewall::new(Runner::default());
     // The floor: starting nft, and the RCU grace period that any batch
     // deleting something waits for when nft closes its netlink socket.
     for (what, batch) in [
@@ -76,14 +85,15 @@ fn main() {
         let mut times: Vec<Duration> = (0..runs)
             .map(|_| {
                 let t = Instant::now();
-                rt.block_on(fw.nft.apply(&batch)).expect("floor batch");
+                rt.block_on(fw.backend().apply_batch(&batch)).expect("floor batch");
                 t.elapsed()
             })
             .collect();
         println!("floor, {what}: median {} ms", ms(median(&mut times)));
     }
     for (counters, addresses) in [(true, 1), (true, 50), (false, 1)] {
-        fw.cfg.counters = counters;
+        let fw = fw.clone().with_counters(counters);
+        let cfg = fw.ruleset_config("lan0");
         println!(
             "\ncounters={counters} target-addresses={addresses} (runs={runs})\n\
              forwards  ports  elements  batch-bytes  render-ms  apply-median-ms  min-ms  max-ms"
@@ -94,12 +104,12 @@ fn main() {
             let mut renders: Vec<Duration> = (0..runs)
                 .map(|_| {
                     let t = Instant::now();
-                    std::hint::black_box(render(&fw.cfg, &forwards, lease));
+                    std::hint::black_box(render(&model::build(&cfg, &forwards, lease)));
                     t.elapsed()
                 })
                 .collect();
             let render_t = median(&mut renders);
-            let batch = render(&fw.cfg, &forwards, lease);
+            let batch = render(&model::build(&cfg, &forwards, lease));
             let doc: serde_json::Value = serde_json::from_str(&batch).unwrap();
             let elements: usize = doc["nftables"]
                 .as_array()
@@ -109,12 +119,13 @@ fn main() {
                 .map(|s| s["elem"].as_array().map_or(0, Vec::len))
                 .sum();
             let bytes = batch.len();
-            rt.block_on(fw.apply(&forwards, lease))
+            rt.block_on(fw.apply("lan0", &forwards, lease))
                 .expect("warm-up apply");
             let mut times: Vec<Duration> = (0..runs)
                 .map(|_| {
                     let t = Instant::now();
-                    rt.block_on(fw.apply(&forwards, lease)).expect("apply");
+                    rt.block_on(fw.apply("lan0", &forwards, lease))
+                        .expect("apply");
                     t.elapsed()
                 })
                 .collect();

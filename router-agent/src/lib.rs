@@ -4,8 +4,10 @@
 //!   lease logic they serve (state machine, codecs, ARP probe) is the sans-IO
 //!   `netcontainer-lease` crate, so it is tested and fuzzed without a network.
 //! - [`netconf`]: addresses and routes through netlink.
-//! - [`firewall`]: the agent's nftables table.
+//! - [`firewall`]: the agent's table as a pure ruleset model, put in place by
+//!   an nftables backend.
 //! - [`control`]: the Unix control socket.
+//! - [`sysctl`]: forwarding and reverse-path filtering, set at start.
 //! - [`agent`]: ties them together.
 
 pub mod agent;
@@ -15,3 +17,4 @@ pub mod firewall;
 pub mod netconf;
 pub mod store;
 pub mod supervise;
+pub mod sysctl;

@@ -1,6 +1,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use netcontainer_proto::contract::{self, flag};
+
 use tracing_subscriber::filter::LevelFilter;
 
 const USAGE: &str = "\
@@ -8,6 +10,9 @@ netcontainer-agent: keeps a DHCP lease on the plan's interface and forwards
 the service's ports from the leased address.
 
 Usage: netcontainer-agent [--socket PATH] [--state-dir DIR] [--supervise] [--arp-probe]
+
+Sets net.ipv4.ip_forward=1 and net.ipv4.conf.{all,default}.rp_filter=2 in its
+network namespace at start (a value already right may be read-only).
 
 Options:
   --socket PATH     control socket to listen on [default: /run/netcontainer/agent.sock]
@@ -34,8 +39,8 @@ struct Cli {
 /// matters: one runs per service).
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
     let mut cli = Cli {
-        socket: PathBuf::from("/run/netcontainer/agent.sock"),
-        state_dir: PathBuf::from("/run/netcontainer"),
+        socket: PathBuf::from(contract::SOCKET_PATH),
+        state_dir: PathBuf::from(contract::STATE_DIR),
         arp_probe: false,
         supervise: false,
     };
@@ -52,10 +57,10 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> 
                 .ok_or_else(|| format!("{name} needs a value"))
         };
         match flag.as_str() {
-            "--socket" => cli.socket = value("--socket")?.into(),
-            "--state-dir" => cli.state_dir = value("--state-dir")?.into(),
-            "--arp-probe" if inline.is_none() => cli.arp_probe = true,
-            "--supervise" if inline.is_none() => cli.supervise = true,
+            flag::SOCKET => cli.socket = value(flag::SOCKET)?.into(),
+            flag::STATE_DIR => cli.state_dir = value(flag::STATE_DIR)?.into(),
+            flag::ARP_PROBE if inline.is_none() => cli.arp_probe = true,
+            flag::SUPERVISE if inline.is_none() => cli.supervise = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -92,7 +97,7 @@ fn main() -> ExitCode {
     if cli.supervise {
         let args = std::env::args()
             .skip(1)
-            .filter(|a| a != "--supervise")
+            .filter(|a| a != flag::SUPERVISE)
             .collect();
         return netcontainer_agent::supervise::run(args);
     }
@@ -142,7 +147,8 @@ mod tests {
         assert_eq!(c.socket, PathBuf::from("/x/a.sock"));
         assert_eq!(c.state_dir, PathBuf::from("/y"));
         let d = parse(args(&[])).unwrap().unwrap();
-        assert_eq!(d.socket, PathBuf::from("/run/netcontainer/agent.sock"));
+        assert_eq!(d.socket, PathBuf::from(contract::SOCKET_PATH));
+        assert_eq!(d.state_dir, PathBuf::from(contract::STATE_DIR));
         assert!(!d.arp_probe && !c.arp_probe);
         let p = parse(args(&["--arp-probe", "--socket", "/s"]))
             .unwrap()
@@ -154,5 +160,28 @@ mod tests {
         assert!(parse(args(&["--state-dir="])).is_err());
         assert!(parse(args(&["--bogus"])).is_err());
         assert!(parse(args(&["--help"])).unwrap().is_none());
+    }
+
+    /// The help text spells the contract's defaults, flags and sysctls.
+    #[test]
+    fn usage_matches_the_contract() {
+        assert!(USAGE.contains(&format!("[default: {}]", contract::SOCKET_PATH)));
+        assert!(USAGE.contains(&format!("[default: {}]", contract::STATE_DIR)));
+        for f in [
+            flag::SOCKET,
+            flag::STATE_DIR,
+            flag::ARP_PROBE,
+            flag::SUPERVISE,
+        ] {
+            assert!(USAGE.contains(&format!("\n  {f} ")), "{f}");
+        }
+        for s in contract::ROUTER_SYSCTLS {
+            let short = s.name.rsplit_once('.').unwrap().1;
+            assert!(
+                USAGE.contains(&format!("{short}={}", s.value)),
+                "{}",
+                s.name
+            );
+        }
     }
 }

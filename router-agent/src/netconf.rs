@@ -20,7 +20,7 @@ use rtnetlink::packet_route::rule::RuleAction;
 use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
 
 /// Routing table of the agent (ASCII "NC").
-pub const ROUTE_TABLE: u32 = 0x4e43;
+pub const ROUTE_TABLE: u32 = netcontainer_proto::contract::ROUTE_TABLE;
 /// Priority of the agent's `ip rule`s; below the main table's 32766.
 pub const RULE_PRIORITY: u32 = 10_000;
 

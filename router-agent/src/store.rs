@@ -46,7 +46,7 @@ pub struct LeaseStore {
 impl LeaseStore {
     pub fn new(state_dir: &Path, interface: &str) -> Self {
         LeaseStore {
-            path: state_dir.join(format!("lease-{interface}.json")),
+            path: state_dir.join(netcontainer_proto::contract::lease_file(interface)),
         }
     }
 
@@ -150,7 +150,7 @@ pub struct PlanStore {
 impl PlanStore {
     pub fn new(state_dir: &Path) -> Self {
         PlanStore {
-            path: state_dir.join("plan.json"),
+            path: state_dir.join(netcontainer_proto::contract::PLAN_FILE),
         }
     }
 

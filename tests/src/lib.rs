@@ -31,6 +31,7 @@ pub mod addrwatch;
 pub mod agent;
 pub mod bed;
 pub mod chaos;
+pub mod daemon;
 pub mod dhcp;
 pub mod dns;
 pub mod dnsmasq;

@@ -679,3 +679,116 @@ fn announced_frame_sizes_do_not_cost_memory() {
     );
     a.assert_alive("stalled big frames closed");
 }
+
+// ------------------------------------------------------------------------------------
+// The router sysctls (proto's contract::ROUTER_SYSCTLS), set by the agent itself.
+
+/// `sysctl -n NAME` in `ns`.
+fn sysctl(ns: &Netns, name: &str) -> String {
+    ns.exec_ok(&["sysctl", "-n", name]).trim().to_string()
+}
+
+/// The router's sysctls, as the contract spells them (checked from outside).
+const ROUTER_SYSCTLS: [(&str, &str); 3] = [
+    ("net.ipv4.ip_forward", "1"),
+    ("net.ipv4.conf.all.rp_filter", "2"),
+    ("net.ipv4.conf.default.rp_filter", "2"),
+];
+
+/// The README's "agent alone" recipe: nothing set beforehand, the agent turns on
+/// forwarding and loose reverse-path filtering in its own namespace.
+#[test]
+fn agent_alone_turns_on_forwarding_in_its_namespace() {
+    require_root!();
+    // A new namespace inherits the host's IPv4 settings: turn them off first, so what
+    // follows is the agent's doing.
+    let ns = Netns::new(&unique("ctlsys")).expect("create netns");
+    for (name, _) in ROUTER_SYSCTLS {
+        ns.exec_ok(&["sysctl", "-q", "-w", &format!("{name}=0")]);
+    }
+    let tmp = TempDir::new("ctlsys");
+    let socket = tmp.join("agent.sock");
+    let log = tmp.join("agent.log");
+    let mut proc = ns.spawn_guarded(
+        &[
+            bin("netcontainer-agent").to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+            "--state-dir",
+            tmp.join("state").to_str().unwrap(),
+        ],
+        &[],
+        Some(&log),
+    );
+    let ok = wait_until(10 * S, Duration::from_millis(5), || {
+        UnixStream::connect(&socket).is_ok() || !proc.running()
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(ok && proc.running(), "agent did not serve:\n{text}");
+    for (name, want) in ROUTER_SYSCTLS {
+        assert_eq!(sysctl(&ns, name), want, "{name}\n{text}");
+    }
+}
+
+/// Runs the agent in a fresh namespace whose `/proc/sys` is read-only (as in a Docker
+/// container without `--sysctl`), after `setup` (a shell snippet run before the
+/// read-only remount); SIGTERM after 3 s. Returns (exit code, output, socket existed).
+fn agent_with_read_only_proc_sys(setup: &str) -> (Option<i32>, String, bool) {
+    let ns = Netns::new(&unique("ctlro")).expect("create netns");
+    let tmp = TempDir::new("ctlro");
+    let socket = tmp.join("agent.sock");
+    // `ip netns exec` gives the shell its own mount namespace: the remount stays there.
+    let script = format!(
+        "{setup} mount --bind /proc/sys /proc/sys && mount -o remount,bind,ro /proc/sys \\
+         && exec timeout 3 {} --socket {} --state-dir {}",
+        bin("netcontainer-agent").display(),
+        socket.display(),
+        tmp.join("state").display()
+    );
+    let out = ns.exec(&["sh", "-c", &script]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let served = socket.exists() || text.contains("waiting for a plan");
+    (out.status.code(), text, served)
+}
+
+/// Read-only `/proc/sys` with forwarding off: the agent stops at once with one error line
+/// naming the sysctl and the fix, instead of running a router that does not forward.
+#[test]
+fn agent_fails_clearly_when_it_cannot_turn_on_forwarding() {
+    require_root!();
+    let (code, text, served) =
+        agent_with_read_only_proc_sys("sysctl -q -w net.ipv4.ip_forward=0 &&");
+    assert_eq!(code, Some(1), "{text}");
+    assert!(!served, "agent served without forwarding:\n{text}");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{text}"));
+    assert!(
+        line.starts_with("error: cannot set net.ipv4.ip_forward=1 (it is 0): "),
+        "{line}"
+    );
+    assert!(
+        line.contains("NET_ADMIN in its own network namespace") && line.contains("--sysctl"),
+        "{line}"
+    );
+}
+
+/// Read-only `/proc/sys` whose values are already right (Docker with `--sysctl`): the
+/// agent accepts them and serves.
+#[test]
+fn agent_accepts_read_only_proc_sys_that_is_already_right() {
+    require_root!();
+    let setup: String = ROUTER_SYSCTLS
+        .iter()
+        .map(|(n, v)| format!("sysctl -q -w {n}={v} && "))
+        .collect();
+    let (code, text, served) = agent_with_read_only_proc_sys(&setup);
+    assert_eq!(code, Some(124), "agent did not run until SIGTERM:\n{text}");
+    assert!(served, "{text}");
+    assert!(!text.contains("cannot set"), "{text}");
+}

@@ -291,7 +291,12 @@ fn port_range_forward_is_one_rule_and_serves_every_port() {
 
 /// 3. A client on 203.0.113.0/24 behind a LAN gateway (192.0.2.254, the DHCP router
 ///    option) reaches the service: the replies leave by the lease's gateway, although the
-///    router namespace has no default route of its own. The LAN client works as well.
+///    router's main default route points at the service side (as a Docker router's points
+///    at Docker's gateway). The LAN client works as well.
+///
+///    That main-table route is also what lets the client in at all: the agent sets loose
+///    reverse-path filtering (rp_filter=2), which drops a source the main table has no
+///    route to (the check runs after DNAT, without the agent's mark).
 #[test]
 fn routed_client_on_another_subnet_reaches_the_service() {
     require_root!();
@@ -303,10 +308,16 @@ fn routed_client_on_another_subnet_reaches_the_service() {
     let addr = w.apply(&["tcp:80=198.51.100.2:8080"]);
     let st = w.agent.wait_bound(5 * S);
     assert_eq!(st.lease.unwrap().gateway, Some(LAN_GATEWAY));
-    let main_default = w.router().ip(&["route", "show", "default"]);
-    assert!(
-        main_default.trim().is_empty(),
-        "the router's main table must have no default route: {main_default}"
+    let svc_gateway = Ipv4Addr::new(198, 51, 100, 254);
+    w.router()
+        .ip(&["route", "add", "default", "via", &svc_gateway.to_string()]);
+    let rp = w
+        .router()
+        .exec_ok(&["sysctl", "-n", "net.ipv4.conf.all.rp_filter"]);
+    assert_eq!(
+        rp.trim(),
+        "2",
+        "the agent sets loose reverse-path filtering"
     );
 
     let routed = w.routed.as_ref().unwrap();

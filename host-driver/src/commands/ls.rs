@@ -27,6 +27,8 @@ pub struct Entry {
     pub parent: Option<String>,
     pub mode: Option<String>,
     pub mac: Option<String>,
+    /// What the MAC and client id derive from (see `plan::identity_of`).
+    pub identity: String,
     /// The agent's status; null when it does not answer.
     pub agent: Option<Status>,
 }
@@ -54,6 +56,7 @@ pub async fn entries(
             parent: label(labels::PARENT),
             mode: label(labels::MODE),
             mac: label(labels::MAC),
+            identity: crate::router::router_identity(&r),
             agent,
         });
     }
@@ -67,6 +70,7 @@ pub fn table(entries: &[Entry]) -> String {
         "STATE".into(),
         "EXPIRES".into(),
         "PORTS".into(),
+        "IDENTITY".into(),
     ]];
     for e in entries {
         let (addr, state, expires, ports) = match &e.agent {
@@ -108,9 +112,16 @@ pub fn table(entries: &[Entry]) -> String {
                 "-".into(),
             ),
         };
-        rows.push([e.service.clone(), addr, state, expires, ports]);
+        rows.push([
+            e.service.clone(),
+            addr,
+            state,
+            expires,
+            ports,
+            output::safe(&e.identity).into_owned(),
+        ]);
     }
-    let widths: Vec<usize> = (0..5)
+    let widths: Vec<usize> = (0..6)
         .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();

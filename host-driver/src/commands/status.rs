@@ -48,6 +48,7 @@ pub async fn run(a: StatusArgs) -> Result<(), Error> {
             "stopped"
         }
     );
+    println!("identity:   {}", output::safe(&entry.identity));
     if let Some(p) = &entry.parent {
         println!(
             "parent:     {} ({})",

@@ -292,6 +292,16 @@ impl Watcher {
                     r.name
                 )))
             }
+            // A Swarm task's container never runs again once stopped (a new
+            // task gets a new container, maybe on another node, with the same
+            // identity): release at once so the new one gets the address.
+            (Some(r), Some(s)) if !s.running && plan::is_swarm_task(&s) => {
+                d.down(&r, 10).await?;
+                Ok(Some(format!(
+                    "swarm task stopped: {} removed, lease released",
+                    r.name
+                )))
+            }
             (Some(r), Some(s))
                 if !s.running && self.args.release_when_stopped && wants_router(&s.labels) =>
             {

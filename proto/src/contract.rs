@@ -1,0 +1,140 @@
+//! The contract between the host driver, the router agent and the router
+//! image: where the agent keeps its state and socket, the ids it uses in the
+//! router's namespace, its command-line flags, and the sysctls a router
+//! needs. Everything that both sides (or a test checking from outside) must
+//! spell the same way is spelled here once.
+
+/// The agent's state directory inside a router (the host bind-mounts the
+/// router's own directory here): control socket, plan and persisted lease.
+/// Also the agent's `--state-dir` default.
+pub const STATE_DIR: &str = "/run/netcontainer";
+/// The control socket's file name inside [`STATE_DIR`].
+pub const SOCKET_NAME: &str = "agent.sock";
+/// The agent's default control socket: [`STATE_DIR`]/[`SOCKET_NAME`] (a unit
+/// test keeps the three in step).
+pub const SOCKET_PATH: &str = "/run/netcontainer/agent.sock";
+/// The last applied plan, inside the state directory.
+pub const PLAN_FILE: &str = "plan.json";
+
+/// The persisted lease of `interface`, inside the state directory.
+pub fn lease_file(interface: &str) -> String {
+    format!("lease-{interface}.json")
+}
+
+/// Conntrack/packet mark of connections that arrived on the LAN interface
+/// (ASCII "NC").
+pub const MARK: u32 = 0x4e43;
+/// The agent's routing table (20035, ASCII "NC"), selected by its `ip rule`s.
+pub const ROUTE_TABLE: u32 = 0x4e43;
+/// The agent's nftables table (family `ip`).
+pub const NFT_TABLE: &str = "netcontainer";
+
+/// The agent's command-line flags.
+pub mod flag {
+    /// `--socket PATH`: the control socket (default [`super::SOCKET_PATH`]).
+    pub const SOCKET: &str = "--socket";
+    /// `--state-dir DIR`: plan and lease (default [`super::STATE_DIR`]).
+    pub const STATE_DIR: &str = "--state-dir";
+    /// `--arp-probe`: probe a new lease's address with ARP before using it.
+    pub const ARP_PROBE: &str = "--arp-probe";
+    /// `--supervise`: run the agent as a child and restart it if it dies.
+    pub const SUPERVISE: &str = "--supervise";
+}
+
+/// A kernel parameter a router needs, as `sysctl` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sysctl {
+    /// Dotted name, e.g. `net.ipv4.ip_forward`.
+    pub name: &'static str,
+    /// The value the router needs.
+    pub value: &'static str,
+}
+
+impl Sysctl {
+    /// The file under `/proc/sys` (e.g. `net/ipv4/ip_forward`).
+    pub fn proc_path(&self) -> String {
+        self.name.replace('.', "/")
+    }
+}
+
+/// The sysctls of a router's network namespace. The agent sets them itself at
+/// start (or fails naming the one it cannot set); the driver also passes them
+/// to Docker, whose containers see a read-only `/proc/sys`.
+///
+/// Reverse-path filtering is loose (2), not off: clients from routed subnets
+/// get in (their main-table route points at Docker's side) while a source no
+/// interface can reach is still dropped. `default` covers `lan0`, which
+/// appears after the router starts.
+pub const ROUTER_SYSCTLS: &[Sysctl] = &[
+    Sysctl {
+        name: "net.ipv4.ip_forward",
+        value: "1",
+    },
+    Sysctl {
+        name: "net.ipv4.conf.all.rp_filter",
+        value: "2",
+    },
+    Sysctl {
+        name: "net.ipv4.conf.default.rp_filter",
+        value: "2",
+    },
+];
+
+/// The DHCP client identifier the driver gives a service's router: type 0
+/// (not a hardware address) + `netcontainer:SERVICE`, at most 255 bytes.
+/// Name-derived, not MAC-derived, so ipvlan routers (which share the
+/// parent's MAC) still get one lease each.
+pub fn service_client_id(service: &str) -> Vec<u8> {
+    let mut id = vec![0u8];
+    id.extend_from_slice(format!("netcontainer:{service}").as_bytes());
+    id.truncate(255);
+    id
+}
+
+/// The agent's client identifier when a plan names none: hardware type 1
+/// (Ethernet) followed by the MAC.
+pub fn mac_client_id(mac: &[u8]) -> Vec<u8> {
+    let mut id = vec![1u8];
+    id.extend_from_slice(mac);
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_path_is_state_dir_and_name() {
+        assert_eq!(SOCKET_PATH, format!("{STATE_DIR}/{SOCKET_NAME}"));
+    }
+
+    #[test]
+    fn ids_are_nc() {
+        assert_eq!(MARK, u32::from_be_bytes([0, 0, b'N', b'C']));
+        assert_eq!(ROUTE_TABLE, 20035);
+    }
+
+    #[test]
+    fn router_sysctls() {
+        let got: Vec<_> = ROUTER_SYSCTLS
+            .iter()
+            .map(|s| format!("{}={}", s.name, s.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "net.ipv4.ip_forward=1",
+                "net.ipv4.conf.all.rp_filter=2",
+                "net.ipv4.conf.default.rp_filter=2",
+            ]
+        );
+        assert_eq!(ROUTER_SYSCTLS[1].proc_path(), "net/ipv4/conf/all/rp_filter");
+    }
+
+    #[test]
+    fn client_ids() {
+        assert_eq!(service_client_id("web1"), b"\0netcontainer:web1".to_vec());
+        assert_eq!(service_client_id(&"x".repeat(300)).len(), 255);
+        assert_eq!(mac_client_id(&[2, 0, 0, 0, 0, 1]), [1, 2, 0, 0, 0, 0, 1]);
+    }
+}

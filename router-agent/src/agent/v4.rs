@@ -1,0 +1,546 @@
+//! The IPv4 family task: the DHCPv4 client of one interface with its raw and
+//! UDP sockets, the persisted lease and the ARP probe of a new address. It
+//! configures nothing itself: it reports [`LeaseEvent`]s to the core, which
+//! owns addresses, routes and the firewall.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use netcontainer_lease::arp::{ArpConfig, Probe, ProbeResult};
+use netcontainer_lease::v4::{
+    Client, Config, Destination, Event, Lease, LostReason, Retry, Transmit,
+};
+use netcontainer_proto::{Plan, State};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::LeaseEvent;
+use crate::dhcp::arp::ArpSocket;
+use crate::dhcp::socket::{RawSocket, UdpSocket};
+use crate::netconf::Link;
+use crate::store::{LeaseStore, StoredLease, hex};
+
+/// Pause after a failed receive, so that a persistent socket error is no
+/// hot loop.
+const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// What the DHCP exchange is bound to: a change restarts the task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub ifname: String,
+    pub client_id: Vec<u8>,
+    pub hostname: Option<String>,
+    pub broadcast_flag: bool,
+}
+
+impl Identity {
+    /// Whether `plan` keeps this identity (no client id in the plan keeps
+    /// the one derived from the MAC).
+    pub fn same(&self, plan: &Plan) -> bool {
+        self.ifname == plan.interface
+            && plan
+                .client_id
+                .as_ref()
+                .is_none_or(|id| *id == self.client_id)
+            && self.hostname == plan.hostname
+            && self.broadcast_flag == plan.broadcast_flag
+    }
+}
+
+/// The running task, as the core sees it.
+pub struct Handle {
+    pub identity: Identity,
+    release: mpsc::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Handle {
+    /// Asks the task to release its lease and stop; the returned handle
+    /// ends once it has (its last events are then in the channel).
+    pub async fn release(self) -> JoinHandle<()> {
+        // A task that already ended has nothing to release.
+        let _ = self.release.send(()).await;
+        self.task
+    }
+}
+
+/// DHCPv4 on one interface, before and while it runs.
+pub struct V4 {
+    identity: Identity,
+    ifindex: u32,
+    client: Client,
+    raw: Arc<RawSocket>,
+    /// UDP socket bound to the lease address, for unicast renew/release.
+    udp: Option<(Ipv4Addr, Arc<UdpSocket>)>,
+    store: LeaseStore,
+    /// The lease reported bound (its address is on the interface).
+    configured: Option<Lease>,
+    /// Address left on the interface by a previous agent (killed without
+    /// releasing); dropped unless the server gives it back.
+    leftover: Option<(Ipv4Addr, u8)>,
+    /// Hardware address of the interface (the ARP probes' sender).
+    mac: [u8; 6],
+    /// `Some` with `--arp-probe`.
+    arp: Option<ArpConfig>,
+    /// A new lease whose address is being probed (not configured yet).
+    probing: Option<Probing>,
+    /// Why the last address was declined (the error of its loss).
+    declined: Option<String>,
+    events: mpsc::UnboundedSender<LeaseEvent>,
+    /// The state last reported.
+    reported: Option<State>,
+}
+
+/// An ARP probe of a new lease's address; the ARP socket lives as long as it.
+struct Probing {
+    lease: Lease,
+    probe: Probe,
+    sock: Arc<ArpSocket>,
+}
+
+impl V4 {
+    /// Opens the packet socket and starts the client on `plan.interface`
+    /// (an up link), from the persisted lease if it is ours. Nothing is
+    /// sent before [`V4::spawn`].
+    pub fn start(
+        plan: &Plan,
+        link: &Link,
+        state_dir: &Path,
+        arp: Option<ArpConfig>,
+        events: mpsc::UnboundedSender<LeaseEvent>,
+    ) -> Result<V4, String> {
+        let raw = RawSocket::open(link.index)
+            .map_err(|e| format!("cannot open a packet socket on {}: {e}", plan.interface))?;
+        let client_id = plan
+            .client_id
+            .clone()
+            .unwrap_or_else(|| netcontainer_proto::contract::mac_client_id(&link.mac));
+        let store = LeaseStore::new(state_dir, &plan.interface);
+        let stored = store.load();
+        // A released lease left nothing on the interface.
+        let leftover = stored
+            .as_ref()
+            .filter(|l| !l.released)
+            .map(|l| (l.address, l.prefix_len));
+        let ours =
+            stored.filter(|l| l.client_id == hex(&client_id) && l.interface == plan.interface);
+        // Unexpired and not released: claim it again (INIT-REBOOT). Released or
+        // expired: only ask for it (DISCOVER with option 50).
+        let (previous, hint) = match ours {
+            Some(l) if !l.released && !l.expired(SystemTime::now()) => (Some(l.address), None),
+            Some(l) => (None, Some(l.address)),
+            None => (None, None),
+        };
+        let mut client = Client::new(
+            Config {
+                chaddr: link.mac,
+                client_id: client_id.clone(),
+                hostname: plan.hostname.clone(),
+                broadcast_flag: plan.broadcast_flag,
+                retry: Retry::default(),
+            },
+            rand::random(),
+        );
+        tracing::info!(interface = %plan.interface, previous = ?previous, hint = ?hint, "starting DHCP");
+        match previous {
+            Some(_) => client.start(Instant::now(), previous),
+            None => client.start_discover(Instant::now(), hint),
+        }
+        Ok(V4 {
+            identity: Identity {
+                ifname: plan.interface.clone(),
+                client_id,
+                hostname: plan.hostname.clone(),
+                broadcast_flag: plan.broadcast_flag,
+            },
+            ifindex: link.index,
+            client,
+            raw: Arc::new(raw),
+            udp: None,
+            store,
+            configured: None,
+            leftover,
+            mac: link.mac,
+            arp,
+            probing: None,
+            declined: None,
+            events,
+            reported: None,
+        })
+    }
+
+    pub fn state(&self) -> State {
+        self.client.state()
+    }
+
+    /// Runs the client until the core asks for a release.
+    pub fn spawn(mut self) -> Handle {
+        let (release, mut released) = mpsc::channel(1);
+        // The core knows the starting state already.
+        self.reported = Some(self.client.state());
+        let identity = self.identity.clone();
+        let task = tokio::spawn(async move {
+            self.drive().await;
+            loop {
+                if self.step(&mut released).await.is_break() {
+                    break;
+                }
+                self.drive().await;
+            }
+            self.client.release(Instant::now());
+            self.drive().await;
+        });
+        Handle {
+            identity,
+            release,
+            task,
+        }
+    }
+
+    /// Waits for one thing: a packet, a timer, or the core's release (or
+    /// the core gone: `Break`).
+    async fn step(&mut self, released: &mut mpsc::Receiver<()>) -> std::ops::ControlFlow<()> {
+        let probing = self.probing.as_ref();
+        let arp = probing.map(|p| p.sock.clone());
+        // One timer for both machines: each ignores a call before its deadline.
+        let deadline = [
+            self.client.poll_timeout(),
+            probing.and_then(|p| p.probe.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let raw = self.raw.clone();
+        let udp = self.udp.as_ref().map(|(_, s)| s.clone());
+        tokio::select! {
+            _ = released.recv() => return std::ops::ControlFlow::Break(()),
+            r = raw.recv() => self.on_packet(r).await,
+            r = recv_udp(udp) => self.on_packet(r).await,
+            r = recv_arp(arp) => self.on_arp(r).await,
+            _ = sleep_until(deadline) => {
+                let now = Instant::now();
+                self.client.handle_timeout(now);
+                if let Some(p) = self.probing.as_mut() {
+                    p.probe.handle_timeout(now);
+                }
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    /// Reports an event, after the client's state if that changed (so that
+    /// the core never shows a lease with the state before it).
+    fn report(&mut self, event: LeaseEvent) {
+        self.report_state();
+        // The core outlives its tasks; if it is gone there is no one to tell.
+        let _ = self.events.send(event);
+    }
+
+    fn report_state(&mut self) {
+        let state = self.client.state();
+        if self.reported != Some(state) {
+            self.reported = Some(state);
+            let _ = self.events.send(LeaseEvent::State(state));
+        }
+    }
+
+    async fn on_packet(&mut self, r: std::io::Result<Vec<u8>>) {
+        match r {
+            Ok(payload) => self.client.handle_packet(Instant::now(), &payload),
+            Err(e) => {
+                tracing::warn!(error = %e, "receiving DHCP packets failed");
+                self.report(LeaseEvent::Error(format!("receiving DHCP packets: {e}")));
+                tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
+            }
+        }
+    }
+
+    async fn on_arp(&mut self, r: std::io::Result<Vec<u8>>) {
+        match r {
+            Ok(payload) => {
+                if let Some(p) = self.probing.as_mut() {
+                    p.probe.handle_packet(Instant::now(), &payload);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "receiving ARP packets failed");
+                tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
+            }
+        }
+    }
+
+    /// Sends what the client and the probe queued and acts on their
+    /// events and results.
+    async fn drive(&mut self) {
+        loop {
+            if let Some(t) = self.client.poll_transmit() {
+                if let Err(e) = self.send(&t).await {
+                    tracing::warn!(error = %e, "sending a DHCP packet failed");
+                    self.report(LeaseEvent::Error(e));
+                }
+                continue;
+            }
+            if let Some(ev) = self.client.poll_event() {
+                self.on_event(ev);
+                continue;
+            }
+            let Some(p) = self.probing.as_mut() else {
+                break;
+            };
+            if let Some(frame) = p.probe.poll_transmit() {
+                if let Err(e) = p.sock.send_broadcast(&frame).await {
+                    tracing::warn!(error = %e, "sending an ARP probe failed");
+                }
+                continue;
+            }
+            let Some(result) = p.probe.result() else {
+                break;
+            };
+            let lease = self.probing.take().expect("checked").lease;
+            self.on_probe_result(lease, result);
+        }
+        self.drop_leftover();
+        self.report_state();
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Bound(lease) => {
+                let previous = self.configured.as_ref().map(|l| l.address);
+                if let Some(old) = self.configured.take_if(|old| {
+                    old.address != lease.address || old.prefix_len != lease.prefix_len
+                }) {
+                    tracing::info!(old = %old.address, new = %lease.address, "the server changed our address");
+                    // With a probe ahead, the rules of the old address go
+                    // now; otherwise the new lease replaces them at once.
+                    let drop_rules = self.arp.is_some() && old.address != lease.address;
+                    self.udp = None;
+                    self.report(LeaseEvent::Replaced { old, drop_rules });
+                }
+                if let Some(p) = self.probing.as_mut()
+                    && p.lease.address == lease.address
+                {
+                    p.lease = lease; // extended while being probed
+                    return;
+                }
+                self.probing = None;
+                // RFC 5227: a new address is probed before first use; not a
+                // renewal, nor the address a previous agent left configured.
+                let reused = previous == Some(lease.address)
+                    || self.leftover.is_some_and(|(a, _)| a == lease.address);
+                if let Some(cfg) = self.arp
+                    && !reused
+                {
+                    match ArpSocket::open(self.ifindex) {
+                        Ok(sock) => {
+                            tracing::info!(address = %lease.address, probes = cfg.probes,
+                                interval_ms = cfg.interval.as_millis() as u64,
+                                wait_ms = cfg.wait.as_millis() as u64, "probing the address with ARP");
+                            self.probing = Some(Probing {
+                                probe: Probe::new(cfg, lease.address, self.mac, Instant::now()),
+                                lease,
+                                sock: Arc::new(sock),
+                            });
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot probe the address; using it unprobed");
+                        }
+                    }
+                }
+                self.bind(lease);
+            }
+            Event::Lost { lease, reason } => {
+                tracing::info!(address = %lease.address, ?reason, "lease lost");
+                // A lease lost while being probed never reached the interface.
+                self.probing = None;
+                // After a release the address is remembered as a hint for the
+                // next agent (same address back when it is free); otherwise forgotten.
+                let kept = match (reason, self.store.load()) {
+                    (LostReason::Released, Some(mut l)) => {
+                        l.released = true;
+                        self.store.save(&l)
+                    }
+                    _ => self.store.clear(),
+                };
+                if let Err(e) = kept {
+                    tracing::warn!(error = %e, "cannot update the stored lease");
+                }
+                self.configured = None;
+                self.udp = None;
+                let lost = || format!("lease on {} lost ({reason:?})", lease.address);
+                let error = match reason {
+                    LostReason::Declined => Some(self.declined.take().unwrap_or_else(lost)),
+                    LostReason::Released => None,
+                    _ => Some(lost()),
+                };
+                self.report(LeaseEvent::Lost { lease, error });
+            }
+        }
+    }
+
+    /// The probe of a new lease's address is over: use it, or DECLINE it.
+    fn on_probe_result(&mut self, lease: Lease, result: ProbeResult) {
+        match result {
+            ProbeResult::Free => {
+                tracing::info!(address = %lease.address, "ARP probe: address free");
+                self.bind(lease);
+            }
+            ProbeResult::Conflict(mac) => {
+                let msg = format!("address {} is in use by MAC {mac}: declined", lease.address);
+                tracing::warn!("{msg}");
+                self.declined = Some(msg.clone());
+                self.report(LeaseEvent::Error(msg));
+                self.client.decline(Instant::now());
+            }
+        }
+    }
+
+    /// A lease is to be used: persist it and hand it to the core.
+    fn bind(&mut self, lease: Lease) {
+        let stored = StoredLease {
+            interface: self.identity.ifname.clone(),
+            client_id: hex(&self.identity.client_id),
+            address: lease.address,
+            prefix_len: lease.prefix_len,
+            server_id: lease.server_id,
+            expires_unix: lease.expires_at().map(|t| {
+                let left = t.saturating_duration_since(Instant::now());
+                (SystemTime::now() + left)
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs()
+            }),
+            released: false,
+        };
+        if let Err(e) = self.store.save(&stored) {
+            tracing::warn!(path = %self.store.path().display(), error = %e, "cannot persist the lease");
+        }
+        self.configured = Some(lease.clone());
+        self.report(LeaseEvent::Bound(lease));
+    }
+
+    /// Once the client is past INIT-REBOOT without getting the old address
+    /// back, the address (and rules) a previous agent left go.
+    fn drop_leftover(&mut self) {
+        let Some((address, prefix_len)) = self.leftover else {
+            return;
+        };
+        if self
+            .configured
+            .as_ref()
+            .is_some_and(|l| l.address == address)
+        {
+            self.leftover = None;
+            return;
+        }
+        if matches!(self.client.state(), State::InitReboot | State::Rebooting) {
+            return;
+        }
+        self.leftover = None;
+        tracing::info!(%address, "removing the address a previous agent left behind");
+        self.report(LeaseEvent::Leftover {
+            address,
+            prefix_len,
+        });
+    }
+
+    async fn send(&mut self, t: &Transmit) -> Result<(), String> {
+        let ifname = &self.identity.ifname;
+        match t.destination {
+            Destination::Broadcast { src } => self
+                .raw
+                .send_broadcast(src, &t.payload)
+                .await
+                .map_err(|e| format!("broadcast on {ifname}: {e}")),
+            Destination::Unicast { src, server } => {
+                let sock = match &self.udp {
+                    Some((addr, s)) if *addr == src => s.clone(),
+                    _ => {
+                        let s = Arc::new(
+                            UdpSocket::bind(ifname, src)
+                                .map_err(|e| format!("binding {src}:68 on {ifname}: {e}"))?,
+                        );
+                        self.udp = Some((src, s.clone()));
+                        s
+                    }
+                };
+                sock.send_to(server, &t.payload)
+                    .await
+                    .map_err(|e| format!("unicast to {server}:67: {e}"))
+            }
+        }
+    }
+}
+
+async fn recv_udp(s: Option<Arc<UdpSocket>>) -> std::io::Result<Vec<u8>> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_arp(s: Option<Arc<ArpSocket>>) -> std::io::Result<Vec<u8>> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_follows_the_plan() {
+        let id = Identity {
+            ifname: "lan0".into(),
+            client_id: vec![1, 2, 3],
+            hostname: Some("svc".into()),
+            broadcast_flag: false,
+        };
+        let plan = Plan {
+            interface: "lan0".into(),
+            client_id: None,
+            hostname: Some("svc".into()),
+            broadcast_flag: false,
+            forwards: Vec::new(),
+        };
+        // No client id in the plan keeps the derived one; forwards do not count.
+        assert!(id.same(&plan));
+        assert!(id.same(&Plan {
+            client_id: Some(vec![1, 2, 3]),
+            forwards: vec![netcontainer_proto::Forward::parse("tcp:80=192.0.2.2:80").unwrap()],
+            ..plan.clone()
+        }));
+        for other in [
+            Plan {
+                interface: "lan1".into(),
+                ..plan.clone()
+            },
+            Plan {
+                client_id: Some(vec![9]),
+                ..plan.clone()
+            },
+            Plan {
+                hostname: None,
+                ..plan.clone()
+            },
+            Plan {
+                broadcast_flag: true,
+                ..plan.clone()
+            },
+        ] {
+            assert!(!id.same(&other), "{other:?}");
+        }
+    }
+}

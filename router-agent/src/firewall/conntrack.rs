@@ -1,0 +1,114 @@
+//! Flushing tracked flows whose DNAT target a new plan changed, so that
+//! their next packet goes through the NAT chain again (conntrack-tools).
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use netcontainer_proto::{Forward, Protocol};
+
+use super::FirewallError;
+use super::runner::Runner;
+
+/// Deletes the tracked connections carrying `mark` whose reply source
+/// (the DNAT target) is one of `old_targets`, so that they re-enter the
+/// NAT chain and reach the new target. No matching entry is not an error.
+pub async fn flush_to(
+    runner: &Runner,
+    mark: u32,
+    old_targets: &[(Protocol, Ipv4Addr)],
+) -> Result<u64, FirewallError> {
+    const OP: &str = "delete conntrack entries";
+    let mut targets = old_targets.to_vec();
+    targets.sort();
+    targets.dedup();
+    let mark = mark.to_string();
+    let mut deleted = 0;
+    for (p, addr) in targets {
+        let addr_s = addr.to_string();
+        let args = [
+            "-D",
+            "-p",
+            p.as_str(),
+            "--reply-src",
+            &addr_s,
+            "--mark",
+            &mark,
+        ];
+        let out = runner.run(OP, "conntrack", &args, None).await?;
+        match deleted_count(&out.stderr) {
+            Some(n) => {
+                tracing::debug!(protocol = %p, target = %addr, deleted = n, "conntrack entries deleted");
+                deleted += n;
+            }
+            None => return Err(out.failed(OP)),
+        }
+    }
+    Ok(deleted)
+}
+
+/// conntrack prints "N flow entries have been deleted." on stderr, and
+/// exits 1 when N is 0: the line, not the status, says whether it worked.
+fn deleted_count(stderr: &str) -> Option<u64> {
+    stderr.lines().find_map(|l| {
+        let (_, rest) = l.split_once("): ")?;
+        rest.strip_suffix(" flow entries have been deleted.")?
+            .parse::<u64>()
+            .ok()
+    })
+}
+
+/// `(protocol, old target)` of every forward of `old` whose public ports are
+/// not forwarded identically by `new`: their tracked flows should be flushed.
+pub fn stale_targets(old: &[Forward], new: &[Forward]) -> Vec<(Protocol, Ipv4Addr)> {
+    let new: HashSet<&Forward> = new.iter().collect();
+    let mut v: Vec<(Protocol, Ipv4Addr)> = old
+        .iter()
+        .filter(|f| !new.contains(f))
+        .map(|f| (f.protocol, f.target_address))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fwd(s: &str) -> Forward {
+        Forward::parse(s).unwrap()
+    }
+
+    fn three() -> Vec<Forward> {
+        vec![
+            fwd("tcp:80=192.0.2.2:8080"),
+            fwd("tcp:7000-7009=192.0.2.2:7000"),
+            fwd("udp:5000=192.0.2.2:6000"),
+        ]
+    }
+
+    #[test]
+    fn stale_targets_lists_changed_forwards() {
+        let old = three();
+        let mut new = three();
+        new[0].target_address = Ipv4Addr::new(192, 0, 2, 7);
+        new.remove(2);
+        assert_eq!(
+            stale_targets(&old, &new),
+            vec![
+                (Protocol::Tcp, Ipv4Addr::new(192, 0, 2, 2)),
+                (Protocol::Udp, Ipv4Addr::new(192, 0, 2, 2))
+            ]
+        );
+        assert!(stale_targets(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn reads_the_deleted_count() {
+        let out = "conntrack v1.4.7 (conntrack-tools): 4 flow entries have been deleted.";
+        assert_eq!(deleted_count(out), Some(4));
+        let none = "conntrack v1.4.7 (conntrack-tools): 0 flow entries have been deleted.";
+        assert_eq!(deleted_count(none), Some(0));
+        assert_eq!(deleted_count("conntrack: Operation not permitted"), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! Identities unique across hosts, on the real Docker engine: two Docker hosts on one LAN
+//! (the bed's daemon and a second `dockerd` in a namespace of its own,
+//! [`SecondDaemon`]) each run a service named the same; each gets its own address.
+//! Root only; the router and sample images must exist (see tests/tests/docker.rs).
+
+use netcontainer_tests::daemon::{self, SecondDaemon};
+use netcontainer_tests::docker::{self, DockerBed};
+use netcontainer_tests::*;
+
+/// Before identities, the MAC and client id derived from the name alone: both routers
+/// asked for one address. Now each host's identity includes its daemon's ID.
+#[test]
+fn the_same_name_on_two_hosts_gets_two_addresses() {
+    require_root!();
+    let bed = DockerBed::new(7);
+    let h2 = SecondDaemon::start(&bed, &[docker::ROUTER_IMAGE, docker::SAMPLE_IMAGE]);
+    let web1 = bed.run_service("web1", &[]);
+    let page2 = format!("{}-on-host2", web1.name);
+    h2.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &web1.name,
+        "--network",
+        &h2.network,
+        "-e",
+        &format!("SAMPLE_NAME={page2}"),
+        docker::SAMPLE_IMAGE,
+    ]);
+    let one = bed.up(&web1.name, &[]);
+    let out = h2.nc(&[
+        "up",
+        &web1.name,
+        "--parent",
+        daemon::PARENT,
+        "--timeout",
+        "30",
+    ]);
+    assert!(out.ok(), "up on the second host: {out}\n{}", h2.log());
+    let two = docker::parse_up(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(docker::in_pool(one.address) && docker::in_pool(two.address));
+    assert_ne!(
+        one.address, two.address,
+        "two hosts' web1 share one address"
+    );
+    let id1 = bed.status_json(&web1.name)["identity"].clone();
+    let st2 = h2.nc(&["status", &web1.name, "--json"]);
+    assert!(st2.ok(), "{st2}");
+    let st2: serde_json::Value = serde_json::from_str(&st2.stdout).unwrap();
+    assert_ne!(
+        id1, st2["identity"],
+        "identities: {id1} {}",
+        st2["identity"]
+    );
+    assert!(
+        id1.as_str().unwrap().ends_with(&format!("/{}", web1.name)),
+        "{id1}"
+    );
+    // Each answers as itself on the LAN.
+    let got1 = bed.fetch(one.address, 80, 5).unwrap();
+    let got2 = bed.fetch(two.address, 80, 5).unwrap();
+    assert!(
+        got1.contains(&format!("hello from {} ", web1.name)),
+        "{got1}"
+    );
+    assert!(got2.contains(&page2), "{got2}");
+    let down = h2.nc(&["down", &web1.name]);
+    assert!(down.ok(), "{down}");
+}
