@@ -10,8 +10,9 @@ use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HostConfig, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, InspectContainerOptions,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 
 use crate::plan::{RouterPlan, ServiceInfo, labels};
@@ -31,8 +32,12 @@ pub enum DockerError {
     Name(#[from] crate::state::NameError),
     #[error("network {0} is not attachable: a router cannot join it")]
     NotAttachable(String),
-    #[error("router image {0} is not present on this host")]
+    /// Neither on this host nor in the registry the reference names (the
+    /// pull found no such repository or tag).
+    #[error("router image {0} is not on this host and its registry does not have it")]
     NoImage(String),
+    #[error("cannot pull router image {image}: {detail}")]
+    Pull { image: String, detail: String },
     #[error("{what}: {source}")]
     Api {
         what: String,
@@ -50,9 +55,20 @@ impl DockerError {
             DockerError::NoSuchContainer(_) => {
                 Some("`docker ps` lists the running containers".into())
             }
-            DockerError::NoImage(i) => Some(format!(
-                "build it offline with ./scripts/build-router-image, or `docker pull {i}` from a registry that has it"
-            )),
+            DockerError::NoImage(_) => Some(
+                "check the name and tag (--image); build the image here with ./scripts/build-router-image, or push it to your registry with ./scripts/publish-router-image; a private repository needs `docker login` (~/.docker/config.json)".into(),
+            ),
+            DockerError::Pull { detail, .. } => Some(
+                if ["unauthorized", "denied", "authentication required"]
+                    .iter()
+                    .any(|w| detail.to_ascii_lowercase().contains(w))
+                {
+                    "netcontainer uses the login `docker login` stored in ~/.docker/config.json (auths; credential helpers are not run)"
+                } else {
+                    "is the registry reachable from this host? (`docker pull` of the same reference shows the daemon's view)"
+                }
+                .into(),
+            ),
             DockerError::Name(e) => Some(e.hint().into()),
             DockerError::NotAttachable(n) => Some(format!(
                 "a Swarm overlay must be attachable for a router to join it: create it with `docker network create -d overlay --attachable {n}` (an existing network cannot be changed)"
@@ -288,6 +304,42 @@ impl DockerClient {
         }
     }
 
+    /// Pulls `image` from its registry, with the login `docker login` left for
+    /// that registry in the Docker config. Nothing is created when the
+    /// registry has no such repository or tag ([`DockerError::NoImage`]).
+    pub async fn pull(&self, image: &str, show: PullDisplay) -> Result<(), DockerError> {
+        use futures::StreamExt;
+        let reference =
+            crate::registry::Reference::parse(image).map_err(|detail| DockerError::Pull {
+                image: image.into(),
+                detail,
+            })?;
+        let credentials = crate::registry::credentials(&reference.registry);
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(&reference.repository)
+            .tag(&reference.tag)
+            .build();
+        let mut progress = PullProgress::new(image, show);
+        let mut stream = self.docker.create_image(Some(opts), None, credentials);
+        let started = std::time::Instant::now();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(info) => progress.update(&info),
+                Err(e) => return Err(pull_error(image, e)),
+            }
+        }
+        // A stream that ends without an error message, yet without the image,
+        // is a failure too (e.g. the daemon hung up).
+        if !self.image_exists(image).await? {
+            return Err(DockerError::Pull {
+                image: image.into(),
+                detail: "the daemon ended the pull without the image".into(),
+            });
+        }
+        tracing::info!(%image, secs = format!("{:.1}", started.elapsed().as_secs_f64()), "router image pulled");
+        Ok(())
+    }
+
     /// Creates (not starts) the router container.
     pub async fn create_router(
         &self,
@@ -466,6 +518,152 @@ fn not_attachable(e: &BollardError) -> Option<String> {
     head.rsplit(' ').next().map(str::to_string)
 }
 
+/// A pull's error as one line: "no such image or tag" or the daemon's words.
+fn pull_error(image: &str, e: BollardError) -> DockerError {
+    let message = match &e {
+        BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        } => return DockerError::NoImage(image.into()),
+        BollardError::DockerResponseServerError { message, .. } => message.clone(),
+        BollardError::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    };
+    if is_not_found(&message) {
+        return DockerError::NoImage(image.into());
+    }
+    DockerError::Pull {
+        image: image.into(),
+        detail: one_line(&message),
+    }
+}
+
+/// The registry's and daemon's ways of saying "no such repository or tag".
+fn is_not_found(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "manifest unknown",
+        "name unknown",
+        "not found",
+        "does not exist",
+    ]
+    .iter()
+    .any(|w| m.contains(w))
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// How a pull shows its progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PullDisplay {
+    /// A status line per layer, redrawn in place on stderr (a terminal).
+    Terminal,
+    /// One line on stderr when the pull starts.
+    Line,
+    /// Log records only (`watch`).
+    Log,
+}
+
+impl PullDisplay {
+    /// [`PullDisplay::Terminal`] when stderr is a terminal, else [`PullDisplay::Line`].
+    pub fn for_stderr() -> PullDisplay {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            PullDisplay::Terminal
+        } else {
+            PullDisplay::Line
+        }
+    }
+}
+
+/// The per-layer status lines of a pull on a terminal.
+struct PullProgress {
+    show: PullDisplay,
+    /// (layer id or "", text), in the order they first appeared.
+    lines: Vec<(String, String)>,
+    /// Lines drawn so far (the cursor is below them).
+    drawn: usize,
+}
+
+impl PullProgress {
+    fn new(image: &str, show: PullDisplay) -> Self {
+        match show {
+            PullDisplay::Terminal | PullDisplay::Line => {
+                eprintln!("pulling router image {image}")
+            }
+            PullDisplay::Log => tracing::info!(%image, "pulling the router image"),
+        }
+        PullProgress {
+            show,
+            lines: Vec::new(),
+            drawn: 0,
+        }
+    }
+
+    fn update(&mut self, info: &bollard::models::CreateImageInfo) {
+        if self.show != PullDisplay::Terminal {
+            return;
+        }
+        let out = self.redraw(info);
+        if !out.is_empty() {
+            use std::io::Write;
+            let mut e = std::io::stderr().lock();
+            let _ = e.write_all(out.as_bytes());
+            let _ = e.flush();
+        }
+    }
+
+    /// Takes in one progress record; returns what redraws the block of lines
+    /// (cursor up over the lines drawn before, each line cleared and written).
+    fn redraw(&mut self, info: &bollard::models::CreateImageInfo) -> String {
+        let Some(text) = progress_text(info) else {
+            return String::new();
+        };
+        let id = info.id.clone().unwrap_or_default();
+        match self
+            .lines
+            .iter_mut()
+            .find(|(i, _)| !id.is_empty() && *i == id)
+        {
+            Some(line) => line.1 = text,
+            None => self.lines.push((id, text)),
+        }
+        let mut out = String::new();
+        if self.drawn > 0 {
+            out.push_str(&format!("\x1b[{}A", self.drawn));
+        }
+        for (id, text) in &self.lines {
+            out.push_str("\r\x1b[2K");
+            if !id.is_empty() {
+                out.push_str(id);
+                out.push_str(": ");
+            }
+            out.push_str(text);
+            out.push('\n');
+        }
+        self.drawn = self.lines.len();
+        out
+    }
+}
+
+/// "Downloading 1.2/3.4 MB" from a pull's progress record.
+fn progress_text(info: &bollard::models::CreateImageInfo) -> Option<String> {
+    let status = info.status.as_deref()?.trim();
+    if status.is_empty() {
+        return None;
+    }
+    let detail = info.progress_detail.as_ref();
+    match (detail.and_then(|d| d.current), detail.and_then(|d| d.total)) {
+        (Some(cur), Some(total)) if total > 0 => Some(format!(
+            "{status} {:.1}/{:.1} MB",
+            cur as f64 / 1e6,
+            total as f64 / 1e6
+        )),
+        _ => Some(status.to_string()),
+    }
+}
+
 fn pid_of(c: &ContainerInspectResponse) -> Option<u32> {
     c.state
         .as_ref()
@@ -569,5 +767,90 @@ mod tests {
             message: "something else".into(),
         };
         assert_eq!(not_attachable(&other), None);
+}
+
+    use bollard::models::{CreateImageInfo, ProgressDetail};
+
+    fn info(id: Option<&str>, status: &str, cur_total: Option<(i64, i64)>) -> CreateImageInfo {
+        CreateImageInfo {
+            id: id.map(str::to_string),
+            status: Some(status.into()),
+            progress_detail: cur_total.map(|(c, t)| ProgressDetail {
+                current: Some(c),
+                total: Some(t),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn terminal_progress_redraws_one_line_per_layer() {
+        let mut p = PullProgress {
+            show: PullDisplay::Terminal,
+            lines: Vec::new(),
+            drawn: 0,
+        };
+        assert_eq!(
+            p.redraw(&info(Some("0.1.0"), "Pulling from r", None)),
+            "\r\x1b[2K0.1.0: Pulling from r\n"
+        );
+        p.redraw(&info(Some("aaa"), "Pulling fs layer", None));
+        let out = p.redraw(&info(
+            Some("aaa"),
+            "Downloading",
+            Some((1_050_000, 2_100_000)),
+        ));
+        assert_eq!(
+            out,
+            "\x1b[2A\r\x1b[2K0.1.0: Pulling from r\n\r\x1b[2Kaaa: Downloading 1.1/2.1 MB\n"
+        );
+        p.redraw(&info(Some("bbb"), "Pull complete", None));
+        let out = p.redraw(&info(None, "Digest: sha256:00", None));
+        assert!(out.starts_with("\x1b[3A"), "{out:?}");
+        assert!(out.ends_with("\r\x1b[2KDigest: sha256:00\n"), "{out:?}");
+        assert_eq!(p.lines.len(), 4);
+        // Records without a status draw nothing.
+        assert_eq!(p.redraw(&CreateImageInfo::default()), "");
+    }
+
+    #[test]
+    fn pull_errors() {
+        let e = pull_error(
+            "r:x",
+            BollardError::DockerResponseServerError {
+                status_code: 404,
+                message: "manifest for r:x not found: manifest unknown".into(),
+            },
+        );
+        assert!(
+            matches!(e, DockerError::NoImage(ref i) if i == "r:x"),
+            "{e:?}"
+        );
+        let e = pull_error(
+            "r:x",
+            BollardError::DockerStreamError {
+                error: "pull access denied for r, repository does not exist or may require 'docker login'".into(),
+            },
+        );
+        assert!(matches!(e, DockerError::NoImage(_)), "{e:?}");
+        let e = pull_error(
+            "127.0.0.1:1/r:x",
+            BollardError::DockerResponseServerError {
+                status_code: 500,
+                message: "Get \"http://127.0.0.1:1/v2/\":\n dial tcp 127.0.0.1:1: connect: connection refused".into(),
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "cannot pull router image 127.0.0.1:1/r:x: Get \"http://127.0.0.1:1/v2/\": dial tcp 127.0.0.1:1: connect: connection refused"
+        );
+        assert!(e.hint().unwrap().contains("reachable"));
+        let e = pull_error(
+            "reg.example/r:x",
+            BollardError::DockerStreamError {
+                error: "unauthorized: authentication required".into(),
+            },
+        );
+        assert!(e.hint().unwrap().contains("docker login"), "{e:?}");
     }
 }

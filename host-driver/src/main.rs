@@ -11,6 +11,7 @@ mod notify;
 mod output;
 mod plan;
 mod plumb;
+mod registry;
 mod router;
 mod state;
 

@@ -9,7 +9,7 @@ use netcontainer_proto::{Plan, Request, Response, Status};
 use tokio::sync::watch;
 
 use crate::agent_client::{AgentClient, unexpected};
-use crate::docker::{DockerClient, DockerError, RouterInfo};
+use crate::docker::{DockerClient, PullDisplay, RouterInfo};
 use crate::error::Error;
 use crate::labels::{RouterLabels, ServiceLabels};
 use crate::plan::{self, LAN_IF, Mode, PlanError, RouterPlan, ServiceInfo, UpOptions};
@@ -150,7 +150,18 @@ impl Driver {
         let rp = plan::derive(svc, opts)?;
         let parent = self.plumber.parent(&rp.parent).await?;
         if !self.docker.image_exists(image).await? {
-            return Err(DockerError::NoImage(image.to_string()).into());
+            // Before anything is created: a pull that fails or is
+            // interrupted leaves nothing to roll back (dropping the pull
+            // closes the connection, and the daemon stops it).
+            let show = if progress {
+                PullDisplay::for_stderr()
+            } else {
+                PullDisplay::Log
+            };
+            tokio::select! {
+                r = self.docker.pull(image, show) => r?,
+                e = on_interrupt(&mut interrupt) => return Err(e),
+            }
         }
         let mut created = Created {
             service: name.clone(),
