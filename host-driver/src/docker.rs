@@ -767,7 +767,7 @@ mod tests {
             message: "something else".into(),
         };
         assert_eq!(not_attachable(&other), None);
-}
+    }
 
     use bollard::models::{CreateImageInfo, ProgressDetail};
 
