@@ -1,6 +1,7 @@
 //! The Docker side: inspecting services, creating and removing routers.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -126,6 +127,10 @@ pub struct DockerClient {
     docker: Docker,
     /// The daemon's ID (`docker info`), part of standalone identities.
     daemon_id: String,
+    /// Labels of images by ID: an image ID names immutable content, so its
+    /// labels are read once per process (watch inspects every container's
+    /// image on every look, see `own_labels`).
+    image_labels: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
 }
 
 impl DockerClient {
@@ -145,7 +150,11 @@ impl DockerClient {
             .id
             .filter(|id| !id.is_empty())
             .ok_or_else(|| DockerError::Unreachable("the daemon reports no ID".into()))?;
-        Ok(DockerClient { docker, daemon_id })
+        Ok(DockerClient {
+            docker,
+            daemon_id,
+            image_labels: Arc::default(),
+        })
     }
 
     pub async fn inspect(&self, name: &str) -> Result<ContainerInspectResponse, DockerError> {
@@ -163,11 +172,31 @@ impl DockerClient {
 
     /// The labels of an image, by ID or reference.
     async fn image_labels(&self, image: &str) -> Result<HashMap<String, String>, DockerError> {
-        match self.docker.inspect_image(image).await {
-            Ok(i) => Ok(i.config.and_then(|c| c.labels).unwrap_or_default()),
-            Err(e) if is_404(&e) => Err(DockerError::NoImage(image.into())),
-            Err(e) => Err(api(format!("inspecting image {image}"))(e)),
+        // Only IDs are cached: a tag can be moved to other content.
+        let by_id = image.starts_with("sha256:");
+        if by_id && let Some(l) = self.cached_image_labels(image) {
+            return Ok(l);
         }
+        let labels = match self.docker.inspect_image(image).await {
+            Ok(i) => i.config.and_then(|c| c.labels).unwrap_or_default(),
+            Err(e) if is_404(&e) => return Err(DockerError::NoImage(image.into())),
+            Err(e) => return Err(api(format!("inspecting image {image}"))(e)),
+        };
+        if by_id {
+            self.image_labels
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(image.to_string(), labels.clone());
+        }
+        Ok(labels)
+    }
+
+    fn cached_image_labels(&self, id: &str) -> Option<HashMap<String, String>> {
+        self.image_labels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
     }
 
     /// The labels the operator set on container `c` itself: Docker merges

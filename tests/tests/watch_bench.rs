@@ -38,7 +38,10 @@ fn watch_cold_start() {
     let old = PathBuf::from(
         std::env::var("NETCONTAINER_BENCH_OLD").expect("NETCONTAINER_BENCH_OLD: the old driver"),
     );
-    let new = bin("netcontainer");
+    // The new driver: NETCONTAINER_BENCH_NEW (e.g. a release build), else this build's.
+    let new = std::env::var_os("NETCONTAINER_BENCH_NEW")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin("netcontainer"));
     let ns: Vec<usize> = std::env::var("NETCONTAINER_BENCH_NS")
         .unwrap_or_else(|_| "10,25,50".into())
         .split(',')
