@@ -1,9 +1,9 @@
 //! The Docker side: inspecting services, creating and removing routers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
