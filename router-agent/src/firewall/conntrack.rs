@@ -74,18 +74,7 @@ pub fn stale_targets(old: &[Forward], new: &[Forward]) -> Vec<(Protocol, Ipv4Add
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fwd(s: &str) -> Forward {
-        Forward::parse(s).unwrap()
-    }
-
-    fn three() -> Vec<Forward> {
-        vec![
-            fwd("tcp:80=192.0.2.2:8080"),
-            fwd("tcp:7000-7009=192.0.2.2:7000"),
-            fwd("udp:5000=192.0.2.2:6000"),
-        ]
-    }
+    use crate::firewall::fixtures::three;
 
     #[test]
     fn stale_targets_lists_changed_forwards() {

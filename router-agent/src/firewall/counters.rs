@@ -77,19 +77,8 @@ pub fn counters_from_listing(doc: &Value, forwards: &[Forward]) -> Vec<ForwardSt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::fixtures::{fwd, three};
     use serde_json::json;
-
-    fn fwd(s: &str) -> Forward {
-        Forward::parse(s).unwrap()
-    }
-
-    fn three() -> Vec<Forward> {
-        vec![
-            fwd("tcp:80=192.0.2.2:8080"),
-            fwd("tcp:7000-7009=192.0.2.2:7000"),
-            fwd("udp:5000=192.0.2.2:6000"),
-        ]
-    }
 
     #[test]
     fn counters_parse_listing() {

@@ -58,6 +58,8 @@
 
 pub mod conntrack;
 pub mod counters;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod model;
 pub mod nft;
 pub mod runner;
@@ -250,31 +252,10 @@ impl<B: FirewallBackend> Firewall<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sample::sample_forwards;
+    use crate::firewall::fixtures::{fwd, lease, many, three};
     use serde_json::{Value, json};
     use std::sync::Mutex;
     use std::time::Duration;
-
-    fn fwd(s: &str) -> Forward {
-        Forward::parse(s).unwrap()
-    }
-
-    fn lease() -> Ipv4Addr {
-        Ipv4Addr::new(198, 51, 100, 10)
-    }
-
-    fn three() -> Vec<Forward> {
-        vec![
-            fwd("tcp:80=192.0.2.2:8080"),
-            fwd("tcp:7000-7009=192.0.2.2:7000"),
-            fwd("udp:5000=192.0.2.2:6000"),
-        ]
-    }
-
-    /// The benchmark's mix, over 50 target addresses.
-    fn many(n: usize) -> Vec<Forward> {
-        sample_forwards(n, 50)
-    }
 
     /// Records what reaches it.
     #[derive(Default)]

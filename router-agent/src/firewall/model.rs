@@ -556,23 +556,8 @@ pub fn build(cfg: &RulesetConfig, forwards: &[Forward], lease: Ipv4Addr) -> Rule
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::fixtures::{fwd, lease, three};
     use crate::firewall::sample::sample_forwards;
-
-    fn fwd(s: &str) -> Forward {
-        Forward::parse(s).unwrap()
-    }
-
-    fn lease() -> Ipv4Addr {
-        Ipv4Addr::new(198, 51, 100, 10)
-    }
-
-    fn three() -> Vec<Forward> {
-        vec![
-            fwd("tcp:80=192.0.2.2:8080"),
-            fwd("tcp:7000-7009=192.0.2.2:7000"),
-            fwd("udp:5000=192.0.2.2:6000"),
-        ]
-    }
 
     fn rules<'a>(rs: &'a Ruleset, chain: &str) -> &'a [Rule] {
         &rs.chain(chain).unwrap().rules

@@ -402,30 +402,8 @@ pub fn render(rs: &Ruleset) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::fixtures::{fwd, lease, many, three};
     use crate::firewall::model::{DEFAULT_MARK, RulesetConfig, build};
-    use crate::firewall::sample::sample_forwards;
-    use std::net::Ipv4Addr;
-
-    fn fwd(s: &str) -> Forward {
-        Forward::parse(s).unwrap()
-    }
-
-    fn lease() -> Ipv4Addr {
-        Ipv4Addr::new(198, 51, 100, 10)
-    }
-
-    fn three() -> Vec<Forward> {
-        vec![
-            fwd("tcp:80=192.0.2.2:8080"),
-            fwd("tcp:7000-7009=192.0.2.2:7000"),
-            fwd("udp:5000=192.0.2.2:6000"),
-        ]
-    }
-
-    /// The benchmark's mix, over 50 target addresses.
-    fn many(n: usize) -> Vec<Forward> {
-        sample_forwards(n, 50)
-    }
 
     /// The rendered batch, parsed (render writes JSON text).
     fn rendered(cfg: &RulesetConfig, forwards: &[Forward]) -> Value {
