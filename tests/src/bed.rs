@@ -203,6 +203,28 @@ pub fn plug_here(bridge_ns: &Netns, port: &str, ifname: &str) {
     crate::ip(&["link", "set", ifname, "up"]);
 }
 
+/// A veth pair from the caller's own network namespace (`here`, up, without address)
+/// to `ns` (`there`, up, with `cidr` if given): a point-to-point link, no bridge.
+pub fn veth_here_to(here: &str, ns: &Netns, there: &str, cidr: Option<&str>) {
+    crate::ip(&[
+        "link",
+        "add",
+        here,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        there,
+        "netns",
+        ns.name(),
+    ]);
+    if let Some(c) = cidr {
+        ns.ip(&["addr", "add", c, "dev", there]);
+    }
+    ns.ip(&["link", "set", there, "up"]);
+    crate::ip(&["link", "set", here, "up"]);
+}
+
 /// The veth pair of [`plug`]: `port` on `br0` (up), its peer `ifname` put in `netns` (a
 /// namespace name or a pid, as `ip link ... netns` takes them).
 fn veth_from_bridge(bridge_ns: &Netns, port: &str, netns: &str, ifname: &str) {

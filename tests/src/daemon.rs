@@ -178,23 +178,9 @@ impl SecondDaemon {
     /// a control plane between the two daemons (Swarm); deleted on drop.
     pub fn link_to_root(&mut self, root_cidr: &str, host_cidr: &str) {
         let name = format!("{}r", self.uplink);
-        crate::ip(&[
-            "link",
-            "add",
-            &name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth2",
-            "netns",
-            self.ns.name(),
-        ]);
+        crate::bed::veth_here_to(&name, &self.ns, "eth2", Some(host_cidr));
         self.root_link = Some(name.clone());
         crate::ip(&["addr", "add", root_cidr, "dev", &name]);
-        crate::ip(&["link", "set", &name, "up"]);
-        self.ns.ip(&["addr", "add", host_cidr, "dev", "eth2"]);
-        self.ns.ip(&["link", "set", "eth2", "up"]);
     }
 
     /// The driver on the second host as a long-running child (e.g. `watch`), its

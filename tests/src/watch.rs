@@ -198,20 +198,7 @@ impl DeadParent {
         let name = format!("{}q", bed.id);
         let ns = crate::netns::Netns::new(&format!("{}dead", bed.id)).expect("create netns");
         bed.track_link(&name);
-        crate::ip(&[
-            "link",
-            "add",
-            &name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ns.name(),
-        ]);
-        ns.ip(&["link", "set", "eth0", "up"]);
-        crate::ip(&["link", "set", &name, "up"]);
+        crate::bed::veth_here_to(&name, &ns, "eth0", None);
         DeadParent { name, _ns: ns }
     }
 }
