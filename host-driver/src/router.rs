@@ -256,12 +256,13 @@ impl Driver {
         mode: Mode,
         mac: [u8; 6],
     ) -> Result<(), Error> {
-        let pid = self
-            .docker
-            .pid(id)
-            .await?
-            .ok_or_else(|| Error::RouterDied(name.to_string()))?;
-        match self.plumber.add_leg(parent, pid, LAN_IF, mode, mac).await {
+        let (pid, sandbox) = self.docker.netns(id).await?;
+        let pid = pid.ok_or_else(|| Error::RouterDied(name.to_string()))?;
+        match self
+            .plumber
+            .add_leg(parent, pid, sandbox.as_deref(), LAN_IF, mode, mac)
+            .await
+        {
             Ok(()) => {}
             Err(PlumbError::Netlink { source, .. })
                 if netlink_errno(&source) == Some(libc::EEXIST) => {}
