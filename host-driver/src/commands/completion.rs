@@ -135,7 +135,8 @@ mod tests {
                 .clone(),
         )
         .unwrap();
-        assert!(up.contains("parent"), "{up}");
+        // roff escapes each `-`: `--parent` is `\-\-parent` in the source.
+        assert!(up.contains("\\-\\-parent"), "{up}");
         assert!(up.contains("netcontainer\\-up"), "{up}");
     }
 
