@@ -31,7 +31,12 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
+/// Builds the image when missing: before any bed of this test exists, since a bed's
+/// blackhole route for the simulated LAN (203.0.113.0/24) also covers the Debian mirror's
+/// address on these machines.
 fn ensure_image() {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ONCE.lock().unwrap_or_else(|e| e.into_inner());
     if docker::docker(&["image", "inspect", IMAGE]).is_ok() {
         return;
     }
@@ -55,7 +60,6 @@ struct Systemd {
 
 impl Systemd {
     fn boot(bed: &DockerBed) -> Systemd {
-        ensure_image();
         let name = bed.name("sysd");
         let etc = bed.tmp.join("etc-netcontainer");
         let dropins = bed.tmp.join("system");
@@ -204,6 +208,7 @@ fn write_conf(sd: &Systemd, host: &Path, text: &str) {
 #[test]
 fn watch_unit_is_ready_without_docker_and_restarts_after_kill_9() {
     require_root!();
+    ensure_image();
     let bed = DockerBed::new(12);
     let sd = Systemd::boot(&bed);
     // dockerd unreachable for this unit: a socket nobody listens on.
@@ -270,6 +275,7 @@ fn watch_unit_is_ready_without_docker_and_restarts_after_kill_9() {
 #[test]
 fn per_service_unit_brings_a_service_up_and_down() {
     require_root!();
+    ensure_image();
     let bed = DockerBed::new(13);
     let s = bed.run_service("web", &[]);
     let sd = Systemd::boot(&bed);
