@@ -498,6 +498,22 @@ impl DockerClient {
         Ok(pid_of(&c))
     }
 
+    /// A running container's pid and its network namespace handle
+    /// (`SandboxKey`), for [`crate::plumb::open_netns`].
+    pub async fn netns(
+        &self,
+        id: &str,
+    ) -> Result<(Option<u32>, Option<std::path::PathBuf>), DockerError> {
+        let c = self.inspect(id).await?;
+        let key = c
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.sandbox_key.clone())
+            .filter(|k| !k.is_empty())
+            .map(std::path::PathBuf::from);
+        Ok((pid_of(&c), key))
+    }
+
     /// Stops (SIGTERM, then SIGKILL after `grace_secs`) and removes a container.
     /// A container that is already gone is not an error.
     pub async fn remove(&self, id: &str, grace_secs: i32) -> Result<(), DockerError> {

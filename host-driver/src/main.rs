@@ -11,16 +11,27 @@ mod notify;
 mod output;
 mod plan;
 mod plumb;
+mod progress;
 mod registry;
 mod router;
 mod state;
+mod template;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "netcontainer", version, about)]
+#[command(
+    name = "netcontainer",
+    version,
+    about,
+    after_help = "Examples:\n  \
+        netcontainer up web1 --parent eth0 --publish 80:8080/tcp\n  \
+        netcontainer ls\n  \
+        netcontainer port web1\n  \
+        netcontainer down web1"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -36,11 +47,26 @@ enum Command {
     Status(commands::status::StatusArgs),
     /// List the network containers on this host.
     Ls(commands::ls::LsArgs),
+    /// The LAN address and port of each of a service's ports (like `docker port`).
+    Port(commands::port::PortArgs),
     /// Keep every network container true to its service (Docker events).
+    #[command(after_help = "Examples:\n  \
+        netcontainer watch --parent eth0   (as netcontainer-watch.service runs it)\n  \
+        docker run -d --label netcontainer.enable=true --label netcontainer.parent=eth0 nginx")]
     Watch(commands::watch::WatchArgs),
     /// Talk to one agent directly, without Docker (debugging, tests).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  \
+            netcontainer agent status --socket /run/netcontainer/web1/agent.sock\n  \
+            netcontainer agent apply --socket S --interface lan0 --forward tcp:80=198.51.100.2:8080 --wait 10"
+    )]
     Agent(commands::agent::AgentCommand),
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completion(commands::completion::CompletionArgs),
+    /// Write the man pages into a directory (scripts/build-man).
+    #[command(hide = true)]
+    Man(commands::completion::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,8 +106,11 @@ fn main() -> ExitCode {
             Command::Down(a) => commands::down::run(a).await,
             Command::Status(a) => commands::status::run(a).await,
             Command::Ls(a) => commands::ls::run(a).await,
+            Command::Port(a) => commands::port::run(a).await,
             Command::Watch(a) => commands::watch::run(a).await,
             Command::Agent(c) => commands::agent::run(c).await,
+            Command::Completion(a) => commands::completion::run_completion(a),
+            Command::Man(a) => commands::completion::run_man(a),
         }
     });
     match result {

@@ -73,44 +73,84 @@ impl PlanError {
     }
 }
 
-/// `PORT[-PORT][/PROTO]`, protocol tcp when omitted.
+/// `[LAN[-LAN]:]PORT[-PORT][/PROTO]`, protocol tcp when omitted: LAN ports
+/// `start..=end` forwarded to the container's ports from `target` on (a
+/// range to a range of the same length). Without `LAN:` the LAN port is the
+/// container's (`80/tcp` is `80:80/tcp`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PortSpec {
     pub protocol: Protocol,
     pub start: u16,
     pub end: u16,
+    /// First container port.
+    pub target: u16,
+}
+
+impl PortSpec {
+    /// Last container port.
+    pub fn target_end(&self) -> u16 {
+        self.target + (self.end - self.start)
+    }
+}
+
+fn port_range(s: &str) -> Option<(u16, u16)> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let start: u16 = a.parse().ok()?;
+    let end: u16 = b.parse().ok()?;
+    (start != 0 && end >= start).then_some((start, end))
 }
 
 impl FromStr for PortSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
-            format!("invalid port {s:?} (expected PORT[-PORT]/PROTO, e.g. 80/tcp or 7000-7009/udp)")
+            format!(
+                "invalid port {s:?} (expected [LAN[-LAN]:]PORT[-PORT]/PROTO, e.g. 80/tcp, 80:8080/tcp or 7000-7009/udp)"
+            )
         };
         let (ports, proto) = match s.trim().split_once('/') {
             Some((p, proto)) => (p, proto.parse::<Protocol>()?),
             None => (s.trim(), Protocol::Tcp),
         };
-        let (a, b) = ports.split_once('-').unwrap_or((ports, ports));
-        let start: u16 = a.parse().map_err(|_| bad())?;
-        let end: u16 = b.parse().map_err(|_| bad())?;
-        if start == 0 || end < start {
-            return Err(bad());
+        let (lan, container) = match ports.split_once(':') {
+            Some((l, c)) => (
+                port_range(l).ok_or_else(bad)?,
+                port_range(c).ok_or_else(bad)?,
+            ),
+            None => {
+                let r = port_range(ports).ok_or_else(bad)?;
+                (r, r)
+            }
+        };
+        if lan.1 - lan.0 != container.1 - container.0 {
+            return Err(format!(
+                "invalid port {s:?}: the LAN range and the container range differ in length"
+            ));
         }
         Ok(PortSpec {
             protocol: proto,
-            start,
-            end,
+            start: lan.0,
+            end: lan.1,
+            target: container.0,
         })
     }
 }
 
 impl fmt::Display for PortSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.start == self.end {
-            write!(f, "{}/{}", self.start, self.protocol)
+        let range = |a: u16, b: u16| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        };
+        let lan = range(self.start, self.end);
+        if self.target == self.start {
+            write!(f, "{lan}/{}", self.protocol)
         } else {
-            write!(f, "{}-{}/{}", self.start, self.end, self.protocol)
+            let c = range(self.target, self.target_end());
+            write!(f, "{lan}:{c}/{}", self.protocol)
         }
     }
 }
@@ -121,6 +161,19 @@ pub fn parse_port_list(s: &str) -> Result<Vec<PortSpec>, String> {
         .filter(|p| !p.trim().is_empty())
         .map(str::parse)
         .collect()
+}
+
+/// Refuses two specs whose LAN ports overlap on one protocol, naming both.
+pub fn check_overlaps(ports: &[PortSpec]) -> Result<(), String> {
+    let mut sorted = ports.to_vec();
+    sorted.sort();
+    for w in sorted.windows(2) {
+        let (a, b) = (w[0], w[1]);
+        if a.protocol == b.protocol && b.start <= a.end {
+            return Err(format!("ports {a} and {b} overlap on the LAN side"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -372,7 +425,7 @@ pub fn hostname_for(service: &str) -> String {
 
 fn docker_port(p: &str) -> Option<PortSpec> {
     // "80/tcp", "53/udp", "7000-7009/tcp"; sctp is not forwarded.
-    p.parse().ok()
+    p.parse().ok().filter(|p: &PortSpec| p.target == p.start)
 }
 
 /// The ports to forward: `--publish`, else the `netcontainer.ports` label,
@@ -394,7 +447,9 @@ pub fn ports_of(svc: &ServiceInfo, publish: &[PortSpec]) -> Result<Vec<PortSpec>
     if set.is_empty() {
         return Err(PlanError::NoPorts(svc.name.clone()));
     }
-    Ok(set.into_iter().collect())
+    let ports: Vec<PortSpec> = set.into_iter().collect();
+    check_overlaps(&ports).map_err(PlanError::Invalid)?;
+    Ok(ports)
 }
 
 /// The service's network and address: the first network (by name, for a
@@ -413,7 +468,7 @@ pub fn network_of(svc: &ServiceInfo) -> Result<(String, Ipv4Addr), PlanError> {
     })
 }
 
-/// The forwards for `ports` toward `ip`: each port to the same port.
+/// The forwards for `ports` toward `ip`: each LAN port to its container port.
 pub fn forwards(ports: &[PortSpec], ip: Ipv4Addr) -> Vec<Forward> {
     ports
         .iter()
@@ -422,7 +477,7 @@ pub fn forwards(ports: &[PortSpec], ip: Ipv4Addr) -> Vec<Forward> {
             public_port: p.start,
             public_port_end: p.end,
             target_address: ip,
-            target_port: p.start,
+            target_port: p.target,
         })
         .collect()
 }
@@ -668,5 +723,84 @@ mod tests {
         for bad in ["0/tcp", "9-8/tcp", "x/tcp", "80/sctp", ""] {
             assert!(bad.parse::<PortSpec>().is_err(), "{bad}");
         }
+    }
+    #[test]
+    fn remapped_port_specs_parse_print_and_round_trip() {
+        let p: PortSpec = "80:8080/tcp".parse().unwrap();
+        assert_eq!((p.start, p.end, p.target), (80, 80, 8080));
+        assert_eq!(p.to_string(), "80:8080/tcp");
+        let r: PortSpec = "7000-7009:8000-8009/udp".parse().unwrap();
+        assert_eq!(
+            (r.start, r.end, r.target, r.target_end()),
+            (7000, 7009, 8000, 8009)
+        );
+        assert_eq!(r.to_string(), "7000-7009:8000-8009/udp");
+        // Plain keeps meaning LAN port = container port, printed as before.
+        let plain: PortSpec = "80/tcp".parse().unwrap();
+        assert_eq!(plain.target, 80);
+        assert_eq!(plain, "80:80/tcp".parse().unwrap());
+        assert_eq!("80:80".parse::<PortSpec>().unwrap().to_string(), "80/tcp");
+        // The label round-trips (router::options_of parses it back).
+        let list = parse_port_list("80:8080/tcp 7000-7009:8000-8009/udp 443/tcp").unwrap();
+        assert_eq!(parse_port_list(&ports_text(&list)).unwrap(), list);
+        for bad in [
+            "80:/tcp",
+            ":80/tcp",
+            "80:0/tcp",
+            "80:8080:9090/tcp",
+            "80-81:8080/tcp",
+            "7000-7009:8000-8001/udp",
+            "80:65536/tcp",
+            "80-90:65530-65540/tcp",
+        ] {
+            let e = bad.parse::<PortSpec>().unwrap_err();
+            assert!(e.contains(bad), "{bad}: the error names the spec: {e}");
+        }
+    }
+
+    #[test]
+    fn remapped_forwards_and_overlaps_refused() {
+        let o = UpOptions {
+            publish: vec![
+                "80:8080/tcp".parse().unwrap(),
+                "5353:53/udp".parse().unwrap(),
+            ],
+            ..opts()
+        };
+        let r = derive(&web1(), &o).unwrap();
+        let f: Vec<_> = r
+            .plan
+            .forwards
+            .iter()
+            .map(|f| (f.public_port, f.public_port_end, f.target_port))
+            .collect();
+        assert_eq!(f, vec![(80, 80, 8080), (5353, 5353, 53)]);
+        assert_eq!(r.labels()[labels::PORTS], "80:8080/tcp 5353:53/udp");
+        // Two specs on one LAN port: refused, both named.
+        let o = UpOptions {
+            publish: vec!["80:8080/tcp".parse().unwrap(), "79-81/tcp".parse().unwrap()],
+            ..opts()
+        };
+        let e = derive(&web1(), &o).unwrap_err().to_string();
+        assert!(e.contains("79-81/tcp") && e.contains("80:8080/tcp"), "{e}");
+        // Same port, other protocol: fine.
+        let o = UpOptions {
+            publish: vec!["53/tcp".parse().unwrap(), "53/udp".parse().unwrap()],
+            ..opts()
+        };
+        assert!(derive(&web1(), &o).is_ok());
+        // The label too.
+        let mut svc = web1();
+        svc.labels
+            .insert(labels::PORTS.into(), "80:8080/tcp,80/tcp".into());
+        let e = derive(&svc, &opts()).unwrap_err().to_string();
+        assert!(e.contains("80:8080/tcp"), "{e}");
+        svc.labels
+            .insert(labels::PORTS.into(), "7000-7001:8000/udp".into());
+        let e = derive(&svc, &opts()).unwrap_err().to_string();
+        assert!(
+            e.contains("7000-7001:8000/udp") && e.contains(labels::PORTS),
+            "{e}"
+        );
     }
 }

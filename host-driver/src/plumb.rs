@@ -3,6 +3,8 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{IpVlanMode, LinkAttribute, LinkFlags, MacVlanMode, State};
@@ -110,19 +112,20 @@ impl Plumber {
         })
     }
 
-    /// Creates `ifname` on `parent` inside the network namespace of `pid`.
-    /// The namespace is opened first and held by fd, so a recycled pid cannot
-    /// redirect the link (the caller re-checks the pid afterwards).
+    /// Creates `ifname` on `parent` inside the network namespace of `pid`
+    /// (see [`open_netns`] for `sandbox`). The namespace is opened first and
+    /// held by fd, so a recycled pid cannot redirect the link (the caller
+    /// re-checks the pid afterwards).
     pub async fn add_leg(
         &self,
         parent: &Parent,
         pid: u32,
+        sandbox: Option<&Path>,
         ifname: &str,
         mode: Mode,
         mac: [u8; 6],
     ) -> Result<(), PlumbError> {
-        let ns = File::open(format!("/proc/{pid}/ns/net"))
-            .map_err(|source| PlumbError::Netns { pid, source })?;
+        let ns = open_netns(pid, sandbox)?;
         let msg = match mode {
             Mode::Macvlan => LinkMacVlan::new(ifname, parent.index, MacVlanMode::Bridge)
                 .address(mac.to_vec())
@@ -145,5 +148,67 @@ impl Plumber {
                 ),
                 source,
             })
+    }
+}
+
+/// The router's network namespace: `/proc/PID/ns/net` of the pid Docker
+/// reports, or Docker's handle of the same namespace, the container's
+/// `SandboxKey` (`/var/run/docker/netns/...`), when that pid is not ours to
+/// see: Docker's pids are the host's, and a driver in a PID namespace of its
+/// own (systemd in a container, a Swarm global service) either finds no such
+/// process or, worse, another one under that number. So when the sandbox
+/// handle opens, the pid's namespace is used only if it is the very same
+/// (device and inode); otherwise the handle is. Without a handle (not
+/// bind-mounted), the pid's, as before.
+///
+/// A handle appears in such a driver's mount namespace only if it existed
+/// when the bind mount was made, or if `/var/run/docker/netns` propagates
+/// (a shared mount on the host, rare outside systemd hosts). The dependable
+/// way there is the host's procfs bind-mounted read-only (`-v
+/// /proc:/host/proc:ro`) and named by `NETCONTAINER_HOST_PROC=/host/proc`:
+/// Docker's pids are then looked up in it.
+pub fn open_netns(pid: u32, sandbox: Option<&Path>) -> Result<File, PlumbError> {
+    let proc_root = std::env::var_os("NETCONTAINER_HOST_PROC")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/proc".into());
+    let by_pid = File::open(proc_root.join(pid.to_string()).join("ns/net"));
+    let Some(handle) = sandbox.and_then(|p| File::open(p).ok()) else {
+        return by_pid.map_err(|source| PlumbError::Netns { pid, source });
+    };
+    match by_pid {
+        Ok(f) if same_file(&f, &handle) => Ok(f),
+        _ => Ok(handle),
+    }
+}
+
+fn same_file(a: &File, b: &File) -> bool {
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netns_by_pid_or_by_sandbox_handle() {
+        let me = std::process::id();
+        let own = File::open("/proc/self/ns/net").unwrap();
+        // No handle: the pid's namespace.
+        assert!(same_file(&open_netns(me, None).unwrap(), &own));
+        // A handle naming the same namespace: the pid's is used.
+        let h = Path::new("/proc/self/ns/net");
+        assert!(same_file(&open_netns(me, Some(h)).unwrap(), &own));
+        // A pid that is not ours to see: the handle.
+        assert!(same_file(&open_netns(u32::MAX, Some(h)).unwrap(), &own));
+        assert!(matches!(
+            open_netns(u32::MAX, None),
+            Err(PlumbError::Netns { .. })
+        ));
+        // A handle that does not open: the pid's, as before.
+        let missing = Path::new("/nonexistent/netns/handle");
+        assert!(same_file(&open_netns(me, Some(missing)).unwrap(), &own));
     }
 }

@@ -14,6 +14,7 @@ use crate::error::Error;
 use crate::labels::{RouterLabels, ServiceLabels};
 use crate::plan::{self, LAN_IF, Mode, PlanError, RouterPlan, ServiceInfo, UpOptions};
 use crate::plumb::{Parent, PlumbError, Plumber};
+use crate::progress::Progress;
 use crate::state::{self, ServiceName};
 
 /// Set to `Some(signal name)` when the user interrupts a command; `up` then
@@ -205,6 +206,7 @@ impl Driver {
         created: &mut Created,
     ) -> Result<Status, Error> {
         let deadline = Instant::now() + timeout;
+        let mut progress = Progress::new(&rp.service, progress);
         // A directory left by a crashed run holds nothing worth keeping but
         // its lease, which the agent may reuse; it is ours either way.
         created.dir = true;
@@ -213,23 +215,28 @@ impl Driver {
         let _ = std::fs::remove_file(&socket);
         interrupted(interrupt)?;
 
+        progress.phase("creating the router");
         created.container_name = Some(rp.router_name.clone());
         let id = self.docker.create_router(rp, image, &host_dir).await?;
         created.container = Some(id.clone());
         interrupted(interrupt)?;
+        progress.phase("starting the router");
         self.docker.start(&id).await?;
         interrupted(interrupt)?;
+        progress.phase("plumbing the LAN leg");
         self.plumb(&id, &rp.router_name, parent, rp.mode, rp.mac)
             .await?;
         tracing::info!(router = %rp.router_name, "router started, LAN leg plumbed");
         interrupted(interrupt)?;
 
+        progress.phase("sending the plan to the agent");
         let mut client = tokio::select! {
             c = connect_when_ready(&socket, deadline) => c?,
             e = on_interrupt(interrupt) => return Err(e),
         };
         apply(&mut client, &rp.plan).await?;
-        let mut last_state = String::new();
+        progress.start_clock();
+        progress.phase("waiting for the lease");
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let status = tokio::select! {
@@ -247,10 +254,7 @@ impl Driver {
                     state,
                 });
             }
-            if progress && state != last_state {
-                eprintln!("{}: waiting for a DHCP lease ({state})", rp.service);
-                last_state = state;
-            }
+            progress.waiting(&state);
         }
     }
 
@@ -264,12 +268,13 @@ impl Driver {
         mode: Mode,
         mac: [u8; 6],
     ) -> Result<(), Error> {
-        let pid = self
-            .docker
-            .pid(id)
-            .await?
-            .ok_or_else(|| Error::RouterDied(name.to_string()))?;
-        match self.plumber.add_leg(parent, pid, LAN_IF, mode, mac).await {
+        let (pid, sandbox) = self.docker.netns(id).await?;
+        let pid = pid.ok_or_else(|| Error::RouterDied(name.to_string()))?;
+        match self
+            .plumber
+            .add_leg(parent, pid, sandbox.as_deref(), LAN_IF, mode, mac)
+            .await
+        {
             Ok(()) => {}
             Err(PlumbError::Netlink { source, .. })
                 if netlink_errno(&source) == Some(libc::EEXIST) => {}

@@ -13,8 +13,13 @@ use crate::output;
 #[derive(Subcommand, Debug)]
 pub enum AgentCommand {
     /// Send a plan to an agent (and optionally wait for its lease).
+    #[command(after_help = "Example:\n  \
+        netcontainer agent apply --socket /run/netcontainer/web1/agent.sock --interface lan0 \\\n      \
+        --forward tcp:80=198.51.100.2:8080 --hostname web1 --wait 10")]
     Apply(ApplyArgs),
     /// Show an agent's status.
+    #[command(after_help = "Example:\n  \
+        netcontainer agent status --socket /run/netcontainer/web1/agent.sock --json")]
     Status(StatusArgs),
 }
 

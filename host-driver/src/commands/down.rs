@@ -10,6 +10,9 @@ use crate::router::Driver;
 use crate::state::{self, ServiceName};
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    netcontainer down web1\n  \
+    netcontainer down web1 --grace 2")]
 pub struct DownArgs {
     /// The service container (name or ID) whose network container goes away;
     /// the service may already be removed.

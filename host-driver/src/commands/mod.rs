@@ -1,8 +1,10 @@
 //! One file per subcommand.
 
 pub mod agent;
+pub mod completion;
 pub mod down;
 pub mod ls;
+pub mod port;
 pub mod status;
 pub mod up;
 pub mod watch;

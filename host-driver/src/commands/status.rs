@@ -1,30 +1,30 @@
-//! `netcontainer status [CONTAINER] [--json]`.
+//! `netcontainer status [CONTAINER] [-q] [--json] [--format T]`.
 
 use clap::Args;
 
-use crate::commands::ls::{entries, table};
+use crate::commands::ls::{OutputArgs, entries};
 use crate::docker::DockerClient;
 use crate::error::Error;
 use crate::output;
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    netcontainer status web1\n  \
+    netcontainer status web1 --json\n  \
+    netcontainer status web1 --format '{{.State}} {{.Lease}}'\n  \
+    netcontainer status            (every service, as netcontainer ls)")]
 pub struct StatusArgs {
     /// One service; default: all.
     container: Option<String>,
-    /// Print JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 pub async fn run(a: StatusArgs) -> Result<(), Error> {
     let docker = DockerClient::connect().await?;
     let Some(name) = a.container else {
         let list = entries(&docker, None).await?;
-        if a.json {
-            println!("{}", output::to_json(&list));
-        } else {
-            print!("{}", table(&list));
-        }
+        print!("{}", a.out.render(&list)?);
         return Ok(());
     };
     crate::state::ServiceName::parse(&name)?;
@@ -34,8 +34,12 @@ pub async fn run(a: StatusArgs) -> Result<(), Error> {
             "{name} has no network container (netcontainer up {name} creates one)"
         )));
     };
-    if a.json {
+    if a.out.json {
         println!("{}", output::to_json(&entry));
+        return Ok(());
+    }
+    if a.out.quiet || a.out.format.is_some() {
+        print!("{}", a.out.render(std::slice::from_ref(&entry))?);
         return Ok(());
     }
     println!("service:    {}", entry.service);

@@ -14,6 +14,10 @@ use crate::router::Driver;
 use crate::state::ServiceName;
 
 #[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    netcontainer up web1 --parent eth0\n  \
+    netcontainer up web1 --parent eth0 --publish 80:8080/tcp --publish 5353:53/udp\n  \
+    netcontainer up web1 --parent eth0 --mode ipvlan --hostname shop")]
 pub struct UpArgs {
     /// The service container (name or ID); it must be running.
     container: String,
@@ -23,8 +27,10 @@ pub struct UpArgs {
     /// macvlan (default), or ipvlan for parents that drop unknown MACs.
     #[arg(long, value_enum)]
     mode: Option<Mode>,
-    /// Port to forward, PORT[-PORT]/PROTO (repeatable); default: the exposed ports.
-    #[arg(long, value_name = "PORT[-PORT]/PROTO")]
+    /// Port to forward (repeatable): LAN port : container port, e.g. 80:8080/tcp
+    /// or 7000-7009:8000-8009/udp; a plain 80/tcp is 80:80/tcp. Default: the
+    /// netcontainer.ports label, else the exposed ports.
+    #[arg(long, value_name = "[LAN[-LAN]:]PORT[-PORT]/PROTO")]
     publish: Vec<PortSpec>,
     /// Hostname to register with the DHCP server; default: the container name.
     #[arg(long)]
