@@ -48,6 +48,12 @@ pub enum DockerError {
 }
 
 impl DockerError {
+    /// Docker's "multiple IDs found with provided prefix": a name that no
+    /// container has exactly, but that begins several containers' IDs.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, DockerError::Api { source, .. } if source.to_string().contains("multiple IDs found"))
+    }
+
     pub fn hint(&self) -> Option<String> {
         match self {
             DockerError::Unreachable(_) => Some(
@@ -248,6 +254,15 @@ impl DockerClient {
         Ok(router_info(&c, own))
     }
 
+    /// The service a container stands for: itself, or a router's service.
+    async fn service_of(&self, c: &ContainerInspectResponse) -> Result<ServiceName, DockerError> {
+        let own = self.own_labels(c).await?;
+        if let Some(r) = router_info(c, own) {
+            return Ok(r.service);
+        }
+        Ok(ServiceName::parse(&name_of(c))?)
+    }
+
     /// The router of `service`, if there is one (by its well-known name,
     /// checked against the role label so a stranger's container is never taken).
     pub async fn router(&self, service: &ServiceName) -> Result<Option<RouterInfo>, DockerError> {
@@ -266,19 +281,26 @@ impl DockerClient {
     /// container's ID means the named container.
     pub async fn resolve(&self, arg: &str) -> Result<ServiceName, DockerError> {
         let given = ServiceName::parse(arg)?;
-        match self.inspect(given.as_str()).await {
-            Ok(c) => {
-                let own = self.own_labels(&c).await?;
-                if let Some(r) = router_info(&c, own) {
-                    return Ok(r.service);
-                }
-                return Ok(ServiceName::parse(&name_of(&c))?);
-            }
-            Err(DockerError::NoSuchContainer(_)) => {}
+        let found = match self.inspect(given.as_str()).await {
+            Ok(c) => Some(c),
+            Err(DockerError::NoSuchContainer(_)) => None,
+            Err(e) if e.is_ambiguous() => None,
             Err(e) => return Err(e),
+        };
+        // A container by its exact name or full ID is what the user means.
+        if let Some(c) = &found
+            && (name_of(c) == given.as_str() || c.id.as_deref() == Some(given.as_str()))
+        {
+            return self.service_of(c).await;
         }
+        // Docker matched only a prefix of some container's ID (or several):
+        // a removed service of exactly that name, whose router is still
+        // here, is the better answer.
         if self.router(&given).await?.is_some() {
             return Ok(given);
+        }
+        if let Some(c) = &found {
+            return self.service_of(c).await;
         }
         let is_hex = given.as_str().chars().all(|c| c.is_ascii_hexdigit());
         if is_hex {
@@ -301,10 +323,29 @@ impl DockerClient {
 
     /// Every router on this host, found by label.
     pub async fn routers(&self) -> Result<Vec<RouterInfo>, DockerError> {
-        let filters = HashMap::from([(
-            "label",
-            vec![format!("{}={}", labels::ROLE, labels::ROLE_ROUTER)],
-        )]);
+        self.routers_labelled(&[]).await
+    }
+
+    /// The routers made with `identity` (one list call, whatever the number
+    /// of routers on the host).
+    pub async fn routers_of_identity(
+        &self,
+        identity: &str,
+    ) -> Result<Vec<RouterInfo>, DockerError> {
+        let want = format!("{}={identity}", labels::IDENTITY);
+        Ok(self
+            .routers_labelled(&[want])
+            .await?
+            .into_iter()
+            .filter(|r| r.labels.get(labels::IDENTITY).map(String::as_str) == Some(identity))
+            .collect())
+    }
+
+    /// Routers carrying every label filter in `more` too.
+    async fn routers_labelled(&self, more: &[String]) -> Result<Vec<RouterInfo>, DockerError> {
+        let mut label = vec![format!("{}={}", labels::ROLE, labels::ROLE_ROUTER)];
+        label.extend(more.iter().cloned());
+        let filters = HashMap::from([("label", label)]);
         let list = self
             .docker
             .list_containers(Some(

@@ -44,6 +44,8 @@ pub enum Error {
         router: String,
         address: String,
     },
+    #[error("identity {identity} is already used by router {router} on this host")]
+    IdentityTaken { identity: String, router: String },
     #[error("another netcontainer command is working on {0}")]
     Busy(String),
     #[error("router container {0} stopped right after it started")]
@@ -94,6 +96,9 @@ impl Error {
                 "`netcontainer status {service}` shows it; `netcontainer down {service}` removes it"
             )),
             Error::Busy(_) => Some("try again when it is done".into()),
+            Error::IdentityTaken { .. } => Some(
+                "give each service its own netcontainer.identity label (identities must also be unique across the hosts on one LAN)".into(),
+            ),
             Error::RouterDied(name) => Some(format!("`docker logs {name}` shows why")),
             Error::UnsafeState { path, .. } => Some(format!(
                 "netcontainer keeps root-only state there; remove or fix {} (NETCONTAINER_RUN_DIR picks another place)",

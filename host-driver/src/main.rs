@@ -116,9 +116,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // Errors carry text from Docker, the agent and the LAN: escaped,
+            // so none can move the cursor or forge a line.
+            eprintln!("error: {}", output::safe(&e.to_string()));
             if let Some(h) = e.hint() {
-                eprintln!("hint: {h}");
+                eprintln!("hint: {}", output::safe(&h));
             }
             ExitCode::FAILURE
         }

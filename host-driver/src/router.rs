@@ -149,6 +149,20 @@ impl Driver {
             crate::labels::warn_unknown_once(&name, &l.unknown);
         }
         let rp = plan::derive(svc, opts)?;
+        // Two routers of one identity have one MAC and client id: they would
+        // share a lease, and one's RELEASE would free the other's address.
+        if let Some(other) = self
+            .docker
+            .routers_of_identity(&rp.identity)
+            .await?
+            .into_iter()
+            .find(|r| r.service != name)
+        {
+            return Err(Error::IdentityTaken {
+                identity: rp.identity.clone(),
+                router: other.name,
+            });
+        }
         let parent = self.plumber.parent(&rp.parent).await?;
         if !self.docker.image_exists(image).await? {
             // Before anything is created: a pull that fails or is

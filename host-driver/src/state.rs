@@ -170,6 +170,11 @@ pub fn ensure_service_dir(service: &ServiceName) -> Result<PathBuf, Error> {
     ensure_run_dir()?;
     let dir = service_dir(service);
     ensure_private_dir(&dir)?;
+    // In use from now on: `watch`'s sweep of directories no router claims
+    // spares young ones, and a directory left by a crash keeps its old time.
+    File::open(&dir)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .map_err(file_err("cannot touch", &dir))?;
     Ok(dir)
 }
 

@@ -67,3 +67,24 @@ fn the_same_name_on_two_hosts_gets_two_addresses() {
     let down = h2.nc(&["down", &web1.name]);
     assert!(down.ok(), "{down}");
 }
+
+/// Two services of one identity on one host would share a MAC and a client id (one
+/// lease, and one's RELEASE frees the other's address): the second `up` is refused.
+#[test]
+fn one_identity_one_router_per_host() {
+    require_root!();
+    let bed = DockerBed::new(8);
+    let id = format!("{}-shared", bed.id);
+    let label = format!("netcontainer.identity={id}");
+    let a = bed.container("a", docker::SAMPLE_IMAGE, &["-l", &label], &[], true);
+    let b = bed.container("b", docker::SAMPLE_IMAGE, &["-l", &label], &[], true);
+    bed.up(&a.name, &[]);
+    let out = bed.try_up(&b.name, &[]);
+    assert!(!out.ok(), "a second router of identity {id}: {out}");
+    assert!(
+        out.stderr
+            .contains(&format!("identity {id} is already used")),
+        "{out}"
+    );
+    bed.assert_clean(&b.name);
+}

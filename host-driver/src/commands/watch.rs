@@ -360,7 +360,15 @@ fn remove_stale_dirs(services: &BTreeSet<ServiceName>) {
             .ok()
             .and_then(|t| SystemTime::now().duration_since(t).ok())
             .is_some_and(|age| age > Duration::from_secs(120));
-        if meta.is_dir() && !services.contains(&name) && old {
+        if !(meta.is_dir() && !services.contains(&name) && old) {
+            continue;
+        }
+        // A command working on the service may be reusing the directory
+        // right now (the listing above is older than this moment): skip it.
+        let Ok(Some(_lock)) = ServiceLock::try_take(&name) else {
+            continue;
+        };
+        {
             tracing::info!(dir = %e.path().display(), "removing a router directory with no router");
             if let Err(err) = std::fs::remove_dir_all(e.path()) {
                 tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove");
@@ -577,6 +585,8 @@ async fn try_reconcile(ctx: &Ctx, service: &ServiceName) -> Result<Option<String
         Ok(s) if s.name == service.as_str() => Some(s),
         Ok(_) => None,
         Err(DockerError::NoSuchContainer(_)) => None,
+        // Several containers' IDs begin with the name, and none has it.
+        Err(e) if e.is_ambiguous() => None,
         Err(e) => return Err(e.into()),
     };
     // The service's labels, read once; a label that cannot be read is an
