@@ -258,6 +258,14 @@ impl Core {
             .link(&plan.interface)
             .await
             .map_err(|e| e.to_string())?;
+        // Isolated before the leg is up: nothing is forwarded to or from the
+        // LAN until a lease brings the forwards.
+        if self.lease.is_none() {
+            self.firewall
+                .isolate(&plan.interface)
+                .await
+                .map_err(|e| format!("isolating {}: {e}", plan.interface))?;
+        }
         if !link.up {
             self.netconf
                 .set_up(&plan.interface, link.index, LINK_UP_PATIENCE)
@@ -308,16 +316,14 @@ impl Core {
                 {
                     tracing::warn!(error = %e, "removing the old address failed");
                 }
-                if drop_rules && let Err(e) = self.firewall.remove().await {
-                    tracing::warn!(error = %e, "removing forwards failed");
+                if drop_rules {
+                    self.isolate().await;
                 }
                 self.lease = None;
             }
             LeaseEvent::Lost { lease, error } => {
                 if self.lease.take().is_some() {
-                    if let Err(e) = self.firewall.remove().await {
-                        tracing::warn!(error = %e, "removing forwards failed");
-                    }
+                    self.isolate().await;
                     if let Some(i) = &self.iface
                         && let Err(e) = self
                             .netconf
@@ -381,16 +387,25 @@ impl Core {
         self.lease = Some(lease);
     }
 
+    /// Replaces the forwards by the isolation-only table (no lease).
+    async fn isolate(&mut self) {
+        let Some(lan) = self.iface.as_ref().map(|i| i.name.clone()) else {
+            return;
+        };
+        if let Err(e) = self.firewall.isolate(&lan).await {
+            tracing::warn!(error = %e, "removing forwards failed");
+            self.last_error = Some(format!("isolating {lan}: {e}"));
+        }
+    }
+
     /// Removes an address a previous agent left (and its rules, unless a
     /// lease of ours is in place).
     async fn drop_leftover(&mut self, address: Ipv4Addr, prefix_len: u8) {
         let Some(iface) = self.iface.clone() else {
             return;
         };
-        if self.lease.is_none()
-            && let Err(e) = self.firewall.remove().await
-        {
-            tracing::warn!(error = %e, "removing stale forwards failed");
+        if self.lease.is_none() {
+            self.isolate().await;
         }
         if let Err(e) = self.netconf.remove(iface.index, address, prefix_len).await {
             tracing::warn!(error = %e, "removing the stale address failed");
@@ -427,13 +442,14 @@ impl Core {
         if let Some(task) = self.v4.take() {
             self.stop(task, events).await;
         }
-        if let Err(e) = self.firewall.remove().await {
-            tracing::warn!(error = %e, "removing the firewall table failed");
-        }
+        // The leg goes down first: the table is what isolates it until then.
         if let Some(i) = &self.iface
             && let Err(e) = self.netconf.set_down(&i.name, i.index).await
         {
             tracing::warn!(error = %e, "taking the LAN interface down failed");
+        }
+        if let Err(e) = self.firewall.remove().await {
+            tracing::warn!(error = %e, "removing the firewall table failed");
         }
     }
 }

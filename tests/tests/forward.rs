@@ -443,6 +443,80 @@ fn service_side_reaches_nothing_on_the_lan() {
     );
 }
 
+/// 4c. Without a lease (here: before the first, the server's replies dropped) the router
+///     forwards nothing from the LAN: a LAN host that sends to the router's MAC for the
+///     service's address directly reaches nothing, although forwarding is on, reverse-path
+///     filtering is off and the router has a route back (as a Docker router does, by
+///     Docker's gateway). Control: without the agent's table the same knock arrives.
+#[test]
+fn without_a_lease_the_lan_reaches_nothing_behind_the_router() {
+    require_root!();
+    let w = World::new(WorldOpts {
+        service_hosts: vec![2, 3],
+        ..WorldOpts::default()
+    });
+    // dnsmasq's replies never reach the router: it stays without a lease.
+    let _block = rogue::IngressDrop::new(&w.lan.host, "eth0", &["udp sport 67".to_string()]);
+    // A route back to the LAN client for loose reverse-path filtering, as Docker's
+    // default route gives a real router.
+    w.router()
+        .ip(&["route", "add", "default", "via", "198.51.100.3"]);
+    let out = w
+        .agent
+        .apply(&ApplyArgs::new("lan0").forward("tcp:80=198.51.100.2:8080"));
+    assert!(out.ok(), "apply: {out}");
+    let up = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        w.router()
+            .ip(&["-j", "link", "show", "lan0"])
+            .contains("\"UP\"")
+    });
+    assert!(up, "lan0 never came up");
+    assert!(w.agent.status().lease.is_none(), "a lease came through");
+    let link: Value =
+        serde_json::from_str(&w.router().ip(&["-j", "link", "show", "lan0"])).unwrap();
+    let mac = link[0]["address"].as_str().unwrap().to_string();
+    // The LAN client sends straight to the router's MAC for the service's address.
+    w.client
+        .ip(&["route", "add", "198.51.100.0/24", "dev", "eth0"]);
+    w.client.ip(&[
+        "neigh",
+        "replace",
+        "198.51.100.2",
+        "lladdr",
+        &mac,
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    // The kernel already refuses to forward from an interface without an address
+    // while reverse-path filtering is on (the agent sets it loose); the table must
+    // isolate on its own, so the test turns the filter off.
+    for k in ["all", "lan0"] {
+        w.router().exec_ok(&[
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("net.ipv4.conf.{k}.rp_filter=0"),
+        ]);
+    }
+    let arrivals = isolation::Arrivals::start(w.host(0), 9000);
+    isolation::knock(&w.client, None, SVC1, 9000);
+    assert_eq!(
+        arrivals.count(),
+        0,
+        "the LAN reached the service side through a router without a lease"
+    );
+    // Control: without the agent's table, the same knock arrives.
+    w.router()
+        .exec_ok(&["nft", "delete", "table", "ip", "netcontainer"]);
+    isolation::knock(&w.client, None, SVC1, 9000);
+    assert!(
+        arrivals.count() > 0,
+        "control: without the agent's rules the knock should arrive"
+    );
+}
+
 /// 5. Re-applying with a new target switches the next connection at once; a plan with an
 ///    invalid target is refused by the driver, an overlapping or port-0 plan sent to the
 ///    agent directly is refused by the agent, and the rules in place keep serving.

@@ -216,6 +216,22 @@ impl<B: FirewallBackend> Firewall<B> {
         Ok(())
     }
 
+    /// Applies the table with no forwards: its forward chain drops everything
+    /// to and from `lan_if`. What stands between the LAN and the Docker side
+    /// whenever there is no lease (before the first, after one is lost): with
+    /// forwarding on and no table, a LAN host sending to the router's MAC would
+    /// reach the Docker network.
+    pub async fn isolate(&self, lan_if: &str) -> Result<(), FirewallError> {
+        let cfg = self.ruleset_config(lan_if);
+        cfg.validate()?;
+        // No forwards: the lease address is in no rule.
+        self.backend
+            .apply(&model::build(&cfg, &[], Ipv4Addr::UNSPECIFIED))
+            .await?;
+        tracing::debug!(table = %self.table, "firewall table: isolation only (no lease)");
+        Ok(())
+    }
+
     /// Deletes our table if present (in every family it may be in).
     pub async fn remove(&self) -> Result<bool, FirewallError> {
         let mut existed = false;
