@@ -494,12 +494,15 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         return Err(PlanError::NotRunning(svc.name.clone()));
     }
     let sl = service_labels(svc)?;
+    let mode = opts.mode.or(sl.mode).unwrap_or_default();
+    if mode == Mode::Ipvlan {
+        refuse_on_ipvlan(svc, opts, &sl)?;
+    }
     let parent = opts
         .parent
         .clone()
         .or(sl.parent)
         .ok_or_else(|| PlanError::Invalid("no parent interface: give --parent IFACE".into()))?;
-    let mode = opts.mode.or(sl.mode).unwrap_or_default();
     let identity = identity_of(svc)?;
     let mac = opts.mac.or(sl.mac).unwrap_or_else(|| stable_mac(&identity));
     let hostname = opts
@@ -513,8 +516,10 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
     let plan = Plan {
         interface: LAN_IF.into(),
         hostname: Some(hostname),
+        // Every leg keeps its own client id: ipvlan legs share the parent's
+        // MAC, so the MAC cannot tell their leases apart.
         client_id: Some(client_id(&identity)),
-        broadcast_flag: false,
+        broadcast_flag: needs_broadcast_flag(mode),
         forwards: forwards(&ports, service_ip),
     };
     plan.validate().map_err(PlanError::Invalid)?;
@@ -532,6 +537,49 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         plan,
         arp_probe: opts.arp_probe || sl.arp_probe,
     })
+}
+
+/// RFC 2131 section 4.1: a client that cannot receive unicast IP datagrams
+/// before it owns an address sets the broadcast flag. An ipvlan leg shares
+/// the parent's MAC and the kernel hands it only frames for addresses it
+/// owns (or broadcasts), so a unicast OFFER to the not yet configured
+/// address never reaches it.
+pub fn needs_broadcast_flag(mode: Mode) -> bool {
+    mode == Mode::Ipvlan
+}
+
+/// What cannot work on an ipvlan leg is refused, never silently ignored.
+fn refuse_on_ipvlan(
+    svc: &ServiceInfo,
+    opts: &UpOptions,
+    sl: &ServiceLabels,
+) -> Result<(), PlanError> {
+    let mac_given = if opts.mac.is_some() {
+        Some("--mac".to_string())
+    } else if sl.mac.is_some() {
+        Some(format!("label {} on {}", labels::MAC, svc.name))
+    } else {
+        None
+    };
+    if let Some(what) = mac_given {
+        return Err(PlanError::Invalid(format!(
+            "{what} cannot be used with ipvlan: every ipvlan leg has the parent's MAC \
+             (drop the MAC, or use --mode macvlan)"
+        )));
+    }
+    if opts.arp_probe || sl.arp_probe {
+        let what = if opts.arp_probe {
+            "--arp-probe".to_string()
+        } else {
+            format!("label {} on {}", labels::ARP_PROBE, svc.name)
+        };
+        return Err(PlanError::Invalid(format!(
+            "{what} cannot be used with ipvlan: the probe's sender MAC is the parent's, \
+             shared with the host and every other leg, so a conflict cannot be told from \
+             ourselves (drop it, or use --mode macvlan)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -691,6 +739,69 @@ mod tests {
         assert_eq!(o.mac, stable_mac("shop-frontend"));
         svc.labels.insert(labels::IDENTITY.into(), "bad\nid".into());
         assert!(matches!(derive(&svc, &opts()), Err(PlanError::Invalid(_))));
+    }
+
+    #[test]
+    fn ipvlan_sets_the_broadcast_flag_and_keeps_a_client_id() {
+        let m = derive(&web1(), &opts()).unwrap();
+        assert!(
+            !m.plan.broadcast_flag,
+            "macvlan receives unicast before it owns the address"
+        );
+        let o = UpOptions {
+            mode: Some(Mode::Ipvlan),
+            ..opts()
+        };
+        let r = derive(&web1(), &o).unwrap();
+        assert_eq!(r.mode, Mode::Ipvlan);
+        assert!(r.plan.broadcast_flag, "RFC 2131 4.1");
+        assert_eq!(r.plan.client_id, Some(client_id("DAEMON-A/web1")));
+        // From the label too.
+        let mut svc = web1();
+        svc.labels.insert(labels::MODE.into(), "ipvlan".into());
+        assert!(derive(&svc, &opts()).unwrap().plan.broadcast_flag);
+    }
+
+    #[test]
+    fn ipvlan_refuses_a_mac_and_the_arp_probe() {
+        let ip = UpOptions {
+            mode: Some(Mode::Ipvlan),
+            ..opts()
+        };
+        let e = derive(
+            &web1(),
+            &UpOptions {
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                ..ip.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--mac") && e.contains("ipvlan") && e.contains("parent's MAC"),
+            "{e}"
+        );
+        let mut svc = web1();
+        svc.labels
+            .insert(labels::MAC.into(), "02:00:00:00:00:01".into());
+        let e = derive(&svc, &ip).unwrap_err().to_string();
+        assert!(e.contains(labels::MAC) && e.contains("ipvlan"), "{e}");
+        // The same MAC label with macvlan is fine.
+        assert!(derive(&svc, &opts()).is_ok());
+        let e = derive(
+            &web1(),
+            &UpOptions {
+                arp_probe: true,
+                ..ip.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--arp-probe") && e.contains("ipvlan"), "{e}");
+        let mut svc = web1();
+        svc.labels.insert(labels::ARP_PROBE.into(), "true".into());
+        let e = derive(&svc, &ip).unwrap_err().to_string();
+        assert!(e.contains(labels::ARP_PROBE) && e.contains("ipvlan"), "{e}");
     }
 
     #[test]

@@ -41,12 +41,26 @@ impl PlumbError {
                 "`ip link` lists the host's interfaces; --parent names the NIC on the LAN".into(),
             ),
             PlumbError::ParentDown(p) => Some(format!("bring it up first: ip link set {p} up")),
-            PlumbError::Netlink { source, .. } if errno(source) == Some(libc::EOPNOTSUPP) => {
-                Some("the kernel lacks the macvlan/ipvlan module (modprobe macvlan)".into())
-            }
+            PlumbError::Netlink { what, source } if unsupported(source) => Some(
+                if what.contains(Mode::Ipvlan.as_str()) {
+                    "this kernel has no ipvlan support (modprobe ipvlan; if that fails, the \
+                     kernel was built without CONFIG_IPVLAN: use --mode macvlan, or run \
+                     `netcontainer doctor`)"
+                } else {
+                    "this kernel has no macvlan support (modprobe macvlan; if that fails, the \
+                     kernel was built without CONFIG_MACVLAN; `netcontainer doctor` checks)"
+                }
+                .into(),
+            ),
             _ => None,
         }
     }
+}
+
+/// The kernel does not know the link type: rtnl_newlink answers EOPNOTSUPP
+/// ("Unknown device type") when no module provides the kind.
+fn unsupported(e: &rtnetlink::Error) -> bool {
+    matches!(errno(e), Some(libc::EOPNOTSUPP))
 }
 
 fn errno(e: &rtnetlink::Error) -> Option<i32> {
