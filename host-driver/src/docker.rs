@@ -366,6 +366,16 @@ impl DockerClient {
         Ok(out)
     }
 
+    /// The daemon's version (`docker version`'s server version).
+    pub async fn version(&self) -> Result<String, DockerError> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(api("asking the daemon's version"))?;
+        Ok(v.version.unwrap_or_else(|| "unknown".into()))
+    }
+
     pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),

@@ -140,6 +140,20 @@ impl Plumber {
         mac: [u8; 6],
     ) -> Result<(), PlumbError> {
         let ns = open_netns(pid, sandbox)?;
+        self.add_leg_into(parent, &ns, ifname, mode, mac).await
+    }
+
+    /// Creates `ifname` on `parent` directly inside the network namespace
+    /// `ns` (an open `/proc/.../ns/net`): the link never exists in the host's
+    /// namespace. With ipvlan `mac` is not used (the leg has the parent's).
+    pub async fn add_leg_into(
+        &self,
+        parent: &Parent,
+        ns: &File,
+        ifname: &str,
+        mode: Mode,
+        mac: [u8; 6],
+    ) -> Result<(), PlumbError> {
         let msg = match mode {
             Mode::Macvlan => LinkMacVlan::new(ifname, parent.index, MacVlanMode::Bridge)
                 .address(mac.to_vec())
@@ -156,7 +170,7 @@ impl Plumber {
             .await
             .map_err(|source| PlumbError::Netlink {
                 what: format!(
-                    "creating {} {ifname} on {} in the router's namespace",
+                    "creating {} {ifname} on {} in its namespace",
                     mode.as_str(),
                     parent.name
                 ),
