@@ -232,6 +232,9 @@ pub struct UpOptions {
     pub mac: Option<[u8; 6]>,
     /// Run the router's agent with `--arp-probe`.
     pub arp_probe: bool,
+    /// The service's network to forward to (`--network`, label
+    /// `netcontainer.network`); default: the first by name.
+    pub network: Option<String>,
 }
 
 /// Longest identity accepted (from the label).
@@ -452,9 +455,13 @@ pub fn ports_of(svc: &ServiceInfo, publish: &[PortSpec]) -> Result<Vec<PortSpec>
     Ok(ports)
 }
 
-/// The service's network and address: the first network (by name, for a
-/// stable choice) on which it has an IPv4 address.
-pub fn network_of(svc: &ServiceInfo) -> Result<(String, Ipv4Addr), PlanError> {
+/// The service's network and address: `chosen` (`--network`, the label),
+/// else the first network (by name, for a stable choice) on which it has an
+/// IPv4 address.
+pub fn network_of(
+    svc: &ServiceInfo,
+    chosen: Option<&str>,
+) -> Result<(String, Ipv4Addr), PlanError> {
     let mut nets: Vec<_> = svc
         .networks
         .iter()
@@ -462,6 +469,27 @@ pub fn network_of(svc: &ServiceInfo) -> Result<(String, Ipv4Addr), PlanError> {
         .cloned()
         .collect();
     nets.sort();
+    if let Some(want) = chosen {
+        let names = || {
+            nets.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return nets
+            .iter()
+            .find(|(n, _)| n == want)
+            .cloned()
+            .ok_or_else(|| {
+                PlanError::Invalid(format!(
+                    "{} is not on network {want} with an IPv4 address (its networks: {}); \
+                     --network or label {} names one of them",
+                    svc.name,
+                    names(),
+                    labels::NETWORK
+                ))
+            });
+    }
     nets.into_iter().next().ok_or_else(|| PlanError::NoNetwork {
         name: svc.name.clone(),
         mode: svc.network_mode.clone(),
@@ -511,7 +539,8 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         .or(sl.hostname)
         .unwrap_or_else(|| default_hostname(svc));
     validate_hostname(&hostname).map_err(PlanError::Invalid)?;
-    let (network, service_ip) = network_of(svc)?;
+    let chosen = opts.network.clone().or(sl.network);
+    let (network, service_ip) = network_of(svc, chosen.as_deref())?;
     let ports = ports_of(svc, &opts.publish)?;
     let plan = Plan {
         interface: LAN_IF.into(),
@@ -802,6 +831,49 @@ mod tests {
         svc.labels.insert(labels::ARP_PROBE.into(), "true".into());
         let e = derive(&svc, &ip).unwrap_err().to_string();
         assert!(e.contains(labels::ARP_PROBE) && e.contains("ipvlan"), "{e}");
+    }
+
+    #[test]
+    fn two_networks_first_by_name_unless_chosen() {
+        let mut svc = web1();
+        svc.networks = vec![
+            ("zeta".into(), Ipv4Addr::new(198, 51, 100, 18)),
+            ("alpha".into(), Ipv4Addr::new(198, 51, 100, 34)),
+        ];
+        let r = derive(&svc, &opts()).unwrap();
+        assert_eq!(
+            (r.network.as_str(), r.service_ip),
+            ("alpha", Ipv4Addr::new(198, 51, 100, 34))
+        );
+        let o = UpOptions {
+            network: Some("zeta".into()),
+            ..opts()
+        };
+        let r = derive(&svc, &o).unwrap();
+        assert_eq!(
+            (r.network.as_str(), r.service_ip),
+            ("zeta", Ipv4Addr::new(198, 51, 100, 18))
+        );
+        assert_eq!(
+            r.plan.forwards[0].target_address,
+            Ipv4Addr::new(198, 51, 100, 18)
+        );
+        assert_eq!(r.labels()[labels::NETWORK], "zeta");
+        svc.labels.insert(labels::NETWORK.into(), "zeta".into());
+        assert_eq!(derive(&svc, &opts()).unwrap().network, "zeta");
+        let e = derive(
+            &svc,
+            &UpOptions {
+                network: Some("nope".into()),
+                ..opts()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("not on network nope") && e.contains("alpha, zeta"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -81,6 +81,7 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         // derived one, which `derive` would refuse as a chosen MAC.
         mac: l.mac.filter(|_| l.mode != Some(Mode::Ipvlan)),
         arp_probe: l.arp_probe,
+        network: l.network,
     })
 }
 
