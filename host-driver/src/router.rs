@@ -181,6 +181,7 @@ impl Driver {
                 e = on_interrupt(&mut interrupt) => return Err(e),
             }
         }
+        self.docker.check_network(&rp.network, &svc.name).await?;
         let mut created = Created {
             service: name.clone(),
             dir: false,
