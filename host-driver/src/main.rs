@@ -56,6 +56,9 @@ enum Command {
     Watch(commands::watch::WatchArgs),
     /// Check this host and the LAN: kernel, Docker, the parent NIC, and one
     /// DHCP DISCOVER (run this first when a service gets no lease).
+    #[command(after_help = "Examples:\n  \
+        netcontainer doctor --parent eth0   (exit 1 when a line says FAIL)\n  \
+        netcontainer doctor --parent wlan0 --mode ipvlan --timeout 10")]
     Doctor(commands::doctor::DoctorArgs),
     /// Talk to one agent directly, without Docker (debugging, tests).
     #[command(
