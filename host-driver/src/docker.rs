@@ -33,6 +33,10 @@ pub enum DockerError {
     Name(#[from] crate::state::NameError),
     #[error("network {0} is not attachable: a router cannot join it")]
     NotAttachable(String),
+    #[error(
+        "network {network} has inter-container traffic off (com.docker.network.bridge.enable_icc=false): Docker drops what the router forwards to {service} on it"
+    )]
+    NoIcc { network: String, service: String },
     /// Neither on this host nor in the registry the reference names (the
     /// pull found no such repository or tag).
     #[error("router image {0} is not on this host and its registry does not have it")]
@@ -79,6 +83,9 @@ impl DockerError {
             DockerError::Name(e) => Some(e.hint().into()),
             DockerError::NotAttachable(n) => Some(format!(
                 "a Swarm overlay must be attachable for a router to join it: create it with `docker network create -d overlay --attachable {n}` (an existing network cannot be changed)"
+            )),
+            DockerError::NoIcc { service, .. } => Some(format!(
+                "put {service} also on a network with ICC on and choose it: `docker network create NET; docker network connect NET {service}; netcontainer up {service} --network NET`"
             )),
             DockerError::Api { .. } => None,
         }
@@ -364,6 +371,42 @@ impl DockerClient {
         }
         out.sort_by(|a, b| a.service.cmp(&b.service));
         Ok(out)
+    }
+
+    /// Refuses a network on which the router cannot reach the service: a
+    /// bridge with `com.docker.network.bridge.enable_icc=false` (Docker drops
+    /// bridged traffic between its containers, the router's DNAT included).
+    pub async fn check_network(&self, network: &str, service: &str) -> Result<(), DockerError> {
+        let n = self
+            .docker
+            .inspect_network(
+                network,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(api(format!("inspecting network {network}")))?;
+        let icc_off = n
+            .options
+            .as_ref()
+            .and_then(|o| o.get("com.docker.network.bridge.enable_icc"))
+            .is_some_and(|v| v == "false");
+        if icc_off {
+            return Err(DockerError::NoIcc {
+                network: network.to_string(),
+                service: service.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The daemon's version (`docker version`'s server version).
+    pub async fn version(&self) -> Result<String, DockerError> {
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(api("asking the daemon's version"))?;
+        Ok(v.version.unwrap_or_else(|| "unknown".into()))
     }
 
     pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {

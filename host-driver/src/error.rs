@@ -59,6 +59,8 @@ pub enum Error {
     },
     #[error("refusing to use {path}: {why}")]
     UnsafeState { path: PathBuf, why: String },
+    #[error("doctor found {0} problem(s): the FAIL lines above, each with its fix")]
+    DoctorFound(usize),
     #[error("interrupted by {0}; everything this command had created was removed")]
     Interrupted(&'static str),
     #[error(transparent)]

@@ -84,6 +84,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     labels::PORTS,
     labels::ARP_PROBE,
     labels::IDENTITY,
+    labels::NETWORK,
 ];
 
 /// What a service's labels ask for.
@@ -98,6 +99,8 @@ pub struct ServiceLabels {
     /// `netcontainer.ports`; `None` when absent (exposed ports then).
     pub ports: Option<Vec<PortSpec>>,
     pub arp_probe: bool,
+    /// `netcontainer.network`: the service's network to forward to.
+    pub network: Option<String>,
     /// `netcontainer.*` keys that mean nothing on a service, sorted.
     pub unknown: Vec<String>,
 }
@@ -117,6 +120,7 @@ impl ServiceLabels {
             hostname: get(l, labels::HOSTNAME).map(str::to_string),
             ports: get_ports(l)?,
             arp_probe: get_bool(l, labels::ARP_PROBE)?,
+            network: get(l, labels::NETWORK).map(str::to_string),
             unknown: unknown.into_iter().collect(),
         })
     }

@@ -54,6 +54,12 @@ enum Command {
         netcontainer watch --parent eth0   (as netcontainer-watch.service runs it)\n  \
         docker run -d --label netcontainer.enable=true --label netcontainer.parent=eth0 nginx")]
     Watch(commands::watch::WatchArgs),
+    /// Check this host and the LAN: kernel, Docker, the parent NIC, and one
+    /// DHCP DISCOVER (run this first when a service gets no lease).
+    #[command(after_help = "Examples:\n  \
+        netcontainer doctor --parent eth0   (exit 1 when a line says FAIL)\n  \
+        netcontainer doctor --parent wlan0 --mode ipvlan --timeout 10")]
+    Doctor(commands::doctor::DoctorArgs),
     /// Talk to one agent directly, without Docker (debugging, tests).
     #[command(
         subcommand,
@@ -108,6 +114,7 @@ fn main() -> ExitCode {
             Command::Ls(a) => commands::ls::run(a).await,
             Command::Port(a) => commands::port::run(a).await,
             Command::Watch(a) => commands::watch::run(a).await,
+            Command::Doctor(a) => commands::doctor::run(a).await,
             Command::Agent(c) => commands::agent::run(c).await,
             Command::Completion(a) => commands::completion::run_completion(a),
             Command::Man(a) => commands::completion::run_man(a),

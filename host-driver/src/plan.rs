@@ -232,6 +232,9 @@ pub struct UpOptions {
     pub mac: Option<[u8; 6]>,
     /// Run the router's agent with `--arp-probe`.
     pub arp_probe: bool,
+    /// The service's network to forward to (`--network`, label
+    /// `netcontainer.network`); default: the first by name.
+    pub network: Option<String>,
 }
 
 /// Longest identity accepted (from the label).
@@ -452,9 +455,13 @@ pub fn ports_of(svc: &ServiceInfo, publish: &[PortSpec]) -> Result<Vec<PortSpec>
     Ok(ports)
 }
 
-/// The service's network and address: the first network (by name, for a
-/// stable choice) on which it has an IPv4 address.
-pub fn network_of(svc: &ServiceInfo) -> Result<(String, Ipv4Addr), PlanError> {
+/// The service's network and address: `chosen` (`--network`, the label),
+/// else the first network (by name, for a stable choice) on which it has an
+/// IPv4 address.
+pub fn network_of(
+    svc: &ServiceInfo,
+    chosen: Option<&str>,
+) -> Result<(String, Ipv4Addr), PlanError> {
     let mut nets: Vec<_> = svc
         .networks
         .iter()
@@ -462,6 +469,27 @@ pub fn network_of(svc: &ServiceInfo) -> Result<(String, Ipv4Addr), PlanError> {
         .cloned()
         .collect();
     nets.sort();
+    if let Some(want) = chosen {
+        let names = || {
+            nets.iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return nets
+            .iter()
+            .find(|(n, _)| n == want)
+            .cloned()
+            .ok_or_else(|| {
+                PlanError::Invalid(format!(
+                    "{} is not on network {want} with an IPv4 address (its networks: {}); \
+                     --network or label {} names one of them",
+                    svc.name,
+                    names(),
+                    labels::NETWORK
+                ))
+            });
+    }
     nets.into_iter().next().ok_or_else(|| PlanError::NoNetwork {
         name: svc.name.clone(),
         mode: svc.network_mode.clone(),
@@ -494,12 +522,15 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         return Err(PlanError::NotRunning(svc.name.clone()));
     }
     let sl = service_labels(svc)?;
+    let mode = opts.mode.or(sl.mode).unwrap_or_default();
+    if mode == Mode::Ipvlan {
+        refuse_on_ipvlan(svc, opts, &sl)?;
+    }
     let parent = opts
         .parent
         .clone()
         .or(sl.parent)
         .ok_or_else(|| PlanError::Invalid("no parent interface: give --parent IFACE".into()))?;
-    let mode = opts.mode.or(sl.mode).unwrap_or_default();
     let identity = identity_of(svc)?;
     let mac = opts.mac.or(sl.mac).unwrap_or_else(|| stable_mac(&identity));
     let hostname = opts
@@ -508,13 +539,16 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         .or(sl.hostname)
         .unwrap_or_else(|| default_hostname(svc));
     validate_hostname(&hostname).map_err(PlanError::Invalid)?;
-    let (network, service_ip) = network_of(svc)?;
+    let chosen = opts.network.clone().or(sl.network);
+    let (network, service_ip) = network_of(svc, chosen.as_deref())?;
     let ports = ports_of(svc, &opts.publish)?;
     let plan = Plan {
         interface: LAN_IF.into(),
         hostname: Some(hostname),
+        // Every leg keeps its own client id: ipvlan legs share the parent's
+        // MAC, so the MAC cannot tell their leases apart.
         client_id: Some(client_id(&identity)),
-        broadcast_flag: false,
+        broadcast_flag: needs_broadcast_flag(mode),
         forwards: forwards(&ports, service_ip),
     };
     plan.validate().map_err(PlanError::Invalid)?;
@@ -532,6 +566,49 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         plan,
         arp_probe: opts.arp_probe || sl.arp_probe,
     })
+}
+
+/// RFC 2131 section 4.1: a client that cannot receive unicast IP datagrams
+/// before it owns an address sets the broadcast flag. An ipvlan leg shares
+/// the parent's MAC and the kernel hands it only frames for addresses it
+/// owns (or broadcasts), so a unicast OFFER to the not yet configured
+/// address never reaches it.
+pub fn needs_broadcast_flag(mode: Mode) -> bool {
+    mode == Mode::Ipvlan
+}
+
+/// What cannot work on an ipvlan leg is refused, never silently ignored.
+fn refuse_on_ipvlan(
+    svc: &ServiceInfo,
+    opts: &UpOptions,
+    sl: &ServiceLabels,
+) -> Result<(), PlanError> {
+    let mac_given = if opts.mac.is_some() {
+        Some("--mac".to_string())
+    } else if sl.mac.is_some() {
+        Some(format!("label {} on {}", labels::MAC, svc.name))
+    } else {
+        None
+    };
+    if let Some(what) = mac_given {
+        return Err(PlanError::Invalid(format!(
+            "{what} cannot be used with ipvlan: every ipvlan leg has the parent's MAC \
+             (drop the MAC, or use --mode macvlan)"
+        )));
+    }
+    if opts.arp_probe || sl.arp_probe {
+        let what = if opts.arp_probe {
+            "--arp-probe".to_string()
+        } else {
+            format!("label {} on {}", labels::ARP_PROBE, svc.name)
+        };
+        return Err(PlanError::Invalid(format!(
+            "{what} cannot be used with ipvlan: the probe's sender MAC is the parent's, \
+             shared with the host and every other leg, so a conflict cannot be told from \
+             ourselves (drop it, or use --mode macvlan)"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -691,6 +768,112 @@ mod tests {
         assert_eq!(o.mac, stable_mac("shop-frontend"));
         svc.labels.insert(labels::IDENTITY.into(), "bad\nid".into());
         assert!(matches!(derive(&svc, &opts()), Err(PlanError::Invalid(_))));
+    }
+
+    #[test]
+    fn ipvlan_sets_the_broadcast_flag_and_keeps_a_client_id() {
+        let m = derive(&web1(), &opts()).unwrap();
+        assert!(
+            !m.plan.broadcast_flag,
+            "macvlan receives unicast before it owns the address"
+        );
+        let o = UpOptions {
+            mode: Some(Mode::Ipvlan),
+            ..opts()
+        };
+        let r = derive(&web1(), &o).unwrap();
+        assert_eq!(r.mode, Mode::Ipvlan);
+        assert!(r.plan.broadcast_flag, "RFC 2131 4.1");
+        assert_eq!(r.plan.client_id, Some(client_id("DAEMON-A/web1")));
+        // From the label too.
+        let mut svc = web1();
+        svc.labels.insert(labels::MODE.into(), "ipvlan".into());
+        assert!(derive(&svc, &opts()).unwrap().plan.broadcast_flag);
+    }
+
+    #[test]
+    fn ipvlan_refuses_a_mac_and_the_arp_probe() {
+        let ip = UpOptions {
+            mode: Some(Mode::Ipvlan),
+            ..opts()
+        };
+        let e = derive(
+            &web1(),
+            &UpOptions {
+                mac: Some([2, 0, 0, 0, 0, 1]),
+                ..ip.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--mac") && e.contains("ipvlan") && e.contains("parent's MAC"),
+            "{e}"
+        );
+        let mut svc = web1();
+        svc.labels
+            .insert(labels::MAC.into(), "02:00:00:00:00:01".into());
+        let e = derive(&svc, &ip).unwrap_err().to_string();
+        assert!(e.contains(labels::MAC) && e.contains("ipvlan"), "{e}");
+        // The same MAC label with macvlan is fine.
+        assert!(derive(&svc, &opts()).is_ok());
+        let e = derive(
+            &web1(),
+            &UpOptions {
+                arp_probe: true,
+                ..ip.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--arp-probe") && e.contains("ipvlan"), "{e}");
+        let mut svc = web1();
+        svc.labels.insert(labels::ARP_PROBE.into(), "true".into());
+        let e = derive(&svc, &ip).unwrap_err().to_string();
+        assert!(e.contains(labels::ARP_PROBE) && e.contains("ipvlan"), "{e}");
+    }
+
+    #[test]
+    fn two_networks_first_by_name_unless_chosen() {
+        let mut svc = web1();
+        svc.networks = vec![
+            ("zeta".into(), Ipv4Addr::new(198, 51, 100, 18)),
+            ("alpha".into(), Ipv4Addr::new(198, 51, 100, 34)),
+        ];
+        let r = derive(&svc, &opts()).unwrap();
+        assert_eq!(
+            (r.network.as_str(), r.service_ip),
+            ("alpha", Ipv4Addr::new(198, 51, 100, 34))
+        );
+        let o = UpOptions {
+            network: Some("zeta".into()),
+            ..opts()
+        };
+        let r = derive(&svc, &o).unwrap();
+        assert_eq!(
+            (r.network.as_str(), r.service_ip),
+            ("zeta", Ipv4Addr::new(198, 51, 100, 18))
+        );
+        assert_eq!(
+            r.plan.forwards[0].target_address,
+            Ipv4Addr::new(198, 51, 100, 18)
+        );
+        assert_eq!(r.labels()[labels::NETWORK], "zeta");
+        svc.labels.insert(labels::NETWORK.into(), "zeta".into());
+        assert_eq!(derive(&svc, &opts()).unwrap().network, "zeta");
+        let e = derive(
+            &svc,
+            &UpOptions {
+                network: Some("nope".into()),
+                ..opts()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("not on network nope") && e.contains("alpha, zeta"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -41,12 +41,26 @@ impl PlumbError {
                 "`ip link` lists the host's interfaces; --parent names the NIC on the LAN".into(),
             ),
             PlumbError::ParentDown(p) => Some(format!("bring it up first: ip link set {p} up")),
-            PlumbError::Netlink { source, .. } if errno(source) == Some(libc::EOPNOTSUPP) => {
-                Some("the kernel lacks the macvlan/ipvlan module (modprobe macvlan)".into())
-            }
+            PlumbError::Netlink { what, source } if unsupported(source) => Some(
+                if what.contains(Mode::Ipvlan.as_str()) {
+                    "this kernel has no ipvlan support (modprobe ipvlan; if that fails, the \
+                     kernel was built without CONFIG_IPVLAN: use --mode macvlan, or run \
+                     `netcontainer doctor`)"
+                } else {
+                    "this kernel has no macvlan support (modprobe macvlan; if that fails, the \
+                     kernel was built without CONFIG_MACVLAN; `netcontainer doctor` checks)"
+                }
+                .into(),
+            ),
             _ => None,
         }
     }
+}
+
+/// The kernel does not know the link type: rtnl_newlink answers EOPNOTSUPP
+/// ("Unknown device type") when no module provides the kind.
+fn unsupported(e: &rtnetlink::Error) -> bool {
+    matches!(errno(e), Some(libc::EOPNOTSUPP))
 }
 
 fn errno(e: &rtnetlink::Error) -> Option<i32> {
@@ -126,6 +140,20 @@ impl Plumber {
         mac: [u8; 6],
     ) -> Result<(), PlumbError> {
         let ns = open_netns(pid, sandbox)?;
+        self.add_leg_into(parent, &ns, ifname, mode, mac).await
+    }
+
+    /// Creates `ifname` on `parent` directly inside the network namespace
+    /// `ns` (an open `/proc/.../ns/net`): the link never exists in the host's
+    /// namespace. With ipvlan `mac` is not used (the leg has the parent's).
+    pub async fn add_leg_into(
+        &self,
+        parent: &Parent,
+        ns: &File,
+        ifname: &str,
+        mode: Mode,
+        mac: [u8; 6],
+    ) -> Result<(), PlumbError> {
         let msg = match mode {
             Mode::Macvlan => LinkMacVlan::new(ifname, parent.index, MacVlanMode::Bridge)
                 .address(mac.to_vec())
@@ -142,7 +170,7 @@ impl Plumber {
             .await
             .map_err(|source| PlumbError::Netlink {
                 what: format!(
-                    "creating {} {ifname} on {} in the router's namespace",
+                    "creating {} {ifname} on {} in its namespace",
                     mode.as_str(),
                     parent.name
                 ),

@@ -77,8 +77,11 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         mode: l.mode,
         publish: l.ports,
         hostname: l.hostname,
-        mac: l.mac,
+        // An ipvlan leg has the parent's MAC: the label records the unused
+        // derived one, which `derive` would refuse as a chosen MAC.
+        mac: l.mac.filter(|_| l.mode != Some(Mode::Ipvlan)),
         arp_probe: l.arp_probe,
+        network: l.network,
     })
 }
 
@@ -178,6 +181,7 @@ impl Driver {
                 e = on_interrupt(&mut interrupt) => return Err(e),
             }
         }
+        self.docker.check_network(&rp.network, &svc.name).await?;
         let mut created = Created {
             service: name.clone(),
             dir: false,
@@ -386,7 +390,7 @@ pub fn desired_plan(svc: &ServiceInfo, opts: &UpOptions, identity: &str) -> Resu
         interface: LAN_IF.into(),
         hostname: Some(hostname),
         client_id: Some(plan::client_id(identity)),
-        broadcast_flag: false,
+        broadcast_flag: plan::needs_broadcast_flag(opts.mode.unwrap_or_default()),
         forwards: Vec::new(),
     })
 }
@@ -456,5 +460,54 @@ impl Created {
         {
             eprintln!("warning: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::derive;
+
+    #[test]
+    fn an_ipvlan_router_heals_to_its_own_plan() {
+        let svc = ServiceInfo {
+            name: "web1".into(),
+            id: "abc".into(),
+            running: true,
+            network_mode: "nctest".into(),
+            networks: vec![("nctest".into(), std::net::Ipv4Addr::new(198, 51, 100, 2))],
+            exposed: vec!["80/tcp".into()],
+            daemon_id: "D".into(),
+            ..Default::default()
+        };
+        let opts = UpOptions {
+            parent: Some("eth0".into()),
+            mode: Some(Mode::Ipvlan),
+            ..Default::default()
+        };
+        let rp = derive(&svc, &opts).unwrap();
+        let r = RouterInfo {
+            id: "r".into(),
+            name: rp.router_name.clone(),
+            service: ServiceName::parse("web1").unwrap(),
+            running: true,
+            labels: rp.labels(),
+        };
+        // The MAC label of an ipvlan router is not a chosen MAC.
+        let again = options_of(&r).unwrap();
+        assert_eq!(again.mac, None);
+        let p = desired_plan(&svc, &again, &rp.identity).unwrap();
+        assert_eq!(p, rp.plan);
+        assert!(p.broadcast_flag);
+        // Stopped service: no forwards, still the broadcast flag.
+        let stopped = ServiceInfo {
+            running: false,
+            ..svc
+        };
+        assert!(
+            desired_plan(&stopped, &again, &rp.identity)
+                .unwrap()
+                .broadcast_flag
+        );
     }
 }

@@ -30,6 +30,8 @@ pub struct ApplyArgs {
     pub hostname: Option<String>,
     pub client_id: Option<String>,
     pub wait: Option<u32>,
+    /// `--broadcast`: the BOOTP broadcast flag (what the driver sets for ipvlan).
+    pub broadcast: bool,
 }
 
 impl ApplyArgs {
@@ -49,6 +51,10 @@ impl ApplyArgs {
     }
     pub fn client_id(mut self, c: &str) -> Self {
         self.client_id = Some(c.into());
+        self
+    }
+    pub fn broadcast(mut self) -> Self {
+        self.broadcast = true;
         self
     }
     pub fn wait(mut self, secs: u32) -> Self {
@@ -316,6 +322,9 @@ impl Agent {
         if let Some(c) = &args.client_id {
             a.push("--client-id".into());
             a.push(c.clone());
+        }
+        if args.broadcast {
+            a.push("--broadcast".into());
         }
         if let Some(w) = args.wait {
             a.push("--wait".into());

@@ -89,6 +89,20 @@ impl Lan {
 
     /// Like [`Lan::add_router`] with a chosen MAC for `lan0`.
     pub fn add_router_with_mac(&mut self, mac: Option<&str>) -> Arc<Netns> {
+        let mut args = vec!["type", "macvlan", "mode", "bridge"];
+        if let Some(m) = mac {
+            args.splice(0..0, ["address", m]);
+        }
+        self.add_router_leg(&args)
+    }
+
+    /// Like [`Lan::add_router`] with an ipvlan (mode l2) `lan0`: the parent's MAC, no
+    /// unicast before the address is configured. Check [`ipvlan_support`] first.
+    pub fn add_ipvlan_router(&mut self) -> Arc<Netns> {
+        self.add_router_leg(&["type", "ipvlan", "mode", "l2"])
+    }
+
+    fn add_router_leg(&mut self, kind: &[&str]) -> Arc<Netns> {
         let n = self.next_router;
         self.next_router += 1;
         let ns = Arc::new(Netns::new(&format!("{}r{n}", self.id)).expect("create router netns"));
@@ -96,10 +110,7 @@ impl Lan {
         // would clash there), moved, then renamed inside the router namespace.
         let tmp = format!("mv{n}");
         let mut args = vec!["link", "add", &tmp, "link", "eth0"];
-        if let Some(m) = mac {
-            args.extend_from_slice(&["address", m]);
-        }
-        args.extend_from_slice(&["type", "macvlan", "mode", "bridge"]);
+        args.extend_from_slice(kind);
         self.host.ip(&args);
         self.host.ip(&["link", "set", &tmp, "netns", ns.name()]);
         ns.ip(&["link", "set", &tmp, "name", "lan0"]);
@@ -163,6 +174,43 @@ impl Lan {
         }
         n
     }
+}
+
+/// Whether this kernel can make ipvlan links: tries one on a veth in a scratch
+/// namespace (deleted with it). `Err` carries what `ip` said ("Unknown device type"
+/// when the kernel was built without CONFIG_IPVLAN and has no module).
+pub fn ipvlan_support() -> Result<(), String> {
+    let ns = Netns::new(&crate::unique("ipvl")).map_err(|e| format!("scratch netns: {e}"))?;
+    ns.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    let out = ns.exec(&[
+        "ip", "link", "add", "link", "v0", "name", "iv0", "type", "ipvlan", "mode", "l2",
+    ]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Skip the calling test, saying why, when the kernel has no ipvlan: a printed capability
+/// check, never a silent pass. `NETCONTAINER_REQUIRE_IPVLAN` set turns the skip into a
+/// failure (for a CI runner whose kernel is known to have it).
+#[macro_export]
+macro_rules! require_ipvlan {
+    () => {
+        if let Err(why) = $crate::bed::ipvlan_support() {
+            fn __f() {}
+            let name = std::any::type_name_of_val(&__f).trim_end_matches("::__f");
+            let msg = format!(
+                "{name}: skipping: the kernel has no ipvlan support (`ip link add ... type ipvlan`: {why}; modprobe ipvlan, or a kernel with CONFIG_IPVLAN)"
+            );
+            if std::env::var_os("NETCONTAINER_REQUIRE_IPVLAN").is_some() {
+                panic!("{msg}, and NETCONTAINER_REQUIRE_IPVLAN is set");
+            }
+            eprintln!("{msg}");
+            return;
+        }
+    };
 }
 
 /// Bridge `br0` in `ns` (no STP, no forwarding delay: ports forward at once), up, with

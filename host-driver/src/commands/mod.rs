@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod completion;
+pub mod doctor;
 pub mod down;
 pub mod ls;
 pub mod port;

@@ -46,6 +46,10 @@ pub struct UpArgs {
     /// label netcontainer.arp-probe=true.
     #[arg(long)]
     arp_probe: bool,
+    /// The service's network to forward to, when it is on several; default:
+    /// the service's label netcontainer.network, else the first by name.
+    #[arg(long)]
+    network: Option<String>,
     /// Seconds to wait for the lease.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -68,6 +72,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         hostname: a.hostname,
         mac: a.mac,
         arp_probe: a.arp_probe,
+        network: a.network,
     };
     let (rp, status) = driver
         .up(
@@ -84,6 +89,17 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         .as_ref()
         .map(|l| l.address.to_string())
         .unwrap_or_default();
+    if svc.networks.len() > 1 {
+        let all: Vec<&str> = svc.networks.iter().map(|(n, _)| n.as_str()).collect();
+        eprintln!(
+            "{}: on networks {}: forwarding to {} on {} (--network or label {} chooses)",
+            crate::output::safe(&rp.service),
+            crate::output::safe(&all.join(", ")),
+            rp.service_ip,
+            crate::output::safe(&rp.network),
+            plan::labels::NETWORK
+        );
+    }
     println!("{} {} {}", rp.service, addr, plan::ports_text(&rp.ports));
     Ok(())
 }

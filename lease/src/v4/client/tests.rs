@@ -290,6 +290,58 @@ fn no_broadcast_flag_and_no_hostname_when_not_configured() {
     check_request_options(&r, false);
 }
 
+/// ipvlan: every leg has the parent's MAC and cannot receive unicast before
+/// it owns its address. Two routers on one parent: the same chaddr, each its
+/// own option 61 (the driver's `\0netcontainer:<identity>`), and the broadcast
+/// flag on DISCOVER and REQUEST (RFC 2131 section 4.1), dropped once bound.
+#[test]
+fn ipvlan_legs_share_the_mac_so_they_broadcast_and_identify_by_client_id() {
+    let t0 = Instant::now();
+    let parent_mac = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+    // Not `tx`: its common checks pin the default MAC and client id.
+    let tx = |c: &mut Client| c.poll_transmit().expect("a packet to send");
+    let leg = |identity: &str| {
+        let mut id = b"\0netcontainer:".to_vec();
+        id.extend_from_slice(identity.as_bytes());
+        Client::new(
+            Config {
+                chaddr: parent_mac,
+                client_id: id,
+                broadcast_flag: true,
+                ..config()
+            },
+            3,
+        )
+    };
+    let (mut a, mut b) = (leg("web1"), leg("web2"));
+    a.start(t0, None);
+    b.start(t0, None);
+    let (da, db) = (tx(&mut a), tx(&mut b));
+    for (d, id) in [
+        (&da, &b"\0netcontainer:web1"[..]),
+        (&db, b"\0netcontainer:web2"),
+    ] {
+        assert_eq!(mtype(&d.payload), DISCOVER);
+        assert_eq!(d.destination, BCAST0);
+        assert_eq!(flags(&d.payload), 0x8000, "broadcast flag on DISCOVER");
+        assert_eq!(d.payload[28..34], parent_mac, "chaddr: the shared MAC");
+        assert_eq!(opts(&d.payload)[&61], id, "option 61 tells the legs apart");
+    }
+    a.handle_packet(t0, &offer(&da));
+    let r = tx(&mut a);
+    assert_eq!(mtype(&r.payload), REQUEST);
+    assert_eq!(flags(&r.payload), 0x8000, "broadcast flag on REQUEST");
+    assert_eq!(opts(&r.payload)[&61], b"\0netcontainer:web1");
+    a.handle_packet(t0, &ack(&r));
+    assert_eq!(bound_event(&mut a).address, ADDR);
+    // Bound: the address is the leg's own, unicast reaches it; RENEW has no flag.
+    a.handle_timeout(t0 + secs(1800));
+    let renew = tx(&mut a);
+    assert_eq!(mtype(&renew.payload), REQUEST);
+    assert_eq!(flags(&renew.payload), 0);
+    assert_eq!(opts(&renew.payload)[&61], b"\0netcontainer:web1");
+}
+
 #[test]
 fn empty_client_id_falls_back_to_mac() {
     let mut c = Client::new(
