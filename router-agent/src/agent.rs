@@ -272,7 +272,6 @@ impl Core {
                 .await
                 .map_err(|e| e.to_string())?;
         }
-        crate::netconf::loosen_rp_filter(&plan.interface);
         let task = v4::V4::start(
             plan,
             &link,

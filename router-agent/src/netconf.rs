@@ -387,26 +387,6 @@ pub fn network(addr: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(addr) & mask)
 }
 
-/// Best effort: loose reverse-path filtering on the LAN interface, so that
-/// clients on other subnets (whose route in the main table points elsewhere)
-/// are not dropped. Inside Docker `/proc/sys` is read-only; the driver sets
-/// the same through `--sysctl` when it creates the router container.
-pub fn loosen_rp_filter(ifname: &str) {
-    for path in [
-        format!("/proc/sys/net/ipv4/conf/{ifname}/rp_filter"),
-        "/proc/sys/net/ipv4/conf/all/rp_filter".to_string(),
-    ] {
-        match std::fs::read_to_string(&path) {
-            Ok(v) if v.trim() == "1" => {
-                if let Err(e) = std::fs::write(&path, "2") {
-                    tracing::warn!(%path, error = %e, "cannot set loose reverse-path filtering; clients on other subnets may be dropped");
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
