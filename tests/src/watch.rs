@@ -203,6 +203,21 @@ impl DeadParent {
     }
 }
 
+/// A labelled service whose parent is `dead` (a LAN with no DHCP server): watch keeps
+/// failing its `up`. Named to sort first, so a watch that reconciled one service after
+/// the other in name order would reach it first and keep the others waiting.
+pub fn stuck_service(bed: &DockerBed, dead: &DeadParent) -> String {
+    let parent = format!("netcontainer.parent={}", dead.name);
+    bed.container(
+        "0stuck",
+        docker::SAMPLE_IMAGE,
+        &["-l", "netcontainer.enable=true", "-l", &parent],
+        &[],
+        true,
+    )
+    .name
+}
+
 /// Seconds since midnight (UTC) of a log line's timestamp
 /// (`2026-11-30T10:45:22.123456Z ...`).
 pub fn log_time(line: &str) -> Option<f64> {

@@ -531,18 +531,7 @@ fn many_services_come_up_together_and_a_stuck_one_backs_off() {
     let names: Vec<String> = (0..20)
         .map(|i| watch::labelled_service(&bed, &format!("s{i}"), &[]).name)
         .collect();
-    let parent = format!("netcontainer.parent={}", dead.name);
-    // Named to sort first: a watch that reconciled one service after the other would
-    // keep the 20 waiting for its whole lease wait.
-    let stuck = bed
-        .container(
-            "0stuck",
-            docker::SAMPLE_IMAGE,
-            &["-l", "netcontainer.enable=true", "-l", &parent],
-            &[],
-            true,
-        )
-        .name;
+    let stuck = watch::stuck_service(&bed, &dead);
     // A lease wait of 10 s: the 20 must not need it.
     const TIMEOUT: u32 = 10;
     let mut w = Watch::start_bin(&bed, &bin("netcontainer"), TIMEOUT, &[], &[]);

@@ -67,18 +67,7 @@ fn watch_cold_start() {
         eprintln!("{}", rows.last().unwrap());
         if n >= 20 && !stuck_done {
             stuck_done = true;
-            let parent = format!("netcontainer.parent={}", dead.name);
-            // Sorts before the others: the old watch, one service after the other in
-            // name order, reaches it first.
-            let stuck = bed
-                .container(
-                    "0stuck",
-                    docker::SAMPLE_IMAGE,
-                    &["-l", "netcontainer.enable=true", "-l", &parent],
-                    &[],
-                    true,
-                )
-                .name;
+            let stuck = watch::stuck_service(&bed, &dead);
             all.push(stuck.clone());
             let before = run_once(&bed, &old, &all, &timed);
             let after = run_once(&bed, &new, &all, &timed);
