@@ -43,6 +43,8 @@ fn plan(n: usize) -> Plan {
                 target_port: 8000 + i as u16,
             })
             .collect(),
+        source: Default::default(),
+        service: None,
     }
 }
 
@@ -69,6 +71,7 @@ fn status(with_lease: bool) -> Status {
             .collect(),
         last_error: Some("nft: boom".into()),
         agent_version: "0.1.0".into(),
+        source: Default::default(),
     }
 }
 

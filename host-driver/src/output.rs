@@ -97,6 +97,7 @@ mod tests {
             forwards: Vec::new(),
             last_error: Some("server said \u{7}\u{1b}]0;title\u{7}".into()),
             agent_version: String::new(),
+            source: Default::default(),
         };
         let text = status_text(&st);
         assert!(

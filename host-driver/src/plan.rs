@@ -550,6 +550,8 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         client_id: Some(client_id(&identity)),
         broadcast_flag: needs_broadcast_flag(mode),
         forwards: forwards(&ports, service_ip),
+        source: Default::default(),
+        service: None,
     };
     plan.validate().map_err(PlanError::Invalid)?;
     Ok(RouterPlan {

@@ -392,6 +392,8 @@ pub fn desired_plan(svc: &ServiceInfo, opts: &UpOptions, identity: &str) -> Resu
         client_id: Some(plan::client_id(identity)),
         broadcast_flag: plan::needs_broadcast_flag(opts.mode.unwrap_or_default()),
         forwards: Vec::new(),
+        source: Default::default(),
+        service: None,
     })
 }
 

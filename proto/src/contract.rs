@@ -26,6 +26,10 @@ pub fn lease_file(interface: &str) -> String {
 pub const MARK: u32 = 0x4e43;
 /// The agent's routing table (20035, ASCII "NC"), selected by its `ip rule`s.
 pub const ROUTE_TABLE: u32 = 0x4e43;
+/// The "who am I?" endpoint's TCP port (docker-mirror's): the agent serves
+/// it on the router's Docker side, `watch` on each Docker bridge network's
+/// gateway address. Never on the LAN.
+pub const WHOAMI_PORT: u16 = 9001;
 /// The agent's nftables table (family `ip`).
 pub const NFT_TABLE: &str = "netcontainer";
 

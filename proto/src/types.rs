@@ -135,6 +135,106 @@ pub struct Plan {
     pub broadcast_flag: bool,
     /// Ports to forward from the leased address.
     pub forwards: Vec<Forward>,
+    /// How the service's traffic passes the router (see [`SourceMode`]).
+    /// Absent from a plan saved by an older agent: masquerade, what it did.
+    #[serde(default)]
+    pub source: SourceMode,
+    /// The service the router stands for: what the "who am I?" endpoint
+    /// answers about, and (gateway mode) whose own traffic may leave on the
+    /// LAN from the leased address.
+    #[serde(default)]
+    pub service: Option<ServiceInfo>,
+}
+
+/// How a service's traffic passes its router.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceMode {
+    /// Forwarded connections are masqueraded toward the service (it sees the
+    /// router's Docker-side address for every client); the service's own
+    /// traffic leaves through Docker's gateway.
+    #[default]
+    Masquerade,
+    /// The service's default route points at the router (set by the host
+    /// driver in the service's namespace): it sees its clients' real
+    /// addresses, and its own traffic to the LAN and beyond leaves from the
+    /// leased address.
+    Gateway,
+}
+
+impl SourceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceMode::Masquerade => "masquerade",
+            SourceMode::Gateway => "gateway",
+        }
+    }
+}
+
+impl fmt::Display for SourceMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for SourceMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "masquerade" => Ok(SourceMode::Masquerade),
+            "gateway" => Ok(SourceMode::Gateway),
+            other => Err(format!(
+                "invalid source mode {other:?} (gateway or masquerade)"
+            )),
+        }
+    }
+}
+
+/// The service container a router stands for, as Docker names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// Container name, without Docker's leading '/'.
+    pub name: String,
+    /// Full container id (64 hex digits).
+    pub id: String,
+    /// The container's hostname (`$HOSTNAME` inside it: by default the
+    /// first 12 digits of the id).
+    pub hostname: String,
+    /// Its private address on the network it shares with the router.
+    pub address: Ipv4Addr,
+}
+
+impl ServiceInfo {
+    /// Checks what could otherwise reach a rule or a reply unchecked: the
+    /// name, id and hostname come from Docker, which takes them from users.
+    pub fn validate(&self) -> Result<(), String> {
+        let id_ok = self.id.len() <= 64 && self.id.bytes().all(|b| b.is_ascii_hexdigit());
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 255
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        let host_ok = self.hostname.len() <= 255
+            && self
+                .hostname
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if !id_ok {
+            return Err(format!("invalid container id {:?}", self.id));
+        }
+        if !name_ok {
+            return Err(format!("invalid container name {:?}", self.name));
+        }
+        if !host_ok {
+            return Err(format!("invalid container hostname {:?}", self.hostname));
+        }
+        let a = self.address;
+        if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
+            return Err(format!("service address {a} is not unicast"));
+        }
+        Ok(())
+    }
 }
 
 impl Plan {
@@ -152,6 +252,12 @@ impl Plan {
             return Err("client id must be 1 to 255 bytes".into());
         }
         validate_forwards(&self.forwards)?;
+        if let Some(s) = &self.service {
+            s.validate()?;
+        }
+        if self.source == SourceMode::Gateway && self.service.is_none() {
+            return Err("gateway mode needs the service's address".into());
+        }
         Ok(())
     }
 }
@@ -290,6 +396,9 @@ pub struct Status {
     pub forwards: Vec<ForwardStatus>,
     pub last_error: Option<String>,
     pub agent_version: String,
+    /// The plan's source mode (masquerade before a plan).
+    #[serde(default)]
+    pub source: SourceMode,
 }
 
 /// A request from the host driver to an agent.
@@ -364,6 +473,8 @@ mod tests {
                 Forward::parse("tcp:7000-7009=198.51.100.2:7000").unwrap(),
                 Forward::parse("udp:7005=198.51.100.2:7005").unwrap(),
             ],
+            source: Default::default(),
+            service: None,
         };
         assert!(p.validate().is_ok());
         p.forwards

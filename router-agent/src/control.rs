@@ -75,6 +75,7 @@ impl Snapshot {
             forwards,
             last_error: self.last_error.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
+            source: Default::default(),
         }
     }
 }

@@ -89,6 +89,8 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
         client_id: a.client_id.map(String::into_bytes),
         broadcast_flag: a.broadcast,
         forwards: a.forwards,
+        source: Default::default(),
+        service: None,
     };
     plan.validate().map_err(Error::Usage)?;
     let mut client = AgentClient::connect(&a.socket).await?;

@@ -514,6 +514,8 @@ mod tests {
             hostname: Some("svc".into()),
             broadcast_flag: false,
             forwards: Vec::new(),
+            source: Default::default(),
+            service: None,
         };
         // No client id in the plan keeps the derived one; forwards do not count.
         assert!(id.same(&plan));
