@@ -135,6 +135,45 @@ pub struct RouterInfo {
     pub labels: HashMap<String, String>,
 }
 
+/// A Docker bridge network's IPv4 side, as the host sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeNet {
+    pub id: String,
+    pub name: String,
+    /// The host's address on the network's bridge.
+    pub gateway: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// Docker's own published TCP ports of a container: (container port, host
+/// port), for bindings on all addresses (docker-mirror's default `hostIp`).
+pub fn published_tcp(c: &ContainerInspectResponse) -> Vec<(u16, u16)> {
+    let mut out: Vec<(u16, u16)> = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref())
+        .map(|ports| {
+            ports
+                .iter()
+                .filter_map(|(k, bindings)| {
+                    let private: u16 = k.strip_suffix("/tcp")?.parse().ok()?;
+                    let host = bindings.as_ref()?.iter().find_map(|b| {
+                        let ip = b.host_ip.as_deref().unwrap_or_default();
+                        if ip.is_empty() || ip == "0.0.0.0" {
+                            b.host_port.as_deref()?.parse::<u16>().ok()
+                        } else {
+                            None
+                        }
+                    })?;
+                    Some((private, host))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
 #[derive(Clone)]
 pub struct DockerClient {
     docker: Docker,
@@ -576,6 +615,79 @@ impl DockerClient {
             .collect())
     }
 
+    /// Bridge networks with an IPv4 gateway (where `watch` serves the
+    /// "who am I?" endpoint); internal networks have no gateway to serve on.
+    pub async fn bridge_networks(&self) -> Result<Vec<BridgeNet>, DockerError> {
+        let nets = self
+            .docker
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+            .await
+            .map_err(api("listing networks"))?;
+        Ok(nets
+            .into_iter()
+            .filter(|n| n.driver.as_deref() == Some("bridge") && n.internal != Some(true))
+            .flat_map(|n| {
+                let id = n.id.clone().unwrap_or_default();
+                let name = n.name.clone().unwrap_or_default();
+                n.ipam
+                    .and_then(|i| i.config)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(move |c| {
+                        let gateway: Ipv4Addr = c.gateway.as_deref()?.parse().ok()?;
+                        let (_, plen) = c.subnet.as_deref()?.split_once('/')?;
+                        let prefix_len: u8 = plen.parse().ok().filter(|p| (1..=30).contains(p))?;
+                        Some(BridgeNet {
+                            id: id.clone(),
+                            name: name.clone(),
+                            gateway,
+                            prefix_len,
+                        })
+                    })
+            })
+            .collect())
+    }
+
+    /// The containers on a network: (id, name, IPv4 address).
+    pub async fn network_members(
+        &self,
+        network_id: &str,
+    ) -> Result<Vec<(String, String, Ipv4Addr)>, DockerError> {
+        let n = self
+            .docker
+            .inspect_network(
+                network_id,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(api(format!("inspecting network {network_id}")))?;
+        Ok(n.containers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(id, ep)| {
+                let ip = ep
+                    .ipv4_address
+                    .as_deref()?
+                    .split('/')
+                    .next()?
+                    .parse()
+                    .ok()?;
+                Some((id, ep.name.unwrap_or_default(), ip))
+            })
+            .collect())
+    }
+
+    /// A container's IPv4 address on `network`.
+    pub async fn ip_on(&self, id: &str, network: &str) -> Result<Option<Ipv4Addr>, DockerError> {
+        let c = self.inspect(id).await?;
+        Ok(c.network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .and_then(|nets| nets.get(network))
+            .and_then(|ep| ep.ip_address.as_deref())
+            .and_then(|ip| ip.parse().ok()))
+    }
+
     /// The pid of a running container.
     pub async fn pid(&self, id: &str) -> Result<Option<u32>, DockerError> {
         let c = self.inspect(id).await?;
@@ -831,6 +943,25 @@ pub fn service_info(
         })
         .unwrap_or_default();
     let config = c.config.as_ref();
+    let gateways = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|nets| {
+            nets.iter()
+                .filter_map(|(name, ep)| {
+                    let gw: Ipv4Addr = ep.gateway.as_deref()?.parse().ok()?;
+                    Some((name.clone(), gw))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let sandbox = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.sandbox_key.clone())
+        .filter(|k| !k.is_empty())
+        .map(std::path::PathBuf::from);
     ServiceInfo {
         name: name_of(c),
         id: c.id.clone().unwrap_or_default(),
@@ -848,6 +979,10 @@ pub fn service_info(
             .unwrap_or_default(),
         labels,
         daemon_id: daemon_id.to_string(),
+        hostname: config.and_then(|c| c.hostname.clone()).unwrap_or_default(),
+        gateways,
+        pid: pid_of(c),
+        sandbox,
     }
 }
 

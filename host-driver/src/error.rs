@@ -63,6 +63,12 @@ pub enum Error {
     DoctorFound(usize),
     #[error("interrupted by {0}; everything this command had created was removed")]
     Interrupted(&'static str),
+    #[error("pointing {service}'s default route at its router: {source}")]
+    ServiceRoute {
+        service: String,
+        #[source]
+        source: crate::service_route::RouteError,
+    },
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]
@@ -106,6 +112,9 @@ impl Error {
                 "netcontainer keeps root-only state there; remove or fix {} (NETCONTAINER_RUN_DIR picks another place)",
                 path.display()
             )),
+            Error::ServiceRoute { .. } => Some(
+                "--source masquerade leaves the service's routes alone (clients then appear as the router)".into(),
+            ),
             Error::Name(e) => Some(e.hint().into()),
             Error::Docker(e) => e.hint(),
             Error::Plumb(e) => e.hint(),

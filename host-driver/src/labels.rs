@@ -13,6 +13,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::plan::{Mode, PortSpec, labels, parse_mac, parse_port_list};
 use crate::state::ServiceName;
+use netcontainer_proto::SourceMode;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("label {label}: {message}")]
@@ -62,6 +63,12 @@ fn get_mode(l: &HashMap<String, String>) -> Result<Option<Mode>, LabelError> {
         .transpose()
 }
 
+fn get_source(l: &HashMap<String, String>) -> Result<Option<SourceMode>, LabelError> {
+    get(l, labels::SOURCE)
+        .map(|v| v.parse().map_err(|e| err(labels::SOURCE, e)))
+        .transpose()
+}
+
 fn get_mac(l: &HashMap<String, String>) -> Result<Option<[u8; 6]>, LabelError> {
     get(l, labels::MAC)
         .map(|v| parse_mac(v).map_err(|e| err(labels::MAC, e)))
@@ -85,6 +92,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     labels::ARP_PROBE,
     labels::IDENTITY,
     labels::NETWORK,
+    labels::SOURCE,
 ];
 
 /// What a service's labels ask for.
@@ -101,6 +109,8 @@ pub struct ServiceLabels {
     pub arp_probe: bool,
     /// `netcontainer.network`: the service's network to forward to.
     pub network: Option<String>,
+    /// `netcontainer.source`: gateway or masquerade.
+    pub source: Option<SourceMode>,
     /// `netcontainer.*` keys that mean nothing on a service, sorted.
     pub unknown: Vec<String>,
 }
@@ -121,6 +131,7 @@ impl ServiceLabels {
             ports: get_ports(l)?,
             arp_probe: get_bool(l, labels::ARP_PROBE)?,
             network: get(l, labels::NETWORK).map(str::to_string),
+            source: get_source(l)?,
             unknown: unknown.into_iter().collect(),
         })
     }
@@ -137,6 +148,8 @@ pub struct RouterLabels {
     pub ports: Vec<PortSpec>,
     pub network: Option<String>,
     pub arp_probe: bool,
+    /// The source mode `up` was asked for (absent: derived each time).
+    pub source: Option<SourceMode>,
 }
 
 impl RouterLabels {
@@ -152,6 +165,7 @@ impl RouterLabels {
             ports: get_ports(l)?.unwrap_or_default(),
             network: get(l, labels::NETWORK).map(str::to_string),
             arp_probe: get_bool(l, labels::ARP_PROBE)?,
+            source: get_source(l)?,
         })
     }
 }

@@ -14,8 +14,10 @@ mod plumb;
 mod progress;
 mod registry;
 mod router;
+mod service_route;
 mod state;
 mod template;
+mod whoami;
 
 use std::process::ExitCode;
 

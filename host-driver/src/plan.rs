@@ -6,7 +6,7 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
-use netcontainer_proto::{Forward, Plan, Protocol, validate_hostname};
+use netcontainer_proto::{Forward, Plan, Protocol, SourceMode, validate_hostname};
 
 use crate::labels::ServiceLabels;
 
@@ -29,6 +29,8 @@ pub mod labels {
     pub const HOSTNAME: &str = "netcontainer.hostname";
     pub const PORTS: &str = "netcontainer.ports";
     pub const NETWORK: &str = "netcontainer.network";
+    /// `gateway` or `masquerade` (on a service, or recorded by `up`).
+    pub const SOURCE: &str = "netcontainer.source";
     /// Host directory bind-mounted into the router (socket, lease).
     pub const STATE_DIR: &str = "netcontainer.state-dir";
     /// On a service: `watch` gives it a router.
@@ -220,6 +222,13 @@ pub struct ServiceInfo {
     /// The Docker daemon's ID (`docker info`): part of a standalone
     /// container's identity, so the same name on two hosts is two identities.
     pub daemon_id: String,
+    /// `$HOSTNAME` inside the container.
+    pub hostname: String,
+    /// (network name, Docker's gateway on it), for every network that has one.
+    pub gateways: Vec<(String, Ipv4Addr)>,
+    /// The running container's pid and network namespace handle.
+    pub pid: Option<u32>,
+    pub sandbox: Option<std::path::PathBuf>,
 }
 
 /// Options of `up` (command line, falling back to the service's labels).
@@ -235,6 +244,9 @@ pub struct UpOptions {
     /// The service's network to forward to (`--network`, label
     /// `netcontainer.network`); default: the first by name.
     pub network: Option<String>,
+    /// `--source`, label `netcontainer.source`; default: gateway mode for
+    /// a service on one network, masquerade for one on several.
+    pub source: Option<SourceMode>,
 }
 
 /// Longest identity accepted (from the label).
@@ -304,6 +316,10 @@ pub struct RouterPlan {
     pub plan: Plan,
     /// Run the agent with `--arp-probe`.
     pub arp_probe: bool,
+    /// Whether the source mode was asked for (flag or label) rather than
+    /// derived: only then is it recorded on the router, so that a service
+    /// that joins or leaves networks gets the mode that fits it.
+    pub source_chosen: bool,
 }
 
 impl RouterPlan {
@@ -326,6 +342,9 @@ impl RouterPlan {
         ]);
         if self.arp_probe {
             l.insert(labels::ARP_PROBE.into(), "true".into());
+        }
+        if self.source_chosen {
+            l.insert(labels::SOURCE.into(), self.plan.source.as_str().into());
         }
         l
     }
@@ -542,6 +561,8 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
     let chosen = opts.network.clone().or(sl.network);
     let (network, service_ip) = network_of(svc, chosen.as_deref())?;
     let ports = ports_of(svc, &opts.publish)?;
+    let chosen_source = opts.source.or(sl.source);
+    let source = source_mode(svc, chosen_source)?;
     let plan = Plan {
         interface: LAN_IF.into(),
         hostname: Some(hostname),
@@ -550,8 +571,13 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         client_id: Some(client_id(&identity)),
         broadcast_flag: needs_broadcast_flag(mode),
         forwards: forwards(&ports, service_ip),
-        source: Default::default(),
-        service: None,
+        source,
+        service: Some(netcontainer_proto::ServiceInfo {
+            name: svc.name.clone(),
+            id: svc.id.clone(),
+            hostname: svc.hostname.clone(),
+            address: service_ip,
+        }),
     };
     plan.validate().map_err(PlanError::Invalid)?;
     Ok(RouterPlan {
@@ -567,7 +593,32 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         ports,
         plan,
         arp_probe: opts.arp_probe || sl.arp_probe,
+        source_chosen: chosen_source.is_some(),
     })
+}
+
+/// The source mode: as chosen, else gateway mode for a service on one
+/// network. A service on several networks has several default-route
+/// candidates and peers on each; pointing its one default route at a router
+/// on one of them would cut the others' replies short, so it keeps
+/// masquerade mode, and asking for gateway mode is refused.
+pub fn source_mode(svc: &ServiceInfo, chosen: Option<SourceMode>) -> Result<SourceMode, PlanError> {
+    let networks = svc
+        .networks
+        .iter()
+        .filter(|(_, ip)| !ip.is_unspecified())
+        .count();
+    match chosen {
+        Some(SourceMode::Gateway) if networks > 1 => Err(PlanError::Invalid(format!(
+            "{} is on {networks} networks: gateway mode needs a service on one \
+             (use --source masquerade, or label {}=masquerade)",
+            svc.name,
+            labels::SOURCE
+        ))),
+        Some(m) => Ok(m),
+        None if networks > 1 => Ok(SourceMode::Masquerade),
+        None => Ok(SourceMode::Gateway),
+    }
 }
 
 /// RFC 2131 section 4.1: a client that cannot receive unicast IP datagrams
@@ -628,6 +679,8 @@ mod tests {
             published: vec![],
             labels: HashMap::new(),
             daemon_id: "DAEMON-A".into(),
+            hostname: "abc".into(),
+            ..Default::default()
         }
     }
 
@@ -874,6 +927,52 @@ mod tests {
         .to_string();
         assert!(
             e.contains("not on network nope") && e.contains("alpha, zeta"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn gateway_mode_by_default_masquerade_on_several_networks() {
+        let rp = derive(&web1(), &opts()).unwrap();
+        assert_eq!(rp.plan.source, SourceMode::Gateway);
+        assert!(!rp.source_chosen);
+        assert!(!rp.labels().contains_key(labels::SOURCE));
+        let svc = rp.plan.service.as_ref().unwrap();
+        assert_eq!(
+            (svc.name.as_str(), svc.hostname.as_str(), svc.address),
+            ("web1", "abc", Ipv4Addr::new(198, 51, 100, 2))
+        );
+        assert_eq!(rp.plan.gateway_for(), Some(Ipv4Addr::new(198, 51, 100, 2)));
+        // Asked for, by flag or label: recorded on the router.
+        let mut o = opts();
+        o.source = Some(SourceMode::Masquerade);
+        let rp = derive(&web1(), &o).unwrap();
+        assert_eq!(rp.plan.source, SourceMode::Masquerade);
+        assert_eq!(rp.plan.gateway_for(), None);
+        assert_eq!(rp.labels()[labels::SOURCE], "masquerade");
+        let mut svc = web1();
+        svc.labels
+            .insert(labels::SOURCE.into(), "masquerade".into());
+        assert_eq!(
+            derive(&svc, &opts()).unwrap().plan.source,
+            SourceMode::Masquerade
+        );
+        svc.labels.insert(labels::SOURCE.into(), "nat".into());
+        let e = derive(&svc, &opts()).unwrap_err().to_string();
+        assert!(e.contains(labels::SOURCE) && e.contains("\"nat\""), "{e}");
+        // Two networks: masquerade unless gateway is asked for, which is refused.
+        let mut two = web1();
+        two.networks
+            .push(("other".into(), Ipv4Addr::new(198, 51, 100, 20)));
+        assert_eq!(
+            derive(&two, &opts()).unwrap().plan.source,
+            SourceMode::Masquerade
+        );
+        let mut o = opts();
+        o.source = Some(SourceMode::Gateway);
+        let e = derive(&two, &o).unwrap_err().to_string();
+        assert!(
+            e.contains("2 networks") && e.contains("--source masquerade"),
             "{e}"
         );
     }

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use netcontainer_proto::{Plan, Request, Response, Status};
+use netcontainer_proto::{Plan, Request, Response, SourceMode, Status};
 use tokio::sync::watch;
 
 use crate::agent_client::{AgentClient, unexpected};
@@ -82,6 +82,7 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         mac: l.mac.filter(|_| l.mode != Some(Mode::Ipvlan)),
         arp_probe: l.arp_probe,
         network: l.network,
+        source: l.source,
     })
 }
 
@@ -113,6 +114,8 @@ pub enum Healed {
     Started,
     Replumbed,
     PlanSent,
+    /// A gateway-mode service's default route was pointed at its router.
+    Routed,
 }
 
 impl Driver {
@@ -192,6 +195,7 @@ impl Driver {
         // of a Docker call, so what was created is always known.
         let result = self
             .create(
+                svc,
                 &parent,
                 &rp,
                 &name,
@@ -214,6 +218,7 @@ impl Driver {
     #[allow(clippy::too_many_arguments)]
     async fn create(
         &self,
+        svc: &ServiceInfo,
         parent: &Parent,
         rp: &RouterPlan,
         name: &ServiceName,
@@ -262,6 +267,12 @@ impl Driver {
                 e = on_interrupt(interrupt) => return Err(e),
             };
             if status.lease.is_some() {
+                // Last: a failure before this leaves the service's routes
+                // as Docker made them, so rolling back never has to restore.
+                if rp.plan.source == SourceMode::Gateway {
+                    progress.phase("routing the service through its router");
+                    self.route_service_via(svc, &id, &rp.network).await?;
+                }
                 return Ok(status);
             }
             let state = status.state.to_string();
@@ -333,6 +344,7 @@ impl Driver {
                 .await?;
             apply(&mut client, &desired).await?;
             tracing::info!(service = %svc.name, router = %r.name, "router re-plumbed and plan sent");
+            self.route_if_gateway(r, svc, &desired).await?;
             return Ok(Healed::Replumbed);
         }
         let current: Vec<_> = status
@@ -346,17 +358,137 @@ impl Driver {
                 target_port: f.target_port,
             })
             .collect();
-        if current != desired.forwards || status.hostname != desired.hostname {
+        if current != desired.forwards
+            || status.hostname != desired.hostname
+            || status.source != desired.source
+        {
             apply(&mut client, &desired).await?;
             tracing::info!(service = %svc.name, forwards = desired.forwards.len(), "plan updated");
             did = Healed::PlanSent;
         }
+        if self.route_if_gateway(r, svc, &desired).await? && did == Healed::Nothing {
+            did = Healed::Routed;
+        }
         Ok(did)
+    }
+
+    /// Gateway mode: points a running service's default route at its router
+    /// (a restarted service has a fresh namespace, a restarted router may
+    /// have a new address). Returns whether it changed anything.
+    async fn route_if_gateway(
+        &self,
+        r: &RouterInfo,
+        svc: &ServiceInfo,
+        plan: &Plan,
+    ) -> Result<bool, Error> {
+        if plan.source != SourceMode::Gateway || !svc.running {
+            return Ok(false);
+        }
+        let network = options_of(r)?
+            .network
+            .or_else(|| plan::network_of(svc, None).ok().map(|(n, _)| n))
+            .unwrap_or_default();
+        self.route_service_via(svc, &r.id, &network).await
+    }
+
+    /// Points `svc`'s default route at router `router_id`'s address on
+    /// `network`. Returns whether it changed anything.
+    async fn route_service_via(
+        &self,
+        svc: &ServiceInfo,
+        router_id: &str,
+        network: &str,
+    ) -> Result<bool, Error> {
+        let route_err = |source| Error::ServiceRoute {
+            service: svc.name.clone(),
+            source,
+        };
+        let Some(via) = self.docker.ip_on(router_id, network).await? else {
+            return Err(Error::RouterDied(router_id.to_string()));
+        };
+        let Some(pid) = svc.pid else {
+            return Ok(false);
+        };
+        // Opened by pid, then the pid checked again: a recycled pid cannot
+        // redirect the change into another process's namespace.
+        let ns = crate::plumb::open_netns(pid, svc.sandbox.as_deref())?;
+        if self.docker.pid(&svc.id).await? != Some(pid) {
+            tracing::info!(service = %svc.name, "service restarted meanwhile; its route is set on the next heal");
+            return Ok(false);
+        }
+        let replaced = crate::service_route::point_default(ns, via)
+            .await
+            .map_err(route_err)?;
+        if let Some(old) = replaced {
+            tracing::info!(service = %svc.name, via = %via, previous = %old, "service's default route points at its router");
+        }
+        Ok(replaced.is_some())
+    }
+
+    /// Gives a gateway-mode service its Docker default route back (before its
+    /// router goes). Only a default route that points at this router is
+    /// changed; a service that is gone or stopped has nothing to restore.
+    async fn unroute_service(&self, r: &RouterInfo) {
+        let Ok(l) = RouterLabels::parse(&r.labels) else {
+            return;
+        };
+        let Some(service_id) = l.service_id.filter(|s| !s.is_empty()) else {
+            return;
+        };
+        let Ok(svc) = self.docker.service(&service_id).await else {
+            return;
+        };
+        let (Some(pid), true) = (svc.pid, svc.running) else {
+            return;
+        };
+        let network = l
+            .network
+            .or_else(|| plan::network_of(&svc, None).ok().map(|(n, _)| n))
+            .unwrap_or_default();
+        let Some(docker_gw) = svc
+            .gateways
+            .iter()
+            .find(|(n, _)| *n == network)
+            .map(|(_, g)| *g)
+        else {
+            return;
+        };
+        let router_ip: Option<std::net::Ipv4Addr> =
+            self.docker.ip_on(&r.id, &network).await.unwrap_or_default();
+        let Ok(ns) = crate::plumb::open_netns(pid, svc.sandbox.as_deref()) else {
+            return;
+        };
+        let Ok(ns2) = ns.try_clone() else {
+            return;
+        };
+        let current = match crate::service_route::default_gateway(ns).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(service = %svc.name, error = %e, "cannot read the service's default route");
+                return;
+            }
+        };
+        // Ours: via this router, or via an address that is no longer
+        // Docker's gateway (a router address from before a restart).
+        let ours = current.is_some_and(|g| Some(g) == router_ip || g != docker_gw);
+        if !ours || self.docker.pid(&svc.id).await.ok().flatten() != Some(pid) {
+            return;
+        }
+        match crate::service_route::restore_default(ns2, docker_gw).await {
+            Ok(true) => {
+                tracing::info!(service = %svc.name, via = %docker_gw, "service's default route restored to Docker's gateway")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(service = %svc.name, error = %e, "restoring the service's default route failed")
+            }
+        }
     }
 
     /// Stops (the agent releases its lease) and removes a router and its
     /// host directory.
     pub async fn down(&self, r: &RouterInfo, grace_secs: i32) -> Result<(), Error> {
+        self.unroute_service(r).await;
         self.docker.remove(&r.id, grace_secs).await?;
         state::remove_service_dir(&r.service)
     }

@@ -238,6 +238,14 @@ impl ServiceInfo {
 }
 
 impl Plan {
+    /// The service's address when the plan is in gateway mode.
+    pub fn gateway_for(&self) -> Option<Ipv4Addr> {
+        match (self.source, &self.service) {
+            (SourceMode::Gateway, Some(s)) => Some(s.address),
+            _ => None,
+        }
+    }
+
     /// Checks everything that can be checked without touching the system.
     pub fn validate(&self) -> Result<(), String> {
         if self.interface.is_empty() || self.interface.len() > 15 || self.interface.contains('/') {

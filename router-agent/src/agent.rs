@@ -100,6 +100,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         let fw = fw.clone();
         Box::pin(async move { fw.counters(&forwards).await.map_err(|e| e.to_string()) })
     });
+    tokio::spawn(crate::whoami::serve(snap_rx.clone()));
     tokio::spawn(control::serve(listener, snap_rx, cmd_tx, counters));
     tracing::info!(socket = %opts.socket.display(), "waiting for a plan");
 
@@ -220,7 +221,12 @@ impl Core {
             // Same lease, new forwards: replace the rules now.
             if let Err(e) = self
                 .firewall
-                .apply(&plan.interface, &plan.forwards, lease.address)
+                .apply(
+                    &plan.interface,
+                    &plan.forwards,
+                    lease.address,
+                    plan.gateway_for(),
+                )
                 .await
             {
                 let msg = format!("forwards not applied, previous rules kept: {e}");
@@ -241,7 +247,14 @@ impl Core {
             }
             self.last_error = None;
         }
-        tracing::info!(interface = %plan.interface, forwards = plan.forwards.len(), "plan applied");
+        if let Err(e) = self.netconf.service_rule(plan.gateway_for()).await {
+            let msg = format!("routing the service's traffic: {e}");
+            self.last_error = Some(msg.clone());
+            self.publish();
+            return Response::Error(msg);
+        }
+        tracing::info!(interface = %plan.interface, forwards = plan.forwards.len(),
+            source = %plan.source, "plan applied");
         if let Err(e) = self.plans.save(&plan) {
             tracing::warn!(error = %e, "cannot save the plan; a restarted agent will wait for the driver");
         }
@@ -367,9 +380,10 @@ impl Core {
                 .as_ref()
                 .map(|p| p.forwards.as_slice())
                 .unwrap_or_default();
+            let gateway_for = self.plan.as_ref().and_then(Plan::gateway_for);
             if let Err(e) = self
                 .firewall
-                .apply(&iface.name, forwards, lease.address)
+                .apply(&iface.name, forwards, lease.address, gateway_for)
                 .await
             {
                 error.get_or_insert(format!("applying forwards: {e}"));
@@ -431,6 +445,8 @@ impl Core {
             lease: self.lease.clone(),
             forwards: plan.map(|p| p.forwards.clone()).unwrap_or_default(),
             last_error: self.last_error.clone(),
+            source: plan.map(|p| p.source).unwrap_or_default(),
+            service: plan.and_then(|p| p.service.clone()),
         };
         self.snapshot.send_replace(snap);
     }
@@ -449,6 +465,9 @@ impl Core {
         }
         if let Err(e) = self.firewall.remove().await {
             tracing::warn!(error = %e, "removing the firewall table failed");
+        }
+        if let Err(e) = self.netconf.service_rule(None).await {
+            tracing::warn!(error = %e, "removing the service's routing rule failed");
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct Snapshot {
     /// The forwards are in the kernel (a lease is held and the rules applied).
     pub rules_active: bool,
     pub last_error: Option<String>,
+    /// The plan's source mode and service (for status and the "who am I?"
+    /// endpoint).
+    pub source: netcontainer_proto::SourceMode,
+    pub service: Option<netcontainer_proto::ServiceInfo>,
 }
 
 impl Snapshot {
@@ -54,6 +58,8 @@ impl Snapshot {
             forwards: Vec::new(),
             rules_active: false,
             last_error: None,
+            source: Default::default(),
+            service: None,
         }
     }
 
@@ -75,7 +81,7 @@ impl Snapshot {
             forwards,
             last_error: self.last_error.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
-            source: Default::default(),
+            source: self.source,
         }
     }
 }

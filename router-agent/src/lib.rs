@@ -8,6 +8,7 @@
 //!   an nftables backend.
 //! - [`control`]: the Unix control socket.
 //! - [`sysctl`]: forwarding and reverse-path filtering, set at start.
+//! - [`whoami`]: the "who am I?" endpoint on the Docker side.
 //! - [`agent`]: ties them together.
 
 pub mod agent;
@@ -18,3 +19,4 @@ pub mod netconf;
 pub mod store;
 pub mod supervise;
 pub mod sysctl;
+pub mod whoami;

@@ -259,6 +259,17 @@ impl Netconf {
         Ok(())
     }
 
+    /// Gateway mode: `from SERVICE lookup <our table>`, so that the
+    /// service's replies and its own traffic (the router is its default
+    /// route) leave on the LAN; `None` removes it. While no lease fills our
+    /// table the lookup falls through to the main table (Docker's gateway).
+    pub async fn service_rule(&self, service: Option<Ipv4Addr>) -> Result<(), NetconfError> {
+        match service {
+            Some(a) => self.add_rule(Some(a), None, RULE_PRIORITY + 2).await,
+            None => self.del_rules_at(RULE_PRIORITY + 2).await,
+        }
+    }
+
     async fn add_rule(
         &self,
         from: Option<Ipv4Addr>,

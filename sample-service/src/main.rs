@@ -6,8 +6,15 @@
 //! ```
 //!
 //! Every HTTP port answers any request with `hello from NAME (port P)`, where
-//! NAME is `$SAMPLE_NAME`, else the container's hostname. Every UDP port
-//! echoes what it receives. Default: `--http 80`.
+//! NAME is `$SAMPLE_NAME`, else the container's hostname, except `GET /peer`,
+//! answered with the client's address and port as the service sees them
+//! (`ADDR:PORT`). Every UDP port echoes what it receives, except the
+//! datagram `peer`, answered with the sender's `ADDR:PORT`. Default:
+//! `--http 80`.
+//!
+//! `netcontainer-sample fetch ADDR:PORT[/PATH]` is a client: one HTTP/1.0
+//! GET (5 s bounds), the body on stdout; exit 1 on any failure. The tests run
+//! it inside a service to see where its own connections come from.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
@@ -37,7 +44,7 @@ fn name() -> String {
         .unwrap_or_else(|| "sample".into())
 }
 
-fn serve_http(mut s: TcpStream, body: &str) {
+fn serve_http(mut s: TcpStream, hello: &str) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let mut buf = [0u8; 4096];
     let mut seen = Vec::new();
@@ -48,6 +55,12 @@ fn serve_http(mut s: TcpStream, body: &str) {
             Ok(n) => seen.extend_from_slice(&buf[..n]),
         }
     }
+    let peer = s.peer_addr().map(|a| format!("{a}\n")).unwrap_or_default();
+    let body = if seen.starts_with(b"GET /peer ") {
+        peer.as_str()
+    } else {
+        hello
+    };
     let resp = format!(
         "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -55,7 +68,47 @@ fn serve_http(mut s: TcpStream, body: &str) {
     let _ = s.write_all(resp.as_bytes());
 }
 
+fn fetch(target: &str) -> Result<String, String> {
+    let (host, path) = match target.find('/') {
+        Some(i) => (&target[..i], &target[i..]),
+        None => (target, "/"),
+    };
+    let addr: std::net::SocketAddr = host
+        .parse()
+        .map_err(|_| format!("invalid address {host:?} (ADDR:PORT)"))?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connecting to {addr}: {e}"))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .map_err(|e| format!("reading from {addr}: {e}"))?;
+    let text = String::from_utf8_lossy(&out);
+    match text.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.") && head.contains(" 200 ") => {
+            Ok(body.to_string())
+        }
+        _ => Err(format!("unexpected answer from {addr}: {text:?}")),
+    }
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("fetch") {
+        return match std::env::args().nth(2).as_deref().map(fetch) {
+            Some(Ok(body)) => {
+                print!("{body}");
+                ExitCode::SUCCESS
+            }
+            Some(Err(e)) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+            None => {
+                eprintln!("usage: netcontainer-sample fetch ADDR:PORT[/PATH]");
+                ExitCode::from(2)
+            }
+        };
+    }
     let mut http = Vec::new();
     let mut udp = Vec::new();
     let mut args = std::env::args().skip(1);
@@ -118,7 +171,11 @@ fn main() -> ExitCode {
         threads.push(std::thread::spawn(move || {
             let mut buf = [0u8; 65536];
             while let Ok((n, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(&buf[..n], from);
+                if &buf[..n] == b"peer" {
+                    let _ = s.send_to(from.to_string().as_bytes(), from);
+                } else {
+                    let _ = s.send_to(&buf[..n], from);
+                }
             }
         }));
     }

@@ -28,6 +28,8 @@ pub struct DnsmasqOpts {
     pub router: Ipv4Addr,
     /// Extra command line arguments.
     pub extra: Vec<String>,
+    /// The subnet mask handed out with the range.
+    pub netmask: Ipv4Addr,
 }
 
 impl Default for DnsmasqOpts {
@@ -39,6 +41,7 @@ impl Default for DnsmasqOpts {
             dns_port: 53,
             router: Ipv4Addr::new(192, 0, 2, 1),
             extra: Vec::new(),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
         }
     }
 }
@@ -77,8 +80,8 @@ impl Dnsmasq {
             "--bind-interfaces".into(),
             "--dhcp-authoritative".into(),
             format!(
-                "--dhcp-range={},{},255.255.255.0,{}",
-                opts.range.0, opts.range.1, opts.lease_secs
+                "--dhcp-range={},{},{},{}",
+                opts.range.0, opts.range.1, opts.netmask, opts.lease_secs
             ),
             format!("--dhcp-option=option:router,{}", opts.router),
             format!("--dhcp-leasefile={}", p("leases")),

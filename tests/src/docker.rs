@@ -59,6 +59,15 @@ pub const LAN_NET: &str = "203.0.113.0/24";
 pub const LAN_GATEWAY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 /// The LAN client's address.
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// [`DockerBed::routed`]: the LAN namespace's address on the other subnet.
+pub const REMOTE_GATEWAY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 129);
+/// [`DockerBed::routed`]: the client on the other subnet (203.0.113.128/25).
+pub const REMOTE_CLIENT: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 130);
+/// [`DockerBed::routed`]: dnsmasq's range on the /25 LAN.
+pub const ROUTED_POOL: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(203, 0, 113, 50),
+    Ipv4Addr::new(203, 0, 113, 120),
+);
 /// dnsmasq's dynamic range.
 pub const POOL: (Ipv4Addr, Ipv4Addr) = (
     Ipv4Addr::new(203, 0, 113, 50),
@@ -293,6 +302,8 @@ pub struct DockerBed {
     pub dnsmasq: Dnsmasq,
     /// LAN client namespace, 203.0.113.10/24 on the bridge.
     pub client: Arc<Netns>,
+    /// [`DockerBed::routed`]: the client on the other subnet.
+    pub remote: Option<Arc<Netns>>,
     /// LAN namespace (bridge br0 = 203.0.113.1/24).
     pub lan: Arc<Netns>,
     pub tmp: TempDir,
@@ -393,6 +404,18 @@ impl DockerBed {
     /// of 198.51.100.0/24, slot `index` of the 2^(prefix_len-24) slots or the next free
     /// one (for tests with many services: a service and its router take two addresses).
     pub fn with_network_prefix(index: u8, lock: SuiteLock, prefix_len: u8) -> DockerBed {
+        Self::build(index, lock, prefix_len, false)
+    }
+
+    /// [`DockerBed::with_lock`] with a client on another subnet: the LAN is
+    /// 203.0.113.0/25 (pool [`ROUTED_POOL`]) and the LAN namespace routes
+    /// 203.0.113.128/25, where [`DockerBed::remote`] is [`REMOTE_CLIENT`]. The whole /24
+    /// stays inside the bed's blackhole.
+    pub fn routed(index: u8, lock: SuiteLock) -> DockerBed {
+        Self::build(index, lock, 28, true)
+    }
+
+    fn build(index: u8, lock: SuiteLock, prefix_len: u8, routed: bool) -> DockerBed {
         assert!(
             (25..=28).contains(&prefix_len),
             "network prefix /{prefix_len} not in /25../28"
@@ -411,19 +434,59 @@ impl DockerBed {
         );
         let tmp = TempDir::new("docker");
         let lan = Arc::new(Netns::new(&format!("{id}lan")).expect("create LAN netns"));
-        crate::bed::add_bridge(&lan, Some(&format!("{LAN_GATEWAY}/24")));
+        let plen = if routed { 25 } else { 24 };
+        crate::bed::add_bridge(&lan, Some(&format!("{LAN_GATEWAY}/{plen}")));
         let client = Arc::new(Netns::new(&format!("{id}cli")).expect("create client netns"));
-        crate::bed::plug(&lan, "cli", &client, "eth0", Some(&format!("{CLIENT}/24")));
+        crate::bed::plug(
+            &lan,
+            "cli",
+            &client,
+            "eth0",
+            Some(&format!("{CLIENT}/{plen}")),
+        );
+        let remote = routed.then(|| {
+            let remote = Arc::new(Netns::new(&format!("{id}rc")).expect("create remote netns"));
+            lan.ip(&[
+                "link",
+                "add",
+                "rem",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                remote.name(),
+            ]);
+            lan.ip(&["addr", "add", &format!("{REMOTE_GATEWAY}/25"), "dev", "rem"]);
+            lan.ip(&["link", "set", "rem", "up"]);
+            remote.ip(&["addr", "add", &format!("{REMOTE_CLIENT}/25"), "dev", "eth0"]);
+            remote.ip(&["link", "set", "eth0", "up"]);
+            remote.ip(&[
+                "route",
+                "add",
+                "default",
+                "via",
+                &REMOTE_GATEWAY.to_string(),
+            ]);
+            crate::service::enable_forwarding(&lan);
+            remote
+        });
 
         let dnsmasq = Dnsmasq::start(
             &lan,
             DnsmasqOpts {
-                range: POOL,
+                range: if routed { ROUTED_POOL } else { POOL },
                 lease_secs: 600,
                 domain: None,
                 dns_port: 0,
                 router: LAN_GATEWAY,
                 extra: Vec::new(),
+                netmask: if routed {
+                    Ipv4Addr::new(255, 255, 255, 128)
+                } else {
+                    Ipv4Addr::new(255, 255, 255, 0)
+                },
             },
         );
         let mut bed = DockerBed {
@@ -434,6 +497,7 @@ impl DockerBed {
             id,
             dnsmasq,
             client,
+            remote,
             lan,
             tmp,
             containers: Mutex::new(Vec::new()),

@@ -31,8 +31,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -253,6 +253,79 @@ impl BannerServer {
                 thread: Some(thread),
             },
         }
+    }
+}
+
+/// An HTTP server on `port` of `ns` that answers every request with the
+/// client's address and port as it sees them (`ADDR:PORT\n`) and records the
+/// client addresses: where a service's own connections come from.
+pub struct PeerServer {
+    pub seen: Arc<Mutex<Vec<std::net::SocketAddr>>>,
+    _worker: Worker,
+}
+
+impl PeerServer {
+    pub fn start(ns: &Netns, port: u16) -> PeerServer {
+        let l = ns
+            .run_in(|| {
+                let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, port))
+                    .unwrap_or_else(|e| panic!("bind tcp {port} in netns: {e}"));
+                l.set_nonblocking(true).unwrap();
+                l
+            })
+            .expect("enter netns");
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (s, log) = (stop.clone(), seen.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Ok((mut c, peer)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                log.lock().unwrap().push(peer);
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                let _ = c.set_write_timeout(Some(Duration::from_secs(1)));
+                // The request head (bounded), then the answer.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = format!("{peer}\n");
+                let _ = c.write_all(
+                    format!(
+                        "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        PeerServer {
+            seen,
+            _worker: Worker {
+                stop,
+                thread: Some(thread),
+            },
+        }
+    }
+
+    /// The client addresses seen so far.
+    pub fn clients(&self) -> Vec<Ipv4Addr> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|a| match a.ip() {
+                std::net::IpAddr::V4(v) => Some(v),
+                _ => None,
+            })
+            .collect()
     }
 }
 

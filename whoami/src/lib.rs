@@ -54,12 +54,24 @@ impl From<netcontainer_proto::SourceMode> for Mode {
     }
 }
 
-/// One published port: private (in the container) to public (outside).
+/// Published ports: `count` consecutive private ports (in the container)
+/// from `private_port`, reached on as many public ports from `public_port`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct PortMap {
     pub protocol: Protocol,
     pub private_port: u16,
     pub public_port: u16,
+    pub count: u16,
+}
+
+impl PortMap {
+    /// The public port of `private`, if this map covers it.
+    pub fn public_of(&self, private: u16) -> Option<u16> {
+        let off = private.checked_sub(self.private_port)?;
+        (off < self.count)
+            .then(|| self.public_port.checked_add(off))
+            .flatten()
+    }
 }
 
 /// What a caller may learn about one container.
@@ -95,8 +107,8 @@ impl Container {
     pub fn public_tcp_port(&self, port: u16) -> Option<u16> {
         self.forwards
             .iter()
-            .find(|f| f.protocol == Protocol::Tcp && f.private_port == port)
-            .map(|f| f.public_port)
+            .filter(|f| f.protocol == Protocol::Tcp)
+            .find_map(|f| f.public_of(port))
     }
 }
 
@@ -326,11 +338,19 @@ mod tests {
                     protocol: Protocol::Tcp,
                     private_port: 8080,
                     public_port: 80,
+                    count: 1,
+                },
+                PortMap {
+                    protocol: Protocol::Tcp,
+                    private_port: 9000,
+                    public_port: 7000,
+                    count: 10,
                 },
                 PortMap {
                     protocol: Protocol::Udp,
                     private_port: 53,
                     public_port: 53,
+                    count: 1,
                 },
             ],
             lease_expires_in_secs: Some(600),
@@ -404,6 +424,9 @@ mod tests {
         assert_eq!(c.public_tcp_port(8080), Some(80));
         assert_eq!(c.public_tcp_port(80), None);
         assert_eq!(c.public_tcp_port(53), None, "TCP only");
+        assert_eq!(c.public_tcp_port(9000), Some(7000));
+        assert_eq!(c.public_tcp_port(9009), Some(7009));
+        assert_eq!(c.public_tcp_port(9010), None);
     }
 
     #[tokio::test]

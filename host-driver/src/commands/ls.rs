@@ -38,7 +38,7 @@ pub struct OutputArgs {
     #[arg(short, long, conflicts_with = "format")]
     pub quiet: bool,
     /// Go-template-style format, as for docker ps: {{.Service}}, {{.Address}},
-    /// {{.Ports}}, {{.Lease}}, {{.State}}, {{.Mode}}, {{.Identity}},
+    /// {{.Ports}}, {{.Lease}}, {{.State}}, {{.Mode}}, {{.Source}}, {{.Identity}},
     /// {{.Router}}, {{.Parent}}, {{.Mac}}, {{json .}}; a leading `table`
     /// adds a header and aligns tab-separated columns.
     #[arg(long, value_name = "TEMPLATE")]
@@ -73,6 +73,9 @@ pub struct Entry {
     pub mac: Option<String>,
     /// What the MAC and client id derive from (see `plan::identity_of`).
     pub identity: String,
+    /// `gateway` or `masquerade` (the agent's plan); null when it does not
+    /// answer.
+    pub source: Option<String>,
     /// The agent's status; null when it does not answer.
     pub agent: Option<Status>,
 }
@@ -110,6 +113,7 @@ pub async fn entries(
                 None => label(labels::MAC),
             },
             identity: crate::router::router_identity(&r),
+            source: agent.as_ref().map(|s| s.source.to_string()),
             agent,
         });
     }
@@ -187,8 +191,8 @@ impl Entry {
 
 impl Fields for Entry {
     const NAMES: &'static [&'static str] = &[
-        "Service", "Address", "Ports", "Lease", "State", "Mode", "Identity", "Router", "Parent",
-        "Mac",
+        "Service", "Address", "Ports", "Lease", "State", "Mode", "Source", "Identity", "Router",
+        "Parent", "Mac",
     ];
 
     fn field(&self, name: &str) -> Option<String> {
@@ -199,6 +203,7 @@ impl Fields for Entry {
             "Lease" => self.lease(),
             "State" => self.state(),
             "Mode" => Entry::opt(&self.mode),
+            "Source" => Entry::opt(&self.source),
             "Identity" => output::safe(&self.identity).into_owned(),
             "Router" => output::safe(&self.router).into_owned(),
             "Parent" => Entry::opt(&self.parent),
@@ -212,17 +217,21 @@ impl Fields for Entry {
     }
 }
 
-const COLUMNS: [&str; 6] = ["SERVICE", "ADDRESS", "PORTS", "LEASE", "STATE", "MODE"];
+const COLUMNS: [&str; 7] = [
+    "SERVICE", "ADDRESS", "PORTS", "LEASE", "STATE", "MODE", "SOURCE",
+];
 
 /// The aligned table; the STATE column coloured when `colour` (a terminal).
 pub fn table(entries: &[Entry], colour: bool) -> String {
     let mut rows = vec![COLUMNS.iter().map(|c| c.to_string()).collect::<Vec<_>>()];
     for e in entries {
         rows.push(
-            ["Service", "Address", "Ports", "Lease", "State", "Mode"]
-                .iter()
-                .map(|f| e.field(f).unwrap_or_default())
-                .collect(),
+            [
+                "Service", "Address", "Ports", "Lease", "State", "Mode", "Source",
+            ]
+            .iter()
+            .map(|f| e.field(f).unwrap_or_default())
+            .collect(),
         );
     }
     let paint = |s: &str| {
@@ -274,6 +283,7 @@ mod tests {
             mode: Some("macvlan".into()),
             mac: Some("02:00:00:00:00:01".into()),
             identity: format!("D/{service}\u{1b}[31m"),
+            source: running.then(|| "gateway".into()),
             agent: running.then(|| Status {
                 state: if bound {
                     State::Bound
@@ -315,19 +325,19 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
-            "SERVICE  ADDRESS       PORTS                        LEASE  STATE           MODE"
+            "SERVICE  ADDRESS       PORTS                        LEASE  STATE           MODE     SOURCE"
         );
         assert_eq!(
             lines[1],
-            "web1     203.0.113.57  80->8080/tcp, 7000-7009/udp  580s   bound           macvlan"
+            "web1     203.0.113.57  80->8080/tcp, 7000-7009/udp  580s   bound           macvlan  gateway"
         );
         assert_eq!(
             lines[2],
-            "db       -             80->8080/tcp, 7000-7009/udp  -      selecting       macvlan"
+            "db       -             80->8080/tcp, 7000-7009/udp  -      selecting       macvlan  gateway"
         );
         assert_eq!(
             lines[3],
-            "gone     -             -                            -      router-stopped  macvlan"
+            "gone     -             -                            -      router-stopped  macvlan  -"
         );
         assert!(!t.contains('\u{1b}'), "no colour off a terminal");
         let c = table(&list, true);

@@ -60,6 +60,17 @@ pub async fn run(a: StatusArgs) -> Result<(), Error> {
             output::safe(entry.mode.as_deref().unwrap_or("macvlan"))
         );
     }
+    if let Some(src) = &entry.source {
+        println!(
+            "source:     {} ({})",
+            output::safe(src),
+            if src == "gateway" {
+                "the service sees its clients' addresses and leaves from its LAN address"
+            } else {
+                "clients appear as the router; the service leaves through Docker"
+            }
+        );
+    }
     match &entry.agent {
         Some(s) => print!("{}", output::status_text(s)),
         None => println!("agent:      not answering"),

@@ -17,7 +17,8 @@ use crate::state::ServiceName;
 #[command(after_help = "Examples:\n  \
     netcontainer up web1 --parent eth0\n  \
     netcontainer up web1 --parent eth0 --publish 80:8080/tcp --publish 5353:53/udp\n  \
-    netcontainer up web1 --parent eth0 --mode ipvlan --hostname shop")]
+    netcontainer up web1 --parent eth0 --mode ipvlan --hostname shop\n  \
+    netcontainer up web1 --parent eth0 --source masquerade")]
 pub struct UpArgs {
     /// The service container (name or ID); it must be running.
     container: String,
@@ -50,6 +51,14 @@ pub struct UpArgs {
     /// the service's label netcontainer.network, else the first by name.
     #[arg(long)]
     network: Option<String>,
+    /// How the service's traffic passes its router: `gateway` (the service's
+    /// default route points at its router: it sees its clients' real
+    /// addresses and its own connections leave from its LAN address) or
+    /// `masquerade` (clients appear as the router; the service's own traffic
+    /// leaves through Docker). Default: the netcontainer.source label, else
+    /// gateway for a service on one network, masquerade on several.
+    #[arg(long, value_name = "gateway|masquerade")]
+    source: Option<netcontainer_proto::SourceMode>,
     /// Seconds to wait for the lease.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -73,6 +82,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         mac: a.mac,
         arp_probe: a.arp_probe,
         network: a.network,
+        source: a.source,
     };
     let (rp, status) = driver
         .up(
@@ -92,12 +102,13 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
     if svc.networks.len() > 1 {
         let all: Vec<&str> = svc.networks.iter().map(|(n, _)| n.as_str()).collect();
         eprintln!(
-            "{}: on networks {}: forwarding to {} on {} (--network or label {} chooses)",
+            "{}: on networks {}: forwarding to {} on {} (--network or label {} chooses), {} mode",
             crate::output::safe(&rp.service),
             crate::output::safe(&all.join(", ")),
             rp.service_ip,
             crate::output::safe(&rp.network),
-            plan::labels::NETWORK
+            plan::labels::NETWORK,
+            rp.plan.source,
         );
     }
     println!("{} {} {}", rp.service, addr, plan::ports_text(&rp.ports));

@@ -73,6 +73,15 @@ pub struct WatchArgs {
     /// Seconds between full reconciles (events drive everything in between).
     #[arg(long, default_value_t = 60)]
     resync: u64,
+    /// Do not serve the "who am I?" endpoint (docker-mirror's API, port
+    /// 9001) on the Docker bridge networks' gateway addresses.
+    #[arg(long)]
+    no_whoami: bool,
+    /// The host address the endpoint's /hostip gives containers without a
+    /// network container; default: the parent's address, else that of the
+    /// interface with the default route.
+    #[arg(long, value_name = "ADDR")]
+    host_address: Option<std::net::Ipv4Addr>,
 }
 
 /// First wait after losing Docker.
@@ -82,6 +91,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Services worked on at the same time (up, heal, down): enough to bring
 /// many up at once, few enough that a storm does not overload dockerd.
 pub const CONCURRENCY: usize = 8;
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            t.abort();
+        }
+    }
+}
 
 pub async fn run(a: WatchArgs) -> Result<(), Error> {
     require_root()?;
@@ -99,6 +119,12 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
             let driver = Arc::new(Driver::connect().await?);
             connected.set(true);
             // Dropped with the session: every service task ends with it.
+            let whoami = (!a.no_whoami).then(|| {
+                let host = crate::whoami::host_address(a.host_address, a.parent.as_deref());
+                tokio::spawn(crate::whoami::run(driver.docker.clone(), host))
+            });
+            // Its listeners go with the session.
+            let _whoami = AbortOnDrop(whoami);
             let mut sup = Supervisor::new(driver, a.clone());
             tracing::info!("connected to Docker; reconciling");
             // Subscribe first, then reconcile: what happens in between is in the stream.
@@ -644,6 +670,7 @@ async fn try_reconcile(ctx: &Ctx, service: &ServiceName) -> Result<Option<String
             } else {
                 "service stopped: forwards removed, lease kept".into()
             }),
+            Healed::Routed => Some("service's default route pointed at its router again".into()),
         }),
         (Action::Up, None, Some(s)) => {
             let opts = UpOptions {

@@ -185,6 +185,7 @@ impl<B: FirewallBackend> Firewall<B> {
             table: self.table.clone(),
             mark: self.mark,
             counters: self.counters,
+            gateway_for: None,
         }
     }
 
@@ -197,15 +198,21 @@ impl<B: FirewallBackend> Firewall<B> {
     }
 
     /// Validates, builds and atomically applies the table for `forwards`
-    /// arriving at `lease_address` on `lan_if`. An invalid input never
-    /// reaches the backend; a failing apply leaves the previous table.
+    /// arriving at `lease_address` on `lan_if`, in gateway mode for
+    /// `gateway_for` (the service's address) or in masquerade mode. An
+    /// invalid input never reaches the backend; a failing apply leaves the
+    /// previous table.
     pub async fn apply(
         &self,
         lan_if: &str,
         forwards: &[Forward],
         lease_address: Ipv4Addr,
+        gateway_for: Option<Ipv4Addr>,
     ) -> Result<(), FirewallError> {
-        let cfg = self.ruleset_config(lan_if);
+        let cfg = RulesetConfig {
+            gateway_for,
+            ..self.ruleset_config(lan_if)
+        };
         cfg.validate()?;
         model::validate_lease(lease_address)?;
         validate_forwards(forwards)?;
@@ -310,7 +317,10 @@ mod tests {
             fwd("tcp:7000-7009=192.0.2.2:7000"),
             fwd("tcp:7009=192.0.2.3:1"),
         ];
-        let e = fw.apply("lan0", &overlapping, lease()).await.unwrap_err();
+        let e = fw
+            .apply("lan0", &overlapping, lease(), None)
+            .await
+            .unwrap_err();
         assert!(
             matches!(e, FirewallError::Invalid(ref m) if m.contains("overlap")),
             "{e}"
@@ -320,21 +330,21 @@ mod tests {
             ..fwd("tcp:80=192.0.2.2:80")
         };
         assert!(matches!(
-            fw.apply("lan0", &[bad], lease()).await,
+            fw.apply("lan0", &[bad], lease(), None).await,
             Err(FirewallError::Invalid(_))
         ));
         let e = fw
-            .apply("lan0", &three(), Ipv4Addr::UNSPECIFIED)
+            .apply("lan0", &three(), Ipv4Addr::UNSPECIFIED, None)
             .await
             .unwrap_err();
         assert!(matches!(e, FirewallError::Invalid(_)));
         assert!(matches!(
-            fw.apply("bad\"name", &three(), lease()).await,
+            fw.apply("bad\"name", &three(), lease(), None).await,
             Err(FirewallError::Invalid(_))
         ));
         assert!(fw.backend().applied.lock().unwrap().is_empty());
         // Valid input reaches the backend, with the interface of this apply.
-        fw.apply("lan7", &three(), lease()).await.unwrap();
+        fw.apply("lan7", &three(), lease(), None).await.unwrap();
         let applied = fw.backend().applied.lock().unwrap().clone();
         assert_eq!(
             applied,
@@ -363,7 +373,8 @@ mod tests {
                 lan_if: "eth1".into(),
                 table: "t2".into(),
                 mark: 7,
-                counters: false
+                counters: false,
+                gateway_for: None,
             }
         );
         assert!(fw.remove().await.unwrap());
@@ -375,7 +386,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_nft_is_a_spawn_error() {
         let fw = Firewall::new(Runner::wrapped(vec!["/nonexistent/nft".into()]));
-        let e = fw.apply("lan0", &three(), lease()).await.unwrap_err();
+        let e = fw.apply("lan0", &three(), lease(), None).await.unwrap_err();
         assert!(matches!(e, FirewallError::Spawn { .. }), "{e}");
     }
 
@@ -458,7 +469,7 @@ mod tests {
         ns.exec(&["nft", "add table ip other; add chain ip other c { type filter hook input priority 0; }; add rule ip other c counter"]);
         let fw = ns.firewall();
         assert!(!fw.remove().await.unwrap(), "nothing to remove yet");
-        fw.apply("lan0", &three(), lease()).await.unwrap();
+        fw.apply("lan0", &three(), lease(), None).await.unwrap();
         let listing = ns.exec(&["nft", "list", "table", "ip", "netcontainer"]);
         for want in [
             "iifname \"lan0\" ip daddr 198.51.100.10 meta l4proto tcp dnat to 192.0.2.2:tcp dport map @tcp_port_move",
@@ -473,7 +484,7 @@ mod tests {
             assert!(listing.contains(want), "missing {want:?} in\n{listing}");
         }
         // Re-apply: same table, no duplicates.
-        fw.apply("lan0", &three(), lease()).await.unwrap();
+        fw.apply("lan0", &three(), lease(), None).await.unwrap();
         assert_eq!(
             ns.exec(&["nft", "list", "table", "ip", "netcontainer"]),
             listing
@@ -484,6 +495,7 @@ mod tests {
             "lan0",
             &[fwd("udp:53=192.0.2.5:53"), fwd("udp:54=192.0.2.6:54")],
             lease(),
+            None,
         )
         .await
         .unwrap();
@@ -520,7 +532,7 @@ mod tests {
         }
         let ns = Netns::new();
         let fw = ns.firewall();
-        fw.apply("lan0", &three(), lease()).await.unwrap();
+        fw.apply("lan0", &three(), lease(), None).await.unwrap();
         let before = ns.exec(&["nft", "list", "table", "ip", "netcontainer"]);
         let mut batch: Value = serde_json::from_str(&nft::render(&model::build(
             &fw.ruleset_config("lan0"),
@@ -639,7 +651,7 @@ mod tests {
         // counter per port, summed).
         forwards.push(fwd("udp:5100-5101=192.0.2.2:5100"));
         forwards.push(fwd("udp:5200-5201=192.0.2.2:6200"));
-        fw.apply("lan0", &forwards, lease()).await.unwrap();
+        fw.apply("lan0", &forwards, lease(), None).await.unwrap();
         let zero = fw.counters(&forwards).await.unwrap();
         assert!(
             zero.iter().all(|s| s.packets == 0 && s.bytes == 0),

@@ -49,6 +49,11 @@ pub struct RulesetConfig {
     /// Without them the counters read zeros; applying is cheaper for big
     /// plans.
     pub counters: bool,
+    /// Gateway mode: the service's private address. Forwarded connections
+    /// are not masqueraded (the service replies through the router, its
+    /// default route), and the service's own connections leave on `lan_if`
+    /// source-NATed to the lease. `None`: masquerade mode.
+    pub gateway_for: Option<Ipv4Addr>,
 }
 
 impl Default for RulesetConfig {
@@ -58,6 +63,7 @@ impl Default for RulesetConfig {
             table: DEFAULT_TABLE.into(),
             mark: DEFAULT_MARK,
             counters: true,
+            gateway_for: None,
         }
     }
 }
@@ -77,6 +83,13 @@ impl RulesetConfig {
         validate_table(&self.table)?;
         if self.mark == 0 {
             return Err(FirewallError::Invalid("mark must not be 0".into()));
+        }
+        if let Some(a) = self.gateway_for
+            && (a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
+        {
+            return Err(FirewallError::Invalid(format!(
+                "service address {a} is not unicast"
+            )));
         }
         Ok(())
     }
@@ -147,6 +160,7 @@ pub enum ChainType {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     Prerouting,
+    Input,
     Forward,
     Postrouting,
 }
@@ -207,6 +221,10 @@ pub enum Match {
     Oifname(Cmp, String),
     /// The destination address (of the address's family).
     Daddr(IpAddr),
+    /// The source address (of the address's family).
+    Saddr(IpAddr),
+    /// The destination port.
+    Dport(Protocol, u16),
     /// The transport protocol.
     L4Proto(Protocol),
     /// The destination port is in the named set or map.
@@ -241,6 +259,8 @@ pub enum Statement {
         port: Option<Source<u16>>,
     },
     Masquerade,
+    /// Source NAT to this address.
+    Snat(IpAddr),
     Accept,
     Drop,
 }
@@ -501,11 +521,45 @@ pub fn build(cfg: &RulesetConfig, forwards: &[Forward], lease: Ipv4Addr) -> Rule
         // container routing the LAN via the router (with its own or a
         // spoofed source) gets nothing through.
         rule(reply, Statement::Accept),
-        rule(vec![to_lan()], Statement::Drop),
     ]);
-    // postrouting: masquerade our DNATed connections toward the service.
-    let mut masq = vec![Match::Oifname(Cmp::Ne, lan())];
-    masq.extend(our_dnat());
+    // Gateway mode: the service's own traffic, and nobody else's (another
+    // container routing via the router gets nothing through).
+    if let Some(service) = cfg.gateway_for {
+        forward_rules.push(rule(
+            vec![
+                Match::Iifname(Cmp::Ne, lan()),
+                to_lan(),
+                Match::Saddr(service.into()),
+            ],
+            Statement::Accept,
+        ));
+    }
+    forward_rules.push(rule(vec![to_lan()], Statement::Drop));
+    // postrouting: in masquerade mode, masquerade our DNATed connections
+    // toward the service (its replies then come back to the router); in
+    // gateway mode they keep the client's address (the service's default
+    // route brings the replies back), and the service's own connections
+    // leave from the lease.
+    let post_rules = match cfg.gateway_for {
+        None => {
+            let mut masq = vec![Match::Oifname(Cmp::Ne, lan())];
+            masq.extend(our_dnat());
+            vec![rule(masq, Statement::Masquerade)]
+        }
+        Some(service) => vec![rule(
+            vec![to_lan(), Match::Saddr(service.into())],
+            Statement::Snat(lease.into()),
+        )],
+    };
+    // input: the "who am I?" endpoint answers the Docker side only.
+    let input_rules = vec![rule(
+        vec![
+            from_lan(),
+            Match::L4Proto(Protocol::Tcp),
+            Match::Dport(Protocol::Tcp, netcontainer_proto::contract::WHOAMI_PORT),
+        ],
+        Statement::Drop,
+    )];
     let chain = |name, kind, hook, priority, rules| Chain {
         name,
         kind,
@@ -535,6 +589,7 @@ pub fn build(cfg: &RulesetConfig, forwards: &[Forward], lease: Ipv4Addr) -> Rule
                 -100,
                 nat_rules,
             ),
+            chain("input", ChainType::Filter, Hook::Input, 0, input_rules),
             chain(
                 "forward",
                 ChainType::Filter,
@@ -547,7 +602,7 @@ pub fn build(cfg: &RulesetConfig, forwards: &[Forward], lease: Ipv4Addr) -> Rule
                 ChainType::Nat,
                 Hook::Postrouting,
                 100,
-                vec![rule(masq, Statement::Masquerade)],
+                post_rules,
             ),
         ],
     }
@@ -564,7 +619,7 @@ mod tests {
     }
 
     #[test]
-    fn one_ipv4_table_with_four_hooked_chains() {
+    fn one_ipv4_table_with_five_hooked_chains() {
         let rs = build(&RulesetConfig::default(), &three(), lease());
         assert_eq!(
             rs.table,
@@ -595,6 +650,7 @@ mod tests {
                     -100,
                     Policy::Accept
                 ),
+                ("input", ChainType::Filter, Hook::Input, 0, Policy::Accept),
                 (
                     "forward",
                     ChainType::Filter,
@@ -683,6 +739,75 @@ mod tests {
         );
         // Before them only counting lookups, which never decide.
         assert!(fwd[..n - 5].iter().all(|r| r.statement.is_none()));
+    }
+
+    #[test]
+    fn gateway_mode_keeps_clients_and_lets_only_the_service_out() {
+        let svc = Ipv4Addr::new(192, 0, 2, 3);
+        let cfg = RulesetConfig {
+            gateway_for: Some(svc),
+            ..RulesetConfig::default()
+        };
+        let rs = build(&cfg, &three(), lease());
+        let lan = || "lan0".to_string();
+        // No masquerade: the service sees the client; its own connections
+        // leave on the LAN from the lease.
+        assert_eq!(
+            rules(&rs, "postrouting"),
+            [Rule {
+                matches: vec![Match::Oifname(Cmp::Eq, lan()), Match::Saddr(svc.into())],
+                statement: Some(Statement::Snat(lease().into()))
+            }]
+        );
+        // Toward the LAN: replies of our DNAT, then the service's own
+        // traffic, then nothing.
+        let fwd = rules(&rs, "forward");
+        let n = fwd.len();
+        assert_eq!(
+            fwd[n - 2..],
+            [
+                Rule {
+                    matches: vec![
+                        Match::Iifname(Cmp::Ne, lan()),
+                        Match::Oifname(Cmp::Eq, lan()),
+                        Match::Saddr(svc.into())
+                    ],
+                    statement: Some(Statement::Accept)
+                },
+                Rule {
+                    matches: vec![Match::Oifname(Cmp::Eq, lan())],
+                    statement: Some(Statement::Drop)
+                },
+            ]
+        );
+        // Masquerade mode has neither rule.
+        let masq = build(&RulesetConfig::default(), &three(), lease());
+        assert!(
+            rules(&masq, "forward")
+                .iter()
+                .all(|r| !r.matches.iter().any(|m| matches!(m, Match::Saddr(_))))
+        );
+        assert_eq!(
+            rules(&masq, "postrouting")[0].statement,
+            Some(Statement::Masquerade)
+        );
+        // Both: the who-am-I port is dropped from the LAN.
+        for rs in [&rs, &masq] {
+            assert_eq!(
+                rules(rs, "input"),
+                [Rule {
+                    matches: vec![
+                        Match::Iifname(Cmp::Eq, lan()),
+                        Match::L4Proto(Protocol::Tcp),
+                        Match::Dport(Protocol::Tcp, netcontainer_proto::contract::WHOAMI_PORT)
+                    ],
+                    statement: Some(Statement::Drop)
+                }]
+            );
+        }
+        let mut bad = cfg.clone();
+        bad.gateway_for = Some(Ipv4Addr::BROADCAST);
+        assert!(bad.validate().is_err());
     }
 
     #[test]

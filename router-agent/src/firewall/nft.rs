@@ -155,6 +155,7 @@ fn chain_type(t: ChainType) -> &'static str {
 fn hook(h: Hook) -> &'static str {
     match h {
         Hook::Prerouting => "prerouting",
+        Hook::Input => "input",
         Hook::Forward => "forward",
         Hook::Postrouting => "postrouting",
     }
@@ -216,6 +217,15 @@ fn expr_match(m: &Match) -> Value {
                 json!(addr.to_string()),
             )
         }
+        Match::Saddr(addr) => {
+            let proto = if addr.is_ipv4() { "ip" } else { "ip6" };
+            (
+                json!({ "payload": { "protocol": proto, "field": "saddr" } }),
+                "==",
+                json!(addr.to_string()),
+            )
+        }
+        Match::Dport(p, port) => (dport(*p), "==", json!(port)),
         Match::L4Proto(p) => (meta("l4proto"), "==", json!(p.as_str())),
         Match::DportIn(p, set) => (dport(*p), "==", set_ref(set)),
         Match::CtState(states) => {
@@ -263,6 +273,7 @@ fn statement(s: &Statement) -> Value {
             json!({ "dnat": d })
         }
         Statement::Masquerade => json!({ "masquerade": null }),
+        Statement::Snat(addr) => json!({ "snat": { "addr": addr.to_string() } }),
         Statement::Accept => json!({ "accept": null }),
         Statement::Drop => json!({ "drop": null }),
     }
@@ -458,7 +469,7 @@ mod tests {
         }
         let text = doc.to_string();
         assert!(!text.contains("ruleset"));
-        // Chains: exactly these four, with their hooks and priorities.
+        // Chains: exactly these five, with their hooks and priorities.
         let chains: Vec<(String, String, String, i64)> = p
             .iter()
             .filter(|(_, k, _)| *k == "chain")
@@ -474,6 +485,7 @@ mod tests {
         let want = [
             ("mark", "filter", "prerouting", -150),
             ("prerouting", "nat", "prerouting", -100),
+            ("input", "filter", "input", 0),
             ("forward", "filter", "forward", 0),
             ("postrouting", "nat", "postrouting", 100),
         ];

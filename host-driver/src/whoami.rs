@@ -1,0 +1,308 @@
+//! `watch`'s side of the "who am I?" endpoint (see `netcontainer-whoami`):
+//! on each Docker bridge network's gateway address (the default gateway of
+//! every container on it that is not in gateway mode), port
+//! [`WHOAMI_PORT`]. A caller learns about the containers on the network it
+//! asked on, and nothing else:
+//!
+//! - a service with a network container: its lease and its forwards;
+//! - any other container: the host's address and Docker's published ports,
+//!   as docker-mirror answered.
+//!
+//! Only callers inside the network's subnet are admitted (the gateway is a
+//! host address, which a LAN host routing the Docker subnet via the host
+//! could otherwise reach). Listeners follow the networks: a rescan every
+//! [`RESCAN`] binds new gateways and drops gone ones.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use netcontainer_proto::contract::WHOAMI_PORT;
+use netcontainer_proto::{Protocol, Status};
+use netcontainer_whoami::{Container, Directory, Limits, Mode, PortMap};
+
+use crate::docker::{BridgeNet, DockerClient, published_tcp};
+use crate::router::agent_status;
+
+/// How often the bridge networks are looked at again.
+pub const RESCAN: Duration = Duration::from_secs(5);
+
+/// Serves the endpoint on every bridge network's gateway until dropped.
+pub async fn run(docker: DockerClient, host_address: Option<Ipv4Addr>) {
+    let nets: Arc<RwLock<HashMap<Ipv4Addr, BridgeNet>>> = Arc::default();
+    let dir = Arc::new(WatchDirectory {
+        docker: docker.clone(),
+        nets: nets.clone(),
+        host_address,
+    });
+    let mut serving: HashMap<Ipv4Addr, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut tick = tokio::time::interval(RESCAN);
+    loop {
+        tick.tick().await;
+        let found = match docker.bridge_networks().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "who-am-I endpoint: listing networks failed");
+                continue;
+            }
+        };
+        let now: HashMap<Ipv4Addr, BridgeNet> = found.into_iter().map(|n| (n.gateway, n)).collect();
+        serving.retain(|gw, task| {
+            let keep = now.contains_key(gw) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (gw, net) in &now {
+            if serving.contains_key(gw) {
+                continue;
+            }
+            match tokio::net::TcpListener::bind(SocketAddr::from((*gw, WHOAMI_PORT))).await {
+                Ok(l) => {
+                    tracing::info!(network = %crate::output::safe(&net.name), address = %gw, port = WHOAMI_PORT,
+                        "who-am-I endpoint listening");
+                    serving.insert(
+                        *gw,
+                        tokio::spawn(netcontainer_whoami::serve(
+                            l,
+                            dir.clone(),
+                            Limits::default(),
+                        )),
+                    );
+                }
+                // The bridge may not have its address yet; the next rescan
+                // tries again.
+                Err(e) => {
+                    tracing::debug!(address = %gw, error = %e, "who-am-I endpoint: cannot listen yet")
+                }
+            }
+        }
+        *nets.write().unwrap_or_else(|p| p.into_inner()) = now;
+    }
+}
+
+pub struct WatchDirectory {
+    docker: DockerClient,
+    nets: Arc<RwLock<HashMap<Ipv4Addr, BridgeNet>>>,
+    host_address: Option<Ipv4Addr>,
+}
+
+/// An admitted caller: its network and its address there.
+pub struct Caller {
+    network_id: String,
+    peer: Ipv4Addr,
+}
+
+fn in_subnet(a: Ipv4Addr, b: Ipv4Addr, plen: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(plen)).unwrap_or(0);
+    u32::from(a) & mask == u32::from(b) & mask
+}
+
+/// Whether `peer`, having reached `local`, is a container of the network
+/// whose gateway `local` is.
+pub fn admitted(
+    nets: &HashMap<Ipv4Addr, BridgeNet>,
+    peer: Ipv4Addr,
+    local: Ipv4Addr,
+) -> Option<&BridgeNet> {
+    let net = nets.get(&local)?;
+    (peer != local && in_subnet(peer, net.gateway, net.prefix_len)).then_some(net)
+}
+
+impl WatchDirectory {
+    /// The members of the caller's network.
+    async fn members(&self, c: &Caller) -> Vec<(String, String, Ipv4Addr)> {
+        self.docker
+            .network_members(&c.network_id)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// What the caller may know about container `id`.
+    async fn facts(&self, id: &str) -> Option<Container> {
+        let c = self.docker.inspect(id).await.ok()?;
+        let name = c
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string();
+        let hostname = c
+            .config
+            .as_ref()
+            .and_then(|c| c.hostname.clone())
+            .unwrap_or_default();
+        let full_id = c.id.clone().unwrap_or_default();
+        let status = match crate::state::ServiceName::parse(&name) {
+            Ok(svc) => match self.docker.router(&svc).await {
+                Ok(Some(r)) if r.running => agent_status(&r.service).await,
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        Some(match status {
+            Some(st) => from_status(name, full_id, hostname, &st),
+            None => Container {
+                name,
+                id: full_id,
+                hostname,
+                mode: Mode::Docker,
+                addresses: self.host_address.map(IpAddr::V4).into_iter().collect(),
+                forwards: published_tcp(&c)
+                    .into_iter()
+                    .map(|(private, public)| PortMap {
+                        protocol: Protocol::Tcp,
+                        private_port: private,
+                        public_port: public,
+                        count: 1,
+                    })
+                    .collect(),
+                lease_expires_in_secs: None,
+            },
+        })
+    }
+}
+
+/// A service with a network container, from its agent's status.
+pub fn from_status(name: String, id: String, hostname: String, st: &Status) -> Container {
+    Container {
+        name,
+        id,
+        hostname,
+        mode: st.source.into(),
+        addresses: st.lease.iter().map(|l| IpAddr::V4(l.address)).collect(),
+        forwards: st
+            .forwards
+            .iter()
+            .map(|f| PortMap {
+                protocol: f.protocol,
+                private_port: f.target_port,
+                public_port: f.public_port,
+                count: f.public_port_end - f.public_port + 1,
+            })
+            .collect(),
+        lease_expires_in_secs: st.lease.as_ref().and_then(|l| l.expires_in_secs),
+    }
+}
+
+impl Directory for WatchDirectory {
+    type Scope = Caller;
+
+    async fn admit(&self, peer: IpAddr, local: IpAddr) -> Option<Caller> {
+        let (IpAddr::V4(peer), IpAddr::V4(local)) = (peer, local) else {
+            return None;
+        };
+        let nets = self.nets.read().unwrap_or_else(|p| p.into_inner());
+        admitted(&nets, peer, local).map(|n| Caller {
+            network_id: n.id.clone(),
+            peer,
+        })
+    }
+
+    async fn host_ip(&self, c: &Caller) -> Option<IpAddr> {
+        match self.me(c).await {
+            Some(me) => me
+                .addresses
+                .first()
+                .copied()
+                .or(self.host_address.map(IpAddr::V4)),
+            None => self.host_address.map(IpAddr::V4),
+        }
+    }
+
+    async fn me(&self, c: &Caller) -> Option<Container> {
+        let members = self.members(c).await;
+        let (id, _, _) = members.iter().find(|(_, _, ip)| *ip == c.peer)?;
+        self.facts(id).await
+    }
+
+    async fn find(&self, c: &Caller, key: &str) -> Option<Container> {
+        let members = self.members(c).await;
+        let key = key.strip_prefix('/').unwrap_or(key);
+        // By name or id first (no inspect needed), then by hostname.
+        let by_name = members
+            .iter()
+            .find(|(id, name, _)| name == key || (key.len() >= 12 && id.starts_with(key)));
+        if let Some((id, _, _)) = by_name {
+            return self.facts(id).await;
+        }
+        for (id, _, _) in &members {
+            if let Some(f) = self.facts(id).await
+                && f.is_named(key)
+            {
+                return Some(f);
+            }
+        }
+        None
+    }
+}
+
+/// The host's address for containers without a network container: the
+/// given one, else the parent's first IPv4 address, else that of the
+/// interface holding the default route.
+pub fn host_address(given: Option<Ipv4Addr>, parent: Option<&str>) -> Option<Ipv4Addr> {
+    if given.is_some() {
+        return given;
+    }
+    let addrs: Vec<(String, Ipv4Addr)> = nix::ifaddrs::getifaddrs()
+        .map(|it| {
+            it.filter_map(|a| Some((a.interface_name, a.address?.as_sockaddr_in()?.ip())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let of = |ifname: &str| addrs.iter().find(|(n, _)| n == ifname).map(|(_, a)| *a);
+    if let Some(a) = parent.and_then(of) {
+        return Some(a);
+    }
+    let routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    default_route_interface(&routes).and_then(|i| of(&i))
+}
+
+/// The interface of the default route in `/proc/net/route`'s text.
+pub fn default_route_interface(table: &str) -> Option<String> {
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 7 && f[1] == "00000000" && f[7] == "00000000").then(|| f[0].to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callers_only_from_the_network_they_ask_on() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let nets = HashMap::from([(
+            a("198.51.100.1"),
+            BridgeNet {
+                id: "n1".into(),
+                name: "net1".into(),
+                gateway: a("198.51.100.1"),
+                prefix_len: 28,
+            },
+        )]);
+        assert!(admitted(&nets, a("198.51.100.2"), a("198.51.100.1")).is_some());
+        // Off the subnet (a LAN host routing via the host), the host itself,
+        // an address that is no network's gateway.
+        assert!(admitted(&nets, a("203.0.113.10"), a("198.51.100.1")).is_none());
+        assert!(admitted(&nets, a("198.51.100.20"), a("198.51.100.1")).is_none());
+        assert!(admitted(&nets, a("198.51.100.1"), a("198.51.100.1")).is_none());
+        assert!(admitted(&nets, a("198.51.100.2"), a("192.0.2.2")).is_none());
+    }
+
+    #[test]
+    fn default_route_from_proc() {
+        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                 eth0\t0002000C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n\
+                 eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n";
+        assert_eq!(default_route_interface(t).as_deref(), Some("eth0"));
+        assert_eq!(default_route_interface("Iface\n"), None);
+        assert_eq!(
+            host_address(Some(Ipv4Addr::new(203, 0, 113, 9)), None),
+            Some(Ipv4Addr::new(203, 0, 113, 9))
+        );
+    }
+}
