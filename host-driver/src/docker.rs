@@ -183,6 +183,9 @@ pub struct DockerClient {
     /// labels are read once per process (watch inspects every container's
     /// image on every look, see `own_labels`).
     image_labels: Arc<Mutex<HashMap<String, HashMap<String, String>>>>,
+    /// Whether a network is `--internal`, by network ID (immutable for the
+    /// life of a network, so read once per process).
+    internal_networks: Arc<Mutex<HashMap<String, bool>>>,
 }
 
 impl DockerClient {
@@ -206,6 +209,7 @@ impl DockerClient {
             docker,
             daemon_id,
             image_labels: Arc::default(),
+            internal_networks: Arc::default(),
         })
     }
 
@@ -282,7 +286,8 @@ impl DockerClient {
     pub async fn service(&self, name: &str) -> Result<ServiceInfo, DockerError> {
         let c = self.inspect(name).await?;
         let own = self.own_labels(&c).await?;
-        let info = service_info(&c, own, &self.daemon_id);
+        let mut info = service_info(&c, own, &self.daemon_id);
+        info.internal = self.internal_of(&c).await?;
         // Docker's names are valid; checked anyway, since paths are built from it.
         ServiceName::parse(&info.name)?;
         Ok(info)
@@ -613,6 +618,51 @@ impl DockerClient {
             .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
             .filter_map(|n| ServiceName::parse(&n).ok())
             .collect())
+    }
+
+    /// The names of the `--internal` networks a container is on.
+    async fn internal_of(&self, c: &ContainerInspectResponse) -> Result<Vec<String>, DockerError> {
+        let mut out = Vec::new();
+        let nets = c
+            .network_settings
+            .as_ref()
+            .and_then(|n| n.networks.clone())
+            .unwrap_or_default();
+        for (name, ep) in nets {
+            let Some(id) = ep.network_id.filter(|i| !i.is_empty()) else {
+                continue;
+            };
+            let cached = self
+                .internal_networks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .copied();
+            let internal = match cached {
+                Some(i) => i,
+                None => {
+                    let n = self
+                        .docker
+                        .inspect_network(
+                            &id,
+                            None::<bollard::query_parameters::InspectNetworkOptions>,
+                        )
+                        .await
+                        .map_err(api(format!("inspecting network {name}")))?;
+                    let i = n.internal == Some(true);
+                    self.internal_networks
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(id, i);
+                    i
+                }
+            };
+            if internal {
+                out.push(name);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Bridge networks with an IPv4 gateway (where `watch` serves the
@@ -981,6 +1031,8 @@ pub fn service_info(
         daemon_id: daemon_id.to_string(),
         hostname: config.and_then(|c| c.hostname.clone()).unwrap_or_default(),
         gateways,
+        // Filled by `DockerClient::service` (needs the networks' inspect).
+        internal: Vec::new(),
         pid: pid_of(c),
         sandbox,
     }

@@ -150,6 +150,8 @@ pub struct RouterLabels {
     pub arp_probe: bool,
     /// The source mode `up` was asked for (absent: derived each time).
     pub source: Option<SourceMode>,
+    /// `false` when made with `up --no-host-route`.
+    pub host_route: bool,
 }
 
 impl RouterLabels {
@@ -166,6 +168,8 @@ impl RouterLabels {
             network: get(l, labels::NETWORK).map(str::to_string),
             arp_probe: get_bool(l, labels::ARP_PROBE)?,
             source: get_source(l)?,
+            host_route: get(l, labels::HOST_ROUTE)
+                .map_or(Ok(true), |v| parse_bool(labels::HOST_ROUTE, v))?,
         })
     }
 }

@@ -15,6 +15,7 @@ mod progress;
 mod registry;
 mod router;
 mod service_route;
+mod shim;
 mod state;
 mod template;
 mod whoami;

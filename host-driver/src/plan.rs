@@ -31,6 +31,9 @@ pub mod labels {
     pub const NETWORK: &str = "netcontainer.network";
     /// `gateway` or `masquerade` (on a service, or recorded by `up`).
     pub const SOURCE: &str = "netcontainer.source";
+    /// On a router: "false" when made with `up --no-host-route` (no host
+    /// route shim for its lease).
+    pub const HOST_ROUTE: &str = "netcontainer.host-route";
     /// Host directory bind-mounted into the router (socket, lease).
     pub const STATE_DIR: &str = "netcontainer.state-dir";
     /// On a service: `watch` gives it a router.
@@ -178,7 +181,7 @@ pub fn check_overlaps(ports: &[PortSpec]) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, clap::ValueEnum)]
 pub enum Mode {
     #[default]
     Macvlan,
@@ -226,6 +229,8 @@ pub struct ServiceInfo {
     pub hostname: String,
     /// (network name, Docker's gateway on it), for every network that has one.
     pub gateways: Vec<(String, Ipv4Addr)>,
+    /// The `--internal` networks it is on (by name).
+    pub internal: Vec<String>,
     /// The running container's pid and network namespace handle.
     pub pid: Option<u32>,
     pub sandbox: Option<std::path::PathBuf>,
@@ -247,6 +252,8 @@ pub struct UpOptions {
     /// `--source`, label `netcontainer.source`; default: gateway mode for
     /// a service on one network, masquerade for one on several.
     pub source: Option<SourceMode>,
+    /// `--no-host-route`: the host gets no route to this router's lease.
+    pub no_host_route: bool,
 }
 
 /// Longest identity accepted (from the label).
@@ -320,6 +327,8 @@ pub struct RouterPlan {
     /// derived: only then is it recorded on the router, so that a service
     /// that joins or leaves networks gets the mode that fits it.
     pub source_chosen: bool,
+    /// The host reaches the lease through the shim (see `shim`).
+    pub host_route: bool,
 }
 
 impl RouterPlan {
@@ -345,6 +354,9 @@ impl RouterPlan {
         }
         if self.source_chosen {
             l.insert(labels::SOURCE.into(), self.plan.source.as_str().into());
+        }
+        if !self.host_route {
+            l.insert(labels::HOST_ROUTE.into(), "false".into());
         }
         l
     }
@@ -562,7 +574,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
     let (network, service_ip) = network_of(svc, chosen.as_deref())?;
     let ports = ports_of(svc, &opts.publish)?;
     let chosen_source = opts.source.or(sl.source);
-    let source = source_mode(svc, chosen_source)?;
+    let source = source_mode(svc, &network, chosen_source)?;
     let plan = Plan {
         interface: LAN_IF.into(),
         hostname: Some(hostname),
@@ -594,6 +606,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         plan,
         arp_probe: opts.arp_probe || sl.arp_probe,
         source_chosen: chosen_source.is_some(),
+        host_route: !opts.no_host_route,
     })
 }
 
@@ -601,14 +614,28 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
 /// network. A service on several networks has several default-route
 /// candidates and peers on each; pointing its one default route at a router
 /// on one of them would cut the others' replies short, so it keeps
-/// masquerade mode, and asking for gateway mode is refused.
-pub fn source_mode(svc: &ServiceInfo, chosen: Option<SourceMode>) -> Result<SourceMode, PlanError> {
+/// masquerade mode, and asking for gateway mode is refused. So does a
+/// service on an `--internal` network: Docker drops packets on its bridge
+/// whose source is outside the network's subnet, which is every client's in
+/// gateway mode.
+pub fn source_mode(
+    svc: &ServiceInfo,
+    network: &str,
+    chosen: Option<SourceMode>,
+) -> Result<SourceMode, PlanError> {
     let networks = svc
         .networks
         .iter()
         .filter(|(_, ip)| !ip.is_unspecified())
         .count();
+    let internal = svc.internal.iter().any(|n| n == network);
     match chosen {
+        Some(SourceMode::Gateway) if internal => Err(PlanError::Invalid(format!(
+            "{network} is an internal network: Docker drops the LAN clients' packets there \
+             in gateway mode (use --source masquerade, or label {}=masquerade)",
+            labels::SOURCE
+        ))),
+        None if internal => Ok(SourceMode::Masquerade),
         Some(SourceMode::Gateway) if networks > 1 => Err(PlanError::Invalid(format!(
             "{} is on {networks} networks: gateway mode needs a service on one \
              (use --source masquerade, or label {}=masquerade)",

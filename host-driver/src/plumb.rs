@@ -88,6 +88,11 @@ impl Plumber {
         Ok(Plumber { handle })
     }
 
+    /// The netlink handle of the host's namespace.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// The parent must exist and be administratively up with a carrier
     /// (oper state up, or unknown for links that do not report one).
     pub async fn parent(&self, name: &str) -> Result<Parent, PlumbError> {

@@ -83,6 +83,7 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         arp_probe: l.arp_probe,
         network: l.network,
         source: l.source,
+        no_host_route: !l.host_route,
     })
 }
 
@@ -372,6 +373,19 @@ impl Driver {
         Ok(did)
     }
 
+    /// Brings the host route shims in line with the routers' leases (see
+    /// `shim`). A failure is logged and returned as a one-line warning: the
+    /// service works on the LAN without it.
+    pub async fn sync_host_routes(&self) -> Option<String> {
+        match crate::shim::sync(&self.docker, self.plumber.handle()).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "host routes not in step");
+                Some(e.to_string())
+            }
+        }
+    }
+
     /// Gateway mode: points a running service's default route at its router
     /// (a restarted service has a fresh namespace, a restarted router may
     /// have a new address). Returns whether it changed anything.
@@ -490,6 +504,7 @@ impl Driver {
     pub async fn down(&self, r: &RouterInfo, grace_secs: i32) -> Result<(), Error> {
         self.unroute_service(r).await;
         self.docker.remove(&r.id, grace_secs).await?;
+        self.sync_host_routes().await;
         state::remove_service_dir(&r.service)
     }
 }

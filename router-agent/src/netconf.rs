@@ -215,6 +215,25 @@ impl Netconf {
                 "adding route {subnet}/{} to table {ROUTE_TABLE}",
                 cfg.prefix_len
             )))?;
+        // The host's shim on the parent has a link-local address (see the
+        // host driver's `shim`): replies to it stay on the link.
+        let link_local = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(Ipv4Addr::new(169, 254, 0, 0), 16)
+            .output_interface(index)
+            .pref_source(cfg.address)
+            .scope(rtnetlink::packet_route::route::RouteScope::Link)
+            .protocol(RouteProtocol::Dhcp)
+            .table_id(ROUTE_TABLE)
+            .build();
+        self.handle
+            .route()
+            .add(link_local)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!(
+                "adding route 169.254.0.0/16 to table {ROUTE_TABLE}"
+            )))?;
         if let Some(gw) = cfg.gateway {
             let default = RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(gw)

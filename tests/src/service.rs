@@ -584,11 +584,15 @@ fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
     }
 }
 
+/// The control protocol's version, as the hand-made frames spell it.
+pub const PROTOCOL_VERSION: u16 = 2;
+
 /// Encodes `Request::Apply(Plan { interface, hostname: None, client_id: None,
-/// broadcast_flag: false, forwards })` as one frame (docs/protocol.md: u32 BE length,
-/// u16 BE protocol version 1, bincode 2 standard payload).
+/// broadcast_flag: false, forwards, source: Masquerade, service: None })` as one frame
+/// (docs/protocol.md: u32 BE length, u16 BE protocol version, bincode 2 standard
+/// payload).
 pub fn encode_raw_apply(interface: &str, forwards: &[RawForward]) -> Vec<u8> {
-    let mut body = vec![0, 1]; // protocol version 1
+    let mut body = PROTOCOL_VERSION.to_be_bytes().to_vec();
     varint(&mut body, 1); // Request::Apply
     varint(&mut body, interface.len() as u64);
     body.extend_from_slice(interface.as_bytes());
@@ -603,6 +607,8 @@ pub fn encode_raw_apply(interface: &str, forwards: &[RawForward]) -> Vec<u8> {
         body.extend_from_slice(&f.target.octets());
         varint(&mut body, f.target_port.into());
     }
+    body.push(0); // source: SourceMode::Masquerade
+    body.push(0); // service: None
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     frame
@@ -628,7 +634,7 @@ pub fn raw_apply(
     }
     let mut p = vec![0u8; len];
     s.read_exact(&mut p).map_err(|e| format!("read: {e}"))?;
-    if p.get(..2) != Some(&[0, 1]) {
+    if p.get(..2) != Some(&PROTOCOL_VERSION.to_be_bytes()) {
         return Err(format!("unexpected protocol version {:?}", p.get(..2)));
     }
     let (variant, used) = read_varint(&p[2..]).ok_or("bad variant")?;

@@ -29,8 +29,8 @@ const S: Duration = Duration::from_secs(1);
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// proto: MAX_FRAME_LEN.
 const MAX_FRAME_LEN: u32 = 4 << 20;
-/// `Request::Status` as a complete frame.
-const STATUS_REQ: [u8; 7] = [0, 0, 0, 3, 0, 1, 0];
+/// `Request::Status` as a complete frame (protocol version 2).
+const STATUS_REQ: [u8; 7] = [0, 0, 0, 3, 0, 2, 0];
 /// The uid of `nobody`: a peer that must be refused.
 const NOBODY: u32 = 65534;
 
@@ -213,7 +213,11 @@ fn read_reply(s: &mut UnixStream) -> std::io::Result<Reply> {
     );
     let mut payload = vec![0u8; len as usize];
     s.read_exact(&mut payload)?;
-    assert_eq!(payload[..2], [0, 1], "agent's protocol version");
+    assert_eq!(
+        payload[..2],
+        service::PROTOCOL_VERSION.to_be_bytes(),
+        "agent's protocol version"
+    );
     let variant = payload[2];
     let error = (variant == 3).then(|| decode_string(&payload[3..]));
     Ok(Reply::Frame { variant, error })
@@ -345,7 +349,7 @@ fn non_root_peer_is_refused_and_logged() {
     // Positive control: the same client as root gets a status frame.
     let root_out = socat_status(&a.socket, None);
     assert!(
-        root_out.len() > 7 && root_out[4..7] == [0, 1, 0],
+        root_out.len() > 7 && root_out[4..7] == STATUS_REQ[4..7],
         "root's socat got no status: {root_out:02x?}"
     );
 
@@ -445,15 +449,30 @@ fn malformed_frames_are_refused_and_change_nothing() {
     a.assert_alive("wrong versions");
 
     // Garbage bodies: unknown variant, truncated plan, huge claimed string, trailing byte.
-    error(&frame(1, &[200]), false, "malformed");
-    error(&frame(1, &[1, 250, b'x']), false, "malformed");
     error(
-        &frame(1, &[1, 253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+        &frame(service::PROTOCOL_VERSION, &[200]),
         false,
         "malformed",
     );
-    error(&frame(1, &[0, 0]), false, "trailing");
-    error(&frame(1, &[]), false, "malformed");
+    error(
+        &frame(service::PROTOCOL_VERSION, &[1, 250, b'x']),
+        false,
+        "malformed",
+    );
+    error(
+        &frame(
+            service::PROTOCOL_VERSION,
+            &[1, 253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        ),
+        false,
+        "malformed",
+    );
+    error(
+        &frame(service::PROTOCOL_VERSION, &[0, 0]),
+        false,
+        "trailing",
+    );
+    error(&frame(service::PROTOCOL_VERSION, &[]), false, "malformed");
     let mut seed = 0x9e37_79b9_u32;
     let mut noise = Vec::new();
     for _ in 0..200 {
@@ -464,7 +483,11 @@ fn malformed_frames_are_refused_and_change_nothing() {
     }
     // Variant 0xfe is no request; the rest is noise.
     noise[0] = 0xfe;
-    error(&frame(1, &noise), false, "malformed");
+    error(
+        &frame(service::PROTOCOL_VERSION, &noise),
+        false,
+        "malformed",
+    );
     a.assert_alive("garbage payloads");
 
     // Truncated frames, then the client hangs up: the agent closes, no response needed.
@@ -602,7 +625,7 @@ fn many_connections_at_once() {
     for i in 0..N / 2 {
         let mut s = connect(&sock);
         if i % 2 == 0 {
-            s.write_all(&[0, 0, 0, 50, 0, 1]).unwrap();
+            s.write_all(&[0, 0, 0, 50, 0, 2]).unwrap();
         }
         stallers.push(s);
     }
@@ -658,7 +681,8 @@ fn announced_frame_sizes_do_not_cost_memory() {
         for _ in 0..N {
             let mut s = connect(&sock);
             s.write_all(&MAX_FRAME_LEN.to_be_bytes()).unwrap();
-            s.write_all(&[0, 1]).unwrap();
+            s.write_all(&service::PROTOCOL_VERSION.to_be_bytes())
+                .unwrap();
             conns.push(s);
         }
         // Let the agent read every header (a status answer comes after them).

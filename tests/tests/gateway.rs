@@ -11,8 +11,13 @@
 //!    container (answered by watch on the network's gateway); `/v1/self` is JSON; the
 //!    LAN gets nothing from port 9001.
 //! 3. Two services learn their public addresses from the endpoint and reach each other
-//!    there; each sees the other's public address. `down` gives the service its Docker
-//!    default route back.
+//!    there; each sees the other's public address. The host itself and a container on
+//!    another Docker network reach them at their LAN addresses (the host route shim).
+//!    `down` gives the service its Docker default route back; after the last `down`
+//!    the shim and its routes are gone.
+//!
+//! Scenario 2 also reaches both modes' services at their LAN addresses from a container
+//! on the host.
 //!
 //! The beds' LAN is 203.0.113.0/24 (see `tests/src/docker.rs`): traffic here starts in
 //! containers.
@@ -365,6 +370,35 @@ fn docker_mirror_recipe_works_unchanged_in_every_mode() {
         Some(docker::CLIENT),
         "gateway mode: {seen:?}"
     );
+
+    // A container on the host reaches both services at their LAN addresses (through the
+    // host route shim, masqueraded by Docker to the shim's address: what a gateway-mode
+    // service sees; a masquerade-mode one sees its router), and so does the host.
+    for (lease, port, router) in [(g_lease, 8080, None), (m_lease, 8081, Some(m_router))] {
+        let seen = wait_for(Duration::from_secs(15), Duration::from_millis(300), || {
+            exec_sh(&p.name, &format!("curl http://{lease}:{port}/cgi-bin/peer")).ok()
+        });
+        let seen_addr = seen.as_deref().and_then(addr_of);
+        let ok = match router {
+            None => seen_addr.is_some_and(|a| a.is_link_local()),
+            Some(r) => seen_addr == Some(r),
+        };
+        assert!(
+            ok,
+            "a container on the host -> {lease}:{port}: {seen:?}\n{}",
+            w.log()
+        );
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-m",
+                "3",
+                &format!("http://{lease}:{port}/cgi-bin/peer"),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "the host -> {lease}:{port}: {out:?}");
+    }
 
     // The LAN gets nothing from port 9001: not on the lease, not on the router's Docker
     // side routed via the lease.

@@ -411,14 +411,15 @@ fn pid_of(container: &str) -> u32 {
 /// 5. The router is no gateway from the Docker side onto the LAN: another container on the
 ///    service's network (with NET_ADMIN, here its namespace driven from the host) that
 ///    routes the LAN via the router reaches no LAN host over TCP or UDP, with its own or a
-///    spoofed source, nor does the service itself; the router's rp_filter is loose (2).
-///    Control: without the agent's table the same knock arrives.
+///    spoofed source, nor does the service itself in masquerade mode (in gateway mode it
+///    does, from its lease: `gateway.rs`, which also sends an intruder); the router's
+///    rp_filter is loose (2). Control: without the agent's table the same knock arrives.
 #[test]
 fn router_is_no_gateway_from_the_docker_side() {
     require_root!();
     let bed = DockerBed::new(4);
     let s = bed.run_service("s", &[]);
-    let up = bed.up(&s.name, &[]);
+    let up = bed.up(&s.name, &["--source", "masquerade"]);
     let router = docker::router_name(&s.name);
     let router_ip = watch::ip_of(&bed, &router).expect("router's Docker-side address");
     let attacker = bed.run_service("a", &[]);

@@ -43,6 +43,11 @@ pub struct ApplyArgs {
     /// Ask servers to broadcast their replies (BOOTP broadcast flag).
     #[arg(long)]
     broadcast: bool,
+    /// Gateway mode for the service at ADDR (its default route points at
+    /// this router): no masquerade toward it, its own traffic leaves from
+    /// the lease. Default: masquerade mode.
+    #[arg(long, value_name = "ADDR")]
+    gateway_for: Option<std::net::Ipv4Addr>,
     /// Wait up to SECS for a lease; fail if none by then.
     #[arg(long, value_name = "SECS")]
     wait: Option<f64>,
@@ -89,8 +94,19 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
         client_id: a.client_id.map(String::into_bytes),
         broadcast_flag: a.broadcast,
         forwards: a.forwards,
-        source: Default::default(),
-        service: None,
+        source: if a.gateway_for.is_some() {
+            netcontainer_proto::SourceMode::Gateway
+        } else {
+            netcontainer_proto::SourceMode::Masquerade
+        },
+        service: a
+            .gateway_for
+            .map(|address| netcontainer_proto::ServiceInfo {
+                name: "service".into(),
+                id: String::new(),
+                hostname: String::new(),
+                address,
+            }),
     };
     plan.validate().map_err(Error::Usage)?;
     let mut client = AgentClient::connect(&a.socket).await?;

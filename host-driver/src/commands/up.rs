@@ -59,6 +59,11 @@ pub struct UpArgs {
     /// gateway for a service on one network, masquerade on several.
     #[arg(long, value_name = "gateway|masquerade")]
     source: Option<netcontainer_proto::SourceMode>,
+    /// Give the host no route to the leased address (by default a host-side
+    /// macvlan shim on the parent routes it, so the host and its containers
+    /// reach the service at its LAN address too).
+    #[arg(long)]
+    no_host_route: bool,
     /// Seconds to wait for the lease.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -83,6 +88,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         arp_probe: a.arp_probe,
         network: a.network,
         source: a.source,
+        no_host_route: a.no_host_route,
     };
     let (rp, status) = driver
         .up(
@@ -109,6 +115,15 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
             crate::output::safe(&rp.network),
             plan::labels::NETWORK,
             rp.plan.source,
+        );
+    }
+    if rp.host_route
+        && let Some(e) = driver.sync_host_routes().await
+    {
+        eprintln!(
+            "warning: {}: the host cannot reach {addr} itself ({}); LAN hosts can",
+            crate::output::safe(&rp.service),
+            crate::output::safe(&e)
         );
     }
     println!("{} {} {}", rp.service, addr, plan::ports_text(&rp.ports));

@@ -82,6 +82,11 @@ pub struct WatchArgs {
     /// interface with the default route.
     #[arg(long, value_name = "ADDR")]
     host_address: Option<std::net::Ipv4Addr>,
+    /// Keep no host routes to the leases (by default a macvlan shim on each
+    /// parent with a /32 route per lease lets the host and its containers
+    /// reach the services at their LAN addresses; see `up --no-host-route`).
+    #[arg(long)]
+    no_host_route: bool,
 }
 
 /// First wait after losing Docker.
@@ -91,6 +96,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Services worked on at the same time (up, heal, down): enough to bring
 /// many up at once, few enough that a storm does not overload dockerd.
 pub const CONCURRENCY: usize = 8;
+
+/// How often the host routes are brought in line with the leases (a lease
+/// can change without any Docker event).
+const HOST_ROUTES_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the host route shims in step with the leases (see `shim`).
+async fn keep_host_routes(driver: Arc<Driver>) {
+    let mut tick = tokio::time::interval(HOST_ROUTES_EVERY);
+    loop {
+        tick.tick().await;
+        driver.sync_host_routes().await;
+    }
+}
 
 /// Aborts a task when dropped.
 struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
@@ -125,6 +143,8 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
             });
             // Its listeners go with the session.
             let _whoami = AbortOnDrop(whoami);
+            let shims = (!a.no_host_route).then(|| tokio::spawn(keep_host_routes(driver.clone())));
+            let _shims = AbortOnDrop(shims);
             let mut sup = Supervisor::new(driver, a.clone());
             tracing::info!("connected to Docker; reconciling");
             // Subscribe first, then reconcile: what happens in between is in the stream.

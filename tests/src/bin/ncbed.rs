@@ -137,6 +137,10 @@ fn forward_bed(args: &[String]) -> Bed {
         ("PLAIN_SERVICE_NS", service[1].name().to_string()),
         ("SERVICE_NET", "198.51.100.0/24".to_string()),
         ("SERVICE_ADDR", "198.51.100.2".to_string()),
+        (
+            "SERVICE_ROUTER_ADDR",
+            netcontainer_tests::service::ROUTER_SVC.to_string(),
+        ),
         ("DNSMASQ_LOG", dnsmasq.log_path().display().to_string()),
     ]);
     // A tuple drops in field order: service segments, dnsmasq, then the LAN.
