@@ -182,6 +182,50 @@ fn ipvlan_forwards_reach_the_service_and_replies_route_out_of_the_leg() {
     drop(svc);
 }
 
+/// The host reaches an ipvlan router's lease through a host-side ipvlan shim, built the
+/// way the driver's `shim.rs` builds it for an ipvlan parent (mode l2 on the parent, a
+/// link-local /32, a /32 route to the lease from it); the agent's table routes the
+/// link-local range on `lan0`, so the reply stays on the link.
+#[test]
+fn the_host_reaches_an_ipvlan_lease_through_an_ipvlan_shim() {
+    require_root!();
+    require_ipvlan!();
+    if let Err(e) = service::need(&["curl", "busybox"]) {
+        panic!("{e}");
+    }
+    let w = World::new(1);
+    let _dnsmasq = Dnsmasq::start(&w.lan.lan, DnsmasqOpts::default());
+    let mut svc = ServiceNet::attach(w.router(0));
+    let host = svc.add_host(2);
+    let _http = HttpServer::start(&host, 8080, "hello from the host's side\n");
+    let addr = w.bind(0, World::args(0).forward(&format!("tcp:8080={SVC}:8080")));
+    let shim = Ipv4Addr::new(169, 254, 7, 7);
+    let h = &w.lan.host;
+    h.ip(&[
+        "link", "add", "nchshim", "link", "eth0", "type", "ipvlan", "mode", "l2",
+    ]);
+    h.ip(&["addr", "add", &format!("{shim}/32"), "dev", "nchshim"]);
+    h.ip(&["link", "set", "nchshim", "up"]);
+    h.ip(&[
+        "route",
+        "add",
+        &format!("{addr}/32"),
+        "dev",
+        "nchshim",
+        "src",
+        &shim.to_string(),
+    ]);
+    let got = retry(3, Duration::from_millis(200), || curl(h, addr, 8080, 2))
+        .unwrap_or_else(|e| panic!("the host -> {addr}: {e}"));
+    assert_eq!(got, "hello from the host's side\n");
+    let routes = w
+        .router(0)
+        .ip(&["route", "show", "table", &TABLE.to_string()]);
+    assert!(routes.contains("169.254.0.0/16 dev lan0"), "{routes}");
+    h.ip(&["link", "del", "nchshim"]);
+    drop(svc);
+}
+
 /// The check itself: on a kernel without ipvlan the error is the one the driver's hint
 /// and `doctor` explain; with it, the scratch link is made and removed with its namespace.
 #[test]
