@@ -51,6 +51,13 @@ pub enum AgentError {
 pub struct Options {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// Where the lease is persisted (`--lease-dir`; the state directory by
+    /// default). A router's is on the host's `/var/lib`, so a lease outlives
+    /// a reboot, which empties the state directory's `/run`.
+    pub lease_dir: PathBuf,
+    /// Ask for this address (DHCP option 50) when there is no lease of our
+    /// own to claim again (`--request-address`).
+    pub request_address: Option<Ipv4Addr>,
     /// Probe a freshly leased address with ARP (RFC 5227) before using it,
     /// and DECLINE it if another host answers (see `netcontainer_lease::arp`).
     pub arp_probe: bool,
@@ -100,15 +107,30 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         let fw = fw.clone();
         Box::pin(async move { fw.counters(&forwards).await.map_err(|e| e.to_string()) })
     });
-    tokio::spawn(control::serve(listener, snap_rx, cmd_tx, counters));
+    let dhcp_counters = Arc::new(crate::counters::Counters::default());
+    tokio::spawn(control::serve(
+        listener,
+        snap_rx,
+        cmd_tx,
+        counters,
+        dhcp_counters.clone(),
+    ));
     tracing::info!(socket = %opts.socket.display(), "waiting for a plan");
 
     // Unbounded: a task never waits for the core (its timers keep running
     // while the core applies a plan); events come at the pace of DHCP
     // exchanges, not of packets.
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    if opts.lease_dir != opts.state_dir {
+        std::fs::create_dir_all(&opts.lease_dir).map_err(|source| AgentError::StateDir {
+            path: opts.lease_dir.clone(),
+            source,
+        })?;
+    }
     let mut core = Core {
-        state_dir: opts.state_dir.clone(),
+        lease_dir: opts.lease_dir.clone(),
+        request_address: opts.request_address,
+        counters: dhcp_counters,
         netconf,
         firewall,
         plan: None,
@@ -170,7 +192,9 @@ struct Iface {
 }
 
 struct Core {
-    state_dir: PathBuf,
+    lease_dir: PathBuf,
+    request_address: Option<Ipv4Addr>,
+    counters: Arc<crate::counters::Counters>,
     netconf: Netconf,
     firewall: Arc<Firewall>,
     plan: Option<Plan>,
@@ -275,8 +299,12 @@ impl Core {
         let task = v4::V4::start(
             plan,
             &link,
-            &self.state_dir,
-            self.arp,
+            v4::Start {
+                lease_dir: &self.lease_dir,
+                request_address: self.request_address,
+                arp: self.arp,
+                counters: self.counters.clone(),
+            },
             self.events_tx.clone(),
         )?;
         Ok((task, link))

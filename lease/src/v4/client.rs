@@ -172,6 +172,8 @@ pub struct Client {
     events: VecDeque<Event>,
     /// NAKs received since the last successful bind.
     consecutive_naks: u32,
+    /// NAKs acted on since the client was made (for metrics).
+    naks_total: u64,
 }
 
 impl Client {
@@ -186,7 +188,15 @@ impl Client {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             consecutive_naks: 0,
+            naks_total: 0,
         }
+    }
+
+    /// NAKs acted on since the client was made: each cost a lease or the
+    /// address asked for (a NAK from another server while renewing, which is
+    /// ignored, does not count).
+    pub fn naks(&self) -> u64 {
+        self.naks_total
     }
 
     /// Begin acquiring a lease with a DISCOVER that asks for `hint` (option
@@ -449,6 +459,7 @@ impl Client {
 
     fn restart_after_nak(&mut self, now: Instant) {
         self.consecutive_naks = self.consecutive_naks.saturating_add(1);
+        self.naks_total = self.naks_total.saturating_add(1);
         let retry = &self.config.retry;
         if self.consecutive_naks <= retry.nak_free_restarts {
             self.begin_discover(now, None);

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::LeaseEvent;
+use crate::counters::Counters;
 use crate::dhcp::arp::ArpSocket;
 use crate::dhcp::socket::{RawSocket, UdpSocket};
 use crate::netconf::Link;
@@ -66,6 +67,17 @@ impl Handle {
     }
 }
 
+/// How a task starts, besides its plan and link.
+pub struct Start<'a> {
+    /// Where the lease is persisted.
+    pub lease_dir: &'a Path,
+    /// Asked for in the DISCOVER when there is no lease of our own to claim.
+    pub request_address: Option<Ipv4Addr>,
+    /// `Some` with `--arp-probe`.
+    pub arp: Option<ArpConfig>,
+    pub counters: Arc<Counters>,
+}
+
 /// DHCPv4 on one interface, before and while it runs.
 pub struct V4 {
     identity: Identity,
@@ -91,6 +103,9 @@ pub struct V4 {
     events: mpsc::UnboundedSender<LeaseEvent>,
     /// The state last reported.
     reported: Option<State>,
+    counters: Arc<Counters>,
+    /// The client's NAK total already added to `counters`.
+    naks_counted: u64,
 }
 
 /// An ARP probe of a new lease's address; the ARP socket lives as long as it.
@@ -107,17 +122,22 @@ impl V4 {
     pub fn start(
         plan: &Plan,
         link: &Link,
-        state_dir: &Path,
-        arp: Option<ArpConfig>,
+        start: Start<'_>,
         events: mpsc::UnboundedSender<LeaseEvent>,
     ) -> Result<V4, String> {
+        let Start {
+            lease_dir,
+            request_address,
+            arp,
+            counters,
+        } = start;
         let raw = RawSocket::open(link.index)
             .map_err(|e| format!("cannot open a packet socket on {}: {e}", plan.interface))?;
         let client_id = plan
             .client_id
             .clone()
             .unwrap_or_else(|| netcontainer_proto::contract::mac_client_id(&link.mac));
-        let store = LeaseStore::new(state_dir, &plan.interface);
+        let store = LeaseStore::new(lease_dir, &plan.interface);
         let stored = store.load();
         // A released lease left nothing on the interface.
         let leftover = stored
@@ -128,10 +148,11 @@ impl V4 {
             stored.filter(|l| l.client_id == hex(&client_id) && l.interface == plan.interface);
         // Unexpired and not released: claim it again (INIT-REBOOT). Released or
         // expired: only ask for it (DISCOVER with option 50).
+        // The operator's address (`up --ip`) goes before a remembered one.
         let (previous, hint) = match ours {
             Some(l) if !l.released && !l.expired(SystemTime::now()) => (Some(l.address), None),
-            Some(l) => (None, Some(l.address)),
-            None => (None, None),
+            Some(l) => (None, request_address.or(Some(l.address))),
+            None => (None, request_address),
         };
         let mut client = Client::new(
             Config {
@@ -168,6 +189,8 @@ impl V4 {
             declined: None,
             events,
             reported: None,
+            counters,
+            naks_counted: 0,
         })
     }
 
@@ -239,8 +262,16 @@ impl V4 {
     }
 
     fn report_state(&mut self) {
+        let naks = self.client.naks();
+        if naks > self.naks_counted {
+            self.counters.naks(naks - self.naks_counted);
+            self.naks_counted = naks;
+        }
         let state = self.client.state();
         if self.reported != Some(state) {
+            if state == State::Rebinding {
+                self.counters.rebinding();
+            }
             self.reported = Some(state);
             let _ = self.events.send(LeaseEvent::State(state));
         }
@@ -309,6 +340,10 @@ impl V4 {
         match ev {
             Event::Bound(lease) => {
                 let previous = self.configured.as_ref().map(|l| l.address);
+                if previous == Some(lease.address) {
+                    // The lease in place, extended (RENEWING or REBINDING).
+                    self.counters.renewed();
+                }
                 if let Some(old) = self.configured.take_if(|old| {
                     old.address != lease.address || old.prefix_len != lease.prefix_len
                 }) {
