@@ -29,6 +29,9 @@ pub mod labels {
     pub const HOSTNAME: &str = "netcontainer.hostname";
     pub const PORTS: &str = "netcontainer.ports";
     pub const NETWORK: &str = "netcontainer.network";
+    /// On a service: the address to ask the DHCP server for (option 50); on
+    /// a router: the address it was made asking for.
+    pub const IP: &str = "netcontainer.ip";
     /// Host directory bind-mounted into the router (socket, lease).
     pub const STATE_DIR: &str = "netcontainer.state-dir";
     /// On a service: `watch` gives it a router.
@@ -176,7 +179,8 @@ pub fn check_overlaps(ports: &[PortSpec]) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
     Macvlan,
@@ -235,6 +239,10 @@ pub struct UpOptions {
     /// The service's network to forward to (`--network`, label
     /// `netcontainer.network`); default: the first by name.
     pub network: Option<String>,
+    /// The address to ask for (`--ip`, label `netcontainer.ip`).
+    pub ip: Option<Ipv4Addr>,
+    /// `--ip-strict`: another address than `ip` fails `up` (rolled back).
+    pub ip_strict: bool,
 }
 
 /// Longest identity accepted (from the label).
@@ -304,6 +312,8 @@ pub struct RouterPlan {
     pub plan: Plan,
     /// Run the agent with `--arp-probe`.
     pub arp_probe: bool,
+    /// Run the agent with `--request-address` (`--ip`, `netcontainer.ip`).
+    pub requested: Option<Ipv4Addr>,
 }
 
 impl RouterPlan {
@@ -326,6 +336,9 @@ impl RouterPlan {
         ]);
         if self.arp_probe {
             l.insert(labels::ARP_PROBE.into(), "true".into());
+        }
+        if let Some(ip) = self.requested {
+            l.insert(labels::IP.into(), ip.to_string());
         }
         l
     }
@@ -565,6 +578,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         ports,
         plan,
         arp_probe: opts.arp_probe || sl.arp_probe,
+        requested: opts.ip.or(sl.ip),
     })
 }
 
@@ -668,6 +682,40 @@ mod tests {
         let r = derive(&svc, &opts()).unwrap();
         assert!(r.arp_probe);
         assert_eq!(r.labels()[labels::ARP_PROBE], "true");
+    }
+
+    #[test]
+    fn requested_address_from_flag_or_label_onto_the_agent_and_router() {
+        let r = derive(&web1(), &opts()).unwrap();
+        assert_eq!(r.requested, None);
+        assert!(!r.labels().contains_key(labels::IP));
+        assert!(!crate::docker::router_cmd(&r).contains(&"--request-address".to_string()));
+        let mut svc = web1();
+        svc.labels.insert(labels::IP.into(), "203.0.113.77".into());
+        let r = derive(&svc, &opts()).unwrap();
+        assert_eq!(r.requested, Some(Ipv4Addr::new(203, 0, 113, 77)));
+        assert_eq!(r.labels()[labels::IP], "203.0.113.77");
+        // The flag beats the label.
+        let o = UpOptions {
+            ip: Some(Ipv4Addr::new(203, 0, 113, 78)),
+            ..opts()
+        };
+        let r = derive(&svc, &o).unwrap();
+        assert_eq!(
+            crate::docker::router_cmd(&r),
+            [
+                "--lease-dir",
+                "/var/lib/netcontainer",
+                "--request-address",
+                "203.0.113.78"
+            ]
+        );
+        svc.labels.insert(labels::IP.into(), "nope".into());
+        let e = derive(&svc, &opts()).unwrap_err().to_string();
+        assert!(
+            e.contains("label netcontainer.ip") && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]

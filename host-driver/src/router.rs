@@ -82,6 +82,8 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         mac: l.mac.filter(|_| l.mode != Some(Mode::Ipvlan)),
         arp_probe: l.arp_probe,
         network: l.network,
+        ip: l.ip,
+        ..Default::default()
     })
 }
 
@@ -203,7 +205,23 @@ impl Driver {
             )
             .await;
         match result {
-            Ok(status) => Ok((rp, status)),
+            Ok(status) => {
+                let got = status.lease.as_ref().map(|l| l.address);
+                if let (Some(asked), Some(got)) = (rp.requested, got)
+                    && got != asked
+                    && opts.ip_strict
+                {
+                    // The roll-back stops the router: its agent releases
+                    // the address it was given.
+                    created.roll_back(&self.docker).await;
+                    return Err(Error::NotTheAddress {
+                        service: rp.service.clone(),
+                        asked,
+                        got,
+                    });
+                }
+                Ok((rp, status))
+            }
             Err(e) => {
                 created.roll_back(&self.docker).await;
                 Err(e)
@@ -229,13 +247,17 @@ impl Driver {
         // its lease, which the agent may reuse; it is ours either way.
         created.dir = true;
         let host_dir = state::ensure_service_dir(name)?;
+        let lease_dir = state::ensure_lease_dir(name)?;
         let socket = state::socket(name);
         let _ = std::fs::remove_file(&socket);
         interrupted(interrupt)?;
 
         progress.phase("creating the router");
         created.container_name = Some(rp.router_name.clone());
-        let id = self.docker.create_router(rp, image, &host_dir).await?;
+        let id = self
+            .docker
+            .create_router(rp, image, &host_dir, &lease_dir)
+            .await?;
         created.container = Some(id.clone());
         interrupted(interrupt)?;
         progress.phase("starting the router");
@@ -314,6 +336,12 @@ impl Driver {
         let opts = options_of(r)?;
         let desired = desired_plan(svc, &opts, &router_identity(r))?;
         if !r.running {
+            // After a reboot `/run` is empty: the run directory is made
+            // again, root-only, before Docker would make it (0755) for the
+            // bind mount; the lease directory is there (it is on `/var/lib`)
+            // unless it was removed by hand.
+            state::ensure_service_dir(&r.service)?;
+            state::ensure_lease_dir(&r.service)?;
             self.docker.start(&r.id).await?;
             did = Healed::Started;
         }
