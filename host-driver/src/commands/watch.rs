@@ -798,6 +798,66 @@ mod tests {
     use super::*;
 
     const R: Option<RouterView> = Some(RouterView);
+
+    fn args(a: &[&str]) -> WatchArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: WatchArgs,
+        }
+        let mut v = vec!["watch"];
+        v.extend_from_slice(a);
+        <Cli as clap::Parser>::parse_from(v).a
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let file = config::parse(
+            "parent = \"eth1\"\nmode = \"ipvlan\"\ntimeout = 45\nresync = 120\n\
+             metrics = \"127.0.0.1:9311\"\non-change = \"true\"\nrelease-when-stopped = true\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(args(&[]), file.clone());
+        assert_eq!(
+            s,
+            Settings {
+                parent: Some("eth1".into()),
+                mode: Some(Mode::Ipvlan),
+                image: default_image(),
+                release_when_stopped: true,
+                timeout: 45,
+                resync: 120,
+                metrics: Some("127.0.0.1:9311".parse().unwrap()),
+                on_change: Some("true".into()),
+                poll: 5,
+            }
+        );
+        let s = Settings::resolve(
+            args(&[
+                "--parent",
+                "eth0",
+                "--mode",
+                "macvlan",
+                "--timeout",
+                "5",
+                "--metrics",
+                "127.0.0.1:9400",
+                "--image",
+                "r:1",
+            ]),
+            file,
+        );
+        assert_eq!(s.parent.as_deref(), Some("eth0"));
+        assert_eq!(s.mode, Some(Mode::Macvlan));
+        assert_eq!((s.timeout, s.resync), (5, 120));
+        assert_eq!(s.metrics, Some("127.0.0.1:9400".parse().unwrap()));
+        assert_eq!(s.image, "r:1");
+        // No file: the defaults; no metrics, no command.
+        let d = Settings::resolve(args(&[]), WatchConfig::default());
+        assert_eq!((d.timeout, d.resync, d.poll), (30, 60, 5));
+        assert_eq!((d.metrics, d.on_change, d.mode), (None, None, None));
+        assert!(!d.release_when_stopped);
+    }
     const KEEP: DecideOptions = DecideOptions {
         release_when_stopped: false,
     };
