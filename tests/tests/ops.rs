@@ -156,6 +156,10 @@ fn leases_survive_a_reboot() {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut w = Watch::start(&bed, &[], &env);
     let again = watch::wait_bound(&bed, &s.name, Duration::from_secs(40));
+    eprintln!(
+        "after the reboot: bound again {:?} after watch started",
+        w.started.elapsed()
+    );
     w.assert_running();
     assert_eq!(again, Some(u.address), "{}", w.log());
     assert!(
@@ -308,11 +312,16 @@ fn watch_config_metrics_and_on_change() {
     );
     bed.dnsmasq.stop();
     bed.dnsmasq = Dnsmasq::start(&bed.lan, opts);
+    let restarted = std::time::Instant::now();
     docker::docker_ok(&["restart", "-t", "5", &router_name(&s.name)]);
     let hook = wait_for(Duration::from_secs(60), Duration::from_millis(250), || {
         std::fs::read_to_string(&hook_out).ok()
     })
     .unwrap_or_else(|| panic!("--on-change never ran:\n{}", w.log()));
+    eprintln!(
+        "renumbering: --on-change ran {:?} after the router restart began",
+        restarted.elapsed()
+    );
     let new: Ipv4Addr = hook
         .lines()
         .find_map(|l| l.strip_prefix("NETCONTAINER_NEW_ADDRESS="))
