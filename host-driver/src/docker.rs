@@ -29,7 +29,14 @@ pub const ROUTER_LEASE_DIR: &str = netcontainer_proto::contract::LEASE_DIR;
 /// The agent's arguments in a router (after the image's entrypoint).
 pub fn router_cmd(plan: &RouterPlan) -> Vec<String> {
     use netcontainer_proto::contract::flag;
-    let mut cmd = vec![flag::LEASE_DIR.to_string(), ROUTER_LEASE_DIR.to_string()];
+    // --keep-lease: a host's shutdown stops the router with SIGTERM, and the
+    // lease is to be claimed again after the reboot; `down` releases it with a
+    // Shutdown request (`router::release`).
+    let mut cmd = vec![
+        flag::LEASE_DIR.to_string(),
+        ROUTER_LEASE_DIR.to_string(),
+        flag::KEEP_LEASE.to_string(),
+    ];
     if plan.arp_probe {
         cmd.push(flag::ARP_PROBE.to_string());
     }

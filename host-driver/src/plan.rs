@@ -706,6 +706,7 @@ mod tests {
             [
                 "--lease-dir",
                 "/var/lib/netcontainer",
+                "--keep-lease",
                 "--request-address",
                 "203.0.113.78"
             ]

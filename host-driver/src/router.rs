@@ -100,6 +100,35 @@ pub async fn agent_status(service: &ServiceName) -> Option<Status> {
         .flatten()
 }
 
+/// Asks `service`'s agent to release its lease and exit (a `Shutdown`
+/// request: a router's agent keeps its lease on SIGTERM, for the reboot
+/// case), and waits, at most `grace_secs`, until it is gone (its socket
+/// removed). An agent that does not answer (a stopped router) has nothing
+/// to send a RELEASE with: its lease expires at the server.
+pub async fn release(service: &ServiceName, grace_secs: i32) {
+    let socket = state::socket(service);
+    let asked = async {
+        let mut c = AgentClient::connect(&socket).await.ok()?;
+        match c.request(&Request::Shutdown, Duration::ZERO).await.ok()? {
+            Response::ShuttingDown => Some(()),
+            _ => None,
+        }
+    };
+    if tokio::time::timeout(HEAL_CONNECT, asked)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        tracing::debug!(%service, "the agent did not take a shutdown request; stopping it");
+        return;
+    }
+    let until = Instant::now() + Duration::from_secs(grace_secs.max(1) as u64);
+    while socket.exists() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// How long `heal` waits for a router's agent to answer.
 const HEAL_CONNECT: Duration = Duration::from_secs(3);
 
@@ -382,9 +411,10 @@ impl Driver {
         Ok(did)
     }
 
-    /// Stops (the agent releases its lease) and removes a router and its
-    /// host directory.
+    /// Has the agent release its lease, then stops and removes a router and
+    /// its host directories.
     pub async fn down(&self, r: &RouterInfo, grace_secs: i32) -> Result<(), Error> {
+        release(&r.service, grace_secs).await;
         self.docker.remove(&r.id, grace_secs).await?;
         state::remove_service_dir(&r.service)
     }
@@ -477,7 +507,10 @@ impl Created {
             };
         }
         if let Some(id) = id {
-            // The macvlan leg lives in the router's namespace and goes with it.
+            // The agent releases what it may have got (it keeps its lease
+            // on SIGTERM); the macvlan leg lives in the router's namespace
+            // and goes with it.
+            release(&self.service, 5).await;
             if let Err(e) = docker.remove(&id, 5).await {
                 tracing::warn!(container = %id, error = %e, "roll-back: removing the router failed");
                 eprintln!("warning: could not remove router container {id}: {e}");

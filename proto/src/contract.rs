@@ -49,6 +49,11 @@ pub mod flag {
     pub const SUPERVISE: &str = "--supervise";
     /// `--lease-dir DIR`: the persisted lease (default: the state directory).
     pub const LEASE_DIR: &str = "--lease-dir";
+    /// `--keep-lease`: on SIGTERM/SIGINT stop without a RELEASE (the lease is
+    /// claimed again by the next start: a host's shutdown stops its routers
+    /// with SIGTERM); only a `Shutdown` request releases. Routers get it; the
+    /// driver's `down` sends `Shutdown` first.
+    pub const KEEP_LEASE: &str = "--keep-lease";
     /// `--request-address ADDR`: ask for this address (option 50) when there is
     /// no lease of its own to claim again (`up --ip`, label `netcontainer.ip`).
     pub const REQUEST_ADDRESS: &str = "--request-address";

@@ -10,7 +10,8 @@ netcontainer-agent: keeps a DHCP lease on the plan's interface and forwards
 the service's ports from the leased address.
 
 Usage: netcontainer-agent [--socket PATH] [--state-dir DIR] [--lease-dir DIR]
-                          [--request-address ADDR] [--supervise] [--arp-probe]
+                          [--request-address ADDR] [--keep-lease] [--supervise]
+                          [--arp-probe]
 
 Sets net.ipv4.ip_forward=1 and net.ipv4.conf.{all,default}.rp_filter=2 in its
 network namespace at start (a value already right may be read-only).
@@ -22,6 +23,9 @@ Options:
   --request-address ADDR
                     ask for this IPv4 address (DHCP option 50) when there is no
                     lease of our own to claim again
+  --keep-lease      on SIGTERM/SIGINT stop without releasing the lease (the
+                    next start claims it again); only a shutdown request
+                    over the socket releases it
   --supervise       run the agent as a child and restart it if it dies
                     (the router image's PID 1); SIGTERM/SIGINT are passed on
   --arp-probe       before using a new lease's address, probe it with ARP
@@ -39,6 +43,7 @@ struct Cli {
     lease_dir: Option<PathBuf>,
     request_address: Option<std::net::Ipv4Addr>,
     arp_probe: bool,
+    keep_lease: bool,
     supervise: bool,
 }
 
@@ -51,6 +56,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> 
         lease_dir: None,
         request_address: None,
         arp_probe: false,
+        keep_lease: false,
         supervise: false,
     };
     while let Some(a) = args.next() {
@@ -77,6 +83,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> 
             }
             flag::ARP_PROBE if inline.is_none() => cli.arp_probe = true,
             flag::SUPERVISE if inline.is_none() => cli.supervise = true,
+            flag::KEEP_LEASE if inline.is_none() => cli.keep_lease = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -134,6 +141,7 @@ fn main() -> ExitCode {
         lease_dir: cli.lease_dir.unwrap_or_else(|| cli.state_dir.clone()),
         state_dir: cli.state_dir,
         request_address: cli.request_address,
+        keep_lease: cli.keep_lease,
         arp_probe: cli.arp_probe,
     };
     match rt.block_on(netcontainer_agent::agent::run(opts)) {
@@ -187,6 +195,9 @@ mod tests {
         assert_eq!(l.lease_dir, Some(PathBuf::from(contract::LEASE_DIR)));
         assert_eq!(l.request_address, Some("203.0.113.77".parse().unwrap()));
         assert_eq!(d.lease_dir, None);
+        assert!(!d.keep_lease);
+        assert!(parse(args(&["--keep-lease"])).unwrap().unwrap().keep_lease);
+        assert!(parse(args(&["--keep-lease=1"])).is_err());
         assert!(parse(args(&["--request-address", "203.0.113"])).is_err());
         assert!(parse(args(&["--help"])).unwrap().is_none());
     }
@@ -203,6 +214,7 @@ mod tests {
             flag::SUPERVISE,
             flag::LEASE_DIR,
             flag::REQUEST_ADDRESS,
+            flag::KEEP_LEASE,
         ] {
             assert!(USAGE.contains(&format!("\n  {f} ")), "{f}");
         }

@@ -124,9 +124,10 @@ fn ip_asks_for_an_address_and_strict_refuses_another() {
     assert!(out.stderr.contains("not an IPv4 address"), "{out}");
 }
 
-/// A reboot, simulated: the router stops without a word (as at a power loss), `/run` is
-/// emptied; watch starts, heals the router, and its agent claims its persisted lease again
-/// (INIT-REBOOT): the same address. `down` then removes the lease directory.
+/// A reboot, simulated: the router is stopped as a host's shutdown stops it (SIGTERM from
+/// dockerd: its agent keeps the lease, no RELEASE), `/run` is emptied; watch starts, heals
+/// the router, and its agent claims its persisted lease again (INIT-REBOOT): the same
+/// address. `down` then releases it and removes the lease directory.
 #[test]
 fn leases_survive_a_reboot() {
     require_root!();
@@ -148,8 +149,14 @@ fn leases_survive_a_reboot() {
         "the lease is not in /run"
     );
 
-    // The "reboot": the router killed (no release), the run directory gone.
-    docker::docker_ok(&["kill", &router_name(&s.name)]);
+    // The "reboot": the router stopped as at a shutdown, the run directory gone.
+    docker::docker_ok(&["stop", "-t", "10", &router_name(&s.name)]);
+    assert!(
+        !bed.dnsmasq.log().contains("DHCPRELEASE"),
+        "a stop released the lease"
+    );
+    let stored = std::fs::read_to_string(&lease_file).unwrap();
+    assert!(stored.contains("\"released\": false"), "{stored}");
     std::fs::remove_dir_all(&run).unwrap();
 
     let env = bed.driver_env();
@@ -183,6 +190,13 @@ fn leases_survive_a_reboot() {
     assert!(out.ok(), "{out}");
     assert!(!lease_dir.exists(), "down leaves the lease directory");
     bed.assert_clean(&s.name);
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(100), || bed
+            .dnsmasq
+            .log()
+            .contains(&format!("DHCPRELEASE(br0) {}", u.address))),
+        "down did not release the lease"
+    );
 }
 
 /// Everything a container logged (the agent logs to stderr).
@@ -304,7 +318,7 @@ fn watch_config_metrics_and_on_change() {
     assert!(samples(&scrape(port).unwrap())[&bytes] > 0.0);
 
     // Renumbering: the server moves to another pool; the router restarts (its agent
-    // releases, then asks again): another address.
+    // keeps the lease, claims it again, the server refuses it): another address.
     let mut opts = bed.dnsmasq.opts().clone();
     opts.range = (
         Ipv4Addr::new(203, 0, 113, 160),
@@ -352,12 +366,18 @@ fn watch_config_metrics_and_on_change() {
             .copied()
     });
     assert_eq!(changes, Some(1.0));
+    let m = samples(&scrape(port).unwrap());
     assert!(
-        samples(&scrape(port).unwrap())
-            .get(&key("heals_total", ""))
-            .is_some_and(|h| *h >= 1.0),
+        m.get(&key("heals_total", "")).is_some_and(|h| *h >= 1.0),
         "the re-plumb after the restart is a heal"
     );
+    // The old address claimed again (INIT-REBOOT) and refused by the new pool's server.
+    assert!(
+        bed.dnsmasq.log().contains("DHCPNAK"),
+        "{}",
+        bed.dnsmasq.log()
+    );
+    assert_eq!(m.get(&key("naks_total", "")), Some(&1.0), "{m:?}");
     w.assert_running();
 }
 

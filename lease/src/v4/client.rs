@@ -103,6 +103,9 @@ pub enum LostReason {
     Nak,
     Released,
     Declined,
+    /// The client stopped without releasing ([`Client::stop`]): the server
+    /// still holds the lease, to be claimed again on the next start.
+    Kept,
 }
 
 /// Something the shell must act on.
@@ -388,6 +391,23 @@ impl Client {
             });
         } else {
             debug!("dhcp: stopped without a lease to release");
+        }
+        self.phase = Phase::Stopped;
+    }
+
+    /// Stops without a RELEASE: the server keeps the lease until it expires,
+    /// so the next start (with the lease persisted by the shell) claims it
+    /// again by INIT-REBOOT (RFC 2131 3.2: a client need not release its
+    /// lease on shutdown). The lease is reported lost (`Kept`) so that the
+    /// shell stops using its address now.
+    pub fn stop(&mut self, now: Instant) {
+        let _ = now;
+        if let Some(lease) = self.take_lease() {
+            info!(address = %lease.address, "dhcp: stopping; the lease is kept for the next start");
+            self.events.push_back(Event::Lost {
+                lease,
+                reason: LostReason::Kept,
+            });
         }
         self.phase = Phase::Stopped;
     }

@@ -53,16 +53,19 @@ impl Identity {
 /// The running task, as the core sees it.
 pub struct Handle {
     pub identity: Identity,
-    release: mpsc::Sender<()>,
+    /// `true`: release the lease; `false`: keep it (for the next start).
+    end: mpsc::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Handle {
-    /// Asks the task to release its lease and stop; the returned handle
-    /// ends once it has (its last events are then in the channel).
-    pub async fn release(self) -> JoinHandle<()> {
+    /// Asks the task to stop, releasing its lease or keeping it (no
+    /// RELEASE; the persisted lease is claimed again by the next start);
+    /// the returned handle ends once it has (its last events are then in
+    /// the channel).
+    pub async fn end(self, release: bool) -> JoinHandle<()> {
         // A task that already ended has nothing to release.
-        let _ = self.release.send(()).await;
+        let _ = self.end.send(release).await;
         self.task
     }
 }
@@ -200,31 +203,35 @@ impl V4 {
 
     /// Runs the client until the core asks for a release.
     pub fn spawn(mut self) -> Handle {
-        let (release, mut released) = mpsc::channel(1);
+        let (end, mut ended) = mpsc::channel(1);
         // The core knows the starting state already.
         self.reported = Some(self.client.state());
         let identity = self.identity.clone();
         let task = tokio::spawn(async move {
             self.drive().await;
-            loop {
-                if self.step(&mut released).await.is_break() {
-                    break;
+            let release = loop {
+                if let std::ops::ControlFlow::Break(release) = self.step(&mut ended).await {
+                    break release;
                 }
                 self.drive().await;
+            };
+            if release {
+                self.client.release(Instant::now());
+            } else {
+                self.client.stop(Instant::now());
             }
-            self.client.release(Instant::now());
             self.drive().await;
         });
         Handle {
             identity,
-            release,
+            end,
             task,
         }
     }
 
-    /// Waits for one thing: a packet, a timer, or the core's release (or
-    /// the core gone: `Break`).
-    async fn step(&mut self, released: &mut mpsc::Receiver<()>) -> std::ops::ControlFlow<()> {
+    /// Waits for one thing: a packet, a timer, or the core's end (`Break`
+    /// with whether to release; the core gone: release).
+    async fn step(&mut self, ended: &mut mpsc::Receiver<bool>) -> std::ops::ControlFlow<bool> {
         let probing = self.probing.as_ref();
         let arp = probing.map(|p| p.sock.clone());
         // One timer for both machines: each ignores a call before its deadline.
@@ -238,7 +245,7 @@ impl V4 {
         let raw = self.raw.clone();
         let udp = self.udp.as_ref().map(|(_, s)| s.clone());
         tokio::select! {
-            _ = released.recv() => return std::ops::ControlFlow::Break(()),
+            r = ended.recv() => return std::ops::ControlFlow::Break(r.unwrap_or(true)),
             r = raw.recv() => self.on_packet(r).await,
             r = recv_udp(udp) => self.on_packet(r).await,
             r = recv_arp(arp) => self.on_arp(r).await,
@@ -398,6 +405,9 @@ impl V4 {
                         l.released = true;
                         self.store.save(&l)
                     }
+                    // Stopped without a release: the stored lease stays as
+                    // it is, to be claimed again (INIT-REBOOT).
+                    (LostReason::Kept, _) => Ok(()),
                     _ => self.store.clear(),
                 };
                 if let Err(e) = kept {
@@ -408,7 +418,7 @@ impl V4 {
                 let lost = || format!("lease on {} lost ({reason:?})", lease.address);
                 let error = match reason {
                     LostReason::Declined => Some(self.declined.take().unwrap_or_else(lost)),
-                    LostReason::Released => None,
+                    LostReason::Released | LostReason::Kept => None,
                     _ => Some(lost()),
                 };
                 self.report(LeaseEvent::Lost { lease, error });

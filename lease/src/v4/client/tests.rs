@@ -1458,3 +1458,22 @@ fn retry_settings_are_honoured() {
     let _ = tx(&mut c);
     assert_eq!(c.poll_timeout(), Some(t0 + secs(3)));
 }
+
+#[test]
+fn stop_keeps_the_lease_no_release_sent() {
+    let t0 = Instant::now();
+    let mut c = client();
+    let l = bind(&mut c, t0);
+    c.stop(t0 + secs(1));
+    assert_eq!(lost_event(&mut c), (l, LostReason::Kept));
+    no_tx(&mut c);
+    assert_eq!(c.state(), State::Stopped);
+    assert!(c.poll_timeout().is_none());
+    // Without a lease: nothing to report.
+    let mut d = client();
+    d.start(t0, None);
+    let _ = tx(&mut d);
+    d.stop(t0);
+    assert!(d.poll_event().is_none());
+    assert_eq!(d.state(), State::Stopped);
+}
