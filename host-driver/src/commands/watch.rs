@@ -780,10 +780,13 @@ async fn try_reconcile(ctx: &Ctx, service: &ServiceName) -> Result<Option<String
                     never_interrupted(),
                 )
                 .await?;
-            let addr = status
-                .lease
-                .map(|l| l.address.to_string())
-                .unwrap_or_default();
+            let got = status.lease.map(|l| l.address);
+            if let (Some(asked), Some(got)) = (rp.requested, got)
+                && asked != got
+            {
+                tracing::warn!(%service, %asked, %got, "the DHCP server gave another address than the label netcontainer.ip asks for (taken, or outside its pool)");
+            }
+            let addr = got.map(|a| a.to_string()).unwrap_or_default();
             Ok(Some(format!(
                 "router created: {addr} {}",
                 plan::ports_text(&rp.ports)
