@@ -317,6 +317,29 @@ fn watch_config_metrics_and_on_change() {
     let bytes = key("forward_bytes_total", ",protocol=\"tcp\",port=\"80\"");
     assert!(samples(&scrape(port).unwrap())[&bytes] > 0.0);
 
+    // The label netcontainer.ip under watch: an address in the pool is given; one
+    // outside it is not, and watch says so.
+    let t = watch::labelled_service(&bed, "t", &["--label", "netcontainer.ip=203.0.113.90"]);
+    let x = watch::labelled_service(&bed, "x", &["--label", "netcontainer.ip=203.0.113.201"]);
+    assert_eq!(
+        watch::wait_bound(&bed, &t.name, Duration::from_secs(40)),
+        Some(Ipv4Addr::new(203, 0, 113, 90)),
+        "{}",
+        w.log()
+    );
+    let xa = watch::wait_bound(&bed, &x.name, Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("no lease for {}:\n{}", x.name, w.log()));
+    assert!(in_pool(xa), "{xa}");
+    assert!(
+        w.wait_line(
+            Some(&x.name),
+            "another address than the label netcontainer.ip asks for",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        w.log()
+    );
+
     // Renumbering: the server moves to another pool; the router restarts (its agent
     // keeps the lease, claims it again, the server refuses it): another address.
     let mut opts = bed.dnsmasq.opts().clone();
