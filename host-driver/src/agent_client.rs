@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use netcontainer_proto::{
-    HEADER_LEN, Request, Response, Status, decode_payload, encode_frame, payload_len,
+    HEADER_LEN, LeaseCounters, Request, Response, Status, decode_payload, encode_frame, payload_len,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -63,6 +63,16 @@ impl AgentClient {
     pub async fn status(&mut self) -> Result<Status, Error> {
         match self.request(&Request::Status, Duration::ZERO).await? {
             Response::Status(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The DHCP client's counters; `None` from an agent older than the
+    /// request (it answers with an error, and closes the connection).
+    pub async fn counters(&mut self) -> Result<Option<LeaseCounters>, Error> {
+        match self.request(&Request::Counters, Duration::ZERO).await? {
+            Response::Counters(c) => Ok(Some(c)),
+            Response::Error(_) => Ok(None),
             other => Err(unexpected(other)),
         }
     }

@@ -22,6 +22,30 @@ use crate::state::ServiceName;
 /// Where the agent's socket and lease live inside the router (the agent's
 /// default `--state-dir`, so the image's entrypoint names none).
 pub const ROUTER_STATE_DIR: &str = netcontainer_proto::contract::STATE_DIR;
+/// Where a router's lease directory is mounted (from the host's lib
+/// directory, which outlives a reboot).
+pub const ROUTER_LEASE_DIR: &str = netcontainer_proto::contract::LEASE_DIR;
+
+/// The agent's arguments in a router (after the image's entrypoint).
+pub fn router_cmd(plan: &RouterPlan) -> Vec<String> {
+    use netcontainer_proto::contract::flag;
+    // --keep-lease: a host's shutdown stops the router with SIGTERM, and the
+    // lease is to be claimed again after the reboot; `down` releases it with a
+    // Shutdown request (`router::release`).
+    let mut cmd = vec![
+        flag::LEASE_DIR.to_string(),
+        ROUTER_LEASE_DIR.to_string(),
+        flag::KEEP_LEASE.to_string(),
+    ];
+    if plan.arp_probe {
+        cmd.push(flag::ARP_PROBE.to_string());
+    }
+    if let Some(ip) = plan.requested {
+        cmd.push(flag::REQUEST_ADDRESS.to_string());
+        cmd.push(ip.to_string());
+    }
+    cmd
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
@@ -503,16 +527,16 @@ impl DockerClient {
         plan: &RouterPlan,
         image: &str,
         host_dir: &Path,
+        lease_dir: &Path,
     ) -> Result<String, DockerError> {
         // The agent sets these itself, but a container's /proc/sys is
         // read-only: Docker sets them, and the agent finds them right.
         let sysctls = router_sysctls();
+        let cmd = router_cmd(plan);
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
             // Arguments after the image's ENTRYPOINT (the agent).
-            cmd: plan
-                .arp_probe
-                .then(|| vec![netcontainer_proto::contract::flag::ARP_PROBE.to_string()]),
+            cmd: Some(cmd),
             hostname: Some(
                 crate::plan::router_name(&plan.service)
                     .chars()
@@ -526,10 +550,10 @@ impl DockerClient {
             }),
             host_config: Some(HostConfig {
                 cap_add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
-                binds: Some(vec![format!(
-                    "{}:{ROUTER_STATE_DIR}:rw",
-                    host_dir.display()
-                )]),
+                binds: Some(vec![
+                    format!("{}:{ROUTER_STATE_DIR}:rw", host_dir.display()),
+                    format!("{}:{ROUTER_LEASE_DIR}:rw", lease_dir.display()),
+                ]),
                 network_mode: Some(plan.network.clone()),
                 sysctls: Some(sysctls),
                 init: Some(false),

@@ -34,8 +34,19 @@ pub enum Error {
         secs: u64,
         state: String,
     },
+    #[error(
+        "{service}: asked the DHCP server for {asked}, it gave {got} (--ip-strict); nothing was left behind"
+    )]
+    NotTheAddress {
+        service: String,
+        asked: std::net::Ipv4Addr,
+        got: std::net::Ipv4Addr,
+    },
     #[error("{0}")]
     Usage(String),
+    /// A bad configuration file: one line naming the file, line and key.
+    #[error("{0}")]
+    Config(String),
     #[error("netcontainer must run as root (it creates links in other network namespaces)")]
     NotRoot,
     #[error("{service} already has a network container ({router}{address})")]
@@ -104,12 +115,18 @@ impl Error {
                 "`netcontainer status {service}` shows it; `netcontainer down {service}` removes it"
             )),
             Error::Busy(_) => Some("try again when it is done".into()),
+            Error::NotTheAddress { .. } => Some(
+                "the address is taken or outside the server's pool: ask for another with --ip, or drop --ip-strict to take what the server gives".into(),
+            ),
+            Error::Config(_) => Some(
+                "fix the file (docs/operations.md lists its keys), or name another with --config".into(),
+            ),
             Error::IdentityTaken { .. } => Some(
                 "give each service its own netcontainer.identity label (identities must also be unique across the hosts on one LAN)".into(),
             ),
             Error::RouterDied(name) => Some(format!("`docker logs {name}` shows why")),
             Error::UnsafeState { path, .. } => Some(format!(
-                "netcontainer keeps root-only state there; remove or fix {} (NETCONTAINER_RUN_DIR picks another place)",
+                "netcontainer keeps root-only state there; remove or fix {} (NETCONTAINER_RUN_DIR and NETCONTAINER_LIB_DIR pick other places)",
                 path.display()
             )),
             Error::ServiceRoute { .. } => Some(

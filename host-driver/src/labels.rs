@@ -75,6 +75,27 @@ fn get_mac(l: &HashMap<String, String>) -> Result<Option<[u8; 6]>, LabelError> {
         .transpose()
 }
 
+/// `netcontainer.ip`: a unicast IPv4 address (what a DHCP server can lease).
+pub fn parse_ip(label: &str, v: &str) -> Result<std::net::Ipv4Addr, LabelError> {
+    let ip: std::net::Ipv4Addr = v
+        .trim()
+        .parse()
+        .map_err(|_| err(label, format!("{v:?} is not an IPv4 address")))?;
+    if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+        return Err(err(
+            label,
+            format!("{ip} cannot be leased (not a unicast LAN address)"),
+        ));
+    }
+    Ok(ip)
+}
+
+fn get_ip(l: &HashMap<String, String>) -> Result<Option<std::net::Ipv4Addr>, LabelError> {
+    get(l, labels::IP)
+        .map(|v| parse_ip(labels::IP, v))
+        .transpose()
+}
+
 fn get_ports(l: &HashMap<String, String>) -> Result<Option<Vec<PortSpec>>, LabelError> {
     get(l, labels::PORTS)
         .map(|v| parse_port_list(v).map_err(|e| err(labels::PORTS, e)))
@@ -93,6 +114,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     labels::IDENTITY,
     labels::NETWORK,
     labels::SOURCE,
+    labels::IP,
 ];
 
 /// What a service's labels ask for.
@@ -111,6 +133,8 @@ pub struct ServiceLabels {
     pub network: Option<String>,
     /// `netcontainer.source`: gateway or masquerade.
     pub source: Option<SourceMode>,
+    /// `netcontainer.ip`: the address to ask the DHCP server for.
+    pub ip: Option<std::net::Ipv4Addr>,
     /// `netcontainer.*` keys that mean nothing on a service, sorted.
     pub unknown: Vec<String>,
 }
@@ -132,6 +156,7 @@ impl ServiceLabels {
             arp_probe: get_bool(l, labels::ARP_PROBE)?,
             network: get(l, labels::NETWORK).map(str::to_string),
             source: get_source(l)?,
+            ip: get_ip(l)?,
             unknown: unknown.into_iter().collect(),
         })
     }
@@ -152,6 +177,7 @@ pub struct RouterLabels {
     pub source: Option<SourceMode>,
     /// `false` when made with `up --no-host-route`.
     pub host_route: bool,
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 impl RouterLabels {
@@ -170,6 +196,7 @@ impl RouterLabels {
             source: get_source(l)?,
             host_route: get(l, labels::HOST_ROUTE)
                 .map_or(Ok(true), |v| parse_bool(labels::HOST_ROUTE, v))?,
+            ip: get_ip(l)?,
         })
     }
 }
@@ -260,10 +287,12 @@ mod tests {
             ("netcontainer.mac", "02:00:00:00:00:01"),
             ("netcontainer.hostname", "web"),
             ("netcontainer.ports", "80/tcp, 53/udp"),
+            ("netcontainer.ip", " 203.0.113.77 "),
             ("com.example.other", "x"),
         ]))
         .unwrap();
         assert!(l.enable);
+        assert_eq!(l.ip, Some("203.0.113.77".parse().unwrap()));
         assert_eq!(l.parent.as_deref(), Some("eth0"));
         assert_eq!(l.mode, Some(Mode::Ipvlan));
         assert_eq!(l.mac, Some([2, 0, 0, 0, 0, 1]));
@@ -291,6 +320,11 @@ mod tests {
             ("netcontainer.mac", "zz", "invalid MAC"),
             ("netcontainer.ports", "80/sctp", "sctp"),
             ("netcontainer.ports", "0/tcp", "invalid port"),
+            ("netcontainer.ip", "203.0.113", "not an IPv4 address"),
+            ("netcontainer.ip", "web1", "not an IPv4 address"),
+            ("netcontainer.ip", "255.255.255.255", "cannot be leased"),
+            ("netcontainer.ip", "0.0.0.0", "cannot be leased"),
+            ("netcontainer.ip", "224.0.0.1", "cannot be leased"),
         ] {
             let e = ServiceLabels::parse(&map(&[(k, v)])).unwrap_err();
             assert_eq!(e.label, k, "{e}");
@@ -324,9 +358,11 @@ mod tests {
             ("netcontainer.hostname", "web1"),
             ("netcontainer.ports", "80/tcp 7000-7009/udp"),
             ("netcontainer.arp-probe", "true"),
+            ("netcontainer.ip", "203.0.113.77"),
             ("netcontainer.state-dir", "/run/netcontainer/web1"),
         ]))
         .unwrap();
+        assert_eq!(l.ip, Some("203.0.113.77".parse().unwrap()));
         assert_eq!(l.service_id.as_deref(), Some("abc"));
         assert_eq!(l.parent.as_deref(), Some("eth0"));
         assert_eq!(l.mode, Some(Mode::Macvlan));

@@ -3,10 +3,13 @@
 
 mod agent_client;
 mod commands;
+mod config;
 mod docker;
 mod error;
 mod labels;
 mod lock;
+mod metrics;
+mod monitor;
 mod notify;
 mod output;
 mod plan;
@@ -55,6 +58,8 @@ enum Command {
     /// Keep every network container true to its service (Docker events).
     #[command(after_help = "Examples:\n  \
         netcontainer watch --parent eth0   (as netcontainer-watch.service runs it)\n  \
+        netcontainer watch --config /etc/netcontainer/config.toml --metrics 127.0.0.1:9311\n  \
+        netcontainer watch --parent eth0 --on-change 'logger \"$NETCONTAINER_SERVICE: $NETCONTAINER_OLD_ADDRESS -> $NETCONTAINER_NEW_ADDRESS\"'\n  \
         docker run -d --label netcontainer.enable=true --label netcontainer.parent=eth0 nginx")]
     Watch(commands::watch::WatchArgs),
     /// Check this host and the LAN: kernel, Docker, the parent NIC, and one

@@ -34,6 +34,9 @@ pub mod labels {
     /// On a router: "false" when made with `up --no-host-route` (no host
     /// route shim for its lease).
     pub const HOST_ROUTE: &str = "netcontainer.host-route";
+    /// On a service: the address to ask the DHCP server for (option 50); on
+    /// a router: the address it was made asking for.
+    pub const IP: &str = "netcontainer.ip";
     /// Host directory bind-mounted into the router (socket, lease).
     pub const STATE_DIR: &str = "netcontainer.state-dir";
     /// On a service: `watch` gives it a router.
@@ -181,7 +184,10 @@ pub fn check_overlaps(ports: &[PortSpec]) -> Result<(), String> {
     Ok(())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, clap::ValueEnum)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, clap::ValueEnum, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     #[default]
     Macvlan,
@@ -254,6 +260,10 @@ pub struct UpOptions {
     pub source: Option<SourceMode>,
     /// `--no-host-route`: the host gets no route to this router's lease.
     pub no_host_route: bool,
+    /// The address to ask for (`--ip`, label `netcontainer.ip`).
+    pub ip: Option<Ipv4Addr>,
+    /// `--ip-strict`: another address than `ip` fails `up` (rolled back).
+    pub ip_strict: bool,
 }
 
 /// Longest identity accepted (from the label).
@@ -329,6 +339,8 @@ pub struct RouterPlan {
     pub source_chosen: bool,
     /// The host reaches the lease through the shim (see `shim`).
     pub host_route: bool,
+    /// Run the agent with `--request-address` (`--ip`, `netcontainer.ip`).
+    pub requested: Option<Ipv4Addr>,
 }
 
 impl RouterPlan {
@@ -357,6 +369,9 @@ impl RouterPlan {
         }
         if !self.host_route {
             l.insert(labels::HOST_ROUTE.into(), "false".into());
+        }
+        if let Some(ip) = self.requested {
+            l.insert(labels::IP.into(), ip.to_string());
         }
         l
     }
@@ -607,6 +622,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         arp_probe: opts.arp_probe || sl.arp_probe,
         source_chosen: chosen_source.is_some(),
         host_route: !opts.no_host_route,
+        requested: opts.ip.or(sl.ip),
     })
 }
 
@@ -750,6 +766,41 @@ mod tests {
         let r = derive(&svc, &opts()).unwrap();
         assert!(r.arp_probe);
         assert_eq!(r.labels()[labels::ARP_PROBE], "true");
+    }
+
+    #[test]
+    fn requested_address_from_flag_or_label_onto_the_agent_and_router() {
+        let r = derive(&web1(), &opts()).unwrap();
+        assert_eq!(r.requested, None);
+        assert!(!r.labels().contains_key(labels::IP));
+        assert!(!crate::docker::router_cmd(&r).contains(&"--request-address".to_string()));
+        let mut svc = web1();
+        svc.labels.insert(labels::IP.into(), "203.0.113.77".into());
+        let r = derive(&svc, &opts()).unwrap();
+        assert_eq!(r.requested, Some(Ipv4Addr::new(203, 0, 113, 77)));
+        assert_eq!(r.labels()[labels::IP], "203.0.113.77");
+        // The flag beats the label.
+        let o = UpOptions {
+            ip: Some(Ipv4Addr::new(203, 0, 113, 78)),
+            ..opts()
+        };
+        let r = derive(&svc, &o).unwrap();
+        assert_eq!(
+            crate::docker::router_cmd(&r),
+            [
+                "--lease-dir",
+                "/var/lib/netcontainer",
+                "--keep-lease",
+                "--request-address",
+                "203.0.113.78"
+            ]
+        );
+        svc.labels.insert(labels::IP.into(), "nope".into());
+        let e = derive(&svc, &opts()).unwrap_err().to_string();
+        assert!(
+            e.contains("label netcontainer.ip") && !e.contains('\n'),
+            "{e}"
+        );
     }
 
     #[test]

@@ -84,6 +84,8 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         network: l.network,
         source: l.source,
         no_host_route: !l.host_route,
+        ip: l.ip,
+        ..Default::default()
     })
 }
 
@@ -98,6 +100,35 @@ pub async fn agent_status(service: &ServiceName) -> Option<Status> {
         .await
         .ok()
         .flatten()
+}
+
+/// Asks `service`'s agent to release its lease and exit (a `Shutdown`
+/// request: a router's agent keeps its lease on SIGTERM, for the reboot
+/// case), and waits, at most `grace_secs`, until it is gone (its socket
+/// removed). An agent that does not answer (a stopped router) has nothing
+/// to send a RELEASE with: its lease expires at the server.
+pub async fn release(service: &ServiceName, grace_secs: i32) {
+    let socket = state::socket(service);
+    let asked = async {
+        let mut c = AgentClient::connect(&socket).await.ok()?;
+        match c.request(&Request::Shutdown, Duration::ZERO).await.ok()? {
+            Response::ShuttingDown => Some(()),
+            _ => None,
+        }
+    };
+    if tokio::time::timeout(HEAL_CONNECT, asked)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        tracing::debug!(%service, "the agent did not take a shutdown request; stopping it");
+        return;
+    }
+    let until = Instant::now() + Duration::from_secs(grace_secs.max(1) as u64);
+    while socket.exists() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// How long `heal` waits for a router's agent to answer.
@@ -208,7 +239,23 @@ impl Driver {
             )
             .await;
         match result {
-            Ok(status) => Ok((rp, status)),
+            Ok(status) => {
+                let got = status.lease.as_ref().map(|l| l.address);
+                if let (Some(asked), Some(got)) = (rp.requested, got)
+                    && got != asked
+                    && opts.ip_strict
+                {
+                    // The roll-back stops the router: its agent releases
+                    // the address it was given.
+                    created.roll_back(&self.docker).await;
+                    return Err(Error::NotTheAddress {
+                        service: rp.service.clone(),
+                        asked,
+                        got,
+                    });
+                }
+                Ok((rp, status))
+            }
             Err(e) => {
                 created.roll_back(&self.docker).await;
                 Err(e)
@@ -235,13 +282,17 @@ impl Driver {
         // its lease, which the agent may reuse; it is ours either way.
         created.dir = true;
         let host_dir = state::ensure_service_dir(name)?;
+        let lease_dir = state::ensure_lease_dir(name)?;
         let socket = state::socket(name);
         let _ = std::fs::remove_file(&socket);
         interrupted(interrupt)?;
 
         progress.phase("creating the router");
         created.container_name = Some(rp.router_name.clone());
-        let id = self.docker.create_router(rp, image, &host_dir).await?;
+        let id = self
+            .docker
+            .create_router(rp, image, &host_dir, &lease_dir)
+            .await?;
         created.container = Some(id.clone());
         interrupted(interrupt)?;
         progress.phase("starting the router");
@@ -326,6 +377,12 @@ impl Driver {
         let opts = options_of(r)?;
         let desired = desired_plan(svc, &opts, &router_identity(r))?;
         if !r.running {
+            // After a reboot `/run` is empty: the run directory is made
+            // again, root-only, before Docker would make it (0755) for the
+            // bind mount; the lease directory is there (it is on `/var/lib`)
+            // unless it was removed by hand.
+            state::ensure_service_dir(&r.service)?;
+            state::ensure_lease_dir(&r.service)?;
             self.docker.start(&r.id).await?;
             did = Healed::Started;
         }
@@ -499,10 +556,12 @@ impl Driver {
         }
     }
 
-    /// Stops (the agent releases its lease) and removes a router and its
-    /// host directory.
+    /// Gives a gateway-mode service its Docker default route back, has the
+    /// agent release its lease, then stops and removes a router and its host
+    /// directories; the host routes follow.
     pub async fn down(&self, r: &RouterInfo, grace_secs: i32) -> Result<(), Error> {
         self.unroute_service(r).await;
+        release(&r.service, grace_secs).await;
         self.docker.remove(&r.id, grace_secs).await?;
         self.sync_host_routes().await;
         state::remove_service_dir(&r.service)
@@ -598,7 +657,10 @@ impl Created {
             };
         }
         if let Some(id) = id {
-            // The macvlan leg lives in the router's namespace and goes with it.
+            // The agent releases what it may have got (it keeps its lease
+            // on SIGTERM); the macvlan leg lives in the router's namespace
+            // and goes with it.
+            release(&self.service, 5).await;
             if let Err(e) = docker.remove(&id, 5).await {
                 tracing::warn!(container = %id, error = %e, "roll-back: removing the router failed");
                 eprintln!("warning: could not remove router container {id}: {e}");

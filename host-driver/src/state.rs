@@ -1,6 +1,7 @@
 //! The host's state: one directory per router under the run directory (its
-//! agent's socket and persisted lease, bind-mounted into the router), and the
-//! per-service lock files.
+//! agent's socket and saved plan, bind-mounted into the router), one under
+//! the lib directory (its persisted lease, bind-mounted too: `/run` is
+//! emptied by a reboot, `/var/lib` is not), and the per-service lock files.
 //!
 //! Every path built from a service name is built here, from a [`ServiceName`]:
 //! the one validator of names that come from the command line, from Docker
@@ -114,6 +115,19 @@ pub fn socket(service: &ServiceName) -> PathBuf {
     service_dir(service).join(SOCKET_NAME)
 }
 
+/// Host directory under which each router keeps its persisted lease
+/// (`NETCONTAINER_LIB_DIR`, for tests, or `/var/lib/netcontainer`).
+pub fn lib_dir() -> PathBuf {
+    std::env::var_os("NETCONTAINER_LIB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/netcontainer"))
+}
+
+/// The lease directory of `service`'s router, derived from the name only.
+pub fn lease_dir(service: &ServiceName) -> PathBuf {
+    lib_dir().join(service.as_str())
+}
+
 fn lock_dir() -> PathBuf {
     run_dir().join(".locks")
 }
@@ -178,6 +192,18 @@ pub fn ensure_service_dir(service: &ServiceName) -> Result<PathBuf, Error> {
     Ok(dir)
 }
 
+/// `service`'s lease directory, root-only (the lib directory too), with the
+/// same checks as the run directory's.
+pub fn ensure_lease_dir(service: &ServiceName) -> Result<PathBuf, Error> {
+    ensure_private_dir(&lib_dir())?;
+    let dir = lease_dir(service);
+    ensure_private_dir(&dir)?;
+    File::open(&dir)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .map_err(file_err("cannot touch", &dir))?;
+    Ok(dir)
+}
+
 /// Opens (creating it 0600) `service`'s lock file in the root-only lock
 /// directory. A symbolic link in its place is refused (O_NOFOLLOW).
 pub fn open_lock(service: &ServiceName) -> Result<File, Error> {
@@ -201,9 +227,15 @@ pub fn open_lock(service: &ServiceName) -> Result<File, Error> {
     Ok(f)
 }
 
-/// Removes `service`'s state directory; one that is not there is fine.
+/// Removes `service`'s state directory and its lease directory (after the
+/// lease was released: nothing is left to ask for again); ones that are not
+/// there are fine.
 pub fn remove_service_dir(service: &ServiceName) -> Result<(), Error> {
-    let dir = service_dir(service);
+    remove_dir(service_dir(service))?;
+    remove_dir(lease_dir(service))
+}
+
+fn remove_dir(dir: PathBuf) -> Result<(), Error> {
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -269,5 +301,7 @@ mod tests {
         assert!(service_dir(&n).ends_with("web1"));
         assert!(socket(&n).ends_with("web1/agent.sock"));
         assert!(lock_path(&n).ends_with(".locks/web1.lock"));
+        assert!(lease_dir(&n).ends_with("web1"));
+        assert!(lease_dir(&n).starts_with(lib_dir()));
     }
 }

@@ -16,7 +16,15 @@ pub const SOCKET_PATH: &str = "/run/netcontainer/agent.sock";
 /// The last applied plan, inside the state directory.
 pub const PLAN_FILE: &str = "plan.json";
 
-/// The persisted lease of `interface`, inside the state directory.
+/// Where the agent keeps its persisted lease inside a router (`--lease-dir`;
+/// the host bind-mounts the service's directory under its lib directory,
+/// `/var/lib/netcontainer/<service>`, here). Apart from the state directory
+/// because that one is in `/run`, which a reboot empties: the lease must
+/// outlive it, so that the router asks for its address again (INIT-REBOOT).
+pub const LEASE_DIR: &str = "/var/lib/netcontainer";
+
+/// The persisted lease of `interface`, inside the lease directory (the
+/// state directory when the agent is given no `--lease-dir`).
 pub fn lease_file(interface: &str) -> String {
     format!("lease-{interface}.json")
 }
@@ -43,6 +51,16 @@ pub mod flag {
     pub const ARP_PROBE: &str = "--arp-probe";
     /// `--supervise`: run the agent as a child and restart it if it dies.
     pub const SUPERVISE: &str = "--supervise";
+    /// `--lease-dir DIR`: the persisted lease (default: the state directory).
+    pub const LEASE_DIR: &str = "--lease-dir";
+    /// `--keep-lease`: on SIGTERM/SIGINT stop without a RELEASE (the lease is
+    /// claimed again by the next start: a host's shutdown stops its routers
+    /// with SIGTERM); only a `Shutdown` request releases. Routers get it; the
+    /// driver's `down` sends `Shutdown` first.
+    pub const KEEP_LEASE: &str = "--keep-lease";
+    /// `--request-address ADDR`: ask for this address (option 50) when there is
+    /// no lease of its own to claim again (`up --ip`, label `netcontainer.ip`).
+    pub const REQUEST_ADDRESS: &str = "--request-address";
 }
 
 /// A kernel parameter a router needs, as `sysctl` names it.

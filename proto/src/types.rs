@@ -409,7 +409,30 @@ pub struct Status {
     pub source: SourceMode,
 }
 
+/// How often the agent's DHCP client renewed, was refused and rebound,
+/// since the agent started (each counter only grows; a restarted agent
+/// starts again at 0, which Prometheus reads as a counter reset).
+///
+/// Not part of [`Status`]: bincode is positional, so a field added to
+/// `Status` would make every router made by an older version undecodable
+/// for a newer driver (and `watch` could no longer heal them). Counters are
+/// a request of their own instead, at the end of [`Request`]: an older agent
+/// answers it with an `Error`, and the driver goes on without them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseCounters {
+    /// A held lease extended by the server (RENEWING or REBINDING ended in an ACK).
+    pub renewals: u64,
+    /// DHCPNAKs that ended a held lease or refused one asked for (INIT-REBOOT,
+    /// REQUESTING, RENEWING, REBINDING).
+    pub naks: u64,
+    /// Times the client entered REBINDING (T2 passed without a renewal).
+    pub rebinds: u64,
+}
+
 /// A request from the host driver to an agent.
+///
+/// New requests go at the end only: the variant index is on the wire, and an
+/// older agent answers one it does not know with [`Response::Error`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Report status.
@@ -422,6 +445,8 @@ pub enum Request {
     Wait { timeout_ms: u64 },
     /// Release the lease, remove address and rules, and exit.
     Shutdown,
+    /// Report the DHCP client's [`LeaseCounters`].
+    Counters,
 }
 
 /// The agent's reply to a [`Request`].
@@ -434,6 +459,8 @@ pub enum Response {
     ShuttingDown,
     /// The request was refused; nothing changed.
     Error(String),
+    /// The answer to [`Request::Counters`].
+    Counters(LeaseCounters),
 }
 
 #[cfg(test)]
@@ -494,6 +521,25 @@ mod tests {
         p.hostname = None;
         p.interface = "a-very-long-interface-name".into();
         assert!(p.validate().is_err());
+    }
+
+    /// The variant indexes older peers know must not move: new variants go last.
+    #[test]
+    fn older_variants_keep_their_wire_index() {
+        let index = |r: &Request| crate::encode_frame(r).unwrap()[6];
+        assert_eq!(index(&Request::Status), 0);
+        assert_eq!(index(&Request::Wait { timeout_ms: 1 }), 2);
+        assert_eq!(index(&Request::Shutdown), 3);
+        assert_eq!(index(&Request::Counters), 4);
+        let c = LeaseCounters {
+            renewals: 3,
+            naks: 1,
+            rebinds: 2,
+        };
+        let f = crate::encode_frame(&Response::Counters(c)).unwrap();
+        assert_eq!(f[6], 4);
+        let (back, _): (Response, usize) = crate::decode_frame(&f).unwrap().unwrap();
+        assert_eq!(back, Response::Counters(c));
     }
 
     #[test]

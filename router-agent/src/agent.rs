@@ -51,6 +51,16 @@ pub enum AgentError {
 pub struct Options {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
+    /// Where the lease is persisted (`--lease-dir`; the state directory by
+    /// default). A router's is on the host's `/var/lib`, so a lease outlives
+    /// a reboot, which empties the state directory's `/run`.
+    pub lease_dir: PathBuf,
+    /// On SIGTERM/SIGINT keep the lease (no RELEASE) for the next start to
+    /// claim again; only a shutdown request releases it (`--keep-lease`).
+    pub keep_lease: bool,
+    /// Ask for this address (DHCP option 50) when there is no lease of our
+    /// own to claim again (`--request-address`).
+    pub request_address: Option<Ipv4Addr>,
     /// Probe a freshly leased address with ARP (RFC 5227) before using it,
     /// and DECLINE it if another host answers (see `netcontainer_lease::arp`).
     pub arp_probe: bool,
@@ -101,15 +111,30 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         Box::pin(async move { fw.counters(&forwards).await.map_err(|e| e.to_string()) })
     });
     tokio::spawn(crate::whoami::serve(snap_rx.clone()));
-    tokio::spawn(control::serve(listener, snap_rx, cmd_tx, counters));
+    let dhcp_counters = Arc::new(crate::counters::Counters::default());
+    tokio::spawn(control::serve(
+        listener,
+        snap_rx,
+        cmd_tx,
+        counters,
+        dhcp_counters.clone(),
+    ));
     tracing::info!(socket = %opts.socket.display(), "waiting for a plan");
 
     // Unbounded: a task never waits for the core (its timers keep running
     // while the core applies a plan); events come at the pace of DHCP
     // exchanges, not of packets.
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    if opts.lease_dir != opts.state_dir {
+        std::fs::create_dir_all(&opts.lease_dir).map_err(|source| AgentError::StateDir {
+            path: opts.lease_dir.clone(),
+            source,
+        })?;
+    }
     let mut core = Core {
-        state_dir: opts.state_dir.clone(),
+        lease_dir: opts.lease_dir.clone(),
+        request_address: opts.request_address,
+        counters: dhcp_counters,
         netconf,
         firewall,
         plan: None,
@@ -131,7 +156,11 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
             tracing::warn!("the saved plan does not apply ({e}); waiting for a new one");
         }
     }
-    loop {
+    // A shutdown request always releases the lease; a signal does unless
+    // `--keep-lease` (a router: the host may be shutting down, and the lease
+    // is to be claimed again after the reboot).
+    let on_signal = !opts.keep_lease;
+    let release = loop {
         tokio::select! {
             cmd = cmd_rx.recv() => match cmd {
                 Some(Command::Apply(plan, reply)) => {
@@ -141,21 +170,21 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
                 Some(Command::Shutdown(reply)) => {
                     let _ = reply.send(Response::ShuttingDown);
                     tracing::info!("shutdown requested");
-                    break;
+                    break true;
                 }
-                None => break,
+                None => break true,
             },
             Some(ev) = events.recv() => core.on_event(ev).await,
-            _ = sigterm.recv() => { tracing::info!("SIGTERM"); break; }
-            _ = sigint.recv() => { tracing::info!("SIGINT"); break; }
+            _ = sigterm.recv() => { tracing::info!(release = on_signal, "SIGTERM"); break on_signal; }
+            _ = sigint.recv() => { tracing::info!(release = on_signal, "SIGINT"); break on_signal; }
         }
         // What else arrived meanwhile, then one status for all of it.
         while let Ok(ev) = events.try_recv() {
             core.on_event(ev).await;
         }
         core.publish();
-    }
-    core.shutdown(&mut events).await;
+    };
+    core.shutdown(&mut events, release).await;
     // A clean stop is deliberate: the next agent waits for a plan.
     core.plans.clear();
     let _ = std::fs::remove_file(&opts.socket);
@@ -171,7 +200,9 @@ struct Iface {
 }
 
 struct Core {
-    state_dir: PathBuf,
+    lease_dir: PathBuf,
+    request_address: Option<Ipv4Addr>,
+    counters: Arc<crate::counters::Counters>,
     netconf: Netconf,
     firewall: Arc<Firewall>,
     plan: Option<Plan>,
@@ -208,7 +239,7 @@ impl Core {
             };
             if let Some(old) = self.v4.take() {
                 tracing::info!(interface = %old.identity.ifname, "plan changes the DHCP identity: releasing the old lease");
-                self.stop(old, events).await;
+                self.stop(old, events, true).await;
             }
             self.lease = None;
             self.state = task.state();
@@ -288,17 +319,22 @@ impl Core {
         let task = v4::V4::start(
             plan,
             &link,
-            &self.state_dir,
-            self.arp,
+            v4::Start {
+                lease_dir: &self.lease_dir,
+                request_address: self.request_address,
+                arp: self.arp,
+                counters: self.counters.clone(),
+            },
             self.events_tx.clone(),
         )?;
         Ok((task, link))
     }
 
-    /// Has a task release its lease and acts on everything it reported
-    /// until it ended (RELEASE sent, then its address and rules removed).
-    async fn stop(&mut self, task: v4::Handle, events: &mut Events) {
-        let mut ended = task.release().await;
+    /// Has a task release its lease (or keep it) and acts on everything it
+    /// reported until it ended (RELEASE sent, then its address and rules
+    /// removed).
+    async fn stop(&mut self, task: v4::Handle, events: &mut Events, release: bool) {
+        let mut ended = task.end(release).await;
         loop {
             tokio::select! {
                 Some(ev) = events.recv() => self.on_event(ev).await,
@@ -453,9 +489,9 @@ impl Core {
 
     /// Releases the lease (RELEASE sent, address and rules removed) and
     /// takes the LAN interface down.
-    async fn shutdown(&mut self, events: &mut Events) {
+    async fn shutdown(&mut self, events: &mut Events, release: bool) {
         if let Some(task) = self.v4.take() {
-            self.stop(task, events).await;
+            self.stop(task, events, release).await;
         }
         // The leg goes down first: the table is what isolates it until then.
         if let Some(i) = &self.iface

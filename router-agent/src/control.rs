@@ -187,6 +187,7 @@ pub async fn serve(
     snapshot: watch::Receiver<Snapshot>,
     commands: mpsc::Sender<Command>,
     counters: CounterFn,
+    dhcp: Arc<crate::counters::Counters>,
 ) {
     let me = nix::unistd::geteuid().as_raw();
     loop {
@@ -213,6 +214,7 @@ pub async fn serve(
             snapshot: snapshot.clone(),
             commands: commands.clone(),
             counters: counters.clone(),
+            dhcp: dhcp.clone(),
         };
         tokio::spawn(async move {
             if let Err(e) = conn.run(stream).await {
@@ -236,6 +238,8 @@ struct Connection {
     snapshot: watch::Receiver<Snapshot>,
     commands: mpsc::Sender<Command>,
     counters: CounterFn,
+    /// The DHCP client's counters (`Request::Counters`).
+    dhcp: Arc<crate::counters::Counters>,
 }
 
 impl Connection {
@@ -294,6 +298,7 @@ impl Connection {
             }
             Request::Apply(plan) => self.command(|tx| Command::Apply(plan, tx)).await,
             Request::Shutdown => self.command(Command::Shutdown).await,
+            Request::Counters => Response::Counters(self.dhcp.get()),
         }
     }
 

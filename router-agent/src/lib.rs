@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod control;
+pub mod counters;
 pub mod dhcp;
 pub mod firewall;
 pub mod netconf;

@@ -9,14 +9,23 @@ const USAGE: &str = "\
 netcontainer-agent: keeps a DHCP lease on the plan's interface and forwards
 the service's ports from the leased address.
 
-Usage: netcontainer-agent [--socket PATH] [--state-dir DIR] [--supervise] [--arp-probe]
+Usage: netcontainer-agent [--socket PATH] [--state-dir DIR] [--lease-dir DIR]
+                          [--request-address ADDR] [--keep-lease] [--supervise]
+                          [--arp-probe]
 
 Sets net.ipv4.ip_forward=1 and net.ipv4.conf.{all,default}.rp_filter=2 in its
 network namespace at start (a value already right may be read-only).
 
 Options:
   --socket PATH     control socket to listen on [default: /run/netcontainer/agent.sock]
-  --state-dir DIR   directory for the persisted lease [default: /run/netcontainer]
+  --state-dir DIR   directory for the saved plan [default: /run/netcontainer]
+  --lease-dir DIR   directory for the persisted lease [default: the state directory]
+  --request-address ADDR
+                    ask for this IPv4 address (DHCP option 50) when there is no
+                    lease of our own to claim again
+  --keep-lease      on SIGTERM/SIGINT stop without releasing the lease (the
+                    next start claims it again); only a shutdown request
+                    over the socket releases it
   --supervise       run the agent as a child and restart it if it dies
                     (the router image's PID 1); SIGTERM/SIGINT are passed on
   --arp-probe       before using a new lease's address, probe it with ARP
@@ -31,7 +40,10 @@ Environment: NETCONTAINER_LOG=error|warn|info|debug|trace (default info).
 struct Cli {
     socket: PathBuf,
     state_dir: PathBuf,
+    lease_dir: Option<PathBuf>,
+    request_address: Option<std::net::Ipv4Addr>,
     arp_probe: bool,
+    keep_lease: bool,
     supervise: bool,
 }
 
@@ -41,7 +53,10 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> 
     let mut cli = Cli {
         socket: PathBuf::from(contract::SOCKET_PATH),
         state_dir: PathBuf::from(contract::STATE_DIR),
+        lease_dir: None,
+        request_address: None,
         arp_probe: false,
+        keep_lease: false,
         supervise: false,
     };
     while let Some(a) = args.next() {
@@ -59,8 +74,16 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> 
         match flag.as_str() {
             flag::SOCKET => cli.socket = value(flag::SOCKET)?.into(),
             flag::STATE_DIR => cli.state_dir = value(flag::STATE_DIR)?.into(),
+            flag::LEASE_DIR => cli.lease_dir = Some(value(flag::LEASE_DIR)?.into()),
+            flag::REQUEST_ADDRESS => {
+                let v = value(flag::REQUEST_ADDRESS)?;
+                cli.request_address = Some(v.parse().map_err(|_| {
+                    format!("{} {v:?}: not an IPv4 address", flag::REQUEST_ADDRESS)
+                })?);
+            }
             flag::ARP_PROBE if inline.is_none() => cli.arp_probe = true,
             flag::SUPERVISE if inline.is_none() => cli.supervise = true,
+            flag::KEEP_LEASE if inline.is_none() => cli.keep_lease = true,
             "-h" | "--help" => {
                 print!("{USAGE}");
                 return Ok(None);
@@ -115,7 +138,10 @@ fn main() -> ExitCode {
     };
     let opts = netcontainer_agent::agent::Options {
         socket: cli.socket,
+        lease_dir: cli.lease_dir.unwrap_or_else(|| cli.state_dir.clone()),
         state_dir: cli.state_dir,
+        request_address: cli.request_address,
+        keep_lease: cli.keep_lease,
         arp_probe: cli.arp_probe,
     };
     match rt.block_on(netcontainer_agent::agent::run(opts)) {
@@ -159,6 +185,20 @@ mod tests {
         assert!(parse(args(&["--socket"])).is_err());
         assert!(parse(args(&["--state-dir="])).is_err());
         assert!(parse(args(&["--bogus"])).is_err());
+        let l = parse(args(&[
+            "--lease-dir",
+            contract::LEASE_DIR,
+            "--request-address=203.0.113.77",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(l.lease_dir, Some(PathBuf::from(contract::LEASE_DIR)));
+        assert_eq!(l.request_address, Some("203.0.113.77".parse().unwrap()));
+        assert_eq!(d.lease_dir, None);
+        assert!(!d.keep_lease);
+        assert!(parse(args(&["--keep-lease"])).unwrap().unwrap().keep_lease);
+        assert!(parse(args(&["--keep-lease=1"])).is_err());
+        assert!(parse(args(&["--request-address", "203.0.113"])).is_err());
         assert!(parse(args(&["--help"])).unwrap().is_none());
     }
 
@@ -172,6 +212,9 @@ mod tests {
             flag::STATE_DIR,
             flag::ARP_PROBE,
             flag::SUPERVISE,
+            flag::LEASE_DIR,
+            flag::REQUEST_ADDRESS,
+            flag::KEEP_LEASE,
         ] {
             assert!(USAGE.contains(&format!("\n  {f} ")), "{f}");
         }

@@ -33,6 +33,14 @@ impl StoredLease {
     }
 }
 
+/// fsyncs the directory holding `path` (a rename is durable only then).
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -74,7 +82,11 @@ impl LeaseStore {
         }
     }
 
-    /// Writes the lease atomically (temporary file, fsync, rename).
+    /// Writes the lease atomically and durably: a temporary file, fsynced,
+    /// renamed over the old one, then the directory fsynced, so that after a
+    /// power loss or reboot the file is the old lease or the new one, never
+    /// empty, and the rename itself is on disk (the lease directory is on
+    /// the host's `/var/lib`, meant to outlive a reboot).
     pub fn save(&self, lease: &StoredLease) -> std::io::Result<()> {
         let tmp = self.path.with_extension("json.tmp");
         {
@@ -82,7 +94,8 @@ impl LeaseStore {
             f.write_all(serde_json::to_string_pretty(lease)?.as_bytes())?;
             f.sync_all()?;
         }
-        std::fs::rename(&tmp, &self.path)
+        std::fs::rename(&tmp, &self.path)?;
+        sync_dir(&self.path)
     }
 
     pub fn clear(&self) -> std::io::Result<()> {
@@ -123,6 +136,13 @@ mod tests {
         };
         store.save(&lease).unwrap();
         assert_eq!(store.load(), Some(lease.clone()));
+        // Nothing but the lease is left in the directory (the temporary file
+        // was renamed).
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["lease-lan0.json"]);
         assert!(lease.expired(SystemTime::now()));
         assert!(
             !StoredLease {

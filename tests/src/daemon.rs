@@ -37,6 +37,8 @@ pub struct SecondDaemon {
     pub sock: PathBuf,
     /// The second host's run directory for the driver (`NETCONTAINER_RUN_DIR`).
     pub run_dir: PathBuf,
+    /// The second host's lib directory for the driver (`NETCONTAINER_LIB_DIR`).
+    pub lib_dir: PathBuf,
     proc: Option<ProcGuard>,
     uplink: String,
     root_link: Option<String>,
@@ -94,6 +96,7 @@ impl SecondDaemon {
             ns,
             network: format!("{}n2", bed.id),
             run_dir: tmp.join("run"),
+            lib_dir: tmp.join("lib"),
             sock,
             proc: Some(ProcGuard::new(child, "second dockerd")),
             uplink,
@@ -163,6 +166,7 @@ impl SecondDaemon {
             .args(args)
             .env("DOCKER_HOST", self.docker_host())
             .env("NETCONTAINER_RUN_DIR", &self.run_dir)
+            .env("NETCONTAINER_LIB_DIR", &self.lib_dir)
             .stdin(Stdio::null())
             .output()
             .expect("run the driver on the second host");
@@ -192,6 +196,7 @@ impl SecondDaemon {
             .args(args)
             .env("DOCKER_HOST", self.docker_host())
             .env("NETCONTAINER_RUN_DIR", &self.run_dir)
+            .env("NETCONTAINER_LIB_DIR", &self.lib_dir)
             .env_remove("NETCONTAINER_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -127,6 +127,13 @@ pub fn state_dir(service: &str) -> PathBuf {
     run_dir().join(service)
 }
 
+/// The lease-directory root the driver uses (`NETCONTAINER_LIB_DIR` or /var/lib/netcontainer).
+pub fn lib_dir() -> PathBuf {
+    std::env::var_os("NETCONTAINER_LIB_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/netcontainer"))
+}
+
 /// Name of `service`'s router container.
 pub fn router_name(service: &str) -> String {
     format!("netcontainer-{service}")
@@ -310,6 +317,9 @@ pub struct DockerBed {
     containers: Mutex<Vec<String>>,
     services: Mutex<BTreeSet<String>>,
     links: Mutex<Vec<String>>,
+    /// Run and lib directories of the bed's own ([`DockerBed::use_own_state_dirs`]),
+    /// given to every driver it runs.
+    own_dirs: Mutex<Option<(PathBuf, PathBuf)>>,
     /// Dropped after the Docker side and the links: the LAN's blackhole route.
     _blackhole: Blackhole,
     /// Dropped last: the bed is gone before another suite may start.
@@ -503,6 +513,7 @@ impl DockerBed {
             containers: Mutex::new(Vec::new()),
             services: Mutex::new(BTreeSet::new()),
             links: Mutex::new(Vec::new()),
+            own_dirs: Mutex::new(None),
             _blackhole: blackhole,
             _lock: lock,
         };
@@ -547,6 +558,37 @@ impl DockerBed {
             }
         }
         panic!("no free /28 in 198.51.100.0/24 for a Docker network: {last}");
+    }
+
+    /// From now on every driver this bed runs keeps its state in a run directory and a
+    /// lib directory of the bed's own (inside its temporary directory, gone with it),
+    /// not in the host's `/run/netcontainer` and `/var/lib/netcontainer`: for tests that
+    /// clear the run directory (a simulated reboot) or look at the persisted leases.
+    /// Returns (run directory, lib directory).
+    pub fn use_own_state_dirs(&self) -> (PathBuf, PathBuf) {
+        let dirs = (self.tmp.join("run"), self.tmp.join("lib"));
+        *self.own_dirs.lock().unwrap() = Some(dirs.clone());
+        dirs
+    }
+
+    /// The environment that points a driver at the bed's own directories (empty
+    /// without [`DockerBed::use_own_state_dirs`]).
+    pub fn driver_env(&self) -> Vec<(String, String)> {
+        match &*self.own_dirs.lock().unwrap() {
+            Some((run, lib)) => vec![
+                ("NETCONTAINER_RUN_DIR".into(), run.display().to_string()),
+                ("NETCONTAINER_LIB_DIR".into(), lib.display().to_string()),
+            ],
+            None => Vec::new(),
+        }
+    }
+
+    /// `service`'s run (state) directory and lease directory as this bed's drivers see them.
+    pub fn service_dirs(&self, service: &str) -> (PathBuf, PathBuf) {
+        match &*self.own_dirs.lock().unwrap() {
+            Some((run, lib)) => (run.join(service), lib.join(service)),
+            None => (state_dir(service), lib_dir().join(service)),
+        }
     }
 
     /// The Docker network's bridge in the root namespace.
@@ -648,7 +690,7 @@ impl DockerBed {
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&out_p).unwrap())
             .stderr(std::fs::File::create(&err_p).unwrap());
-        for (k, v) in &inv.env {
+        for (k, v) in self.driver_env().iter().chain(&inv.env) {
             cmd.env(k, v);
         }
         let start = Instant::now();
@@ -736,15 +778,19 @@ impl DockerBed {
         )
     }
 
-    /// What `service` left behind: containers carrying its label, its state directory.
+    /// What `service` left behind: containers carrying its label, its state directory,
+    /// its lease directory.
     pub fn leftovers(&self, service: &str) -> Vec<String> {
         let mut l: Vec<String> = containers_of(service)
             .into_iter()
             .map(|c| format!("container {c} labelled netcontainer.service={service}"))
             .collect();
-        let dir = state_dir(service);
+        let (dir, lease_dir) = self.service_dirs(service);
         if dir.exists() {
             l.push(format!("state directory {}", dir.display()));
+        }
+        if lease_dir.exists() {
+            l.push(format!("lease directory {}", lease_dir.display()));
         }
         l
     }
@@ -847,9 +893,11 @@ impl Drop for DockerBed {
             if label.as_deref().map(str::trim) == Ok(s.as_str()) {
                 let _ = docker(&["rm", "-f", "-v", &r]);
             }
-            let dir = state_dir(s);
-            if dir.exists() {
-                let _ = std::fs::remove_dir_all(&dir);
+            let (dir, lease_dir) = self.service_dirs(s);
+            for d in [dir, lease_dir] {
+                if d.exists() {
+                    let _ = std::fs::remove_dir_all(&d);
+                }
             }
         }
         for c in std::mem::take(&mut *self.containers.lock().unwrap()) {

@@ -307,6 +307,7 @@ pub fn remove_routers(services: &[String]) {
     }
     for s in services {
         let _ = std::fs::remove_dir_all(docker::state_dir(s));
+        let _ = std::fs::remove_dir_all(docker::lib_dir().join(s));
     }
 }
 

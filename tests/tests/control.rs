@@ -408,6 +408,39 @@ fn socat_status(path: &Path, uid: Option<u32>) -> Vec<u8> {
     reader.join().unwrap()
 }
 
+/// `Request::Counters` (variant 4, added after the first release) answers
+/// `Response::Counters` (variant 4) with three varints: renewals, NAKs, rebinds (0 for an
+/// agent that never had a lease). A request an agent does not know (variant 5 here, as
+/// `Counters` is to an older agent) gets an `Error` and a closed connection, and the
+/// agent goes on: what lets a newer driver ask older routers and do without.
+#[test]
+fn counters_request_and_an_unknown_request() {
+    require_root!();
+    let mut a = CtlAgent::start("agent.sock", |_| {});
+    let mut s = connect(&a.socket);
+    s.write_all(&frame(1, &[4])).unwrap();
+    let mut header = [0u8; 4];
+    s.read_exact(&mut header).unwrap();
+    let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+    s.read_exact(&mut payload).unwrap();
+    assert_eq!(payload, [0, 1, 4, 0, 0, 0], "Counters {{ 0, 0, 0 }}");
+    // Still the same connection: a status next.
+    s.write_all(&STATUS_REQ).unwrap();
+    assert!(matches!(
+        read_reply(&mut s).unwrap(),
+        Reply::Frame { variant: 0, .. }
+    ));
+    match send_bad(&a.socket, &frame(1, &[5]), false) {
+        Reply::Frame {
+            variant: 3,
+            error: Some(e),
+        } => assert!(e.contains("bad request"), "{e}"),
+        other => panic!("expected an Error response, got {other:?}"),
+    }
+    a.assert_alive("an unknown request");
+    assert!(raw_status(&a.socket).is_ok());
+}
+
 /// Oversized, too short, garbage, trailing bytes, wrong version, truncated: each gets an
 /// `Error` response and a closed connection (truncated: just the close), never a crash;
 /// the agent still answers and the plan applied before is untouched.

@@ -73,6 +73,9 @@ impl Systemd {
             format!("{}:{inside}{}", host.display(), if ro { ":ro" } else { "" })
         };
         let run_dir_s = run_dir.display().to_string();
+        let lib_dir = docker::lib_dir();
+        let _ = std::fs::create_dir_all(&lib_dir);
+        let lib_dir_s = lib_dir.display().to_string();
         let args = vec![
             "run".to_string(),
             "-d".into(),
@@ -98,6 +101,10 @@ impl Systemd {
             "/var/run/docker.sock:/run/docker.sock".into(),
             "-v".into(),
             format!("{run_dir_s}:{run_dir_s}"),
+            // The lease directories too: the driver makes them, Docker mounts them
+            // into the routers from the host.
+            "-v".into(),
+            format!("{lib_dir_s}:{lib_dir_s}"),
             "-v".into(),
             "/proc:/host/proc:ro".into(),
             "-v".into(),

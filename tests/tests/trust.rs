@@ -317,19 +317,26 @@ fn macs_must_be_unicast_and_locally_administered() {
 
 /// 3. watch never deletes what it cannot prove is stale: while Docker's container listing
 ///    fails (a proxy in front of its socket answers 500), resync rounds remove no router's
-///    state directory, socket or lease file, and the service answers throughout and after.
+///    state directory, socket or lease directory (under the lib directory), and the service
+///    answers throughout and after.
 #[test]
 fn watch_keeps_live_state_when_docker_listing_fails() {
     require_root!();
     let bed = watch::bed(2);
     let s = bed.run_service("s", &[]);
     let up = bed.up(&s.name, &[]);
-    let dir = docker::state_dir(&s.name);
+    let (dir, lease_dir) = bed.service_dirs(&s.name);
     let socket = dir.join("agent.sock");
-    let lease = dir.join("lease-lan0.json");
-    assert!(socket.exists() && lease.exists(), "{dir:?} incomplete");
+    let lease = lease_dir.join("lease-lan0.json");
+    assert!(
+        socket.exists() && lease.exists(),
+        "{dir:?} {lease_dir:?} incomplete"
+    );
     // Old enough for the sweep (it spares directories younger than two minutes).
-    run(Command::new("touch").args(["-d", "1 hour ago"]).arg(&dir));
+    run(Command::new("touch")
+        .args(["-d", "1 hour ago"])
+        .arg(&dir)
+        .arg(&lease_dir));
     let proxy = FailingProxy::start(&bed.tmp.join("docker.sock"), &["/containers/json"]);
     let host = proxy.docker_host();
     let mut w = Watch::start(&bed, &["--resync", "1"], &[("DOCKER_HOST", host.as_str())]);

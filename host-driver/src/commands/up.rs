@@ -1,6 +1,7 @@
 //! `netcontainer up CONTAINER --parent IFACE`: give a running container its
 //! own address on the LAN.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use clap::Args;
@@ -18,7 +19,8 @@ use crate::state::ServiceName;
     netcontainer up web1 --parent eth0\n  \
     netcontainer up web1 --parent eth0 --publish 80:8080/tcp --publish 5353:53/udp\n  \
     netcontainer up web1 --parent eth0 --mode ipvlan --hostname shop\n  \
-    netcontainer up web1 --parent eth0 --source masquerade")]
+    netcontainer up web1 --parent eth0 --source masquerade\n  \
+    netcontainer up web1 --parent eth0 --ip 192.0.2.57 --ip-strict")]
 pub struct UpArgs {
     /// The service container (name or ID); it must be running.
     container: String,
@@ -64,9 +66,22 @@ pub struct UpArgs {
     /// reach the service at its LAN address too).
     #[arg(long)]
     no_host_route: bool,
+    /// Ask the DHCP server for this address (option 50); default: the
+    /// service's label netcontainer.ip. The server may give another; `up`
+    /// then says so on stderr.
+    #[arg(long, value_parser = parse_ip_arg)]
+    ip: Option<Ipv4Addr>,
+    /// With --ip (or the label): fail, leaving nothing behind, when the
+    /// server gives another address.
+    #[arg(long)]
+    ip_strict: bool,
     /// Seconds to wait for the lease.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+}
+
+fn parse_ip_arg(s: &str) -> Result<Ipv4Addr, String> {
+    crate::labels::parse_ip("--ip", s).map_err(|e| e.message)
 }
 
 pub async fn run(a: UpArgs) -> Result<(), Error> {
@@ -89,6 +104,8 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         network: a.network,
         source: a.source,
         no_host_route: a.no_host_route,
+        ip: a.ip,
+        ip_strict: a.ip_strict,
     };
     let (rp, status) = driver
         .up(
@@ -105,6 +122,15 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         .as_ref()
         .map(|l| l.address.to_string())
         .unwrap_or_default();
+    if let (Some(asked), Some(l)) = (rp.requested, status.lease.as_ref())
+        && l.address != asked
+    {
+        eprintln!(
+            "{}: asked the DHCP server for {asked}, it gave {} (taken, or outside its pool)",
+            crate::output::safe(&rp.service),
+            l.address
+        );
+    }
     if svc.networks.len() > 1 {
         let all: Vec<&str> = svc.networks.iter().map(|(n, _)| n.as_str()).collect();
         eprintln!(

@@ -33,6 +33,8 @@
 //! routers, so watch never removes what it did not create.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -44,11 +46,15 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::commands::{default_image, require_root};
+use crate::config::{self, WatchConfig};
 use crate::docker::{ContainerEvent, DockerError};
 use crate::error::Error;
 use crate::labels::{ServiceLabels, warn_unknown_once};
 use crate::lock::ServiceLock;
+use crate::metrics;
+use crate::monitor::{self, Stats};
 use crate::notify::notify;
+use crate::plan::Mode;
 use crate::plan::PlanError;
 use crate::plan::{self, UpOptions, labels};
 use crate::router::{Driver, Healed, never_interrupted};
@@ -59,20 +65,18 @@ pub struct WatchArgs {
     /// Parent NIC for labelled services that do not name one (`netcontainer.parent`).
     #[arg(long)]
     parent: Option<String>,
-    /// Router image for new routers.
-    #[arg(long, default_value_t = default_image())]
-    image: String,
+    /// macvlan or ipvlan, for labelled services that do not say (`netcontainer.mode`)
+    /// [default: macvlan].
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Router image for new routers [default: netcontainer/router:<this version>].
+    #[arg(long)]
+    image: Option<String>,
     /// Take a stopped service's router down (lease released) instead of only
     /// removing its forwards; it comes back when the service starts (labelled
     /// services only).
     #[arg(long)]
     release_when_stopped: bool,
-    /// Seconds a new router may take to get its lease.
-    #[arg(long, default_value_t = 30)]
-    timeout: u64,
-    /// Seconds between full reconciles (events drive everything in between).
-    #[arg(long, default_value_t = 60)]
-    resync: u64,
     /// Do not serve the "who am I?" endpoint (docker-mirror's API, port
     /// 9001) on the Docker bridge networks' gateway addresses.
     #[arg(long)]
@@ -87,6 +91,69 @@ pub struct WatchArgs {
     /// reach the services at their LAN addresses; see `up --no-host-route`).
     #[arg(long)]
     no_host_route: bool,
+    /// Seconds a new router may take to get its lease [default: 30].
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Seconds between full reconciles (events drive everything in between) [default: 60].
+    #[arg(long)]
+    resync: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (off by default), e.g.
+    /// 127.0.0.1:9311.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Run CMD (with `sh -c`) when a service's LAN address changes, with
+    /// NETCONTAINER_SERVICE, NETCONTAINER_OLD_ADDRESS and
+    /// NETCONTAINER_NEW_ADDRESS in its environment; killed after 30 s.
+    #[arg(long, value_name = "CMD")]
+    on_change: Option<String>,
+    /// Configuration file with defaults for the flags above; flags win
+    /// [default: $NETCONTAINER_CONFIG, else /etc/netcontainer/config.toml if present].
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Seconds between polls of the routers' agents (address changes, metrics).
+    #[arg(long, default_value_t = 5, hide = true)]
+    poll: u64,
+}
+
+/// Watch's settings: the flags, over the configuration file, over the
+/// defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub parent: Option<String>,
+    pub mode: Option<Mode>,
+    pub image: String,
+    pub release_when_stopped: bool,
+    pub timeout: u64,
+    pub resync: u64,
+    pub metrics: Option<SocketAddr>,
+    pub on_change: Option<String>,
+    pub poll: u64,
+    pub no_whoami: bool,
+    pub host_address: Option<std::net::Ipv4Addr>,
+    pub no_host_route: bool,
+}
+
+impl Settings {
+    pub fn resolve(a: WatchArgs, file: WatchConfig) -> Settings {
+        Settings {
+            parent: a.parent.or(file.parent),
+            mode: a.mode.or(file.mode),
+            image: a.image.or(file.image).unwrap_or_else(default_image),
+            release_when_stopped: a.release_when_stopped
+                || file.release_when_stopped.unwrap_or(false),
+            timeout: a.timeout.or(file.timeout).unwrap_or(30),
+            resync: a.resync.or(file.resync).unwrap_or(60),
+            metrics: a.metrics.or(file.metrics),
+            on_change: a
+                .on_change
+                .or(file.on_change)
+                .filter(|c| !c.trim().is_empty()),
+            poll: a.poll.max(1),
+            no_whoami: a.no_whoami || file.no_whoami.unwrap_or(false),
+            host_address: a.host_address.or(file.host_address),
+            no_host_route: a.no_host_route || file.no_host_route.unwrap_or(false),
+        }
+    }
 }
 
 /// First wait after losing Docker.
@@ -111,18 +178,29 @@ async fn keep_host_routes(driver: Arc<Driver>) {
 }
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            t.abort();
-        }
-    }
-}
-
 pub async fn run(a: WatchArgs) -> Result<(), Error> {
+    // A bad file stops watch before anything is touched.
+    let file = match config::load(a.config.as_deref())? {
+        Some((path, c)) => {
+            tracing::info!(path = %path.display(), "configuration file read");
+            c
+        }
+        None => WatchConfig::default(),
+    };
+    let a = Settings::resolve(a, file);
     require_root()?;
+    let stats = Arc::new(Stats::default());
+    let _metrics = match a.metrics {
+        Some(addr) => {
+            let listener = metrics::bind(addr).await?;
+            tracing::info!(%addr, "serving metrics at /metrics");
+            Some(AbortOnDrop(tokio::spawn(metrics::serve(
+                listener,
+                stats.clone(),
+            ))))
+        }
+        None => None,
+    };
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| Error::Usage(format!("signals: {e}")))?;
     let mut sigint =
@@ -137,15 +215,24 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
             let driver = Arc::new(Driver::connect().await?);
             connected.set(true);
             // Dropped with the session: every service task ends with it.
-            let whoami = (!a.no_whoami).then(|| {
+            // The who-am-I listeners and the host routes go with the session.
+            let _whoami = (!a.no_whoami).then(|| {
                 let host = crate::whoami::host_address(a.host_address, a.parent.as_deref());
-                tokio::spawn(crate::whoami::run(driver.docker.clone(), host))
+                AbortOnDrop(tokio::spawn(crate::whoami::run(
+                    driver.docker.clone(),
+                    host,
+                )))
             });
-            // Its listeners go with the session.
-            let _whoami = AbortOnDrop(whoami);
-            let shims = (!a.no_host_route).then(|| tokio::spawn(keep_host_routes(driver.clone())));
-            let _shims = AbortOnDrop(shims);
-            let mut sup = Supervisor::new(driver, a.clone());
+            let _shims = (!a.no_host_route)
+                .then(|| AbortOnDrop(tokio::spawn(keep_host_routes(driver.clone()))));
+            let mut sup = Supervisor::new(driver.clone(), a.clone(), stats.clone());
+            // Polls the agents for as long as the session lasts.
+            let _poll = AbortOnDrop(tokio::spawn(monitor::run(
+                driver,
+                stats.clone(),
+                a.on_change.clone(),
+                Duration::from_secs(a.poll),
+            )));
             tracing::info!("connected to Docker; reconciling");
             // Subscribe first, then reconcile: what happens in between is in the stream.
             let mut events = Box::pin(sup.ctx.driver.docker.events());
@@ -202,6 +289,15 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -243,8 +339,9 @@ enum TaskMsg {
 /// What every task shares.
 struct Ctx {
     driver: Arc<Driver>,
-    args: WatchArgs,
+    args: Settings,
     permits: Semaphore,
+    stats: Arc<Stats>,
 }
 
 struct Inbox {
@@ -266,13 +363,14 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn new(driver: Arc<Driver>, args: WatchArgs) -> Self {
+    fn new(driver: Arc<Driver>, args: Settings, stats: Arc<Stats>) -> Self {
         let (to_main, from_tasks) = mpsc::unbounded_channel();
         Supervisor {
             ctx: Arc::new(Ctx {
                 driver,
                 args,
                 permits: Semaphore::new(CONCURRENCY),
+                stats,
             }),
             inboxes: HashMap::new(),
             tasks: JoinSet::new(),
@@ -387,11 +485,18 @@ impl Supervisor {
     }
 }
 
-/// Host directories with no router: left by a crash between creating the
-/// directory and the container. Only old ones, so a concurrent `up` is
-/// never disturbed; only directories named like a service (never a link).
+/// Host directories with no router (in the run directory and the lib
+/// directory): left by a crash between creating the directory and the
+/// container. Only old ones, so a concurrent `up` is never disturbed; only
+/// directories named like a service (never a link).
 fn remove_stale_dirs(services: &BTreeSet<ServiceName>) {
-    let Ok(entries) = std::fs::read_dir(state::run_dir()) else {
+    for root in [state::run_dir(), state::lib_dir()] {
+        remove_stale_dirs_in(&root, services);
+    }
+}
+
+fn remove_stale_dirs_in(root: &std::path::Path, services: &BTreeSet<ServiceName>) {
+    let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
     for e in entries.flatten() {
@@ -681,24 +786,35 @@ async fn try_reconcile(ctx: &Ctx, service: &ServiceName) -> Result<Option<String
                 r.name
             )))
         }
-        (Action::Heal, Some(r), Some(s)) => Ok(match d.heal(&r, &s).await? {
-            Healed::Nothing => None,
-            Healed::Started => Some("router started".into()),
-            Healed::Replumbed => Some("router restarted: LAN leg re-plumbed, plan re-sent".into()),
-            Healed::PlanSent => Some(if s.running {
-                "forwards updated to the service's address".into()
-            } else {
-                "service stopped: forwards removed, lease kept".into()
-            }),
-            Healed::Routed => Some("service's default route pointed at its router again".into()),
-        }),
+        (Action::Heal, Some(r), Some(s)) => {
+            let healed = d.heal(&r, &s).await?;
+            if healed != Healed::Nothing {
+                ctx.stats.healed(service);
+            }
+            Ok(match healed {
+                Healed::Nothing => None,
+                Healed::Started => Some("router started".into()),
+                Healed::Replumbed => {
+                    Some("router restarted: LAN leg re-plumbed, plan re-sent".into())
+                }
+                Healed::PlanSent => Some(if s.running {
+                    "forwards updated to the service's address".into()
+                } else {
+                    "service stopped: forwards removed, lease kept".into()
+                }),
+                Healed::Routed => {
+                    Some("service's default route pointed at its router again".into())
+                }
+            })
+        }
         (Action::Up, None, Some(s)) => {
+            let labelled = labelled.unwrap_or_default();
             let opts = UpOptions {
-                // `--parent` is the default parent; mode, mac, hostname and
-                // ports are read from the labels by `derive`.
-                parent: labelled
-                    .and_then(|l| l.parent)
-                    .or_else(|| args.parent.clone()),
+                // `--parent` and `--mode` are the defaults of labels that are
+                // not there; mac, hostname, ports and the address asked for
+                // are read from the labels by `derive`.
+                parent: labelled.parent.or_else(|| args.parent.clone()),
+                mode: labelled.mode.or(args.mode),
                 ..Default::default()
             };
             let (rp, status) = d
@@ -711,10 +827,13 @@ async fn try_reconcile(ctx: &Ctx, service: &ServiceName) -> Result<Option<String
                     never_interrupted(),
                 )
                 .await?;
-            let addr = status
-                .lease
-                .map(|l| l.address.to_string())
-                .unwrap_or_default();
+            let got = status.lease.map(|l| l.address);
+            if let (Some(asked), Some(got)) = (rp.requested, got)
+                && asked != got
+            {
+                tracing::warn!(%service, %asked, %got, "the DHCP server gave another address than the label netcontainer.ip asks for (taken, or outside its pool)");
+            }
+            let addr = got.map(|a| a.to_string()).unwrap_or_default();
             Ok(Some(format!(
                 "router created: {addr} {}",
                 plan::ports_text(&rp.ports)
@@ -729,6 +848,69 @@ mod tests {
     use super::*;
 
     const R: Option<RouterView> = Some(RouterView);
+
+    fn args(a: &[&str]) -> WatchArgs {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: WatchArgs,
+        }
+        let mut v = vec!["watch"];
+        v.extend_from_slice(a);
+        <Cli as clap::Parser>::parse_from(v).a
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let file = config::parse(
+            "parent = \"eth1\"\nmode = \"ipvlan\"\ntimeout = 45\nresync = 120\n\
+             metrics = \"127.0.0.1:9311\"\non-change = \"true\"\nrelease-when-stopped = true\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(args(&[]), file.clone());
+        assert_eq!(
+            s,
+            Settings {
+                parent: Some("eth1".into()),
+                mode: Some(Mode::Ipvlan),
+                image: default_image(),
+                release_when_stopped: true,
+                timeout: 45,
+                resync: 120,
+                metrics: Some("127.0.0.1:9311".parse().unwrap()),
+                on_change: Some("true".into()),
+                poll: 5,
+                no_whoami: false,
+                host_address: None,
+                no_host_route: false,
+            }
+        );
+        let s = Settings::resolve(
+            args(&[
+                "--parent",
+                "eth0",
+                "--mode",
+                "macvlan",
+                "--timeout",
+                "5",
+                "--metrics",
+                "127.0.0.1:9400",
+                "--image",
+                "r:1",
+            ]),
+            file,
+        );
+        assert_eq!(s.parent.as_deref(), Some("eth0"));
+        assert_eq!(s.mode, Some(Mode::Macvlan));
+        assert_eq!((s.timeout, s.resync), (5, 120));
+        assert_eq!(s.metrics, Some("127.0.0.1:9400".parse().unwrap()));
+        assert_eq!(s.image, "r:1");
+        // No file: the defaults; no metrics, no command.
+        let d = Settings::resolve(args(&[]), WatchConfig::default());
+        assert_eq!((d.timeout, d.resync, d.poll), (30, 60, 5));
+        assert_eq!((d.metrics, d.on_change, d.mode), (None, None, None));
+        assert!(!d.release_when_stopped);
+    }
     const KEEP: DecideOptions = DecideOptions {
         release_when_stopped: false,
     };

@@ -103,6 +103,9 @@ pub enum LostReason {
     Nak,
     Released,
     Declined,
+    /// The client stopped without releasing ([`Client::stop`]): the server
+    /// still holds the lease, to be claimed again on the next start.
+    Kept,
 }
 
 /// Something the shell must act on.
@@ -172,6 +175,8 @@ pub struct Client {
     events: VecDeque<Event>,
     /// NAKs received since the last successful bind.
     consecutive_naks: u32,
+    /// NAKs acted on since the client was made (for metrics).
+    naks_total: u64,
 }
 
 impl Client {
@@ -186,7 +191,15 @@ impl Client {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             consecutive_naks: 0,
+            naks_total: 0,
         }
+    }
+
+    /// NAKs acted on since the client was made: each cost a lease or the
+    /// address asked for (a NAK from another server while renewing, which is
+    /// ignored, does not count).
+    pub fn naks(&self) -> u64 {
+        self.naks_total
     }
 
     /// Begin acquiring a lease with a DISCOVER that asks for `hint` (option
@@ -382,6 +395,23 @@ impl Client {
         self.phase = Phase::Stopped;
     }
 
+    /// Stops without a RELEASE: the server keeps the lease until it expires,
+    /// so the next start (with the lease persisted by the shell) claims it
+    /// again by INIT-REBOOT (RFC 2131 3.2: a client need not release its
+    /// lease on shutdown). The lease is reported lost (`Kept`) so that the
+    /// shell stops using its address now.
+    pub fn stop(&mut self, now: Instant) {
+        let _ = now;
+        if let Some(lease) = self.take_lease() {
+            info!(address = %lease.address, "dhcp: stopping; the lease is kept for the next start");
+            self.events.push_back(Event::Lost {
+                lease,
+                reason: LostReason::Kept,
+            });
+        }
+        self.phase = Phase::Stopped;
+    }
+
     /// The bound address is in use by someone else (ARP probe answered):
     /// DECLINE it and restart discovery after [`Retry::decline_delay`]. No-op
     /// unless Bound.
@@ -449,6 +479,7 @@ impl Client {
 
     fn restart_after_nak(&mut self, now: Instant) {
         self.consecutive_naks = self.consecutive_naks.saturating_add(1);
+        self.naks_total = self.naks_total.saturating_add(1);
         let retry = &self.config.retry;
         if self.consecutive_naks <= retry.nak_free_restarts {
             self.begin_discover(now, None);

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::LeaseEvent;
+use crate::counters::Counters;
 use crate::dhcp::arp::ArpSocket;
 use crate::dhcp::socket::{RawSocket, UdpSocket};
 use crate::netconf::Link;
@@ -52,18 +53,32 @@ impl Identity {
 /// The running task, as the core sees it.
 pub struct Handle {
     pub identity: Identity,
-    release: mpsc::Sender<()>,
+    /// `true`: release the lease; `false`: keep it (for the next start).
+    end: mpsc::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Handle {
-    /// Asks the task to release its lease and stop; the returned handle
-    /// ends once it has (its last events are then in the channel).
-    pub async fn release(self) -> JoinHandle<()> {
+    /// Asks the task to stop, releasing its lease or keeping it (no
+    /// RELEASE; the persisted lease is claimed again by the next start);
+    /// the returned handle ends once it has (its last events are then in
+    /// the channel).
+    pub async fn end(self, release: bool) -> JoinHandle<()> {
         // A task that already ended has nothing to release.
-        let _ = self.release.send(()).await;
+        let _ = self.end.send(release).await;
         self.task
     }
+}
+
+/// How a task starts, besides its plan and link.
+pub struct Start<'a> {
+    /// Where the lease is persisted.
+    pub lease_dir: &'a Path,
+    /// Asked for in the DISCOVER when there is no lease of our own to claim.
+    pub request_address: Option<Ipv4Addr>,
+    /// `Some` with `--arp-probe`.
+    pub arp: Option<ArpConfig>,
+    pub counters: Arc<Counters>,
 }
 
 /// DHCPv4 on one interface, before and while it runs.
@@ -91,6 +106,9 @@ pub struct V4 {
     events: mpsc::UnboundedSender<LeaseEvent>,
     /// The state last reported.
     reported: Option<State>,
+    counters: Arc<Counters>,
+    /// The client's NAK total already added to `counters`.
+    naks_counted: u64,
 }
 
 /// An ARP probe of a new lease's address; the ARP socket lives as long as it.
@@ -107,17 +125,22 @@ impl V4 {
     pub fn start(
         plan: &Plan,
         link: &Link,
-        state_dir: &Path,
-        arp: Option<ArpConfig>,
+        start: Start<'_>,
         events: mpsc::UnboundedSender<LeaseEvent>,
     ) -> Result<V4, String> {
+        let Start {
+            lease_dir,
+            request_address,
+            arp,
+            counters,
+        } = start;
         let raw = RawSocket::open(link.index)
             .map_err(|e| format!("cannot open a packet socket on {}: {e}", plan.interface))?;
         let client_id = plan
             .client_id
             .clone()
             .unwrap_or_else(|| netcontainer_proto::contract::mac_client_id(&link.mac));
-        let store = LeaseStore::new(state_dir, &plan.interface);
+        let store = LeaseStore::new(lease_dir, &plan.interface);
         let stored = store.load();
         // A released lease left nothing on the interface.
         let leftover = stored
@@ -128,10 +151,11 @@ impl V4 {
             stored.filter(|l| l.client_id == hex(&client_id) && l.interface == plan.interface);
         // Unexpired and not released: claim it again (INIT-REBOOT). Released or
         // expired: only ask for it (DISCOVER with option 50).
+        // The operator's address (`up --ip`) goes before a remembered one.
         let (previous, hint) = match ours {
             Some(l) if !l.released && !l.expired(SystemTime::now()) => (Some(l.address), None),
-            Some(l) => (None, Some(l.address)),
-            None => (None, None),
+            Some(l) => (None, request_address.or(Some(l.address))),
+            None => (None, request_address),
         };
         let mut client = Client::new(
             Config {
@@ -168,6 +192,8 @@ impl V4 {
             declined: None,
             events,
             reported: None,
+            counters,
+            naks_counted: 0,
         })
     }
 
@@ -177,31 +203,35 @@ impl V4 {
 
     /// Runs the client until the core asks for a release.
     pub fn spawn(mut self) -> Handle {
-        let (release, mut released) = mpsc::channel(1);
+        let (end, mut ended) = mpsc::channel(1);
         // The core knows the starting state already.
         self.reported = Some(self.client.state());
         let identity = self.identity.clone();
         let task = tokio::spawn(async move {
             self.drive().await;
-            loop {
-                if self.step(&mut released).await.is_break() {
-                    break;
+            let release = loop {
+                if let std::ops::ControlFlow::Break(release) = self.step(&mut ended).await {
+                    break release;
                 }
                 self.drive().await;
+            };
+            if release {
+                self.client.release(Instant::now());
+            } else {
+                self.client.stop(Instant::now());
             }
-            self.client.release(Instant::now());
             self.drive().await;
         });
         Handle {
             identity,
-            release,
+            end,
             task,
         }
     }
 
-    /// Waits for one thing: a packet, a timer, or the core's release (or
-    /// the core gone: `Break`).
-    async fn step(&mut self, released: &mut mpsc::Receiver<()>) -> std::ops::ControlFlow<()> {
+    /// Waits for one thing: a packet, a timer, or the core's end (`Break`
+    /// with whether to release; the core gone: release).
+    async fn step(&mut self, ended: &mut mpsc::Receiver<bool>) -> std::ops::ControlFlow<bool> {
         let probing = self.probing.as_ref();
         let arp = probing.map(|p| p.sock.clone());
         // One timer for both machines: each ignores a call before its deadline.
@@ -215,7 +245,7 @@ impl V4 {
         let raw = self.raw.clone();
         let udp = self.udp.as_ref().map(|(_, s)| s.clone());
         tokio::select! {
-            _ = released.recv() => return std::ops::ControlFlow::Break(()),
+            r = ended.recv() => return std::ops::ControlFlow::Break(r.unwrap_or(true)),
             r = raw.recv() => self.on_packet(r).await,
             r = recv_udp(udp) => self.on_packet(r).await,
             r = recv_arp(arp) => self.on_arp(r).await,
@@ -239,8 +269,16 @@ impl V4 {
     }
 
     fn report_state(&mut self) {
+        let naks = self.client.naks();
+        if naks > self.naks_counted {
+            self.counters.naks(naks - self.naks_counted);
+            self.naks_counted = naks;
+        }
         let state = self.client.state();
         if self.reported != Some(state) {
+            if state == State::Rebinding {
+                self.counters.rebinding();
+            }
             self.reported = Some(state);
             let _ = self.events.send(LeaseEvent::State(state));
         }
@@ -309,6 +347,10 @@ impl V4 {
         match ev {
             Event::Bound(lease) => {
                 let previous = self.configured.as_ref().map(|l| l.address);
+                if previous == Some(lease.address) {
+                    // The lease in place, extended (RENEWING or REBINDING).
+                    self.counters.renewed();
+                }
                 if let Some(old) = self.configured.take_if(|old| {
                     old.address != lease.address || old.prefix_len != lease.prefix_len
                 }) {
@@ -363,6 +405,9 @@ impl V4 {
                         l.released = true;
                         self.store.save(&l)
                     }
+                    // Stopped without a release: the stored lease stays as
+                    // it is, to be claimed again (INIT-REBOOT).
+                    (LostReason::Kept, _) => Ok(()),
                     _ => self.store.clear(),
                 };
                 if let Err(e) = kept {
@@ -373,7 +418,7 @@ impl V4 {
                 let lost = || format!("lease on {} lost ({reason:?})", lease.address);
                 let error = match reason {
                     LostReason::Declined => Some(self.declined.take().unwrap_or_else(lost)),
-                    LostReason::Released => None,
+                    LostReason::Released | LostReason::Kept => None,
                     _ => Some(lost()),
                 };
                 self.report(LeaseEvent::Lost { lease, error });

@@ -403,6 +403,7 @@ fn ack_and_nak_from_non_selected_server_ignored() {
     assert!(c.poll_event().is_none());
     no_tx(&mut c);
     assert_eq!(c.state(), State::Requesting);
+    assert_eq!(c.naks(), 0, "an ignored NAK is not counted");
     c.handle_packet(t0, &ack(&r));
     assert_eq!(bound_event(&mut c).server_id, SERVER);
 }
@@ -485,12 +486,13 @@ fn repeated_naks_back_off() {
             assert_eq!(c.state(), State::Selecting);
         }
     }
-    // A successful bind resets the counter.
+    // A successful bind resets the counter (not the total, for metrics).
     let d = tx(&mut c);
     c.handle_packet(now, &offer(&d));
     let r = tx(&mut c);
     c.handle_packet(now, &ack(&r));
     bound_event(&mut c);
+    assert_eq!(c.naks(), 5);
 }
 
 #[test]
@@ -789,8 +791,10 @@ fn nak_in_renewing_loses_lease() {
     c.handle_packet(t1, &nak(&r, SERVER2));
     assert!(c.poll_event().is_none());
     assert_eq!(c.state(), State::Renewing);
+    assert_eq!(c.naks(), 0);
     c.handle_packet(t1, &nak(&r, SERVER));
     assert_eq!(lost_event(&mut c), (l, LostReason::Nak));
+    assert_eq!(c.naks(), 1);
     assert_eq!(c.state(), State::Selecting);
     let d = tx(&mut c);
     assert_eq!(mtype(&d.payload), DISCOVER);
@@ -1337,6 +1341,7 @@ impl Client {
             transmits: self.transmits.clone(),
             events: self.events.clone(),
             consecutive_naks: self.consecutive_naks,
+            naks_total: self.naks_total,
         }
     }
 }
@@ -1452,4 +1457,23 @@ fn retry_settings_are_honoured() {
     c.decline(t0);
     let _ = tx(&mut c);
     assert_eq!(c.poll_timeout(), Some(t0 + secs(3)));
+}
+
+#[test]
+fn stop_keeps_the_lease_no_release_sent() {
+    let t0 = Instant::now();
+    let mut c = client();
+    let l = bind(&mut c, t0);
+    c.stop(t0 + secs(1));
+    assert_eq!(lost_event(&mut c), (l, LostReason::Kept));
+    no_tx(&mut c);
+    assert_eq!(c.state(), State::Stopped);
+    assert!(c.poll_timeout().is_none());
+    // Without a lease: nothing to report.
+    let mut d = client();
+    d.start(t0, None);
+    let _ = tx(&mut d);
+    d.stop(t0);
+    assert!(d.poll_event().is_none());
+    assert_eq!(d.state(), State::Stopped);
 }
