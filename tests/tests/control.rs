@@ -418,19 +418,22 @@ fn counters_request_and_an_unknown_request() {
     require_root!();
     let mut a = CtlAgent::start("agent.sock", |_| {});
     let mut s = connect(&a.socket);
-    s.write_all(&frame(1, &[4])).unwrap();
+    s.write_all(&frame(service::PROTOCOL_VERSION, &[4]))
+        .unwrap();
     let mut header = [0u8; 4];
     s.read_exact(&mut header).unwrap();
     let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
     s.read_exact(&mut payload).unwrap();
-    assert_eq!(payload, [0, 1, 4, 0, 0, 0], "Counters {{ 0, 0, 0 }}");
+    let mut want = service::PROTOCOL_VERSION.to_be_bytes().to_vec();
+    want.extend_from_slice(&[4, 0, 0, 0]);
+    assert_eq!(payload, want, "Counters {{ 0, 0, 0 }}");
     // Still the same connection: a status next.
     s.write_all(&STATUS_REQ).unwrap();
     assert!(matches!(
         read_reply(&mut s).unwrap(),
         Reply::Frame { variant: 0, .. }
     ));
-    match send_bad(&a.socket, &frame(1, &[5]), false) {
+    match send_bad(&a.socket, &frame(service::PROTOCOL_VERSION, &[5]), false) {
         Reply::Frame {
             variant: 3,
             error: Some(e),
@@ -468,7 +471,7 @@ fn malformed_frames_are_refused_and_change_nothing() {
     error(&huge, false, "exceeds the limit");
     a.assert_alive("a 4 GiB length prefix");
     let mut over = (MAX_FRAME_LEN + 1).to_be_bytes().to_vec();
-    over.extend_from_slice(&[0, 1, 0]);
+    over.extend_from_slice(&[0, 2, 0]);
     error(&over, false, "exceeds the limit");
     a.assert_alive("a MAX_FRAME_LEN + 1 length prefix");
 
@@ -593,11 +596,11 @@ fn stalled_clients_do_not_block_others_and_are_dropped() {
     let mut half_header = connect(&sock);
     half_header.write_all(&[0, 0]).unwrap();
     let mut half_payload = connect(&sock);
-    half_payload.write_all(&[0, 0, 0, 100, 0, 1, 1]).unwrap();
+    half_payload.write_all(&[0, 0, 0, 100, 0, 2, 1]).unwrap();
     // A big announced frame, a little sent: the agent must not wait for it either.
     let mut big = connect(&sock);
     big.write_all(&(MAX_FRAME_LEN).to_be_bytes()).unwrap();
-    big.write_all(&[0, 1, 1, 4]).unwrap();
+    big.write_all(&[0, 2, 1, 4]).unwrap();
 
     for i in 0..10 {
         let took = raw_status(&sock).unwrap_or_else(|e| panic!("status {i}: {e}"));
