@@ -11,7 +11,7 @@ use netcontainer_proto::{Forward, Plan, Protocol, SourceMode, validate_hostname}
 use crate::labels::ServiceLabels;
 
 /// Name of the LAN interface inside the router.
-pub const LAN_IF: &str = "lan0";
+pub const LAN_IF: &str = netcontainer_proto::contract::LAN_IF;
 /// Prefix of router container names.
 pub const ROUTER_PREFIX: &str = "netcontainer-";
 

@@ -34,6 +34,9 @@ pub fn lease_file(interface: &str) -> String {
 pub const MARK: u32 = 0x4e43;
 /// The agent's routing table (20035, ASCII "NC"), selected by its `ip rule`s.
 pub const ROUTE_TABLE: u32 = 0x4e43;
+/// The LAN leg's name inside a router: what the host driver plumbs and its
+/// plans name, and what the agent isolates before any plan arrives.
+pub const LAN_IF: &str = "lan0";
 /// The "who am I?" endpoint's TCP port (docker-mirror's): the agent serves
 /// it on the router's Docker side, `watch` on each Docker bridge network's
 /// gateway address. Never on the LAN.

@@ -102,6 +102,17 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     // One firewall: the core applies it, the control socket reads its
     // counters; nothing in it changes after this.
     let firewall = Arc::new(Firewall::new(Runner::default()).with_mark(MARK));
+    // The leg the driver plumbs is isolated now, before a plan can bring it
+    // up: running nft costs milliseconds that would otherwise stand between
+    // the plan and the first DISCOVER (a plan naming another interface is
+    // isolated when it comes).
+    let mut isolated = None;
+    match firewall.isolate(netcontainer_proto::contract::LAN_IF).await {
+        Ok(()) => isolated = Some(netcontainer_proto::contract::LAN_IF.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "isolating the LAN leg at start failed; retried with the plan")
+        }
+    }
     let listener = control::bind(&opts.socket)?;
     let (snap_tx, snap_rx) = watch::channel(Snapshot::new());
     let (cmd_tx, mut cmd_rx) = mpsc::channel(8);
@@ -146,6 +157,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         last_error: None,
         arp: opts.arp_probe.then(ArpConfig::default),
         plans: PlanStore::new(&opts.state_dir),
+        isolated,
         events_tx,
     };
     // Restarted after a crash: carry on with the last plan (and the persisted
@@ -200,6 +212,9 @@ struct Iface {
 }
 
 struct Core {
+    /// The interface the isolation-only table was applied for and is still
+    /// in place for (no lease since).
+    isolated: Option<String>,
     lease_dir: PathBuf,
     request_address: Option<Ipv4Addr>,
     counters: Arc<crate::counters::Counters>,
@@ -250,6 +265,7 @@ impl Core {
             self.v4 = Some(task.spawn());
         } else if let Some(lease) = self.lease.clone() {
             // Same lease, new forwards: replace the rules now.
+            self.isolated = None;
             if let Err(e) = self
                 .firewall
                 .apply(
@@ -304,7 +320,7 @@ impl Core {
             .map_err(|e| e.to_string())?;
         // Isolated before the leg is up: nothing is forwarded to or from the
         // LAN until a lease brings the forwards.
-        if self.lease.is_none() {
+        if self.lease.is_none() && self.isolated.as_deref() != Some(plan.interface.as_str()) {
             self.firewall
                 .isolate(&plan.interface)
                 .await
@@ -417,6 +433,8 @@ impl Core {
                 .map(|p| p.forwards.as_slice())
                 .unwrap_or_default();
             let gateway_for = self.plan.as_ref().and_then(Plan::gateway_for);
+            // Whatever the outcome, the isolation-only table may be gone.
+            self.isolated = None;
             if let Err(e) = self
                 .firewall
                 .apply(&iface.name, forwards, lease.address, gateway_for)
@@ -441,9 +459,13 @@ impl Core {
         let Some(lan) = self.iface.as_ref().map(|i| i.name.clone()) else {
             return;
         };
-        if let Err(e) = self.firewall.isolate(&lan).await {
-            tracing::warn!(error = %e, "removing forwards failed");
-            self.last_error = Some(format!("isolating {lan}: {e}"));
+        match self.firewall.isolate(&lan).await {
+            Ok(()) => self.isolated = Some(lan),
+            Err(e) => {
+                tracing::warn!(error = %e, "removing forwards failed");
+                self.last_error = Some(format!("isolating {lan}: {e}"));
+                self.isolated = None;
+            }
         }
     }
 

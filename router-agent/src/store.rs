@@ -49,13 +49,49 @@ pub fn hex(bytes: &[u8]) -> String {
 #[derive(Clone, Debug)]
 pub struct LeaseStore {
     path: PathBuf,
+    /// Orders writes made off the runtime ([`LeaseStore::save_later`]): the
+    /// newest change issued wins, whichever thread gets there first.
+    seq: std::sync::Arc<std::sync::Mutex<Seq>>,
+}
+
+/// Changes issued and the last one on disk.
+#[derive(Debug, Default)]
+struct Seq {
+    issued: u64,
+    written: u64,
 }
 
 impl LeaseStore {
     pub fn new(state_dir: &Path, interface: &str) -> Self {
         LeaseStore {
             path: state_dir.join(netcontainer_proto::contract::lease_file(interface)),
+            seq: Default::default(),
         }
+    }
+
+    fn issue(&self) -> u64 {
+        let mut s = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        s.issued += 1;
+        s.issued
+    }
+
+    /// [`LeaseStore::save`] on the blocking pool: the agent's runtime has one
+    /// thread, and two fsyncs (milliseconds on a busy disk) must not stand
+    /// between a lease and its address. A save overtaken by a newer save or
+    /// clear is dropped.
+    pub fn save_later(&self, lease: StoredLease) {
+        let n = self.issue();
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut s = me.seq.lock().unwrap_or_else(|p| p.into_inner());
+            if n <= s.written {
+                return;
+            }
+            if let Err(e) = me.write(&lease) {
+                tracing::warn!(path = %me.path.display(), error = %e, "cannot persist the lease");
+            }
+            s.written = n;
+        });
     }
 
     pub fn path(&self) -> &Path {
@@ -88,6 +124,14 @@ impl LeaseStore {
     /// empty, and the rename itself is on disk (the lease directory is on
     /// the host's `/var/lib`, meant to outlive a reboot).
     pub fn save(&self, lease: &StoredLease) -> std::io::Result<()> {
+        let n = self.issue();
+        let mut s = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        self.write(lease)?;
+        s.written = s.written.max(n);
+        Ok(())
+    }
+
+    fn write(&self, lease: &StoredLease) -> std::io::Result<()> {
         let tmp = self.path.with_extension("json.tmp");
         {
             let mut f = std::fs::File::create(&tmp)?;
@@ -99,6 +143,10 @@ impl LeaseStore {
     }
 
     pub fn clear(&self) -> std::io::Result<()> {
+        // Also drops a save still pending on the blocking pool.
+        let n = self.issue();
+        let mut s = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        s.written = s.written.max(n);
         match std::fs::remove_file(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -118,6 +166,45 @@ mod tests {
         ));
         std::fs::create_dir_all(&d).unwrap();
         d
+    }
+
+    /// Saves off the runtime land in the order issued, and a clear drops a
+    /// save still pending.
+    #[tokio::test]
+    async fn background_saves_keep_the_newest() {
+        let dir = tmpdir().join("bg");
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = LeaseStore::new(&dir, "lan0");
+        let lease = |last: u8| StoredLease {
+            interface: "lan0".into(),
+            client_id: hex(b"\x01ab"),
+            address: std::net::Ipv4Addr::new(192, 0, 2, last),
+            prefix_len: 24,
+            server_id: std::net::Ipv4Addr::new(192, 0, 2, 1),
+            expires_unix: None,
+            released: false,
+        };
+        for i in 0..20 {
+            store.save_later(lease(10 + i));
+        }
+        let settled = |want: Option<u8>| {
+            let store = store.clone();
+            async move {
+                for _ in 0..200 {
+                    if store.load().map(|l| l.address.octets()[3]) == want {
+                        return true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                false
+            }
+        };
+        assert!(settled(Some(29)).await, "{:?}", store.load());
+        store.save_later(lease(99));
+        store.clear().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert_eq!(store.load(), None, "a pending save outlived the clear");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -460,11 +460,10 @@ impl V4 {
             }),
             released: false,
         };
-        if let Err(e) = self.store.save(&stored) {
-            tracing::warn!(path = %self.store.path().display(), error = %e, "cannot persist the lease");
-        }
+        // The address first, the disk after (see `LeaseStore::save_later`).
         self.configured = Some(lease.clone());
         self.report(LeaseEvent::Bound(lease));
+        self.store.save_later(stored);
     }
 
     /// Once the client is past INIT-REBOOT without getting the old address
