@@ -26,6 +26,7 @@ pub struct FrameTarget {
 
 fn plan(n: usize) -> Plan {
     Plan {
+        ipv6: Default::default(),
         interface: "lan0".into(),
         hostname: Some("web1".into()),
         client_id: Some(b"netcontainer:web1".to_vec()),
@@ -69,6 +70,7 @@ fn status(with_lease: bool) -> Status {
             .collect(),
         last_error: Some("nft: boom".into()),
         agent_version: "0.1.0".into(),
+        ipv6: Vec::new(),
     }
 }
 

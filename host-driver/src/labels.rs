@@ -68,6 +68,14 @@ fn get_mac(l: &HashMap<String, String>) -> Result<Option<[u8; 6]>, LabelError> {
         .transpose()
 }
 
+fn get_ipv6(
+    l: &HashMap<String, String>,
+) -> Result<Option<netcontainer_proto::Ipv6Mode>, LabelError> {
+    get(l, labels::IPV6)
+        .map(|v| v.parse().map_err(|e: String| err(labels::IPV6, e)))
+        .transpose()
+}
+
 fn get_ports(l: &HashMap<String, String>) -> Result<Option<Vec<PortSpec>>, LabelError> {
     get(l, labels::PORTS)
         .map(|v| parse_port_list(v).map_err(|e| err(labels::PORTS, e)))
@@ -85,6 +93,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     labels::ARP_PROBE,
     labels::IDENTITY,
     labels::NETWORK,
+    labels::IPV6,
 ];
 
 /// What a service's labels ask for.
@@ -101,6 +110,8 @@ pub struct ServiceLabels {
     pub arp_probe: bool,
     /// `netcontainer.network`: the service's network to forward to.
     pub network: Option<String>,
+    /// `netcontainer.ipv6`: `off` or `auto`.
+    pub ipv6: Option<netcontainer_proto::Ipv6Mode>,
     /// `netcontainer.*` keys that mean nothing on a service, sorted.
     pub unknown: Vec<String>,
 }
@@ -121,6 +132,7 @@ impl ServiceLabels {
             ports: get_ports(l)?,
             arp_probe: get_bool(l, labels::ARP_PROBE)?,
             network: get(l, labels::NETWORK).map(str::to_string),
+            ipv6: get_ipv6(l)?,
             unknown: unknown.into_iter().collect(),
         })
     }
@@ -137,6 +149,7 @@ pub struct RouterLabels {
     pub ports: Vec<PortSpec>,
     pub network: Option<String>,
     pub arp_probe: bool,
+    pub ipv6: Option<netcontainer_proto::Ipv6Mode>,
 }
 
 impl RouterLabels {
@@ -152,6 +165,7 @@ impl RouterLabels {
             ports: get_ports(l)?.unwrap_or_default(),
             network: get(l, labels::NETWORK).map(str::to_string),
             arp_probe: get_bool(l, labels::ARP_PROBE)?,
+            ipv6: get_ipv6(l)?,
         })
     }
 }

@@ -97,6 +97,7 @@ mod tests {
             forwards: Vec::new(),
             last_error: Some("server said \u{7}\u{1b}]0;title\u{7}".into()),
             agent_version: String::new(),
+            ipv6: Vec::new(),
         };
         let text = status_text(&st);
         assert!(

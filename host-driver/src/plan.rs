@@ -29,6 +29,8 @@ pub mod labels {
     pub const HOSTNAME: &str = "netcontainer.hostname";
     pub const PORTS: &str = "netcontainer.ports";
     pub const NETWORK: &str = "netcontainer.network";
+    /// `off` or `auto` (the default): IPv6 on the LAN leg.
+    pub const IPV6: &str = "netcontainer.ipv6";
     /// Host directory bind-mounted into the router (socket, lease).
     pub const STATE_DIR: &str = "netcontainer.state-dir";
     /// On a service: `watch` gives it a router.
@@ -235,6 +237,8 @@ pub struct UpOptions {
     /// The service's network to forward to (`--network`, label
     /// `netcontainer.network`); default: the first by name.
     pub network: Option<String>,
+    /// IPv6 on the LAN leg (`--ipv6`, label `netcontainer.ipv6`); default auto.
+    pub ipv6: Option<netcontainer_proto::Ipv6Mode>,
 }
 
 /// Longest identity accepted (from the label).
@@ -323,6 +327,7 @@ impl RouterPlan {
                 self.plan.hostname.clone().unwrap_or_default(),
             ),
             (labels::PORTS.into(), ports_text(&self.ports)),
+            (labels::IPV6.into(), self.plan.ipv6.as_str().into()),
         ]);
         if self.arp_probe {
             l.insert(labels::ARP_PROBE.into(), "true".into());
@@ -550,6 +555,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         client_id: Some(client_id(&identity)),
         broadcast_flag: needs_broadcast_flag(mode),
         forwards: forwards(&ports, service_ip),
+        ipv6: opts.ipv6.or(sl.ipv6).unwrap_or_default(),
     };
     plan.validate().map_err(PlanError::Invalid)?;
     Ok(RouterPlan {

@@ -82,6 +82,7 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         mac: l.mac.filter(|_| l.mode != Some(Mode::Ipvlan)),
         arp_probe: l.arp_probe,
         network: l.network,
+        ipv6: l.ipv6,
     })
 }
 
@@ -392,6 +393,7 @@ pub fn desired_plan(svc: &ServiceInfo, opts: &UpOptions, identity: &str) -> Resu
         client_id: Some(plan::client_id(identity)),
         broadcast_flag: plan::needs_broadcast_flag(opts.mode.unwrap_or_default()),
         forwards: Vec::new(),
+        ipv6: opts.ipv6.unwrap_or_default(),
     })
 }
 

@@ -1,5 +1,5 @@
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -135,6 +135,69 @@ pub struct Plan {
     pub broadcast_flag: bool,
     /// Ports to forward from the leased address.
     pub forwards: Vec<Forward>,
+    /// IPv6 on the LAN interface (`--ipv6`, label `netcontainer.ipv6`).
+    #[serde(default)]
+    pub ipv6: Ipv6Mode,
+}
+
+/// Whether the router takes IPv6 addresses on the LAN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Mode {
+    /// No IPv6 on the LAN interface.
+    Off,
+    /// As the LAN's router advertisements say: SLAAC, DHCPv6, or none.
+    #[default]
+    Auto,
+}
+
+impl Ipv6Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ipv6Mode::Off => "off",
+            Ipv6Mode::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for Ipv6Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Ipv6Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" => Ok(Ipv6Mode::Off),
+            "auto" => Ok(Ipv6Mode::Auto),
+            other => Err(format!(
+                "invalid IPv6 mode {other:?} (expected off or auto)"
+            )),
+        }
+    }
+}
+
+/// Where an IPv6 address came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Origin {
+    /// Formed from an advertised prefix (RFC 4862).
+    Slaac,
+    /// Leased by a DHCPv6 server (IA_NA).
+    Dhcpv6,
+}
+
+/// One IPv6 address on the LAN interface, as reported in status. Lifetimes
+/// are seconds from the moment the status was taken; `None` for infinity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv6AddressStatus {
+    pub address: Ipv6Addr,
+    pub prefix_len: u8,
+    pub origin: Ipv6Origin,
+    pub preferred_in_secs: Option<u64>,
+    pub valid_in_secs: Option<u64>,
 }
 
 impl Plan {
@@ -290,6 +353,9 @@ pub struct Status {
     pub forwards: Vec<ForwardStatus>,
     pub last_error: Option<String>,
     pub agent_version: String,
+    /// The IPv6 addresses on the LAN interface (empty with `--ipv6=off`).
+    #[serde(default)]
+    pub ipv6: Vec<Ipv6AddressStatus>,
 }
 
 /// A request from the host driver to an agent.
@@ -360,6 +426,7 @@ mod tests {
             hostname: Some("web1".into()),
             client_id: None,
             broadcast_flag: false,
+            ipv6: Ipv6Mode::Auto,
             forwards: vec![
                 Forward::parse("tcp:7000-7009=198.51.100.2:7000").unwrap(),
                 Forward::parse("udp:7005=198.51.100.2:7005").unwrap(),
@@ -375,6 +442,17 @@ mod tests {
         p.hostname = None;
         p.interface = "a-very-long-interface-name".into();
         assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn ipv6_mode_parses_and_defaults_to_auto() {
+        assert_eq!("off".parse::<Ipv6Mode>(), Ok(Ipv6Mode::Off));
+        assert_eq!("AUTO".parse::<Ipv6Mode>(), Ok(Ipv6Mode::Auto));
+        assert!("on".parse::<Ipv6Mode>().is_err());
+        // A plan saved before the field existed reads as auto.
+        let old = r#"{"interface":"lan0","hostname":null,"client_id":null,"broadcast_flag":false,"forwards":[]}"#;
+        let p: Plan = serde_json::from_str(old).unwrap();
+        assert_eq!(p.ipv6, Ipv6Mode::Auto);
     }
 
     #[test]

@@ -512,10 +512,10 @@ fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// Encodes `Request::Apply(Plan { interface, hostname: None, client_id: None,
-/// broadcast_flag: false, forwards })` as one frame (docs/protocol.md: u32 BE length,
-/// u16 BE protocol version 1, bincode 2 standard payload).
+/// broadcast_flag: false, forwards, ipv6: Off })` as one frame (docs/protocol.md: u32 BE
+/// length, u16 BE protocol version 2, bincode 2 standard payload).
 pub fn encode_raw_apply(interface: &str, forwards: &[RawForward]) -> Vec<u8> {
-    let mut body = vec![0, 1]; // protocol version 1
+    let mut body = vec![0, 2]; // protocol version 2
     varint(&mut body, 1); // Request::Apply
     varint(&mut body, interface.len() as u64);
     body.extend_from_slice(interface.as_bytes());
@@ -530,6 +530,7 @@ pub fn encode_raw_apply(interface: &str, forwards: &[RawForward]) -> Vec<u8> {
         body.extend_from_slice(&f.target.octets());
         varint(&mut body, f.target_port.into());
     }
+    varint(&mut body, 0); // ipv6: Ipv6Mode::Off
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     frame
@@ -555,7 +556,7 @@ pub fn raw_apply(
     }
     let mut p = vec![0u8; len];
     s.read_exact(&mut p).map_err(|e| format!("read: {e}"))?;
-    if p.get(..2) != Some(&[0, 1]) {
+    if p.get(..2) != Some(&[0, 2]) {
         return Err(format!("unexpected protocol version {:?}", p.get(..2)));
     }
     let (variant, used) = read_varint(&p[2..]).ok_or("bad variant")?;

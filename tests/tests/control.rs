@@ -213,7 +213,7 @@ fn read_reply(s: &mut UnixStream) -> std::io::Result<Reply> {
     );
     let mut payload = vec![0u8; len as usize];
     s.read_exact(&mut payload)?;
-    assert_eq!(payload[..2], [0, 1], "agent's protocol version");
+    assert_eq!(payload[..2], [0, 2], "agent's protocol version");
     let variant = payload[2];
     let error = (variant == 3).then(|| decode_string(&payload[3..]));
     Ok(Reply::Frame { variant, error })
@@ -602,7 +602,7 @@ fn many_connections_at_once() {
     for i in 0..N / 2 {
         let mut s = connect(&sock);
         if i % 2 == 0 {
-            s.write_all(&[0, 0, 0, 50, 0, 1]).unwrap();
+            s.write_all(&[0, 0, 0, 50, 0, 2]).unwrap();
         }
         stallers.push(s);
     }
@@ -658,7 +658,7 @@ fn announced_frame_sizes_do_not_cost_memory() {
         for _ in 0..N {
             let mut s = connect(&sock);
             s.write_all(&MAX_FRAME_LEN.to_be_bytes()).unwrap();
-            s.write_all(&[0, 1]).unwrap();
+            s.write_all(&[0, 2]).unwrap();
             conns.push(s);
         }
         // Let the agent read every header (a status answer comes after them).

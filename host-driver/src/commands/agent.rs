@@ -43,6 +43,10 @@ pub struct ApplyArgs {
     /// Ask servers to broadcast their replies (BOOTP broadcast flag).
     #[arg(long)]
     broadcast: bool,
+    /// IPv6 on the interface: auto (SLAAC and/or DHCPv6 as the router
+    /// advertisements say) or off.
+    #[arg(long, value_name = "off|auto", default_value = "auto")]
+    ipv6: netcontainer_proto::Ipv6Mode,
     /// Wait up to SECS for a lease; fail if none by then.
     #[arg(long, value_name = "SECS")]
     wait: Option<f64>,
@@ -89,6 +93,7 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
         client_id: a.client_id.map(String::into_bytes),
         broadcast_flag: a.broadcast,
         forwards: a.forwards,
+        ipv6: a.ipv6,
     };
     plan.validate().map_err(Error::Usage)?;
     let mut client = AgentClient::connect(&a.socket).await?;

@@ -299,6 +299,7 @@ mod tests {
                 ],
                 last_error: None,
                 agent_version: String::new(),
+                ipv6: Vec::new(),
             }),
         }
     }

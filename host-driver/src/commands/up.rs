@@ -50,6 +50,11 @@ pub struct UpArgs {
     /// the service's label netcontainer.network, else the first by name.
     #[arg(long)]
     network: Option<String>,
+    /// IPv6 on the LAN leg: auto (as the LAN's router advertisements say:
+    /// SLAAC and/or DHCPv6) or off; default: the service's label
+    /// netcontainer.ipv6, else auto.
+    #[arg(long, value_name = "off|auto")]
+    ipv6: Option<netcontainer_proto::Ipv6Mode>,
     /// Seconds to wait for the lease.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -73,6 +78,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         mac: a.mac,
         arp_probe: a.arp_probe,
         network: a.network,
+        ipv6: a.ipv6,
     };
     let (rp, status) = driver
         .up(
