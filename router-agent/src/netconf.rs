@@ -329,8 +329,10 @@ impl Netconf {
         preferred: Option<Duration>,
         valid: Option<Duration>,
     ) -> Result<(), NetconfError> {
+        // Rounded up: the kernel must not drop the address before the
+        // agent's own deadline (the agent removes it then).
         let secs = |d: Option<Duration>| {
-            d.map(|d| d.as_secs().min(u64::from(u32::MAX - 1)) as u32)
+            d.map(|d| d.as_millis().div_ceil(1000).min(u128::from(u32::MAX - 1)) as u32)
                 .unwrap_or(u32::MAX)
         };
         let mut req = self

@@ -25,6 +25,12 @@ pub const ROUTER_ADVERTISEMENT: u8 = 134;
 pub const MAX_RTR_SOLICITATIONS: u32 = 3;
 pub const RTR_SOLICITATION_INTERVAL: Duration = Duration::from_secs(4);
 
+/// A solicitation the shell could not send (no usable source address while
+/// the link-local one is still tentative) is tried again this soon, this
+/// many times at most, without counting against MAX_RTR_SOLICITATIONS.
+pub const SOLICITATION_RETRY: Duration = Duration::from_millis(250);
+const MAX_SEND_FAILURES: u32 = 40;
+
 /// RFC 4862 section 5.5.3 (e).
 const TWO_HOURS: Duration = Duration::from_secs(2 * 3600);
 
@@ -240,6 +246,7 @@ pub struct Tracker {
     /// a DHCPv6 address.
     on_link: BTreeMap<(Ipv6Addr, u8), Option<Instant>>,
     solicitations: u32,
+    send_failures: u32,
     next_solicitation: Option<Instant>,
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<RaEvent>,
@@ -260,6 +267,7 @@ impl Tracker {
             addresses: BTreeMap::new(),
             on_link: BTreeMap::new(),
             solicitations: 0,
+            send_failures: 0,
             next_solicitation: Some(now + delay),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -373,6 +381,18 @@ impl Tracker {
             valid: valid_until.map(|t| t.saturating_duration_since(now)),
         });
         self.addresses.insert(key, slaac);
+    }
+
+    /// The shell could not send the last Router Solicitation (e.g. no source
+    /// address before DAD of the link-local address is done): try again
+    /// shortly, unless an advertisement came meanwhile.
+    pub fn solicitation_failed(&mut self, now: Instant) {
+        if self.flags.is_some() || self.send_failures >= MAX_SEND_FAILURES {
+            return;
+        }
+        self.send_failures += 1;
+        self.solicitations = self.solicitations.saturating_sub(1);
+        self.next_solicitation = Some(now + SOLICITATION_RETRY);
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -583,6 +603,35 @@ mod tests {
                 Duration::from_millis(8300)
             ]
         );
+    }
+
+    #[test]
+    fn a_failed_solicitation_is_retried_soon_and_not_counted() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(MAC, t0, Duration::ZERO);
+        t.handle_timeout(t0);
+        assert!(t.poll_transmit().is_some());
+        t.solicitation_failed(t0);
+        assert_eq!(t.poll_timeout(), Some(t0 + SOLICITATION_RETRY));
+        let mut sent = 0;
+        while let Some(at) = t.poll_timeout() {
+            t.handle_timeout(at);
+            sent += std::iter::from_fn(|| t.poll_transmit()).count();
+        }
+        assert_eq!(sent, 3, "still three that went out");
+        // Bounded: a link that never gets a source stops retrying.
+        let mut t = Tracker::new(MAC, t0, Duration::ZERO);
+        let mut now = t0;
+        for _ in 0..100 {
+            let Some(at) = t.poll_timeout() else { break };
+            now = at;
+            t.handle_timeout(now);
+            if t.poll_transmit().is_some() {
+                t.solicitation_failed(now);
+            }
+        }
+        assert_eq!(t.poll_timeout(), None);
+        assert!(now - t0 < Duration::from_secs(30));
     }
 
     #[test]

@@ -236,8 +236,9 @@ impl V6 {
             if let Some(rs) = self.tracker.poll_transmit() {
                 if let Err(e) = self.icmp.send_solicitation(&rs).await {
                     // Before the link-local address passed DAD there is no
-                    // source; the next solicitation or a periodic RA follows.
+                    // source: the tracker tries again shortly.
                     tracing::debug!(error = %e, "sending a router solicitation failed");
+                    self.tracker.solicitation_failed(Instant::now());
                 }
                 continue;
             }
