@@ -223,6 +223,11 @@ impl Core {
                 tracing::info!(interface = %old.identity.ifname, "plan changes the DHCP identity: releasing the old lease");
                 self.stop(old, events).await;
             }
+            // A new identity is a new IPv6 client too; the old one's
+            // addresses go from the old interface.
+            if let Some(old) = self.v6.take() {
+                self.stop_v6(old, events).await;
+            }
             self.lease = None;
             self.state = task.state();
             self.iface = Some(Iface {
@@ -230,10 +235,6 @@ impl Core {
                 index: link.index,
             });
             self.v4 = Some(task.spawn());
-            // A new identity is a new IPv6 client too.
-            if let Some(old) = self.v6.take() {
-                self.stop_v6(old, events).await;
-            }
             self.start_v6(&plan, &link);
         } else if let Some(lease) = self.lease.clone() {
             // Same lease, new forwards: replace the rules now.
@@ -264,6 +265,7 @@ impl Core {
             if let Some(old) = self.v6.take() {
                 self.stop_v6(old, events).await;
             }
+            v6::prepare_interface(&plan.interface, plan.ipv6 == Ipv6Mode::Auto);
             match self.netconf.link(&plan.interface).await {
                 Ok(link) => self.start_v6(&plan, &link),
                 Err(e) => self.last_error = Some(format!("IPv6 on {}: {e}", plan.interface)),

@@ -29,8 +29,10 @@ const S: Duration = Duration::from_secs(1);
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// proto: MAX_FRAME_LEN.
 const MAX_FRAME_LEN: u32 = 4 << 20;
+/// proto: PROTOCOL_VERSION.
+const VERSION: u16 = 2;
 /// `Request::Status` as a complete frame.
-const STATUS_REQ: [u8; 7] = [0, 0, 0, 3, 0, 1, 0];
+const STATUS_REQ: [u8; 7] = [0, 0, 0, 3, 0, 2, 0];
 /// The uid of `nobody`: a peer that must be refused.
 const NOBODY: u32 = 65534;
 
@@ -213,7 +215,11 @@ fn read_reply(s: &mut UnixStream) -> std::io::Result<Reply> {
     );
     let mut payload = vec![0u8; len as usize];
     s.read_exact(&mut payload)?;
-    assert_eq!(payload[..2], [0, 2], "agent's protocol version");
+    assert_eq!(
+        payload[..2],
+        VERSION.to_be_bytes(),
+        "agent's protocol version"
+    );
     let variant = payload[2];
     let error = (variant == 3).then(|| decode_string(&payload[3..]));
     Ok(Reply::Frame { variant, error })
@@ -445,15 +451,18 @@ fn malformed_frames_are_refused_and_change_nothing() {
     a.assert_alive("wrong versions");
 
     // Garbage bodies: unknown variant, truncated plan, huge claimed string, trailing byte.
-    error(&frame(1, &[200]), false, "malformed");
-    error(&frame(1, &[1, 250, b'x']), false, "malformed");
+    error(&frame(VERSION, &[200]), false, "malformed");
+    error(&frame(VERSION, &[1, 250, b'x']), false, "malformed");
     error(
-        &frame(1, &[1, 253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+        &frame(
+            VERSION,
+            &[1, 253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        ),
         false,
         "malformed",
     );
-    error(&frame(1, &[0, 0]), false, "trailing");
-    error(&frame(1, &[]), false, "malformed");
+    error(&frame(VERSION, &[0, 0]), false, "trailing");
+    error(&frame(VERSION, &[]), false, "malformed");
     let mut seed = 0x9e37_79b9_u32;
     let mut noise = Vec::new();
     for _ in 0..200 {
@@ -464,7 +473,7 @@ fn malformed_frames_are_refused_and_change_nothing() {
     }
     // Variant 0xfe is no request; the rest is noise.
     noise[0] = 0xfe;
-    error(&frame(1, &noise), false, "malformed");
+    error(&frame(VERSION, &noise), false, "malformed");
     a.assert_alive("garbage payloads");
 
     // Truncated frames, then the client hangs up: the agent closes, no response needed.
@@ -472,7 +481,7 @@ fn malformed_frames_are_refused_and_change_nothing() {
         &[0u8][..],
         &[0, 0, 0][..],
         &[0, 0, 0, 100][..],
-        &[0, 0, 0, 100, 0, 1, 1, 2, 3][..],
+        &[0, 0, 0, 100, 0, 2, 1, 2, 3][..],
     ] {
         match send_bad(&sock, bytes, true) {
             Reply::Closed | Reply::Frame { variant: 3, .. } => {}
@@ -537,11 +546,11 @@ fn stalled_clients_do_not_block_others_and_are_dropped() {
     let mut half_header = connect(&sock);
     half_header.write_all(&[0, 0]).unwrap();
     let mut half_payload = connect(&sock);
-    half_payload.write_all(&[0, 0, 0, 100, 0, 1, 1]).unwrap();
+    half_payload.write_all(&[0, 0, 0, 100, 0, 2, 1]).unwrap();
     // A big announced frame, a little sent: the agent must not wait for it either.
     let mut big = connect(&sock);
     big.write_all(&(MAX_FRAME_LEN).to_be_bytes()).unwrap();
-    big.write_all(&[0, 1, 1, 4]).unwrap();
+    big.write_all(&[0, 2, 1, 4]).unwrap();
 
     for i in 0..10 {
         let took = raw_status(&sock).unwrap_or_else(|e| panic!("status {i}: {e}"));

@@ -170,6 +170,38 @@ fn dhcpv6_ia_na_from_kea_with_lifetimes() {
     );
 }
 
+/// A server that allows Rapid Commit answers the Solicit with the Reply: no Request.
+#[test]
+fn rapid_commit_with_kea() {
+    require_root!();
+    let w = World::new();
+    let kea = Kea6::start(
+        &w.lan.lan,
+        Kea6Opts {
+            rapid_commit: true,
+            ..Kea6Opts::default()
+        },
+    );
+    let _radvd = Radvd::start(
+        &w.lan.lan,
+        RadvdOpts {
+            managed: true,
+            autonomous: false,
+            ..RadvdOpts::default()
+        },
+    );
+    let started = Instant::now();
+    w.apply(None);
+    let a = w.wait_addr(15 * S, |a| in_pool(a.address));
+    eprintln!(
+        "DHCPv6 address with Rapid Commit after {:?}",
+        started.elapsed()
+    );
+    assert!(kea.lease_of(a.address).is_some());
+    assert!(kea.received("SOLICIT") > 0);
+    assert_eq!(kea.received("REQUEST"), 0, "a Request despite Rapid Commit");
+}
+
 #[test]
 fn renews_at_t1_rebinds_at_t2_expires_and_binds_again() {
     require_root!();
@@ -324,8 +356,10 @@ fn dnsmasq_ra_and_dhcpv6_registers_the_aaaa_record() {
     assert_eq!(name, Some(a.address), "AAAA of web6.lan.test\n{}", d.log());
 }
 
+/// `--ipv6 off` takes nothing, and switching a running agent from auto to off removes
+/// what it took (address and default route).
 #[test]
-fn off_takes_no_ipv6_address() {
+fn off_takes_no_ipv6_address_and_drops_what_auto_took() {
     require_root!();
     let w = World::new();
     let _radvd = Radvd::start(&w.lan.lan, RadvdOpts::default());
@@ -334,6 +368,19 @@ fn off_takes_no_ipv6_address() {
     std::thread::sleep(6 * S);
     assert!(w.addrs().is_empty(), "{:?}", w.addrs());
     assert!(w.status6().is_empty());
+
+    w.apply(None);
+    let want = slaac_of(&w.mac());
+    w.wait_addr(10 * S, |a| a.address == want);
+    let out = w.agent.apply(&ApplyArgs::new("lan0").ipv6("off"));
+    assert!(out.ok(), "{out}");
+    assert!(
+        wait_until(5 * S, POLL, || w.addrs().is_empty()),
+        "{:?}",
+        w.addrs()
+    );
+    assert!(w.status6().is_empty());
+    assert!(default_routes6(w.lan.router()).is_empty());
 }
 
 /// Garbage, foreign DHCPv6 replies and RAs from off-link sources change nothing: sent
