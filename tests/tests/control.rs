@@ -351,7 +351,7 @@ fn non_root_peer_is_refused_and_logged() {
     // Positive control: the same client as root gets a status frame.
     let root_out = socat_status(&a.socket, None);
     assert!(
-        root_out.len() > 7 && root_out[4..7] == [0, 1, 0],
+        root_out.len() > 7 && root_out[4..6] == VERSION.to_be_bytes() && root_out[6] == 0,
         "root's socat got no status: {root_out:02x?}"
     );
 
@@ -437,7 +437,7 @@ fn malformed_frames_are_refused_and_change_nothing() {
     error(&huge, false, "exceeds the limit");
     a.assert_alive("a 4 GiB length prefix");
     let mut over = (MAX_FRAME_LEN + 1).to_be_bytes().to_vec();
-    over.extend_from_slice(&[0, 1, 0]);
+    over.extend_from_slice(&[0, 2, 0]);
     error(&over, false, "exceeds the limit");
     a.assert_alive("a MAX_FRAME_LEN + 1 length prefix");
 
