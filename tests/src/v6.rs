@@ -4,15 +4,17 @@
 //! with [`dnsmasq_v6_args`].
 //!
 //! Facts (radvd 2.19, Kea 2.2.0, dnsmasq 2.90, in this bed):
-//! * radvd refuses to run unless IPv6 forwarding is on in its namespace
-//!   ([`lan_v6`] turns it on in the LAN namespace only), answers Router Solicitations at
-//!   once and otherwise advertises every `MinRtrAdvInterval`..`MaxRtrAdvInterval`.
+//! * radvd checks that IPv6 forwarding is on (a router's setting; [`lan_v6`] turns it on
+//!   in the LAN namespace only), answers Router Solicitations at once and otherwise
+//!   advertises every `MinRtrAdvInterval`..`MaxRtrAdvInterval`; it sends a last RA with
+//!   router lifetime 0 when it stops.
 //! * kea-dhcp6 needs `interfaces-config.interfaces = ["br0"]`, a subnet with
 //!   `"interface": "br0"` (the clients' messages come from link-local addresses), and a
 //!   `data-directory` of the test's own (it writes its server DUID there, else it fails
 //!   on /var/lib/kea).
-//! * Kea's memfile for v6 (`leases6.csv`) appends a row per change; a released lease is
-//!   a row with `valid_lifetime` 0 (see [`Kea6::is_released`]).
+//! * Kea's memfile for v6 (`leases6.csv`) appends a row per change; after a Release the
+//!   address's last row is released: [`Kea6::is_released`] accepts `valid_lifetime` 0 or
+//!   state 2 (expired-reclaimed), as for v4.
 
 use crate::TempDir;
 use crate::netns::Netns;
@@ -31,7 +33,7 @@ pub const POOL_FIRST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x1
 pub const POOL_LAST: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x1ff);
 
 /// Gives br0 of the LAN namespace 2001:db8:1::1/64 (no DAD, so servers can bind at once)
-/// and turns IPv6 forwarding on in that namespace (radvd wants it).
+/// and turns IPv6 forwarding on in that namespace (radvd checks for it).
 pub fn lan_v6(lan: &Netns) {
     lan.exec_ok(&["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"]);
     lan.ip(&[
