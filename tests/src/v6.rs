@@ -374,7 +374,8 @@ impl Kea6 {
         std::fs::read_to_string(self.dir.join("kea6.log")).unwrap_or_default()
     }
 
-    /// Kea's log lines of received client messages of `kind` (e.g. "SOLICIT", "RENEW").
+    /// Kea's log lines of received client messages of `kind` as Kea names them (e.g.
+    /// "SOLICIT", "RENEW", "INFORMATION_REQUEST").
     pub fn received(&self, kind: &str) -> usize {
         self.log()
             .lines()

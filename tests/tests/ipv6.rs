@@ -170,6 +170,39 @@ fn dhcpv6_ia_na_from_kea_with_lifetimes() {
     );
 }
 
+/// O without M: SLAAC for the address and a DHCPv6 Information-request for the rest;
+/// no IA_NA asked for.
+#[test]
+fn other_flag_alone_is_stateless_dhcpv6() {
+    require_root!();
+    let w = World::new();
+    let kea = Kea6::start(&w.lan.lan, Kea6Opts::default());
+    let _radvd = Radvd::start(
+        &w.lan.lan,
+        RadvdOpts {
+            other: true,
+            ..RadvdOpts::default()
+        },
+    );
+    w.apply(None);
+    let want = slaac_of(&w.mac());
+    w.wait_addr(10 * S, |a| a.address == want);
+    assert!(
+        wait_until(10 * S, POLL, || kea.received("INFORMATION_REQUEST") > 0),
+        "no Information-request:\n{}",
+        w.agent.log()
+    );
+    assert!(
+        wait_until(5 * S, POLL, || w
+            .agent
+            .log()
+            .contains("DHCPv6 other configuration")),
+        "no Reply taken"
+    );
+    assert_eq!(kea.received("SOLICIT"), 0);
+    assert_eq!(w.addrs().len(), 1, "{:?}", w.addrs());
+}
+
 /// A server that allows Rapid Commit answers the Solicit with the Reply: no Request.
 #[test]
 fn rapid_commit_with_kea() {
