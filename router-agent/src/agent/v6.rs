@@ -90,16 +90,31 @@ impl Randomness for Rng {
 /// it, see `dhcp::socket6`), and IPv6 on or off as the plan says. Best
 /// effort: a read-only `/proc/sys` keeps what it has (then the kernel may
 /// form the same SLAAC address too, which the core's `replace` tolerates).
+///
+/// Optimistic DAD (RFC 4429) lets the link-local address be used while its
+/// duplicate detection runs, so the first Router Solicitation and Solicit
+/// need not wait for it; a kernel without it (no such file) only costs
+/// that wait.
 pub fn prepare_interface(ifname: &str, enable: bool) {
     let disable = if enable { "0" } else { "1" };
+    let set = |name: &str, value: &str| {
+        let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{name}");
+        std::fs::write(&path, value).map_err(|e| (path, e))
+    };
     for (name, value) in [
         ("accept_ra", "0"),
         ("autoconf", "0"),
         ("disable_ipv6", disable),
     ] {
-        let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{name}");
-        if let Err(e) = std::fs::write(&path, value) {
+        if let Err((path, e)) = set(name, value) {
             tracing::warn!(%path, error = %e, "cannot set an IPv6 sysctl of the LAN interface");
+        }
+    }
+    if enable {
+        for name in ["optimistic_dad", "use_optimistic"] {
+            if let Err((path, e)) = set(name, "1") {
+                tracing::debug!(%path, error = %e, "no optimistic DAD on the LAN interface");
+            }
         }
     }
 }
