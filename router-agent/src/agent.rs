@@ -384,6 +384,10 @@ impl Core {
         }
         match v6::V6::start(plan, link, &self.state_dir, self.events_tx.clone()) {
             Ok(task) => self.v6 = Some(task.spawn()),
+            // A kernel booted without IPv6 is a choice, not an error.
+            Err(e) if !std::path::Path::new("/proc/sys/net/ipv6").exists() => {
+                tracing::info!(error = %e, "no IPv6 in this kernel; IPv4 only");
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "IPv6 not started");
                 self.last_error = Some(format!("IPv6 on {}: {e}", plan.interface));
