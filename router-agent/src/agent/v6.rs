@@ -96,6 +96,9 @@ impl Randomness for Rng {
 /// need not wait for it; a kernel without it (no such file) only costs
 /// that wait.
 pub fn prepare_interface(ifname: &str, enable: bool) {
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        return; // no IPv6 in this kernel: nothing to turn on or off
+    }
     let disable = if enable { "0" } else { "1" };
     let set = |name: &str, value: &str| {
         let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{name}");
