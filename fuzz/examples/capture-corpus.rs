@@ -478,7 +478,31 @@ pub fn run(out: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// Writes only the `frame` target's seeds (after a protocol change: they are
+/// proto's encoder's output, nothing is captured).
+fn frames_only(out: &Path) -> Result<(), String> {
+    let frame = out.join("frame");
+    clear(&frame)?;
+    for (i, s) in FrameTarget::new().seeds().iter().enumerate() {
+        write(frame.join(format!("seed-{i:02}.bin")), s)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--frames-only") {
+        let out = std::env::args_os()
+            .nth(2)
+            .map(PathBuf::from)
+            .unwrap_or_else(corpus::dir);
+        return match frames_only(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if !netcontainer_tests::is_root() {
         eprintln!("error: capturing needs root (network namespaces)");
         return ExitCode::from(2);

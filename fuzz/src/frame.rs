@@ -26,6 +26,7 @@ pub struct FrameTarget {
 
 fn plan(n: usize) -> Plan {
     Plan {
+        ipv6: Default::default(),
         interface: "lan0".into(),
         hostname: Some("web1".into()),
         client_id: Some(b"netcontainer:web1".to_vec()),
@@ -72,6 +73,7 @@ fn status(with_lease: bool) -> Status {
         last_error: Some("nft: boom".into()),
         agent_version: "0.1.0".into(),
         source: Default::default(),
+        ipv6: Vec::new(),
     }
 }
 

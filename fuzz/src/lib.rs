@@ -6,13 +6,16 @@
 //! - the coverage-guided libFuzzer targets in `fuzz/libfuzzer/` (a crate of its own, built
 //!   with sanitizer-coverage instrumentation), which call the same per-input functions:
 //!   [`frame::FrameTarget::run`], [`packet::PacketTarget::run`] and
-//!   [`dhcp::DhcpTarget::replay`] (the bytes are read as a script of client events).
+//!   [`dhcp::DhcpTarget::replay`] (the bytes are read as a script of client events),
+//!   [`dhcp6::Dhcp6Target::run`] (a script of DHCPv6 client steps) and
+//!   [`dhcp6::RaTarget::run`] (router advertisement parser and tracker).
 //!
 //! [`corpus`] reads and checks the committed seed corpus (`fuzz/corpus/`): real replies of
 //! dnsmasq and Kea captured by `scripts/capture-fuzz-corpus`.
 
 pub mod corpus;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod frame;
 pub mod mutate;
 pub mod packet;

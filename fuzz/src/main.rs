@@ -15,13 +15,14 @@
 //! (a crash input of the libFuzzer targets too: both read the same input formats).
 //!
 //! Targets: `frame` (control protocol framing), `packet` (raw IPv4/UDP parsing), `dhcp`
-//! (the DHCP client state machine, after deterministic checks of ACKs with absurd values).
+//! (the DHCP client state machine, after deterministic checks of ACKs with absurd values),
+//! `dhcp6` (the DHCPv6 client state machine), `ra` (router advertisements and SLAAC).
 //!
 //! For the strongest checks build with debug assertions and overflow checks
 //! (scripts/fuzz --engine mutation does: `CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
 //! CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true` in a separate target directory).
 
-use netcontainer_fuzz::{dhcp, frame, last_panic, mutate, packet, rfc, rng};
+use netcontainer_fuzz::{dhcp, dhcp6, frame, last_panic, mutate, packet, rfc, rng};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,12 +30,14 @@ use std::time::{Duration, Instant};
 
 const DEFAULT_SEED: u64 = 0x6e63_2d66_757a_7a01;
 const USAGE: &str =
-    "usage: netcontainer-fuzz frame|packet|dhcp [--seconds N] [--seed S] [--replay FILE]";
+    "usage: netcontainer-fuzz frame|packet|dhcp|dhcp6|ra [--seconds N] [--seed S] [--replay FILE]";
 
 enum Target {
     Frame(frame::FrameTarget),
     Packet(packet::PacketTarget),
     Dhcp(dhcp::DhcpTarget),
+    Dhcp6(dhcp6::Dhcp6Target),
+    Ra(dhcp6::RaTarget),
 }
 
 impl Target {
@@ -43,6 +46,8 @@ impl Target {
             "frame" => Target::Frame(frame::FrameTarget::new()),
             "packet" => Target::Packet(packet::PacketTarget::new()),
             "dhcp" => Target::Dhcp(dhcp::DhcpTarget::new()),
+            "dhcp6" => Target::Dhcp6(dhcp6::Dhcp6Target::new()),
+            "ra" => Target::Ra(dhcp6::RaTarget::new()),
             _ => return None,
         })
     }
@@ -59,6 +64,14 @@ impl Target {
                 t.run(input);
             }
             Target::Dhcp(t) => t.generate_and_run(rng, input),
+            Target::Dhcp6(t) => {
+                t.generate(rng, input);
+                t.run(input);
+            }
+            Target::Ra(t) => {
+                t.generate(rng, input);
+                t.run(input);
+            }
         }
     }
 
@@ -67,6 +80,8 @@ impl Target {
             Target::Frame(t) => t.run(input),
             Target::Packet(t) => t.run(input),
             Target::Dhcp(t) => t.replay(input),
+            Target::Dhcp6(t) => t.run(input),
+            Target::Ra(t) => t.run(input),
         }
     }
 
@@ -74,6 +89,11 @@ impl Target {
         match self {
             Target::Frame(t) => format!("decoded messages: {}", t.decoded),
             Target::Packet(t) => format!("accepted frames: {}", t.accepted),
+            Target::Dhcp6(t) => format!(
+                "runs: {}, leases bound: {}, leases lost: {}",
+                t.stats.runs, t.stats.bound, t.stats.lost
+            ),
+            Target::Ra(t) => format!("accepted advertisements: {}", t.accepted),
             Target::Dhcp(t) => {
                 let s = &t.stats;
                 format!(

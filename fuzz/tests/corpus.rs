@@ -122,3 +122,45 @@ fn scripts_round_trip_and_any_bytes_are_a_script() {
     let (_, _, ops) = decode_script(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0xff, 0xff, 0, 0, 9, 9]);
     assert_eq!(ops, vec![Op::Reply(vec![9, 9])]);
 }
+
+/// The v6 seed corpora are generated, not captured: the DHCPv6 target's seed scripts
+/// (server answers to the client's own messages) and the RA target's sample messages.
+/// `NETCONTAINER_WRITE_V6_SEEDS=1 cargo test -p netcontainer-fuzz --test corpus` rewrites
+/// them after a change of the targets.
+#[test]
+fn v6_seed_corpora_are_the_targets_seeds() {
+    use netcontainer_fuzz::dhcp6::{Dhcp6Target, RaTarget};
+    let want = [
+        ("dhcp6", Dhcp6Target::new().seed_scripts()),
+        ("ra", RaTarget::new().seeds().to_vec()),
+    ];
+    for (target, seeds) in want {
+        let dir = corpus::dir().join(target);
+        if std::env::var_os("NETCONTAINER_WRITE_V6_SEEDS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            for (i, s) in seeds.iter().enumerate() {
+                std::fs::write(dir.join(format!("seed-{i}.bin")), s).unwrap();
+            }
+        }
+        let files = corpus::files(target).expect("seed corpus");
+        assert_eq!(files.len(), seeds.len(), "{target}");
+        for ((_, bytes), seed) in files.iter().zip(&seeds) {
+            assert_eq!(
+                bytes, seed,
+                "{target}: regenerate with NETCONTAINER_WRITE_V6_SEEDS=1"
+            );
+        }
+        let mut t = Dhcp6Target::new();
+        let mut r = RaTarget::new();
+        for (_, bytes) in files {
+            if target == "dhcp6" {
+                t.run(&bytes);
+            } else {
+                r.run(&bytes);
+            }
+        }
+        if target == "dhcp6" {
+            assert!(t.stats.bound > 0, "the dhcp6 seeds reach a lease");
+        }
+    }
+}

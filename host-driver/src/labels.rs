@@ -96,6 +96,14 @@ fn get_ip(l: &HashMap<String, String>) -> Result<Option<std::net::Ipv4Addr>, Lab
         .transpose()
 }
 
+fn get_ipv6(
+    l: &HashMap<String, String>,
+) -> Result<Option<netcontainer_proto::Ipv6Mode>, LabelError> {
+    get(l, labels::IPV6)
+        .map(|v| v.parse().map_err(|e: String| err(labels::IPV6, e)))
+        .transpose()
+}
+
 fn get_ports(l: &HashMap<String, String>) -> Result<Option<Vec<PortSpec>>, LabelError> {
     get(l, labels::PORTS)
         .map(|v| parse_port_list(v).map_err(|e| err(labels::PORTS, e)))
@@ -115,6 +123,7 @@ pub const SERVICE_KEYS: &[&str] = &[
     labels::NETWORK,
     labels::SOURCE,
     labels::IP,
+    labels::IPV6,
 ];
 
 /// What a service's labels ask for.
@@ -135,6 +144,8 @@ pub struct ServiceLabels {
     pub source: Option<SourceMode>,
     /// `netcontainer.ip`: the address to ask the DHCP server for.
     pub ip: Option<std::net::Ipv4Addr>,
+    /// `netcontainer.ipv6`: `off` or `auto`.
+    pub ipv6: Option<netcontainer_proto::Ipv6Mode>,
     /// `netcontainer.*` keys that mean nothing on a service, sorted.
     pub unknown: Vec<String>,
 }
@@ -157,6 +168,7 @@ impl ServiceLabels {
             network: get(l, labels::NETWORK).map(str::to_string),
             source: get_source(l)?,
             ip: get_ip(l)?,
+            ipv6: get_ipv6(l)?,
             unknown: unknown.into_iter().collect(),
         })
     }
@@ -178,6 +190,7 @@ pub struct RouterLabels {
     /// `false` when made with `up --no-host-route`.
     pub host_route: bool,
     pub ip: Option<std::net::Ipv4Addr>,
+    pub ipv6: Option<netcontainer_proto::Ipv6Mode>,
 }
 
 impl RouterLabels {
@@ -197,6 +210,7 @@ impl RouterLabels {
             host_route: get(l, labels::HOST_ROUTE)
                 .map_or(Ok(true), |v| parse_bool(labels::HOST_ROUTE, v))?,
             ip: get_ip(l)?,
+            ipv6: get_ipv6(l)?,
         })
     }
 }

@@ -271,6 +271,7 @@ mod tests {
                     last_error: None,
                     agent_version: "0.1.0".into(),
                     source: Default::default(),
+                    ipv6: Vec::new(),
                 }),
                 counters: Some(LeaseCounters {
                     renewals: 3,

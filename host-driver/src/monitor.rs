@@ -249,6 +249,7 @@ mod tests {
                 last_error: None,
                 agent_version: "0".into(),
                 source: Default::default(),
+                ipv6: Vec::new(),
             }),
             counters: None,
         }

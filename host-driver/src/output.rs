@@ -62,6 +62,21 @@ pub fn status_text(s: &Status) -> String {
             let _ = writeln!(out, "address:    (none)");
         }
     }
+    for a in &s.ipv6 {
+        let origin = match a.origin {
+            netcontainer_proto::Ipv6Origin::Slaac => "slaac",
+            netcontainer_proto::Ipv6Origin::Dhcpv6 => "dhcpv6",
+        };
+        let life = |s: Option<u64>| s.map_or_else(|| "forever".into(), |s| format!("{s}s"));
+        let _ = writeln!(
+            out,
+            "address6:   {}/{} ({origin}, preferred {}, valid {})",
+            a.address,
+            a.prefix_len,
+            life(a.preferred_in_secs),
+            life(a.valid_in_secs)
+        );
+    }
     for f in &s.forwards {
         let ports = if f.public_port_end != f.public_port {
             format!("{}-{}", f.public_port, f.public_port_end)
@@ -83,6 +98,33 @@ pub fn status_text(s: &Status) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_addresses_are_listed() {
+        let st = Status {
+            state: State::Bound,
+            interface: Some("lan0".into()),
+            hostname: None,
+            lease: None,
+            forwards: Vec::new(),
+            last_error: None,
+            agent_version: String::new(),
+            ipv6: vec![netcontainer_proto::Ipv6AddressStatus {
+                address: "2001:db8:1::100".parse().unwrap(),
+                prefix_len: 64,
+                origin: netcontainer_proto::Ipv6Origin::Dhcpv6,
+                preferred_in_secs: Some(299),
+                valid_in_secs: None,
+            }],
+            source: Default::default(),
+        };
+        assert!(
+            status_text(&st)
+                .contains("address6:   2001:db8:1::100/64 (dhcpv6, preferred 299s, valid forever)"),
+            "{}",
+            status_text(&st)
+        );
+    }
     use netcontainer_proto::State;
 
     #[test]
@@ -98,6 +140,7 @@ mod tests {
             last_error: Some("server said \u{7}\u{1b}]0;title\u{7}".into()),
             agent_version: String::new(),
             source: Default::default(),
+            ipv6: Vec::new(),
         };
         let text = status_text(&st);
         assert!(

@@ -37,6 +37,8 @@ pub mod labels {
     /// On a service: the address to ask the DHCP server for (option 50); on
     /// a router: the address it was made asking for.
     pub const IP: &str = "netcontainer.ip";
+    /// `off` or `auto` (the default): IPv6 on the LAN leg.
+    pub const IPV6: &str = "netcontainer.ipv6";
     /// Host directory bind-mounted into the router (socket, lease).
     pub const STATE_DIR: &str = "netcontainer.state-dir";
     /// On a service: `watch` gives it a router.
@@ -264,6 +266,8 @@ pub struct UpOptions {
     pub ip: Option<Ipv4Addr>,
     /// `--ip-strict`: another address than `ip` fails `up` (rolled back).
     pub ip_strict: bool,
+    /// IPv6 on the LAN leg (`--ipv6`, label `netcontainer.ipv6`); default auto.
+    pub ipv6: Option<netcontainer_proto::Ipv6Mode>,
 }
 
 /// Longest identity accepted (from the label).
@@ -360,6 +364,7 @@ impl RouterPlan {
                 self.plan.hostname.clone().unwrap_or_default(),
             ),
             (labels::PORTS.into(), ports_text(&self.ports)),
+            (labels::IPV6.into(), self.plan.ipv6.as_str().into()),
         ]);
         if self.arp_probe {
             l.insert(labels::ARP_PROBE.into(), "true".into());
@@ -605,6 +610,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
             hostname: svc.hostname.clone(),
             address: service_ip,
         }),
+        ipv6: opts.ipv6.or(sl.ipv6).unwrap_or_default(),
     };
     plan.validate().map_err(PlanError::Invalid)?;
     Ok(RouterPlan {

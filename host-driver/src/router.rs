@@ -85,6 +85,7 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         source: l.source,
         no_host_route: !l.host_route,
         ip: l.ip,
+        ipv6: l.ipv6,
         ..Default::default()
     })
 }
@@ -600,6 +601,7 @@ pub fn desired_plan(svc: &ServiceInfo, opts: &UpOptions, identity: &str) -> Resu
         forwards: Vec::new(),
         source: Default::default(),
         service: None,
+        ipv6: opts.ipv6.unwrap_or_default(),
     })
 }
 

@@ -13,14 +13,15 @@
 //!   shared by this crate's tests, the agent's, the integration tests and the
 //!   fuzzers.
 //!
-//! A DHCPv6 client would be a `v6` module beside [`v4`], with the same
-//! sans-IO shape (`handle_packet`, `handle_timeout`, `poll_transmit`,
-//! `poll_event`, `poll_timeout`) so the agent can drive both the same way;
-//! [`packet`] and [`arp`] are IPv4 only and would stay as they are.
+//! - [`v6`]: the DHCPv6 client (RFC 8415) with the same sans-IO shape
+//!   (`handle_packet`, `handle_timeout`, `poll_transmit`, `poll_event`,
+//!   `poll_timeout`), and router advertisements and SLAAC ([`v6::ra`]).
+//!   [`packet`] and [`arp`] are IPv4 only.
 
 pub mod arp;
 pub mod packet;
 pub mod v4;
+pub mod v6;
 
 #[cfg(any(test, feature = "test-helpers"))]
 pub mod testing;

@@ -29,6 +29,11 @@ pub fn lease_file(interface: &str) -> String {
     format!("lease-{interface}.json")
 }
 
+/// The persisted DHCPv6 lease of `interface`, beside the DHCPv4 one.
+pub fn lease6_file(interface: &str) -> String {
+    format!("lease6-{interface}.json")
+}
+
 /// Conntrack/packet mark of connections that arrived on the LAN interface
 /// (ASCII "NC").
 pub const MARK: u32 = 0x4e43;

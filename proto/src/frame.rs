@@ -3,7 +3,7 @@ use serde::de::DeserializeOwned;
 
 /// Version of the control protocol. Bump on any incompatible change to the
 /// message types.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Largest payload accepted, in bytes. A plan with 65,535 single-port forwards
 /// encodes to well under this.
@@ -131,6 +131,13 @@ mod tests {
             last_error: Some("nft: boom".into()),
             agent_version: "0.1.0".into(),
             source: Default::default(),
+            ipv6: vec![Ipv6AddressStatus {
+                address: "2001:db8::57".parse().unwrap(),
+                prefix_len: 64,
+                origin: Ipv6Origin::Slaac,
+                preferred_in_secs: Some(1800),
+                valid_in_secs: None,
+            }],
         }
     }
 
@@ -143,6 +150,7 @@ mod tests {
             forwards: vec![Forward::parse("tcp:80=198.51.100.2:8080").unwrap()],
             source: Default::default(),
             service: None,
+            ipv6: Ipv6Mode::Off,
         }
     }
 

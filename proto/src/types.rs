@@ -1,5 +1,5 @@
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -144,6 +144,69 @@ pub struct Plan {
     /// LAN from the leased address.
     #[serde(default)]
     pub service: Option<ServiceInfo>,
+    /// IPv6 on the LAN interface (`--ipv6`, label `netcontainer.ipv6`).
+    #[serde(default)]
+    pub ipv6: Ipv6Mode,
+}
+
+/// Whether the router takes IPv6 addresses on the LAN.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Mode {
+    /// No IPv6 on the LAN interface.
+    Off,
+    /// As the LAN's router advertisements say: SLAAC, DHCPv6, or none.
+    #[default]
+    Auto,
+}
+
+impl Ipv6Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ipv6Mode::Off => "off",
+            Ipv6Mode::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for Ipv6Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Ipv6Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" => Ok(Ipv6Mode::Off),
+            "auto" => Ok(Ipv6Mode::Auto),
+            other => Err(format!(
+                "invalid IPv6 mode {other:?} (expected off or auto)"
+            )),
+        }
+    }
+}
+
+/// Where an IPv6 address came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Origin {
+    /// Formed from an advertised prefix (RFC 4862).
+    Slaac,
+    /// Leased by a DHCPv6 server (IA_NA).
+    Dhcpv6,
+}
+
+/// One IPv6 address on the LAN interface, as reported in status. Lifetimes
+/// are seconds from the moment the status was taken; `None` for infinity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ipv6AddressStatus {
+    pub address: Ipv6Addr,
+    pub prefix_len: u8,
+    pub origin: Ipv6Origin,
+    pub preferred_in_secs: Option<u64>,
+    pub valid_in_secs: Option<u64>,
 }
 
 /// How a service's traffic passes its router.
@@ -407,6 +470,9 @@ pub struct Status {
     /// The plan's source mode (masquerade before a plan).
     #[serde(default)]
     pub source: SourceMode,
+    /// The IPv6 addresses on the LAN interface (empty with `--ipv6=off`).
+    #[serde(default)]
+    pub ipv6: Vec<Ipv6AddressStatus>,
 }
 
 /// How often the agent's DHCP client renewed, was refused and rebound,
@@ -510,6 +576,7 @@ mod tests {
             ],
             source: Default::default(),
             service: None,
+            ipv6: Ipv6Mode::Auto,
         };
         assert!(p.validate().is_ok());
         p.forwards
@@ -540,6 +607,17 @@ mod tests {
         assert_eq!(f[6], 4);
         let (back, _): (Response, usize) = crate::decode_frame(&f).unwrap().unwrap();
         assert_eq!(back, Response::Counters(c));
+    }
+
+    #[test]
+    fn ipv6_mode_parses_and_defaults_to_auto() {
+        assert_eq!("off".parse::<Ipv6Mode>(), Ok(Ipv6Mode::Off));
+        assert_eq!("AUTO".parse::<Ipv6Mode>(), Ok(Ipv6Mode::Auto));
+        assert!("on".parse::<Ipv6Mode>().is_err());
+        // A plan saved before the field existed reads as auto.
+        let old = r#"{"interface":"lan0","hostname":null,"client_id":null,"broadcast_flag":false,"forwards":[]}"#;
+        let p: Plan = serde_json::from_str(old).unwrap();
+        assert_eq!(p.ipv6, Ipv6Mode::Auto);
     }
 
     #[test]

@@ -1,24 +1,28 @@
 //! The agent's core: it owns the plan, the address configuration (netconf)
 //! and the firewall, and acts on what the family tasks report. One task per
 //! address family runs its lease client (`v4`: DHCPv4 with its sockets,
-//! persisted lease and ARP probe) and sends [`LeaseEvent`]s over a channel;
-//! a DHCPv6 task would send the same events. Control requests arrive over
+//! persisted lease and ARP probe; `v6`: router advertisements, SLAAC and DHCPv6 with its persisted lease)
+//! and sends [`LeaseEvent`]s over a channel. Control requests arrive over
 //! another channel; status is published through a watch channel.
 
 mod v4;
+mod v6;
 
-use std::net::Ipv4Addr;
+pub use v6::V6Event;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use netcontainer_lease::arp::ArpConfig;
 use netcontainer_lease::v4::Lease;
-use netcontainer_proto::{Forward, Plan, Response, State};
+use netcontainer_proto::{Forward, Ipv6Mode, Plan, Response, State};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
-use crate::control::{self, Command, CounterFn, Snapshot};
+use crate::control::{self, Command, CounterFn, Snapshot, V6Address};
 use crate::firewall::{Firewall, Runner, stale_targets};
 use crate::netconf::{AddressConfig, Link, Netconf, NetconfError};
 use crate::store::PlanStore;
@@ -85,6 +89,8 @@ pub enum LeaseEvent {
     Leftover { address: Ipv4Addr, prefix_len: u8 },
     /// Something failed; shown as the last error.
     Error(String),
+    /// From the IPv6 task.
+    V6(V6Event),
 }
 
 /// Runs the agent until SIGTERM/SIGINT or a shutdown request.
@@ -150,6 +156,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         firewall,
         plan: None,
         v4: None,
+        v6: None,
+        v6_addresses: BTreeMap::new(),
+        v6_routers: BTreeSet::new(),
         iface: None,
         state: State::WaitingForPlan,
         lease: None,
@@ -223,6 +232,11 @@ struct Core {
     plan: Option<Plan>,
     /// The DHCPv4 task of the plan's interface.
     v4: Option<v4::Handle>,
+    /// The IPv6 task (none with `--ipv6=off`).
+    v6: Option<v6::Handle>,
+    /// The IPv6 addresses and default routers the core put in place.
+    v6_addresses: BTreeMap<Ipv6Addr, V6Address>,
+    v6_routers: BTreeSet<Ipv6Addr>,
     /// The interface of the last task (still known after its release, to
     /// take it down).
     iface: Option<Iface>,
@@ -256,6 +270,11 @@ impl Core {
                 tracing::info!(interface = %old.identity.ifname, "plan changes the DHCP identity: releasing the old lease");
                 self.stop(old, events, true).await;
             }
+            // A new identity is a new IPv6 client too; the old one's
+            // addresses go from the old interface.
+            if let Some(old) = self.v6.take() {
+                self.stop_v6(old, events).await;
+            }
             self.lease = None;
             self.state = task.state();
             self.iface = Some(Iface {
@@ -263,6 +282,7 @@ impl Core {
                 index: link.index,
             });
             self.v4 = Some(task.spawn());
+            self.start_v6(&plan, &link);
         } else if let Some(lease) = self.lease.clone() {
             // Same lease, new forwards: replace the rules now.
             self.isolated = None;
@@ -302,6 +322,17 @@ impl Core {
         }
         tracing::info!(interface = %plan.interface, forwards = plan.forwards.len(),
             source = %plan.source, "plan applied");
+        if !restart && (plan.ipv6 == Ipv6Mode::Auto) != self.v6.is_some() {
+            if let Some(old) = self.v6.take() {
+                self.stop_v6(old, events).await;
+            }
+            v6::prepare_interface(&plan.interface, plan.ipv6 == Ipv6Mode::Auto);
+            match self.netconf.link(&plan.interface).await {
+                Ok(link) => self.start_v6(&plan, &link),
+                Err(e) => self.last_error = Some(format!("IPv6 on {}: {e}", plan.interface)),
+            }
+        }
+        tracing::info!(interface = %plan.interface, forwards = plan.forwards.len(), "plan applied");
         if let Err(e) = self.plans.save(&plan) {
             tracing::warn!(error = %e, "cannot save the plan; a restarted agent will wait for the driver");
         }
@@ -326,6 +357,8 @@ impl Core {
                 .await
                 .map_err(|e| format!("isolating {}: {e}", plan.interface))?;
         }
+        // Before the link is up, so the kernel forms no address of its own.
+        v6::prepare_interface(&plan.interface, plan.ipv6 == Ipv6Mode::Auto);
         if !link.up {
             self.netconf
                 .set_up(&plan.interface, link.index, LINK_UP_PATIENCE)
@@ -406,6 +439,116 @@ impl Core {
                 prefix_len,
             } => self.drop_leftover(address, prefix_len).await,
             LeaseEvent::Error(e) => self.last_error = Some(e),
+            LeaseEvent::V6(ev) => self.on_v6_event(ev).await,
+        }
+    }
+
+    /// Starts the IPv6 task of the plan's interface (`--ipv6=auto`).
+    fn start_v6(&mut self, plan: &Plan, link: &Link) {
+        if plan.ipv6 != Ipv6Mode::Auto {
+            return;
+        }
+        match v6::V6::start(plan, link, &self.lease_dir, self.events_tx.clone()) {
+            Ok(task) => self.v6 = Some(task.spawn()),
+            // A kernel booted without IPv6 is a choice, not an error.
+            Err(e) if !std::path::Path::new("/proc/sys/net/ipv6").exists() => {
+                tracing::info!(error = %e, "no IPv6 in this kernel; IPv4 only");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "IPv6 not started");
+                self.last_error = Some(format!("IPv6 on {}: {e}", plan.interface));
+            }
+        }
+    }
+
+    /// Has the IPv6 task release its DHCPv6 lease, then removes every IPv6
+    /// address and default route the core put in place.
+    async fn stop_v6(&mut self, task: v6::Handle, events: &mut Events) {
+        let ended = task.release().await;
+        if let Err(e) = ended.await {
+            tracing::error!(error = %e, "the IPv6 task failed");
+        }
+        while let Ok(ev) = events.try_recv() {
+            Box::pin(self.on_event(ev)).await;
+        }
+        let Some(i) = self.iface.clone() else { return };
+        for (address, a) in std::mem::take(&mut self.v6_addresses) {
+            if let Err(e) = self.netconf.remove_v6(i.index, address, a.prefix_len).await {
+                tracing::warn!(error = %e, "removing an IPv6 address failed");
+            }
+        }
+        for router in std::mem::take(&mut self.v6_routers) {
+            if let Err(e) = self.netconf.default_route_v6(i.index, router, false).await {
+                tracing::warn!(error = %e, "removing an IPv6 default route failed");
+            }
+        }
+    }
+
+    async fn on_v6_event(&mut self, ev: V6Event) {
+        let Some(iface) = self.iface.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        let result = match ev {
+            V6Event::Address {
+                address,
+                prefix_len,
+                preferred,
+                valid,
+                origin,
+            } => {
+                tracing::info!(%address, prefix_len, ?origin, preferred_secs = ?preferred.map(|d| d.as_secs()),
+                    valid_secs = ?valid.map(|d| d.as_secs()), "IPv6 address");
+                self.v6_addresses.insert(
+                    address,
+                    V6Address {
+                        address,
+                        prefix_len,
+                        origin,
+                        preferred_until: preferred.map(|d| now + d),
+                        valid_until: valid.map(|d| now + d),
+                    },
+                );
+                self.netconf
+                    .install_v6(iface.index, address, prefix_len, preferred, valid)
+                    .await
+            }
+            V6Event::AddressGone {
+                address,
+                prefix_len,
+            } => {
+                tracing::info!(%address, "IPv6 address removed");
+                let prefix_len = self
+                    .v6_addresses
+                    .remove(&address)
+                    .map_or(prefix_len, |a| a.prefix_len);
+                self.netconf
+                    .remove_v6(iface.index, address, prefix_len)
+                    .await
+            }
+            V6Event::Router { address, lifetime } => {
+                if self.v6_routers.insert(address) {
+                    tracing::info!(router = %address, lifetime_secs = lifetime.as_secs(), "IPv6 default router");
+                }
+                self.netconf
+                    .default_route_v6(iface.index, address, true)
+                    .await
+            }
+            V6Event::RouterGone { address } => {
+                tracing::info!(router = %address, "IPv6 default router gone");
+                self.v6_routers.remove(&address);
+                self.netconf
+                    .default_route_v6(iface.index, address, false)
+                    .await
+            }
+            V6Event::Error(e) => {
+                self.last_error = Some(e);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "IPv6 configuration failed");
+            self.last_error = Some(e.to_string());
         }
     }
 
@@ -505,6 +648,7 @@ impl Core {
             last_error: self.last_error.clone(),
             source: plan.map(|p| p.source).unwrap_or_default(),
             service: plan.and_then(|p| p.service.clone()),
+            ipv6: self.v6_addresses.values().cloned().collect(),
         };
         self.snapshot.send_replace(snap);
     }
@@ -512,6 +656,9 @@ impl Core {
     /// Releases the lease (RELEASE sent, address and rules removed) and
     /// takes the LAN interface down.
     async fn shutdown(&mut self, events: &mut Events, release: bool) {
+        if let Some(task) = self.v6.take() {
+            self.stop_v6(task, events).await;
+        }
         if let Some(task) = self.v4.take() {
             self.stop(task, events, release).await;
         }

@@ -46,6 +46,19 @@ pub struct Snapshot {
     /// endpoint).
     pub source: netcontainer_proto::SourceMode,
     pub service: Option<netcontainer_proto::ServiceInfo>,
+    /// The IPv6 addresses on the LAN interface.
+    pub ipv6: Vec<V6Address>,
+}
+
+/// An IPv6 address the agent put on the LAN interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct V6Address {
+    pub address: std::net::Ipv6Addr,
+    pub prefix_len: u8,
+    pub origin: netcontainer_proto::Ipv6Origin,
+    /// `None`: infinite.
+    pub preferred_until: Option<Instant>,
+    pub valid_until: Option<Instant>,
 }
 
 impl Snapshot {
@@ -60,6 +73,7 @@ impl Snapshot {
             last_error: None,
             source: Default::default(),
             service: None,
+            ipv6: Vec::new(),
         }
     }
 
@@ -82,6 +96,17 @@ impl Snapshot {
             last_error: self.last_error.clone(),
             agent_version: env!("CARGO_PKG_VERSION").to_string(),
             source: self.source,
+            ipv6: self
+                .ipv6
+                .iter()
+                .map(|a| netcontainer_proto::Ipv6AddressStatus {
+                    address: a.address,
+                    prefix_len: a.prefix_len,
+                    origin: a.origin,
+                    preferred_in_secs: secs_until(a.preferred_until, now),
+                    valid_in_secs: secs_until(a.valid_until, now),
+                })
+                .collect(),
         }
     }
 }

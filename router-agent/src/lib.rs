@@ -1,6 +1,7 @@
 //! The netcontainer router agent.
 //!
-//! - [`dhcp`]: the DHCPv4 client's sockets ([`dhcp::socket`], [`dhcp::arp`]). The
+//! - [`dhcp`]: the DHCPv4 client's sockets ([`dhcp::socket`], [`dhcp::arp`]) and the
+//!   IPv6 family's (router advertisements and DHCPv6, [`dhcp::socket6`]). The
 //!   lease logic they serve (state machine, codecs, ARP probe) is the sans-IO
 //!   `netcontainer-lease` crate, so it is tested and fuzzed without a network.
 //! - [`netconf`]: addresses and routes through netlink.
@@ -18,6 +19,7 @@ pub mod dhcp;
 pub mod firewall;
 pub mod netconf;
 pub mod store;
+pub mod store6;
 pub mod supervise;
 pub mod sysctl;
 pub mod whoami;

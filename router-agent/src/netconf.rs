@@ -9,7 +9,7 @@
 //! marked by the firewall). The main table is left alone: inside a Docker
 //! container its default route points at Docker's gateway and must stay.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use futures::TryStreamExt;
@@ -345,6 +345,98 @@ impl Netconf {
             }
         }
         Ok(())
+    }
+
+    /// Adds (or refreshes the lifetimes of) an IPv6 address. A /64 from
+    /// SLAAC brings the kernel's on-link prefix route; a DHCPv6 address is a
+    /// /128 unless an RA said its prefix is on-link (RFC 8415 section 21.6:
+    /// DHCPv6 conveys no prefix length). `None`: infinite.
+    pub async fn install_v6(
+        &self,
+        index: u32,
+        address: Ipv6Addr,
+        prefix_len: u8,
+        preferred: Option<Duration>,
+        valid: Option<Duration>,
+    ) -> Result<(), NetconfError> {
+        // Rounded up: the kernel must not drop the address before the
+        // agent's own deadline (the agent removes it then).
+        let secs = |d: Option<Duration>| {
+            d.map(|d| d.as_millis().div_ceil(1000).min(u128::from(u32::MAX - 1)) as u32)
+                .unwrap_or(u32::MAX)
+        };
+        let mut req = self
+            .handle
+            .address()
+            .add(index, IpAddr::V6(address), prefix_len)
+            .replace();
+        let mut lifetimes = CacheInfo::default();
+        lifetimes.ifa_preferred = secs(preferred);
+        lifetimes.ifa_valid = secs(valid).max(1);
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::CacheInfo(lifetimes));
+        req.execute()
+            .await
+            .map_err(nl(format!("adding address {address}/{prefix_len}")))
+    }
+
+    /// Removes an IPv6 address; a missing one is not an error (the kernel
+    /// drops it by itself when its valid lifetime ends).
+    pub async fn remove_v6(
+        &self,
+        index: u32,
+        address: Ipv6Addr,
+        prefix_len: u8,
+    ) -> Result<(), NetconfError> {
+        let msg = AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(address, prefix_len)
+            .build();
+        match self.handle.address().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    errno(&e),
+                    Some(libc::EADDRNOTAVAIL | libc::ENODEV | libc::ENOENT)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(nl(format!("removing address {address}/{prefix_len}"))(e)),
+        }
+    }
+
+    /// Adds or removes the IPv6 default route via a router of the LAN
+    /// (main table, protocol `ra`).
+    pub async fn default_route_v6(
+        &self,
+        index: u32,
+        router: Ipv6Addr,
+        add: bool,
+    ) -> Result<(), NetconfError> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(router)
+            .output_interface(index)
+            .protocol(RouteProtocol::Ra)
+            .build();
+        if add {
+            self.handle
+                .route()
+                .add(msg)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!("adding IPv6 default route via {router}")))
+        } else {
+            match self.handle.route().del(msg).execute().await {
+                Ok(()) => Ok(()),
+                Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENODEV | libc::ENOENT)) => {
+                    Ok(())
+                }
+                Err(e) => Err(nl(format!("removing IPv6 default route via {router}"))(e)),
+            }
+        }
     }
 
     /// Removes the address, the agent's routes and rules. Missing pieces are

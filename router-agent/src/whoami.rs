@@ -61,7 +61,12 @@ pub fn container_of(snap: &Snapshot, now: std::time::Instant) -> Option<Containe
         id: svc.id.clone(),
         hostname: svc.hostname.clone(),
         mode: snap.source.into(),
-        addresses: lease.map(|l| IpAddr::V4(l.address)).into_iter().collect(),
+        // The lease first (what /hostip answers), then the IPv6 addresses.
+        addresses: lease
+            .map(|l| IpAddr::V4(l.address))
+            .into_iter()
+            .chain(snap.ipv6.iter().map(|a| IpAddr::V6(a.address)))
+            .collect(),
         forwards: snap
             .forwards
             .iter()

@@ -32,6 +32,8 @@ pub struct ApplyArgs {
     pub wait: Option<u32>,
     /// `--broadcast`: the BOOTP broadcast flag (what the driver sets for ipvlan).
     pub broadcast: bool,
+    /// `--ipv6 off|auto` (the driver's default: auto).
+    pub ipv6: Option<String>,
 }
 
 impl ApplyArgs {
@@ -59,6 +61,10 @@ impl ApplyArgs {
     }
     pub fn wait(mut self, secs: u32) -> Self {
         self.wait = Some(secs);
+        self
+    }
+    pub fn ipv6(mut self, mode: &str) -> Self {
+        self.ipv6 = Some(mode.into());
         self
     }
 }
@@ -325,6 +331,10 @@ impl Agent {
         }
         if args.broadcast {
             a.push("--broadcast".into());
+        }
+        if let Some(m) = &args.ipv6 {
+            a.push("--ipv6".into());
+            a.push(m.clone());
         }
         if let Some(w) = args.wait {
             a.push("--wait".into());

@@ -46,6 +46,7 @@ pub mod proc;
 pub mod refclient;
 pub mod rogue;
 pub mod service;
+pub mod v6;
 pub mod watch;
 
 pub use addrwatch::AddrWatch;

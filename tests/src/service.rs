@@ -585,12 +585,12 @@ fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// The control protocol's version, as the hand-made frames spell it.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// Encodes `Request::Apply(Plan { interface, hostname: None, client_id: None,
-/// broadcast_flag: false, forwards, source: Masquerade, service: None })` as one frame
-/// (docs/protocol.md: u32 BE length, u16 BE protocol version, bincode 2 standard
-/// payload).
+/// broadcast_flag: false, forwards, source: Masquerade, service: None, ipv6: Off })` as
+/// one frame (docs/protocol.md: u32 BE length, u16 BE protocol version, bincode 2
+/// standard payload).
 pub fn encode_raw_apply(interface: &str, forwards: &[RawForward]) -> Vec<u8> {
     let mut body = PROTOCOL_VERSION.to_be_bytes().to_vec();
     varint(&mut body, 1); // Request::Apply
@@ -609,6 +609,7 @@ pub fn encode_raw_apply(interface: &str, forwards: &[RawForward]) -> Vec<u8> {
     }
     body.push(0); // source: SourceMode::Masquerade
     body.push(0); // service: None
+    varint(&mut body, 0); // ipv6: Ipv6Mode::Off
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     frame

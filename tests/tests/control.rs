@@ -29,8 +29,10 @@ const S: Duration = Duration::from_secs(1);
 const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// proto: MAX_FRAME_LEN.
 const MAX_FRAME_LEN: u32 = 4 << 20;
-/// `Request::Status` as a complete frame (protocol version 2).
-const STATUS_REQ: [u8; 7] = [0, 0, 0, 3, 0, 2, 0];
+/// proto: PROTOCOL_VERSION.
+const VERSION: u16 = service::PROTOCOL_VERSION;
+/// `Request::Status` as a complete frame.
+const STATUS_REQ: [u8; 7] = [0, 0, 0, 3, 0, 3, 0];
 /// The uid of `nobody`: a peer that must be refused.
 const NOBODY: u32 = 65534;
 
@@ -215,7 +217,7 @@ fn read_reply(s: &mut UnixStream) -> std::io::Result<Reply> {
     s.read_exact(&mut payload)?;
     assert_eq!(
         payload[..2],
-        service::PROTOCOL_VERSION.to_be_bytes(),
+        VERSION.to_be_bytes(),
         "agent's protocol version"
     );
     let variant = payload[2];
@@ -349,7 +351,7 @@ fn non_root_peer_is_refused_and_logged() {
     // Positive control: the same client as root gets a status frame.
     let root_out = socat_status(&a.socket, None);
     assert!(
-        root_out.len() > 7 && root_out[4..7] == STATUS_REQ[4..7],
+        root_out.len() > 7 && root_out[4..6] == VERSION.to_be_bytes() && root_out[6] == 0,
         "root's socat got no status: {root_out:02x?}"
     );
 
@@ -471,7 +473,7 @@ fn malformed_frames_are_refused_and_change_nothing() {
     error(&huge, false, "exceeds the limit");
     a.assert_alive("a 4 GiB length prefix");
     let mut over = (MAX_FRAME_LEN + 1).to_be_bytes().to_vec();
-    over.extend_from_slice(&[0, 2, 0]);
+    over.extend_from_slice(&[0, 3, 0]);
     error(&over, false, "exceeds the limit");
     a.assert_alive("a MAX_FRAME_LEN + 1 length prefix");
 
@@ -509,6 +511,18 @@ fn malformed_frames_are_refused_and_change_nothing() {
         "trailing",
     );
     error(&frame(service::PROTOCOL_VERSION, &[]), false, "malformed");
+    error(&frame(VERSION, &[200]), false, "malformed");
+    error(&frame(VERSION, &[1, 250, b'x']), false, "malformed");
+    error(
+        &frame(
+            VERSION,
+            &[1, 253, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        ),
+        false,
+        "malformed",
+    );
+    error(&frame(VERSION, &[0, 0]), false, "trailing");
+    error(&frame(VERSION, &[]), false, "malformed");
     let mut seed = 0x9e37_79b9_u32;
     let mut noise = Vec::new();
     for _ in 0..200 {
@@ -524,6 +538,7 @@ fn malformed_frames_are_refused_and_change_nothing() {
         false,
         "malformed",
     );
+    error(&frame(VERSION, &noise), false, "malformed");
     a.assert_alive("garbage payloads");
 
     // Truncated frames, then the client hangs up: the agent closes, no response needed.
@@ -531,7 +546,7 @@ fn malformed_frames_are_refused_and_change_nothing() {
         &[0u8][..],
         &[0, 0, 0][..],
         &[0, 0, 0, 100][..],
-        &[0, 0, 0, 100, 0, 1, 1, 2, 3][..],
+        &[0, 0, 0, 100, 0, 3, 1, 2, 3][..],
     ] {
         match send_bad(&sock, bytes, true) {
             Reply::Closed | Reply::Frame { variant: 3, .. } => {}
@@ -596,11 +611,11 @@ fn stalled_clients_do_not_block_others_and_are_dropped() {
     let mut half_header = connect(&sock);
     half_header.write_all(&[0, 0]).unwrap();
     let mut half_payload = connect(&sock);
-    half_payload.write_all(&[0, 0, 0, 100, 0, 2, 1]).unwrap();
+    half_payload.write_all(&[0, 0, 0, 100, 0, 3, 1]).unwrap();
     // A big announced frame, a little sent: the agent must not wait for it either.
     let mut big = connect(&sock);
     big.write_all(&(MAX_FRAME_LEN).to_be_bytes()).unwrap();
-    big.write_all(&[0, 2, 1, 4]).unwrap();
+    big.write_all(&[0, 3, 1, 4]).unwrap();
 
     for i in 0..10 {
         let took = raw_status(&sock).unwrap_or_else(|e| panic!("status {i}: {e}"));
@@ -661,7 +676,7 @@ fn many_connections_at_once() {
     for i in 0..N / 2 {
         let mut s = connect(&sock);
         if i % 2 == 0 {
-            s.write_all(&[0, 0, 0, 50, 0, 2]).unwrap();
+            s.write_all(&[0, 0, 0, 50, 0, 3]).unwrap();
         }
         stallers.push(s);
     }
@@ -719,6 +734,7 @@ fn announced_frame_sizes_do_not_cost_memory() {
             s.write_all(&MAX_FRAME_LEN.to_be_bytes()).unwrap();
             s.write_all(&service::PROTOCOL_VERSION.to_be_bytes())
                 .unwrap();
+            s.write_all(&[0, 2]).unwrap();
             conns.push(s);
         }
         // Let the agent read every header (a status answer comes after them).

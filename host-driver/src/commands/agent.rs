@@ -48,6 +48,10 @@ pub struct ApplyArgs {
     /// the lease. Default: masquerade mode.
     #[arg(long, value_name = "ADDR")]
     gateway_for: Option<std::net::Ipv4Addr>,
+    /// IPv6 on the interface: auto (SLAAC and/or DHCPv6 as the router
+    /// advertisements say) or off.
+    #[arg(long, value_name = "off|auto", default_value = "auto")]
+    ipv6: netcontainer_proto::Ipv6Mode,
     /// Wait up to SECS for a lease; fail if none by then.
     #[arg(long, value_name = "SECS")]
     wait: Option<f64>,
@@ -107,6 +111,7 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
                 hostname: String::new(),
                 address,
             }),
+        ipv6: a.ipv6,
     };
     plan.validate().map_err(Error::Usage)?;
     let mut client = AgentClient::connect(&a.socket).await?;

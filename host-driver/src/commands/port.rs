@@ -157,6 +157,7 @@ mod tests {
             last_error: None,
             agent_version: String::new(),
             source: Default::default(),
+            ipv6: Vec::new(),
         }
     }
 

@@ -75,6 +75,11 @@ pub struct UpArgs {
     /// server gives another address.
     #[arg(long)]
     ip_strict: bool,
+    /// IPv6 on the LAN leg: auto (as the LAN's router advertisements say:
+    /// SLAAC and/or DHCPv6) or off; default: the service's label
+    /// netcontainer.ipv6, else auto.
+    #[arg(long, value_name = "off|auto")]
+    ipv6: Option<netcontainer_proto::Ipv6Mode>,
     /// Seconds to wait for the lease.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -106,6 +111,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         no_host_route: a.no_host_route,
         ip: a.ip,
         ip_strict: a.ip_strict,
+        ipv6: a.ipv6,
     };
     let (rp, status) = driver
         .up(

@@ -553,6 +553,7 @@ mod tests {
             broadcast_flag: false,
         };
         let plan = Plan {
+            ipv6: Default::default(),
             interface: "lan0".into(),
             client_id: None,
             hostname: Some("svc".into()),

@@ -1,0 +1,407 @@
+//! The IPv6 family task: follows the LAN's router advertisements on the
+//! interface (its own raw ICMPv6 socket; see `dhcp::socket6` for why not the
+//! kernel's), forms SLAAC addresses, and runs the DHCPv6 client as the flags
+//! say (RFC 4861 section 4.2): M set, stateful (IA_NA); only O set, stateless
+//! (Information-request). Like the v4 task it configures nothing itself: it
+//! reports [`V6Event`]s to the core, which owns addresses and routes.
+//!
+//! A DHCPv6 lease persisted by an earlier agent is resumed at once (Rebind),
+//! without waiting for an RA: the address is still on the interface with its
+//! lifetimes, and a restart should not cost a Solicit exchange.
+
+use std::net::Ipv6Addr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use netcontainer_lease::v6::config::Randomness;
+use netcontainer_lease::v6::ra::{RaEvent, Tracker};
+use netcontainer_lease::v6::{Client, Config, Event, Lease, LostReason};
+use netcontainer_proto::{Ipv6Origin, Plan};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::LeaseEvent;
+use crate::dhcp::socket6::{Icmp6Socket, Udp6Socket};
+use crate::netconf::Link;
+use crate::store6::{Lease6Store, StoredLease6};
+
+/// Pause after a failed receive, so a persistent socket error is no hot loop.
+const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(50);
+/// How long a stop waits for the server's Reply to the Release (its first
+/// retransmission comes after about a second; the address is gone already).
+const RELEASE_PATIENCE: Duration = Duration::from_millis(1500);
+/// RFC 4861 section 10: MAX_RTR_SOLICITATION_DELAY.
+const MAX_RTR_SOLICITATION_DELAY: Duration = Duration::from_secs(1);
+
+/// What the IPv6 task reports to the core.
+#[derive(Debug)]
+pub enum V6Event {
+    /// Put this address in place, or update its lifetimes (`None`: infinite).
+    Address {
+        address: Ipv6Addr,
+        prefix_len: u8,
+        preferred: Option<Duration>,
+        valid: Option<Duration>,
+        origin: Ipv6Origin,
+    },
+    /// The address must go (lifetime ended, withdrawn or released).
+    AddressGone {
+        address: Ipv6Addr,
+        prefix_len: u8,
+    },
+    /// A default router, new or with a new lifetime.
+    Router {
+        address: Ipv6Addr,
+        lifetime: Duration,
+    },
+    RouterGone {
+        address: Ipv6Addr,
+    },
+    /// Something failed; shown as the last error.
+    Error(String),
+}
+
+/// The running task, as the core sees it.
+pub struct Handle {
+    release: mpsc::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Handle {
+    /// Asks the task to release its DHCPv6 lease and stop; the returned
+    /// handle ends once it has.
+    pub async fn release(self) -> JoinHandle<()> {
+        let _ = self.release.send(()).await;
+        self.task
+    }
+}
+
+struct Rng(StdRng);
+impl Randomness for Rng {
+    fn next_u32(&mut self) -> u32 {
+        rand::RngCore::next_u32(&mut self.0)
+    }
+}
+
+/// Turns the kernel's own RA handling off on the interface (the agent does
+/// it, see `dhcp::socket6`), and IPv6 on or off as the plan says. Best
+/// effort: a read-only `/proc/sys` keeps what it has (then the kernel may
+/// form the same SLAAC address too, which the core's `replace` tolerates).
+///
+/// Optimistic DAD (RFC 4429) lets the link-local address be used while its
+/// duplicate detection runs, so the first Router Solicitation and Solicit
+/// need not wait for it; a kernel without it (no such file) only costs
+/// that wait.
+pub fn prepare_interface(ifname: &str, enable: bool) {
+    if !std::path::Path::new("/proc/sys/net/ipv6").exists() {
+        return; // no IPv6 in this kernel: nothing to turn on or off
+    }
+    let disable = if enable { "0" } else { "1" };
+    let set = |name: &str, value: &str| {
+        let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{name}");
+        std::fs::write(&path, value).map_err(|e| (path, e))
+    };
+    for (name, value) in [
+        ("accept_ra", "0"),
+        ("autoconf", "0"),
+        ("disable_ipv6", disable),
+    ] {
+        if let Err((path, e)) = set(name, value) {
+            tracing::warn!(%path, error = %e, "cannot set an IPv6 sysctl of the LAN interface");
+        }
+    }
+    if enable {
+        for name in ["optimistic_dad", "use_optimistic"] {
+            if let Err((path, e)) = set(name, "1") {
+                tracing::debug!(%path, error = %e, "no optimistic DAD on the LAN interface");
+            }
+        }
+    }
+}
+
+pub struct V6 {
+    ifname: String,
+    icmp: Arc<Icmp6Socket>,
+    udp: Arc<Udp6Socket>,
+    tracker: Tracker,
+    config: Config,
+    dhcp: Option<Client>,
+    stateful: bool,
+    store: Lease6Store,
+    /// The DHCPv6 address reported to the core, with its prefix length.
+    configured: Option<(Ipv6Addr, u8)>,
+    events: mpsc::UnboundedSender<LeaseEvent>,
+}
+
+impl V6 {
+    /// Opens the sockets on `plan.interface` (an up link); resumes a stored
+    /// DHCPv6 lease of this client at once. Nothing is sent before
+    /// [`V6::spawn`].
+    pub fn start(
+        plan: &Plan,
+        link: &Link,
+        state_dir: &Path,
+        events: mpsc::UnboundedSender<LeaseEvent>,
+    ) -> Result<V6, String> {
+        let icmp = Icmp6Socket::open(&plan.interface, link.index).map_err(|e| e.to_string())?;
+        let udp = Udp6Socket::bind(&plan.interface, link.index).map_err(|e| e.to_string())?;
+        let mut rng = Rng(StdRng::from_os_rng());
+        let delay =
+            MAX_RTR_SOLICITATION_DELAY.mul_f64(f64::from(rng.next_u32()) / f64::from(u32::MAX));
+        let now = Instant::now();
+        let config = Config {
+            mac: link.mac,
+            hostname: plan.hostname.clone(),
+            rapid_commit: true,
+        };
+        let store = Lease6Store::new(state_dir, &plan.interface);
+        let mut v6 = V6 {
+            ifname: plan.interface.clone(),
+            icmp: Arc::new(icmp),
+            udp: Arc::new(udp),
+            tracker: Tracker::new(link.mac, now, delay),
+            dhcp: None,
+            stateful: false,
+            configured: None,
+            config: config.clone(),
+            store,
+            events,
+        };
+        if let Some(lease) = v6
+            .store
+            .load()
+            .and_then(|s| s.to_lease(&plan.interface, &config.duid()))
+        {
+            tracing::info!(address = %lease.address, "resuming the stored DHCPv6 lease");
+            let mut c = Client::new(config, Box::new(rng));
+            c.resume(now, lease);
+            v6.dhcp = Some(c);
+            v6.stateful = true;
+        }
+        Ok(v6)
+    }
+
+    /// Runs until the core asks for a release.
+    pub fn spawn(mut self) -> Handle {
+        let (release, mut released) = mpsc::channel(1);
+        let task = tokio::spawn(async move {
+            self.drive().await;
+            loop {
+                if self.step(&mut released).await.is_break() {
+                    break;
+                }
+                self.drive().await;
+            }
+            self.stop().await;
+        });
+        Handle { release, task }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        [
+            self.tracker.poll_timeout(),
+            self.dhcp.as_ref().and_then(Client::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    async fn step(&mut self, released: &mut mpsc::Receiver<()>) -> std::ops::ControlFlow<()> {
+        let (icmp, udp) = (self.icmp.clone(), self.udp.clone());
+        let deadline = self.deadline();
+        tokio::select! {
+            _ = released.recv() => return std::ops::ControlFlow::Break(()),
+            r = icmp.recv() => match r {
+                Ok((src, hops, msg)) => {
+                    if let Err(e) = self.tracker.handle_ra(Instant::now(), src, hops, &msg) {
+                        tracing::debug!(%src, error = %e, "router advertisement ignored");
+                    }
+                }
+                Err(e) => self.receive_error("ICMPv6", e).await,
+            },
+            r = udp.recv() => match r {
+                Ok(p) => if let Some(c) = self.dhcp.as_mut() { c.handle_packet(Instant::now(), &p) },
+                Err(e) => self.receive_error("DHCPv6", e).await,
+            },
+            _ = sleep_until(deadline) => {
+                let now = Instant::now();
+                self.tracker.handle_timeout(now);
+                if let Some(c) = self.dhcp.as_mut() {
+                    c.handle_timeout(now);
+                }
+            }
+        }
+        std::ops::ControlFlow::Continue(())
+    }
+
+    async fn receive_error(&mut self, what: &str, e: std::io::Error) {
+        tracing::warn!(error = %e, "receiving {what} packets failed");
+        self.report(V6Event::Error(format!("receiving {what} packets: {e}")));
+        tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
+    }
+
+    fn report(&self, ev: V6Event) {
+        let _ = self.events.send(LeaseEvent::V6(ev));
+    }
+
+    /// Sends what the tracker and the client queued, and acts on their events.
+    async fn drive(&mut self) {
+        loop {
+            if let Some(rs) = self.tracker.poll_transmit() {
+                if let Err(e) = self.icmp.send_solicitation(&rs).await {
+                    // Before the link-local address passed DAD there is no
+                    // source: the tracker tries again shortly.
+                    tracing::debug!(error = %e, "sending a router solicitation failed");
+                    self.tracker.solicitation_failed(Instant::now());
+                }
+                continue;
+            }
+            if let Some(ev) = self.tracker.poll_event() {
+                self.on_ra_event(ev);
+                continue;
+            }
+            let Some(c) = self.dhcp.as_mut() else { break };
+            if let Some(t) = c.poll_transmit() {
+                if let Err(e) = self.udp.send(&t.payload).await {
+                    tracing::warn!(interface = %self.ifname, error = %e, "sending a DHCPv6 message failed");
+                }
+                continue;
+            }
+            let Some(ev) = c.poll_event() else { break };
+            self.on_dhcp_event(ev);
+        }
+    }
+
+    fn on_ra_event(&mut self, ev: RaEvent) {
+        match ev {
+            RaEvent::Flags { managed, other } => self.follow_flags(managed, other),
+            RaEvent::Address {
+                address,
+                prefix_len,
+                preferred,
+                valid,
+            } => self.report(V6Event::Address {
+                address,
+                prefix_len,
+                preferred,
+                valid,
+                origin: Ipv6Origin::Slaac,
+            }),
+            RaEvent::AddressGone {
+                address,
+                prefix_len,
+            } => self.report(V6Event::AddressGone {
+                address,
+                prefix_len,
+            }),
+            RaEvent::Router { address, lifetime } => {
+                self.report(V6Event::Router { address, lifetime })
+            }
+            RaEvent::RouterGone { address } => self.report(V6Event::RouterGone { address }),
+        }
+    }
+
+    /// RFC 4861 section 4.2: M means addresses from DHCPv6 (and the other
+    /// configuration with them), O alone other configuration only. A client
+    /// already stateful stays so when M goes: its lease ends by itself.
+    fn follow_flags(&mut self, managed: bool, other: bool) {
+        let now = Instant::now();
+        if managed && !self.stateful {
+            tracing::info!(interface = %self.ifname, "RA: managed, starting DHCPv6");
+            let mut c = Client::new(self.config.clone(), Box::new(Rng(StdRng::from_os_rng())));
+            c.start(now);
+            self.dhcp = Some(c);
+            self.stateful = true;
+        } else if other && !managed && self.dhcp.is_none() {
+            tracing::info!(interface = %self.ifname, "RA: other configuration, DHCPv6 Information-request");
+            let mut c = Client::new(self.config.clone(), Box::new(Rng(StdRng::from_os_rng())));
+            c.start_stateless(now);
+            self.dhcp = Some(c);
+        }
+    }
+
+    fn on_dhcp_event(&mut self, ev: Event) {
+        match ev {
+            Event::Bound(lease) => {
+                let prefix_len = self.tracker.on_link_prefix(lease.address).unwrap_or(128);
+                if let Some((old, len)) = self.configured.take_if(|(a, _)| *a != lease.address) {
+                    self.report(V6Event::AddressGone {
+                        address: old,
+                        prefix_len: len,
+                    });
+                }
+                self.persist(&lease);
+                let now = Instant::now();
+                let left = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(now));
+                self.configured = Some((lease.address, prefix_len));
+                self.report(V6Event::Address {
+                    address: lease.address,
+                    prefix_len,
+                    preferred: left(lease.preferred_until()),
+                    valid: left(lease.expires_at()),
+                    origin: Ipv6Origin::Dhcpv6,
+                });
+            }
+            Event::Lost { lease, reason } => {
+                tracing::info!(address = %lease.address, ?reason, "DHCPv6 lease lost");
+                if reason == LostReason::Released {
+                    self.store.mark_released();
+                } else {
+                    self.store.clear();
+                }
+                let prefix_len = self
+                    .configured
+                    .take()
+                    .filter(|(a, _)| *a == lease.address)
+                    .map_or(128, |(_, l)| l);
+                self.report(V6Event::AddressGone {
+                    address: lease.address,
+                    prefix_len,
+                });
+            }
+            Event::Information(info) => {
+                tracing::info!(dns = ?info.dns, "DHCPv6 other configuration");
+            }
+        }
+    }
+
+    fn persist(&self, lease: &Lease) {
+        let stored = StoredLease6::from_lease(&self.ifname, &self.config.duid(), lease);
+        if let Err(e) = self.store.save(&stored) {
+            tracing::warn!(path = %self.store.path().display(), error = %e, "cannot persist the DHCPv6 lease");
+        }
+    }
+
+    /// Release the DHCPv6 lease (RFC 8415 section 18.2.7), waiting a
+    /// little for the server's Reply.
+    async fn stop(&mut self) {
+        let Some(c) = self.dhcp.as_mut() else { return };
+        c.release(Instant::now());
+        let give_up = tokio::time::Instant::now() + RELEASE_PATIENCE;
+        loop {
+            self.drive().await;
+            let Some(c) = self.dhcp.as_mut() else { return };
+            if c.is_stopped() {
+                return;
+            }
+            let next = c.poll_timeout();
+            let udp = self.udp.clone();
+            tokio::select! {
+                _ = tokio::time::sleep_until(give_up) => return,
+                r = udp.recv() => if let Ok(p) = r { c.handle_packet(Instant::now(), &p) },
+                _ = sleep_until(next) => c.handle_timeout(Instant::now()),
+            }
+        }
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
