@@ -273,7 +273,7 @@ impl Core {
             // A new identity is a new IPv6 client too; the old one's
             // addresses go from the old interface.
             if let Some(old) = self.v6.take() {
-                self.stop_v6(old, events).await;
+                self.stop_v6(old, events, true).await;
             }
             self.lease = None;
             self.state = task.state();
@@ -324,7 +324,7 @@ impl Core {
             source = %plan.source, "plan applied");
         if !restart && (plan.ipv6 == Ipv6Mode::Auto) != self.v6.is_some() {
             if let Some(old) = self.v6.take() {
-                self.stop_v6(old, events).await;
+                self.stop_v6(old, events, true).await;
             }
             v6::prepare_interface(&plan.interface, plan.ipv6 == Ipv6Mode::Auto);
             match self.netconf.link(&plan.interface).await {
@@ -463,8 +463,8 @@ impl Core {
 
     /// Has the IPv6 task release its DHCPv6 lease, then removes every IPv6
     /// address and default route the core put in place.
-    async fn stop_v6(&mut self, task: v6::Handle, events: &mut Events) {
-        let ended = task.release().await;
+    async fn stop_v6(&mut self, task: v6::Handle, events: &mut Events, release: bool) {
+        let ended = task.end(release).await;
         if let Err(e) = ended.await {
             tracing::error!(error = %e, "the IPv6 task failed");
         }
@@ -657,7 +657,7 @@ impl Core {
     /// takes the LAN interface down.
     async fn shutdown(&mut self, events: &mut Events, release: bool) {
         if let Some(task) = self.v6.take() {
-            self.stop_v6(task, events).await;
+            self.stop_v6(task, events, release).await;
         }
         if let Some(task) = self.v4.take() {
             self.stop(task, events, release).await;

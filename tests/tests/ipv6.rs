@@ -28,10 +28,14 @@ struct World {
 
 impl World {
     fn new() -> World {
+        Self::with_agent_args(&[])
+    }
+
+    fn with_agent_args(extra: &[&str]) -> World {
         let lan = Lan::with_router();
         lan_v6(&lan.lan);
         let tmp = TempDir::new("ipv6");
-        let agent = Agent::start(lan.router(), tmp.path());
+        let agent = Agent::start_with_args(lan.router(), tmp.path(), extra);
         World {
             agent,
             _tmp: tmp,
@@ -367,6 +371,48 @@ fn release_on_stop_shows_in_keas_memfile() {
         kea.lease_rows()
     );
     assert!(w.addrs().is_empty(), "addresses left: {:?}", w.addrs());
+}
+
+/// A router's agent runs with `--keep-lease` (a host shutdown stops it with SIGTERM):
+/// then the DHCPv6 lease is not released, as the IPv4 one is not, and the next start
+/// rebinds it: the same address, no new Solicit.
+#[test]
+fn keep_lease_on_sigterm_keeps_the_dhcpv6_lease_too() {
+    require_root!();
+    let mut w = World::with_agent_args(&["--keep-lease"]);
+    let kea = Kea6::start(&w.lan.lan, Kea6Opts::default());
+    let _radvd = Radvd::start(
+        &w.lan.lan,
+        RadvdOpts {
+            managed: true,
+            autonomous: false,
+            ..RadvdOpts::default()
+        },
+    );
+    w.apply(None);
+    let a = w.wait_addr(15 * S, |a| in_pool(a.address));
+    let solicits = kea.received("SOLICIT");
+    let status = w.agent.terminate(10 * S);
+    assert!(status.is_some_and(|s| s.success()), "agent exit {status:?}");
+    std::thread::sleep(S);
+    assert_eq!(
+        kea.received("RELEASE"),
+        0,
+        "released on SIGTERM with --keep-lease"
+    );
+    assert!(!kea.is_released(a.address), "{:?}", kea.lease_rows());
+    w.agent.restart();
+    w.apply(None);
+    assert!(
+        wait_until(10 * S, POLL, || w
+            .status6()
+            .iter()
+            .any(|s| s.0 == a.address)),
+        "not the same address after the restart: {:?}\n{}",
+        w.status6(),
+        w.agent.log()
+    );
+    assert_eq!(kea.received("SOLICIT"), solicits, "a new Solicit exchange");
 }
 
 #[test]

@@ -66,15 +66,17 @@ pub enum V6Event {
 
 /// The running task, as the core sees it.
 pub struct Handle {
-    release: mpsc::Sender<()>,
+    end: mpsc::Sender<bool>,
     task: JoinHandle<()>,
 }
 
 impl Handle {
-    /// Asks the task to release its DHCPv6 lease and stop; the returned
-    /// handle ends once it has.
-    pub async fn release(self) -> JoinHandle<()> {
-        let _ = self.release.send(()).await;
+    /// Asks the task to stop, releasing its DHCPv6 lease or keeping it (no
+    /// Release; the persisted lease is rebound by the next start, as the v4
+    /// task keeps its lease with `--keep-lease`); the returned handle ends
+    /// once it has.
+    pub async fn end(self, release: bool) -> JoinHandle<()> {
+        let _ = self.end.send(release).await;
         self.task
     }
 }
@@ -184,20 +186,22 @@ impl V6 {
         Ok(v6)
     }
 
-    /// Runs until the core asks for a release.
+    /// Runs until the core asks it to end.
     pub fn spawn(mut self) -> Handle {
-        let (release, mut released) = mpsc::channel(1);
+        let (end, mut ended) = mpsc::channel(1);
         let task = tokio::spawn(async move {
             self.drive().await;
-            loop {
-                if self.step(&mut released).await.is_break() {
-                    break;
+            let release = loop {
+                if let std::ops::ControlFlow::Break(release) = self.step(&mut ended).await {
+                    break release;
                 }
                 self.drive().await;
+            };
+            if release {
+                self.stop().await;
             }
-            self.stop().await;
         });
-        Handle { release, task }
+        Handle { end, task }
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -210,11 +214,13 @@ impl V6 {
         .min()
     }
 
-    async fn step(&mut self, released: &mut mpsc::Receiver<()>) -> std::ops::ControlFlow<()> {
+    /// Waits for one thing; `Break` with whether to release when the core
+    /// asks the task to end (the core gone: release).
+    async fn step(&mut self, ended: &mut mpsc::Receiver<bool>) -> std::ops::ControlFlow<bool> {
         let (icmp, udp) = (self.icmp.clone(), self.udp.clone());
         let deadline = self.deadline();
         tokio::select! {
-            _ = released.recv() => return std::ops::ControlFlow::Break(()),
+            r = ended.recv() => return std::ops::ControlFlow::Break(r.unwrap_or(true)),
             r = icmp.recv() => match r {
                 Ok((src, hops, msg)) => {
                     if let Err(e) = self.tracker.handle_ra(Instant::now(), src, hops, &msg) {
