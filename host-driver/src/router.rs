@@ -540,9 +540,15 @@ impl Driver {
                 return;
             }
         };
-        // Ours: via this router, or via an address that is no longer
-        // Docker's gateway (a router address from before a restart).
-        let ours = current.is_some_and(|g| Some(g) == router_ip || g != docker_gw);
+        // Ours: via this router; or, when the router is in gateway mode, via
+        // an address that is no longer Docker's gateway (this router's
+        // address from before a restart). A masquerade-mode service's own
+        // route choices are left alone.
+        let gateway_mode = agent_status(&r.service)
+            .await
+            .is_some_and(|s| s.source == SourceMode::Gateway);
+        let ours =
+            current.is_some_and(|g| Some(g) == router_ip || (gateway_mode && g != docker_gw));
         if !ours || self.docker.pid(&svc.id).await.ok().flatten() != Some(pid) {
             return;
         }
