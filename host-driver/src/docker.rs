@@ -1003,33 +1003,23 @@ pub fn service_info(
     daemon_id: &str,
 ) -> ServiceInfo {
     let host = c.host_config.as_ref();
-    let networks = c
+    // (network, its IPv4 address) and (network, Docker's gateway on it).
+    let mut networks = Vec::new();
+    let mut gateways = Vec::new();
+    let endpoints = c
         .network_settings
         .as_ref()
-        .and_then(|n| n.networks.as_ref())
-        .map(|nets| {
-            nets.iter()
-                .filter_map(|(name, ep)| {
-                    let ip: Ipv4Addr = ep.ip_address.as_deref()?.parse().ok()?;
-                    Some((name.clone(), ip))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+        .and_then(|n| n.networks.as_ref());
+    for (name, ep) in endpoints.into_iter().flatten() {
+        let parse = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<Ipv4Addr>().ok());
+        if let Some(ip) = parse(&ep.ip_address) {
+            networks.push((name.clone(), ip));
+        }
+        if let Some(gw) = parse(&ep.gateway) {
+            gateways.push((name.clone(), gw));
+        }
+    }
     let config = c.config.as_ref();
-    let gateways = c
-        .network_settings
-        .as_ref()
-        .and_then(|n| n.networks.as_ref())
-        .map(|nets| {
-            nets.iter()
-                .filter_map(|(name, ep)| {
-                    let gw: Ipv4Addr = ep.gateway.as_deref()?.parse().ok()?;
-                    Some((name.clone(), gw))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let sandbox = c
         .network_settings
         .as_ref()

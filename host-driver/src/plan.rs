@@ -396,7 +396,7 @@ pub fn router_name(service: &str) -> String {
 
 /// FNV-1a, 64 bit: stable across Rust versions and platforms (unlike
 /// `DefaultHasher`), which matters because it decides MAC and lease.
-fn fnv1a(data: &[u8]) -> u64 {
+pub(crate) fn fnv1a(data: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in data {
         h ^= u64::from(*b);

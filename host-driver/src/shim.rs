@@ -60,19 +60,10 @@ pub fn is_shim_name(name: &str) -> Option<u32> {
     name.strip_prefix(PREFIX)?.parse().ok()
 }
 
-fn fnv1a(data: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in data {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
 /// The shim's link-local address: 169.254.1.1 to 169.254.254.254 (RFC 3927
 /// section 2.1 keeps the first and last 256 addresses out), from `seed`.
 pub fn shim_address(seed: &str) -> Ipv4Addr {
-    let h = fnv1a(seed.as_bytes());
+    let h = crate::plan::fnv1a(seed.as_bytes());
     let n = (h % (254 * 254)) as u32;
     Ipv4Addr::new(169, 254, (n / 254 + 1) as u8, (n % 254 + 1) as u8)
 }

@@ -176,11 +176,8 @@ pub fn from_status(name: String, id: String, hostname: String, st: &Status) -> C
         forwards: st
             .forwards
             .iter()
-            .map(|f| PortMap {
-                protocol: f.protocol,
-                private_port: f.target_port,
-                public_port: f.public_port,
-                count: f.public_port_end - f.public_port + 1,
+            .map(|f| {
+                PortMap::of_forward(f.protocol, f.public_port, f.public_port_end, f.target_port)
             })
             .collect(),
         lease_expires_in_secs: st.lease.as_ref().and_then(|l| l.expires_in_secs),

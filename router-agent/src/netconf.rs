@@ -196,44 +196,32 @@ impl Netconf {
             cfg.address, cfg.prefix_len
         )))?;
 
+        // The lease's subnet, and the link-local range: the host's shim on
+        // the parent has a link-local address (see the host driver's `shim`),
+        // and replies to it must stay on the link.
         let subnet = network(cfg.address, cfg.prefix_len);
-        let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(subnet, cfg.prefix_len)
-            .output_interface(index)
-            .pref_source(cfg.address)
-            .scope(rtnetlink::packet_route::route::RouteScope::Link)
-            .protocol(RouteProtocol::Dhcp)
-            .table_id(ROUTE_TABLE)
-            .build();
-        self.handle
-            .route()
-            .add(on_link)
-            .replace()
-            .execute()
-            .await
-            .map_err(nl(format!(
-                "adding route {subnet}/{} to table {ROUTE_TABLE}",
-                cfg.prefix_len
-            )))?;
-        // The host's shim on the parent has a link-local address (see the
-        // host driver's `shim`): replies to it stay on the link.
-        let link_local = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(Ipv4Addr::new(169, 254, 0, 0), 16)
-            .output_interface(index)
-            .pref_source(cfg.address)
-            .scope(rtnetlink::packet_route::route::RouteScope::Link)
-            .protocol(RouteProtocol::Dhcp)
-            .table_id(ROUTE_TABLE)
-            .build();
-        self.handle
-            .route()
-            .add(link_local)
-            .replace()
-            .execute()
-            .await
-            .map_err(nl(format!(
-                "adding route 169.254.0.0/16 to table {ROUTE_TABLE}"
-            )))?;
+        for (dest, plen) in [
+            (subnet, cfg.prefix_len),
+            (Ipv4Addr::new(169, 254, 0, 0), 16),
+        ] {
+            let on_link = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dest, plen)
+                .output_interface(index)
+                .pref_source(cfg.address)
+                .scope(rtnetlink::packet_route::route::RouteScope::Link)
+                .protocol(RouteProtocol::Dhcp)
+                .table_id(ROUTE_TABLE)
+                .build();
+            self.handle
+                .route()
+                .add(on_link)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!(
+                    "adding route {dest}/{plen} to table {ROUTE_TABLE}"
+                )))?;
+        }
         if let Some(gw) = cfg.gateway {
             let default = RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(gw)

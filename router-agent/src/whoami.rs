@@ -70,11 +70,8 @@ pub fn container_of(snap: &Snapshot, now: std::time::Instant) -> Option<Containe
         forwards: snap
             .forwards
             .iter()
-            .map(|f| PortMap {
-                protocol: f.protocol,
-                private_port: f.target_port,
-                public_port: f.public_port,
-                count: f.public_port_end - f.public_port + 1,
+            .map(|f| {
+                PortMap::of_forward(f.protocol, f.public_port, f.public_port_end, f.target_port)
             })
             .collect(),
         lease_expires_in_secs: lease

@@ -65,6 +65,24 @@ pub struct PortMap {
 }
 
 impl PortMap {
+    /// The map of one forward (`public_port..=public_port_end` to
+    /// `target_port` and up), whichever form it comes in.
+    pub fn of_forward(
+        protocol: Protocol,
+        public_port: u16,
+        public_port_end: u16,
+        target_port: u16,
+    ) -> Self {
+        PortMap {
+            protocol,
+            private_port: target_port,
+            public_port,
+            count: public_port_end
+                .saturating_sub(public_port)
+                .saturating_add(1),
+        }
+    }
+
     /// The public port of `private`, if this map covers it.
     pub fn public_of(&self, private: u16) -> Option<u16> {
         let off = private.checked_sub(self.private_port)?;
