@@ -74,6 +74,7 @@ fn status(with_lease: bool) -> Status {
         agent_version: "0.1.0".into(),
         source: Default::default(),
         ipv6: Vec::new(),
+        ipv6_path: Default::default(),
     }
 }
 

@@ -121,11 +121,17 @@ fn api(what: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
     move |source| DockerError::Api { what, source }
 }
 
-/// The sysctls of a router container: the contract's list
-/// ([`netcontainer_proto::contract::ROUTER_SYSCTLS`]).
+/// The sysctls of a router container: the contract's lists
+/// ([`netcontainer_proto::contract::ROUTER_SYSCTLS`], and
+/// [`netcontainer_proto::contract::ROUTER_SYSCTLS6`] when this kernel has
+/// IPv6: Docker refuses to start a container with a sysctl that does not
+/// exist).
 fn router_sysctls() -> HashMap<String, String> {
-    netcontainer_proto::contract::ROUTER_SYSCTLS
+    use netcontainer_proto::contract::{ROUTER_SYSCTLS, ROUTER_SYSCTLS6};
+    let ipv6 = std::path::Path::new("/proc/sys/net/ipv6").exists();
+    ROUTER_SYSCTLS
         .iter()
+        .chain(ROUTER_SYSCTLS6.iter().filter(|_| ipv6))
         .map(|s| (s.name.to_string(), s.value.to_string()))
         .collect()
 }
@@ -1006,6 +1012,7 @@ pub fn service_info(
     // (network, its IPv4 address) and (network, Docker's gateway on it).
     let mut networks = Vec::new();
     let mut gateways = Vec::new();
+    let mut networks6 = Vec::new();
     let endpoints = c
         .network_settings
         .as_ref()
@@ -1017,6 +1024,10 @@ pub fn service_info(
         }
         if let Some(gw) = parse(&ep.gateway) {
             gateways.push((name.clone(), gw));
+        }
+        let v6 = ep.global_ipv6_address.as_deref();
+        if let Some(ip) = v6.and_then(|s| s.parse::<std::net::Ipv6Addr>().ok()) {
+            networks6.push((name.clone(), ip));
         }
     }
     let config = c.config.as_ref();
@@ -1034,6 +1045,7 @@ pub fn service_info(
             .and_then(|h| h.network_mode.clone())
             .unwrap_or_default(),
         networks,
+        networks6,
         exposed: config
             .and_then(|c| c.exposed_ports.clone())
             .unwrap_or_default(),

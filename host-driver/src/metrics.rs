@@ -272,6 +272,7 @@ mod tests {
                     agent_version: "0.1.0".into(),
                     source: Default::default(),
                     ipv6: Vec::new(),
+                    ipv6_path: Default::default(),
                 }),
                 counters: Some(LeaseCounters {
                     renewals: 3,

@@ -250,6 +250,7 @@ mod tests {
                 agent_version: "0".into(),
                 source: Default::default(),
                 ipv6: Vec::new(),
+                ipv6_path: Default::default(),
             }),
             counters: None,
         }

@@ -77,6 +77,9 @@ pub fn status_text(s: &Status) -> String {
             life(a.valid_in_secs)
         );
     }
+    if !s.ipv6.is_empty() {
+        let _ = writeln!(out, "ipv6 path:  {}", s.ipv6_path);
+    }
     for f in &s.forwards {
         let ports = if f.public_port_end != f.public_port {
             format!("{}-{}", f.public_port, f.public_port_end)
@@ -117,10 +120,11 @@ mod tests {
                 valid_in_secs: None,
             }],
             source: Default::default(),
+            ipv6_path: netcontainer_proto::Ipv6Path::Kernel,
         };
         assert!(
             status_text(&st)
-                .contains("address6:   2001:db8:1::100/64 (dhcpv6, preferred 299s, valid forever)"),
+                .contains("address6:   2001:db8:1::100/64 (dhcpv6, preferred 299s, valid forever)\nipv6 path:  kernel\n"),
             "{}",
             status_text(&st)
         );
@@ -141,6 +145,7 @@ mod tests {
             agent_version: String::new(),
             source: Default::default(),
             ipv6: Vec::new(),
+            ipv6_path: Default::default(),
         };
         let text = status_text(&st);
         assert!(

@@ -225,6 +225,9 @@ pub struct ServiceInfo {
     pub network_mode: String,
     /// (network name, IPv4 address) of every network the container is on.
     pub networks: Vec<(String, Ipv4Addr)>,
+    /// (network name, global IPv6 address) of every network that gave it
+    /// one (a network created with `--ipv6`).
+    pub networks6: Vec<(String, std::net::Ipv6Addr)>,
     /// Exposed ports, Docker style: "80/tcp".
     pub exposed: Vec<String>,
     /// Container ports with a host binding, Docker style.
@@ -609,6 +612,11 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
             id: svc.id.clone(),
             hostname: svc.hostname.clone(),
             address: service_ip,
+            address6: svc
+                .networks6
+                .iter()
+                .find(|(n, _)| *n == network)
+                .map(|(_, a)| *a),
         }),
         ipv6: opts.ipv6.or(sl.ipv6).unwrap_or_default(),
     };

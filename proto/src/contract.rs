@@ -110,6 +110,29 @@ pub const ROUTER_SYSCTLS: &[Sysctl] = &[
     },
 ];
 
+/// The IPv6 sysctls of a router's network namespace, where the kernel has
+/// IPv6 (set and passed as [`ROUTER_SYSCTLS`] are): forwarding, for the
+/// kernel path of IPv6 forwards; and no router advertisements or SLAAC by
+/// the kernel on interfaces that appear later (`lan0`), since the agent
+/// follows the advertisements itself and Docker's read-only `/proc/sys`
+/// would keep it from turning them off on `lan0` alone. (With forwarding
+/// on, the kernel ignores advertisements anyway; the defaults say so
+/// outright.)
+pub const ROUTER_SYSCTLS6: &[Sysctl] = &[
+    Sysctl {
+        name: "net.ipv6.conf.all.forwarding",
+        value: "1",
+    },
+    Sysctl {
+        name: "net.ipv6.conf.default.accept_ra",
+        value: "0",
+    },
+    Sysctl {
+        name: "net.ipv6.conf.default.autoconf",
+        value: "0",
+    },
+];
+
 /// The DHCP client identifier the driver gives a service's router: type 0
 /// (not a hardware address) + `netcontainer:SERVICE`, at most 255 bytes.
 /// Name-derived, not MAC-derived, so ipvlan routers (which share the

@@ -3,7 +3,7 @@ use serde::de::DeserializeOwned;
 
 /// Version of the control protocol. Bump on any incompatible change to the
 /// message types.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Largest payload accepted, in bytes. A plan with 65,535 single-port forwards
 /// encodes to well under this.
@@ -138,6 +138,7 @@ mod tests {
                 preferred_in_secs: Some(1800),
                 valid_in_secs: None,
             }],
+            ipv6_path: Ipv6Path::Relay,
         }
     }
 

@@ -265,6 +265,11 @@ pub struct ServiceInfo {
     pub hostname: String,
     /// Its private address on the network it shares with the router.
     pub address: Ipv4Addr,
+    /// Its IPv6 address on that network, when the network has IPv6: the
+    /// router then forwards IPv6 in the kernel (DNAT); without it, through
+    /// its user-space relay to `address`.
+    #[serde(default)]
+    pub address6: Option<Ipv6Addr>,
 }
 
 impl ServiceInfo {
@@ -295,6 +300,14 @@ impl ServiceInfo {
         let a = self.address;
         if a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback() {
             return Err(format!("service address {a} is not unicast"));
+        }
+        if let Some(a) = self.address6
+            && (a.is_unspecified()
+                || a.is_multicast()
+                || a.is_loopback()
+                || a.is_unicast_link_local())
+        {
+            return Err(format!("service IPv6 address {a} is not a global unicast"));
         }
         Ok(())
     }
@@ -473,6 +486,39 @@ pub struct Status {
     /// The IPv6 addresses on the LAN interface (empty with `--ipv6=off`).
     #[serde(default)]
     pub ipv6: Vec<Ipv6AddressStatus>,
+    /// How the published ports reach the service over IPv6.
+    #[serde(default)]
+    pub ipv6_path: Ipv6Path,
+}
+
+/// How a router forwards the published ports over IPv6.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ipv6Path {
+    /// Not at all: `--ipv6=off`, or no IPv6 address on the LAN yet.
+    #[default]
+    None,
+    /// Kernel DNAT to the service's IPv6 address (its Docker network has IPv6).
+    Kernel,
+    /// The agent's user-space relay to the service's IPv4 address (its
+    /// Docker network is IPv4 only).
+    Relay,
+}
+
+impl Ipv6Path {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ipv6Path::None => "none",
+            Ipv6Path::Kernel => "kernel",
+            Ipv6Path::Relay => "relay",
+        }
+    }
+}
+
+impl fmt::Display for Ipv6Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How often the agent's DHCP client renewed, was refused and rebound,

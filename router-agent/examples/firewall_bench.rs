@@ -119,12 +119,12 @@ fn main() {
                 .map(|s| s["elem"].as_array().map_or(0, Vec::len))
                 .sum();
             let bytes = batch.len();
-            rt.block_on(fw.apply("lan0", &forwards, lease, None))
+            rt.block_on(fw.apply("lan0", &forwards, lease, None, &Default::default()))
                 .expect("warm-up apply");
             let mut times: Vec<Duration> = (0..runs)
                 .map(|_| {
                     let t = Instant::now();
-                    rt.block_on(fw.apply("lan0", &forwards, lease, None))
+                    rt.block_on(fw.apply("lan0", &forwards, lease, None, &Default::default()))
                         .expect("apply");
                     t.elapsed()
                 })

@@ -18,12 +18,12 @@ use std::time::Instant;
 
 use netcontainer_lease::arp::ArpConfig;
 use netcontainer_lease::v4::Lease;
-use netcontainer_proto::{Forward, Ipv6Mode, Plan, Response, State};
+use netcontainer_proto::{Forward, Ipv6Mode, Ipv6Path, Plan, Response, State};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::control::{self, Command, CounterFn, Snapshot, V6Address};
-use crate::firewall::{Firewall, Runner, stale_targets};
+use crate::firewall::{Firewall, Runner, V6Rules, stale_targets};
 use crate::netconf::{AddressConfig, Link, Netconf, NetconfError};
 use crate::store::PlanStore;
 
@@ -107,13 +107,20 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let netconf = Netconf::new(MARK)?;
     // One firewall: the core applies it, the control socket reads its
     // counters; nothing in it changes after this.
-    let firewall = Arc::new(Firewall::new(Runner::default()).with_mark(MARK));
+    let firewall = Arc::new(
+        Firewall::new(Runner::default())
+            .with_mark(MARK)
+            .with_ipv6(std::path::Path::new("/proc/sys/net/ipv6").exists()),
+    );
     // The leg the driver plumbs is isolated now, before a plan can bring it
     // up: running nft costs milliseconds that would otherwise stand between
     // the plan and the first DISCOVER (a plan naming another interface is
     // isolated when it comes).
     let mut isolated = None;
-    match firewall.isolate(netcontainer_proto::contract::LAN_IF).await {
+    match firewall
+        .isolate(netcontainer_proto::contract::LAN_IF, &V6Rules::default())
+        .await
+    {
         Ok(()) => isolated = Some(netcontainer_proto::contract::LAN_IF.to_string()),
         Err(e) => {
             tracing::warn!(error = %e, "isolating the LAN leg at start failed; retried with the plan")
@@ -168,6 +175,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         plans: PlanStore::new(&opts.state_dir),
         isolated,
         events_tx,
+        relay: crate::relay::Relay::default(),
+        applied_v6: V6Rules::default(),
+        v6_rule: false,
     };
     // Restarted after a crash: carry on with the last plan (and the persisted
     // lease, by INIT-REBOOT) without waiting for the driver.
@@ -251,6 +261,12 @@ struct Core {
     plans: PlanStore,
     /// Given to each task.
     events_tx: mpsc::UnboundedSender<LeaseEvent>,
+    /// The IPv6 relay's listeners (a service without an IPv6 address).
+    relay: crate::relay::Relay,
+    /// The IPv6 rules last applied with the firewall.
+    applied_v6: V6Rules,
+    /// The IPv6 mark rule is in place (`Netconf::mark_rule_v6`).
+    v6_rule: bool,
 }
 
 type Events = mpsc::UnboundedReceiver<LeaseEvent>;
@@ -282,10 +298,13 @@ impl Core {
                 index: link.index,
             });
             self.v4 = Some(task.spawn());
+            // start_v4 isolated both families (the old addresses go).
+            self.applied_v6 = V6Rules::default();
             self.start_v6(&plan, &link);
         } else if let Some(lease) = self.lease.clone() {
             // Same lease, new forwards: replace the rules now.
             self.isolated = None;
+            let v6 = self.v6_rules(Some(&plan));
             if let Err(e) = self
                 .firewall
                 .apply(
@@ -293,6 +312,7 @@ impl Core {
                     &plan.forwards,
                     lease.address,
                     plan.gateway_for(),
+                    &v6,
                 )
                 .await
             {
@@ -301,6 +321,7 @@ impl Core {
                 self.publish();
                 return Response::Error(msg);
             }
+            self.applied_v6 = v6;
             let old = self
                 .plan
                 .as_ref()
@@ -337,6 +358,7 @@ impl Core {
             tracing::warn!(error = %e, "cannot save the plan; a restarted agent will wait for the driver");
         }
         self.plan = Some(plan);
+        self.sync_v6().await;
         self.publish();
         let snap = self.snapshot.borrow().clone();
         Response::Applied(snap.status(Instant::now(), snap.idle_forwards()))
@@ -353,7 +375,7 @@ impl Core {
         // LAN until a lease brings the forwards.
         if self.lease.is_none() && self.isolated.as_deref() != Some(plan.interface.as_str()) {
             self.firewall
-                .isolate(&plan.interface)
+                .isolate(&plan.interface, &V6Rules::default())
                 .await
                 .map_err(|e| format!("isolating {}: {e}", plan.interface))?;
         }
@@ -482,6 +504,7 @@ impl Core {
                 tracing::warn!(error = %e, "removing an IPv6 default route failed");
             }
         }
+        self.sync_v6().await;
     }
 
     async fn on_v6_event(&mut self, ev: V6Event) {
@@ -550,6 +573,109 @@ impl Core {
             tracing::warn!(error = %e, "IPv6 configuration failed");
             self.last_error = Some(e.to_string());
         }
+        self.sync_v6().await;
+    }
+
+    /// The LAN interface's global IPv6 addresses (what forwards and the
+    /// relay answer on).
+    fn global_v6(&self) -> Vec<Ipv6Addr> {
+        self.v6_addresses
+            .keys()
+            .filter(|a| !a.is_unicast_link_local())
+            .copied()
+            .collect()
+    }
+
+    /// The IPv6 table's input for `plan` and the addresses in place: kernel
+    /// DNAT of the forwards aimed at the service when it has an IPv6
+    /// address, else nothing (isolation; the relay answers instead).
+    fn v6_rules(&self, plan: Option<&Plan>) -> V6Rules {
+        let Some(plan) = plan.filter(|p| p.ipv6 == Ipv6Mode::Auto) else {
+            return V6Rules::default();
+        };
+        let Some(service) = plan.service.as_ref().filter(|s| s.address6.is_some()) else {
+            return V6Rules::default();
+        };
+        V6Rules {
+            addresses: self.global_v6(),
+            service: service.address6,
+            forwards: plan
+                .forwards
+                .iter()
+                .filter(|f| f.target_address == service.address)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// How the published ports reach the service over IPv6 now.
+    fn ipv6_path(&self) -> Ipv6Path {
+        let Some(plan) = self.plan.as_ref() else {
+            return Ipv6Path::None;
+        };
+        if plan.ipv6 != Ipv6Mode::Auto || plan.forwards.is_empty() || self.global_v6().is_empty() {
+            Ipv6Path::None
+        } else if plan.service.as_ref().is_some_and(|s| s.address6.is_some()) {
+            Ipv6Path::Kernel
+        } else {
+            Ipv6Path::Relay
+        }
+    }
+
+    /// Brings the IPv6 table and the relay in line with the plan and the
+    /// addresses (after either changed); nft runs only when the rules do.
+    async fn sync_v6(&mut self) {
+        let want_rule = self.v6.is_some();
+        if want_rule != self.v6_rule {
+            match self.netconf.mark_rule_v6(want_rule).await {
+                Ok(()) => self.v6_rule = want_rule,
+                Err(e) => {
+                    tracing::warn!(error = %e, "IPv6 routing rule");
+                    self.last_error = Some(e.to_string());
+                }
+            }
+        }
+        let rules = self.v6_rules(self.plan.as_ref());
+        if rules != self.applied_v6
+            && let Some(iface) = self.iface.clone()
+        {
+            let plan = self.plan.as_ref();
+            let result = match &self.lease {
+                Some(l) => {
+                    let forwards = plan.map(|p| p.forwards.as_slice()).unwrap_or_default();
+                    let gateway_for = plan.and_then(Plan::gateway_for);
+                    self.firewall
+                        .apply(&iface.name, forwards, l.address, gateway_for, &rules)
+                        .await
+                }
+                None => self.firewall.isolate(&iface.name, &rules).await,
+            };
+            match result {
+                Ok(()) => {
+                    if self.lease.is_none() {
+                        self.isolated = Some(iface.name.clone());
+                    }
+                    self.applied_v6 = rules;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "applying the IPv6 forwards failed");
+                    self.last_error = Some(format!("applying IPv6 forwards: {e}"));
+                }
+            }
+        }
+        let (want, note) = match (self.ipv6_path(), self.plan.as_ref()) {
+            (Ipv6Path::Relay, Some(plan)) => {
+                crate::relay::desired(&self.global_v6(), &plan.forwards)
+            }
+            _ => Default::default(),
+        };
+        let errors = self.relay.update(&want);
+        for e in &errors {
+            tracing::error!("{e}");
+        }
+        if let Some(e) = errors.into_iter().next().or(note) {
+            self.last_error = Some(e);
+        }
     }
 
     /// Puts a lease's address, routes and forwards in place (or extends them).
@@ -578,12 +704,16 @@ impl Core {
             let gateway_for = self.plan.as_ref().and_then(Plan::gateway_for);
             // Whatever the outcome, the isolation-only table may be gone.
             self.isolated = None;
-            if let Err(e) = self
+            let v6 = self.v6_rules(self.plan.as_ref());
+            match self
                 .firewall
-                .apply(&iface.name, forwards, lease.address, gateway_for)
+                .apply(&iface.name, forwards, lease.address, gateway_for, &v6)
                 .await
             {
-                error.get_or_insert(format!("applying forwards: {e}"));
+                Ok(()) => self.applied_v6 = v6,
+                Err(e) => {
+                    error.get_or_insert(format!("applying forwards: {e}"));
+                }
             }
             tracing::info!(address = %lease.address, prefix_len = lease.prefix_len, gateway = ?lease.gateway,
                 lease_secs = ?lease.lease_time.map(|t| t.as_secs()), "bound");
@@ -602,8 +732,12 @@ impl Core {
         let Some(lan) = self.iface.as_ref().map(|i| i.name.clone()) else {
             return;
         };
-        match self.firewall.isolate(&lan).await {
-            Ok(()) => self.isolated = Some(lan),
+        let v6 = self.v6_rules(self.plan.as_ref());
+        match self.firewall.isolate(&lan, &v6).await {
+            Ok(()) => {
+                self.isolated = Some(lan);
+                self.applied_v6 = v6;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "removing forwards failed");
                 self.last_error = Some(format!("isolating {lan}: {e}"));
@@ -649,6 +783,7 @@ impl Core {
             source: plan.map(|p| p.source).unwrap_or_default(),
             service: plan.and_then(|p| p.service.clone()),
             ipv6: self.v6_addresses.values().cloned().collect(),
+            ipv6_path: self.ipv6_path(),
         };
         self.snapshot.send_replace(snap);
     }
@@ -656,6 +791,7 @@ impl Core {
     /// Releases the lease (RELEASE sent, address and rules removed) and
     /// takes the LAN interface down.
     async fn shutdown(&mut self, events: &mut Events, release: bool) {
+        self.relay.stop();
         if let Some(task) = self.v6.take() {
             self.stop_v6(task, events, release).await;
         }

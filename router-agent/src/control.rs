@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub service: Option<netcontainer_proto::ServiceInfo>,
     /// The IPv6 addresses on the LAN interface.
     pub ipv6: Vec<V6Address>,
+    /// How the published ports reach the service over IPv6.
+    pub ipv6_path: netcontainer_proto::Ipv6Path,
 }
 
 /// An IPv6 address the agent put on the LAN interface.
@@ -74,6 +76,7 @@ impl Snapshot {
             source: Default::default(),
             service: None,
             ipv6: Vec::new(),
+            ipv6_path: Default::default(),
         }
     }
 
@@ -107,6 +110,7 @@ impl Snapshot {
                     valid_in_secs: secs_until(a.valid_until, now),
                 })
                 .collect(),
+            ipv6_path: self.ipv6_path,
         }
     }
 }

@@ -10,6 +10,8 @@
 //! - [`control`]: the Unix control socket.
 //! - [`sysctl`]: forwarding and reverse-path filtering, set at start.
 //! - [`whoami`]: the "who am I?" endpoint on the Docker side.
+//! - [`relay`]: IPv6 to the service's IPv4 address in user space (IPv4-only
+//!   Docker networks).
 //! - [`agent`]: ties them together.
 
 pub mod agent;
@@ -18,6 +20,7 @@ pub mod counters;
 pub mod dhcp;
 pub mod firewall;
 pub mod netconf;
+pub mod relay;
 pub mod store;
 pub mod store6;
 pub mod supervise;

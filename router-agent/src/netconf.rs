@@ -305,11 +305,20 @@ impl Netconf {
     }
 
     async fn del_rules_at(&self, priority: u32) -> Result<(), NetconfError> {
+        self.del_rules_at_v(priority, rtnetlink::IpVersion::V4)
+            .await
+    }
+
+    async fn del_rules_at_v(
+        &self,
+        priority: u32,
+        version: rtnetlink::IpVersion,
+    ) -> Result<(), NetconfError> {
         use rtnetlink::packet_route::rule::RuleAttribute;
         let rules: Vec<_> = self
             .handle
             .rule()
-            .get(rtnetlink::IpVersion::V4)
+            .get(version)
             .execute()
             .try_collect()
             .await
@@ -366,7 +375,47 @@ impl Netconf {
             .push(AddressAttribute::CacheInfo(lifetimes));
         req.execute()
             .await
-            .map_err(nl(format!("adding address {address}/{prefix_len}")))
+            .map_err(nl(format!("adding address {address}/{prefix_len}")))?;
+        // The on-link prefix in our table too: replies of forwarded
+        // connections are routed there (see `mark_rule_v6`).
+        if prefix_len < 128 {
+            self.handle
+                .route()
+                .add(on_link_v6(index, address, prefix_len))
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!(
+                    "adding route {}/{prefix_len} to table {ROUTE_TABLE}",
+                    network6(address, prefix_len)
+                )))?;
+        }
+        Ok(())
+    }
+
+    /// IPv6 replies of connections that came in on the LAN (the firewall
+    /// copies their mark to the packets) look up our table, which holds the
+    /// LAN's on-link prefixes and default routers: inside a Docker
+    /// container on an IPv6 network the main table's default route is
+    /// Docker's. `false` removes the rule.
+    pub async fn mark_rule_v6(&self, enable: bool) -> Result<(), NetconfError> {
+        let priority = RULE_PRIORITY + 1;
+        self.del_rules_at_v(priority, rtnetlink::IpVersion::V6)
+            .await?;
+        if !enable {
+            return Ok(());
+        }
+        self.handle
+            .rule()
+            .add()
+            .v6()
+            .table_id(ROUTE_TABLE)
+            .priority(priority)
+            .action(RuleAction::ToTable)
+            .fw_mark(self.mark)
+            .execute()
+            .await
+            .map_err(nl(format!("adding ip -6 rule at priority {priority}")))
     }
 
     /// Removes an IPv6 address; a missing one is not an error (the kernel
@@ -377,6 +426,19 @@ impl Netconf {
         address: Ipv6Addr,
         prefix_len: u8,
     ) -> Result<(), NetconfError> {
+        if prefix_len < 128 {
+            let route = on_link_v6(index, address, prefix_len);
+            match self.handle.route().del(route).execute().await {
+                Ok(()) => {}
+                Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENODEV | libc::ENOENT)) => {}
+                Err(e) => {
+                    return Err(nl(format!(
+                        "removing route {}/{prefix_len} from table {ROUTE_TABLE}",
+                        network6(address, prefix_len)
+                    ))(e));
+                }
+            }
+        }
         let msg = AddressMessageBuilder::<Ipv6Addr>::new()
             .index(index)
             .address(address, prefix_len)
@@ -396,35 +458,43 @@ impl Netconf {
     }
 
     /// Adds or removes the IPv6 default route via a router of the LAN
-    /// (main table, protocol `ra`).
+    /// (protocol `ra`), in the main table and in ours (see `mark_rule_v6`).
     pub async fn default_route_v6(
         &self,
         index: u32,
         router: Ipv6Addr,
         add: bool,
     ) -> Result<(), NetconfError> {
-        let msg = RouteMessageBuilder::<Ipv6Addr>::new()
-            .gateway(router)
-            .output_interface(index)
-            .protocol(RouteProtocol::Ra)
-            .build();
-        if add {
-            self.handle
-                .route()
-                .add(msg)
-                .replace()
-                .execute()
-                .await
-                .map_err(nl(format!("adding IPv6 default route via {router}")))
-        } else {
-            match self.handle.route().del(msg).execute().await {
-                Ok(()) => Ok(()),
-                Err(e) if matches!(errno(&e), Some(libc::ESRCH | libc::ENODEV | libc::ENOENT)) => {
-                    Ok(())
+        for table in [None, Some(ROUTE_TABLE)] {
+            let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(router)
+                .output_interface(index)
+                .protocol(RouteProtocol::Ra);
+            if let Some(t) = table {
+                b = b.table_id(t);
+            }
+            let msg = b.build();
+            if add {
+                self.handle
+                    .route()
+                    .add(msg)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(nl(format!("adding IPv6 default route via {router}")))?;
+            } else {
+                match self.handle.route().del(msg).execute().await {
+                    Ok(()) => {}
+                    Err(e)
+                        if matches!(errno(&e), Some(libc::ESRCH | libc::ENODEV | libc::ENOENT)) => {
+                    }
+                    Err(e) => {
+                        return Err(nl(format!("removing IPv6 default route via {router}"))(e));
+                    }
                 }
-                Err(e) => Err(nl(format!("removing IPv6 default route via {router}"))(e)),
             }
         }
+        Ok(())
     }
 
     /// Removes the address, the agent's routes and rules. Missing pieces are
@@ -487,6 +557,31 @@ impl Netconf {
     }
 }
 
+/// `prefix/len dev <index>` in our table, for an IPv6 address's on-link prefix.
+fn on_link_v6(
+    index: u32,
+    address: Ipv6Addr,
+    prefix_len: u8,
+) -> rtnetlink::packet_route::route::RouteMessage {
+    RouteMessageBuilder::<Ipv6Addr>::new()
+        .destination_prefix(network6(address, prefix_len), prefix_len)
+        .output_interface(index)
+        .protocol(RouteProtocol::Ra)
+        .table_id(ROUTE_TABLE)
+        .build()
+}
+
+/// The prefix of `addr/prefix_len`.
+pub fn network6(addr: Ipv6Addr, prefix_len: u8) -> Ipv6Addr {
+    let len = u32::from(prefix_len.min(128));
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
+    Ipv6Addr::from(u128::from(addr) & mask)
+}
+
 /// The network address of `addr/prefix_len`.
 pub fn network(addr: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
     let mask = if prefix_len == 0 {
@@ -500,6 +595,18 @@ pub fn network(addr: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network6_masks() {
+        let a: Ipv6Addr = "2001:db8:1:2:3:4:5:6".parse().unwrap();
+        assert_eq!(
+            network6(a, 64),
+            "2001:db8:1:2::".parse::<Ipv6Addr>().unwrap()
+        );
+        assert_eq!(network6(a, 128), a);
+        assert_eq!(network6(a, 0), Ipv6Addr::UNSPECIFIED);
+        assert_eq!(network6(a, 200), a);
+    }
 
     #[test]
     fn network_masks() {

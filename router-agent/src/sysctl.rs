@@ -11,7 +11,7 @@
 use std::io;
 use std::path::Path;
 
-use netcontainer_proto::contract::{ROUTER_SYSCTLS, Sysctl};
+use netcontainer_proto::contract::{ROUTER_SYSCTLS, ROUTER_SYSCTLS6, Sysctl};
 
 /// Where the kernel exposes sysctls.
 pub const PROC_SYS: &str = "/proc/sys";
@@ -41,8 +41,13 @@ pub enum Outcome {
 
 /// Sets every sysctl of [`ROUTER_SYSCTLS`] under `root` (normally
 /// [`PROC_SYS`]); stops at the first one that is wrong and cannot be set.
+/// The IPv6 ones ([`ROUTER_SYSCTLS6`]) too when the kernel has IPv6.
 pub fn ensure_router_sysctls(root: &Path) -> Result<(), SysctlError> {
-    for s in ROUTER_SYSCTLS {
+    let ipv6 = root.join("net/ipv6").exists();
+    for s in ROUTER_SYSCTLS
+        .iter()
+        .chain(ROUTER_SYSCTLS6.iter().filter(|_| ipv6))
+    {
         let path = root.join(s.proc_path());
         let outcome = ensure_one(
             s,
@@ -171,6 +176,17 @@ mod tests {
         }
         ensure_router_sysctls(&root).unwrap();
         for s in ROUTER_SYSCTLS {
+            let got = std::fs::read_to_string(root.join(s.proc_path())).unwrap();
+            assert_eq!(got.trim(), s.value, "{}", s.name);
+        }
+        // With IPv6 in the kernel, its list too.
+        for s in ROUTER_SYSCTLS6 {
+            let p = root.join(s.proc_path());
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "7\n").unwrap();
+        }
+        ensure_router_sysctls(&root).unwrap();
+        for s in ROUTER_SYSCTLS6 {
             let got = std::fs::read_to_string(root.join(s.proc_path())).unwrap();
             assert_eq!(got.trim(), s.value, "{}", s.name);
         }

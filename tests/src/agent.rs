@@ -34,6 +34,8 @@ pub struct ApplyArgs {
     pub broadcast: bool,
     /// `--ipv6 off|auto` (the driver's default: auto).
     pub ipv6: Option<String>,
+    /// `--service-address6`: the service's IPv6 address (kernel path).
+    pub service_address6: Option<String>,
 }
 
 impl ApplyArgs {
@@ -65,6 +67,10 @@ impl ApplyArgs {
     }
     pub fn ipv6(mut self, mode: &str) -> Self {
         self.ipv6 = Some(mode.into());
+        self
+    }
+    pub fn service_address6(mut self, a: &str) -> Self {
+        self.service_address6 = Some(a.into());
         self
     }
 }
@@ -335,6 +341,10 @@ impl Agent {
         if let Some(m) = &args.ipv6 {
             a.push("--ipv6".into());
             a.push(m.clone());
+        }
+        if let Some(s) = &args.service_address6 {
+            a.push("--service-address6".into());
+            a.push(s.clone());
         }
         if let Some(w) = args.wait {
             a.push("--wait".into());

@@ -585,7 +585,7 @@ fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
 }
 
 /// The control protocol's version, as the hand-made frames spell it.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// Encodes `Request::Apply(Plan { interface, hostname: None, client_id: None,
 /// broadcast_flag: false, forwards, source: Masquerade, service: None, ipv6: Off })` as

@@ -32,7 +32,7 @@ const MAX_FRAME_LEN: u32 = 4 << 20;
 /// proto: PROTOCOL_VERSION.
 const VERSION: u16 = service::PROTOCOL_VERSION;
 /// `Request::Status` as a complete frame.
-const STATUS_REQ: [u8; 7] = [0, 0, 0, 3, 0, 3, 0];
+const STATUS_REQ: [u8; 7] = [0, 0, 0, 3, 0, 4, 0];
 /// The uid of `nobody`: a peer that must be refused.
 const NOBODY: u32 = 65534;
 

@@ -533,3 +533,258 @@ fn garbage_and_foreign_packets_change_nothing() {
     assert!(w.agent.running());
     assert!(kea.lease_of(a.address).is_some());
 }
+
+/// `GET /` over IPv6 from inside `ns` (bounded: 3 s to connect, 5 s to read); the body.
+fn fetch6(ns: &Netns, addr: Ipv6Addr, port: u16) -> Result<String, String> {
+    use std::io::{Read, Write};
+    ns.run_in(move || {
+        let to = std::net::SocketAddr::from((addr, port));
+        let mut s = std::net::TcpStream::connect_timeout(&to, 3 * S).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(5 * S)).map_err(|e| e.to_string())?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+            .map_err(|e| e.to_string())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    })
+    .map_err(|e| e.to_string())?
+}
+
+/// One UDP datagram to `addr:port` from inside `ns` and the reply (3 tries, 2 s each).
+fn udp6(ns: &Netns, addr: Ipv6Addr, port: u16, payload: &'static [u8]) -> Option<Vec<u8>> {
+    ns.run_in(move || {
+        let s = std::net::UdpSocket::bind("[::]:0").ok()?;
+        s.set_read_timeout(Some(2 * S)).ok()?;
+        let mut buf = [0u8; 512];
+        for _ in 0..3 {
+            s.send_to(payload, (addr, port)).ok()?;
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                return Some(buf[..n].to_vec());
+            }
+        }
+        None
+    })
+    .ok()
+    .flatten()
+}
+
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x20);
+const ROUTER_SIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+const SERVICE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
+
+/// The forwarding bed: the LAN (SLAAC by radvd) with a client at 2001:db8:1::20, the
+/// router's service side (`ServiceNet`, IPv4 198.51.100.0/24) with a service host that
+/// runs busybox httpd on 8080 and a UDP echo (socat) on 5353, both dual-stack; with `v6_service`
+/// the service side has IPv6 too (router 2001:db8:2::1, service 2001:db8:2::2, default
+/// via the router), as on an IPv6 Docker network.
+struct Fwd6 {
+    agent: Agent,
+    _http: netcontainer_tests::service::HttpServer,
+    _udp: netcontainer_tests::proc::ProcGuard,
+    _radvd: Radvd,
+    _tmp: TempDir,
+    svc: netcontainer_tests::service::ServiceNet,
+    client: std::sync::Arc<Netns>,
+    lan: Lan,
+}
+
+impl Fwd6 {
+    fn new(v6_service: bool) -> Fwd6 {
+        let mut lan = Lan::with_router();
+        lan_v6(&lan.lan);
+        let client = lan.add_client(20);
+        client.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{CLIENT6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        let mut svc = netcontainer_tests::service::ServiceNet::attach(lan.router());
+        let host = svc.add_host(2);
+        if v6_service {
+            let cidr = |a: Ipv6Addr| format!("{a}/64");
+            lan.router().ip(&[
+                "-6",
+                "addr",
+                "add",
+                &cidr(ROUTER_SIDE6),
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            host.ip(&["-6", "addr", "add", &cidr(SERVICE6), "dev", "eth0", "nodad"]);
+            host.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &ROUTER_SIDE6.to_string(),
+            ]);
+        }
+        let http = netcontainer_tests::service::HttpServer::start(&host, 8080, "hello-six");
+        // Dual-stack (the service side may have IPv6), echoing each datagram.
+        let udp = host.spawn_guarded(
+            &["socat", "UDP6-RECVFROM:5353,fork,reuseaddr", "PIPE"],
+            &[],
+            None,
+        );
+        let radvd = Radvd::start(&lan.lan, RadvdOpts::default());
+        let tmp = TempDir::new("fwd6");
+        let agent = Agent::start_with_args(lan.router(), tmp.path(), &[]);
+        Fwd6 {
+            agent,
+            _http: http,
+            _udp: udp,
+            _radvd: radvd,
+            _tmp: tmp,
+            svc,
+            client,
+            lan,
+        }
+    }
+
+    fn apply(&self, service6: Option<Ipv6Addr>) -> Ipv6Addr {
+        let mut args = ApplyArgs::new("lan0")
+            .forward("tcp:80=198.51.100.2:8080")
+            .forward("udp:53=198.51.100.2:5353");
+        if let Some(a) = service6 {
+            args = args.service_address6(&a.to_string());
+        }
+        let out = self.agent.apply(&args);
+        assert!(out.ok(), "agent apply failed: {out}");
+        let want = slaac_of(&mac_of(self.lan.router(), "lan0"));
+        let ok = wait_until(10 * S, POLL, || {
+            addrs6(self.lan.router(), "lan0")
+                .iter()
+                .any(|a| a.address == want)
+        });
+        assert!(ok, "no SLAAC address\n{}", self.agent.log());
+        want
+    }
+
+    fn path(&self) -> String {
+        let v = self.agent.status_json().expect("status");
+        v["ipv6_path"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// The LAN client's view: the published TCP and UDP ports answer over IPv6, an
+    /// unpublished one does not.
+    fn check_reachable(&self, public: Ipv6Addr) {
+        let body = retry(10, S, || fetch6(&self.client, public, 80));
+        assert!(
+            body.as_ref().is_ok_and(|b| b.contains("hello-six")),
+            "{body:?}\n{}",
+            self.agent.log()
+        );
+        assert_eq!(
+            udp6(&self.client, public, 53, b"ping6").as_deref(),
+            Some(&b"ping6"[..]),
+            "UDP over IPv6\n{}",
+            self.agent.log()
+        );
+        assert!(
+            fetch6(&self.client, public, 8080).is_err(),
+            "an unpublished port answered over IPv6"
+        );
+    }
+}
+
+fn retry<T, E>(times: u32, pause: Duration, mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let mut last = f();
+    for _ in 1..times {
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(pause);
+        last = f();
+    }
+    last
+}
+
+/// Kernel path: the service side has IPv6, the router DNATs to the service's IPv6
+/// address (masqueraded: the service sees the router). The service side gets nothing
+/// onto the LAN over IPv6 through the router, and replies of forwarded connections are
+/// routed by the agent's table (the mark rule), not the main table.
+#[test]
+fn ipv6_forwards_in_the_kernel_to_a_service_with_ipv6() {
+    require_root!();
+    let bed = Fwd6::new(true);
+    let public = bed.apply(Some(SERVICE6));
+    bed.check_reachable(public);
+    assert_eq!(bed.path(), "kernel");
+    let table = bed
+        .lan
+        .router()
+        .exec_ok(&["nft", "list", "table", "ip6", "netcontainer"]);
+    assert!(
+        table.contains(&format!("dnat to [{SERVICE6}]")) && table.contains("masquerade"),
+        "{table}"
+    );
+    let rules = bed.lan.router().ip(&["-6", "rule", "show"]);
+    assert!(rules.contains("fwmark 0x4e43 lookup 20035"), "{rules}");
+    let routes = bed
+        .lan
+        .router()
+        .ip(&["-6", "route", "show", "table", "20035"]);
+    assert!(
+        routes.contains("default via fe80::") && routes.contains("2001:db8:1::/64 dev lan0"),
+        "{routes}"
+    );
+    // The service host, whose IPv6 default route is the router, reaches no LAN host.
+    let host = bed.svc.hosts[0].clone();
+    let lan_listener = netcontainer_tests::service::HttpServer::start(&bed.client, 8081, "lan");
+    assert!(
+        fetch6(&host, CLIENT6, lan_listener.port).is_err(),
+        "the service side reached the LAN over IPv6 through the router"
+    );
+    // Unset (plan without the service's IPv6 address): the relay takes over.
+    let public2 = bed.apply(None);
+    assert_eq!(public2, public);
+    bed.check_reachable(public);
+    assert_eq!(bed.path(), "relay");
+    let table = bed
+        .lan
+        .router()
+        .exec_ok(&["nft", "list", "table", "ip6", "netcontainer"]);
+    assert!(!table.contains("dnat to"), "{table}");
+}
+
+/// Relay path: the service side is IPv4 only; the agent relays the published TCP and UDP
+/// ports from its IPv6 address to the service's IPv4 address. `--ipv6 off` stops it;
+/// a clean stop leaves no table of either family.
+#[test]
+fn ipv6_is_relayed_to_a_service_on_ipv4_only() {
+    require_root!();
+    let mut bed = Fwd6::new(false);
+    let public = bed.apply(None);
+    bed.check_reachable(public);
+    assert_eq!(bed.path(), "relay");
+    let listening = bed.lan.router().exec_ok(&["ss", "-Hlnt"]);
+    assert!(listening.contains(&format!("[{public}]:80")), "{listening}");
+    // The service side has no way onto the LAN either.
+    let table = bed
+        .lan
+        .router()
+        .exec_ok(&["nft", "list", "table", "ip6", "netcontainer"]);
+    assert!(table.contains("iifname \"lan0\" drop"), "{table}");
+
+    let out = bed.agent.apply(
+        &ApplyArgs::new("lan0")
+            .forward("tcp:80=198.51.100.2:8080")
+            .ipv6("off"),
+    );
+    assert!(out.ok(), "{out}");
+    assert!(
+        wait_until(5 * S, POLL, || fetch6(&bed.client, public, 80).is_err()),
+        "the relay still answers with --ipv6 off"
+    );
+    assert_eq!(bed.path(), "none");
+    // Without --keep-lease, SIGTERM is a clean stop.
+    assert!(bed.agent.terminate(10 * S).is_some_and(|s| s.success()));
+    let tables = bed.lan.router().exec_ok(&["nft", "list", "tables"]);
+    assert!(!tables.contains("netcontainer"), "{tables}");
+}

@@ -48,6 +48,11 @@ pub struct ApplyArgs {
     /// the lease. Default: masquerade mode.
     #[arg(long, value_name = "ADDR")]
     gateway_for: Option<std::net::Ipv4Addr>,
+    /// The service's IPv6 address (on an IPv6 Docker network): the
+    /// published ports are DNATed to it over IPv6 in the kernel. Without
+    /// it the agent relays IPv6 to the forwards' IPv4 targets.
+    #[arg(long, value_name = "ADDR6")]
+    service_address6: Option<std::net::Ipv6Addr>,
     /// IPv6 on the interface: auto (SLAAC and/or DHCPv6 as the router
     /// advertisements say) or off.
     #[arg(long, value_name = "off|auto", default_value = "auto")]
@@ -92,6 +97,7 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
     {
         return Err(Error::Usage("--client-id must be 1 to 255 bytes".into()));
     }
+    let first_target = a.forwards.first().map(|f| f.target_address);
     let plan = Plan {
         interface: a.interface.clone(),
         hostname: a.hostname,
@@ -105,11 +111,13 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
         },
         service: a
             .gateway_for
+            .or(a.service_address6.and(first_target))
             .map(|address| netcontainer_proto::ServiceInfo {
                 name: "service".into(),
                 id: String::new(),
                 hostname: String::new(),
                 address,
+                address6: a.service_address6,
             }),
         ipv6: a.ipv6,
     };

@@ -38,7 +38,7 @@ pub struct OutputArgs {
     #[arg(short, long, conflicts_with = "format")]
     pub quiet: bool,
     /// Go-template-style format, as for docker ps: {{.Service}}, {{.Address}},
-    /// {{.Ports}}, {{.Lease}}, {{.State}}, {{.Mode}}, {{.Source}}, {{.Identity}},
+    /// {{.Address6}}, {{.Ports}}, {{.Lease}}, {{.State}}, {{.Mode}}, {{.Source}}, {{.Identity}},
     /// {{.Router}}, {{.Parent}}, {{.Mac}}, {{json .}}; a leading `table`
     /// adds a header and aligns tab-separated columns.
     #[arg(long, value_name = "TEMPLATE")]
@@ -156,6 +156,22 @@ impl Entry {
             .unwrap_or_else(|| "-".into())
     }
 
+    /// The LAN interface's global IPv6 addresses, comma-separated.
+    fn address6(&self) -> String {
+        let v6: Vec<String> = self
+            .agent
+            .iter()
+            .flat_map(|s| &s.ipv6)
+            .filter(|a| !a.address.is_unicast_link_local())
+            .map(|a| a.address.to_string())
+            .collect();
+        if v6.is_empty() {
+            "-".into()
+        } else {
+            v6.join(",")
+        }
+    }
+
     fn state(&self) -> String {
         match &self.agent {
             Some(s) => s.state.to_string(),
@@ -191,14 +207,15 @@ impl Entry {
 
 impl Fields for Entry {
     const NAMES: &'static [&'static str] = &[
-        "Service", "Address", "Ports", "Lease", "State", "Mode", "Source", "Identity", "Router",
-        "Parent", "Mac",
+        "Service", "Address", "Address6", "Ports", "Lease", "State", "Mode", "Source", "Identity",
+        "Router", "Parent", "Mac",
     ];
 
     fn field(&self, name: &str) -> Option<String> {
         Some(match name {
             "Service" => output::safe(&self.service).into_owned(),
             "Address" => self.address(),
+            "Address6" => self.address6(),
             "Ports" => self.ports(),
             "Lease" => self.lease(),
             "State" => self.state(),
@@ -217,8 +234,8 @@ impl Fields for Entry {
     }
 }
 
-const COLUMNS: [&str; 7] = [
-    "SERVICE", "ADDRESS", "PORTS", "LEASE", "STATE", "MODE", "SOURCE",
+const COLUMNS: [&str; 8] = [
+    "SERVICE", "ADDRESS", "ADDRESS6", "PORTS", "LEASE", "STATE", "MODE", "SOURCE",
 ];
 
 /// The aligned table; the STATE column coloured when `colour` (a terminal).
@@ -227,7 +244,7 @@ pub fn table(entries: &[Entry], colour: bool) -> String {
     for e in entries {
         rows.push(
             [
-                "Service", "Address", "Ports", "Lease", "State", "Mode", "Source",
+                "Service", "Address", "Address6", "Ports", "Lease", "State", "Mode", "Source",
             ]
             .iter()
             .map(|f| e.field(f).unwrap_or_default())
@@ -245,7 +262,10 @@ pub fn table(entries: &[Entry], colour: bool) -> String {
     };
     let paint_ref: &dyn Fn(&str) -> String = &paint;
     let painters: Vec<Paint<'_>> = if colour {
-        vec![None, None, None, None, Some(paint_ref)]
+        let state = COLUMNS.iter().position(|c| *c == "STATE").unwrap_or(0);
+        let mut p: Vec<Paint<'_>> = vec![None; state];
+        p.push(Some(paint_ref));
+        p
     } else {
         Vec::new()
     };
@@ -310,7 +330,18 @@ mod tests {
                 last_error: None,
                 agent_version: String::new(),
                 source: Default::default(),
-                ipv6: Vec::new(),
+                ipv6: if service == "web1" {
+                    vec![netcontainer_proto::Ipv6AddressStatus {
+                        address: "2001:db8:1::57".parse().unwrap(),
+                        prefix_len: 64,
+                        origin: netcontainer_proto::Ipv6Origin::Slaac,
+                        preferred_in_secs: None,
+                        valid_in_secs: None,
+                    }]
+                } else {
+                    Vec::new()
+                },
+                ipv6_path: Default::default(),
             }),
         }
     }
@@ -326,19 +357,19 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
-            "SERVICE  ADDRESS       PORTS                        LEASE  STATE           MODE     SOURCE"
+            "SERVICE  ADDRESS       ADDRESS6        PORTS                        LEASE  STATE           MODE     SOURCE"
         );
         assert_eq!(
             lines[1],
-            "web1     203.0.113.57  80->8080/tcp, 7000-7009/udp  580s   bound           macvlan  gateway"
+            "web1     203.0.113.57  2001:db8:1::57  80->8080/tcp, 7000-7009/udp  580s   bound           macvlan  gateway"
         );
         assert_eq!(
             lines[2],
-            "db       -             80->8080/tcp, 7000-7009/udp  -      selecting       macvlan  gateway"
+            "db       -             -               80->8080/tcp, 7000-7009/udp  -      selecting       macvlan  gateway"
         );
         assert_eq!(
             lines[3],
-            "gone     -             -                            -      router-stopped  macvlan  -"
+            "gone     -             -               -                            -      router-stopped  macvlan  -"
         );
         assert!(!t.contains('\u{1b}'), "no colour off a terminal");
         let c = table(&list, true);

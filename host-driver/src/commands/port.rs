@@ -67,13 +67,25 @@ pub fn port_output(
     status: &Status,
     private: Option<(u16, Protocol)>,
 ) -> Result<Vec<String>, String> {
-    let Some(lease) = &status.lease else {
+    // The IPv4 lease, then the IPv6 addresses when the ports are
+    // forwarded over IPv6 (kernel or relay).
+    let mut addresses: Vec<IpAddr> = status.lease.iter().map(|l| l.address.into()).collect();
+    if status.ipv6_path != netcontainer_proto::Ipv6Path::None {
+        addresses.extend(
+            status
+                .ipv6
+                .iter()
+                .filter(|a| !a.address.is_unicast_link_local())
+                .map(|a| IpAddr::V6(a.address)),
+        );
+    }
+    if addresses.is_empty() {
         return Err(format!(
             "{service} has no LAN address yet (state: {})",
             status.state
         ));
-    };
-    let lines = port_lines(&[IpAddr::V4(lease.address)], &status.forwards, private);
+    }
+    let lines = port_lines(&addresses, &status.forwards, private);
     if lines.is_empty() {
         return Err(match private {
             Some((p, proto)) => format!("no public port '{p}/{proto}' published for {service}"),
@@ -157,7 +169,14 @@ mod tests {
             last_error: None,
             agent_version: String::new(),
             source: Default::default(),
-            ipv6: Vec::new(),
+            ipv6: vec![netcontainer_proto::Ipv6AddressStatus {
+                address: "2001:db8:1::57".parse().unwrap(),
+                prefix_len: 64,
+                origin: netcontainer_proto::Ipv6Origin::Slaac,
+                preferred_in_secs: None,
+                valid_in_secs: None,
+            }],
+            ipv6_path: netcontainer_proto::Ipv6Path::None,
         }
     }
 
@@ -188,6 +207,18 @@ mod tests {
             None,
         );
         assert_eq!(v6, ["8080/tcp -> [2001:db8::57]:80"]);
+        // Forwarded over IPv6: its addresses too.
+        let relayed = Status {
+            ipv6_path: netcontainer_proto::Ipv6Path::Relay,
+            ..status(true)
+        };
+        assert_eq!(
+            port_output("web1", &relayed, Some((8080, Protocol::Tcp))).unwrap(),
+            [
+                "8080/tcp -> 203.0.113.57:80",
+                "8080/tcp -> [2001:db8:1::57]:80"
+            ]
+        );
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub mod runner;
 pub(crate) mod sample;
 
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netcontainer_proto::{Forward, ForwardStatus, Protocol};
 
@@ -111,9 +111,10 @@ pub enum FirewallError {
 /// Puts a [`Ruleset`] into the kernel. A backend owns nothing but the way
 /// to reach the kernel: the table it works on is always passed in.
 pub trait FirewallBackend: Send + Sync {
-    /// Atomically replaces the ruleset's table with it: on error the
-    /// previous table stays as it was.
-    fn apply(&self, ruleset: &Ruleset) -> impl Future<Output = Result<(), FirewallError>> + Send;
+    /// Atomically replaces the rulesets' tables with them, all in one
+    /// transaction: on error every previous table stays as it was.
+    fn apply(&self, rulesets: &[Ruleset])
+    -> impl Future<Output = Result<(), FirewallError>> + Send;
 
     /// Deletes `table` if present; returns whether it existed.
     fn remove(&self, table: &Table) -> impl Future<Output = Result<bool, FirewallError>> + Send;
@@ -135,8 +136,30 @@ pub struct Firewall<B = Nft> {
     table: String,
     mark: u32,
     counters: bool,
+    /// Keep the IPv6 twin table (off in a kernel without IPv6).
+    ipv6: bool,
     backend: B,
     conntrack: Runner,
+}
+
+/// What the IPv6 table forwards: the published ports arriving at
+/// `addresses` go to `service` (kernel DNAT). The default (no address or
+/// no service address) isolates only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct V6Rules {
+    /// The LAN interface's global IPv6 addresses.
+    pub addresses: Vec<Ipv6Addr>,
+    /// The service's IPv6 address, when its Docker network has IPv6.
+    pub service: Option<Ipv6Addr>,
+    /// The forwards to DNAT (those aimed at the service).
+    pub forwards: Vec<Forward>,
+}
+
+impl V6Rules {
+    /// Whether the kernel forwards anything over IPv6 with these rules.
+    pub fn forwards_anything(&self) -> bool {
+        self.service.is_some() && !self.addresses.is_empty() && !self.forwards.is_empty()
+    }
 }
 
 impl Firewall<Nft> {
@@ -154,9 +177,15 @@ impl<B: FirewallBackend> Firewall<B> {
             table: cfg.table,
             mark: cfg.mark,
             counters: cfg.counters,
+            ipv6: true,
             backend,
             conntrack,
         }
+    }
+
+    /// Without an IPv6 table (a kernel without IPv6).
+    pub fn with_ipv6(self, ipv6: bool) -> Self {
+        Firewall { ipv6, ..self }
     }
 
     pub fn with_mark(self, mark: u32) -> Self {
@@ -208,6 +237,7 @@ impl<B: FirewallBackend> Firewall<B> {
         forwards: &[Forward],
         lease_address: Ipv4Addr,
         gateway_for: Option<Ipv4Addr>,
+        v6: &V6Rules,
     ) -> Result<(), FirewallError> {
         let cfg = RulesetConfig {
             gateway_for,
@@ -216,11 +246,30 @@ impl<B: FirewallBackend> Firewall<B> {
         cfg.validate()?;
         model::validate_lease(lease_address)?;
         validate_forwards(forwards)?;
-        self.backend
-            .apply(&model::build(&cfg, forwards, lease_address))
-            .await?;
-        tracing::info!(table = %self.table, forwards = forwards.len(), lease = %lease_address, "firewall table applied");
+        let v4 = model::build(&cfg, forwards, lease_address);
+        self.apply_with_v6(v4, &cfg, v6).await?;
+        tracing::info!(table = %self.table, forwards = forwards.len(), lease = %lease_address,
+            ipv6_forwards = v6.forwards_anything(), "firewall table applied");
         Ok(())
+    }
+
+    /// Applies `v4` and, unless IPv6 is off, the IPv6 table for `v6`, in
+    /// one batch.
+    async fn apply_with_v6(
+        &self,
+        v4: Ruleset,
+        cfg: &RulesetConfig,
+        v6: &V6Rules,
+    ) -> Result<(), FirewallError> {
+        if !self.ipv6 {
+            return self.backend.apply(&[v4]).await;
+        }
+        validate_forwards(&v6.forwards)?;
+        for a in v6.addresses.iter().chain(&v6.service) {
+            model::validate_address6(*a)?;
+        }
+        let v6 = model::build6(cfg, &v6.forwards, &v6.addresses, v6.service);
+        self.backend.apply(&[v4, v6]).await
     }
 
     /// Applies the table with no forwards: its forward chain drops everything
@@ -228,13 +277,14 @@ impl<B: FirewallBackend> Firewall<B> {
     /// whenever there is no lease (before the first, after one is lost): with
     /// forwarding on and no table, a LAN host sending to the router's MAC would
     /// reach the Docker network.
-    pub async fn isolate(&self, lan_if: &str) -> Result<(), FirewallError> {
+    ///
+    /// IPv6 forwards (`v6`) stay: they do not depend on the IPv4 lease.
+    pub async fn isolate(&self, lan_if: &str, v6: &V6Rules) -> Result<(), FirewallError> {
         let cfg = self.ruleset_config(lan_if);
         cfg.validate()?;
         // No forwards: the lease address is in no rule.
-        self.backend
-            .apply(&model::build(&cfg, &[], Ipv4Addr::UNSPECIFIED))
-            .await?;
+        let v4 = model::build(&cfg, &[], Ipv4Addr::UNSPECIFIED);
+        self.apply_with_v6(v4, &cfg, v6).await?;
         tracing::debug!(table = %self.table, "firewall table: isolation only (no lease)");
         Ok(())
     }
@@ -242,7 +292,12 @@ impl<B: FirewallBackend> Firewall<B> {
     /// Deletes our table if present (in every family it may be in).
     pub async fn remove(&self) -> Result<bool, FirewallError> {
         let mut existed = false;
-        for family in Family::ALL {
+        let families = if self.ipv6 {
+            &Family::ALL[..]
+        } else {
+            &[Family::Ipv4][..]
+        };
+        for &family in families {
             let table = Table {
                 family,
                 name: self.table.clone(),
@@ -288,8 +343,11 @@ mod tests {
     }
 
     impl FirewallBackend for Recorder {
-        async fn apply(&self, ruleset: &Ruleset) -> Result<(), FirewallError> {
-            self.applied.lock().unwrap().push(ruleset.clone());
+        async fn apply(&self, rulesets: &[Ruleset]) -> Result<(), FirewallError> {
+            self.applied
+                .lock()
+                .unwrap()
+                .extend(rulesets.iter().cloned());
             Ok(())
         }
 
@@ -318,7 +376,7 @@ mod tests {
             fwd("tcp:7009=192.0.2.3:1"),
         ];
         let e = fw
-            .apply("lan0", &overlapping, lease(), None)
+            .apply("lan0", &overlapping, lease(), None, &V6Rules::default())
             .await
             .unwrap_err();
         assert!(
@@ -330,27 +388,60 @@ mod tests {
             ..fwd("tcp:80=192.0.2.2:80")
         };
         assert!(matches!(
-            fw.apply("lan0", &[bad], lease(), None).await,
+            fw.apply("lan0", &[bad], lease(), None, &V6Rules::default())
+                .await,
             Err(FirewallError::Invalid(_))
         ));
         let e = fw
-            .apply("lan0", &three(), Ipv4Addr::UNSPECIFIED, None)
+            .apply(
+                "lan0",
+                &three(),
+                Ipv4Addr::UNSPECIFIED,
+                None,
+                &V6Rules::default(),
+            )
             .await
             .unwrap_err();
         assert!(matches!(e, FirewallError::Invalid(_)));
         assert!(matches!(
-            fw.apply("bad\"name", &three(), lease(), None).await,
+            fw.apply("bad\"name", &three(), lease(), None, &V6Rules::default())
+                .await,
             Err(FirewallError::Invalid(_))
         ));
         assert!(fw.backend().applied.lock().unwrap().is_empty());
         // Valid input reaches the backend, with the interface of this apply.
-        fw.apply("lan7", &three(), lease(), None).await.unwrap();
+        fw.apply("lan7", &three(), lease(), None, &V6Rules::default())
+            .await
+            .unwrap();
         let applied = fw.backend().applied.lock().unwrap().clone();
+        let cfg = fw.ruleset_config("lan7");
         assert_eq!(
             applied,
-            [model::build(&fw.ruleset_config("lan7"), &three(), lease())]
+            [
+                model::build(&cfg, &three(), lease()),
+                model::build6(&cfg, &[], &[], None)
+            ]
         );
         assert_eq!(applied[0].table, fw.table());
+        assert_eq!(applied[1].table.family, Family::Ipv6);
+        // IPv6 off: the IPv4 table alone.
+        let fw4 = Firewall::with_backend(Recorder::default(), Runner::default()).with_ipv6(false);
+        fw4.apply("lan7", &three(), lease(), None, &V6Rules::default())
+            .await
+            .unwrap();
+        assert_eq!(fw4.backend().applied.lock().unwrap().len(), 1);
+        // A bad IPv6 address never reaches the backend.
+        let bad6 = V6Rules {
+            addresses: vec!["fe80::1".parse().unwrap()],
+            service: Some("2001:db8::2".parse().unwrap()),
+            forwards: three(),
+        };
+        assert!(matches!(
+            fw4.with_ipv6(true)
+                .apply("lan7", &three(), lease(), None, &bad6)
+                .await,
+            Err(FirewallError::Invalid(_))
+        ));
         // Non-adjacent same-protocol and cross-protocol same ports are fine.
         validate_forwards(&[
             fwd("tcp:80=192.0.2.2:80"),
@@ -378,7 +469,11 @@ mod tests {
             }
         );
         assert!(fw.remove().await.unwrap());
-        assert_eq!(*fw.backend().removed.lock().unwrap(), [fw.table()]);
+        let v6 = Table {
+            family: Family::Ipv6,
+            ..fw.table()
+        };
+        assert_eq!(*fw.backend().removed.lock().unwrap(), [fw.table(), v6]);
         let c = fw.counters(&three()).await.unwrap();
         assert_eq!((c[0].packets, c[0].bytes), (1, 2));
     }
@@ -386,7 +481,10 @@ mod tests {
     #[tokio::test]
     async fn a_missing_nft_is_a_spawn_error() {
         let fw = Firewall::new(Runner::wrapped(vec!["/nonexistent/nft".into()]));
-        let e = fw.apply("lan0", &three(), lease(), None).await.unwrap_err();
+        let e = fw
+            .apply("lan0", &three(), lease(), None, &V6Rules::default())
+            .await
+            .unwrap_err();
         assert!(matches!(e, FirewallError::Spawn { .. }), "{e}");
     }
 
@@ -469,7 +567,9 @@ mod tests {
         ns.exec(&["nft", "add table ip other; add chain ip other c { type filter hook input priority 0; }; add rule ip other c counter"]);
         let fw = ns.firewall();
         assert!(!fw.remove().await.unwrap(), "nothing to remove yet");
-        fw.apply("lan0", &three(), lease(), None).await.unwrap();
+        fw.apply("lan0", &three(), lease(), None, &V6Rules::default())
+            .await
+            .unwrap();
         let listing = ns.exec(&["nft", "list", "table", "ip", "netcontainer"]);
         for want in [
             "iifname \"lan0\" ip daddr 198.51.100.10 meta l4proto tcp dnat to 192.0.2.2:tcp dport map @tcp_port_move",
@@ -484,7 +584,9 @@ mod tests {
             assert!(listing.contains(want), "missing {want:?} in\n{listing}");
         }
         // Re-apply: same table, no duplicates.
-        fw.apply("lan0", &three(), lease(), None).await.unwrap();
+        fw.apply("lan0", &three(), lease(), None, &V6Rules::default())
+            .await
+            .unwrap();
         assert_eq!(
             ns.exec(&["nft", "list", "table", "ip", "netcontainer"]),
             listing
@@ -496,6 +598,7 @@ mod tests {
             &[fwd("udp:53=192.0.2.5:53"), fwd("udp:54=192.0.2.6:54")],
             lease(),
             None,
+            &V6Rules::default(),
         )
         .await
         .unwrap();
@@ -532,7 +635,9 @@ mod tests {
         }
         let ns = Netns::new();
         let fw = ns.firewall();
-        fw.apply("lan0", &three(), lease(), None).await.unwrap();
+        fw.apply("lan0", &three(), lease(), None, &V6Rules::default())
+            .await
+            .unwrap();
         let before = ns.exec(&["nft", "list", "table", "ip", "netcontainer"]);
         let mut batch: Value = serde_json::from_str(&nft::render(&model::build(
             &fw.ruleset_config("lan0"),
@@ -651,7 +756,9 @@ mod tests {
         // counter per port, summed).
         forwards.push(fwd("udp:5100-5101=192.0.2.2:5100"));
         forwards.push(fwd("udp:5200-5201=192.0.2.2:6200"));
-        fw.apply("lan0", &forwards, lease(), None).await.unwrap();
+        fw.apply("lan0", &forwards, lease(), None, &V6Rules::default())
+            .await
+            .unwrap();
         let zero = fw.counters(&forwards).await.unwrap();
         assert!(
             zero.iter().all(|s| s.packets == 0 && s.bytes == 0),

@@ -7,7 +7,7 @@
 //! counters live) is explained in the module doc of [`super`].
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netcontainer_proto::{Forward, Protocol};
 
@@ -21,17 +21,19 @@ pub const DEFAULT_MARK: u32 = netcontainer_proto::contract::MARK;
 /// The protocols a forward can use, in the order their maps are built.
 pub const PROTOCOLS: [Protocol; 2] = [Protocol::Tcp, Protocol::Udp];
 
-/// Address family of a table. DHCPv6 leases will add `Ipv6` (a table of its
-/// own) or move both to one `Inet` table; matches and statements on
-/// addresses take the family of their address, so the rules stay the same.
+/// Address family of a table. IPv6 has a table of its own, a twin of the
+/// IPv4 one ([`build6`]) applied in the same batch; matches and statements
+/// on addresses take the family of their address, so the rules stay the
+/// same.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
     Ipv4,
+    Ipv6,
 }
 
 impl Family {
     /// Every family the agent may have a table in (what `remove` looks for).
-    pub const ALL: [Family; 1] = [Family::Ipv4];
+    pub const ALL: [Family; 2] = [Family::Ipv4, Family::Ipv6];
 }
 
 /// What the rendered table depends on besides the forwards.
@@ -119,6 +121,16 @@ pub fn validate_lease(lease: Ipv4Addr) -> Result<(), FirewallError> {
     if lease.is_unspecified() || lease.is_broadcast() || lease.is_multicast() {
         return Err(FirewallError::Invalid(format!(
             "lease address {lease} is not unicast"
+        )));
+    }
+    Ok(())
+}
+
+/// An address of ours or the service's in the IPv6 table: global unicast.
+pub fn validate_address6(a: Ipv6Addr) -> Result<(), FirewallError> {
+    if a.is_unspecified() || a.is_multicast() || a.is_loopback() || a.is_unicast_link_local() {
+        return Err(FirewallError::Invalid(format!(
+            "IPv6 address {a} is not a global unicast"
         )));
     }
     Ok(())
@@ -221,6 +233,8 @@ pub enum Match {
     Oifname(Cmp, String),
     /// The destination address (of the address's family).
     Daddr(IpAddr),
+    /// The destination address is one of these (one family, at least two).
+    DaddrIn(Vec<IpAddr>),
     /// The source address (of the address's family).
     Saddr(IpAddr),
     /// The destination port.
@@ -270,6 +284,7 @@ pub enum DataType {
     /// A port.
     InetService,
     Ipv4Addr,
+    Ipv6Addr,
 }
 
 impl DataType {
@@ -277,6 +292,7 @@ impl DataType {
     pub fn addr(family: Family) -> DataType {
         match family {
             Family::Ipv4 => DataType::Ipv4Addr,
+            Family::Ipv6 => DataType::Ipv6Addr,
         }
     }
 }
@@ -339,23 +355,23 @@ struct ProtoMaps {
     addr_move: Vec<Element>,
     /// Distinct target addresses of `addr_move` (the map is skipped when
     /// there is only one: `dnat to ADDR : tcp dport map @port_move`).
-    move_targets: BTreeSet<Ipv4Addr>,
+    move_targets: BTreeSet<IpAddr>,
     port_move: Vec<Element>,
     addr_keep: Vec<Element>,
     addr_keep_range: Vec<Element>,
     /// Distinct target addresses of the port-keeping forwards (with only
     /// one, sets of ports replace the address maps:
     /// `tcp dport @keep dnat to ADDR`).
-    keep_targets: BTreeSet<Ipv4Addr>,
+    keep_targets: BTreeSet<IpAddr>,
 }
 
-fn proto_maps(forwards: &[Forward], p: Protocol) -> ProtoMaps {
+fn proto_maps(forwards: &[Forward], p: Protocol, target: &dyn Fn(Ipv4Addr) -> IpAddr) -> ProtoMaps {
     let mut m = ProtoMaps::default();
     for f in forwards.iter().filter(|f| f.protocol == p) {
-        let (start, end, addr) = (f.public_port, f.public_port_end, f.target_address);
+        let (start, end, addr) = (f.public_port, f.public_port_end, target(f.target_address));
         if f.target_port == start {
             m.keep_targets.insert(addr);
-            let elem = Element::PortsToAddr(start, end, addr.into());
+            let elem = Element::PortsToAddr(start, end, addr);
             if start == end {
                 m.addr_keep.push(elem);
             } else {
@@ -368,8 +384,7 @@ fn proto_maps(forwards: &[Forward], p: Protocol) -> ProtoMaps {
                 // Validation guarantees target_port + len - 1 <= 65535; stay
                 // total anyway (build is pure and never panics).
                 let target = f.target_port.saturating_add(off);
-                m.addr_move
-                    .push(Element::PortsToAddr(port, port, addr.into()));
+                m.addr_move.push(Element::PortsToAddr(port, port, addr));
                 m.port_move.push(Element::PortToPort(port, target));
             }
         }
@@ -389,7 +404,54 @@ fn only<T: Copy + Ord>(s: &BTreeSet<T>) -> Option<T> {
 /// total: it validates nothing beyond what types guarantee
 /// ([`super::Firewall::apply`] validates first).
 pub fn build(cfg: &RulesetConfig, forwards: &[Forward], lease: Ipv4Addr) -> Ruleset {
-    let family = Family::Ipv4;
+    build_family(
+        cfg,
+        Family::Ipv4,
+        forwards,
+        Match::Daddr(lease.into()),
+        &IpAddr::V4,
+    )
+}
+
+/// The IPv6 twin of [`build`]: `forwards` arriving at any of `leases` (the
+/// LAN interface's global IPv6 addresses) are DNATed to `service`, the
+/// service's IPv6 address, port for port as over IPv4. Always masquerade
+/// mode (the service's IPv6 default route is Docker's), and without
+/// counters (status counts IPv4). With no address or no service address
+/// the table only isolates: nothing is forwarded to or from the LAN (the
+/// relay, if any, answers on the router itself).
+pub fn build6(
+    cfg: &RulesetConfig,
+    forwards: &[Forward],
+    leases: &[Ipv6Addr],
+    service: Option<Ipv6Addr>,
+) -> Ruleset {
+    let cfg = RulesetConfig {
+        gateway_for: None,
+        counters: false,
+        ..cfg.clone()
+    };
+    let (forwards, daddr) = match (leases, service) {
+        ([one], Some(_)) => (forwards, Match::Daddr((*one).into())),
+        ([_, _, ..], Some(_)) => (
+            forwards,
+            Match::DaddrIn(leases.iter().map(|a| (*a).into()).collect()),
+        ),
+        _ => (&[][..], Match::DaddrIn(Vec::new())),
+    };
+    let service = service.unwrap_or(Ipv6Addr::UNSPECIFIED);
+    build_family(&cfg, Family::Ipv6, forwards, daddr, &|_| service.into())
+}
+
+/// The table of one family: `forwards` arriving on `cfg.lan_if` at `daddr`
+/// (the lease) go to `target(forward's target)`.
+fn build_family(
+    cfg: &RulesetConfig,
+    family: Family,
+    forwards: &[Forward],
+    daddr: Match,
+    target: &dyn Fn(Ipv4Addr) -> IpAddr,
+) -> Ruleset {
     let addr_type = DataType::addr(family);
     let lan = || cfg.lan_if.clone();
     let from_lan = || Match::Iifname(Cmp::Eq, lan());
@@ -399,7 +461,7 @@ pub fn build(cfg: &RulesetConfig, forwards: &[Forward], lease: Ipv4Addr) -> Rule
     let mut nat_rules = Vec::new();
     let mut count_rules = Vec::new();
     for p in PROTOCOLS {
-        let maps = proto_maps(forwards, p);
+        let maps = proto_maps(forwards, p, target);
         let mut add_set = |name: &str,
                            data: Option<DataType>,
                            interval: bool,
@@ -428,11 +490,11 @@ pub fn build(cfg: &RulesetConfig, forwards: &[Forward], lease: Ipv4Addr) -> Rule
                 elements,
             });
         };
-        let dnat_head = || vec![from_lan(), Match::Daddr(lease.into()), Match::L4Proto(p)];
+        let dnat_head = || vec![from_lan(), daddr.clone(), Match::L4Proto(p)];
         let [port_move, addr_keep, addr_keep_range, keep, keep_range] = counting_sets(p);
         if !maps.port_move.is_empty() {
             let addr = match only(&maps.move_targets) {
-                Some(only) => Source::Fixed(only.into()),
+                Some(only) => Source::Fixed(only),
                 None => {
                     let a = format!("{p}_addr_move");
                     add_set(&a, Some(addr_type), false, false, maps.addr_move);
@@ -467,7 +529,7 @@ pub fn build(cfg: &RulesetConfig, forwards: &[Forward], lease: Ipv4Addr) -> Rule
                 let keys = elements.iter().map(|e| e.key_only()).collect();
                 add_set(&set_name, None, interval, cfg.counters, keys);
                 matches.push(Match::DportIn(p, set_name));
-                Source::Fixed(addr.into())
+                Source::Fixed(addr)
             } else {
                 add_set(&map_name, Some(addr_type), interval, cfg.counters, elements);
                 Source::DportMap(p, map_name)
@@ -540,16 +602,16 @@ pub fn build(cfg: &RulesetConfig, forwards: &[Forward], lease: Ipv4Addr) -> Rule
     // gateway mode they keep the client's address (the service's default
     // route brings the replies back), and the service's own connections
     // leave from the lease.
-    let post_rules = match cfg.gateway_for {
-        None => {
+    let post_rules = match (cfg.gateway_for, &daddr) {
+        (Some(service), Match::Daddr(lease)) => vec![rule(
+            vec![to_lan(), Match::Saddr(service.into())],
+            Statement::Snat(*lease),
+        )],
+        _ => {
             let mut masq = vec![Match::Oifname(Cmp::Ne, lan())];
             masq.extend(our_dnat());
             vec![rule(masq, Statement::Masquerade)]
         }
-        Some(service) => vec![rule(
-            vec![to_lan(), Match::Saddr(service.into())],
-            Statement::Snat(lease.into()),
-        )],
     };
     // input: the "who am I?" endpoint answers the Docker side only.
     let input_rules = vec![rule(
@@ -881,5 +943,81 @@ mod tests {
         assert!(validate_lease(Ipv4Addr::BROADCAST).is_err());
         assert!(validate_lease(Ipv4Addr::new(224, 0, 0, 1)).is_err());
         validate_lease(lease()).unwrap();
+    }
+
+    #[test]
+    fn the_ipv6_twin_dnats_to_the_service_on_every_address() {
+        let a: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+        let b: Ipv6Addr = "2001:db8:1::11".parse().unwrap();
+        let svc: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
+        let cfg = RulesetConfig {
+            gateway_for: Some(Ipv4Addr::new(192, 0, 2, 2)),
+            ..RulesetConfig::default()
+        };
+        let rs = build6(&cfg, &three(), &[a, b], Some(svc));
+        assert_eq!(rs.table.family, Family::Ipv6);
+        assert_eq!(rs.table.name, DEFAULT_TABLE);
+        let nat = rules(&rs, "prerouting");
+        assert_eq!(nat.len(), 3, "{nat:?}");
+        for r in nat {
+            assert!(
+                r.matches
+                    .contains(&Match::DaddrIn(vec![a.into(), b.into()])),
+                "{r:?}"
+            );
+            match &r.statement {
+                Some(Statement::Dnat {
+                    addr: Source::Fixed(x),
+                    ..
+                }) => assert_eq!(*x, IpAddr::V6(svc)),
+                other => panic!("not a DNAT to the service: {other:?}"),
+            }
+        }
+        // Masquerade toward the service whatever the IPv4 mode; no
+        // counters (status counts IPv4); the LAN isolation as for IPv4.
+        assert!(matches!(
+            rules(&rs, "postrouting")[0].statement,
+            Some(Statement::Masquerade)
+        ));
+        assert!(rs.sets.iter().all(|s| !s.counter));
+        let forward = rules(&rs, "forward");
+        assert!(
+            !forward
+                .iter()
+                .any(|r| r.matches.iter().any(|m| matches!(m, Match::Saddr(_))))
+        );
+        assert_eq!(
+            forward.last().unwrap().statement,
+            Some(Statement::Drop),
+            "toward the LAN: only replies"
+        );
+        // One address: a plain match.
+        let one = build6(&cfg, &three(), &[a], Some(svc));
+        assert!(
+            rules(&one, "prerouting")[0]
+                .matches
+                .contains(&Match::Daddr(a.into()))
+        );
+        // No service address or no address: isolation only.
+        for rs in [
+            build6(&cfg, &three(), &[a], None),
+            build6(&cfg, &three(), &[], Some(svc)),
+        ] {
+            assert!(rules(&rs, "prerouting").is_empty());
+            assert!(rs.sets.is_empty());
+            let from_lan_drop = Rule {
+                matches: vec![Match::Iifname(Cmp::Eq, "lan0".into())],
+                statement: Some(Statement::Drop),
+            };
+            assert!(rules(&rs, "forward").contains(&from_lan_drop));
+        }
+    }
+
+    #[test]
+    fn ipv6_addresses_must_be_global_unicast() {
+        for bad in ["::", "::1", "ff02::1", "fe80::1"] {
+            assert!(validate_address6(bad.parse().unwrap()).is_err(), "{bad}");
+        }
+        validate_address6("2001:db8::1".parse().unwrap()).unwrap();
     }
 }

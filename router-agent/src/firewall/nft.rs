@@ -14,6 +14,7 @@
 //! which the crate's helper drops.
 
 use std::fmt::Write;
+use std::net::IpAddr;
 
 use netcontainer_proto::{Forward, ForwardStatus, Protocol};
 use serde_json::{Value, json};
@@ -88,8 +89,8 @@ impl Nft {
 }
 
 impl FirewallBackend for Nft {
-    async fn apply(&self, ruleset: &Ruleset) -> Result<(), FirewallError> {
-        self.apply_batch(&render(ruleset)).await
+    async fn apply(&self, rulesets: &[Ruleset]) -> Result<(), FirewallError> {
+        self.apply_batch(&render_all(rulesets)).await
     }
 
     async fn remove(&self, table: &Table) -> Result<bool, FirewallError> {
@@ -135,6 +136,7 @@ pub(crate) fn objects(doc: &Value) -> impl Iterator<Item = &Value> {
 fn family(f: Family) -> &'static str {
     match f {
         Family::Ipv4 => "ip",
+        Family::Ipv6 => "ip6",
     }
 }
 
@@ -142,6 +144,7 @@ fn data_type(t: DataType) -> &'static str {
     match t {
         DataType::InetService => "inet_service",
         DataType::Ipv4Addr => "ipv4_addr",
+        DataType::Ipv6Addr => "ipv6_addr",
     }
 }
 
@@ -215,6 +218,19 @@ fn expr_match(m: &Match) -> Value {
                 json!({ "payload": { "protocol": proto, "field": "daddr" } }),
                 "==",
                 json!(addr.to_string()),
+            )
+        }
+        Match::DaddrIn(addrs) => {
+            let proto = if addrs.iter().all(IpAddr::is_ipv4) {
+                "ip"
+            } else {
+                "ip6"
+            };
+            let set: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+            (
+                json!({ "payload": { "protocol": proto, "field": "daddr" } }),
+                "==",
+                json!({ "set": set }),
             )
         }
         Match::Saddr(addr) => {
@@ -388,23 +404,36 @@ fn rule_cmd(t: &Table, chain: &str, r: &Rule) -> Value {
 /// `{"nftables": [...]}` JSON document for `nft -j -f -`. Nothing else is
 /// flushed or deleted.
 pub fn render(rs: &Ruleset) -> String {
-    let t = &rs.table;
+    render_all(std::slice::from_ref(rs))
+}
+
+/// [`render`] for several tables (the IPv4 one and its IPv6 twin) in one
+/// batch: nft applies it as one transaction, so both families change
+/// together or not at all.
+pub fn render_all(rulesets: &[Ruleset]) -> String {
     // ~30 bytes per element plus the fixed part.
-    let elements: usize = rs.sets.iter().map(|s| s.elements.len()).sum();
-    let mut b = Batch::new(4096 + 40 * elements);
-    let table = json!({ "table": { "family": family(t.family), "name": t.name } });
-    b.push(&json!({ "add": table }));
-    b.push(&json!({ "delete": table }));
-    b.push(&json!({ "add": table }));
-    for c in &rs.chains {
-        b.push(&chain_cmd(t, c));
-    }
-    for s in &rs.sets {
-        b.push_set(t, s);
-    }
-    for c in &rs.chains {
-        for r in &c.rules {
-            b.push(&rule_cmd(t, c.name, r));
+    let elements: usize = rulesets
+        .iter()
+        .flat_map(|rs| &rs.sets)
+        .map(|s| s.elements.len())
+        .sum();
+    let mut b = Batch::new(4096 * rulesets.len() + 40 * elements);
+    for rs in rulesets {
+        let t = &rs.table;
+        let table = json!({ "table": { "family": family(t.family), "name": t.name } });
+        b.push(&json!({ "add": table }));
+        b.push(&json!({ "delete": table }));
+        b.push(&json!({ "add": table }));
+        for c in &rs.chains {
+            b.push(&chain_cmd(t, c));
+        }
+        for s in &rs.sets {
+            b.push_set(t, s);
+        }
+        for c in &rs.chains {
+            for r in &c.rules {
+                b.push(&rule_cmd(t, c.name, r));
+            }
         }
     }
     b.finish()
@@ -706,5 +735,42 @@ mod tests {
                 .all(|r| r["expr"][1]["match"]["right"] == "198.51.100.10")
         );
         assert!(nat.iter().all(|r| r["expr"][0]["match"]["right"] == "lan0"));
+    }
+
+    #[test]
+    fn both_families_in_one_batch() {
+        let cfg = RulesetConfig::default();
+        let a: std::net::Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+        let b: std::net::Ipv6Addr = "2001:db8:1::11".parse().unwrap();
+        let v4 = build(&cfg, &three(), lease());
+        let v6 = crate::firewall::model::build6(
+            &cfg,
+            &three(),
+            &[a, b],
+            Some("2001:db8:2::2".parse().unwrap()),
+        );
+        let doc: Value = serde_json::from_str(&render_all(&[v4, v6])).unwrap();
+        let tables: Vec<_> = parts(&doc)
+            .into_iter()
+            .filter(|(_, kind, _)| *kind == "table")
+            .map(|(verb, _, body)| (verb, body["family"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            tables,
+            [
+                ("add", "ip"),
+                ("delete", "ip"),
+                ("add", "ip"),
+                ("add", "ip6"),
+                ("delete", "ip6"),
+                ("add", "ip6")
+            ]
+        );
+        let text = doc.to_string();
+        assert!(
+            text.contains(r#"{"match":{"left":{"payload":{"field":"daddr","protocol":"ip6"}},"op":"==","right":{"set":["2001:db8:1::10","2001:db8:1::11"]}}}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""addr":"2001:db8:2::2""#), "{text}");
     }
 }
