@@ -18,6 +18,7 @@ use bollard::query_parameters::{
 
 use crate::plan::{RouterPlan, ServiceInfo, labels};
 use crate::state::ServiceName;
+use netcontainer_proto::Ipv6Mode;
 
 /// Where the agent's socket and lease live inside the router (the agent's
 /// default `--state-dir`, so the image's entrypoint names none).
@@ -125,15 +126,37 @@ fn api(what: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
 /// ([`netcontainer_proto::contract::ROUTER_SYSCTLS`], and
 /// [`netcontainer_proto::contract::ROUTER_SYSCTLS6`] when this kernel has
 /// IPv6: Docker refuses to start a container with a sysctl that does not
-/// exist).
-fn router_sysctls() -> HashMap<String, String> {
+/// exist), and IPv6 on or off as the router's `--ipv6` says. Docker turns
+/// IPv6 off (`all` and `default`) in a container on IPv4-only networks,
+/// and `lan0`, which appears later, takes `default`'s value; the agent
+/// cannot change it in the read-only `/proc/sys`.
+fn router_sysctls(ipv6: Ipv6Mode, kernel_has_ipv6: bool) -> HashMap<String, String> {
     use netcontainer_proto::contract::{ROUTER_SYSCTLS, ROUTER_SYSCTLS6};
-    let ipv6 = std::path::Path::new("/proc/sys/net/ipv6").exists();
-    ROUTER_SYSCTLS
+    let mut out: HashMap<String, String> = ROUTER_SYSCTLS
         .iter()
-        .chain(ROUTER_SYSCTLS6.iter().filter(|_| ipv6))
+        .chain(ROUTER_SYSCTLS6.iter().filter(|_| kernel_has_ipv6))
         .map(|s| (s.name.to_string(), s.value.to_string()))
-        .collect()
+        .collect();
+    if kernel_has_ipv6 {
+        let on = |v: &str| {
+            [
+                ("net.ipv6.conf.all.disable_ipv6".to_string(), v.to_string()),
+                (
+                    "net.ipv6.conf.default.disable_ipv6".to_string(),
+                    v.to_string(),
+                ),
+            ]
+        };
+        match ipv6 {
+            Ipv6Mode::Auto => out.extend(on("0")),
+            // Only what appears later (lan0): the Docker side keeps
+            // what its network gave it.
+            Ipv6Mode::Off => {
+                out.insert("net.ipv6.conf.default.disable_ipv6".into(), "1".into());
+            }
+        }
+    }
+    out
 }
 
 fn is_404(e: &BollardError) -> bool {
@@ -537,7 +560,10 @@ impl DockerClient {
     ) -> Result<String, DockerError> {
         // The agent sets these itself, but a container's /proc/sys is
         // read-only: Docker sets them, and the agent finds them right.
-        let sysctls = router_sysctls();
+        let sysctls = router_sysctls(
+            plan.plan.ipv6,
+            std::path::Path::new("/proc/sys/net/ipv6").exists(),
+        );
         let cmd = router_cmd(plan);
         let body = ContainerCreateBody {
             image: Some(image.to_string()),
@@ -1096,6 +1122,22 @@ fn router_info(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn router_sysctls_follow_the_ipv6_mode() {
+        let auto = router_sysctls(Ipv6Mode::Auto, true);
+        assert_eq!(auto["net.ipv4.ip_forward"], "1");
+        assert_eq!(auto["net.ipv6.conf.all.forwarding"], "1");
+        assert_eq!(auto["net.ipv6.conf.default.accept_ra"], "0");
+        assert_eq!(auto["net.ipv6.conf.all.disable_ipv6"], "0");
+        assert_eq!(auto["net.ipv6.conf.default.disable_ipv6"], "0");
+        let off = router_sysctls(Ipv6Mode::Off, true);
+        assert_eq!(off["net.ipv6.conf.default.disable_ipv6"], "1");
+        assert!(!off.contains_key("net.ipv6.conf.all.disable_ipv6"));
+        // A kernel without IPv6: no IPv6 sysctl at all (Docker would refuse it).
+        let none = router_sysctls(Ipv6Mode::Auto, false);
+        assert!(none.keys().all(|k| !k.starts_with("net.ipv6.")), "{none:?}");
+    }
 
     #[test]
     fn not_attachable_names_the_network() {

@@ -220,12 +220,9 @@ async fn sync_parent(
         Some((_, index, _, _)) => index,
         None => {
             let msg = match kind {
-                Mode::Macvlan => LinkMacVlan::new(&name, parent_index, MacVlanMode::Bridge)
-                    .up()
-                    .build(),
-                Mode::Ipvlan => LinkIpVlan::new(&name, parent_index, IpVlanMode::L2)
-                    .up()
-                    .build(),
+                // Down until IPv6 is off on it (below).
+                Mode::Macvlan => LinkMacVlan::new(&name, parent_index, MacVlanMode::Bridge).build(),
+                Mode::Ipvlan => LinkIpVlan::new(&name, parent_index, IpVlanMode::L2).build(),
             };
             handle
                 .link()
@@ -248,6 +245,7 @@ async fn sync_parent(
             index
         }
     };
+    no_ipv6(&name);
     handle
         .link()
         .set(LinkUnspec::new_with_index(index).up().build())
@@ -291,6 +289,19 @@ async fn sync_parent(
 }
 
 /// The /32 routes (main table) on link `index`.
+/// Turns IPv6 off on the shim: it is an IPv4 route to the leases, and with
+/// IPv6 on it the host would follow the LAN's router advertisements through
+/// it (another address and default route on the host). Best effort: a
+/// kernel without IPv6 has nothing to turn off.
+fn no_ipv6(name: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    if std::path::Path::new(&path).exists()
+        && let Err(e) = std::fs::write(&path, "1")
+    {
+        tracing::warn!(%path, error = %e, "cannot turn IPv6 off on the host route shim");
+    }
+}
+
 async fn routes_on(handle: &Handle, index: u32) -> Result<BTreeSet<Ipv4Addr>, ShimError> {
     let routes: Vec<_> = handle
         .route()

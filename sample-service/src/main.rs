@@ -55,7 +55,10 @@ fn serve_http(mut s: TcpStream, hello: &str) {
             Ok(n) => seen.extend_from_slice(&buf[..n]),
         }
     }
-    let peer = s.peer_addr().map(|a| format!("{a}\n")).unwrap_or_default();
+    let peer = s
+        .peer_addr()
+        .map(|a| format!("{}\n", canonical(a)))
+        .unwrap_or_default();
     let body = if seen.starts_with(b"GET /peer ") {
         peer.as_str()
     } else {
@@ -145,7 +148,9 @@ fn main() -> ExitCode {
     let me = name();
     let mut threads = Vec::new();
     for p in http {
-        let l = match TcpListener::bind(("0.0.0.0", p)) {
+        // Dual-stack where the container has IPv6 (an IPv6 Docker network),
+        // IPv4 where it has not.
+        let l = match TcpListener::bind(("::", p)).or_else(|_| TcpListener::bind(("0.0.0.0", p))) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("error: cannot listen on tcp port {p}: {e}");
@@ -161,7 +166,7 @@ fn main() -> ExitCode {
         }));
     }
     for p in udp {
-        let s = match UdpSocket::bind(("0.0.0.0", p)) {
+        let s = match UdpSocket::bind(("::", p)).or_else(|_| UdpSocket::bind(("0.0.0.0", p))) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: cannot bind udp port {p}: {e}");
@@ -172,7 +177,7 @@ fn main() -> ExitCode {
             let mut buf = [0u8; 65536];
             while let Ok((n, from)) = s.recv_from(&mut buf) {
                 if &buf[..n] == b"peer" {
-                    let _ = s.send_to(from.to_string().as_bytes(), from);
+                    let _ = s.send_to(canonical(from).as_bytes(), from);
                 } else {
                     let _ = s.send_to(&buf[..n], from);
                 }
@@ -184,4 +189,9 @@ fn main() -> ExitCode {
         let _ = t.join();
     }
     ExitCode::SUCCESS
+}
+
+/// `ADDR:PORT`, an IPv4 client of a dual-stack socket in its IPv4 form.
+fn canonical(a: std::net::SocketAddr) -> String {
+    std::net::SocketAddr::new(a.ip().to_canonical(), a.port()).to_string()
 }

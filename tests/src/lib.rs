@@ -39,6 +39,7 @@ pub mod dhcp;
 pub mod dns;
 pub mod dnsmasq;
 pub mod docker;
+pub mod docker6;
 pub mod isolation;
 pub mod kea;
 pub mod netns;
