@@ -43,6 +43,7 @@ fn client() -> Client {
         mac: MAC,
         hostname: Some("web1".into()),
         rapid_commit: true,
+        first_delay: None,
     };
     Client::new(config, Box::new(Fixed))
 }

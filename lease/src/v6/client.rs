@@ -213,7 +213,11 @@ impl Client {
 
     /// Stateless: Information-request only (section 18.2.6).
     pub fn start_stateless(&mut self, now: Instant) {
-        let ex = self.exchange(now, config::INFORMATION_REQUEST, None);
+        let mut params = config::INFORMATION_REQUEST;
+        if let Some(d) = self.config.first_delay {
+            params.max_delay = d;
+        }
+        let ex = self.exchange(now, params, None);
         self.phase = Phase::Informing { ex };
     }
 
@@ -395,6 +399,9 @@ impl Client {
     fn begin_solicit(&mut self, now: Instant) {
         let mut params = config::SOLICIT;
         params.mrt = self.sol_max_rt;
+        if let Some(d) = self.config.first_delay {
+            params.max_delay = d;
+        }
         let ex = self.exchange(now, params, None);
         debug!(xid = format_args!("{:#08x}", ex.xid), "dhcp6: Solicit");
         self.phase = Phase::Soliciting { ex, best: None };

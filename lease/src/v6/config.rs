@@ -20,6 +20,11 @@ pub struct Config {
     /// Ask for Rapid Commit (RFC 8415 section 18.2.1): a server that allows
     /// it answers the Solicit with a Reply, saving a round trip.
     pub rapid_commit: bool,
+    /// The most the first Solicit or Information-request waits (section
+    /// 18.2.1's random delay, up to SOL_MAX_DELAY / INF_MAX_DELAY); `None`:
+    /// the RFC's 1 s. A client that has just waited a random delay of its
+    /// own (e.g. before its Router Solicitation) may need none.
+    pub first_delay: Option<Duration>,
 }
 
 impl Config {
@@ -162,6 +167,7 @@ mod tests {
             mac: [0x02, 0x42, 0xc0, 0x00, 0x02, 0x39],
             hostname: None,
             rapid_commit: false,
+            first_delay: None,
         };
         assert_eq!(
             c.duid(),

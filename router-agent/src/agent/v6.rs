@@ -33,8 +33,17 @@ const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// How long a stop waits for the server's Reply to the Release (its first
 /// retransmission comes after about a second; the address is gone already).
 const RELEASE_PATIENCE: Duration = Duration::from_millis(1500);
-/// RFC 4861 section 10: MAX_RTR_SOLICITATION_DELAY.
-const MAX_RTR_SOLICITATION_DELAY: Duration = Duration::from_secs(1);
+/// The most the first Router Solicitation waits. RFC 4861 section 6.3.7
+/// says a host SHOULD wait up to MAX_RTR_SOLICITATION_DELAY (1 s), so that
+/// hosts starting together after a power failure do not solicit at once,
+/// and the first Solicit waits up to another second after it (RFC 8415
+/// section 18.2.1, also a SHOULD). A router agent starts when the driver
+/// (or Docker's restart of its container) starts it, not with a link, and
+/// its IPv4 client sends at once; two seconds of expected waiting would
+/// make IPv6 the slow family. A fifth of a second still spreads routers
+/// started together, and the Solicit that follows the RA (whose timing is
+/// the LAN router's) waits no more (`Config::first_delay`).
+const MAX_RTR_SOLICITATION_DELAY: Duration = Duration::from_millis(200);
 
 /// What the IPv6 task reports to the core.
 #[derive(Debug)]
@@ -158,6 +167,7 @@ impl V6 {
             mac: link.mac,
             hostname: plan.hostname.clone(),
             rapid_commit: true,
+            first_delay: Some(Duration::ZERO),
         };
         let store = Lease6Store::new(state_dir, &plan.interface);
         let mut v6 = V6 {

@@ -48,7 +48,25 @@ fn config(rapid_commit: bool) -> Config {
         mac: MAC,
         hostname: Some("web1".into()),
         rapid_commit,
+        first_delay: None,
     }
+}
+
+#[test]
+fn a_first_delay_of_zero_solicits_at_once() {
+    let t0 = Instant::now();
+    let mut c = Client::new(
+        Config {
+            first_delay: Some(Duration::ZERO),
+            ..config(false)
+        },
+        Box::new(Middle),
+    );
+    c.start(t0);
+    if c.poll_timeout().is_some_and(|t| t <= t0) {
+        c.handle_timeout(t0);
+    }
+    assert_eq!(tx(&mut c).msg_type, SOLICIT);
 }
 
 fn client() -> Client {
