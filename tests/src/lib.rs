@@ -44,6 +44,7 @@ pub mod kea;
 pub mod netns;
 pub mod proc;
 pub mod refclient;
+pub mod refclient6;
 pub mod rogue;
 pub mod service;
 pub mod v6;
