@@ -13,7 +13,8 @@
 //!   by pid on drop, with lease-file parsers and log access.
 //! * [`Agent`]: the netcontainer agent in a router namespace plus the `netcontainer agent`
 //!   driver calls (`apply`, `status`).
-//! * [`RefClient`]: dhclient / busybox udhcpc, the reference clients.
+//! * [`RefClient`]: dhclient / busybox udhcpc, the reference clients; [`refclient6`]:
+//!   dhclient -6 and dhcpcd, the reference DHCPv6 clients of the lease benchmark.
 //! * [`dhcp`]: hand-crafted DHCP packets and a sender; [`dns`]: a tiny DNS A query.
 //! * [`rogue`]: crafted/rogue DHCP servers ([`rogue::Responder`]), ingress drops of chosen
 //!   DHCP replies, a second namespace on the LAN bridge.
@@ -45,6 +46,7 @@ pub mod kea;
 pub mod netns;
 pub mod proc;
 pub mod refclient;
+pub mod refclient6;
 pub mod rogue;
 pub mod service;
 pub mod v6;
