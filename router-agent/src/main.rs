@@ -124,10 +124,22 @@ fn main() -> ExitCode {
             .collect();
         return netcontainer_agent::supervise::run(args);
     }
+    // One malloc arena: the runtime's blocking pool (the lease's durable
+    // write) would otherwise give each of its threads an arena of its own,
+    // resident pages for a few bytes of work; the agent's RSS is held to
+    // dhclient's (docs/benchmarks.md).
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called before any other thread exists; mallopt has no other
+    // precondition.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     // One thread is plenty: the agent is I/O bound, and a single-threaded
-    // runtime keeps every netlink and packet socket in this namespace.
+    // runtime keeps every netlink and packet socket in this namespace. A
+    // blocking thread that is done leaves soon, not after tokio's 10 s.
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(1))
         .build()
     {
         Ok(rt) => rt,
