@@ -504,6 +504,8 @@ fn garbage_and_foreign_packets_change_nothing() {
                 vec![7],
                 vec![0xff; 200],
                 vec![7, 1, 2, 3, 0, 1, 0, 3, 0, 3],
+                // Over the agent's 9216-byte limit: dropped whole, never parsed cut.
+                vec![7; 12_000],
             ];
             // A Reply for another client (foreign DUID) with an address out of the pool.
             let mut foreign = vec![7, 0xab, 0xcd, 0xef];

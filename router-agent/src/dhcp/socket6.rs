@@ -28,7 +28,14 @@ pub const CLIENT_PORT: u16 = 546;
 pub const SERVER_PORT: u16 = 547;
 /// ICMP6_FILTER (linux/icmpv6.h).
 const ICMP6_FILTER: libc::c_int = 1;
-const RECV_BUF_LEN: usize = 65536;
+/// The largest RA or DHCPv6 message taken: a jumbo frame's payload. An RA
+/// never exceeds the link's MTU, and a DHCPv6 server has no reason to send
+/// more; a bigger datagram is dropped whole, never parsed truncated. Not
+/// 64 KiB: each pending receive zeroes its buffer, and two of them (RA and
+/// DHCPv6) were most of what IPv6 added to the agent's resident size.
+const MAX_MESSAGE: usize = 9216;
+/// One byte more than [`MAX_MESSAGE`], to see that a datagram was longer.
+const RECV_BUF_LEN: usize = MAX_MESSAGE + 1;
 
 fn context(what: &str, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
@@ -111,6 +118,10 @@ impl Icmp6Socket {
                 Ok((src, hops, msg.bytes))
             });
             match r {
+                Ok(Ok((_, _, n))) if n > MAX_MESSAGE => {
+                    tracing::debug!("ICMPv6 message over {MAX_MESSAGE} bytes dropped");
+                    continue;
+                }
                 Ok(Ok((src, hops, n))) => return Ok((src, hops, buf[..n].to_vec())),
                 Ok(Err(e)) => return Err(e),
                 Err(_would_block) => continue,
@@ -166,6 +177,10 @@ impl Udp6Socket {
         let mut buf = vec![0u8; RECV_BUF_LEN];
         loop {
             let (n, from) = self.sock.recv_from(&mut buf).await?;
+            if n > MAX_MESSAGE {
+                tracing::debug!(%from, "DHCPv6 datagram over {MAX_MESSAGE} bytes dropped");
+                continue;
+            }
             if from.port() == SERVER_PORT {
                 return Ok(buf[..n].to_vec());
             }
