@@ -173,10 +173,11 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         last_error: None,
         arp: opts.arp_probe.then(ArpConfig::default),
         plans: PlanStore::new(&opts.state_dir),
+        // What the start's isolation applied (unknown if it failed).
+        applied_v6: isolated.is_some().then(V6Rules::default),
         isolated,
         events_tx,
         relay: crate::relay::Relay::default(),
-        applied_v6: V6Rules::default(),
         v6_rule: false,
     };
     // Restarted after a crash: carry on with the last plan (and the persisted
@@ -263,8 +264,9 @@ struct Core {
     events_tx: mpsc::UnboundedSender<LeaseEvent>,
     /// The IPv6 relay's listeners (a service without an IPv6 address).
     relay: crate::relay::Relay,
-    /// The IPv6 rules last applied with the firewall.
-    applied_v6: V6Rules,
+    /// The IPv6 rules last applied with the firewall (`None`: not known,
+    /// the next `sync_v6` applies).
+    applied_v6: Option<V6Rules>,
     /// The IPv6 mark rule is in place (`Netconf::mark_rule_v6`).
     v6_rule: bool,
 }
@@ -298,8 +300,9 @@ impl Core {
                 index: link.index,
             });
             self.v4 = Some(task.spawn());
-            // start_v4 isolated both families (the old addresses go).
-            self.applied_v6 = V6Rules::default();
+            // The old addresses go: whatever the IPv6 table holds now, the
+            // next sync_v6 replaces it.
+            self.applied_v6 = None;
             self.start_v6(&plan, &link);
         } else if let Some(lease) = self.lease.clone() {
             // Same lease, new forwards: replace the rules now.
@@ -321,7 +324,7 @@ impl Core {
                 self.publish();
                 return Response::Error(msg);
             }
-            self.applied_v6 = v6;
+            self.applied_v6 = Some(v6);
             let old = self
                 .plan
                 .as_ref()
@@ -636,7 +639,7 @@ impl Core {
             }
         }
         let rules = self.v6_rules(self.plan.as_ref());
-        if rules != self.applied_v6
+        if self.applied_v6.as_ref() != Some(&rules)
             && let Some(iface) = self.iface.clone()
         {
             let plan = self.plan.as_ref();
@@ -655,7 +658,7 @@ impl Core {
                     if self.lease.is_none() {
                         self.isolated = Some(iface.name.clone());
                     }
-                    self.applied_v6 = rules;
+                    self.applied_v6 = Some(rules);
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "applying the IPv6 forwards failed");
@@ -710,7 +713,7 @@ impl Core {
                 .apply(&iface.name, forwards, lease.address, gateway_for, &v6)
                 .await
             {
-                Ok(()) => self.applied_v6 = v6,
+                Ok(()) => self.applied_v6 = Some(v6),
                 Err(e) => {
                     error.get_or_insert(format!("applying forwards: {e}"));
                 }
@@ -736,7 +739,7 @@ impl Core {
         match self.firewall.isolate(&lan, &v6).await {
             Ok(()) => {
                 self.isolated = Some(lan);
-                self.applied_v6 = v6;
+                self.applied_v6 = Some(v6);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "removing forwards failed");
