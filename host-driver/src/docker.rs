@@ -130,8 +130,12 @@ fn api(what: impl Into<String>) -> impl FnOnce(BollardError) -> DockerError {
 /// IPv6 off (`all` and `default`) in a container on IPv4-only networks,
 /// and `lan0`, which appears later, takes `default`'s value; the agent
 /// cannot change it in the read-only `/proc/sys`.
-fn router_sysctls(ipv6: Ipv6Mode, kernel_has_ipv6: bool) -> HashMap<String, String> {
-    use netcontainer_proto::contract::{ROUTER_SYSCTLS, ROUTER_SYSCTLS6};
+fn router_sysctls(
+    ipv6: Ipv6Mode,
+    kernel_path: bool,
+    kernel_has_ipv6: bool,
+) -> HashMap<String, String> {
+    use netcontainer_proto::contract::{IPV6_FORWARDING, ROUTER_SYSCTLS, ROUTER_SYSCTLS6};
     let mut out: HashMap<String, String> = ROUTER_SYSCTLS
         .iter()
         .chain(ROUTER_SYSCTLS6.iter().filter(|_| kernel_has_ipv6))
@@ -148,7 +152,12 @@ fn router_sysctls(ipv6: Ipv6Mode, kernel_has_ipv6: bool) -> HashMap<String, Stri
             ]
         };
         match ipv6 {
-            Ipv6Mode::Auto => out.extend(on("0")),
+            Ipv6Mode::Auto => {
+                out.extend(on("0"));
+                if kernel_path {
+                    out.insert(IPV6_FORWARDING.name.into(), IPV6_FORWARDING.value.into());
+                }
+            }
             // Only what appears later (lan0): the Docker side keeps
             // what its network gave it.
             Ipv6Mode::Off => {
@@ -562,6 +571,10 @@ impl DockerClient {
         // read-only: Docker sets them, and the agent finds them right.
         let sysctls = router_sysctls(
             plan.plan.ipv6,
+            plan.plan
+                .service
+                .as_ref()
+                .is_some_and(|s| s.address6.is_some()),
             std::path::Path::new("/proc/sys/net/ipv6").exists(),
         );
         let cmd = router_cmd(plan);
@@ -1125,17 +1138,20 @@ mod tests {
 
     #[test]
     fn router_sysctls_follow_the_ipv6_mode() {
-        let auto = router_sysctls(Ipv6Mode::Auto, true);
+        let auto = router_sysctls(Ipv6Mode::Auto, true, true);
         assert_eq!(auto["net.ipv4.ip_forward"], "1");
         assert_eq!(auto["net.ipv6.conf.all.forwarding"], "1");
+        // Relay path: no IPv6 forwarding (it would cost optimistic DAD).
+        let relay = router_sysctls(Ipv6Mode::Auto, false, true);
+        assert!(!relay.contains_key("net.ipv6.conf.all.forwarding"));
         assert_eq!(auto["net.ipv6.conf.default.accept_ra"], "0");
         assert_eq!(auto["net.ipv6.conf.all.disable_ipv6"], "0");
         assert_eq!(auto["net.ipv6.conf.default.disable_ipv6"], "0");
-        let off = router_sysctls(Ipv6Mode::Off, true);
+        let off = router_sysctls(Ipv6Mode::Off, true, true);
         assert_eq!(off["net.ipv6.conf.default.disable_ipv6"], "1");
         assert!(!off.contains_key("net.ipv6.conf.all.disable_ipv6"));
         // A kernel without IPv6: no IPv6 sysctl at all (Docker would refuse it).
-        let none = router_sysctls(Ipv6Mode::Auto, false);
+        let none = router_sysctls(Ipv6Mode::Auto, true, false);
         assert!(none.keys().all(|k| !k.starts_with("net.ipv6.")), "{none:?}");
     }
 

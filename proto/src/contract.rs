@@ -111,18 +111,18 @@ pub const ROUTER_SYSCTLS: &[Sysctl] = &[
 ];
 
 /// The IPv6 sysctls of a router's network namespace, where the kernel has
-/// IPv6 (set and passed as [`ROUTER_SYSCTLS`] are): forwarding, for the
-/// kernel path of IPv6 forwards; and no router advertisements or SLAAC by
-/// the kernel on interfaces that appear later (`lan0`), since the agent
-/// follows the advertisements itself and Docker's read-only `/proc/sys`
-/// would keep it from turning them off on `lan0` alone. (With forwarding
-/// on, the kernel ignores advertisements anyway; the defaults say so
-/// outright.)
+/// IPv6 (set and passed as [`ROUTER_SYSCTLS`] are): no router
+/// advertisements or SLAAC by the kernel on interfaces that appear later
+/// (`lan0`), since the agent follows the advertisements itself and
+/// Docker's read-only `/proc/sys` would keep it from turning them off on
+/// `lan0` alone.
+///
+/// IPv6 forwarding ([`IPV6_FORWARDING`]) is not among them: only the
+/// kernel path of IPv6 forwards needs it, and with it on Linux gives up
+/// optimistic duplicate address detection (RFC 4429 is for hosts), so the
+/// link-local address stays tentative for a second or two and the first
+/// Router Solicitation and DHCPv6 message wait for it.
 pub const ROUTER_SYSCTLS6: &[Sysctl] = &[
-    Sysctl {
-        name: "net.ipv6.conf.all.forwarding",
-        value: "1",
-    },
     Sysctl {
         name: "net.ipv6.conf.default.accept_ra",
         value: "0",
@@ -132,6 +132,14 @@ pub const ROUTER_SYSCTLS6: &[Sysctl] = &[
         value: "0",
     },
 ];
+
+/// IPv6 forwarding, for a router whose service has an IPv6 address (the
+/// kernel path): the driver passes it then, and the agent sets it itself
+/// when a plan needs it.
+pub const IPV6_FORWARDING: Sysctl = Sysctl {
+    name: "net.ipv6.conf.all.forwarding",
+    value: "1",
+};
 
 /// The DHCP client identifier the driver gives a service's router: type 0
 /// (not a hardware address) + `netcontainer:SERVICE`, at most 255 bytes.

@@ -642,6 +642,16 @@ impl Core {
         if self.applied_v6.as_ref() != Some(&rules)
             && let Some(iface) = self.iface.clone()
         {
+            // The kernel path forwards: IPv6 forwarding on, now that it is
+            // needed (Docker: the driver passed it for such a router).
+            if rules.forwards_anything()
+                && let Err(e) = crate::sysctl::ensure_ipv6_forwarding(std::path::Path::new(
+                    crate::sysctl::PROC_SYS,
+                ))
+            {
+                tracing::error!("{e}");
+                self.last_error = Some(format!("IPv6 forwards: {e}"));
+            }
             let plan = self.plan.as_ref();
             let result = match &self.lease {
                 Some(l) => {

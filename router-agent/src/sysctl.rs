@@ -61,6 +61,23 @@ pub fn ensure_router_sysctls(root: &Path) -> Result<(), SysctlError> {
     Ok(())
 }
 
+/// IPv6 forwarding ([`netcontainer_proto::contract::IPV6_FORWARDING`]),
+/// for the kernel path of IPv6 forwards: set on demand, not at start (see
+/// the contract for why).
+pub fn ensure_ipv6_forwarding(root: &Path) -> Result<Outcome, SysctlError> {
+    let s = &netcontainer_proto::contract::IPV6_FORWARDING;
+    let path = root.join(s.proc_path());
+    let outcome = ensure_one(
+        s,
+        || std::fs::read_to_string(&path),
+        |v| std::fs::write(&path, v),
+    )?;
+    if outcome == Outcome::Written {
+        tracing::info!("set {}={}", s.name, s.value);
+    }
+    Ok(outcome)
+}
+
 /// The decision for one sysctl: leave a right value alone (a read-only
 /// `/proc/sys` is fine then), else write it; if writing fails, read once
 /// more (someone may have set it meanwhile) and fail if it is still wrong.

@@ -859,8 +859,13 @@ fn agent_fails_clearly_when_it_cannot_turn_on_forwarding() {
 #[test]
 fn agent_accepts_read_only_proc_sys_that_is_already_right() {
     require_root!();
+    // The IPv6 ones too: this kernel has IPv6 (contract::ROUTER_SYSCTLS6).
     let setup: String = ROUTER_SYSCTLS
         .iter()
+        .chain(&[
+            ("net.ipv6.conf.default.accept_ra", "0"),
+            ("net.ipv6.conf.default.autoconf", "0"),
+        ])
         .map(|(n, v)| format!("sysctl -q -w {n}={v} && "))
         .collect();
     let (code, text, served) = agent_with_read_only_proc_sys(&setup);

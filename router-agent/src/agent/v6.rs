@@ -33,6 +33,13 @@ const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// How long a stop waits for the server's Reply to the Release (its first
 /// retransmission comes after about a second; the address is gone already).
 const RELEASE_PATIENCE: Duration = Duration::from_millis(1500);
+/// How soon a DHCPv6 message that found no source address is sent again,
+/// and how often: the link-local address is still tentative (duplicate
+/// detection takes about a second, more with forwarding on), and the
+/// client's own retransmission (10 s for a Rebind) would be a long wait.
+const RESEND_PAUSE: Duration = Duration::from_millis(250);
+const RESEND_TRIES: u32 = 20;
+
 /// The most the first Router Solicitation waits. RFC 4861 section 6.3.7
 /// says a host SHOULD wait up to MAX_RTR_SOLICITATION_DELAY (1 s), so that
 /// hosts starting together after a power failure do not solicit at once,
@@ -144,6 +151,9 @@ pub struct V6 {
     store: Lease6Store,
     /// The DHCPv6 address reported to the core, with its prefix length.
     configured: Option<(Ipv6Addr, u8)>,
+    /// A DHCPv6 message that could not leave yet (no usable source
+    /// address), to send again at `.1`; `.2` tries so far.
+    resend: Option<(Vec<u8>, Instant, u32)>,
     events: mpsc::UnboundedSender<LeaseEvent>,
 }
 
@@ -178,6 +188,7 @@ impl V6 {
             dhcp: None,
             stateful: false,
             configured: None,
+            resend: None,
             config: config.clone(),
             store,
             events,
@@ -218,6 +229,7 @@ impl V6 {
         [
             self.tracker.poll_timeout(),
             self.dhcp.as_ref().and_then(Client::poll_timeout),
+            self.resend.as_ref().map(|r| r.1),
         ]
         .into_iter()
         .flatten()
@@ -248,6 +260,9 @@ impl V6 {
                 self.tracker.handle_timeout(now);
                 if let Some(c) = self.dhcp.as_mut() {
                     c.handle_timeout(now);
+                }
+                if let Some((payload, _, tries)) = self.resend.take_if(|r| r.1 <= now) {
+                    self.send_dhcp(payload, tries).await;
                 }
             }
         }
@@ -282,13 +297,27 @@ impl V6 {
             }
             let Some(c) = self.dhcp.as_mut() else { break };
             if let Some(t) = c.poll_transmit() {
-                if let Err(e) = self.udp.send(&t.payload).await {
-                    tracing::warn!(interface = %self.ifname, error = %e, "sending a DHCPv6 message failed");
-                }
+                self.send_dhcp(t.payload, 0).await;
                 continue;
             }
             let Some(ev) = c.poll_event() else { break };
             self.on_dhcp_event(ev);
+        }
+    }
+
+    /// Sends a DHCPv6 message; one that finds no source address yet (the
+    /// link-local address is tentative) is sent again shortly, a few times.
+    /// A newer message replaces a pending one.
+    async fn send_dhcp(&mut self, payload: Vec<u8>, tries: u32) {
+        match self.udp.send(&payload).await {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && tries < RESEND_TRIES => {
+                tracing::debug!(interface = %self.ifname, "no source address yet for DHCPv6; sending again shortly");
+                self.resend = Some((payload, Instant::now() + RESEND_PAUSE, tries + 1));
+            }
+            Err(e) => {
+                tracing::warn!(interface = %self.ifname, error = %e, "sending a DHCPv6 message failed");
+            }
         }
     }
 
