@@ -652,27 +652,24 @@ impl Core {
                 tracing::error!("{e}");
                 self.last_error = Some(format!("IPv6 forwards: {e}"));
             }
-            let plan = self.plan.as_ref();
-            let result = match &self.lease {
+            match self.lease.clone() {
+                // The same rules, with no IPv4 forwards.
+                None => self.isolate().await,
                 Some(l) => {
+                    let plan = self.plan.as_ref();
                     let forwards = plan.map(|p| p.forwards.as_slice()).unwrap_or_default();
                     let gateway_for = plan.and_then(Plan::gateway_for);
-                    self.firewall
+                    match self
+                        .firewall
                         .apply(&iface.name, forwards, l.address, gateway_for, &rules)
                         .await
-                }
-                None => self.firewall.isolate(&iface.name, &rules).await,
-            };
-            match result {
-                Ok(()) => {
-                    if self.lease.is_none() {
-                        self.isolated = Some(iface.name.clone());
+                    {
+                        Ok(()) => self.applied_v6 = Some(rules),
+                        Err(e) => {
+                            tracing::error!(error = %e, "applying the IPv6 forwards failed");
+                            self.last_error = Some(format!("applying IPv6 forwards: {e}"));
+                        }
                     }
-                    self.applied_v6 = Some(rules);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "applying the IPv6 forwards failed");
-                    self.last_error = Some(format!("applying IPv6 forwards: {e}"));
                 }
             }
         }

@@ -48,24 +48,13 @@ pub fn ensure_router_sysctls(root: &Path) -> Result<(), SysctlError> {
         .iter()
         .chain(ROUTER_SYSCTLS6.iter().filter(|_| ipv6))
     {
-        let path = root.join(s.proc_path());
-        let outcome = ensure_one(
-            s,
-            || std::fs::read_to_string(&path),
-            |v| std::fs::write(&path, v),
-        )?;
-        if outcome == Outcome::Written {
-            tracing::info!("set {}={}", s.name, s.value);
-        }
+        ensure_at(root, s)?;
     }
     Ok(())
 }
 
-/// IPv6 forwarding ([`netcontainer_proto::contract::IPV6_FORWARDING`]),
-/// for the kernel path of IPv6 forwards: set on demand, not at start (see
-/// the contract for why).
-pub fn ensure_ipv6_forwarding(root: &Path) -> Result<Outcome, SysctlError> {
-    let s = &netcontainer_proto::contract::IPV6_FORWARDING;
+/// [`ensure_one`] on the file of `s` under `root`, logging a write.
+fn ensure_at(root: &Path, s: &Sysctl) -> Result<Outcome, SysctlError> {
     let path = root.join(s.proc_path());
     let outcome = ensure_one(
         s,
@@ -76,6 +65,13 @@ pub fn ensure_ipv6_forwarding(root: &Path) -> Result<Outcome, SysctlError> {
         tracing::info!("set {}={}", s.name, s.value);
     }
     Ok(outcome)
+}
+
+/// IPv6 forwarding ([`netcontainer_proto::contract::IPV6_FORWARDING`]),
+/// for the kernel path of IPv6 forwards: set on demand, not at start (see
+/// the contract for why).
+pub fn ensure_ipv6_forwarding(root: &Path) -> Result<Outcome, SysctlError> {
+    ensure_at(root, &netcontainer_proto::contract::IPV6_FORWARDING)
 }
 
 /// The decision for one sysctl: leave a right value alone (a read-only

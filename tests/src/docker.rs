@@ -628,6 +628,20 @@ impl DockerBed {
         cmd: &[&str],
         start: bool,
     ) -> Service {
+        self.container_on(&self.network, tag, image, docker_args, cmd, start)
+    }
+
+    /// [`DockerBed::container`] on another Docker network (removed with the bed all
+    /// the same).
+    pub fn container_on(
+        &self,
+        network: &str,
+        tag: &str,
+        image: &str,
+        docker_args: &[&str],
+        cmd: &[&str],
+        start: bool,
+    ) -> Service {
         let name = self.name(tag);
         self.containers.lock().unwrap().push(name.clone());
         self.track_service(&name);
@@ -637,28 +651,18 @@ impl DockerBed {
         } else {
             vec!["create"]
         };
-        a.extend_from_slice(&[
-            "--name",
-            &name,
-            "--network",
-            &self.network,
-            "-e",
-            &sample_name,
-        ]);
+        a.extend_from_slice(&["--name", &name, "--network", network, "-e", &sample_name]);
         a.extend_from_slice(docker_args);
         a.push(image);
         a.extend_from_slice(cmd);
         docker_ok(&a);
         let ip = if start {
-            let fmt = format!(
-                "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
-                self.network
-            );
+            let fmt = format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}");
             let s = docker_ok(&["inspect", "--format", &fmt, &name]);
             Some(
                 s.trim()
                     .parse()
-                    .unwrap_or_else(|_| panic!("{name} has no address on {}: {s:?}", self.network)),
+                    .unwrap_or_else(|_| panic!("{name} has no address on {network}: {s:?}")),
             )
         } else {
             None

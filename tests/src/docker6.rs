@@ -9,13 +9,11 @@
 //! host (Docker's bridge driver does); the side puts the host's values back when it
 //! goes. The parent's host end gets IPv6 off, so the host follows no RA of the bed's LAN.
 
-use crate::docker::{DockerBed, SAMPLE_IMAGE, Service, docker, docker_ok};
-use crate::netns::Netns;
+use crate::docker::{DockerBed, SAMPLE_IMAGE, Service, docker};
 use crate::v6::{Radvd, RadvdOpts, lan_v6};
 use serde_json::Value;
 use std::net::Ipv6Addr;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 
 /// The bed's LAN client's IPv6 address (on the same /64 as the routers' SLAAC).
 pub const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10);
@@ -32,7 +30,6 @@ const FORWARDING: [&str; 2] = [
 pub struct V6Side {
     /// The IPv6 Docker network (`<id>net6`).
     pub network: String,
-    containers: Mutex<Vec<String>>,
     _radvd: Radvd,
     metric: u32,
     /// The host's IPv6 forwarding values before the side (all, default).
@@ -105,7 +102,6 @@ impl V6Side {
         let network = format!("{}net6", bed.id);
         let mut side = V6Side {
             network: network.clone(),
-            containers: Mutex::new(Vec::new()),
             _radvd: radvd,
             metric,
             saved,
@@ -140,35 +136,10 @@ impl V6Side {
         panic!("no free /28 for the IPv6 Docker network: {last}");
     }
 
-    /// The sample service `<id><tag>` on the IPv6 network (tracked by the bed too, so
-    /// its router goes with the bed).
+    /// The sample service `<id><tag>` on the IPv6 network (removed with the bed, and
+    /// before the network goes).
     pub fn run_service(&self, bed: &DockerBed, tag: &str, args: &[&str]) -> Service {
-        let name = bed.name(tag);
-        self.containers.lock().unwrap().push(name.clone());
-        bed.track_service(&name);
-        let env = format!("SAMPLE_NAME={name}");
-        let mut a = vec![
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            &self.network,
-            "-e",
-            &env,
-            SAMPLE_IMAGE,
-        ];
-        a.extend_from_slice(args);
-        docker_ok(&a);
-        let fmt = format!(
-            "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
-            self.network
-        );
-        let ip = docker_ok(&["inspect", "--format", &fmt, &name])
-            .trim()
-            .parse()
-            .ok();
-        Service { name, ip }
+        bed.container_on(&self.network, tag, SAMPLE_IMAGE, &[], args, true)
     }
 
     /// `name`'s IPv6 address on the IPv6 network.
@@ -194,9 +165,6 @@ impl Drop for V6Side {
                 for n in names.split_whitespace() {
                     let _ = docker(&["rm", "-f", "-v", n]);
                 }
-            }
-            for c in std::mem::take(&mut *self.containers.lock().unwrap()) {
-                let _ = docker(&["rm", "-f", "-v", &c]);
             }
             let _ = crate::wait_until(
                 std::time::Duration::from_secs(5),
@@ -225,67 +193,4 @@ impl Drop for V6Side {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-/// `curl http://[addr]:port/` from `ns`: Ok(body).
-pub fn curl6(ns: &Netns, addr: Ipv6Addr, port: u16, max_secs: u32) -> Result<String, String> {
-    curl6_inner(ns, addr, port, "/", max_secs)
-}
-
-/// `curl http://[addr]:port/PATH` from `ns` (3 s at most): Ok(body).
-pub fn curl6_path(ns: &Netns, addr: Ipv6Addr, port: u16, path: &str) -> Result<String, String> {
-    curl6_inner(ns, addr, port, path, 3)
-}
-
-fn curl6_inner(
-    ns: &Netns,
-    addr: Ipv6Addr,
-    port: u16,
-    path: &str,
-    max_secs: u32,
-) -> Result<String, String> {
-    let url = format!("http://[{addr}]:{port}{path}");
-    let out = ns
-        .command(&[
-            "curl",
-            "-sS",
-            "-g",
-            "--noproxy",
-            "*",
-            "--max-time",
-            &max_secs.to_string(),
-            &url,
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run curl: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "curl {url}: {} {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// One UDP datagram to `[addr]:port` from `ns` and its reply (3 tries, 1 s each).
-pub fn udp6(ns: &Netns, addr: Ipv6Addr, port: u16, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let payload = payload.to_vec();
-    ns.run_in(move || {
-        let s = std::net::UdpSocket::bind("[::]:0").map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(std::time::Duration::from_secs(1)))
-            .map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 512];
-        for _ in 0..3 {
-            s.send_to(&payload, (addr, port))
-                .map_err(|e| e.to_string())?;
-            if let Ok((n, _)) = s.recv_from(&mut buf) {
-                return Ok(buf[..n].to_vec());
-            }
-        }
-        Err(format!("no UDP reply from [{addr}]:{port}"))
-    })
-    .map_err(|e| e.to_string())?
 }

@@ -28,7 +28,7 @@ use crate::bed::Lan;
 use crate::netns::Netns;
 use crate::proc::ProcGuard;
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -450,12 +450,29 @@ pub fn udp_echo(
 }
 
 /// `curl -sS --max-time SECS http://addr:port/` from `ns`: Ok(body) or Err(curl's error).
-pub fn curl(ns: &Netns, addr: Ipv4Addr, port: u16, max_secs: u32) -> Result<String, String> {
-    let url = format!("http://{addr}:{port}/");
+pub fn curl(
+    ns: &Netns,
+    addr: impl Into<IpAddr>,
+    port: u16,
+    max_secs: u32,
+) -> Result<String, String> {
+    curl_path(ns, addr, port, "/", max_secs)
+}
+
+/// [`curl`] of `PATH` (an IPv6 address in brackets, as URLs write it).
+pub fn curl_path(
+    ns: &Netns,
+    addr: impl Into<IpAddr>,
+    port: u16,
+    path: &str,
+    max_secs: u32,
+) -> Result<String, String> {
+    let url = format!("http://{}{path}", SocketAddr::new(addr.into(), port));
     let out = ns
         .command(&[
             "curl",
             "-sS",
+            "-g",
             "--noproxy",
             "*",
             "--max-time",

@@ -525,3 +525,23 @@ fn decode_aaaa(p: &[u8], id: u16) -> Option<Option<Ipv6Addr>> {
     }
     Some(None)
 }
+
+/// One UDP datagram to `[addr]:port` from `ns` and its reply (3 tries, 1 s each).
+pub fn udp6(ns: &Netns, addr: Ipv6Addr, port: u16, payload: &[u8]) -> Result<Vec<u8>, String> {
+    let payload = payload.to_vec();
+    ns.run_in(move || {
+        let s = std::net::UdpSocket::bind("[::]:0").map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(1)))
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 512];
+        for _ in 0..3 {
+            s.send_to(&payload, (addr, port))
+                .map_err(|e| e.to_string())?;
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                return Ok(buf[..n].to_vec());
+            }
+        }
+        Err(format!("no UDP reply from [{addr}]:{port}"))
+    })
+    .map_err(|e| e.to_string())?
+}

@@ -11,6 +11,7 @@
 //! renew/rebind/expiry test in seconds; dnsmasq (two minutes at least) and radvd only
 //! show addresses, names and lifetimes.
 
+use netcontainer_tests::service::curl;
 use netcontainer_tests::v6::*;
 use netcontainer_tests::*;
 use std::net::Ipv6Addr;
@@ -536,40 +537,6 @@ fn garbage_and_foreign_packets_change_nothing() {
     assert!(kea.lease_of(a.address).is_some());
 }
 
-/// `GET /` over IPv6 from inside `ns` (bounded: 3 s to connect, 5 s to read); the body.
-fn fetch6(ns: &Netns, addr: Ipv6Addr, port: u16) -> Result<String, String> {
-    use std::io::{Read, Write};
-    ns.run_in(move || {
-        let to = std::net::SocketAddr::from((addr, port));
-        let mut s = std::net::TcpStream::connect_timeout(&to, 3 * S).map_err(|e| e.to_string())?;
-        s.set_read_timeout(Some(5 * S)).map_err(|e| e.to_string())?;
-        s.write_all(b"GET / HTTP/1.0\r\n\r\n")
-            .map_err(|e| e.to_string())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-        Ok(out)
-    })
-    .map_err(|e| e.to_string())?
-}
-
-/// One UDP datagram to `addr:port` from inside `ns` and the reply (3 tries, 2 s each).
-fn udp6(ns: &Netns, addr: Ipv6Addr, port: u16, payload: &'static [u8]) -> Option<Vec<u8>> {
-    ns.run_in(move || {
-        let s = std::net::UdpSocket::bind("[::]:0").ok()?;
-        s.set_read_timeout(Some(2 * S)).ok()?;
-        let mut buf = [0u8; 512];
-        for _ in 0..3 {
-            s.send_to(payload, (addr, port)).ok()?;
-            if let Ok((n, _)) = s.recv_from(&mut buf) {
-                return Some(buf[..n].to_vec());
-            }
-        }
-        None
-    })
-    .ok()
-    .flatten()
-}
-
 const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x20);
 const ROUTER_SIDE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
 const SERVICE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 2);
@@ -676,7 +643,7 @@ impl Fwd6 {
     /// The LAN client's view: the published TCP and UDP ports answer over IPv6, an
     /// unpublished one does not.
     fn check_reachable(&self, public: Ipv6Addr) {
-        let body = retry(10, S, || fetch6(&self.client, public, 80));
+        let body = netcontainer_tests::service::retry(10, S, || curl(&self.client, public, 80, 3));
         assert!(
             body.as_ref().is_ok_and(|b| b.contains("hello-six")),
             "{body:?}\n{}",
@@ -684,27 +651,15 @@ impl Fwd6 {
         );
         assert_eq!(
             udp6(&self.client, public, 53, b"ping6").as_deref(),
-            Some(&b"ping6"[..]),
+            Ok(&b"ping6"[..]),
             "UDP over IPv6\n{}",
             self.agent.log()
         );
         assert!(
-            fetch6(&self.client, public, 8080).is_err(),
+            curl(&self.client, public, 8080, 3).is_err(),
             "an unpublished port answered over IPv6"
         );
     }
-}
-
-fn retry<T, E>(times: u32, pause: Duration, mut f: impl FnMut() -> Result<T, E>) -> Result<T, E> {
-    let mut last = f();
-    for _ in 1..times {
-        if last.is_ok() {
-            break;
-        }
-        std::thread::sleep(pause);
-        last = f();
-    }
-    last
 }
 
 /// Kernel path: the service side has IPv6, the router DNATs to the service's IPv6
@@ -740,7 +695,7 @@ fn ipv6_forwards_in_the_kernel_to_a_service_with_ipv6() {
     let host = bed.svc.hosts[0].clone();
     let lan_listener = netcontainer_tests::service::HttpServer::start(&bed.client, 8081, "lan");
     assert!(
-        fetch6(&host, CLIENT6, lan_listener.port).is_err(),
+        curl(&host, CLIENT6, lan_listener.port, 3).is_err(),
         "the service side reached the LAN over IPv6 through the router"
     );
     // Unset (plan without the service's IPv6 address): the relay takes over.
@@ -781,7 +736,7 @@ fn ipv6_is_relayed_to_a_service_on_ipv4_only() {
     );
     assert!(out.ok(), "{out}");
     assert!(
-        wait_until(5 * S, POLL, || fetch6(&bed.client, public, 80).is_err()),
+        wait_until(5 * S, POLL, || curl(&bed.client, public, 80, 1).is_err()),
         "the relay still answers with --ipv6 off"
     );
     assert_eq!(bed.path(), "none");

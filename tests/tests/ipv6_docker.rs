@@ -10,7 +10,9 @@
 //!   off; after `down` nothing of either is left.
 
 use netcontainer_tests::docker::{DockerBed, router_name};
-use netcontainer_tests::docker6::{V6Side, curl6, curl6_path, udp6};
+use netcontainer_tests::docker6::V6Side;
+use netcontainer_tests::service::{curl, curl_path};
+use netcontainer_tests::v6::udp6;
 use netcontainer_tests::*;
 use serde_json::Value;
 use std::net::Ipv6Addr;
@@ -59,7 +61,7 @@ fn services_are_reached_over_ipv6_by_relay_and_by_kernel_dnat() {
     assert_eq!(r_path, "relay");
     assert_eq!(k_path, "kernel");
     for (addr, svc) in [(r6, &relayed.name), (k6, &kernel.name)] {
-        let body = wait_for(10 * S, S / 2, || curl6(&bed.client, addr, 80, 3).ok());
+        let body = wait_for(10 * S, S / 2, || curl(&bed.client, addr, 80, 3).ok());
         assert!(
             body.as_deref()
                 .is_some_and(|b| b.contains(&format!("hello from {svc}"))),
@@ -72,14 +74,14 @@ fn services_are_reached_over_ipv6_by_relay_and_by_kernel_dnat() {
             "{svc}: UDP over IPv6"
         );
         assert!(
-            curl6(&bed.client, addr, 8081, 2).is_err(),
+            curl(&bed.client, addr, 8081, 2).is_err(),
             "{svc}: the unpublished port 8081 answered over IPv6"
         );
     }
     // The kernel path's service sees its router's address on the IPv6 network
     // (masquerade: the service's IPv6 default route is Docker's); the relay's sees its
     // router's IPv4 address.
-    let peer = curl6_path(&bed.client, k6, 80, "/peer").unwrap();
+    let peer = curl_path(&bed.client, k6, 80, "/peer", 3).unwrap();
     let router6 = side
         .address6(&router_name(&kernel.name))
         .expect("router's IPv6");
@@ -99,12 +101,12 @@ fn services_are_reached_over_ipv6_by_relay_and_by_kernel_dnat() {
         &k6.to_string(),
     ]);
     assert!(
-        curl6(&bed.client, other6, 80, 2).is_err(),
+        curl(&bed.client, other6, 80, 2).is_err(),
         "another container was reached over IPv6 through the router"
     );
     let kernel6 = side.address6(&kernel.name).unwrap();
     assert!(
-        curl6(&bed.client, kernel6, 8081, 2).is_err(),
+        curl(&bed.client, kernel6, 8081, 2).is_err(),
         "the service's own IPv6 address was reached through the router"
     );
 
@@ -137,5 +139,5 @@ fn services_are_reached_over_ipv6_by_relay_and_by_kernel_dnat() {
         assert!(out.ok(), "{out}");
         bed.assert_clean(svc);
     }
-    assert!(curl6(&bed.client, r6, 80, 2).is_err());
+    assert!(curl(&bed.client, r6, 80, 2).is_err());
 }
