@@ -40,6 +40,11 @@ const RELEASE_PATIENCE: Duration = Duration::from_millis(1500);
 const RESEND_PAUSE: Duration = Duration::from_millis(250);
 const RESEND_TRIES: u32 = 20;
 
+/// How long a stored lease's Rebind waits for the link-local address to
+/// finish duplicate detection, and how often that is looked at.
+const DAD_PATIENCE: Duration = Duration::from_secs(3);
+const DAD_POLL: Duration = Duration::from_millis(100);
+
 /// The most the first Router Solicitation waits. RFC 4861 section 6.3.7
 /// says a host SHOULD wait up to MAX_RTR_SOLICITATION_DELAY (1 s), so that
 /// hosts starting together after a power failure do not solicit at once,
@@ -154,6 +159,11 @@ pub struct V6 {
     /// A DHCPv6 message that could not leave yet (no usable source
     /// address), to send again at `.1`; `.2` tries so far.
     resend: Option<(Vec<u8>, Instant, u32)>,
+    /// A stored lease to Rebind once the link-local address can receive
+    /// (or at `.1` regardless): a server's Reply to a tentative address is
+    /// not delivered (the kernel ignores address resolution for it), and
+    /// the Rebind's own retransmission comes only after 10 s.
+    resume: Option<(Lease, Instant)>,
     events: mpsc::UnboundedSender<LeaseEvent>,
 }
 
@@ -189,6 +199,7 @@ impl V6 {
             stateful: false,
             configured: None,
             resend: None,
+            resume: None,
             config: config.clone(),
             store,
             events,
@@ -199,10 +210,9 @@ impl V6 {
             .and_then(|s| s.to_lease(&plan.interface, &config.duid()))
         {
             tracing::info!(address = %lease.address, "resuming the stored DHCPv6 lease");
-            let mut c = Client::new(config, Box::new(rng));
-            c.resume(now, lease);
-            v6.dhcp = Some(c);
+            v6.dhcp = Some(Client::new(config, Box::new(rng)));
             v6.stateful = true;
+            v6.resume = Some((lease, now + DAD_PATIENCE));
         }
         Ok(v6)
     }
@@ -211,6 +221,7 @@ impl V6 {
     pub fn spawn(mut self) -> Handle {
         let (end, mut ended) = mpsc::channel(1);
         let task = tokio::spawn(async move {
+            self.try_resume(Instant::now());
             self.drive().await;
             let release = loop {
                 if let std::ops::ControlFlow::Break(release) = self.step(&mut ended).await {
@@ -230,6 +241,7 @@ impl V6 {
             self.tracker.poll_timeout(),
             self.dhcp.as_ref().and_then(Client::poll_timeout),
             self.resend.as_ref().map(|r| r.1),
+            self.resume.as_ref().map(|_| Instant::now() + DAD_POLL),
         ]
         .into_iter()
         .flatten()
@@ -261,6 +273,7 @@ impl V6 {
                 if let Some(c) = self.dhcp.as_mut() {
                     c.handle_timeout(now);
                 }
+                self.try_resume(now);
                 if let Some((payload, _, tries)) = self.resend.take_if(|r| r.1 <= now) {
                     self.send_dhcp(payload, tries).await;
                 }
@@ -302,6 +315,17 @@ impl V6 {
             }
             let Some(ev) = c.poll_event() else { break };
             self.on_dhcp_event(ev);
+        }
+    }
+
+    /// Rebinds the stored lease once the link-local address can receive,
+    /// or once waiting for it is over.
+    fn try_resume(&mut self, now: Instant) {
+        let ready = link_local_ready(&self.ifname);
+        if let Some((lease, _)) = self.resume.take_if(|r| ready || now >= r.1)
+            && let Some(c) = self.dhcp.as_mut()
+        {
+            c.resume(now, lease);
         }
     }
 
@@ -444,9 +468,51 @@ impl V6 {
     }
 }
 
+/// IFA_F_TENTATIVE (linux/if_addr.h), in `/proc/net/if_inet6`'s flags.
+const IFA_F_TENTATIVE: u32 = 0x40;
+/// RT_SCOPE_LINK, in its scope column.
+const SCOPE_LINK: u32 = 0x20;
+
+/// Whether `ifname` has a link-local address past duplicate detection.
+fn link_local_ready(ifname: &str) -> bool {
+    std::fs::read_to_string("/proc/net/if_inet6")
+        .is_ok_and(|table| has_ready_link_local(&table, ifname))
+}
+
+/// [`link_local_ready`] on the text of `/proc/net/if_inet6` (one address a
+/// line: address, ifindex, prefix length, scope, flags in hex, name).
+fn has_ready_link_local(table: &str, ifname: &str) -> bool {
+    table.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let hex = |s: &str| u32::from_str_radix(s, 16).ok();
+        matches!(f.as_slice(), [_, _, _, scope, flags, name]
+            if *name == ifname
+                && hex(scope) == Some(SCOPE_LINK)
+                && hex(flags).is_some_and(|f| f & IFA_F_TENTATIVE == 0))
+    })
+}
+
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_link_local_past_dad_is_ready() {
+        let tentative = "fe80000000000000a8bbccfffedd0011 00000005 40 20 c0     lan0\n";
+        let ready = "fe80000000000000a8bbccfffedd0011 00000005 40 20 80     lan0\n";
+        let global = "20010db8000100000000000000000100 00000005 80 00 80     lan0\n";
+        assert!(!has_ready_link_local(tentative, "lan0"));
+        assert!(has_ready_link_local(ready, "lan0"));
+        assert!(!has_ready_link_local(ready, "lan1"));
+        assert!(!has_ready_link_local(global, "lan0"));
+        assert!(has_ready_link_local(&format!("{global}{ready}"), "lan0"));
+        assert!(!has_ready_link_local("garbage\n", "lan0"));
     }
 }
