@@ -300,10 +300,12 @@ impl Core {
                 index: link.index,
             });
             self.v4 = Some(task.spawn());
-            // The old addresses go: whatever the IPv6 table holds now, the
-            // next sync_v6 replaces it.
-            self.applied_v6 = None;
             self.start_v6(&plan, &link);
+            // The new tasks' first DISCOVER and RS leave now: nothing below
+            // is needed for them (the isolation is in place since the start,
+            // and the IPv6 table is known: stop_v6 synced it, or the start's
+            // isolation set it).
+            tokio::task::yield_now().await;
         } else if let Some(lease) = self.lease.clone() {
             // Same lease, new forwards: replace the rules now.
             self.isolated = None;
@@ -344,8 +346,6 @@ impl Core {
             self.publish();
             return Response::Error(msg);
         }
-        tracing::info!(interface = %plan.interface, forwards = plan.forwards.len(),
-            source = %plan.source, "plan applied");
         if !restart && (plan.ipv6 == Ipv6Mode::Auto) != self.v6.is_some() {
             if let Some(old) = self.v6.take() {
                 self.stop_v6(old, events, true).await;
@@ -356,10 +356,9 @@ impl Core {
                 Err(e) => self.last_error = Some(format!("IPv6 on {}: {e}", plan.interface)),
             }
         }
-        tracing::info!(interface = %plan.interface, forwards = plan.forwards.len(), "plan applied");
-        if let Err(e) = self.plans.save(&plan) {
-            tracing::warn!(error = %e, "cannot save the plan; a restarted agent will wait for the driver");
-        }
+        tracing::info!(interface = %plan.interface, forwards = plan.forwards.len(),
+            source = %plan.source, "plan applied");
+        self.plans.save_later(&plan);
         self.plan = Some(plan);
         self.sync_v6().await;
         self.publish();
@@ -599,8 +598,14 @@ impl Core {
         let Some(service) = plan.service.as_ref().filter(|s| s.address6.is_some()) else {
             return V6Rules::default();
         };
+        let addresses = self.global_v6();
+        // No global address yet: nothing to DNAT, so the isolation-only table
+        // (what the start applied: a plan's arrival runs no nft).
+        if addresses.is_empty() {
+            return V6Rules::default();
+        }
         V6Rules {
-            addresses: self.global_v6(),
+            addresses,
             service: service.address6,
             forwards: plan
                 .forwards

@@ -176,10 +176,7 @@ impl Netconf {
     /// Adds (or refreshes the lifetime of) the address, and installs the
     /// agent's routing table and rules for it.
     pub async fn install(&self, index: u32, cfg: &AddressConfig) -> Result<(), NetconfError> {
-        let secs = cfg
-            .lifetime
-            .map(|d| d.as_secs().clamp(1, u64::from(u32::MAX - 1)) as u32)
-            .unwrap_or(u32::MAX);
+        let secs = kernel_lifetime(cfg.lifetime).max(1);
         let mut req = self
             .handle
             .address()
@@ -356,12 +353,7 @@ impl Netconf {
         preferred: Option<Duration>,
         valid: Option<Duration>,
     ) -> Result<(), NetconfError> {
-        // Rounded up: the kernel must not drop the address before the
-        // agent's own deadline (the agent removes it then).
-        let secs = |d: Option<Duration>| {
-            d.map(|d| d.as_millis().div_ceil(1000).min(u128::from(u32::MAX - 1)) as u32)
-                .unwrap_or(u32::MAX)
-        };
+        let secs = kernel_lifetime;
         let mut req = self
             .handle
             .address()
@@ -592,9 +584,36 @@ pub fn network(addr: Ipv4Addr, prefix_len: u8) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(addr) & mask)
 }
 
+/// An address lifetime as the kernel takes it, in whole seconds rounded up:
+/// the kernel must not drop an address before the lease ends (the agent is
+/// still renewing or rebinding until then, and removes it itself at expiry).
+/// `None` is infinite; `u32::MAX` is the kernel's infinity, so a finite one
+/// stops below it.
+fn kernel_lifetime(d: Option<Duration>) -> u32 {
+    d.map_or(u32::MAX, |d| {
+        let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        secs.min(u64::from(u32::MAX - 1)) as u32
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lease with 29.4 s left is 30 s for the kernel, not 29: truncated,
+    /// the kernel removed the address while the agent was still rebinding.
+    #[test]
+    fn kernel_lifetimes_round_up() {
+        assert_eq!(kernel_lifetime(Some(Duration::from_millis(29_400))), 30);
+        assert_eq!(kernel_lifetime(Some(Duration::from_secs(30))), 30);
+        assert_eq!(kernel_lifetime(Some(Duration::from_nanos(1))), 1);
+        assert_eq!(kernel_lifetime(Some(Duration::ZERO)), 0);
+        assert_eq!(kernel_lifetime(None), u32::MAX);
+        assert_eq!(
+            kernel_lifetime(Some(Duration::from_secs(u64::MAX))),
+            u32::MAX - 1
+        );
+    }
 
     #[test]
     fn network6_masks() {

@@ -45,12 +45,15 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Lease file of one interface in the state directory.
+/// A file replaced atomically (temporary file, fsync, rename, fsync of the
+/// directory), written now or on the blocking pool: the agent's runtime has
+/// one thread, and fsyncs (milliseconds on a busy disk) must not stand
+/// between a plan and its first DISCOVER or a lease and its address. Writes
+/// land in the order issued: one overtaken by a newer write or a removal is
+/// dropped, whichever thread gets there first.
 #[derive(Clone, Debug)]
-pub struct LeaseStore {
+pub struct DurableFile {
     path: PathBuf,
-    /// Orders writes made off the runtime ([`LeaseStore::save_later`]): the
-    /// newest change issued wins, whichever thread gets there first.
     seq: std::sync::Arc<std::sync::Mutex<Seq>>,
 }
 
@@ -61,12 +64,16 @@ struct Seq {
     written: u64,
 }
 
-impl LeaseStore {
-    pub fn new(state_dir: &Path, interface: &str) -> Self {
-        LeaseStore {
-            path: state_dir.join(netcontainer_proto::contract::lease_file(interface)),
+impl DurableFile {
+    pub fn new(path: PathBuf) -> Self {
+        DurableFile {
+            path,
             seq: Default::default(),
         }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn issue(&self) -> u64 {
@@ -75,11 +82,26 @@ impl LeaseStore {
         s.issued
     }
 
-    /// [`LeaseStore::save`] on the blocking pool: the agent's runtime has one
-    /// thread, and two fsyncs (milliseconds on a busy disk) must not stand
-    /// between a lease and its address. A save overtaken by a newer save or
-    /// clear is dropped.
-    pub fn save_later(&self, lease: StoredLease) {
+    /// The file's text; `None` when it is missing, `Err` when unreadable.
+    pub fn read(&self) -> std::io::Result<Option<String>> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn write_now(&self, bytes: &[u8]) -> std::io::Result<()> {
+        let n = self.issue();
+        let mut s = self.seq.lock().unwrap_or_else(|p| p.into_inner());
+        self.write(bytes)?;
+        s.written = s.written.max(n);
+        Ok(())
+    }
+
+    /// [`DurableFile::write_now`] on the blocking pool; a failure is logged
+    /// as `what`.
+    pub fn write_later(&self, bytes: Vec<u8>, what: &'static str) {
         let n = self.issue();
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
@@ -87,63 +109,27 @@ impl LeaseStore {
             if n <= s.written {
                 return;
             }
-            if let Err(e) = me.write(&lease) {
-                tracing::warn!(path = %me.path.display(), error = %e, "cannot persist the lease");
+            if let Err(e) = me.write(&bytes) {
+                tracing::warn!(path = %me.path.display(), error = %e, "cannot persist {what}");
             }
             s.written = n;
         });
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The stored lease, if there is a readable one. A corrupt file is logged
-    /// and ignored (the client then simply starts from DISCOVER).
-    pub fn load(&self) -> Option<StoredLease> {
-        let text = match std::fs::read_to_string(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot read the stored lease");
-                return None;
-            }
-        };
-        match serde_json::from_str(&text) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "ignoring a corrupt stored lease");
-                None
-            }
-        }
-    }
-
-    /// Writes the lease atomically and durably: a temporary file, fsynced,
-    /// renamed over the old one, then the directory fsynced, so that after a
-    /// power loss or reboot the file is the old lease or the new one, never
-    /// empty, and the rename itself is on disk (the lease directory is on
-    /// the host's `/var/lib`, meant to outlive a reboot).
-    pub fn save(&self, lease: &StoredLease) -> std::io::Result<()> {
-        let n = self.issue();
-        let mut s = self.seq.lock().unwrap_or_else(|p| p.into_inner());
-        self.write(lease)?;
-        s.written = s.written.max(n);
-        Ok(())
-    }
-
-    fn write(&self, lease: &StoredLease) -> std::io::Result<()> {
+    fn write(&self, bytes: &[u8]) -> std::io::Result<()> {
         let tmp = self.path.with_extension("json.tmp");
         {
             let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(serde_json::to_string_pretty(lease)?.as_bytes())?;
+            f.write_all(bytes)?;
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &self.path)?;
         sync_dir(&self.path)
     }
 
-    pub fn clear(&self) -> std::io::Result<()> {
-        // Also drops a save still pending on the blocking pool.
+    /// Removes the file; also drops a write still pending on the blocking
+    /// pool.
+    pub fn remove(&self) -> std::io::Result<()> {
         let n = self.issue();
         let mut s = self.seq.lock().unwrap_or_else(|p| p.into_inner());
         s.written = s.written.max(n);
@@ -151,6 +137,57 @@ impl LeaseStore {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// Lease file of one interface in the state directory.
+#[derive(Clone, Debug)]
+pub struct LeaseStore {
+    file: DurableFile,
+}
+
+impl LeaseStore {
+    pub fn new(state_dir: &Path, interface: &str) -> Self {
+        LeaseStore {
+            file: DurableFile::new(
+                state_dir.join(netcontainer_proto::contract::lease_file(interface)),
+            ),
+        }
+    }
+
+    /// [`LeaseStore::save`] off the runtime (see [`DurableFile`]).
+    pub fn save_later(&self, lease: StoredLease) {
+        match serde_json::to_vec_pretty(&lease) {
+            Ok(bytes) => self.file.write_later(bytes, "the lease"),
+            Err(e) => tracing::warn!(error = %e, "cannot encode the lease"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.file.path()
+    }
+
+    /// The stored lease, if there is a readable one. A corrupt file is logged
+    /// and ignored (the client then simply starts from DISCOVER).
+    pub fn load(&self) -> Option<StoredLease> {
+        let text = match self.file.read() {
+            Ok(t) => t?,
+            Err(e) => {
+                tracing::warn!(path = %self.path().display(), error = %e, "cannot read the stored lease");
+                return None;
+            }
+        };
+        serde_json::from_str(&text)
+            .inspect_err(|e| tracing::warn!(path = %self.path().display(), error = %e, "ignoring a corrupt stored lease"))
+            .ok()
+    }
+
+    pub fn save(&self, lease: &StoredLease) -> std::io::Result<()> {
+        self.file.write_now(&serde_json::to_vec_pretty(lease)?)
+    }
+
+    pub fn clear(&self) -> std::io::Result<()> {
+        self.file.remove()
     }
 }
 
@@ -251,34 +288,39 @@ mod tests {
 /// without waiting for the driver. Removed on a clean shutdown.
 #[derive(Clone, Debug)]
 pub struct PlanStore {
-    path: PathBuf,
+    file: DurableFile,
 }
 
 impl PlanStore {
     pub fn new(state_dir: &Path) -> Self {
         PlanStore {
-            path: state_dir.join(netcontainer_proto::contract::PLAN_FILE),
+            file: DurableFile::new(state_dir.join(netcontainer_proto::contract::PLAN_FILE)),
         }
     }
 
     pub fn load(&self) -> Option<netcontainer_proto::Plan> {
-        let text = std::fs::read_to_string(&self.path).ok()?;
+        let text = self.file.read().ok()??;
         match serde_json::from_str(&text) {
             Ok(p) => Some(p),
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "ignoring a corrupt saved plan");
+                tracing::warn!(path = %self.file.path().display(), error = %e, "ignoring a corrupt saved plan");
                 None
             }
         }
     }
 
-    pub fn save(&self, plan: &netcontainer_proto::Plan) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(plan)?)?;
-        std::fs::rename(&tmp, &self.path)
+    /// Saved off the runtime: the plan's first DISCOVER does not wait for
+    /// the disk (a crash before it lands only means waiting for the driver).
+    pub fn save_later(&self, plan: &netcontainer_proto::Plan) {
+        match serde_json::to_vec(plan) {
+            Ok(bytes) => self.file.write_later(bytes, "the plan"),
+            Err(e) => tracing::warn!(error = %e, "cannot encode the plan"),
+        }
     }
 
     pub fn clear(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Err(e) = self.file.remove() {
+            tracing::warn!(path = %self.file.path().display(), error = %e, "cannot remove the saved plan");
+        }
     }
 }

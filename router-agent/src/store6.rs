@@ -3,13 +3,14 @@
 //! restarted agent Rebinds its address instead of soliciting a new one.
 //! Times are Unix seconds (the agent's `Instant`s do not survive it).
 
-use std::io::Write;
 use std::net::Ipv6Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use netcontainer_lease::v6::Lease;
 use serde::{Deserialize, Serialize};
+
+use crate::store::DurableFile;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredLease6 {
@@ -92,37 +93,42 @@ impl StoredLease6 {
 
 #[derive(Clone, Debug)]
 pub struct Lease6Store {
-    path: PathBuf,
+    file: DurableFile,
 }
 
 impl Lease6Store {
     pub fn new(state_dir: &Path, interface: &str) -> Self {
         Lease6Store {
-            path: state_dir.join(netcontainer_proto::contract::lease6_file(interface)),
+            file: DurableFile::new(
+                state_dir.join(netcontainer_proto::contract::lease6_file(interface)),
+            ),
         }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// The stored lease; a missing or corrupt file is none (logged).
     pub fn load(&self) -> Option<StoredLease6> {
-        let text = std::fs::read_to_string(&self.path).ok()?;
+        let text = self.file.read().ok()??;
         serde_json::from_str(&text)
-            .inspect_err(|e| tracing::warn!(path = %self.path.display(), error = %e, "ignoring a corrupt stored DHCPv6 lease"))
+            .inspect_err(|e| tracing::warn!(path = %self.path().display(), error = %e, "ignoring a corrupt stored DHCPv6 lease"))
             .ok()
     }
 
-    /// Writes atomically (temporary file, fsync, rename).
+    /// Writes atomically, now (see [`DurableFile`]).
     pub fn save(&self, lease: &StoredLease6) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(serde_json::to_string_pretty(lease)?.as_bytes())?;
-            f.sync_all()?;
+        self.file.write_now(&serde_json::to_vec_pretty(lease)?)
+    }
+
+    /// [`Lease6Store::save`] off the runtime: the address does not wait for
+    /// the disk.
+    pub fn save_later(&self, lease: &StoredLease6) {
+        match serde_json::to_vec_pretty(lease) {
+            Ok(bytes) => self.file.write_later(bytes, "the DHCPv6 lease"),
+            Err(e) => tracing::warn!(error = %e, "cannot encode the DHCPv6 lease"),
         }
-        std::fs::rename(&tmp, &self.path)
     }
 
     pub fn mark_released(&self) {
@@ -135,7 +141,9 @@ impl Lease6Store {
     }
 
     pub fn clear(&self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Err(e) = self.file.remove() {
+            tracing::warn!(path = %self.path().display(), error = %e, "cannot remove the stored DHCPv6 lease");
+        }
     }
 }
 

@@ -403,7 +403,6 @@ impl V6 {
                         prefix_len: len,
                     });
                 }
-                self.persist(&lease);
                 let now = Instant::now();
                 let left = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(now));
                 self.configured = Some((lease.address, prefix_len));
@@ -414,6 +413,12 @@ impl V6 {
                     valid: left(lease.expires_at()),
                     origin: Ipv6Origin::Dhcpv6,
                 });
+                // The address first, the disk after, off the runtime.
+                self.store.save_later(&StoredLease6::from_lease(
+                    &self.ifname,
+                    &self.config.duid(),
+                    &lease,
+                ));
             }
             Event::Lost { lease, reason } => {
                 tracing::info!(address = %lease.address, ?reason, "DHCPv6 lease lost");
@@ -435,13 +440,6 @@ impl V6 {
             Event::Information(info) => {
                 tracing::info!(dns = ?info.dns, "DHCPv6 other configuration");
             }
-        }
-    }
-
-    fn persist(&self, lease: &Lease) {
-        let stored = StoredLease6::from_lease(&self.ifname, &self.config.duid(), lease);
-        if let Err(e) = self.store.save(&stored) {
-            tracing::warn!(path = %self.store.path().display(), error = %e, "cannot persist the DHCPv6 lease");
         }
     }
 
