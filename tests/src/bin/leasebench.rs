@@ -25,7 +25,8 @@
 //! `ip netns exec`). For the agent, the agent is started first (not timed) and the clock
 //! runs from the start of `netcontainer agent apply` (on the host) to the address.
 //! RSS is VmRSS of the client (the agent, not the driver) 300 ms after the address.
-//! One warm-up run per pair is not counted. Prints a markdown table on stdout.
+//! Every run counts (no warm-up: a router's first plan gets none). Prints a markdown table
+//! on stdout.
 
 use netcontainer_tests::refclient::{self, RefClientKind};
 use netcontainer_tests::refclient6::{self, RefClient6Kind};
@@ -328,7 +329,8 @@ fn run_once6(
     res
 }
 
-/// Runs `once` one warm-up plus `runs` times (at most 3 failures), logging each.
+/// Runs `once` `runs` times (at most 3 failures), logging each; every run counts, since
+/// nothing a router meets on its first plan is warm.
 fn measure(
     runs: usize,
     what: &str,
@@ -336,13 +338,11 @@ fn measure(
 ) -> (Vec<Sample>, usize) {
     let mut samples = Vec::new();
     let mut failures = 0;
-    for i in 0..=runs {
+    for i in 1..=runs {
         match once() {
             Ok(s) => {
                 eprintln!("{what} run {i}: {} rss {:?} kB", ms(s.latency), s.rss_kb);
-                if i > 0 {
-                    samples.push(s);
-                }
+                samples.push(s);
             }
             Err(e) => {
                 eprintln!("{what} run {i}: FAILED {e}");
