@@ -42,6 +42,8 @@ pub struct Snapshot {
     /// The forwards are in the kernel (a lease is held and the rules applied).
     pub rules_active: bool,
     pub last_error: Option<String>,
+    /// Every standing problem, by subsystem (`last_error` is the latest).
+    pub problems: Vec<(crate::agent::Subsystem, String)>,
     /// The plan's source mode and service (for status and the "who am I?"
     /// endpoint).
     pub source: netcontainer_proto::SourceMode,
@@ -73,6 +75,7 @@ impl Snapshot {
             forwards: Vec::new(),
             rules_active: false,
             last_error: None,
+            problems: Vec::new(),
             source: Default::default(),
             service: None,
             ipv6: Vec::new(),

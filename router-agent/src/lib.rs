@@ -12,12 +12,16 @@
 //! - [`whoami`]: the "who am I?" endpoint on the Docker side.
 //! - [`relay`]: IPv6 to the service's IPv4 address in user space (IPv4-only
 //!   Docker networks).
-//! - [`agent`]: ties them together.
+//! - [`family`]: the address families' tasks (DHCPv4; router
+//!   advertisements, SLAAC and DHCPv6) behind one event type.
+//! - [`agent`]: the core (desired state plus one sync) and the shell that
+//!   runs it.
 
 pub mod agent;
 pub mod control;
 pub mod counters;
 pub mod dhcp;
+pub mod family;
 pub mod firewall;
 pub mod netconf;
 pub mod relay;

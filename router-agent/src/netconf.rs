@@ -74,6 +74,15 @@ pub struct AddressConfig {
     pub lifetime: Option<Duration>,
 }
 
+/// The plan's routing rules found in place (see [`Netconf::rules_in_place`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RulesInPlace {
+    /// Gateway mode's `from <service> lookup <our table>`.
+    pub service: Option<Ipv4Addr>,
+    /// The IPv6 mark rule.
+    pub mark6: bool,
+}
+
 /// A netlink handle in the agent's namespace.
 #[derive(Clone)]
 pub struct Netconf {
@@ -272,6 +281,46 @@ impl Netconf {
             Some(a) => self.add_rule(Some(a), None, RULE_PRIORITY + 2).await,
             None => self.del_rules_at(RULE_PRIORITY + 2).await,
         }
+    }
+
+    /// The rules of ours that only a plan sets, as they are now (an earlier
+    /// agent's may still be in place): the core changes them only when its
+    /// plan wants otherwise.
+    pub async fn rules_in_place(&self) -> Result<RulesInPlace, NetconfError> {
+        use rtnetlink::packet_route::rule::RuleAttribute;
+        let ours = |r: &rtnetlink::packet_route::rule::RuleMessage, priority: u32| {
+            r.attributes
+                .iter()
+                .any(|a| matches!(a, RuleAttribute::Priority(p) if *p == priority))
+                && r.attributes
+                    .iter()
+                    .any(|a| matches!(a, RuleAttribute::Table(t) if *t == ROUTE_TABLE))
+        };
+        let mut found = RulesInPlace::default();
+        let v4: Vec<_> = self
+            .handle
+            .rule()
+            .get(rtnetlink::IpVersion::V4)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("listing ip rules"))?;
+        for r in v4.iter().filter(|r| ours(r, RULE_PRIORITY + 2)) {
+            found.service = r.attributes.iter().find_map(|a| match a {
+                RuleAttribute::Source(IpAddr::V4(a)) => Some(*a),
+                _ => None,
+            });
+        }
+        let v6: Vec<_> = self
+            .handle
+            .rule()
+            .get(rtnetlink::IpVersion::V6)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("listing ip -6 rules"))?;
+        found.mark6 = v6.iter().any(|r| ours(r, RULE_PRIORITY + 1));
+        Ok(found)
     }
 
     async fn add_rule(

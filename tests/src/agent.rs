@@ -274,6 +274,20 @@ impl Agent {
         self.proc.as_mut().map(|p| p.running()).unwrap_or(false)
     }
 
+    /// Waits until the agent has persisted `file` (in its state directory,
+    /// which is also its lease directory here): a lease is written after its
+    /// address is in place, off the agent's runtime, so a kill -9 right after
+    /// the address appears may come before it.
+    pub fn wait_persisted(&self, file: &str, timeout: Duration) {
+        let path = self.state_dir.join(file);
+        assert!(
+            crate::wait_until(timeout, Duration::from_millis(20), || path.exists()),
+            "{} not written within {timeout:?}:\n{}",
+            path.display(),
+            self.log()
+        );
+    }
+
     /// kill -9: no release, no cleanup (the address and rules stay).
     pub fn kill9(&mut self) {
         if let Some(mut p) = self.proc.take() {

@@ -324,6 +324,8 @@ fn kill9_and_restart_keeps_the_address_without_solicit() {
     w.apply(None);
     let a = w.wait_addr(15 * S, |a| in_pool(a.address));
     let solicits = kea.received("SOLICIT");
+    w.agent
+        .wait_persisted(&netcontainer_proto::contract::lease6_file("lan0"), 5 * S);
     w.agent.kill9();
     w.agent.restart();
     // The restarted agent resumes its saved plan and Rebinds the stored lease.

@@ -271,6 +271,8 @@ fn restart_after_kill9_rebinds_the_same_address_fast() {
     let kea = Kea::start(&w.lan.lan, KeaOpts::default());
     let addr = w.bind();
     assert_bound_to(&w, addr);
+    w.agent
+        .wait_persisted(&netcontainer_proto::contract::lease_file("lan0"), 5 * S);
     w.agent.kill9();
     // A killed agent leaves its address; a re-created router would have a fresh link.
     // Simulate that so the measurement sees the address come back.

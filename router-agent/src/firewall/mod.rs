@@ -62,6 +62,7 @@ pub mod counters;
 pub(crate) mod fixtures;
 pub mod model;
 pub mod nft;
+pub mod policy;
 pub mod runner;
 #[cfg(test)]
 pub(crate) mod sample;
@@ -76,6 +77,7 @@ pub use model::{
     DEFAULT_MARK, DEFAULT_TABLE, Family, Ruleset, RulesetConfig, Table, validate_forwards,
 };
 pub use nft::Nft;
+pub use policy::{Ipv4Policy, Ipv6Policy, Policy};
 pub use runner::Runner;
 
 /// Errors of the firewall module. Each names the operation and carries the

@@ -3,7 +3,7 @@
 //! kernel's), forms SLAAC addresses, and runs the DHCPv6 client as the flags
 //! say (RFC 4861 section 4.2): M set, stateful (IA_NA); only O set, stateless
 //! (Information-request). Like the v4 task it configures nothing itself: it
-//! reports [`V6Event`]s to the core, which owns addresses and routes.
+//! reports [`Event`]s to the core, which owns addresses and routes.
 //!
 //! A DHCPv6 lease persisted by an earlier agent is resumed at once (Rebind),
 //! without waiting for an RA: the address is still on the interface with its
@@ -16,20 +16,17 @@ use std::time::{Duration, Instant};
 
 use netcontainer_lease::v6::config::Randomness;
 use netcontainer_lease::v6::ra::{RaEvent, Tracker};
-use netcontainer_lease::v6::{Client, Config, Event, Lease, LostReason};
-use netcontainer_proto::{Ipv6Origin, Plan};
+use netcontainer_lease::v6::{Client, Config, Event as ClientEvent, Lease, LostReason};
+use netcontainer_proto::Plan;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
-use super::LeaseEvent;
+use super::{Address, Event, Events, Family, Handle, Origin, RECEIVE_ERROR_PAUSE, sleep_until};
 use crate::dhcp::socket6::{Icmp6Socket, Udp6Socket};
 use crate::netconf::Link;
 use crate::store6::{Lease6Store, StoredLease6};
 
-/// Pause after a failed receive, so a persistent socket error is no hot loop.
-const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(50);
 /// How long a stop waits for the server's Reply to the Release (its first
 /// retransmission comes after about a second; the address is gone already).
 const RELEASE_PATIENCE: Duration = Duration::from_millis(1500);
@@ -56,51 +53,6 @@ const DAD_POLL: Duration = Duration::from_millis(100);
 /// started together, and the Solicit that follows the RA (whose timing is
 /// the LAN router's) waits no more (`Config::first_delay`).
 const MAX_RTR_SOLICITATION_DELAY: Duration = Duration::from_millis(200);
-
-/// What the IPv6 task reports to the core.
-#[derive(Debug)]
-pub enum V6Event {
-    /// Put this address in place, or update its lifetimes (`None`: infinite).
-    Address {
-        address: Ipv6Addr,
-        prefix_len: u8,
-        preferred: Option<Duration>,
-        valid: Option<Duration>,
-        origin: Ipv6Origin,
-    },
-    /// The address must go (lifetime ended, withdrawn or released).
-    AddressGone {
-        address: Ipv6Addr,
-        prefix_len: u8,
-    },
-    /// A default router, new or with a new lifetime.
-    Router {
-        address: Ipv6Addr,
-        lifetime: Duration,
-    },
-    RouterGone {
-        address: Ipv6Addr,
-    },
-    /// Something failed; shown as the last error.
-    Error(String),
-}
-
-/// The running task, as the core sees it.
-pub struct Handle {
-    end: mpsc::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl Handle {
-    /// Asks the task to stop, releasing its DHCPv6 lease or keeping it (no
-    /// Release; the persisted lease is rebound by the next start, as the v4
-    /// task keeps its lease with `--keep-lease`); the returned handle ends
-    /// once it has.
-    pub async fn end(self, release: bool) -> JoinHandle<()> {
-        let _ = self.end.send(release).await;
-        self.task
-    }
-}
 
 struct Rng(StdRng);
 impl Randomness for Rng {
@@ -164,19 +116,14 @@ pub struct V6 {
     /// not delivered (the kernel ignores address resolution for it), and
     /// the Rebind's own retransmission comes only after 10 s.
     resume: Option<(Lease, Instant)>,
-    events: mpsc::UnboundedSender<LeaseEvent>,
+    events: Events,
 }
 
 impl V6 {
     /// Opens the sockets on `plan.interface` (an up link); resumes a stored
     /// DHCPv6 lease of this client at once. Nothing is sent before
     /// [`V6::spawn`].
-    pub fn start(
-        plan: &Plan,
-        link: &Link,
-        state_dir: &Path,
-        events: mpsc::UnboundedSender<LeaseEvent>,
-    ) -> Result<V6, String> {
+    pub fn start(plan: &Plan, link: &Link, state_dir: &Path, events: Events) -> Result<V6, String> {
         let icmp = Icmp6Socket::open(&plan.interface, link.index).map_err(|e| e.to_string())?;
         let udp = Udp6Socket::bind(&plan.interface, link.index).map_err(|e| e.to_string())?;
         let mut rng = Rng(StdRng::from_os_rng());
@@ -217,10 +164,11 @@ impl V6 {
         Ok(v6)
     }
 
-    /// Runs until the core asks it to end.
+    /// Runs until the core asks it to end: on a stop with release, the
+    /// DHCPv6 lease is released; without (`--keep-lease`), the next start
+    /// rebinds it, as the v4 task keeps its lease.
     pub fn spawn(mut self) -> Handle {
-        let (end, mut ended) = mpsc::channel(1);
-        let task = tokio::spawn(async move {
+        Handle::spawn(Family::V6, move |mut ended| async move {
             self.try_resume(Instant::now());
             self.drive().await;
             let release = loop {
@@ -232,8 +180,7 @@ impl V6 {
             if release {
                 self.stop().await;
             }
-        });
-        Handle { end, task }
+        })
     }
 
     fn deadline(&self) -> Option<Instant> {
@@ -284,12 +231,43 @@ impl V6 {
 
     async fn receive_error(&mut self, what: &str, e: std::io::Error) {
         tracing::warn!(error = %e, "receiving {what} packets failed");
-        self.report(V6Event::Error(format!("receiving {what} packets: {e}")));
+        self.report(Event::Error(
+            Family::V6,
+            format!("receiving {what} packets: {e}"),
+        ));
         tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
     }
 
-    fn report(&self, ev: V6Event) {
-        let _ = self.events.send(LeaseEvent::V6(ev));
+    fn report(&self, ev: Event) {
+        // The core outlives its tasks; if it is gone there is no one to tell.
+        let _ = self.events.send(ev);
+    }
+
+    /// An address with lifetimes counted from now (`None`: infinite).
+    fn address(
+        &self,
+        address: Ipv6Addr,
+        prefix_len: u8,
+        preferred: Option<Duration>,
+        valid: Option<Duration>,
+        origin: Origin,
+    ) -> Event {
+        let now = Instant::now();
+        Event::Address(Address {
+            address: address.into(),
+            prefix_len,
+            preferred_until: preferred.map(|d| now + d),
+            valid_until: valid.map(|d| now + d),
+            origin,
+        })
+    }
+
+    fn gone(address: Ipv6Addr, prefix_len: u8) -> Event {
+        Event::AddressGone {
+            address: address.into(),
+            prefix_len,
+            error: None,
+        }
     }
 
     /// Sends what the tracker and the client queued, and acts on their events.
@@ -353,24 +331,17 @@ impl V6 {
                 prefix_len,
                 preferred,
                 valid,
-            } => self.report(V6Event::Address {
-                address,
-                prefix_len,
-                preferred,
-                valid,
-                origin: Ipv6Origin::Slaac,
-            }),
+            } => self.report(self.address(address, prefix_len, preferred, valid, Origin::Slaac)),
             RaEvent::AddressGone {
                 address,
                 prefix_len,
-            } => self.report(V6Event::AddressGone {
-                address,
-                prefix_len,
+            } => self.report(Self::gone(address, prefix_len)),
+            RaEvent::Router { address, .. } => self.report(Event::Router {
+                address: address.into(),
             }),
-            RaEvent::Router { address, lifetime } => {
-                self.report(V6Event::Router { address, lifetime })
-            }
-            RaEvent::RouterGone { address } => self.report(V6Event::RouterGone { address }),
+            RaEvent::RouterGone { address } => self.report(Event::RouterGone {
+                address: address.into(),
+            }),
         }
     }
 
@@ -393,26 +364,21 @@ impl V6 {
         }
     }
 
-    fn on_dhcp_event(&mut self, ev: Event) {
+    fn on_dhcp_event(&mut self, ev: ClientEvent) {
         match ev {
-            Event::Bound(lease) => {
+            ClientEvent::Bound(lease) => {
                 let prefix_len = self.tracker.on_link_prefix(lease.address).unwrap_or(128);
                 if let Some((old, len)) = self.configured.take_if(|(a, _)| *a != lease.address) {
-                    self.report(V6Event::AddressGone {
-                        address: old,
-                        prefix_len: len,
-                    });
+                    self.report(Self::gone(old, len));
                 }
-                let now = Instant::now();
-                let left = |t: Option<Instant>| t.map(|t| t.saturating_duration_since(now));
                 self.configured = Some((lease.address, prefix_len));
-                self.report(V6Event::Address {
-                    address: lease.address,
+                self.report(Event::Address(Address {
+                    address: lease.address.into(),
                     prefix_len,
-                    preferred: left(lease.preferred_until()),
-                    valid: left(lease.expires_at()),
-                    origin: Ipv6Origin::Dhcpv6,
-                });
+                    preferred_until: lease.preferred_until(),
+                    valid_until: lease.expires_at(),
+                    origin: Origin::Dhcpv6,
+                }));
                 // The address first, the disk after, off the runtime.
                 self.store.save_later(&StoredLease6::from_lease(
                     &self.ifname,
@@ -420,7 +386,7 @@ impl V6 {
                     &lease,
                 ));
             }
-            Event::Lost { lease, reason } => {
+            ClientEvent::Lost { lease, reason } => {
                 tracing::info!(address = %lease.address, ?reason, "DHCPv6 lease lost");
                 if reason == LostReason::Released {
                     self.store.mark_released();
@@ -432,12 +398,9 @@ impl V6 {
                     .take()
                     .filter(|(a, _)| *a == lease.address)
                     .map_or(128, |(_, l)| l);
-                self.report(V6Event::AddressGone {
-                    address: lease.address,
-                    prefix_len,
-                });
+                self.report(Self::gone(lease.address, prefix_len));
             }
-            Event::Information(info) => {
+            ClientEvent::Information(info) => {
                 tracing::info!(dns = ?info.dns, "DHCPv6 other configuration");
             }
         }
@@ -488,13 +451,6 @@ fn has_ready_link_local(table: &str, ifname: &str) -> bool {
                 && hex(scope) == Some(SCOPE_LINK)
                 && hex(flags).is_some_and(|f| f & IFA_F_TENTATIVE == 0))
     })
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -1,31 +1,29 @@
 //! The IPv4 family task: the DHCPv4 client of one interface with its raw and
 //! UDP sockets, the persisted lease and the ARP probe of a new address. It
-//! configures nothing itself: it reports [`LeaseEvent`]s to the core, which
-//! owns addresses, routes and the firewall.
+//! configures nothing itself: it reports [`Event`]s to the core, which owns
+//! addresses, routes and the firewall. A lease's address is reported once it
+//! is to be used (after the probe), with the lease; the address an earlier
+//! agent left is reported as kept ([`Origin::Previous`]) until the client
+//! gets it back or gives up on it.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use netcontainer_lease::arp::{ArpConfig, Probe, ProbeResult};
 use netcontainer_lease::v4::{
-    Client, Config, Destination, Event, Lease, LostReason, Retry, Transmit,
+    Client, Config, Destination, Event as ClientEvent, Lease, LostReason, Retry, Transmit,
 };
 use netcontainer_proto::{Plan, State};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
-use super::LeaseEvent;
+use super::{Address, Event, Events, Family, Handle, Origin, RECEIVE_ERROR_PAUSE, sleep_until};
 use crate::counters::Counters;
 use crate::dhcp::arp::ArpSocket;
 use crate::dhcp::socket::{RawSocket, UdpSocket};
 use crate::netconf::Link;
 use crate::store::{LeaseStore, StoredLease, hex};
-
-/// Pause after a failed receive, so that a persistent socket error is no
-/// hot loop.
-const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// What the DHCP exchange is bound to: a change restarts the task.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,26 +48,6 @@ impl Identity {
     }
 }
 
-/// The running task, as the core sees it.
-pub struct Handle {
-    pub identity: Identity,
-    /// `true`: release the lease; `false`: keep it (for the next start).
-    end: mpsc::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
-impl Handle {
-    /// Asks the task to stop, releasing its lease or keeping it (no
-    /// RELEASE; the persisted lease is claimed again by the next start);
-    /// the returned handle ends once it has (its last events are then in
-    /// the channel).
-    pub async fn end(self, release: bool) -> JoinHandle<()> {
-        // A task that already ended has nothing to release.
-        let _ = self.end.send(release).await;
-        self.task
-    }
-}
-
 /// How a task starts, besides its plan and link.
 pub struct Start<'a> {
     /// Where the lease is persisted.
@@ -90,6 +68,8 @@ pub struct V4 {
     /// UDP socket bound to the lease address, for unicast renew/release.
     udp: Option<(Ipv4Addr, Arc<UdpSocket>)>,
     store: LeaseStore,
+    /// The lease stored last (its write may still be pending).
+    stored: Option<StoredLease>,
     /// The lease reported bound (its address is on the interface).
     configured: Option<Lease>,
     /// Address left on the interface by a previous agent (killed without
@@ -103,7 +83,7 @@ pub struct V4 {
     probing: Option<Probing>,
     /// Why the last address was declined (the error of its loss).
     declined: Option<String>,
-    events: mpsc::UnboundedSender<LeaseEvent>,
+    events: Events,
     /// The state last reported.
     reported: Option<State>,
     counters: Arc<Counters>,
@@ -122,12 +102,7 @@ impl V4 {
     /// Opens the packet socket and starts the client on `plan.interface`
     /// (an up link), from the persisted lease if it is ours. Nothing is
     /// sent before [`V4::spawn`].
-    pub fn start(
-        plan: &Plan,
-        link: &Link,
-        start: Start<'_>,
-        events: mpsc::UnboundedSender<LeaseEvent>,
-    ) -> Result<V4, String> {
+    pub fn start(plan: &Plan, link: &Link, start: Start<'_>, events: Events) -> Result<V4, String> {
         let Start {
             lease_dir,
             request_address,
@@ -184,6 +159,7 @@ impl V4 {
             raw: Arc::new(raw),
             udp: None,
             store,
+            stored: None,
             configured: None,
             leftover,
             mac: link.mac,
@@ -201,13 +177,25 @@ impl V4 {
         self.client.state()
     }
 
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// Runs the client until the core asks for a release.
     pub fn spawn(mut self) -> Handle {
-        let (end, mut ended) = mpsc::channel(1);
         // The core knows the starting state already.
         self.reported = Some(self.client.state());
-        let identity = self.identity.clone();
-        let task = tokio::spawn(async move {
+        Handle::spawn(Family::V4, move |mut ended| async move {
+            // What an earlier agent left stays while the client claims it.
+            if let Some((address, prefix_len)) = self.leftover {
+                self.report(Event::Address(Address {
+                    address: address.into(),
+                    prefix_len,
+                    preferred_until: None,
+                    valid_until: None,
+                    origin: Origin::Previous,
+                }));
+            }
             self.drive().await;
             let release = loop {
                 if let std::ops::ControlFlow::Break(release) = self.step(&mut ended).await {
@@ -221,12 +209,7 @@ impl V4 {
                 self.client.stop(Instant::now());
             }
             self.drive().await;
-        });
-        Handle {
-            identity,
-            end,
-            task,
-        }
+        })
     }
 
     /// Waits for one thing: a packet, a timer, or the core's end (`Break`
@@ -262,7 +245,7 @@ impl V4 {
 
     /// Reports an event, after the client's state if that changed (so that
     /// the core never shows a lease with the state before it).
-    fn report(&mut self, event: LeaseEvent) {
+    fn report(&mut self, event: Event) {
         self.report_state();
         // The core outlives its tasks; if it is gone there is no one to tell.
         let _ = self.events.send(event);
@@ -280,7 +263,7 @@ impl V4 {
                 self.counters.rebinding();
             }
             self.reported = Some(state);
-            let _ = self.events.send(LeaseEvent::State(state));
+            let _ = self.events.send(Event::State(state));
         }
     }
 
@@ -289,7 +272,10 @@ impl V4 {
             Ok(payload) => self.client.handle_packet(Instant::now(), &payload),
             Err(e) => {
                 tracing::warn!(error = %e, "receiving DHCP packets failed");
-                self.report(LeaseEvent::Error(format!("receiving DHCP packets: {e}")));
+                self.report(Event::Error(
+                    Family::V4,
+                    format!("receiving DHCP packets: {e}"),
+                ));
                 tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
             }
         }
@@ -316,7 +302,7 @@ impl V4 {
             if let Some(t) = self.client.poll_transmit() {
                 if let Err(e) = self.send(&t).await {
                     tracing::warn!(error = %e, "sending a DHCP packet failed");
-                    self.report(LeaseEvent::Error(e));
+                    self.report(Event::Error(Family::V4, e));
                 }
                 continue;
             }
@@ -343,9 +329,9 @@ impl V4 {
         self.report_state();
     }
 
-    fn on_event(&mut self, ev: Event) {
+    fn on_event(&mut self, ev: ClientEvent) {
         match ev {
-            Event::Bound(lease) => {
+            ClientEvent::Bound(lease) => {
                 let previous = self.configured.as_ref().map(|l| l.address);
                 if previous == Some(lease.address) {
                     // The lease in place, extended (RENEWING or REBINDING).
@@ -355,11 +341,14 @@ impl V4 {
                     old.address != lease.address || old.prefix_len != lease.prefix_len
                 }) {
                     tracing::info!(old = %old.address, new = %lease.address, "the server changed our address");
-                    // With a probe ahead, the rules of the old address go
-                    // now; otherwise the new lease replaces them at once.
-                    let drop_rules = self.arp.is_some() && old.address != lease.address;
+                    // The old address goes; the new one comes now, or
+                    // after its probe.
                     self.udp = None;
-                    self.report(LeaseEvent::Replaced { old, drop_rules });
+                    self.report(Event::AddressGone {
+                        address: old.address.into(),
+                        prefix_len: old.prefix_len,
+                        error: None,
+                    });
                 }
                 if let Some(p) = self.probing.as_mut()
                     && p.lease.address == lease.address
@@ -394,13 +383,17 @@ impl V4 {
                 }
                 self.bind(lease);
             }
-            Event::Lost { lease, reason } => {
+            ClientEvent::Lost { lease, reason } => {
                 tracing::info!(address = %lease.address, ?reason, "lease lost");
                 // A lease lost while being probed never reached the interface.
                 self.probing = None;
                 // After a release the address is remembered as a hint for the
-                // next agent (same address back when it is free); otherwise forgotten.
-                let kept = match (reason, self.store.load()) {
+                // next agent (same address back when it is free); otherwise
+                // forgotten. The lease stored last is the one in memory: its
+                // write may still be pending on the blocking pool (a release
+                // right after the bind), and this one, issued later, wins.
+                let stored = self.stored.take().or_else(|| self.store.load());
+                let kept = match (reason, stored) {
                     (LostReason::Released, Some(mut l)) => {
                         l.released = true;
                         self.store.save(&l)
@@ -421,7 +414,11 @@ impl V4 {
                     LostReason::Released | LostReason::Kept => None,
                     _ => Some(lost()),
                 };
-                self.report(LeaseEvent::Lost { lease, error });
+                self.report(Event::AddressGone {
+                    address: lease.address.into(),
+                    prefix_len: lease.prefix_len,
+                    error,
+                });
             }
         }
     }
@@ -437,7 +434,7 @@ impl V4 {
                 let msg = format!("address {} is in use by MAC {mac}: declined", lease.address);
                 tracing::warn!("{msg}");
                 self.declined = Some(msg.clone());
-                self.report(LeaseEvent::Error(msg));
+                self.report(Event::Error(Family::V4, msg));
                 self.client.decline(Instant::now());
             }
         }
@@ -462,8 +459,9 @@ impl V4 {
         };
         // The address first, the disk after (see `LeaseStore::save_later`).
         self.configured = Some(lease.clone());
-        self.report(LeaseEvent::Bound(lease));
-        self.store.save_later(stored);
+        self.report(Event::Address(Address::of_lease(lease)));
+        self.store.save_later(stored.clone());
+        self.stored = Some(stored);
     }
 
     /// Once the client is past INIT-REBOOT without getting the old address
@@ -485,9 +483,10 @@ impl V4 {
         }
         self.leftover = None;
         tracing::info!(%address, "removing the address a previous agent left behind");
-        self.report(LeaseEvent::Leftover {
-            address,
+        self.report(Event::AddressGone {
+            address: address.into(),
             prefix_len,
+            error: None,
         });
     }
 
@@ -529,13 +528,6 @@ async fn recv_udp(s: Option<Arc<UdpSocket>>) -> std::io::Result<Vec<u8>> {
 async fn recv_arp(s: Option<Arc<ArpSocket>>) -> std::io::Result<Vec<u8>> {
     match s {
         Some(s) => s.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t.into()).await,
         None => std::future::pending().await,
     }
 }

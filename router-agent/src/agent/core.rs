@@ -1,0 +1,407 @@
+//! The agent's core: desired state plus one sync. It holds the inputs (the
+//! plan, the LAN link, what the family tasks hold), derives everything the
+//! router should hold from them ([`super::desired::derive`], pure), and
+//! [`Core::sync`] changes what differs from what it applied last, through
+//! the small traits of [`super::ports`]. No handler changes the kernel by
+//! itself: events and plans only change inputs.
+//!
+//! The order of a sync is the lease path's: what a new address needs (the
+//! address, its routes and rules) comes first, the firewall after it, and
+//! removals last, so that nothing stands between an ACK and its address
+//! and nothing is forwarded to an address that is gone. An IPv4 address
+//! replaced by another goes before the new one comes: with both in one
+//! subnet the new one would be the old one's secondary and go with it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::time::Instant;
+
+use netcontainer_proto::{Ipv6Path, Plan, Protocol};
+
+use super::desired::{self, Desired, Inputs, V4Address, V6Address};
+use super::held::{Held, Reported};
+use super::ports::{Filter, Listeners, Net};
+use super::problems::{Problems, Subsystem};
+use crate::family::{Event, Family};
+use crate::firewall::Policy;
+use crate::relay;
+
+/// The LAN interface the families run on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub name: String,
+    pub index: u32,
+}
+
+/// What the core last applied. `None` where it is not known (the start's
+/// isolation failed, or a rule's state could not be read): the next sync
+/// sets it whatever it is.
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub v4: Option<V4Address>,
+    pub v6: BTreeMap<Ipv6Addr, V6Address>,
+    pub routers6: BTreeSet<Ipv6Addr>,
+    pub service_rule: Option<Option<Ipv4Addr>>,
+    pub mark_rule6: Option<bool>,
+    pub ipv6_forwarding: bool,
+    pub firewall: Option<Policy>,
+    pub relay: BTreeMap<relay::Key, SocketAddrV4>,
+}
+
+/// How the parts of one sync went that a caller acts on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Synced {
+    /// The firewall was applied by this sync (it differed).
+    pub firewall_applied: bool,
+    /// The firewall differed and could not be applied: the message.
+    pub firewall_error: Option<String>,
+    /// The service's routing rule could not be set: the message.
+    pub routing_error: Option<String>,
+}
+
+pub struct Core<N, F, L> {
+    net: N,
+    filter: F,
+    relay: L,
+    /// The plan in force.
+    pub plan: Option<Plan>,
+    /// The interface the families run on (kept after they end, to undo
+    /// what is on it).
+    pub link: Option<Link>,
+    pub held: Held,
+    /// The family tasks that run (status, and the IPv6 mark rule).
+    pub v4_running: bool,
+    pub v6_running: bool,
+    /// The kernel has IPv6 (the firewall keeps an `ip6` table).
+    ipv6_kernel: bool,
+    applied: Applied,
+    pub problems: Problems,
+    /// How the published ports reached the service over IPv6 at the last
+    /// sync (status).
+    path6: Ipv6Path,
+}
+
+impl<N: Net, F: Filter, L: Listeners> Core<N, F, L> {
+    /// A core that starts from `applied` (what the agent's start put in
+    /// place or read).
+    pub fn new(net: N, filter: F, relay: L, ipv6_kernel: bool, applied: Applied) -> Self {
+        Core {
+            net,
+            filter,
+            relay,
+            plan: None,
+            link: None,
+            held: Held::default(),
+            v4_running: false,
+            v6_running: false,
+            ipv6_kernel,
+            applied,
+            problems: Problems::default(),
+            path6: Ipv6Path::None,
+        }
+    }
+
+    /// How the published ports reach the service over IPv6 now.
+    pub fn ipv6_path(&self) -> Ipv6Path {
+        self.path6
+    }
+
+    /// Isolates `lan_if` now, before a plan naming it brings it up (the
+    /// start isolated the default leg only).
+    pub async fn isolate(&mut self, lan_if: &str) -> Result<(), crate::firewall::FirewallError> {
+        let policy = Policy::isolation(lan_if, self.ipv6_kernel);
+        self.filter.apply(&policy).await?;
+        self.applied.firewall = Some(policy);
+        Ok(())
+    }
+
+    pub fn filter(&self) -> &F {
+        &self.filter
+    }
+
+    pub fn relay_mut(&mut self) -> &mut L {
+        &mut self.relay
+    }
+
+    /// Everything the router should hold now.
+    pub fn desired(&self) -> Desired {
+        desired::derive(Inputs {
+            plan: self.plan.as_ref(),
+            held: &self.held,
+            ipv6_kernel: self.ipv6_kernel,
+            v6_running: self.v6_running,
+        })
+    }
+
+    /// What was applied last.
+    pub fn applied(&self) -> &Applied {
+        &self.applied
+    }
+
+    /// Folds a family's event in (the next sync acts on it).
+    pub fn absorb(&mut self, ev: Event) {
+        let bound = matches!(&ev, Event::Address(a) if a.lease().is_some());
+        match self.held.absorb(ev) {
+            Some(Reported { family, message }) => {
+                let subsystem = match family {
+                    Family::V4 => Subsystem::Dhcp,
+                    Family::V6 => Subsystem::Ipv6,
+                };
+                tracing::warn!(%subsystem, "{message}");
+                self.problems.set(subsystem, message);
+            }
+            // A lease in force: whatever the client reported before is over.
+            None if bound => self.problems.clear(Subsystem::Dhcp),
+            None => {}
+        }
+    }
+
+    /// Applies what differs between [`Core::desired`] and what was applied.
+    pub async fn sync(&mut self) -> Synced {
+        let want = self.desired();
+        self.path6 = want.ipv6_path;
+        let now = Instant::now();
+        let mut out = Synced::default();
+        let index = self.link.as_ref().map(|l| l.index);
+
+        // 1. The IPv4 address: first, the lease path's one step.
+        let mut v4_gone = None;
+        if self.applied.v4 != want.v4
+            && let Some(index) = index
+        {
+            let old = self.applied.v4.clone();
+            let replaced =
+                matches!((&old, &want.v4), (Some(o), Some(n)) if o.address() != n.address());
+            if let Some(old) = old.as_ref().filter(|_| replaced) {
+                let (a, len) = old.address();
+                tracing::info!(old = %a, "removing the replaced address");
+                let r = self.net.remove4(index, a, len).await;
+                self.report_remove4(a, r);
+                self.applied.v4 = None;
+            }
+            match &want.v4 {
+                Some(V4Address::Lease(l)) => {
+                    let r = self.net.install4(index, &l.config(now)).await;
+                    match r {
+                        Ok(()) => {
+                            let fresh = !matches!(&self.applied.v4,
+                                Some(V4Address::Lease(o)) if o.address == l.address);
+                            if fresh {
+                                tracing::info!(address = %l.address, prefix_len = l.prefix_len,
+                                    gateway = ?l.gateway, "bound");
+                            } else {
+                                tracing::info!(address = %l.address, "lease extended");
+                            }
+                            self.problems.clear(Subsystem::Address);
+                            self.applied.v4 = want.v4.clone();
+                        }
+                        Err(e) => {
+                            let msg = format!(
+                                "configuring {}/{} on {}: {e}",
+                                l.address,
+                                l.prefix_len,
+                                self.link.as_ref().map_or("?", |l| l.name.as_str())
+                            );
+                            tracing::error!("{msg}");
+                            self.problems.set(Subsystem::Address, msg);
+                        }
+                    }
+                }
+                Some(V4Address::Keep { .. }) => self.applied.v4 = want.v4.clone(),
+                None => v4_gone = self.applied.v4.clone(),
+            }
+        }
+
+        // 2. IPv6 addresses and default routers that are new or changed.
+        if let Some(index) = index {
+            for (a, w) in &want.v6 {
+                if self.applied.v6.get(a) == Some(w) {
+                    continue;
+                }
+                let (preferred, valid) = w.lifetimes(now);
+                if !self.applied.v6.contains_key(a) {
+                    tracing::info!(address = %a, prefix_len = w.prefix_len,
+                        preferred_secs = ?preferred.map(|d| d.as_secs()),
+                        valid_secs = ?valid.map(|d| d.as_secs()), "IPv6 address");
+                }
+                match self
+                    .net
+                    .install6(index, *a, w.prefix_len, preferred, valid)
+                    .await
+                {
+                    Ok(()) => {
+                        self.applied.v6.insert(*a, *w);
+                    }
+                    Err(e) => self.problem(Subsystem::Ipv6, e),
+                }
+            }
+            for r in want.routers6.difference(&self.applied.routers6.clone()) {
+                tracing::info!(router = %r, "IPv6 default router");
+                match self.net.router6(index, *r, true).await {
+                    Ok(()) => {
+                        self.applied.routers6.insert(*r);
+                    }
+                    Err(e) => self.problem(Subsystem::Ipv6, e),
+                }
+            }
+        }
+
+        // 3. Policy routing.
+        if self.applied.service_rule != Some(want.service_rule) {
+            match self.net.service_rule(want.service_rule).await {
+                Ok(()) => {
+                    self.applied.service_rule = Some(want.service_rule);
+                    self.problems.clear(Subsystem::Routing);
+                }
+                Err(e) => {
+                    let msg = format!("routing the service's traffic: {e}");
+                    self.problems.set(Subsystem::Routing, msg.clone());
+                    out.routing_error = Some(msg);
+                }
+            }
+        }
+        if self.applied.mark_rule6 != Some(want.mark_rule6) {
+            match self.net.mark_rule6(want.mark_rule6).await {
+                Ok(()) => self.applied.mark_rule6 = Some(want.mark_rule6),
+                Err(e) => {
+                    tracing::warn!(error = %e, "IPv6 routing rule");
+                    self.problems.set(Subsystem::Routing, e.to_string());
+                }
+            }
+        }
+
+        // 4. The firewall (kernel IPv6 forwarding first when it forwards).
+        if want.ipv6_forwarding && !self.applied.ipv6_forwarding {
+            match self.net.ipv6_forwarding() {
+                Ok(()) => self.applied.ipv6_forwarding = true,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    self.problems
+                        .set(Subsystem::Ipv6, format!("IPv6 forwards: {e}"));
+                }
+            }
+        }
+        if self.applied.firewall.as_ref() != Some(&want.firewall) {
+            match self.filter.apply(&want.firewall).await {
+                Ok(()) => {
+                    self.applied.firewall = Some(want.firewall.clone());
+                    self.problems.clear(Subsystem::Firewall);
+                    out.firewall_applied = true;
+                }
+                Err(e) => {
+                    let msg = format!("applying forwards: {e}");
+                    tracing::error!("{msg}");
+                    self.problems.set(Subsystem::Firewall, msg);
+                    out.firewall_error = Some(e.to_string());
+                }
+            }
+        }
+
+        // 5. The relay (before removals: a listener goes with its address).
+        if self.applied.relay != want.relay {
+            let errors = self.relay.update(&want.relay);
+            for e in &errors {
+                tracing::error!("{e}");
+            }
+            self.applied.relay = want.relay.clone();
+            match errors.into_iter().next().or(want.relay_note) {
+                Some(e) => self.problems.set(Subsystem::Relay, e),
+                None => self.problems.clear(Subsystem::Relay),
+            }
+        }
+        // 6. Removals, now that nothing is forwarded to them.
+        if let Some(index) = index {
+            if let Some(old) = v4_gone {
+                let (a, len) = old.address();
+                match old {
+                    V4Address::Keep { .. } => {
+                        tracing::info!(address = %a, "removing the address a previous agent left behind")
+                    }
+                    V4Address::Lease(_) => tracing::info!(address = %a, "removing the address"),
+                }
+                let r = self.net.remove4(index, a, len).await;
+                self.report_remove4(a, r);
+                self.applied.v4 = None;
+            }
+            let gone: Vec<_> = self
+                .applied
+                .v6
+                .iter()
+                .filter(|(a, _)| !want.v6.contains_key(a))
+                .map(|(a, w)| (*a, w.prefix_len))
+                .collect();
+            for (a, len) in gone {
+                tracing::info!(address = %a, "IPv6 address removed");
+                if let Err(e) = self.net.remove6(index, a, len).await {
+                    tracing::warn!(error = %e, "removing an IPv6 address failed");
+                }
+                // Gone either way: the kernel drops it when its lifetime ends.
+                self.applied.v6.remove(&a);
+            }
+            for r in self
+                .applied
+                .routers6
+                .difference(&want.routers6)
+                .copied()
+                .collect::<Vec<_>>()
+            {
+                tracing::info!(router = %r, "IPv6 default router gone");
+                if let Err(e) = self.net.router6(index, r, false).await {
+                    tracing::warn!(error = %e, "removing an IPv6 default route failed");
+                }
+                self.applied.routers6.remove(&r);
+            }
+        } else {
+            // No interface: nothing of ours can be on one.
+            self.applied.v4 = None;
+            self.applied.v6.clear();
+            self.applied.routers6.clear();
+        }
+
+        out
+    }
+
+    fn problem(&mut self, subsystem: Subsystem, e: impl std::fmt::Display) {
+        tracing::warn!(%subsystem, error = %e, "configuration failed");
+        self.problems.set(subsystem, e.to_string());
+    }
+
+    fn report_remove4(&mut self, a: Ipv4Addr, r: Result<(), crate::netconf::NetconfError>) {
+        if let Err(e) = r {
+            tracing::warn!(address = %a, error = %e, "removing the address failed");
+        }
+    }
+
+    /// A new plan for the same DHCP identity (the family tasks go on): the
+    /// forwards, the routing and the relay follow it. A plan the firewall
+    /// refuses leaves the old one in force, rules and all; flows to targets
+    /// the new plan moved are ended.
+    pub async fn replan(&mut self, plan: Plan) -> Result<(), String> {
+        let old = self.plan.replace(plan);
+        let synced = self.sync().await;
+        if let Some(e) = synced.firewall_error {
+            self.plan = old;
+            // Back to the old plan's routing; its rules are still in place.
+            self.sync().await;
+            let msg = format!("forwards not applied, previous rules kept: {e}");
+            self.problems.set(Subsystem::Firewall, msg.clone());
+            return Err(msg);
+        }
+        if synced.firewall_applied
+            && self.held.lease().is_some()
+            && let (Some(old), Some(new)) = (&old, &self.plan)
+        {
+            let stale: Vec<(Protocol, Ipv4Addr)> =
+                crate::firewall::stale_targets(&old.forwards, &new.forwards);
+            if !stale.is_empty()
+                && let Err(e) = self.filter.flush_conntrack_to(&stale).await
+            {
+                tracing::warn!(error = %e, "flushing flows to old targets failed; they end by themselves");
+            }
+        }
+        match synced.routing_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
