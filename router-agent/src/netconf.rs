@@ -283,6 +283,63 @@ impl Netconf {
         }
     }
 
+    /// [`Netconf::service_rule`] from a known state (`now`: the rule in
+    /// place): the exact rule goes and the new one comes, without listing
+    /// the rules (a dump on a plan's path costs what the lease waits for).
+    pub async fn set_service_rule(
+        &self,
+        now: Option<Ipv4Addr>,
+        want: Option<Ipv4Addr>,
+    ) -> Result<(), NetconfError> {
+        let priority = RULE_PRIORITY + 2;
+        if let Some(old) = now {
+            self.del_rule_exact(rule_message(priority, Some(old.into()), None))
+                .await?;
+        }
+        if let Some(a) = want {
+            self.add_rule_exact(rule_message(priority, Some(a.into()), None))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// [`Netconf::mark_rule_v6`] from a known state (`now`: it is in place).
+    pub async fn set_mark_rule_v6(&self, now: bool, want: bool) -> Result<(), NetconfError> {
+        let mut rule = rule_message(RULE_PRIORITY + 1, None, Some(self.mark));
+        rule.header.family = rtnetlink::packet_route::AddressFamily::Inet6;
+        match (now, want) {
+            (true, false) => self.del_rule_exact(rule).await,
+            (false, true) => self.add_rule_exact(rule).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn add_rule_exact(
+        &self,
+        rule: rtnetlink::packet_route::rule::RuleMessage,
+    ) -> Result<(), NetconfError> {
+        let what = format!("adding {}", describe_rule(&rule));
+        let mut req = self.handle.rule().add();
+        *req.message_mut() = rule;
+        match req.execute().await {
+            // Already there: what we wanted.
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Ok(()),
+            r => r.map_err(nl(what)),
+        }
+    }
+
+    async fn del_rule_exact(
+        &self,
+        rule: rtnetlink::packet_route::rule::RuleMessage,
+    ) -> Result<(), NetconfError> {
+        let what = format!("removing {}", describe_rule(&rule));
+        match self.handle.rule().del(rule).execute().await {
+            // Gone already: what we wanted.
+            Err(e) if matches!(errno(&e), Some(libc::ENOENT | libc::ESRCH)) => Ok(()),
+            r => r.map_err(nl(what)),
+        }
+    }
+
     /// The rules of ours that only a plan sets, as they are now (an earlier
     /// agent's may still be in place): the core changes them only when its
     /// plan wants otherwise.
@@ -596,6 +653,51 @@ impl Netconf {
         }
         Ok(())
     }
+}
+
+/// One of our rules (`lookup <our table>` at `priority`), as a message to
+/// add or delete exactly: IPv4 unless `from` is IPv6 (set the header's
+/// family for an IPv6 rule without a source).
+fn rule_message(
+    priority: u32,
+    from: Option<IpAddr>,
+    mark: Option<u32>,
+) -> rtnetlink::packet_route::rule::RuleMessage {
+    use rtnetlink::packet_route::AddressFamily;
+    use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
+    let mut m = RuleMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.action = RuleAction::ToTable;
+    m.attributes.push(RuleAttribute::Table(ROUTE_TABLE));
+    m.attributes.push(RuleAttribute::Priority(priority));
+    if let Some(a) = from {
+        let (family, len) = match a {
+            IpAddr::V4(_) => (AddressFamily::Inet, 32),
+            IpAddr::V6(_) => (AddressFamily::Inet6, 128),
+        };
+        m.header.family = family;
+        m.header.src_len = len;
+        m.attributes.push(RuleAttribute::Source(a));
+    }
+    if let Some(mark) = mark {
+        m.attributes.push(RuleAttribute::FwMark(mark));
+    }
+    m
+}
+
+/// For errors: `ip rule` at its priority.
+fn describe_rule(m: &rtnetlink::packet_route::rule::RuleMessage) -> String {
+    use rtnetlink::packet_route::rule::RuleAttribute;
+    let priority = m.attributes.iter().find_map(|a| match a {
+        RuleAttribute::Priority(p) => Some(*p),
+        _ => None,
+    });
+    let v6 = m.header.family == rtnetlink::packet_route::AddressFamily::Inet6;
+    format!(
+        "ip {}rule at priority {}",
+        if v6 { "-6 " } else { "" },
+        priority.unwrap_or_default()
+    )
 }
 
 /// `prefix/len dev <index>` in our table, for an IPv6 address's on-link prefix.

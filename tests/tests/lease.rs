@@ -558,3 +558,105 @@ fn restart_after_release_asks_for_the_same_address() {
         "one DISCOVER per start (a released lease is asked for, not claimed): {discovers:?}"
     );
 }
+
+/// The lease path waits on nothing it does not need (issue 20): between the plan's arrival
+/// and the first DISCOVER, and between the ACK and the address on `lan0`, the agent runs
+/// no process (nft) and no netlink dump, and its runtime's thread no fsync. Read from
+/// `strace -f` of the agent (IPv6 on, as by default): the isolation is applied at start,
+/// the plan and the lease are written off the runtime's thread.
+#[test]
+fn the_lease_path_runs_no_process_fsync_or_dump() {
+    require_root!();
+    let lan = Lan::with_router();
+    let _kea = Kea::start(&lan.lan, KeaOpts::default());
+    let tmp = TempDir::new("trace");
+    let trace = tmp.join("agent.trace");
+    let attach_log = tmp.join("strace.log");
+    let agent = Agent::start(lan.router(), tmp.path());
+    // The isolation is in place before any plan (the start applied it).
+    assert!(
+        netcontainer_tests::service::nft_tables(lan.router())
+            .contains(&netcontainer_proto::contract::NFT_TABLE.to_string()),
+        "no table of ours before the plan"
+    );
+    // Attached to the running agent (all its threads, and any child it starts), so that
+    // stopping strace detaches it and the agent's own guard ends it.
+    let pid = agent.pid().expect("agent pid").to_string();
+    let strace = std::process::Command::new("strace")
+        .args(["-f", "-yy", "-tt", "-s", "64", "-e"])
+        .arg("trace=execve,fsync,fdatasync,sendto,sendmsg,recvfrom,recvmsg,write")
+        .arg("-o")
+        .arg(&trace)
+        .args(["-p", &pid])
+        .stderr(std::fs::File::create(&attach_log).unwrap())
+        .spawn()
+        .expect("strace (scripts/install-deps installs it)");
+    let _strace = ProcGuard::new(strace, "strace");
+    assert!(
+        wait_until(5 * S, POLL, || std::fs::read_to_string(&attach_log)
+            .is_ok_and(|t| t.contains("attached"))),
+        "strace did not attach"
+    );
+    // strace prints one line per thread it attached: let it finish.
+    std::thread::sleep(Duration::from_millis(200));
+    let out = agent.apply(&ApplyArgs::new("lan0").wait(15));
+    assert!(out.ok(), "agent apply failed: {out}");
+    // The address is in place once apply returned; the trace is flushed line by line.
+    let text = std::fs::read_to_string(&trace).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let find = |from: usize, what: &dyn Fn(&str) -> bool, name: &str| {
+        from + lines[from..]
+            .iter()
+            .position(|l| what(l))
+            .unwrap_or_else(|| panic!("no {name} in the trace after line {from}:\n{text}"))
+    };
+    // The Apply request is the read that carries the interface name.
+    let plan = find(
+        0,
+        &|l| l.contains("recvfrom(") && l.contains("lan0"),
+        "plan",
+    );
+    // The DISCOVER: the first IPv4 packet sent on the raw socket.
+    let discover = find(
+        plan,
+        &|l| l.contains("sendto(") && l.contains("\"E\\0"),
+        "DISCOVER",
+    );
+    // The ACK: the lease crate logs "dhcp: bound" right after reading it.
+    let ack = find(discover, &|l| l.contains("dhcp: bound"), "ACK");
+    // strace names netlink messages only for sockets whose protocol it learnt; attached
+    // to a running agent it may print the numbers (RTM_NEWADDR = 0x14, NLM_F_DUMP =
+    // 0x300), so both spellings count.
+    let address = find(
+        ack,
+        &|l| l.contains("RTM_NEWADDR") || l.contains("nlmsg_type=0x14 "),
+        "RTM_NEWADDR",
+    );
+    // No process and no dump in any thread; no fsync in the runtime's thread (the agent's
+    // main thread: one thread runs the core and its tasks). The plan and the lease are
+    // written on the blocking pool, which the core never waits for.
+    let main = format!("{pid} ");
+    let forbidden = |l: &str| {
+        ["execve(", "NLM_F_DUMP", "|0x300"]
+            .into_iter()
+            .find(|w| l.contains(w))
+            .or_else(|| {
+                ["fsync(", "fdatasync("]
+                    .into_iter()
+                    .find(|w| l.starts_with(&main) && l.contains(w))
+            })
+    };
+    for (from, to, path) in [
+        (plan, discover, "plan -> first DISCOVER"),
+        (ack, address, "ACK -> address on lan0"),
+    ] {
+        for l in &lines[from..to] {
+            if let Some(w) = forbidden(l) {
+                panic!(
+                    "{path}: {w} on the lease path:\n{}",
+                    lines[from..=to].join("\n")
+                );
+            }
+        }
+    }
+}

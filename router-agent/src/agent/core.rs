@@ -248,7 +248,11 @@ impl<N: Net, F: Filter, L: Listeners> Core<N, F, L> {
 
         // 3. Policy routing.
         if self.applied.service_rule != Some(want.service_rule) {
-            match self.net.service_rule(want.service_rule).await {
+            match self
+                .net
+                .service_rule(self.applied.service_rule, want.service_rule)
+                .await
+            {
                 Ok(()) => {
                     self.applied.service_rule = Some(want.service_rule);
                     self.problems.clear(Subsystem::Routing);
@@ -261,7 +265,11 @@ impl<N: Net, F: Filter, L: Listeners> Core<N, F, L> {
             }
         }
         if self.applied.mark_rule6 != Some(want.mark_rule6) {
-            match self.net.mark_rule6(want.mark_rule6).await {
+            match self
+                .net
+                .mark_rule6(self.applied.mark_rule6, want.mark_rule6)
+                .await
+            {
                 Ok(()) => self.applied.mark_rule6 = Some(want.mark_rule6),
                 Err(e) => {
                     tracing::warn!(error = %e, "IPv6 routing rule");

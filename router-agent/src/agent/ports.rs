@@ -43,10 +43,15 @@ pub trait Net {
     ) -> Result<(), NetconfError>;
     /// Adds or removes the IPv6 default route via `router`.
     async fn router6(&self, index: u32, router: Ipv6Addr, add: bool) -> Result<(), NetconfError>;
-    /// Gateway mode's `from <service> lookup <our table>`; `None` removes it.
-    async fn service_rule(&self, service: Option<Ipv4Addr>) -> Result<(), NetconfError>;
-    /// The IPv6 mark rule on or off.
-    async fn mark_rule6(&self, on: bool) -> Result<(), NetconfError>;
+    /// Gateway mode's `from <service> lookup <our table>`; `None` removes
+    /// it. `now`: the rule in place, when known (then nothing is listed).
+    async fn service_rule(
+        &self,
+        now: Option<Option<Ipv4Addr>>,
+        want: Option<Ipv4Addr>,
+    ) -> Result<(), NetconfError>;
+    /// The IPv6 mark rule on or off (`now`: in place, when known).
+    async fn mark_rule6(&self, now: Option<bool>, on: bool) -> Result<(), NetconfError>;
     /// IPv6 forwarding on (never turned off: Docker may have set it).
     fn ipv6_forwarding(&self) -> Result<(), String>;
 }
@@ -102,11 +107,21 @@ impl Net for Netconf {
     async fn router6(&self, index: u32, router: Ipv6Addr, add: bool) -> Result<(), NetconfError> {
         self.default_route_v6(index, router, add).await
     }
-    async fn service_rule(&self, service: Option<Ipv4Addr>) -> Result<(), NetconfError> {
-        Netconf::service_rule(self, service).await
+    async fn service_rule(
+        &self,
+        now: Option<Option<Ipv4Addr>>,
+        want: Option<Ipv4Addr>,
+    ) -> Result<(), NetconfError> {
+        match now {
+            Some(now) => self.set_service_rule(now, want).await,
+            None => Netconf::service_rule(self, want).await,
+        }
     }
-    async fn mark_rule6(&self, on: bool) -> Result<(), NetconfError> {
-        self.mark_rule_v6(on).await
+    async fn mark_rule6(&self, now: Option<bool>, on: bool) -> Result<(), NetconfError> {
+        match now {
+            Some(now) => self.set_mark_rule_v6(now, on).await,
+            None => self.mark_rule_v6(on).await,
+        }
     }
     fn ipv6_forwarding(&self) -> Result<(), String> {
         crate::sysctl::ensure_ipv6_forwarding(Path::new(crate::sysctl::PROC_SYS))

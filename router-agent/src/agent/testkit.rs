@@ -152,10 +152,14 @@ impl Net for Recorder {
     async fn router6(&self, _: u32, router: Ipv6Addr, add: bool) -> Result<(), NetconfError> {
         self.net("router6", Op::Router6(router, add))
     }
-    async fn service_rule(&self, service: Option<Ipv4Addr>) -> Result<(), NetconfError> {
+    async fn service_rule(
+        &self,
+        _: Option<Option<Ipv4Addr>>,
+        service: Option<Ipv4Addr>,
+    ) -> Result<(), NetconfError> {
         self.net("service_rule", Op::ServiceRule(service))
     }
-    async fn mark_rule6(&self, on: bool) -> Result<(), NetconfError> {
+    async fn mark_rule6(&self, _: Option<bool>, on: bool) -> Result<(), NetconfError> {
         self.net("mark_rule6", Op::MarkRule6(on))
     }
     fn ipv6_forwarding(&self) -> Result<(), String> {
