@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use netcontainer_lease::arp::ArpConfig;
 use netcontainer_lease::v4::Lease;
-use netcontainer_proto::{Forward, Ipv6Mode, Ipv6Path, Plan, Response, State};
+use netcontainer_proto::{Forward, Ipv6Mode, Ipv6Path, Plan, Response};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
@@ -74,7 +74,7 @@ pub struct Options {
 #[derive(Debug)]
 pub enum LeaseEvent {
     /// The client's state (for status); sent before any event it explains.
-    State(State),
+    State(netcontainer_lease::State),
     /// Put this lease's address and routes in place, and the rules when
     /// the address is new; or extend them.
     Bound(Lease),
@@ -167,7 +167,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         v6_addresses: BTreeMap::new(),
         v6_routers: BTreeSet::new(),
         iface: None,
-        state: State::WaitingForPlan,
+        state: None,
         lease: None,
         snapshot: snap_tx,
         last_error: None,
@@ -251,8 +251,9 @@ struct Core {
     /// The interface of the last task (still known after its release, to
     /// take it down).
     iface: Option<Iface>,
-    /// The task's client state, as last reported.
-    state: State,
+    /// The task's client state, as last reported (`None` before the first
+    /// task).
+    state: Option<netcontainer_lease::State>,
     /// The lease whose address is on the interface.
     lease: Option<Lease>,
     snapshot: watch::Sender<Snapshot>,
@@ -294,7 +295,7 @@ impl Core {
                 self.stop_v6(old, events, true).await;
             }
             self.lease = None;
-            self.state = task.state();
+            self.state = Some(task.state());
             self.iface = Some(Iface {
                 name: plan.interface.clone(),
                 index: link.index,
@@ -426,7 +427,7 @@ impl Core {
 
     async fn on_event(&mut self, ev: LeaseEvent) {
         match ev {
-            LeaseEvent::State(state) => self.state = state,
+            LeaseEvent::State(state) => self.state = Some(state),
             LeaseEvent::Bound(lease) => self.configure(lease).await,
             LeaseEvent::Replaced { old, drop_rules } => {
                 if let Some(i) = &self.iface
@@ -731,9 +732,9 @@ impl Core {
                 }
             }
             tracing::info!(address = %lease.address, prefix_len = lease.prefix_len, gateway = ?lease.gateway,
-                lease_secs = ?lease.lease_time.map(|t| t.as_secs()), "bound");
+                lease_secs = ?lease.times.valid.map(|t| t.as_secs()), "bound");
         } else {
-            tracing::info!(address = %lease.address, lease_secs = ?lease.lease_time.map(|t| t.as_secs()), "lease extended");
+            tracing::info!(address = %lease.address, lease_secs = ?lease.times.valid.map(|t| t.as_secs()), "lease extended");
         }
         if let Some(e) = &error {
             tracing::error!("{e}");
@@ -785,10 +786,7 @@ impl Core {
     fn publish(&self) {
         let plan = self.plan.as_ref();
         let snap = Snapshot {
-            state: match self.v4 {
-                Some(_) => self.state,
-                None => State::WaitingForPlan,
-            },
+            state: self.v4.as_ref().and(self.state),
             interface: self.v4.as_ref().map(|h| h.identity.ifname.clone()),
             hostname: plan.and_then(|p| p.hostname.clone()),
             rules_active: self.lease.is_some(),
