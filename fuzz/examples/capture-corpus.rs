@@ -36,7 +36,7 @@ use netcontainer_lease::packet::{
     DHCP_CLIENT_PORT, DHCP_SERVER_PORT, build_ipv4_udp, parse_ipv4_udp,
 };
 use netcontainer_lease::v4::{Client, Config, Destination, Event, Lease, Retry};
-use netcontainer_proto::State;
+use netcontainer_lease::{State, randomness};
 use netcontainer_tests::{Dnsmasq, DnsmasqOpts, Kea, KeaOpts, Lan, Netns};
 
 /// An address of another network: an INIT-REBOOT for it gets a NAK from both servers.
@@ -260,6 +260,7 @@ fn config() -> Config {
         client_id: b"\x00netcontainer-fuzz-corpus".to_vec(),
         hostname: Some("fuzzcorpus".into()),
         broadcast_flag: false,
+        request_address: None,
         retry: Retry::default(),
     }
 }
@@ -283,8 +284,8 @@ fn capture(router: &Netns, server: &str) -> Result<Vec<Captured>, String> {
         captured: Vec::new(),
     };
     let t0 = Instant::now();
-    let mut c = Client::new(config(), 1);
-    c.start(t0, None);
+    let mut c = Client::new(config(), randomness::seeded(1));
+    c.start(t0);
     d.exchange(&mut c, t0, "offer", &format!("{server}-offer"))?;
     d.exchange(&mut c, t0, "ack", &format!("{server}-ack"))?;
     let lease = bound_lease(&mut c, "after the ACK")?;
@@ -321,8 +322,8 @@ fn capture(router: &Netns, server: &str) -> Result<Vec<Captured>, String> {
             .map_err(|e| format!("send RELEASE: {e}"))?;
     }
     router.ip(&["addr", "flush", "dev", "lan0"]);
-    let mut c = Client::new(config(), 2);
-    c.start(t2, Some(FOREIGN));
+    let mut c = Client::new(config(), randomness::seeded(2));
+    c.resume(t2, FOREIGN);
     d.exchange(&mut c, t2, "nak", &format!("{server}-nak"))?;
     Ok(d.captured)
 }

@@ -32,7 +32,7 @@ use dhcproto::{Decodable, Decoder};
 pub use netcontainer_lease::testing::insert_raw_option;
 use netcontainer_lease::testing::{Reply, find as opt, joined_options};
 use netcontainer_lease::v4::{Client, Config, Destination, Event, Lease, Retry, Transmit};
-use netcontainer_proto::State;
+use netcontainer_lease::{State, randomness};
 
 use crate::mutate::mutate;
 use crate::rng::Rng;
@@ -55,6 +55,7 @@ const MAX_SPIN: usize = 8;
 /// One step of a scenario.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
+    /// `None`: `start` (DISCOVER); `Some(a)`: `resume` (INIT-REBOOT for `a`).
     Start(Option<Ipv4Addr>),
     Packet(Vec<u8>),
     /// Advance the virtual clock by this many milliseconds.
@@ -175,6 +176,7 @@ fn config(sel: u8) -> Config {
         },
         hostname,
         broadcast_flag: sel & 0x20 != 0,
+        request_address: None,
         retry: Retry::default(),
     }
 }
@@ -197,15 +199,15 @@ fn check_lease(l: &Lease, what: &str) {
         "{what}: prefix length {}",
         l.prefix_len
     );
-    match l.lease_time {
+    match l.times.valid {
         None => assert!(
-            l.t1.is_none() && l.t2.is_none(),
+            l.times.t1.is_none() && l.times.t2.is_none(),
             "{what}: infinite lease with timers {:?}/{:?}",
-            l.t1,
-            l.t2
+            l.times.t1,
+            l.times.t2
         ),
         Some(lt) => {
-            let (t1, t2) = (l.t1.expect("T1"), l.t2.expect("T2"));
+            let (t1, t2) = (l.times.t1.expect("T1"), l.times.t2.expect("T2"));
             assert!(
                 Duration::ZERO < t1 && t1 < t2 && t2 < lt,
                 "{what}: bad timers T1 {t1:?} T2 {t2:?} lease {lt:?}"
@@ -322,7 +324,7 @@ pub struct Sim {
 impl Sim {
     pub fn new(seed: u64, cfg: u8) -> Sim {
         Sim {
-            client: Client::new(config(cfg), seed),
+            client: Client::new(config(cfg), randomness::seeded(seed)),
             base: Instant::now(),
             off: Duration::ZERO,
             last_tx: None,
@@ -363,7 +365,8 @@ impl Sim {
         let before = self.client.lease().cloned();
         let now = self.now();
         match op {
-            Op::Start(prev) => self.client.start(now, *prev),
+            Op::Start(None) => self.client.start(now),
+            Op::Start(Some(previous)) => self.client.resume(now, *previous),
             Op::Packet(p) => {
                 stats.packets += 1;
                 self.client.handle_packet(now, p)
@@ -423,7 +426,7 @@ impl Sim {
         }
         if let Some(l) = &after {
             check_lease(l, "lease()");
-            if l.lease_time.is_none() && state == State::Bound {
+            if l.times.valid.is_none() && state == State::Bound {
                 assert_eq!(
                     self.client.poll_timeout(),
                     None,
@@ -448,7 +451,7 @@ impl Sim {
             match &e {
                 Event::Bound(l) => {
                     stats.bound += 1;
-                    if l.lease_time.is_none() {
+                    if l.times.valid.is_none() {
                         stats.infinite += 1;
                     }
                     check_lease(l, "Event::Bound");

@@ -17,7 +17,8 @@
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use netcontainer_lease::v6::config::Randomness;
+use netcontainer_lease::LeaseTimes;
+use netcontainer_lease::randomness::Sequence;
 use netcontainer_lease::v6::ra::{self, RaEvent, Tracker};
 use netcontainer_lease::v6::testing::{Sent, answer, ia_na};
 use netcontainer_lease::v6::wire::code;
@@ -31,13 +32,6 @@ const SERVER: &[u8] = &[0, 3, 0, 1, 2, 0, 0, 0, 0, 1];
 const ADDR: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x100);
 const ROUTER: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 
-struct Fixed;
-impl Randomness for Fixed {
-    fn next_u32(&mut self) -> u32 {
-        0x8000_0000
-    }
-}
-
 fn client() -> Client {
     let config = Config {
         mac: MAC,
@@ -45,7 +39,7 @@ fn client() -> Client {
         rapid_commit: true,
         first_delay: None,
     };
-    Client::new(config, Box::new(Fixed))
+    Client::new(config, Box::new(Sequence::fixed(0x8000_0000)))
 }
 
 /// Appends one step to a script.
@@ -172,13 +166,15 @@ impl Dhcp6Target {
                 now,
                 Lease {
                     address: ADDR,
-                    preferred: Some(Duration::from_secs(100)),
-                    valid: Some(Duration::from_secs(200)),
-                    t1: Some(Duration::from_secs(50)),
-                    t2: Some(Duration::from_secs(80)),
                     server_id: SERVER.to_vec(),
                     dns: Vec::new(),
-                    start: t0,
+                    times: LeaseTimes {
+                        start: t0,
+                        t1: Some(Duration::from_secs(50)),
+                        t2: Some(Duration::from_secs(80)),
+                        valid: Some(Duration::from_secs(200)),
+                        preferred: Some(Duration::from_secs(100)),
+                    },
                 },
             ),
         }
@@ -211,7 +207,7 @@ impl Dhcp6Target {
                 match ev {
                     Event::Bound(l) => {
                         assert!(
-                            l.valid.is_none_or(|v| !v.is_zero()),
+                            l.times.valid.is_none_or(|v| !v.is_zero()),
                             "bound with valid lifetime zero"
                         );
                         self.stats.bound += 1;
@@ -221,7 +217,7 @@ impl Dhcp6Target {
                 }
             }
             if c.lease().is_some() {
-                assert!(c.state().has_lease(), "a lease in state {}", c.state());
+                assert!(c.state().has_lease(), "a lease in state {:?}", c.state());
             }
         }
     }

@@ -7,9 +7,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use dhcproto::v4::{DhcpOption, MessageType};
+use netcontainer_lease::State;
 use netcontainer_lease::testing::end_of_options;
 use netcontainer_lease::v4::{Event, Lease};
-use netcontainer_proto::State;
 
 use crate::dhcp::{Op, Sim, Stats, insert_raw_option, reply, std_opts};
 
@@ -96,7 +96,7 @@ const CHECKS: &[Check] = &[
             let (mut sim, mut st, lease) = ack_with(std_opts(u32::MAX));
             let l = lease.ok_or("no lease")?;
             expect(
-                l.lease_time.is_none() && l.t1.is_none() && l.t2.is_none(),
+                l.times.valid.is_none() && l.times.t1.is_none() && l.times.t2.is_none(),
                 || format!("{l:?}"),
             )?;
             expect(sim.client.poll_timeout().is_none(), || {
@@ -116,7 +116,7 @@ const CHECKS: &[Check] = &[
             let (_, _, lease) = ack_with(std_opts(0xffff_fffe));
             let l = lease.ok_or("no lease")?;
             expect(
-                l.lease_time == secs(0xffff_fffe) && l.t1 == secs(0x7fff_ffff),
+                l.times.valid == secs(0xffff_fffe) && l.times.t1 == secs(0x7fff_ffff),
                 || format!("{l:?}"),
             )
         },
@@ -127,15 +127,15 @@ const CHECKS: &[Check] = &[
             vec![DhcpOption::Renewal(3000), DhcpOption::Rebinding(1000)],
         ));
         let l = lease.ok_or("no lease")?;
-        expect(l.t1 == secs(1800) && l.t2 == secs(3150), || {
-            format!("T1 {:?} T2 {:?}", l.t1, l.t2)
+        expect(l.times.t1 == secs(1800) && l.times.t2 == secs(3150), || {
+            format!("T1 {:?} T2 {:?}", l.times.t1, l.times.t2)
         })
     }),
     ("T1 = 0: default T1", |_| {
         let (_, _, lease) = ack_with(with_opts(3600, vec![DhcpOption::Renewal(0)]));
         let l = lease.ok_or("no lease")?;
-        expect(l.t1 == secs(1800) && l.t2 == secs(3150), || {
-            format!("T1 {:?} T2 {:?}", l.t1, l.t2)
+        expect(l.times.t1 == secs(1800) && l.times.t2 == secs(3150), || {
+            format!("T1 {:?} T2 {:?}", l.times.t1, l.times.t2)
         })
     }),
     ("T1 = 0 with a valid T2: default T1, T2 kept", |_| {
@@ -144,8 +144,8 @@ const CHECKS: &[Check] = &[
             vec![DhcpOption::Renewal(0), DhcpOption::Rebinding(3000)],
         ));
         let l = lease.ok_or("no lease")?;
-        expect(l.t1 == secs(1800) && l.t2 == secs(3000), || {
-            format!("T1 {:?} T2 {:?}", l.t1, l.t2)
+        expect(l.times.t1 == secs(1800) && l.times.t2 == secs(3000), || {
+            format!("T1 {:?} T2 {:?}", l.times.t1, l.times.t2)
         })
     }),
     ("T2 = lease: both defaults", |_| {
@@ -154,8 +154,8 @@ const CHECKS: &[Check] = &[
             vec![DhcpOption::Renewal(100), DhcpOption::Rebinding(3600)],
         ));
         let l = lease.ok_or("no lease")?;
-        expect(l.t1 == secs(1800) && l.t2 == secs(3150), || {
-            format!("T1 {:?} T2 {:?}", l.t1, l.t2)
+        expect(l.times.t1 == secs(1800) && l.times.t2 == secs(3150), || {
+            format!("T1 {:?} T2 {:?}", l.times.t1, l.times.t2)
         })
     }),
     ("mask /0: classful prefix", |_| {

@@ -7,6 +7,7 @@ use std::net::Ipv6Addr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use netcontainer_lease::LeaseTimes;
 use netcontainer_lease::v6::Lease;
 use serde::{Deserialize, Serialize};
 
@@ -80,13 +81,15 @@ impl StoredLease6 {
         }
         Some(Lease {
             address: self.address,
-            preferred: left(self.preferred_until),
-            valid,
-            t1: left(self.renew_at),
-            t2: left(self.rebind_at),
             server_id: unhex(&self.server_id)?,
             dns: Vec::new(),
-            start: Instant::now(),
+            times: LeaseTimes {
+                start: Instant::now(),
+                t1: left(self.renew_at),
+                t2: left(self.rebind_at),
+                valid,
+                preferred: left(self.preferred_until),
+            },
         })
     }
 }
@@ -159,13 +162,15 @@ mod tests {
         assert_eq!(store.load(), None);
         let lease = Lease {
             address: "2001:db8::100".parse().unwrap(),
-            preferred: Some(Duration::from_secs(100)),
-            valid: Some(Duration::from_secs(200)),
-            t1: Some(Duration::from_secs(50)),
-            t2: None,
             server_id: vec![0, 3, 0, 1, 2, 0, 0, 0, 0, 1],
             dns: Vec::new(),
-            start: Instant::now(),
+            times: LeaseTimes {
+                start: Instant::now(),
+                t1: Some(Duration::from_secs(50)),
+                t2: None,
+                valid: Some(Duration::from_secs(200)),
+                preferred: Some(Duration::from_secs(100)),
+            },
         };
         let duid = [0, 3, 0, 1, 2, 0, 0, 0, 0, 2];
         store
@@ -173,10 +178,10 @@ mod tests {
             .unwrap();
         let back = store.load().unwrap().to_lease("lan0", &duid).unwrap();
         assert_eq!(
-            (back.address, back.server_id.clone(), back.t2),
+            (back.address, back.server_id.clone(), back.times.t2),
             (lease.address, lease.server_id.clone(), None)
         );
-        assert!(back.valid.unwrap() > Duration::from_secs(198));
+        assert!(back.times.valid.unwrap() > Duration::from_secs(198));
         assert!(store.load().unwrap().to_lease("lan1", &duid).is_none());
         assert!(store.load().unwrap().to_lease("lan0", &[1]).is_none());
         store.mark_released();

@@ -602,14 +602,12 @@ fn discover(mac: [u8; 6], mode: Mode, timeout: Duration) -> Result<Option<Offer>
             client_id: b"\0netcontainer-doctor".to_vec(),
             hostname: None,
             broadcast_flag: plan::needs_broadcast_flag(mode),
+            request_address: None,
             retry: Retry::default(),
         },
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64)
-            ^ u64::from(std::process::id()),
+        netcontainer_lease::randomness::from_os(),
     );
-    client.start(Instant::now(), None);
+    client.start(Instant::now());
     let tx = client
         .poll_transmit()
         .ok_or("the DHCP client made no DISCOVER")?;

@@ -4,23 +4,16 @@
 //! payloads and "the deadline passed" with the current time, and drains
 //! packets to send ([`Client::poll_transmit`]), lease events
 //! ([`Client::poll_event`]) and the next deadline ([`Client::poll_timeout`]).
-//!
-//! API CONTRACT (the agent's I/O shell, `router-agent/src/agent.rs`, is written
-//! against this):
+//! The shape both clients share is in the crate documentation; what is
+//! DHCPv4's own:
 //!
 //! ```text
-//! Client::new(config, rng_seed)            -> state Init, nothing queued
-//! client.start(now, previous: Option<Ipv4Addr>)
-//!     None    -> Selecting, DISCOVER queued at once
-//!     Some(a) -> Rebooting (INIT-REBOOT), REQUEST{opt50=a, no 54, ciaddr 0} queued at once
-//! client.handle_packet(now, udp_payload: &[u8])  // garbage, foreign xid/chaddr, BOOTREQUEST: ignored
-//! client.handle_timeout(now)                     // call when now >= poll_timeout()
-//! client.poll_transmit() -> Option<Transmit>
-//! client.poll_event()    -> Option<Event>
-//! client.poll_timeout()  -> Option<Instant>
-//! client.release(now)    // RELEASE unicast to server (if a lease is held), Event::Lost(Released), state Stopped
-//! client.decline(now)    // address conflict: DECLINE broadcast, Event::Lost(Declined), Init, DISCOVER after retry.decline_delay
-//! client.state() -> netcontainer_proto::State ; client.lease() -> Option<&Lease>
+//! client.start(now)          -> Selecting, DISCOVER queued at once (option 50 = config.request_address)
+//! client.resume(now, addr)   -> Rebooting (INIT-REBOOT), REQUEST{opt50=addr, no 54, ciaddr 0} queued at once
+//! client.handle_packet(now, udp_payload)  // garbage, foreign xid/chaddr, BOOTREQUEST: ignored
+//! client.release(now)  // RELEASE unicast to server (if a lease is held), Event::Lost(Released), state Stopped
+//! client.stop(now)     // no RELEASE: Event::Lost(Kept), state Stopped; the next start resumes the lease
+//! client.decline(now)  // address conflict: DECLINE broadcast, Event::Lost(Declined), Init, DISCOVER after retry.decline_delay
 //! ```
 //!
 //! What the bytes of a reply mean (and which replies are refused before any
@@ -34,50 +27,17 @@ use std::time::{Duration, Instant};
 use dhcproto::v4::{
     DhcpOption, Flags, HType, Message, MessageType, Opcode, OptionCode, UnknownOption,
 };
-use netcontainer_proto::State;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tracing::{debug, info, warn};
 
 pub use super::config::{Config, Retry};
+pub use super::lease::Lease;
 use super::wire::{
     MAX_MESSAGE_SIZE, REQUESTED_PARAMS, encode_padded, fqdn_option, parse_lease, sanitize_reply,
     server_id_of, usable_address,
 };
-
-/// A lease granted by a server.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Lease {
-    pub address: Ipv4Addr,
-    pub prefix_len: u8,
-    /// Default gateway: the first router (option 3), or the 0.0.0.0/0 entry of
-    /// option 121 when that is present (RFC 3442: then option 3 is ignored).
-    pub gateway: Option<Ipv4Addr>,
-    /// Classless static routes (option 121) other than the default: (destination, prefix length, router).
-    /// A router of 0.0.0.0 means the destination is on-link (RFC 3442).
-    pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
-    pub server_id: Ipv4Addr,
-    pub dns: Vec<Ipv4Addr>,
-    /// `None` for an infinite lease (0xffffffff).
-    pub lease_time: Option<Duration>,
-    /// T1 and T2 after validation (RFC defaults 0.5 and 0.875 when absent, zero or inconsistent).
-    pub t1: Option<Duration>,
-    pub t2: Option<Duration>,
-    /// When the REQUEST that earned this ACK was sent: the timers count from here.
-    pub start: Instant,
-}
-
-impl Lease {
-    pub fn renew_at(&self) -> Option<Instant> {
-        self.t1.map(|d| self.start + d)
-    }
-    pub fn rebind_at(&self) -> Option<Instant> {
-        self.t2.map(|d| self.start + d)
-    }
-    pub fn expires_at(&self) -> Option<Instant> {
-        self.lease_time.map(|d| self.start + d)
-    }
-}
+use crate::randomness::Randomness;
+use crate::state::State;
 
 /// Where a packet goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +129,7 @@ enum Phase {
 /// The DHCPv4 client state machine. See the module documentation.
 pub struct Client {
     config: Config,
-    rng: StdRng,
+    rng: Box<dyn Randomness>,
     phase: Phase,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -180,10 +140,10 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(config: Config, rng_seed: u64) -> Self {
+    pub fn new(config: Config, rng: Box<dyn Randomness>) -> Self {
         Client {
             config,
-            rng: StdRng::seed_from_u64(rng_seed),
+            rng,
             phase: Phase::Init {
                 discover_at: None,
                 hint: None,
@@ -202,41 +162,44 @@ impl Client {
         self.naks_total
     }
 
-    /// Begin acquiring a lease with a DISCOVER that asks for `hint` (option
-    /// 50), e.g. the address of a lease this client released: servers give it
-    /// back when it is free, without the client claiming it (no INIT-REBOOT).
-    pub fn start_discover(&mut self, now: Instant, hint: Option<Ipv4Addr>) {
-        self.consecutive_naks = 0;
-        self.begin_discover(now, hint.filter(|a| usable_address(*a)));
-    }
-
-    /// Begin acquiring a lease: DISCOVER at once, or INIT-REBOOT (REQUEST for
-    /// `previous`) when the address of an earlier lease is known.
+    /// Begin acquiring a lease: DISCOVER at once, asking for
+    /// [`Config::request_address`] (option 50) when set: servers give it
+    /// back when it is free, without the client claiming it.
     ///
     /// May be called in any state; it abandons whatever was going on (without
     /// releasing a lease still held: call [`Client::release`] first for that).
-    pub fn start(&mut self, now: Instant, previous: Option<Ipv4Addr>) {
+    pub fn start(&mut self, now: Instant) {
         self.consecutive_naks = 0;
-        match previous.filter(|a| usable_address(*a)) {
-            None => self.begin_discover(now, None),
-            Some(address) => {
-                let xid = self.rng.random();
-                let next = now + self.backoff(0);
-                let ex = Exchange {
-                    xid,
-                    started: now,
-                    retransmits: 0,
-                    next,
-                };
-                info!(%address, xid = format_args!("{xid:#010x}"), "dhcp: INIT-REBOOT, requesting previous address");
-                self.phase = Phase::Rebooting {
-                    ex,
-                    address,
-                    sent_at: now,
-                };
-                self.send_current(now);
-            }
+        let hint = self.config.request_address.filter(|a| usable_address(*a));
+        self.begin_discover(now, hint);
+    }
+
+    /// Claim again the address of a lease held before a restart:
+    /// INIT-REBOOT (RFC 2131 section 3.2), a REQUEST for `address` at once;
+    /// without an answer, DISCOVER asking for it. An unusable address
+    /// starts as [`Client::start`] does.
+    ///
+    /// May be called in any state, like [`Client::start`].
+    pub fn resume(&mut self, now: Instant, address: Ipv4Addr) {
+        if !usable_address(address) {
+            return self.start(now);
         }
+        self.consecutive_naks = 0;
+        let xid = self.rng.random();
+        let next = now + self.backoff(0);
+        let ex = Exchange {
+            xid,
+            started: now,
+            retransmits: 0,
+            next,
+        };
+        info!(%address, xid = format_args!("{xid:#010x}"), "dhcp: INIT-REBOOT, requesting previous address");
+        self.phase = Phase::Rebooting {
+            ex,
+            address,
+            sent_at: now,
+        };
+        self.send_current(now);
     }
 
     /// Feed one received UDP payload (destination port 68). Anything that is
@@ -560,7 +523,7 @@ impl Client {
             prefix = lease.prefix_len,
             gateway = ?lease.gateway,
             server = %lease.server_id,
-            lease_time = ?lease.lease_time,
+            lease_time = ?lease.times.valid,
             from = ?previous,
             "dhcp: bound"
         );
@@ -592,7 +555,8 @@ impl Client {
         }
         let renew_floor = self.config.retry.renew_floor;
         let floor = lease
-            .lease_time
+            .times
+            .valid
             .map_or(renew_floor, |l| (l / 8).min(renew_floor));
         let in_renewing = matches!(self.phase, Phase::Renewing { .. });
         if let Phase::Renewing { ex, .. } | Phase::Rebinding { ex, .. } = &mut self.phase

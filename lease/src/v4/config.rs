@@ -1,7 +1,9 @@
-//! What a DHCPv4 client is told before it starts: who it is ([`Config`]) and
-//! how patiently it retries ([`Retry`]). Both are plain values so that a shell,
+//! What a DHCPv4 client is told before it starts: who it is and which
+//! address it would like ([`Config`]), and how patiently it retries
+//! ([`Retry`]). Both are plain values so that a shell,
 //! a test or a fuzzer can build clients that differ only in them.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 /// Static configuration of one client.
@@ -15,6 +17,12 @@ pub struct Config {
     pub hostname: Option<String>,
     /// Set the BOOTP broadcast flag on DISCOVER and REQUEST.
     pub broadcast_flag: bool,
+    /// Asked for (option 50) in the DISCOVER of [`Client::start`]: an
+    /// address the client would like but does not claim (the operator's
+    /// choice, or the address of a lease released earlier).
+    ///
+    /// [`Client::start`]: super::Client::start
+    pub request_address: Option<Ipv4Addr>,
     /// Retransmission and back-off settings.
     pub retry: Retry,
 }

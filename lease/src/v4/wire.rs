@@ -14,7 +14,8 @@ use dhcproto::v4::{DhcpOption, Message, OptionCode};
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 use tracing::debug;
 
-use super::client::Lease;
+use super::lease::Lease;
+use crate::timers::{LeaseTimes, lifetime};
 
 /// Option codes kept from received messages before they are handed to
 /// dhcproto (see [`sanitize_reply`]).
@@ -29,8 +30,6 @@ pub const MIN_PACKET_SIZE: usize = 300;
 pub const HEADER_LEN: usize = 240;
 /// The four bytes that end the BOOTP header of a DHCP message (RFC 2131 §3).
 pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
-/// Option 51 value of a lease that never expires.
-const INFINITE: u32 = u32::MAX;
 
 /// How an [`OptionWalk`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,27 +253,18 @@ pub fn parse_lease(
     if lease_secs == 0 {
         return Err("zero lease time");
     }
-    let (lease_time, t1, t2) = if lease_secs == INFINITE {
-        (None, None, None)
-    } else {
-        let lease = Duration::from_secs(lease_secs.into());
-        let get = |code| match opts.get(code) {
-            Some(DhcpOption::Renewal(t) | DhcpOption::Rebinding(t)) if *t != 0 => {
-                Some(Duration::from_secs((*t).into()))
-            }
-            _ => None,
-        };
-        let default_t1 = lease / 2;
-        let default_t2 = lease * 7 / 8;
-        let t1 = get(OptionCode::Renewal).unwrap_or(default_t1);
-        let t2 = get(OptionCode::Rebinding).unwrap_or(default_t2);
-        if t1 > Duration::ZERO && t1 < t2 && t2 < lease {
-            (Some(lease), Some(t1), Some(t2))
-        } else {
-            debug!(?t1, ?t2, ?lease, "dhcp: inconsistent T1/T2, using defaults");
-            (Some(lease), Some(default_t1), Some(default_t2))
+    let server_timer = |code| match opts.get(code) {
+        Some(DhcpOption::Renewal(t) | DhcpOption::Rebinding(t)) if *t != 0 => {
+            Some(Duration::from_secs((*t).into()))
         }
+        _ => None,
     };
+    let times = LeaseTimes::dhcpv4(
+        start,
+        lifetime(lease_secs),
+        server_timer(OptionCode::Renewal),
+        server_timer(OptionCode::Rebinding),
+    );
 
     let prefix_len = match opts.get(OptionCode::SubnetMask) {
         Some(DhcpOption::SubnetMask(mask)) => {
@@ -323,10 +313,7 @@ pub fn parse_lease(
         routes,
         server_id,
         dns,
-        lease_time,
-        t1,
-        t2,
-        start,
+        times,
     })
 }
 

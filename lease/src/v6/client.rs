@@ -4,14 +4,13 @@
 //! All_DHCP_Relay_Agents_and_Servers, ff02::1:2 port 547, from the link-local
 //! address), events and the next deadline.
 //!
+//! The shape both clients share is in the crate documentation; what is
+//! DHCPv6's own:
+//!
 //! ```text
-//! Client::new(config, randomness)
 //! client.start(now)                  stateful: Solicit (after a random delay)
 //! client.resume(now, lease)          stateful after a restart: Rebind for the stored lease
 //! client.start_stateless(now)        Information-request only (RA with O and not M)
-//! client.handle_packet(now, payload) anything not for our exchange: ignored; never panics
-//! client.handle_timeout(now)         call when now >= poll_timeout()
-//! client.poll_transmit() / poll_event() / poll_timeout()
 //! client.release(now)                Release (retransmitted up to REL_MAX_RC), Event::Lost(Released)
 //! ```
 //!
@@ -25,44 +24,41 @@ use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 use dhcproto::v6::MessageType;
-use netcontainer_proto::State;
+use rand::RngCore;
 use tracing::{debug, info, warn};
 
 use super::config::{
-    self, Config, IRT_DEFAULT, IRT_MINIMUM, Params, Randomness, first_rt, next_rt, rand_factor,
-    random_delay,
+    self, Config, IRT_DEFAULT, IRT_MINIMUM, Params, first_rt, next_rt, rand_factor, random_delay,
 };
-use super::wire::{self, IaAddress, Kind, Outgoing, Received, lifetime, status};
+use super::wire::{self, IaAddress, Kind, Outgoing, Received, status};
+use crate::randomness::Randomness;
+use crate::state::State;
+use crate::timers::{LeaseTimes, lifetime};
 
 /// An address leased through an IA_NA.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     pub address: Ipv6Addr,
-    /// `None` for infinity.
-    pub preferred: Option<Duration>,
-    pub valid: Option<Duration>,
-    /// When to Renew and Rebind, from `start` (`None`: never).
-    pub t1: Option<Duration>,
-    pub t2: Option<Duration>,
     pub server_id: Vec<u8>,
     pub dns: Vec<Ipv6Addr>,
-    /// When the exchange that earned this lease began: lifetimes count from
-    /// here (section 18.2.10.1).
-    pub start: Instant,
+    /// The address's preferred and valid lifetimes and when to Renew and
+    /// Rebind ([`crate::timers::rfc8415_timers`]), counted from when the
+    /// exchange that earned this lease began (section 18.2.10.1).
+    pub times: LeaseTimes,
 }
 
 impl Lease {
     pub fn renew_at(&self) -> Option<Instant> {
-        self.t1.map(|d| self.start + d)
+        self.times.renew_at()
     }
     pub fn rebind_at(&self) -> Option<Instant> {
-        self.t2.map(|d| self.start + d)
+        self.times.rebind_at()
     }
     pub fn expires_at(&self) -> Option<Instant> {
-        self.valid.map(|d| self.start + d)
+        self.times.expires_at()
     }
     pub fn preferred_until(&self) -> Option<Instant> {
-        self.preferred.map(|d| self.start + d)
+        self.times.preferred_until()
     }
 }
 
@@ -201,7 +197,7 @@ impl Client {
     /// until a Reply or the end of its valid lifetime. An expired lease
     /// starts over with a Solicit.
     pub fn resume(&mut self, now: Instant, lease: Lease) {
-        if lease.expires_at().is_some_and(|t| now >= t) {
+        if lease.times.expired(now) {
             info!(address = %lease.address, "dhcp6: stored lease expired, soliciting");
             return self.begin_solicit(now);
         }
@@ -283,10 +279,7 @@ impl Client {
             | Phase::Rebinding { ex, .. }
             | Phase::Informing { ex }
             | Phase::Releasing { ex, .. } => Some(ex.next),
-            Phase::Bound { lease } => [lease.renew_at(), lease.rebind_at(), lease.expires_at()]
-                .into_iter()
-                .flatten()
-                .min(),
+            Phase::Bound { lease } => lease.times.next_deadline(),
             Phase::Informed { refresh_at } => Some(*refresh_at),
             Phase::Idle | Phase::Stopped => None,
         }
@@ -299,7 +292,7 @@ impl Client {
         match &self.phase {
             Phase::Bound { lease } => {
                 let lease = lease.clone();
-                if lease.expires_at().is_some_and(|t| now >= t) {
+                if lease.times.expired(now) {
                     return self.lose(now, LostReason::Expired);
                 }
                 if lease.rebind_at().is_some_and(|t| now >= t) {
@@ -531,30 +524,21 @@ impl Client {
             info!("dhcp6: Reply withdraws the address");
             return self.lose(now, LostReason::Withdrawn);
         };
-        let preferred = lifetime(a.preferred);
-        let valid = lifetime(a.valid);
-        // Section 21.4: T1/T2 of zero leave the timing to the client; the
-        // recommended 0.5 and 0.8 of the preferred lifetime.
-        let base = preferred.or(valid);
-        let t1 = match ia.t1 {
-            0 => base.map(|p| p / 2),
-            t => lifetime(t),
-        };
-        let t2 = match ia.t2 {
-            0 => base.map(|p| p.mul_f64(0.8)),
-            t => lifetime(t),
-        };
+        let times = LeaseTimes::dhcpv6(
+            started,
+            lifetime(a.preferred),
+            lifetime(a.valid),
+            ia.t1,
+            ia.t2,
+        );
         let lease = Lease {
             address: a.address,
-            preferred,
-            valid,
-            t1,
-            t2,
             server_id: msg.server_id,
             dns: msg.dns,
-            start: started,
+            times,
         };
-        info!(address = %lease.address, ?preferred, ?valid, ?t1, ?t2, "dhcp6: bound");
+        info!(address = %lease.address, preferred = ?times.preferred, valid = ?times.valid,
+            t1 = ?times.t1, t2 = ?times.t2, "dhcp6: bound");
         if let Some(old) = self.lease_or_rebooting().cloned()
             && old.address != lease.address
         {

@@ -1,12 +1,10 @@
 //! Who a DHCPv6 client is ([`Config`], its DUID and IAID) and how it
 //! retransmits ([`Params`], RFC 8415 section 15, with the section 7.6
-//! values per message type), and where its randomness comes from
-//! ([`Randomness`]), so that tests can fix it.
+//! values per message type).
 
 use std::time::Duration;
 
-use rand::RngCore;
-use rand::rngs::StdRng;
+use crate::randomness::Randomness;
 
 /// Static configuration of one client.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,19 +109,6 @@ pub const RELEASE: Params = Params {
 pub const IRT_DEFAULT: Duration = s(86400);
 pub const IRT_MINIMUM: Duration = s(600);
 
-/// Where the client's randomness comes from: transaction ids, the first
-/// delay and the RAND factor of section 15. A trait so that tests can make
-/// every retransmission time exact.
-pub trait Randomness: Send {
-    fn next_u32(&mut self) -> u32;
-}
-
-impl Randomness for StdRng {
-    fn next_u32(&mut self) -> u32 {
-        RngCore::next_u32(self)
-    }
-}
-
 /// RAND of section 15: uniform in [-0.1, 0.1].
 pub(crate) fn rand_factor(r: &mut dyn Randomness) -> f64 {
     f64::from(r.next_u32()) / f64::from(u32::MAX) * 0.2 - 0.1
@@ -191,18 +176,12 @@ mod tests {
         assert!(first_rt(&SOLICIT, -0.1, true) > s(1));
     }
 
-    struct Fixed(u32);
-    impl Randomness for Fixed {
-        fn next_u32(&mut self) -> u32 {
-            self.0
-        }
-    }
-
     #[test]
     fn rand_factor_spans_a_tenth() {
-        assert!((rand_factor(&mut Fixed(0)) + 0.1).abs() < 1e-9);
-        assert!((rand_factor(&mut Fixed(u32::MAX)) - 0.1).abs() < 1e-9);
-        assert_eq!(random_delay(&mut Fixed(u32::MAX), s(1)), s(1));
-        assert_eq!(random_delay(&mut Fixed(0), s(1)), s(0));
+        let fixed = crate::randomness::Sequence::fixed;
+        assert!((rand_factor(&mut fixed(0)) + 0.1).abs() < 1e-9);
+        assert!((rand_factor(&mut fixed(u32::MAX)) - 0.1).abs() < 1e-9);
+        assert_eq!(random_delay(&mut fixed(u32::MAX), s(1)), s(1));
+        assert_eq!(random_delay(&mut fixed(0), s(1)), s(0));
     }
 }

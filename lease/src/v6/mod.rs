@@ -19,4 +19,4 @@ pub mod wire;
 pub mod testing;
 
 pub use client::{Client, Event, Information, Lease, LostReason, Transmit};
-pub use config::{Config, Randomness};
+pub use config::Config;

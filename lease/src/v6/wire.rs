@@ -50,9 +50,6 @@ pub mod status {
     pub const USE_MULTICAST: u16 = 5;
 }
 
-/// Lifetime value meaning "infinity" (RFC 8415 section 7.7).
-pub const INFINITY: u32 = u32::MAX;
-
 /// The options asked for in the Option Request option (section 21.7):
 /// DNS servers and search list, and SOL_MAX_RT / INF_MAX_RT, which section
 /// 18.2 requires in Solicit and Information-request ORO.
@@ -339,11 +336,6 @@ pub fn receive(
         sol_max_rt: u32_option(opts, code::SOL_MAX_RT),
         has_auth: opts.get(OptionCode::Authentication).is_some(),
     })
-}
-
-/// A lifetime in seconds as a duration; `None` for infinity.
-pub fn lifetime(secs: u32) -> Option<Duration> {
-    (secs != INFINITY).then(|| Duration::from_secs(u64::from(secs)))
 }
 
 /// The Client FQDN option payload (RFC 4704 section 4): flags with S set

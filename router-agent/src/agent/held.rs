@@ -12,8 +12,8 @@ use crate::family::{Address, ClientState, Event, Family};
 /// state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
-    /// The DHCPv4 client's state, as last reported.
-    pub client: ClientState,
+    /// The DHCPv4 client's state, as last reported (`None`: no client).
+    pub client: Option<ClientState>,
     pub addresses: BTreeMap<IpAddr, Address>,
     pub routers: BTreeSet<IpAddr>,
 }
@@ -21,7 +21,7 @@ pub struct Held {
 impl Default for Held {
     fn default() -> Self {
         Held {
-            client: ClientState::WaitingForPlan,
+            client: None,
             addresses: BTreeMap::new(),
             routers: BTreeSet::new(),
         }
@@ -39,7 +39,7 @@ impl Held {
     /// Folds one event in; returns the problem it reports, if any.
     pub fn absorb(&mut self, ev: Event) -> Option<Reported> {
         match ev {
-            Event::State(s) => self.client = s,
+            Event::State(s) => self.client = Some(s),
             Event::Address(a) => {
                 if let Some(old) = self.addresses.get(&a.address)
                     && old.prefix_len != a.prefix_len
@@ -77,7 +77,7 @@ impl Held {
         self.addresses.retain(|a, _| Family::of(*a) != family);
         self.routers.retain(|a| Family::of(*a) != family);
         if family == Family::V4 {
-            self.client = ClientState::WaitingForPlan;
+            self.client = None;
         }
     }
 

@@ -334,7 +334,7 @@ impl Agent {
                 .unwrap_or_default(),
             index: link.index,
         });
-        self.core.held.client = v4.state();
+        self.core.held.client = Some(v4.state());
         self.v4 = Some((v4.identity().clone(), v4.spawn()));
         self.core.v4_running = true;
         self.start_v6(&link);
@@ -420,11 +420,7 @@ impl Agent {
         let plan = core.plan.as_ref();
         let lease = core.held.lease().cloned();
         let snap = Snapshot {
-            state: if core.v4_running {
-                core.held.client
-            } else {
-                netcontainer_proto::State::WaitingForPlan
-            },
+            state: core.held.client.filter(|_| core.v4_running),
             interface: self.v4.as_ref().map(|(id, _)| id.ifname.clone()),
             hostname: plan.and_then(|p| p.hostname.clone()),
             rules_active: lease.is_some(),

@@ -6,6 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use netcontainer_lease::timers::LeaseTimes;
 use netcontainer_lease::v4::Lease;
 use netcontainer_proto::{Forward, Ipv6Mode, Plan, Protocol, ServiceInfo, SourceMode};
 
@@ -24,10 +25,7 @@ pub fn lease(address: &str) -> Lease {
         routes: Vec::new(),
         server_id: "192.0.2.1".parse().unwrap(),
         dns: Vec::new(),
-        lease_time: Some(Duration::from_secs(3600)),
-        t1: Some(Duration::from_secs(1800)),
-        t2: Some(Duration::from_secs(3150)),
-        start: Instant::now(),
+        times: LeaseTimes::dhcpv4(Instant::now(), Some(Duration::from_secs(3600)), None, None),
     }
 }
 

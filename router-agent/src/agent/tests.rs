@@ -113,7 +113,7 @@ async fn bind_installs_the_address_first_then_the_forwards() {
 async fn renew_on_the_same_address_refreshes_it_and_nothing_else() {
     let (mut core, rec) = bound("192.0.2.50").await;
     let mut renewed = lease("192.0.2.50");
-    renewed.start += Duration::from_secs(1800);
+    renewed.times.start += Duration::from_secs(1800);
     core.absorb(Event::Address(Address::of_lease(renewed)));
     core.sync().await;
     assert_eq!(rec.take(), [Op::Install4(ip4("192.0.2.50"), 24)]);

@@ -20,8 +20,8 @@ use netcontainer_proto::Ipv6Origin;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-// Until the lease crate has its own client state (the lease helper's branch).
-pub use netcontainer_proto::State as ClientState;
+/// A DHCP client's state (the lease crate's; status maps it to the wire's).
+pub use netcontainer_lease::State as ClientState;
 
 /// Which family a task runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -15,7 +15,8 @@ use netcontainer_lease::arp::{ArpConfig, Probe, ProbeResult};
 use netcontainer_lease::v4::{
     Client, Config, Destination, Event as ClientEvent, Lease, LostReason, Retry, Transmit,
 };
-use netcontainer_proto::{Plan, State};
+use netcontainer_lease::{State, randomness};
+use netcontainer_proto::Plan;
 use tokio::sync::mpsc;
 
 use super::{Address, Event, Events, Family, Handle, Origin, RECEIVE_ERROR_PAUSE, sleep_until};
@@ -138,14 +139,15 @@ impl V4 {
                 client_id: client_id.clone(),
                 hostname: plan.hostname.clone(),
                 broadcast_flag: plan.broadcast_flag,
+                request_address: hint,
                 retry: Retry::default(),
             },
-            rand::random(),
+            randomness::from_os(),
         );
         tracing::info!(interface = %plan.interface, previous = ?previous, hint = ?hint, "starting DHCP");
         match previous {
-            Some(_) => client.start(Instant::now(), previous),
-            None => client.start_discover(Instant::now(), hint),
+            Some(address) => client.resume(Instant::now(), address),
+            None => client.start(Instant::now()),
         }
         Ok(V4 {
             identity: Identity {
@@ -478,7 +480,7 @@ impl V4 {
             self.leftover = None;
             return;
         }
-        if matches!(self.client.state(), State::InitReboot | State::Rebooting) {
+        if self.client.state() == State::Rebooting {
             return;
         }
         self.leftover = None;

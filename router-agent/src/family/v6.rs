@@ -14,12 +14,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netcontainer_lease::v6::config::Randomness;
+use netcontainer_lease::randomness;
 use netcontainer_lease::v6::ra::{RaEvent, Tracker};
 use netcontainer_lease::v6::{Client, Config, Event as ClientEvent, Lease, LostReason};
 use netcontainer_proto::Plan;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
+use rand::RngCore;
 use tokio::sync::mpsc;
 
 use super::{Address, Event, Events, Family, Handle, Origin, RECEIVE_ERROR_PAUSE, sleep_until};
@@ -53,13 +52,6 @@ const DAD_POLL: Duration = Duration::from_millis(100);
 /// started together, and the Solicit that follows the RA (whose timing is
 /// the LAN router's) waits no more (`Config::first_delay`).
 const MAX_RTR_SOLICITATION_DELAY: Duration = Duration::from_millis(200);
-
-struct Rng(StdRng);
-impl Randomness for Rng {
-    fn next_u32(&mut self) -> u32 {
-        rand::RngCore::next_u32(&mut self.0)
-    }
-}
 
 /// Turns the kernel's own RA handling off on the interface (the agent does
 /// it, see `dhcp::socket6`), and IPv6 on or off as the plan says. Best
@@ -126,7 +118,7 @@ impl V6 {
     pub fn start(plan: &Plan, link: &Link, state_dir: &Path, events: Events) -> Result<V6, String> {
         let icmp = Icmp6Socket::open(&plan.interface, link.index).map_err(|e| e.to_string())?;
         let udp = Udp6Socket::bind(&plan.interface, link.index).map_err(|e| e.to_string())?;
-        let mut rng = Rng(StdRng::from_os_rng());
+        let mut rng = randomness::from_os();
         let delay =
             MAX_RTR_SOLICITATION_DELAY.mul_f64(f64::from(rng.next_u32()) / f64::from(u32::MAX));
         let now = Instant::now();
@@ -157,7 +149,7 @@ impl V6 {
             .and_then(|s| s.to_lease(&plan.interface, &config.duid()))
         {
             tracing::info!(address = %lease.address, "resuming the stored DHCPv6 lease");
-            v6.dhcp = Some(Client::new(config, Box::new(rng)));
+            v6.dhcp = Some(Client::new(config, rng));
             v6.stateful = true;
             v6.resume = Some((lease, now + DAD_PATIENCE));
         }
@@ -352,13 +344,13 @@ impl V6 {
         let now = Instant::now();
         if managed && !self.stateful {
             tracing::info!(interface = %self.ifname, "RA: managed, starting DHCPv6");
-            let mut c = Client::new(self.config.clone(), Box::new(Rng(StdRng::from_os_rng())));
+            let mut c = Client::new(self.config.clone(), randomness::from_os());
             c.start(now);
             self.dhcp = Some(c);
             self.stateful = true;
         } else if other && !managed && self.dhcp.is_none() {
             tracing::info!(interface = %self.ifname, "RA: other configuration, DHCPv6 Information-request");
-            let mut c = Client::new(self.config.clone(), Box::new(Rng(StdRng::from_os_rng())));
+            let mut c = Client::new(self.config.clone(), randomness::from_os());
             c.start_stateless(now);
             self.dhcp = Some(c);
         }

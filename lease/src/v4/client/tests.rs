@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::randomness::seeded;
 use crate::testing::{Reply, insert_raw, joined_options};
 
 const MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
@@ -32,12 +33,13 @@ fn config() -> Config {
         client_id: CID.to_vec(),
         hostname: Some("router1".into()),
         broadcast_flag: true,
+        request_address: None,
         retry: Retry::default(),
     }
 }
 
 fn client() -> Client {
-    Client::new(config(), 7)
+    Client::new(config(), seeded(7))
 }
 
 fn secs(n: u64) -> Duration {
@@ -162,7 +164,7 @@ fn lost_event(c: &mut Client) -> (Lease, LostReason) {
 
 /// DISCOVER -> OFFER -> REQUEST; returns the REQUEST.
 fn to_requesting(c: &mut Client, t0: Instant) -> Transmit {
-    c.start(t0, None);
+    c.start(t0);
     let d = tx(c);
     c.handle_packet(t0, &offer(&d));
     tx(c)
@@ -218,7 +220,7 @@ fn new_client_is_idle() {
 fn discover_offer_request_ack_binds() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     assert_eq!(c.state(), State::Selecting);
     let d = tx(&mut c);
     assert_eq!(d.destination, BCAST0);
@@ -261,10 +263,10 @@ fn discover_offer_request_ack_binds() {
     assert!(l.routes.is_empty());
     assert_eq!(l.server_id, SERVER);
     assert_eq!(l.dns, vec![DNS]);
-    assert_eq!(l.lease_time, Some(secs(3600)));
-    assert_eq!(l.t1, Some(secs(1800)));
-    assert_eq!(l.t2, Some(secs(3150)));
-    assert_eq!(l.start, t1, "timers count from the REQUEST");
+    assert_eq!(l.times.valid, Some(secs(3600)));
+    assert_eq!(l.times.t1, Some(secs(1800)));
+    assert_eq!(l.times.t2, Some(secs(3150)));
+    assert_eq!(l.times.start, t1, "timers count from the REQUEST");
     assert_eq!(c.lease(), Some(&l));
     assert_eq!(c.poll_timeout(), Some(t1 + secs(1800)));
 }
@@ -278,9 +280,9 @@ fn no_broadcast_flag_and_no_hostname_when_not_configured() {
             broadcast_flag: false,
             ..config()
         },
-        1,
+        seeded(1),
     );
-    c.start(t0, None);
+    c.start(t0);
     let d = tx(&mut c);
     assert_eq!(flags(&d.payload), 0);
     check_request_options(&d, false);
@@ -310,12 +312,12 @@ fn ipvlan_legs_share_the_mac_so_they_broadcast_and_identify_by_client_id() {
                 broadcast_flag: true,
                 ..config()
             },
-            3,
+            seeded(3),
         )
     };
     let (mut a, mut b) = (leg("web1"), leg("web2"));
-    a.start(t0, None);
-    b.start(t0, None);
+    a.start(t0);
+    b.start(t0);
     let (da, db) = (tx(&mut a), tx(&mut b));
     for (d, id) in [
         (&da, &b"\0netcontainer:web1"[..]),
@@ -349,9 +351,9 @@ fn empty_client_id_falls_back_to_mac() {
             client_id: vec![],
             ..config()
         },
-        1,
+        seeded(1),
     );
-    c.start(Instant::now(), None);
+    c.start(Instant::now());
     let d = c.poll_transmit().unwrap();
     assert_eq!(
         opts(&d.payload)[&61],
@@ -377,7 +379,7 @@ fn fully_qualified_hostname_keeps_root_label() {
 fn second_offer_ignored_after_selection() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     let d = tx(&mut c);
     c.handle_packet(t0, &offer(&d));
     let _r = tx(&mut c);
@@ -412,7 +414,7 @@ fn ack_and_nak_from_non_selected_server_ignored() {
 fn invalid_offers_ignored_and_siaddr_fallback() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     let d = tx(&mut c);
     // yiaddr 0
     let m = reply_raw(
@@ -467,7 +469,7 @@ fn nak_in_requesting_restarts_discovery_at_once() {
 fn repeated_naks_back_off() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     let mut now = t0;
     for i in 1..=5 {
         let d = tx(&mut c);
@@ -499,7 +501,7 @@ fn repeated_naks_back_off() {
 fn discover_retransmission_schedule() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     let first = tx(&mut c);
     let mut last_sent = t0;
     for (i, base) in [4u64, 8, 16, 32, 64, 64, 64, 64].into_iter().enumerate() {
@@ -527,8 +529,8 @@ fn jitter_varies_with_seed() {
     let t0 = Instant::now();
     let deadlines: Vec<_> = (0..8)
         .map(|seed| {
-            let mut c = Client::new(config(), seed);
-            c.start(t0, None);
+            let mut c = Client::new(config(), seeded(seed));
+            c.start(t0);
             c.poll_timeout().unwrap()
         })
         .collect();
@@ -636,8 +638,8 @@ fn renew_ack_extends_lease() {
     );
     let l2 = bound_event(&mut c);
     assert_eq!(c.state(), State::Bound);
-    assert_eq!(l2.start, t1);
-    assert_eq!(l2.lease_time, Some(secs(7200)));
+    assert_eq!(l2.times.start, t1);
+    assert_eq!(l2.times.valid, Some(secs(7200)));
     assert_eq!(l2.gateway, Some(Ipv4Addr::new(192, 168, 1, 250)));
     assert_eq!(c.poll_timeout(), Some(t1 + secs(3600)));
     // The same ACK again (duplicate) is ignored.
@@ -827,7 +829,7 @@ fn renew_reply_with_old_xid_ignored_in_rebinding() {
 fn init_reboot_success() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, Some(ADDR));
+    c.resume(t0, ADDR);
     assert_eq!(c.state(), State::Rebooting);
     let r = tx(&mut c);
     assert_eq!(r.destination, BCAST0);
@@ -842,7 +844,7 @@ fn init_reboot_success() {
     let l = bound_event(&mut c);
     assert_eq!(l.address, ADDR);
     assert_eq!(l.server_id, SERVER);
-    assert_eq!(l.start, t0);
+    assert_eq!(l.times.start, t0);
     assert_eq!(c.state(), State::Bound);
 }
 
@@ -850,7 +852,7 @@ fn init_reboot_success() {
 fn init_reboot_nak_discovers() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, Some(ADDR));
+    c.resume(t0, ADDR);
     let r = tx(&mut c);
     c.handle_packet(t0, &nak(&r, SERVER2));
     assert!(c.poll_event().is_none());
@@ -864,7 +866,7 @@ fn init_reboot_nak_discovers() {
 fn init_reboot_timeout_falls_back_to_discover_with_hint() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, Some(ADDR));
+    c.resume(t0, ADDR);
     let r = tx(&mut c);
     let mut last = t0;
     for base in [4u64, 8] {
@@ -894,7 +896,7 @@ fn init_reboot_timeout_falls_back_to_discover_with_hint() {
 fn init_reboot_ack_without_lease_time_ignored() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, Some(ADDR));
+    c.resume(t0, ADDR);
     let r = tx(&mut c);
     let mut o = std_opts(0);
     o.pop();
@@ -933,9 +935,9 @@ fn t1_t2_defaults() {
             o.push(DhcpOption::Rebinding(t));
         }
         let l = bind_with(&mut c, t0, o);
-        assert_eq!((l.t1, l.t2), expected, "case {i}");
-        assert_eq!(l.lease_time, Some(secs(3600)));
-        assert_eq!(c.poll_timeout(), Some(l.start + l.t1.unwrap()));
+        assert_eq!((l.times.t1, l.times.t2), expected, "case {i}");
+        assert_eq!(l.times.valid, Some(secs(3600)));
+        assert_eq!(c.poll_timeout(), Some(l.times.start + l.times.t1.unwrap()));
     }
 }
 
@@ -947,7 +949,7 @@ fn infinite_lease_never_times_out() {
     o.push(DhcpOption::Renewal(10));
     o.push(DhcpOption::Rebinding(20));
     let l = bind_with(&mut c, t0, o);
-    assert_eq!((l.lease_time, l.t1, l.t2), (None, None, None));
+    assert_eq!((l.times.valid, l.times.t1, l.times.t2), (None, None, None));
     assert_eq!(c.poll_timeout(), None);
     c.handle_timeout(t0 + secs(10 * 365 * 86400));
     no_tx(&mut c);
@@ -959,21 +961,21 @@ fn infinite_lease_never_times_out() {
 fn ack_lease_time_missing_uses_offer_value() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     let d = tx(&mut c);
     c.handle_packet(t0, &reply(&d, MessageType::Offer, SERVER, std_opts(600)));
     let r = tx(&mut c);
     let mut o = std_opts(0);
     o.pop();
     c.handle_packet(t0, &reply(&r, MessageType::Ack, SERVER, o));
-    assert_eq!(bound_event(&mut c).lease_time, Some(secs(600)));
+    assert_eq!(bound_event(&mut c).times.valid, Some(secs(600)));
 }
 
 #[test]
 fn ack_without_any_lease_time_or_zero_ignored() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     let d = tx(&mut c);
     let mut o = std_opts(0);
     o.pop();
@@ -1090,7 +1092,7 @@ fn release_while_renewing_and_without_lease() {
     assert_eq!(c.state(), State::Stopped);
 
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     let _ = tx(&mut c);
     c.release(t0);
     no_tx(&mut c);
@@ -1132,7 +1134,7 @@ fn decline_sends_decline_and_rediscovers_after_10s() {
 fn decline_outside_bound_is_noop() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     let _ = tx(&mut c);
     c.decline(t0);
     no_tx(&mut c);
@@ -1144,7 +1146,7 @@ fn decline_outside_bound_is_noop() {
 fn foreign_xid_chaddr_and_bootrequest_ignored() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     let d = tx(&mut c);
     let good = reply_raw(
         &d.payload,
@@ -1188,7 +1190,7 @@ fn foreign_xid_chaddr_and_bootrequest_ignored() {
 fn malformed_unneeded_options_do_not_break_a_reply() {
     let t0 = Instant::now();
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     let d = tx(&mut c);
     let mut m = reply_raw(&d.payload, MessageType::Offer, ADDR, Some(SERVER), vec![]);
     // Options that dhcproto debug_assert!s on, with bad lengths, and a bad 119.
@@ -1226,14 +1228,14 @@ fn feed(c: &mut Client, now: Instant, p: &[u8]) {
 fn clients_in_all_states(t0: Instant) -> Vec<(Client, Transmit)> {
     let mut out = Vec::new();
     let mut c = client();
-    c.start(t0, None);
+    c.start(t0);
     let d = tx(&mut c);
     out.push((c, d));
     let mut c = client();
     let r = to_requesting(&mut c, t0);
     out.push((c, r));
     let mut c = client();
-    c.start(t0, Some(ADDR));
+    c.resume(t0, ADDR);
     let r = tx(&mut c);
     out.push((c, r));
     let mut c = client();
@@ -1324,7 +1326,7 @@ fn garbage_never_panics() {
 fn received_messages_decode_through_dhcproto_consistently() {
     // Our DISCOVER decodes with dhcproto (sanity check of the encoder use).
     let mut c = client();
-    c.start(Instant::now(), None);
+    c.start(Instant::now());
     let d = tx(&mut c);
     let m = Message::decode(&mut dhcproto::Decoder::new(&d.payload)).unwrap();
     assert_eq!(m.xid(), xid(&d.payload));
@@ -1336,7 +1338,9 @@ impl Client {
     fn clone_for_test(&self) -> Client {
         Client {
             config: self.config.clone(),
-            rng: self.rng.clone(),
+            // A boxed source cannot be cloned; the copy's own numbers only
+            // matter for exchanges it starts after the garbage.
+            rng: seeded(7),
             phase: self.phase.clone(),
             transmits: self.transmits.clone(),
             events: self.events.clone(),
@@ -1369,7 +1373,7 @@ fn malformed_option_is_dropped_alone() {
         assert_eq!(l.prefix_len, 24, "{bad:?}");
         assert_eq!(l.gateway, Some(GW), "{bad:?}: option 3 must be used");
         assert_eq!(l.dns, vec![DNS], "{bad:?}");
-        assert_eq!(l.lease_time, Some(secs(3600)), "{bad:?}");
+        assert_eq!(l.times.valid, Some(secs(3600)), "{bad:?}");
     }
 }
 
@@ -1392,10 +1396,16 @@ fn split_option_is_joined() {
 }
 
 #[test]
-fn start_discover_asks_for_the_hint() {
-    let mut c = client();
+fn start_asks_for_the_request_address() {
+    let mut c = Client::new(
+        Config {
+            request_address: Some(ADDR),
+            ..config()
+        },
+        seeded(7),
+    );
     let t0 = Instant::now();
-    c.start_discover(t0, Some(ADDR));
+    c.start(t0);
     let d = tx(&mut c);
     assert_eq!(
         mtype(&d.payload),
@@ -1404,6 +1414,17 @@ fn start_discover_asks_for_the_hint() {
     );
     assert_eq!(opts(&d.payload)[&50], ADDR.octets().to_vec());
     assert!(!opts(&d.payload).contains_key(&54));
+    assert_eq!(c.state(), State::Selecting);
+}
+
+#[test]
+fn resume_of_an_unusable_address_discovers() {
+    let mut c = client();
+    let t0 = Instant::now();
+    c.resume(t0, ZERO);
+    let d = tx(&mut c);
+    assert_eq!(mtype(&d.payload), DISCOVER);
+    assert!(!opts(&d.payload).contains_key(&50));
     assert_eq!(c.state(), State::Selecting);
 }
 
@@ -1422,10 +1443,10 @@ fn retry_settings_are_honoured() {
             retry: retry.clone(),
             ..config()
         },
-        1,
+        seeded(1),
     );
     let t0 = Instant::now();
-    c.start(t0, None);
+    c.start(t0);
     let mut d = tx(&mut c);
     // DISCOVER: 1 s, then doubling up to the 2 s cap, without jitter.
     let mut now = t0;
@@ -1452,7 +1473,7 @@ fn retry_settings_are_honoured() {
     assert_eq!(mtype(&d2.payload), DISCOVER);
     assert_ne!(xid(&d2.payload), xid(&r.payload));
     // DECLINE: DISCOVER after the configured delay.
-    let mut c = Client::new(Config { retry, ..config() }, 1);
+    let mut c = Client::new(Config { retry, ..config() }, seeded(1));
     bind(&mut c, t0);
     c.decline(t0);
     let _ = tx(&mut c);
@@ -1471,7 +1492,7 @@ fn stop_keeps_the_lease_no_release_sent() {
     assert!(c.poll_timeout().is_none());
     // Without a lease: nothing to report.
     let mut d = client();
-    d.start(t0, None);
+    d.start(t0);
     let _ = tx(&mut d);
     d.stop(t0);
     assert!(d.poll_event().is_none());

@@ -2,6 +2,7 @@
 //! messages built byte by byte (`v6::testing`) and the randomness fixed.
 
 use super::*;
+use crate::randomness::Sequence;
 use crate::v6::testing::{Sent, answer, ia_na};
 use crate::v6::wire::code;
 
@@ -24,23 +25,8 @@ const RECONFIGURE: u8 = 10;
 
 /// RAND of section 15 at (almost exactly) zero, the first delay at half
 /// its maximum.
-struct Middle;
-impl Randomness for Middle {
-    fn next_u32(&mut self) -> u32 {
-        u32::MAX / 2
-    }
-}
-
-/// Returns the given values in turn (then repeats the last).
-struct Sequence(Vec<u32>);
-impl Randomness for Sequence {
-    fn next_u32(&mut self) -> u32 {
-        if self.0.len() > 1 {
-            self.0.remove(0)
-        } else {
-            self.0[0]
-        }
-    }
+fn middle() -> Box<Sequence> {
+    Box::new(Sequence::fixed(u32::MAX / 2))
 }
 
 fn config(rapid_commit: bool) -> Config {
@@ -60,7 +46,7 @@ fn a_first_delay_of_zero_solicits_at_once() {
             first_delay: Some(Duration::ZERO),
             ..config(false)
         },
-        Box::new(Middle),
+        middle(),
     );
     c.start(t0);
     if c.poll_timeout().is_some_and(|t| t <= t0) {
@@ -70,7 +56,7 @@ fn a_first_delay_of_zero_solicits_at_once() {
 }
 
 fn client() -> Client {
-    Client::new(config(false), Box::new(Middle))
+    Client::new(config(false), middle())
 }
 
 fn secs(n: u64) -> Duration {
@@ -183,10 +169,13 @@ fn solicit_advertise_request_reply() {
     };
     assert_eq!(lease.address, ADDR);
     assert_eq!(
-        (lease.preferred, lease.valid),
+        (lease.times.preferred, lease.times.valid),
         (Some(secs(1800)), Some(secs(2000)))
     );
-    assert_eq!((lease.t1, lease.t2), (Some(secs(1000)), Some(secs(1600))));
+    assert_eq!(
+        (lease.times.t1, lease.times.t2),
+        (Some(secs(1000)), Some(secs(1600)))
+    );
     assert_eq!(lease.dns, vec![DNS]);
     assert_eq!(lease.server_id, SERVER);
     assert_eq!(c.state(), State::Bound);
@@ -239,7 +228,7 @@ fn advertise_without_addresses_is_no_choice() {
 #[test]
 fn rapid_commit_binds_on_the_solicit_reply() {
     let t0 = Instant::now();
-    let mut c = Client::new(config(true), Box::new(Middle));
+    let mut c = Client::new(config(true), middle());
     c.start(t0);
     let (at, sol) = next_tx(&mut c);
     assert_eq!(sol.option(code::RAPID_COMMIT), Some(&[][..]));
@@ -281,7 +270,7 @@ fn renew_at_t1_extends_the_lease() {
     let [Event::Bound(l)] = ev.as_slice() else {
         panic!("{ev:?}")
     };
-    assert_eq!(l.start, at, "lifetimes count from the first Renew");
+    assert_eq!(l.times.start, at, "lifetimes count from the first Renew");
     assert_eq!(c.state(), State::Bound);
     assert_eq!(c.poll_timeout(), Some(at + secs(1000)));
 }
@@ -386,13 +375,15 @@ fn release_without_a_lease_just_stops() {
 fn stored(start: Instant) -> Lease {
     Lease {
         address: ADDR,
-        preferred: Some(secs(1800)),
-        valid: Some(secs(2000)),
-        t1: Some(secs(1000)),
-        t2: Some(secs(1600)),
         server_id: SERVER.to_vec(),
         dns: vec![],
-        start,
+        times: LeaseTimes {
+            start,
+            t1: Some(secs(1000)),
+            t2: Some(secs(1600)),
+            valid: Some(secs(2000)),
+            preferred: Some(secs(1800)),
+        },
     }
 }
 
@@ -407,7 +398,7 @@ fn restart_rebinds_the_stored_lease_without_solicit() {
     assert_eq!(c.state(), State::Rebooting);
     c.handle_packet(t0 + secs(100), &answer(&reb, REPLY, SERVER, &std_ia()));
     assert!(
-        matches!(events(&mut c).as_slice(), [Event::Bound(l)] if l.address == ADDR && l.start == t0 + secs(100))
+        matches!(events(&mut c).as_slice(), [Event::Bound(l)] if l.address == ADDR && l.times.start == t0 + secs(100))
     );
     assert_eq!(c.state(), State::Bound);
 }
@@ -516,7 +507,7 @@ fn zero_t1_t2_are_the_clients_choice_and_t1_above_t2_is_refused() {
     let [Event::Bound(l)] = ev.as_slice() else {
         panic!("{ev:?}")
     };
-    assert_eq!((l.t1, l.t2), (Some(secs(500)), Some(secs(800))));
+    assert_eq!((l.times.t1, l.times.t2), (Some(secs(500)), Some(secs(800))));
 }
 
 #[test]
@@ -580,7 +571,7 @@ fn solicit_retransmission_is_randomized_and_capped() {
         .map(|i| if i % 2 == 0 { u32::MAX } else { 0 })
         .collect();
     let t0 = Instant::now();
-    let mut c = Client::new(config(false), Box::new(Sequence(seq)));
+    let mut c = Client::new(config(false), Box::new(Sequence::new(seq)));
     c.start(t0);
     let mut prev: Option<Instant> = None;
     let mut gaps = Vec::new();
