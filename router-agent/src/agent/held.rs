@@ -10,22 +10,12 @@ use crate::family::{Address, ClientState, Event, Family};
 
 /// Every family's addresses and default routers, and the DHCPv4 client's
 /// state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Held {
     /// The DHCPv4 client's state, as last reported (`None`: no client).
     pub client: Option<ClientState>,
     pub addresses: BTreeMap<IpAddr, Address>,
     pub routers: BTreeSet<IpAddr>,
-}
-
-impl Default for Held {
-    fn default() -> Self {
-        Held {
-            client: None,
-            addresses: BTreeMap::new(),
-            routers: BTreeSet::new(),
-        }
-    }
 }
 
 /// A problem a task reported, for the core to file.
