@@ -156,97 +156,115 @@ impl<N: Net, F: Filter, L: Listeners> Core<N, F, L> {
         }
     }
 
-    /// Applies what differs between [`Core::desired`] and what was applied.
+    /// Applies what differs between [`Core::desired`] and what was applied,
+    /// in the lease path's order (see the module doc).
     pub async fn sync(&mut self) -> Synced {
         let want = self.desired();
         self.path6 = want.ipv6_path;
         let now = Instant::now();
         let mut out = Synced::default();
         let index = self.link.as_ref().map(|l| l.index);
-
-        // 1. The IPv4 address: first, the lease path's one step.
         let mut v4_gone = None;
-        if self.applied.v4 != want.v4
-            && let Some(index) = index
-        {
-            let old = self.applied.v4.clone();
-            let replaced =
-                matches!((&old, &want.v4), (Some(o), Some(n)) if o.address() != n.address());
-            if let Some(old) = old.as_ref().filter(|_| replaced) {
-                let (a, len) = old.address();
-                tracing::info!(old = %a, "removing the replaced address");
-                let r = self.net.remove4(index, a, len).await;
-                self.report_remove4(a, r);
-                self.applied.v4 = None;
-            }
-            match &want.v4 {
-                Some(V4Address::Lease(l)) => {
-                    let r = self.net.install4(index, &l.config(now)).await;
-                    match r {
-                        Ok(()) => {
-                            let fresh = !matches!(&self.applied.v4,
-                                Some(V4Address::Lease(o)) if o.address == l.address);
-                            if fresh {
-                                tracing::info!(address = %l.address, prefix_len = l.prefix_len,
-                                    gateway = ?l.gateway, "bound");
-                            } else {
-                                tracing::info!(address = %l.address, "lease extended");
-                            }
-                            self.problems.clear(Subsystem::Address);
-                            self.applied.v4 = want.v4.clone();
-                        }
-                        Err(e) => {
-                            let msg = format!(
-                                "configuring {}/{} on {}: {e}",
-                                l.address,
-                                l.prefix_len,
-                                self.link.as_ref().map_or("?", |l| l.name.as_str())
-                            );
-                            tracing::error!("{msg}");
-                            self.problems.set(Subsystem::Address, msg);
-                        }
-                    }
-                }
-                Some(V4Address::Keep { .. }) => self.applied.v4 = want.v4.clone(),
-                None => v4_gone = self.applied.v4.clone(),
-            }
-        }
-
-        // 2. IPv6 addresses and default routers that are new or changed.
         if let Some(index) = index {
-            for (a, w) in &want.v6 {
-                if self.applied.v6.get(a) == Some(w) {
-                    continue;
-                }
-                let (preferred, valid) = w.lifetimes(now);
-                if !self.applied.v6.contains_key(a) {
-                    tracing::info!(address = %a, prefix_len = w.prefix_len,
-                        preferred_secs = ?preferred.map(|d| d.as_secs()),
-                        valid_secs = ?valid.map(|d| d.as_secs()), "IPv6 address");
-                }
-                match self
-                    .net
-                    .install6(index, *a, w.prefix_len, preferred, valid)
-                    .await
-                {
-                    Ok(()) => {
-                        self.applied.v6.insert(*a, *w);
-                    }
-                    Err(e) => self.problem(Subsystem::Ipv6, e),
-                }
-            }
-            for r in want.routers6.difference(&self.applied.routers6.clone()) {
-                tracing::info!(router = %r, "IPv6 default router");
-                match self.net.router6(index, *r, true).await {
-                    Ok(()) => {
-                        self.applied.routers6.insert(*r);
-                    }
-                    Err(e) => self.problem(Subsystem::Ipv6, e),
-                }
+            v4_gone = self.add_v4(index, &want, now).await;
+            self.add_v6(index, &want, now).await;
+        }
+        self.sync_routing(&want, &mut out).await;
+        self.sync_firewall(&want, &mut out).await;
+        self.sync_relay(&want);
+        match index {
+            Some(index) => self.remove(index, v4_gone, &want).await,
+            // No interface: nothing of ours can be on one.
+            None => {
+                self.applied.v4 = None;
+                self.applied.v6.clear();
+                self.applied.routers6.clear();
             }
         }
+        out
+    }
 
-        // 3. Policy routing.
+    /// Installs or refreshes the IPv4 address (removing one it replaces
+    /// first); returns the address to remove once nothing forwards to it.
+    async fn add_v4(&mut self, index: u32, want: &Desired, now: Instant) -> Option<V4Address> {
+        if self.applied.v4 == want.v4 {
+            return None;
+        }
+        let replaced = matches!((&self.applied.v4, &want.v4),
+            (Some(o), Some(n)) if o.address() != n.address());
+        if replaced && let Some(old) = self.applied.v4.take() {
+            let (a, len) = old.address();
+            tracing::info!(old = %a, "removing the replaced address");
+            self.remove_v4_now(index, a, len).await;
+        }
+        let l = match &want.v4 {
+            Some(V4Address::Lease(l)) => l,
+            Some(V4Address::Keep { .. }) => {
+                self.applied.v4 = want.v4.clone();
+                return None;
+            }
+            None => return self.applied.v4.clone(),
+        };
+        match self.net.install4(index, &l.config(now)).await {
+            Ok(()) => {
+                let fresh = !matches!(&self.applied.v4,
+                    Some(V4Address::Lease(o)) if o.address == l.address);
+                if fresh {
+                    tracing::info!(address = %l.address, prefix_len = l.prefix_len,
+                        gateway = ?l.gateway, "bound");
+                } else {
+                    tracing::info!(address = %l.address, "lease extended");
+                }
+                self.problems.clear(Subsystem::Address);
+                self.applied.v4 = want.v4.clone();
+            }
+            // Not recorded as applied: the next sync tries again.
+            Err(e) => {
+                let name = self.link.as_ref().map_or("?", |l| l.name.as_str());
+                let msg = format!("configuring {}/{} on {name}: {e}", l.address, l.prefix_len);
+                tracing::error!("{msg}");
+                self.problems.set(Subsystem::Address, msg);
+            }
+        }
+        None
+    }
+
+    /// IPv6 addresses and default routers that are new or changed.
+    async fn add_v6(&mut self, index: u32, want: &Desired, now: Instant) {
+        for (a, w) in &want.v6 {
+            if self.applied.v6.get(a) == Some(w) {
+                continue;
+            }
+            let (preferred, valid) = w.lifetimes(now);
+            if !self.applied.v6.contains_key(a) {
+                tracing::info!(address = %a, prefix_len = w.prefix_len,
+                    preferred_secs = ?preferred.map(|d| d.as_secs()),
+                    valid_secs = ?valid.map(|d| d.as_secs()), "IPv6 address");
+            }
+            match self
+                .net
+                .install6(index, *a, w.prefix_len, preferred, valid)
+                .await
+            {
+                Ok(()) => {
+                    self.applied.v6.insert(*a, *w);
+                }
+                Err(e) => self.problem(Subsystem::Ipv6, e),
+            }
+        }
+        for r in want.routers6.difference(&self.applied.routers6.clone()) {
+            tracing::info!(router = %r, "IPv6 default router");
+            match self.net.router6(index, *r, true).await {
+                Ok(()) => {
+                    self.applied.routers6.insert(*r);
+                }
+                Err(e) => self.problem(Subsystem::Ipv6, e),
+            }
+        }
+    }
+
+    /// The service's rule (gateway mode) and the IPv6 mark rule.
+    async fn sync_routing(&mut self, want: &Desired, out: &mut Synced) {
         if self.applied.service_rule != Some(want.service_rule) {
             match self
                 .net
@@ -271,14 +289,14 @@ impl<N: Net, F: Filter, L: Listeners> Core<N, F, L> {
                 .await
             {
                 Ok(()) => self.applied.mark_rule6 = Some(want.mark_rule6),
-                Err(e) => {
-                    tracing::warn!(error = %e, "IPv6 routing rule");
-                    self.problems.set(Subsystem::Routing, e.to_string());
-                }
+                Err(e) => self.problem(Subsystem::Routing, e),
             }
         }
+    }
 
-        // 4. The firewall (kernel IPv6 forwarding first when it forwards).
+    /// The firewall, with IPv6 forwarding on first when the kernel path
+    /// forwards.
+    async fn sync_firewall(&mut self, want: &Desired, out: &mut Synced) {
         if want.ipv6_forwarding && !self.applied.ipv6_forwarding {
             match self.net.ipv6_forwarding() {
                 Ok(()) => self.applied.ipv6_forwarding = true,
@@ -289,95 +307,97 @@ impl<N: Net, F: Filter, L: Listeners> Core<N, F, L> {
                 }
             }
         }
-        if self.applied.firewall.as_ref() != Some(&want.firewall) {
-            match self.filter.apply(&want.firewall).await {
-                Ok(()) => {
-                    self.applied.firewall = Some(want.firewall.clone());
-                    self.problems.clear(Subsystem::Firewall);
-                    out.firewall_applied = true;
-                }
-                Err(e) => {
-                    let msg = format!("applying forwards: {e}");
-                    tracing::error!("{msg}");
-                    self.problems.set(Subsystem::Firewall, msg);
-                    out.firewall_error = Some(e.to_string());
-                }
+        if self.applied.firewall.as_ref() == Some(&want.firewall) {
+            return;
+        }
+        match self.filter.apply(&want.firewall).await {
+            Ok(()) => {
+                self.applied.firewall = Some(want.firewall.clone());
+                self.problems.clear(Subsystem::Firewall);
+                out.firewall_applied = true;
+            }
+            // The previous table stays (one atomic batch); tried again at
+            // the next sync.
+            Err(e) => {
+                let msg = format!("applying forwards: {e}");
+                tracing::error!("{msg}");
+                self.problems.set(Subsystem::Firewall, msg);
+                out.firewall_error = Some(e.to_string());
             }
         }
+    }
 
-        // 5. The relay (before removals: a listener goes with its address).
-        if self.applied.relay != want.relay {
-            let errors = self.relay.update(&want.relay);
-            for e in &errors {
-                tracing::error!("{e}");
-            }
-            self.applied.relay = want.relay.clone();
-            match errors.into_iter().next().or(want.relay_note) {
-                Some(e) => self.problems.set(Subsystem::Relay, e),
-                None => self.problems.clear(Subsystem::Relay),
-            }
+    /// The relay's listeners (before removals: a listener goes with its
+    /// address).
+    fn sync_relay(&mut self, want: &Desired) {
+        if self.applied.relay == want.relay {
+            return;
         }
-        // 6. Removals, now that nothing is forwarded to them.
-        if let Some(index) = index {
-            if let Some(old) = v4_gone {
-                let (a, len) = old.address();
-                match old {
-                    V4Address::Keep { .. } => {
-                        tracing::info!(address = %a, "removing the address a previous agent left behind")
-                    }
-                    V4Address::Lease(_) => tracing::info!(address = %a, "removing the address"),
+        let errors = self.relay.update(&want.relay);
+        for e in &errors {
+            tracing::error!("{e}");
+        }
+        self.applied.relay = want.relay.clone();
+        match errors.into_iter().next().or(want.relay_note.clone()) {
+            Some(e) => self.problems.set(Subsystem::Relay, e),
+            None => self.problems.clear(Subsystem::Relay),
+        }
+    }
+
+    /// What is no longer wanted goes, now that nothing is forwarded to it.
+    async fn remove(&mut self, index: u32, v4_gone: Option<V4Address>, want: &Desired) {
+        if let Some(old) = v4_gone {
+            let (a, len) = old.address();
+            match old {
+                V4Address::Keep { .. } => {
+                    tracing::info!(address = %a, "removing the address a previous agent left behind")
                 }
-                let r = self.net.remove4(index, a, len).await;
-                self.report_remove4(a, r);
-                self.applied.v4 = None;
+                V4Address::Lease(_) => tracing::info!(address = %a, "removing the address"),
             }
-            let gone: Vec<_> = self
-                .applied
-                .v6
-                .iter()
-                .filter(|(a, _)| !want.v6.contains_key(a))
-                .map(|(a, w)| (*a, w.prefix_len))
-                .collect();
-            for (a, len) in gone {
-                tracing::info!(address = %a, "IPv6 address removed");
-                if let Err(e) = self.net.remove6(index, a, len).await {
-                    tracing::warn!(error = %e, "removing an IPv6 address failed");
-                }
-                // Gone either way: the kernel drops it when its lifetime ends.
-                self.applied.v6.remove(&a);
-            }
-            for r in self
-                .applied
-                .routers6
-                .difference(&want.routers6)
-                .copied()
-                .collect::<Vec<_>>()
-            {
-                tracing::info!(router = %r, "IPv6 default router gone");
-                if let Err(e) = self.net.router6(index, r, false).await {
-                    tracing::warn!(error = %e, "removing an IPv6 default route failed");
-                }
-                self.applied.routers6.remove(&r);
-            }
-        } else {
-            // No interface: nothing of ours can be on one.
+            self.remove_v4_now(index, a, len).await;
             self.applied.v4 = None;
-            self.applied.v6.clear();
-            self.applied.routers6.clear();
         }
+        let gone: Vec<_> = self
+            .applied
+            .v6
+            .iter()
+            .filter(|(a, _)| !want.v6.contains_key(a))
+            .map(|(a, w)| (*a, w.prefix_len))
+            .collect();
+        for (a, len) in gone {
+            tracing::info!(address = %a, "IPv6 address removed");
+            if let Err(e) = self.net.remove6(index, a, len).await {
+                tracing::warn!(error = %e, "removing an IPv6 address failed");
+            }
+            // Gone either way: the kernel drops it when its lifetime ends.
+            self.applied.v6.remove(&a);
+        }
+        let routers: Vec<_> = self
+            .applied
+            .routers6
+            .difference(&want.routers6)
+            .copied()
+            .collect();
+        for r in routers {
+            tracing::info!(router = %r, "IPv6 default router gone");
+            if let Err(e) = self.net.router6(index, r, false).await {
+                tracing::warn!(error = %e, "removing an IPv6 default route failed");
+            }
+            self.applied.routers6.remove(&r);
+        }
+    }
 
-        out
+    /// Removes an IPv4 address with its lease's routes and rules. Gone
+    /// either way: the kernel drops it when its lifetime ends.
+    async fn remove_v4_now(&mut self, index: u32, a: Ipv4Addr, len: u8) {
+        if let Err(e) = self.net.remove4(index, a, len).await {
+            tracing::warn!(address = %a, error = %e, "removing the address failed");
+        }
     }
 
     fn problem(&mut self, subsystem: Subsystem, e: impl std::fmt::Display) {
         tracing::warn!(%subsystem, error = %e, "configuration failed");
         self.problems.set(subsystem, e.to_string());
-    }
-
-    fn report_remove4(&mut self, a: Ipv4Addr, r: Result<(), crate::netconf::NetconfError>) {
-        if let Err(e) = r {
-            tracing::warn!(address = %a, error = %e, "removing the address failed");
-        }
     }
 
     /// A new plan for the same DHCP identity (the family tasks go on): the
