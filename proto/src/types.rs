@@ -521,6 +521,55 @@ impl fmt::Display for Ipv6Path {
     }
 }
 
+/// The part of a router a [`Problem`] is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Subsystem {
+    /// The plan itself (the interface, the family tasks' start).
+    Plan,
+    /// The DHCPv4 client: sockets, a lost or declined lease.
+    Dhcp,
+    /// The IPv4 lease's address and routes on the interface.
+    Address,
+    /// The policy-routing rules (the service's rule in gateway mode, the
+    /// IPv6 mark rule).
+    Routing,
+    /// The firewall table (forwards and isolation).
+    Firewall,
+    /// IPv6: the family task, its addresses and default routes.
+    Ipv6,
+    /// The IPv6 relay's listeners.
+    Relay,
+}
+
+impl Subsystem {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subsystem::Plan => "plan",
+            Subsystem::Dhcp => "dhcp",
+            Subsystem::Address => "address",
+            Subsystem::Routing => "routing",
+            Subsystem::Firewall => "firewall",
+            Subsystem::Ipv6 => "ipv6",
+            Subsystem::Relay => "relay",
+        }
+    }
+}
+
+impl fmt::Display for Subsystem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What is wrong in one subsystem of a router now. Status's `last_error` is
+/// the latest of them; [`Request::Problems`] lists them all.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub subsystem: Subsystem,
+    pub message: String,
+}
+
 /// How often the agent's DHCP client renewed, was refused and rebound,
 /// since the agent started (each counter only grows; a restarted agent
 /// starts again at 0, which Prometheus reads as a counter reset).
@@ -559,6 +608,10 @@ pub enum Request {
     Shutdown,
     /// Report the DHCP client's [`LeaseCounters`].
     Counters,
+    /// Report the agent's standing [`Problem`]s, one per subsystem at most
+    /// (at the end, as [`Request::Counters`]: an older agent answers it
+    /// with an `Error`).
+    Problems,
 }
 
 /// The agent's reply to a [`Request`].
@@ -573,6 +626,8 @@ pub enum Response {
     Error(String),
     /// The answer to [`Request::Counters`].
     Counters(LeaseCounters),
+    /// The answer to [`Request::Problems`].
+    Problems(Vec<Problem>),
 }
 
 #[cfg(test)]

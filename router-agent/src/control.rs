@@ -44,7 +44,7 @@ pub struct Snapshot {
     pub rules_active: bool,
     pub last_error: Option<String>,
     /// Every standing problem, by subsystem (`last_error` is the latest).
-    pub problems: Vec<(crate::agent::Subsystem, String)>,
+    pub problems: Vec<netcontainer_proto::Problem>,
     /// The plan's source mode and service (for status and the "who am I?"
     /// endpoint).
     pub source: netcontainer_proto::SourceMode,
@@ -352,6 +352,7 @@ impl Connection {
             Request::Apply(plan) => self.command(|tx| Command::Apply(plan, tx)).await,
             Request::Shutdown => self.command(Command::Shutdown).await,
             Request::Counters => Response::Counters(self.dhcp.get()),
+            Request::Problems => Response::Problems(self.snapshot.borrow().problems.clone()),
         }
     }
 

@@ -427,11 +427,7 @@ impl Agent {
             lease,
             forwards: plan.map(|p| p.forwards.clone()).unwrap_or_default(),
             last_error: core.problems.latest().map(str::to_string),
-            problems: core
-                .problems
-                .iter()
-                .map(|(s, m)| (s, m.to_string()))
-                .collect(),
+            problems: core.problems.to_wire(),
             source: plan.map(|p| p.source).unwrap_or_default(),
             service: plan.and_then(|p| p.service.clone()),
             ipv6: core

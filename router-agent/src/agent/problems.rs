@@ -7,45 +7,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Where a problem comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Subsystem {
-    /// The plan itself (the interface, the family tasks' start).
-    Plan,
-    /// The DHCPv4 client: sockets, a lost or declined lease.
-    Dhcp,
-    /// The IPv4 lease's address and routes on the interface.
-    Address,
-    /// The policy-routing rules (the service's rule in gateway mode, the
-    /// IPv6 mark rule).
-    Routing,
-    /// The firewall table (forwards and isolation).
-    Firewall,
-    /// IPv6: the family task, its addresses and default routes.
-    Ipv6,
-    /// The IPv6 relay's listeners.
-    Relay,
-}
+use netcontainer_proto::Problem;
 
-impl Subsystem {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Subsystem::Plan => "plan",
-            Subsystem::Dhcp => "dhcp",
-            Subsystem::Address => "address",
-            Subsystem::Routing => "routing",
-            Subsystem::Firewall => "firewall",
-            Subsystem::Ipv6 => "ipv6",
-            Subsystem::Relay => "relay",
-        }
-    }
-}
-
-impl fmt::Display for Subsystem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use netcontainer_proto::Subsystem;
 
 /// The standing problems, one per subsystem at most.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -96,6 +60,16 @@ impl Problems {
 
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    /// As the wire lists them (`Request::Problems`).
+    pub fn to_wire(&self) -> Vec<Problem> {
+        self.iter()
+            .map(|(subsystem, m)| Problem {
+                subsystem,
+                message: m.to_string(),
+            })
+            .collect()
     }
 }
 
