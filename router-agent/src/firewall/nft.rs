@@ -774,3 +774,105 @@ mod tests {
         assert!(text.contains(r#""addr":"2001:db8:2::2""#), "{text}");
     }
 }
+
+/// The rendered batches for a few inputs, pinned byte for byte: a change to
+/// the builder or the renderer that alters what nft receives shows here.
+/// `NC_BLESS=1 cargo test -p netcontainer-agent golden` rewrites the files
+/// after an intended change (review the diff).
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use crate::firewall::fixtures::{fwd, lease, many, three};
+    use crate::firewall::model::{RulesetConfig, build, build6};
+    use crate::firewall::sample::sample_forwards;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn a6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    /// (file name, batch).
+    fn cases() -> Vec<(&'static str, String)> {
+        let cfg = RulesetConfig::default();
+        let gw = RulesetConfig {
+            gateway_for: Some(Ipv4Addr::new(192, 0, 2, 2)),
+            ..cfg.clone()
+        };
+        let plain = RulesetConfig {
+            lan_if: "eth1".into(),
+            table: "t2".into(),
+            mark: 7,
+            counters: false,
+            gateway_for: None,
+        };
+        let (a, b, svc) = (
+            a6("2001:db8:1::10"),
+            a6("2001:db8:1::11"),
+            a6("2001:db8:2::2"),
+        );
+        vec![
+            (
+                "masquerade_three",
+                render_all(&[build(&cfg, &three(), lease()), build6(&cfg, &[], &[], None)]),
+            ),
+            (
+                "gateway_three_v6_two_addresses",
+                render_all(&[
+                    build(&gw, &three(), lease()),
+                    build6(&gw, &three(), &[a, b], Some(svc)),
+                ]),
+            ),
+            (
+                "many_100_v6_one_address",
+                render_all(&[
+                    build(&cfg, &many(100), lease()),
+                    build6(&cfg, &[fwd("tcp:80=192.0.2.2:8080")], &[a], Some(svc)),
+                ]),
+            ),
+            (
+                "no_counters_other_settings",
+                render_all(&[
+                    build(&plain, &sample_forwards(30, 1), lease()),
+                    build6(&plain, &[], &[], None),
+                ]),
+            ),
+            (
+                "isolation_keeps_v6_forwards",
+                render_all(&[
+                    build(&cfg, &[], Ipv4Addr::UNSPECIFIED),
+                    build6(&cfg, &three(), &[a, b], Some(svc)),
+                ]),
+            ),
+            ("ipv4_only", render(&build(&cfg, &three(), lease()))),
+        ]
+    }
+
+    #[test]
+    fn golden_batches() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/firewall/golden");
+        let bless = std::env::var_os("NC_BLESS").is_some();
+        for (name, batch) in cases() {
+            let path = dir.join(format!("{name}.json"));
+            if bless {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &batch).unwrap();
+                continue;
+            }
+            let want = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (NC_BLESS=1 writes it)", path.display()));
+            if batch != want {
+                let at = batch
+                    .bytes()
+                    .zip(want.bytes())
+                    .position(|(x, y)| x != y)
+                    .unwrap_or(batch.len().min(want.len()));
+                let from = at.saturating_sub(80);
+                panic!(
+                    "{name}: the batch differs at byte {at}:\n got  …{}\n want …{}",
+                    &batch[from..(at + 80).min(batch.len())],
+                    &want[from..(at + 80).min(want.len())]
+                );
+            }
+        }
+    }
+}
