@@ -23,7 +23,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 
 use crate::control::{self, Command, CounterFn, Snapshot, V6Address};
-use crate::firewall::{Firewall, Runner, V6Rules, stale_targets};
+use crate::firewall::{Firewall, Ipv4Policy, Ipv6Policy, Policy, Runner, stale_targets};
 use crate::netconf::{AddressConfig, Link, Netconf, NetconfError};
 use crate::store::PlanStore;
 
@@ -49,6 +49,8 @@ pub enum AgentError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Firewall(#[from] crate::firewall::FirewallError),
 }
 
 #[derive(Clone, Debug)]
@@ -68,6 +70,8 @@ pub struct Options {
     /// Probe a freshly leased address with ARP (RFC 5227) before using it,
     /// and DECLINE it if another host answers (see `netcontainer_lease::arp`).
     pub arp_probe: bool,
+    /// The firewall backend's name (`--firewall`, see `firewall::BACKENDS`).
+    pub firewall: String,
 }
 
 /// What a family task reports to the core, in the order it happened.
@@ -107,18 +111,19 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let netconf = Netconf::new(MARK)?;
     // One firewall: the core applies it, the control socket reads its
     // counters; nothing in it changes after this.
-    let firewall = Arc::new(
-        Firewall::new(Runner::default())
-            .with_mark(MARK)
-            .with_ipv6(std::path::Path::new("/proc/sys/net/ipv6").exists()),
-    );
+    let firewall = Arc::new(Firewall::by_name(&opts.firewall, Runner::default())?.with_mark(MARK));
+    // A kernel without IPv6 gets no IPv6 table.
+    let ipv6 = std::path::Path::new("/proc/sys/net/ipv6").exists();
     // The leg the driver plumbs is isolated now, before a plan can bring it
     // up: running nft costs milliseconds that would otherwise stand between
     // the plan and the first DISCOVER (a plan naming another interface is
     // isolated when it comes).
     let mut isolated = None;
     match firewall
-        .isolate(netcontainer_proto::contract::LAN_IF, &V6Rules::default())
+        .apply(&Policy::isolation(
+            netcontainer_proto::contract::LAN_IF,
+            ipv6,
+        ))
         .await
     {
         Ok(()) => isolated = Some(netcontainer_proto::contract::LAN_IF.to_string()),
@@ -174,8 +179,9 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         arp: opts.arp_probe.then(ArpConfig::default),
         plans: PlanStore::new(&opts.state_dir),
         // What the start's isolation applied (unknown if it failed).
-        applied_v6: isolated.is_some().then(V6Rules::default),
+        applied_v6: isolated.is_some().then(Ipv6Policy::default),
         isolated,
+        ipv6,
         events_tx,
         relay: crate::relay::Relay::default(),
         v6_rule: false,
@@ -266,7 +272,9 @@ struct Core {
     relay: crate::relay::Relay,
     /// The IPv6 rules last applied with the firewall (`None`: not known,
     /// the next `sync_v6` applies).
-    applied_v6: Option<V6Rules>,
+    applied_v6: Option<Ipv6Policy>,
+    /// The kernel has IPv6: the firewall keeps an IPv6 table.
+    ipv6: bool,
     /// The IPv6 mark rule is in place (`Netconf::mark_rule_v6`).
     v6_rule: bool,
 }
@@ -310,15 +318,14 @@ impl Core {
             // Same lease, new forwards: replace the rules now.
             self.isolated = None;
             let v6 = self.v6_rules(Some(&plan));
+            let v4 = Ipv4Policy {
+                lease: Some(lease.address),
+                forwards: plan.forwards.clone(),
+                gateway_for: plan.gateway_for(),
+            };
             if let Err(e) = self
                 .firewall
-                .apply(
-                    &plan.interface,
-                    &plan.forwards,
-                    lease.address,
-                    plan.gateway_for(),
-                    &v6,
-                )
+                .apply(&self.policy(&plan.interface, v4, v6.clone()))
                 .await
             {
                 let msg = format!("forwards not applied, previous rules kept: {e}");
@@ -377,7 +384,7 @@ impl Core {
         // LAN until a lease brings the forwards.
         if self.lease.is_none() && self.isolated.as_deref() != Some(plan.interface.as_str()) {
             self.firewall
-                .isolate(&plan.interface, &V6Rules::default())
+                .apply(&Policy::isolation(&plan.interface, self.ipv6))
                 .await
                 .map_err(|e| format!("isolating {}: {e}", plan.interface))?;
         }
@@ -591,20 +598,20 @@ impl Core {
     /// The IPv6 table's input for `plan` and the addresses in place: kernel
     /// DNAT of the forwards aimed at the service when it has an IPv6
     /// address, else nothing (isolation; the relay answers instead).
-    fn v6_rules(&self, plan: Option<&Plan>) -> V6Rules {
+    fn v6_rules(&self, plan: Option<&Plan>) -> Ipv6Policy {
         let Some(plan) = plan.filter(|p| p.ipv6 == Ipv6Mode::Auto) else {
-            return V6Rules::default();
+            return Ipv6Policy::default();
         };
         let Some(service) = plan.service.as_ref().filter(|s| s.address6.is_some()) else {
-            return V6Rules::default();
+            return Ipv6Policy::default();
         };
         let addresses = self.global_v6();
         // No global address yet: nothing to DNAT, so the isolation-only table
         // (what the start applied: a plan's arrival runs no nft).
         if addresses.is_empty() {
-            return V6Rules::default();
+            return Ipv6Policy::default();
         }
-        V6Rules {
+        Ipv6Policy {
             addresses,
             service: service.address6,
             forwards: plan
@@ -613,6 +620,26 @@ impl Core {
                 .filter(|f| f.target_address == service.address)
                 .cloned()
                 .collect(),
+        }
+    }
+
+    /// The IPv4 table's input for `lease` and the plan's forwards.
+    fn v4_policy(&self, lease: &Lease) -> Ipv4Policy {
+        let plan = self.plan.as_ref();
+        Ipv4Policy {
+            lease: Some(lease.address),
+            forwards: plan.map(|p| p.forwards.clone()).unwrap_or_default(),
+            gateway_for: plan.and_then(Plan::gateway_for),
+        }
+    }
+
+    /// The firewall's input on `lan_if` (no IPv6 table in a kernel without
+    /// IPv6).
+    fn policy(&self, lan_if: &str, v4: Ipv4Policy, v6: Ipv6Policy) -> Policy {
+        Policy {
+            lan_if: lan_if.to_string(),
+            v4,
+            v6: self.ipv6.then_some(v6),
         }
     }
 
@@ -661,14 +688,8 @@ impl Core {
                 // The same rules, with no IPv4 forwards.
                 None => self.isolate().await,
                 Some(l) => {
-                    let plan = self.plan.as_ref();
-                    let forwards = plan.map(|p| p.forwards.as_slice()).unwrap_or_default();
-                    let gateway_for = plan.and_then(Plan::gateway_for);
-                    match self
-                        .firewall
-                        .apply(&iface.name, forwards, l.address, gateway_for, &rules)
-                        .await
-                    {
+                    let policy = self.policy(&iface.name, self.v4_policy(&l), rules.clone());
+                    match self.firewall.apply(&policy).await {
                         Ok(()) => self.applied_v6 = Some(rules),
                         Err(e) => {
                             tracing::error!(error = %e, "applying the IPv6 forwards failed");
@@ -711,20 +732,11 @@ impl Core {
             ));
         }
         if fresh {
-            let forwards = self
-                .plan
-                .as_ref()
-                .map(|p| p.forwards.as_slice())
-                .unwrap_or_default();
-            let gateway_for = self.plan.as_ref().and_then(Plan::gateway_for);
             // Whatever the outcome, the isolation-only table may be gone.
             self.isolated = None;
             let v6 = self.v6_rules(self.plan.as_ref());
-            match self
-                .firewall
-                .apply(&iface.name, forwards, lease.address, gateway_for, &v6)
-                .await
-            {
+            let policy = self.policy(&iface.name, self.v4_policy(&lease), v6.clone());
+            match self.firewall.apply(&policy).await {
                 Ok(()) => self.applied_v6 = Some(v6),
                 Err(e) => {
                     error.get_or_insert(format!("applying forwards: {e}"));
@@ -748,7 +760,11 @@ impl Core {
             return;
         };
         let v6 = self.v6_rules(self.plan.as_ref());
-        match self.firewall.isolate(&lan, &v6).await {
+        match self
+            .firewall
+            .apply(&self.policy(&lan, Ipv4Policy::default(), v6.clone()))
+            .await
+        {
             Ok(()) => {
                 self.isolated = Some(lan);
                 self.applied_v6 = Some(v6);
