@@ -6,8 +6,8 @@
 //! the DNAT of one protocol (`protocol_dnat`: `moved_ports`, `kept_ports`)
 //! with its counting rules, the mark rules, the forward chain's filter with
 //! the gateway mode's exception, postrouting, input. `table` puts them in
-//! their chains. The layout itself is explained in
-//! the module doc of [`super`].
+//! their chains. The layout itself is explained in the module doc of
+//! [`super`].
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
@@ -84,6 +84,7 @@ pub fn build6(settings: &Settings, lan_if: &str, v6: &Ipv6Policy) -> Ruleset {
         counters: false,
         daddr,
         forwards,
+        // Without a service address there are no forwards to send to it.
         target: Target::Service(v6.service.unwrap_or(Ipv6Addr::UNSPECIFIED)),
         gateway: None,
     })
