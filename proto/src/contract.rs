@@ -69,6 +69,8 @@ pub mod flag {
     /// `--request-address ADDR`: ask for this address (option 50) when there is
     /// no lease of its own to claim again (`up --ip`, label `netcontainer.ip`).
     pub const REQUEST_ADDRESS: &str = "--request-address";
+    /// `--firewall NAME`: the firewall backend (default `nft`, the only one).
+    pub const FIREWALL: &str = "--firewall";
 }
 
 /// A kernel parameter a router needs, as `sysctl` names it.

@@ -19,8 +19,8 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use netcontainer_agent::firewall::nft::render;
-use netcontainer_agent::firewall::{Firewall, Runner, model};
+use netcontainer_agent::firewall::nft::{Nft, build::build4, render};
+use netcontainer_agent::firewall::{Firewall, Ipv4Policy, Ipv6Policy, Policy, Runner};
 use netcontainer_proto::Forward;
 
 // Test data, shared with the firewall's unit tests but not compiled into
@@ -71,7 +71,8 @@ fn main() {
         .build()
         .unwrap();
     let lease = Ipv4Addr::new(198, 51, 100, 10);
-    let fw = Firewall::new(Runner::default());
+    let fw = Firewall::by_name(Nft::NAME, Runner::default()).expect("the nft backend");
+    let nft = Nft::new(Runner::default());
     // The floor: starting nft, and the RCU grace period that any batch
     // deleting something waits for when nft closes its netlink socket.
     for (what, batch) in [
@@ -85,7 +86,7 @@ fn main() {
         let mut times: Vec<Duration> = (0..runs)
             .map(|_| {
                 let t = Instant::now();
-                rt.block_on(fw.backend().apply_batch(&batch)).expect("floor batch");
+                rt.block_on(nft.apply_batch(&batch)).expect("floor batch");
                 t.elapsed()
             })
             .collect();
@@ -93,7 +94,6 @@ fn main() {
     }
     for (counters, addresses) in [(true, 1), (true, 50), (false, 1)] {
         let fw = fw.clone().with_counters(counters);
-        let cfg = fw.ruleset_config("lan0");
         println!(
             "\ncounters={counters} target-addresses={addresses} (runs={runs})\n\
              forwards  ports  elements  batch-bytes  render-ms  apply-median-ms  min-ms  max-ms"
@@ -101,15 +101,27 @@ fn main() {
         for n in [1usize, 100, 1_000, 10_000] {
             let forwards = sample_forwards(n, addresses);
             let ports: u32 = forwards.iter().map(Forward::len).sum();
+            // As the agent applies it: with the (isolating) IPv6 twin.
+            let policy = Policy {
+                lan_if: "lan0".into(),
+                v4: Ipv4Policy {
+                    lease: Some(lease),
+                    forwards,
+                    gateway_for: None,
+                },
+                v6: Some(Ipv6Policy::default()),
+            };
+            // The render column and the sizes are the IPv4 table's.
+            let v4 = || build4(fw.settings(), &policy.lan_if, &policy.v4);
             let mut renders: Vec<Duration> = (0..runs)
                 .map(|_| {
                     let t = Instant::now();
-                    std::hint::black_box(render(&model::build(&cfg, &forwards, lease)));
+                    std::hint::black_box(render(&v4()));
                     t.elapsed()
                 })
                 .collect();
             let render_t = median(&mut renders);
-            let batch = render(&model::build(&cfg, &forwards, lease));
+            let batch = render(&v4());
             let doc: serde_json::Value = serde_json::from_str(&batch).unwrap();
             let elements: usize = doc["nftables"]
                 .as_array()
@@ -119,13 +131,11 @@ fn main() {
                 .map(|s| s["elem"].as_array().map_or(0, Vec::len))
                 .sum();
             let bytes = batch.len();
-            rt.block_on(fw.apply("lan0", &forwards, lease, None, &Default::default()))
-                .expect("warm-up apply");
+            rt.block_on(fw.apply(&policy)).expect("warm-up apply");
             let mut times: Vec<Duration> = (0..runs)
                 .map(|_| {
                     let t = Instant::now();
-                    rt.block_on(fw.apply("lan0", &forwards, lease, None, &Default::default()))
-                        .expect("apply");
+                    rt.block_on(fw.apply(&policy)).expect("apply");
                     t.elapsed()
                 })
                 .collect();

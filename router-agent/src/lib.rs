@@ -5,8 +5,10 @@
 //!   lease logic they serve (state machine, codecs, ARP probe) is the sans-IO
 //!   `netcontainer-lease` crate, so it is tested and fuzzed without a network.
 //! - [`netconf`]: addresses and routes through netlink.
-//! - [`firewall`]: the agent's table as a pure ruleset model, put in place by
-//!   an nftables backend.
+//! - [`firewall`]: what the router forwards, as a backend-neutral policy
+//!   validated once, put in place by a backend chosen by name (`--firewall`;
+//!   the nftables one in `firewall/nft/`: its ruleset model, builder,
+//!   renderer and counters).
 //! - [`control`]: the Unix control socket.
 //! - [`sysctl`]: forwarding and reverse-path filtering, set at start.
 //! - [`whoami`]: the "who am I?" endpoint on the Docker side.

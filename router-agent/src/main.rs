@@ -11,7 +11,7 @@ the service's ports from the leased address.
 
 Usage: netcontainer-agent [--socket PATH] [--state-dir DIR] [--lease-dir DIR]
                           [--request-address ADDR] [--keep-lease] [--supervise]
-                          [--arp-probe]
+                          [--arp-probe] [--firewall NAME]
 
 Sets net.ipv4.ip_forward=1 and net.ipv4.conf.{all,default}.rp_filter=2 in its
 network namespace at start (a value already right may be read-only).
@@ -31,6 +31,7 @@ Options:
   --arp-probe       before using a new lease's address, probe it with ARP
                     (RFC 5227; 2 probes 100 ms apart, 200 ms wait) and DECLINE
                     it if another host answers
+  --firewall NAME   the firewall backend [default: nft] (nft only)
   -h, --help        print this help
   -V, --version     print the version
 
@@ -45,9 +46,10 @@ struct Cli {
     arp_probe: bool,
     keep_lease: bool,
     supervise: bool,
+    firewall: &'static str,
 }
 
-/// Four options do not need an argument parser (the agent's resident size
+/// A few options do not need an argument parser (the agent's resident size
 /// matters: one runs per service).
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
     let mut cli = Cli {
@@ -58,6 +60,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> 
         arp_probe: false,
         keep_lease: false,
         supervise: false,
+        firewall: netcontainer_agent::firewall::BACKENDS[0],
     };
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -80,6 +83,13 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> 
                 cli.request_address = Some(v.parse().map_err(|_| {
                     format!("{} {v:?}: not an IPv4 address", flag::REQUEST_ADDRESS)
                 })?);
+            }
+            flag::FIREWALL => {
+                // Checked here: a bad name under --supervise would be
+                // restarted forever.
+                let v = value(flag::FIREWALL)?;
+                cli.firewall =
+                    netcontainer_agent::firewall::known_backend(&v).map_err(|e| e.to_string())?;
             }
             flag::ARP_PROBE if inline.is_none() => cli.arp_probe = true,
             flag::SUPERVISE if inline.is_none() => cli.supervise = true,
@@ -155,6 +165,7 @@ fn main() -> ExitCode {
         request_address: cli.request_address,
         keep_lease: cli.keep_lease,
         arp_probe: cli.arp_probe,
+        firewall: cli.firewall.to_string(),
     };
     match rt.block_on(netcontainer_agent::agent::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -212,6 +223,14 @@ mod tests {
         assert!(parse(args(&["--keep-lease=1"])).is_err());
         assert!(parse(args(&["--request-address", "203.0.113"])).is_err());
         assert!(parse(args(&["--help"])).unwrap().is_none());
+        assert_eq!(d.firewall, "nft");
+        assert_eq!(
+            parse(args(&["--firewall=nft"])).unwrap().unwrap().firewall,
+            "nft"
+        );
+        let e = parse(args(&["--firewall", "pf"])).err().unwrap();
+        assert!(e.contains("\"pf\"") && e.contains("known: nft"), "{e}");
+        assert!(parse(args(&["--firewall"])).is_err());
     }
 
     /// The help text spells the contract's defaults, flags and sysctls.
@@ -219,6 +238,8 @@ mod tests {
     fn usage_matches_the_contract() {
         assert!(USAGE.contains(&format!("[default: {}]", contract::SOCKET_PATH)));
         assert!(USAGE.contains(&format!("[default: {}]", contract::STATE_DIR)));
+        let default_backend = netcontainer_agent::firewall::BACKENDS[0];
+        assert!(USAGE.contains(&format!("[default: {default_backend}]")));
         for f in [
             flag::SOCKET,
             flag::STATE_DIR,
@@ -227,6 +248,7 @@ mod tests {
             flag::LEASE_DIR,
             flag::REQUEST_ADDRESS,
             flag::KEEP_LEASE,
+            flag::FIREWALL,
         ] {
             assert!(USAGE.contains(&format!("\n  {f} ")), "{f}");
         }

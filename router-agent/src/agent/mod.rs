@@ -56,6 +56,8 @@ pub enum AgentError {
     Netconf(#[from] NetconfError),
     #[error(transparent)]
     Sysctl(#[from] crate::sysctl::SysctlError),
+    #[error(transparent)]
+    Firewall(#[from] crate::firewall::FirewallError),
     #[error("cannot create the state directory {path}: {source}")]
     StateDir {
         path: PathBuf,
@@ -83,6 +85,9 @@ pub struct Options {
     /// Probe a freshly leased address with ARP (RFC 5227) before using it,
     /// and DECLINE it if another host answers (see `netcontainer_lease::arp`).
     pub arp_probe: bool,
+    /// The firewall backend, by name (`--firewall`; see
+    /// `firewall::BACKENDS`).
+    pub firewall: String,
 }
 
 type RouterCore = Core<Netconf, Arc<Firewall>, Relay>;
@@ -105,11 +110,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let ipv6_kernel = Path::new("/proc/sys/net/ipv6").exists();
     // One firewall: the core applies it, the control socket reads its
     // counters; nothing in it changes after this.
-    let firewall = Arc::new(
-        Firewall::new(Runner::default())
-            .with_mark(MARK)
-            .with_ipv6(ipv6_kernel),
-    );
+    let firewall = Arc::new(Firewall::by_name(&opts.firewall, Runner::default())?.with_mark(MARK));
     let applied = start_state(&netconf, &firewall, ipv6_kernel).await;
     let listener = control::bind(&opts.socket)?;
     let (snap_tx, snap_rx) = watch::channel(Snapshot::new());
@@ -198,7 +199,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
 /// differs.
 async fn start_state(netconf: &Netconf, firewall: &Firewall, ipv6_kernel: bool) -> Applied {
     let isolation = Policy::isolation(contract::LAN_IF, ipv6_kernel);
-    let firewall = match firewall.apply_policy(&isolation).await {
+    let firewall = match firewall.apply(&isolation).await {
         Ok(()) => Some(isolation),
         Err(e) => {
             tracing::warn!(error = %e, "isolating the LAN leg at start failed; retried with the plan");

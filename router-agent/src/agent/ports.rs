@@ -132,7 +132,7 @@ impl Net for Netconf {
 
 impl Filter for Arc<Firewall> {
     async fn apply(&self, policy: &Policy) -> Result<(), FirewallError> {
-        Firewall::apply_policy(self, policy).await
+        Firewall::apply(self, policy).await
     }
     async fn flush_conntrack_to(
         &self,

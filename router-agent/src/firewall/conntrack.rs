@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 
 use netcontainer_proto::{Forward, Protocol};
 
-use super::FirewallError;
+use super::error::FirewallError;
 use super::runner::Runner;
 
 /// Deletes the tracked connections carrying `mark` whose reply source

@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 
 use netcontainer_proto::Forward;
 
+use super::policy::{Ipv4Policy, Ipv6Policy, Policy};
 use super::sample::sample_forwards;
 
 pub fn fwd(s: &str) -> Forward {
@@ -27,4 +28,18 @@ pub fn three() -> Vec<Forward> {
 /// The benchmark's mix, over 50 target addresses.
 pub fn many(n: usize) -> Vec<Forward> {
     sample_forwards(n, 50)
+}
+
+/// `forwards` to the test lease on lan0, in masquerade mode, with an
+/// isolating IPv6 table.
+pub fn masquerade(forwards: &[Forward]) -> Policy {
+    Policy {
+        lan_if: "lan0".into(),
+        v4: Ipv4Policy {
+            lease: Some(lease()),
+            forwards: forwards.to_vec(),
+            gateway_for: None,
+        },
+        v6: Some(Ipv6Policy::default()),
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::FirewallError;
+use super::error::FirewallError;
 
 /// How long one nft or conntrack run may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -106,7 +106,13 @@ impl Runner {
                 program: program.clone(),
                 source,
             })?,
-            Err(_) => return Err(FirewallError::Timeout { op, program }),
+            Err(_) => {
+                return Err(FirewallError::Timeout {
+                    op,
+                    program,
+                    after: COMMAND_TIMEOUT,
+                });
+            }
         };
         let write_result = match writer {
             Some(w) => w.await.unwrap_or_else(|e| Err(std::io::Error::other(e))),

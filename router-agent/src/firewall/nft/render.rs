@@ -1,139 +1,20 @@
-//! The nftables backend: renders a [`Ruleset`] as one `nft -j -f -` batch
-//! that atomically replaces our table, reads counters back from
-//! `nft -j list table`, and deletes the table. Only our table is ever
-//! listed, replaced or deleted.
-//!
-//! The batch is JSON written by hand ([`render`]), not with the `nftables`
-//! crate's typed schema. The crate was evaluated at 0.6.3 (issue 20): it can
-//! build every batch this backend renders except the per-element counters of
-//! the forward maps (its `Set`/`Map` have no `stmt`; upstream PR #212 was
-//! open), nft 1.0.6 silently ignores the counters of its `Elem`, its `LT` and
-//! `GT` operators serialize swapped (PR #248) and its named counters are
-//! `u32` (#235). Speed is not the reason: the crate measured within 1 ms of
-//! this renderer at 10,000 forwards. Re-evaluate when those land. Running
-//! `nft -j -f -` ourselves also captures nft's stderr for the error message.
+//! Writes a [`Ruleset`] as the `{"nftables": [...]}` JSON batch for
+//! `nft -j -f -` that atomically replaces our table ([`render`],
+//! [`render_all`]). Pure: the only place that knows nft's syntax.
 
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use netcontainer_proto::{Forward, ForwardStatus, Protocol};
+use netcontainer_proto::Protocol;
 use serde_json::{Value, json};
 
-use super::counters::counters_from_listing;
 use super::model::{
-    Chain, ChainType, Cmp, CtDirection, CtState, CtStatus, DataType, Element, Family, Hook, Match,
-    Policy, Rule, Ruleset, Set, Source, Statement, Table,
+    Chain, ChainPolicy, ChainType, Cmp, CtDirection, CtState, CtStatus, DataType, Element, Family,
+    Hook, Match, Rule, Ruleset, Set, Source, Statement, Table,
 };
-use super::runner::Runner;
-use super::{FirewallBackend, FirewallError};
 
-/// The nft program the runner starts.
-const NFT: &str = "nft";
-
-/// nftables through the `nft` program.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Nft {
-    runner: Runner,
-}
-
-impl Nft {
-    pub fn new(runner: Runner) -> Self {
-        Nft { runner }
-    }
-
-    /// Runs one batch (`nft -j -f -`, e.g. a document from [`render`]).
-    /// nft applies it as one netlink transaction: on error nothing changed,
-    /// and the error holds nft's text.
-    pub async fn apply_batch(&self, batch: &str) -> Result<(), FirewallError> {
-        const OP: &str = "apply nftables batch";
-        let out = self
-            .runner
-            .run(OP, NFT, &["-j", "-f", "-"], Some(batch.as_bytes().to_vec()))
-            .await?;
-        if !out.success {
-            return Err(out.failed(OP));
-        }
-        Ok(())
-    }
-
-    /// Whether `table` exists (`nft -j list tables`).
-    pub async fn table_exists(&self, table: &Table) -> Result<bool, FirewallError> {
-        const OP: &str = "list tables";
-        let out = self
-            .runner
-            .run(OP, NFT, &["-j", "list", "tables"], None)
-            .await?;
-        if !out.success {
-            return Err(out.failed(OP));
-        }
-        let doc: Value = serde_json::from_slice(&out.stdout)
-            .map_err(|source| FirewallError::Parse { op: OP, source })?;
-        let family = family(table.family);
-        Ok(objects(&doc).any(|o| {
-            o.get("table")
-                .is_some_and(|t| t["family"] == family && t["name"] == table.name.as_str())
-        }))
-    }
-
-    /// `nft -j list table <family> <name>`, parsed.
-    pub async fn list_table(&self, table: &Table) -> Result<Value, FirewallError> {
-        const OP: &str = "list table";
-        let args = ["-j", "list", "table", family(table.family), &table.name];
-        let out = self.runner.run(OP, NFT, &args, None).await?;
-        if !out.success {
-            return Err(out.failed(OP));
-        }
-        serde_json::from_slice(&out.stdout)
-            .map_err(|source| FirewallError::Parse { op: OP, source })
-    }
-}
-
-impl FirewallBackend for Nft {
-    async fn apply(&self, rulesets: &[Ruleset]) -> Result<(), FirewallError> {
-        self.apply_batch(&render_all(rulesets)).await
-    }
-
-    async fn remove(&self, table: &Table) -> Result<bool, FirewallError> {
-        const OP: &str = "delete table";
-        if !self.table_exists(table).await? {
-            return Ok(false);
-        }
-        let args = ["delete", "table", family(table.family), &table.name];
-        let out = self.runner.run(OP, NFT, &args, None).await?;
-        if out.success {
-            return Ok(true);
-        }
-        // Raced with another delete: gone is what we wanted.
-        if out.stderr.contains("No such file or directory") && !self.table_exists(table).await? {
-            return Ok(false);
-        }
-        Err(out.failed(OP))
-    }
-
-    async fn counters(
-        &self,
-        table: &Table,
-        forwards: &[Forward],
-    ) -> Result<Vec<ForwardStatus>, FirewallError> {
-        let doc = self.list_table(table).await?;
-        Ok(counters_from_listing(&doc, forwards))
-    }
-}
-
-/// The objects of a `{"nftables": [...]}` listing.
-pub(crate) fn objects(doc: &Value) -> impl Iterator<Item = &Value> {
-    doc.get("nftables")
-        .and_then(Value::as_array)
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
-        .iter()
-}
-
-// ---------------------------------------------------------------------------
-// Rendering (pure)
-// ---------------------------------------------------------------------------
-
-fn family(f: Family) -> &'static str {
+/// nft's name of a table's family.
+pub(super) fn family(f: Family) -> &'static str {
     match f {
         Family::Ipv4 => "ip",
         Family::Ipv6 => "ip6",
@@ -164,9 +45,9 @@ fn hook(h: Hook) -> &'static str {
     }
 }
 
-fn policy(p: Policy) -> &'static str {
+fn policy(p: ChainPolicy) -> &'static str {
     match p {
-        Policy::Accept => "accept",
+        ChainPolicy::Accept => "accept",
     }
 }
 
@@ -442,12 +323,15 @@ pub fn render_all(rulesets: &[Ruleset]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::firewall::fixtures::{fwd, lease, many, three};
-    use crate::firewall::model::{DEFAULT_MARK, RulesetConfig, build};
+    use crate::firewall::fixtures::{fwd, many, masquerade, three};
+    use crate::firewall::nft::build::build;
+    use crate::firewall::policy::{DEFAULT_MARK, Ipv6Policy, Settings};
+    use netcontainer_proto::Forward;
 
     /// The rendered batch, parsed (render writes JSON text).
-    fn rendered(cfg: &RulesetConfig, forwards: &[Forward]) -> Value {
-        serde_json::from_str(&render(&build(cfg, forwards, lease())))
+    fn rendered(settings: &Settings, forwards: &[Forward]) -> Value {
+        let policy = masquerade(forwards);
+        serde_json::from_str(&render(&build(settings, &policy)[0]))
             .expect("render writes valid JSON")
     }
 
@@ -477,7 +361,7 @@ mod tests {
 
     #[test]
     fn render_starts_with_atomic_replace_and_stays_in_our_table() {
-        let cfg = RulesetConfig::default();
+        let cfg = Settings::default();
         let doc = rendered(&cfg, &three());
         let p = parts(&doc);
         assert_eq!((p[0].0, p[0].1), ("add", "table"));
@@ -541,7 +425,7 @@ mod tests {
 
     #[test]
     fn toward_the_lan_only_replies_of_our_dnat_pass() {
-        let cfg = RulesetConfig::default();
+        let cfg = Settings::default();
         let doc = rendered(&cfg, &three());
         let fwd = rules(&doc, "forward");
         let to_lan: Vec<&Value> = fwd
@@ -569,7 +453,7 @@ mod tests {
 
     #[test]
     fn rule_count_does_not_grow_with_forwards() {
-        let cfg = RulesetConfig::default();
+        let cfg = Settings::default();
         let small = rendered(&cfg, &many(6));
         let big = rendered(&cfg, &many(3000));
         for chain in ["mark", "prerouting", "forward", "postrouting"] {
@@ -605,7 +489,7 @@ mod tests {
 
     #[test]
     fn ranges_are_intervals_and_moved_ports_shift() {
-        let cfg = RulesetConfig::default();
+        let cfg = Settings::default();
         let fw = vec![
             fwd("tcp:7000-7999=192.0.2.2:7000"),
             fwd("tcp:80=192.0.2.3:8080"),
@@ -719,7 +603,7 @@ mod tests {
         // Without counters: the same maps and sets without counters, no
         // counting rules.
         let plain = rendered(
-            &RulesetConfig {
+            &Settings {
                 counters: false,
                 ..cfg.clone()
             },
@@ -739,17 +623,18 @@ mod tests {
 
     #[test]
     fn both_families_in_one_batch() {
-        let cfg = RulesetConfig::default();
-        let a: std::net::Ipv6Addr = "2001:db8:1::10".parse().unwrap();
-        let b: std::net::Ipv6Addr = "2001:db8:1::11".parse().unwrap();
-        let v4 = build(&cfg, &three(), lease());
-        let v6 = crate::firewall::model::build6(
-            &cfg,
-            &three(),
-            &[a, b],
-            Some("2001:db8:2::2".parse().unwrap()),
-        );
-        let doc: Value = serde_json::from_str(&render_all(&[v4, v6])).unwrap();
+        let mut policy = masquerade(&three());
+        policy.v6 = Some(Ipv6Policy {
+            addresses: vec![
+                "2001:db8:1::10".parse().unwrap(),
+                "2001:db8:1::11".parse().unwrap(),
+            ],
+            service: Some("2001:db8:2::2".parse().unwrap()),
+            forwards: three(),
+        });
+        let tables = build(&Settings::default(), &policy);
+        assert_eq!(tables.len(), 2);
+        let doc: Value = serde_json::from_str(&render_all(&tables)).unwrap();
         let tables: Vec<_> = parts(&doc)
             .into_iter()
             .filter(|(_, kind, _)| *kind == "table")

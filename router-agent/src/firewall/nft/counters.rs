@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use netcontainer_proto::{Forward, ForwardStatus, Protocol};
 use serde_json::Value;
 
+use super::listing::objects;
 use super::model::{PROTOCOLS, counting_sets};
-use super::nft::objects;
 
 /// Extracts per-forward counters from a `nft -j list table` document: the
 /// counters of the elements of our DNAT maps and sets (see the module doc
