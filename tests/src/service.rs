@@ -27,6 +27,7 @@ use crate::TempDir;
 use crate::bed::Lan;
 use crate::netns::Netns;
 use crate::proc::ProcGuard;
+use netcontainer_proto::contract;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
@@ -515,7 +516,7 @@ pub fn ping(ns: &Netns, addr: Ipv4Addr, secs: u32) -> bool {
 
 /// `nft -j list table ip netcontainer` in `ns`, parsed; None if the table is absent.
 pub fn nft_table(ns: &Netns) -> Option<serde_json::Value> {
-    let out = ns.exec(&["nft", "-j", "list", "table", "ip", "netcontainer"]);
+    let out = ns.exec(&["nft", "-j", "list", "table", "ip", contract::NFT_TABLE]);
     if !out.status.success() {
         return None;
     }

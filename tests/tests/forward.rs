@@ -20,6 +20,7 @@
 //! agent's rules decide what the LAN reaches. Guards delete every namespace and kill every
 //! server (by pid, or by stopping its thread) on drop, also when a test fails.
 
+use netcontainer_proto::contract;
 use netcontainer_tests::service::{
     self, BannerServer, HttpServer, LAN_GATEWAY, RawForward, RawResponse, UdpEcho, curl, ping,
     retry, tcp_fetch, udp_echo,
@@ -33,8 +34,8 @@ use std::time::Duration;
 const S: Duration = Duration::from_secs(1);
 const SVC1: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
 const SVC2: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 3);
-/// The routing table of the agent's `ip rule`s (0x4e43).
-const TABLE: u32 = 0x4e43;
+/// The routing table of the agent's `ip rule`s.
+const TABLE: u32 = contract::ROUTE_TABLE;
 
 struct World {
     // Field order = drop order: agent, temp dir, service side, DHCP server, LAN.
@@ -435,7 +436,7 @@ fn service_side_reaches_nothing_on_the_lan() {
 
     // Control: without the agent's table, the same knock arrives.
     w.router()
-        .exec_ok(&["nft", "delete", "table", "ip", "netcontainer"]);
+        .exec_ok(&["nft", "delete", "table", "ip", contract::NFT_TABLE]);
     isolation::knock(w.host(1), None, client, 9000);
     assert!(
         arrivals.count() > 0,
@@ -509,7 +510,7 @@ fn without_a_lease_the_lan_reaches_nothing_behind_the_router() {
     );
     // Control: without the agent's table, the same knock arrives.
     w.router()
-        .exec_ok(&["nft", "delete", "table", "ip", "netcontainer"]);
+        .exec_ok(&["nft", "delete", "table", "ip", contract::NFT_TABLE]);
     isolation::knock(&w.client, None, SVC1, 9000);
     assert!(
         arrivals.count() > 0,
@@ -682,7 +683,7 @@ fn sigterm_removes_table_rules_and_releases_the_lease() {
     assert_eq!(fetch(&w.client, addr, 80), "hello from service one\n");
     // What must go away is there now.
     assert!(
-        service::nft_tables(w.router()).contains(&"netcontainer".to_string()),
+        service::nft_tables(w.router()).contains(&contract::NFT_TABLE.to_string()),
         "{:?}",
         service::nft_tables(w.router())
     );
@@ -702,7 +703,7 @@ fn sigterm_removes_table_rules_and_releases_the_lease() {
     );
     let tables = service::nft_tables(w.router());
     assert!(
-        !tables.contains(&"netcontainer".to_string()),
+        !tables.contains(&contract::NFT_TABLE.to_string()),
         "table left behind: {tables:?}"
     );
     let rules = service::ip_rules_for_table(w.router(), TABLE);

@@ -11,6 +11,7 @@
 //! renew/rebind/expiry test in seconds; dnsmasq (two minutes at least) and radvd only
 //! show addresses, names and lifetimes.
 
+use netcontainer_proto::contract;
 use netcontainer_tests::service::curl;
 use netcontainer_tests::v6::*;
 use netcontainer_tests::*;
@@ -678,17 +679,27 @@ fn ipv6_forwards_in_the_kernel_to_a_service_with_ipv6() {
     let table = bed
         .lan
         .router()
-        .exec_ok(&["nft", "list", "table", "ip6", "netcontainer"]);
+        .exec_ok(&["nft", "list", "table", "ip6", contract::NFT_TABLE]);
     assert!(
         table.contains(&format!("dnat to [{SERVICE6}]")) && table.contains("masquerade"),
         "{table}"
     );
     let rules = bed.lan.router().ip(&["-6", "rule", "show"]);
-    assert!(rules.contains("fwmark 0x4e43 lookup 20035"), "{rules}");
-    let routes = bed
-        .lan
-        .router()
-        .ip(&["-6", "route", "show", "table", "20035"]);
+    assert!(
+        rules.contains(&format!(
+            "fwmark {:#x} lookup {}",
+            contract::MARK,
+            contract::ROUTE_TABLE
+        )),
+        "{rules}"
+    );
+    let routes = bed.lan.router().ip(&[
+        "-6",
+        "route",
+        "show",
+        "table",
+        &contract::ROUTE_TABLE.to_string(),
+    ]);
     assert!(
         routes.contains("default via fe80::") && routes.contains("2001:db8:1::/64 dev lan0"),
         "{routes}"
@@ -708,7 +719,7 @@ fn ipv6_forwards_in_the_kernel_to_a_service_with_ipv6() {
     let table = bed
         .lan
         .router()
-        .exec_ok(&["nft", "list", "table", "ip6", "netcontainer"]);
+        .exec_ok(&["nft", "list", "table", "ip6", contract::NFT_TABLE]);
     assert!(!table.contains("dnat to"), "{table}");
 }
 
@@ -728,7 +739,7 @@ fn ipv6_is_relayed_to_a_service_on_ipv4_only() {
     let table = bed
         .lan
         .router()
-        .exec_ok(&["nft", "list", "table", "ip6", "netcontainer"]);
+        .exec_ok(&["nft", "list", "table", "ip6", contract::NFT_TABLE]);
     assert!(table.contains("iifname \"lan0\" drop"), "{table}");
 
     let out = bed.agent.apply(
@@ -745,5 +756,5 @@ fn ipv6_is_relayed_to_a_service_on_ipv4_only() {
     // Without --keep-lease, SIGTERM is a clean stop.
     assert!(bed.agent.terminate(10 * S).is_some_and(|s| s.success()));
     let tables = bed.lan.router().exec_ok(&["nft", "list", "tables"]);
-    assert!(!tables.contains("netcontainer"), "{tables}");
+    assert!(!tables.contains(contract::NFT_TABLE), "{tables}");
 }

@@ -18,6 +18,7 @@
 //!                                                                └── service 198.51.100.2
 //! ```
 
+use netcontainer_proto::contract;
 use netcontainer_tests::service::{self, HttpServer, curl, retry};
 use netcontainer_tests::*;
 use std::net::Ipv4Addr;
@@ -28,8 +29,8 @@ const S: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(20);
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const SVC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
-/// The routing table of the agent's `ip rule`s (0x4e43).
-const TABLE: u32 = 0x4e43;
+/// The routing table of the agent's `ip rule`s.
+const TABLE: u32 = contract::ROUTE_TABLE;
 
 /// An ipvlan router with a running agent (no plan yet).
 struct World {
@@ -151,7 +152,7 @@ fn ipvlan_releases_on_sigterm() {
 }
 
 /// A LAN client reaches a service behind the ipvlan router through the leased address,
-/// and the agent's reply route (table 0x4e43) goes out of the ipvlan leg.
+/// and the agent's reply route (`contract::ROUTE_TABLE`) goes out of the ipvlan leg.
 #[test]
 fn ipvlan_forwards_reach_the_service_and_replies_route_out_of_the_leg() {
     require_root!();

@@ -6,6 +6,7 @@
 //! its driver state in directories of its own bed (`DockerBed::use_own_state_dirs`),
 //! never in the host's `/run/netcontainer` or `/var/lib/netcontainer`.
 
+use netcontainer_proto::contract;
 use netcontainer_tests::docker::{self, DockerBed, SAMPLE_IMAGE, in_pool, router_name};
 use netcontainer_tests::watch::{self, Watch};
 use netcontainer_tests::*;
@@ -136,7 +137,7 @@ fn leases_survive_a_reboot() {
     let s = bed.run_service("s", &["--http", "80"]);
     let u = bed.up(&s.name, &[]);
     let (state, lease_dir) = bed.service_dirs(&s.name);
-    let lease_file = lease_dir.join("lease-lan0.json");
+    let lease_file = lease_dir.join(contract::lease_file(contract::LAN_IF));
     let stored = std::fs::read_to_string(&lease_file)
         .unwrap_or_else(|e| panic!("{}: {e}", lease_file.display()));
     assert!(stored.contains(&format!("\"{}\"", u.address)), "{stored}");
@@ -145,7 +146,7 @@ fn leases_survive_a_reboot() {
         assert_eq!(mode, 0o700, "{} is {mode:o}", d.display());
     }
     assert!(
-        !state.join("lease-lan0.json").exists(),
+        !state.join(contract::lease_file(contract::LAN_IF)).exists(),
         "the lease is not in /run"
     );
 

@@ -12,6 +12,7 @@
 //! Replies are dropped selectively by an nftables `netdev` ingress table on the host's
 //! `eth0` (the routers' macvlan parent), see [`rogue::IngressDrop`].
 
+use netcontainer_proto::contract;
 use netcontainer_tests::dhcp::{self, ACK, DISCOVER, NAK, OFFER, REQUEST};
 use netcontainer_tests::rogue::{self, IngressDrop, Reply, Request, Responder};
 use netcontainer_tests::*;
@@ -32,8 +33,10 @@ const YIADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
 /// What rogue ACKs try to hand out.
 const FORGED: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 222);
 const MASK24: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
-/// The agent's routing table (netconf::ROUTE_TABLE, "NC").
-const TABLE: &str = "20035";
+/// The agent's routing table, as `ip route show table` takes it.
+fn table() -> String {
+    contract::ROUTE_TABLE.to_string()
+}
 
 /// A bed with one router and a running agent that has not received a plan yet.
 struct World {
@@ -110,7 +113,7 @@ fn default_route(ns: &Netns) -> Option<(Ipv4Addr, String, bool)> {
         "route",
         "show",
         "table",
-        TABLE,
+        &table(),
     ]))
     .ok()?;
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
@@ -135,7 +138,7 @@ fn routes_text(ns: &Netns) -> String {
         "route",
         "show",
         "table",
-        TABLE,
+        &table(),
     ]))
     .unwrap_or_else(|e| e)
 }
@@ -792,7 +795,7 @@ fn crafted_garbage_option_121_first_loses_no_other_option() {
     assert_eq!(w.addrs(), vec![(YIADDR, 25)]);
 }
 
-/// Option 121 routes other than the default go into the agent's table (20035): one via a
+/// Option 121 routes other than the default go into the agent's table (`contract::ROUTE_TABLE`): one via a
 /// router, one on-link; the default route comes from 121 too (option 3 ignored, RFC 3442).
 #[test]
 fn crafted_option_121_routes_are_installed() {

@@ -4,6 +4,7 @@
 //! proves. Beds are [`DockerBed`]s (LAN 203.0.113.0/24); the tests that run `watch` hold
 //! the Docker suites' lock exclusively ([`watch::bed`]).
 
+use netcontainer_proto::contract;
 use netcontainer_tests::docker::{self, DockerBed, Invocation, SAMPLE_IMAGE};
 use netcontainer_tests::netns::Netns;
 use netcontainer_tests::rogue::IngressDrop;
@@ -461,7 +462,7 @@ fn router_is_no_gateway_from_the_docker_side() {
     // The published port still works both ways.
     assert_serves(&bed, up.address, 80, &s.name);
     // Control: the path exists; only the agent's rules stop it.
-    rns.exec_ok(&["nft", "delete", "table", "ip", "netcontainer"]);
+    rns.exec_ok(&["nft", "delete", "table", "ip", contract::NFT_TABLE]);
     isolation::knock(&ans, None, docker::CLIENT, 9000);
     assert!(
         arrivals.count() > 0,
