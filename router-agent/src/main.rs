@@ -1,7 +1,6 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use netcontainer_proto::contract::{self, flag};
+use netcontainer_proto::contract::{AgentArgs, flag};
 
 use tracing_subscriber::filter::LevelFilter;
 
@@ -37,28 +36,11 @@ Options:
 Environment: NETCONTAINER_LOG=error|warn|info|debug|trace (default info).
 ";
 
-struct Cli {
-    socket: PathBuf,
-    state_dir: PathBuf,
-    lease_dir: Option<PathBuf>,
-    request_address: Option<std::net::Ipv4Addr>,
-    arp_probe: bool,
-    keep_lease: bool,
-    supervise: bool,
-}
-
-/// Four options do not need an argument parser (the agent's resident size
-/// matters: one runs per service).
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
-    let mut cli = Cli {
-        socket: PathBuf::from(contract::SOCKET_PATH),
-        state_dir: PathBuf::from(contract::STATE_DIR),
-        lease_dir: None,
-        request_address: None,
-        arp_probe: false,
-        keep_lease: false,
-        supervise: false,
-    };
+/// A few options do not need an argument parser (the agent's resident size
+/// matters: one runs per service). They parse into the contract's
+/// [`AgentArgs`], the type the driver writes a router's arguments from.
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<AgentArgs>, String> {
+    let mut cli = AgentArgs::default();
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -168,6 +150,10 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
+    use netcontainer_proto::contract;
+
     use super::*;
 
     fn args(a: &[&str]) -> impl Iterator<Item = String> {
@@ -212,6 +198,29 @@ mod tests {
         assert!(parse(args(&["--keep-lease=1"])).is_err());
         assert!(parse(args(&["--request-address", "203.0.113"])).is_err());
         assert!(parse(args(&["--help"])).unwrap().is_none());
+    }
+
+    /// What the driver writes, the agent reads back as written.
+    #[test]
+    fn parses_what_the_contract_writes() {
+        let every = AgentArgs {
+            socket: "/x/a.sock".into(),
+            state_dir: "/y".into(),
+            lease_dir: Some(contract::LEASE_DIR.into()),
+            keep_lease: true,
+            arp_probe: true,
+            request_address: Some("203.0.113.77".parse().unwrap()),
+            supervise: true,
+        };
+        let only_router = AgentArgs {
+            lease_dir: Some(contract::LEASE_DIR.into()),
+            keep_lease: true,
+            ..AgentArgs::default()
+        };
+        for a in [every, only_router, AgentArgs::default()] {
+            let back = parse(a.to_args().into_iter()).unwrap().unwrap();
+            assert_eq!(back, a, "{:?}", a.to_args());
+        }
     }
 
     /// The help text spells the contract's defaults, flags and sysctls.
