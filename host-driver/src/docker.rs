@@ -16,7 +16,8 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder,
 };
 
-use crate::plan::{RouterPlan, ServiceInfo, labels};
+use crate::labels;
+use crate::plan::{RouterPlan, ServiceInfo};
 use crate::state::ServiceName;
 use netcontainer_proto::Ipv6Mode;
 
@@ -32,7 +33,7 @@ pub fn router_cmd(plan: &RouterPlan) -> Vec<String> {
     use netcontainer_proto::contract::flag;
     // --keep-lease: a host's shutdown stops the router with SIGTERM, and the
     // lease is to be claimed again after the reboot; `down` releases it with a
-    // Shutdown request (`router::release`).
+    // Shutdown request (`agent_client::release`).
     let mut cmd = vec![
         flag::LEASE_DIR.to_string(),
         ROUTER_LEASE_DIR.to_string(),

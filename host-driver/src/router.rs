@@ -6,67 +6,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netcontainer_proto::{Plan, Request, Response, SourceMode, Status};
-use tokio::sync::watch;
 
-use crate::agent_client::{AgentClient, unexpected};
+use crate::agent_client::{AgentClient, agent_status, release, unexpected};
 use crate::docker::{DockerClient, PullDisplay, RouterInfo};
 use crate::error::Error;
+use crate::interrupt::{Interrupt, interrupted, on_interrupt};
 use crate::labels::{RouterLabels, ServiceLabels};
 use crate::plan::{self, LAN_IF, Mode, PlanError, RouterPlan, ServiceInfo, UpOptions};
 use crate::plumb::{Parent, PlumbError, Plumber};
 use crate::progress::Progress;
 use crate::state::{self, ServiceName};
-
-/// Set to `Some(signal name)` when the user interrupts a command; `up` then
-/// stops at the next step and rolls back.
-pub type Interrupt = watch::Receiver<Option<&'static str>>;
-
-/// An [`Interrupt`] that never fires (watch). Its sender is gone at once,
-/// which [`on_interrupt`] takes as "never".
-pub fn never_interrupted() -> Interrupt {
-    watch::channel(None).1
-}
-
-/// An [`Interrupt`] fired by SIGINT or SIGTERM. From this call on those
-/// signals no longer end the process: the command stops at its next step
-/// and cleans up.
-pub fn interrupt_on_signals() -> Result<Interrupt, Error> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let err = |e: std::io::Error| Error::Usage(format!("cannot install signal handlers: {e}"));
-    let mut int = signal(SignalKind::interrupt()).map_err(err)?;
-    let mut term = signal(SignalKind::terminate()).map_err(err)?;
-    let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        let sig = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
-        tracing::warn!("{sig}: stopping and rolling back");
-        let _ = tx.send(Some(sig));
-        // Keep the sender: a dropped one would read as "never".
-        std::future::pending::<()>().await;
-    });
-    Ok(rx)
-}
-
-fn interrupted(i: &Interrupt) -> Result<(), Error> {
-    match *i.borrow() {
-        Some(sig) => Err(Error::Interrupted(sig)),
-        None => Ok(()),
-    }
-}
-
-/// Waits until `i` fires.
-async fn on_interrupt(i: &mut Interrupt) -> Error {
-    loop {
-        if let Some(sig) = *i.borrow_and_update() {
-            return Error::Interrupted(sig);
-        }
-        if i.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
 
 /// The options a router was created with, from its labels (so `watch` keeps
 /// what `up --publish/--mac/...` chose).
@@ -88,48 +37,6 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         ipv6: l.ipv6,
         ..Default::default()
     })
-}
-
-/// Status of a service's agent, or `None` if it does not answer within 3 s.
-pub async fn agent_status(service: &ServiceName) -> Option<Status> {
-    let socket = state::socket(service);
-    let fut = async {
-        let mut c = AgentClient::connect(&socket).await.ok()?;
-        c.status().await.ok()
-    };
-    tokio::time::timeout(Duration::from_secs(3), fut)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Asks `service`'s agent to release its lease and exit (a `Shutdown`
-/// request: a router's agent keeps its lease on SIGTERM, for the reboot
-/// case), and waits, at most `grace_secs`, until it is gone (its socket
-/// removed). An agent that does not answer (a stopped router) has nothing
-/// to send a RELEASE with: its lease expires at the server.
-pub async fn release(service: &ServiceName, grace_secs: i32) {
-    let socket = state::socket(service);
-    let asked = async {
-        let mut c = AgentClient::connect(&socket).await.ok()?;
-        match c.request(&Request::Shutdown, Duration::ZERO).await.ok()? {
-            Response::ShuttingDown => Some(()),
-            _ => None,
-        }
-    };
-    if tokio::time::timeout(HEAL_CONNECT, asked)
-        .await
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        tracing::debug!(%service, "the agent did not take a shutdown request; stopping it");
-        return;
-    }
-    let until = Instant::now() + Duration::from_secs(grace_secs.max(1) as u64);
-    while socket.exists() && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// How long `heal` waits for a router's agent to answer.
@@ -571,7 +478,7 @@ impl Driver {
         release(&r.service, grace_secs).await;
         self.docker.remove(&r.id, grace_secs).await?;
         self.sync_host_routes().await;
-        state::remove_service_dir(&r.service)
+        Ok(state::remove_service_dir(&r.service)?)
     }
 }
 
@@ -580,7 +487,7 @@ impl Driver {
 /// service's name.
 pub fn router_identity(r: &RouterInfo) -> String {
     r.labels
-        .get(crate::plan::labels::IDENTITY)
+        .get(crate::labels::IDENTITY)
         .filter(|v| !v.is_empty())
         .cloned()
         .unwrap_or_else(|| r.service.to_string())

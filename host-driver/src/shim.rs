@@ -113,7 +113,7 @@ pub async fn sync(docker: &DockerClient, handle: &Handle) -> Result<(), ShimErro
         if !l.host_route {
             continue;
         }
-        if let Some(l) = crate::router::agent_status(&r.service)
+        if let Some(l) = crate::agent_client::agent_status(&r.service)
             .await
             .and_then(|s| s.lease)
         {

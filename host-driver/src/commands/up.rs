@@ -9,8 +9,11 @@ use clap::Args;
 use crate::commands::LOCK_PATIENCE;
 use crate::commands::{default_image, require_root};
 use crate::error::Error;
+use crate::labels;
 use crate::lock::ServiceLock;
-use crate::plan::{self, Mode, PortSpec, UpOptions, parse_mac};
+use crate::mac::parse_mac;
+use crate::plan::{Mode, UpOptions};
+use crate::ports::{PortSpec, ports_text};
 use crate::router::Driver;
 use crate::state::ServiceName;
 
@@ -98,7 +101,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
     let _lock = ServiceLock::take(&name, LOCK_PATIENCE).await?;
     // From here on SIGINT/SIGTERM roll back what `up` created instead of
     // leaving a router behind.
-    let interrupt = crate::router::interrupt_on_signals()?;
+    let interrupt = crate::interrupt::interrupt_on_signals()?;
     let opts = UpOptions {
         parent: a.parent,
         mode: a.mode,
@@ -145,7 +148,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
             crate::output::safe(&all.join(", ")),
             rp.service_ip,
             crate::output::safe(&rp.network),
-            plan::labels::NETWORK,
+            labels::NETWORK,
             rp.plan.source,
         );
     }
@@ -158,6 +161,6 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
             crate::output::safe(&e)
         );
     }
-    println!("{} {} {}", rp.service, addr, plan::ports_text(&rp.ports));
+    println!("{} {} {}", rp.service, addr, ports_text(&rp.ports));
     Ok(())
 }

@@ -49,6 +49,8 @@ use crate::commands::{default_image, require_root};
 use crate::config::{self, WatchConfig};
 use crate::docker::{ContainerEvent, DockerError};
 use crate::error::Error;
+use crate::interrupt::never_interrupted;
+use crate::labels;
 use crate::labels::{ServiceLabels, warn_unknown_once};
 use crate::lock::ServiceLock;
 use crate::metrics;
@@ -56,8 +58,8 @@ use crate::monitor::{self, Stats};
 use crate::notify::notify;
 use crate::plan::Mode;
 use crate::plan::PlanError;
-use crate::plan::{self, UpOptions, labels};
-use crate::router::{Driver, Healed, never_interrupted};
+use crate::plan::{self, UpOptions};
+use crate::router::{Driver, Healed};
 use crate::state::{self, ServiceName};
 
 #[derive(Args, Debug, Clone)]
@@ -836,7 +838,7 @@ async fn try_reconcile(ctx: &Ctx, service: &ServiceName) -> Result<Option<String
             let addr = got.map(|a| a.to_string()).unwrap_or_default();
             Ok(Some(format!(
                 "router created: {addr} {}",
-                plan::ports_text(&rp.ports)
+                crate::ports::ports_text(&rp.ports)
             )))
         }
         _ => Ok(None),
