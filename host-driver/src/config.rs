@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::Error;
-use crate::plan::Mode;
+use crate::leg::Kind;
 
 /// Where watch looks when no path is given.
 pub const DEFAULT_PATH: &str = "/etc/netcontainer/config.toml";
@@ -40,7 +40,7 @@ pub const ENV: &str = "NETCONTAINER_CONFIG";
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WatchConfig {
     pub parent: Option<String>,
-    pub mode: Option<Mode>,
+    pub mode: Option<Kind>,
     pub image: Option<String>,
     pub timeout: Option<u64>,
     pub resync: Option<u64>,
@@ -139,7 +139,7 @@ on-change = "/usr/local/bin/update-dns"
             c,
             WatchConfig {
                 parent: Some("eth0".into()),
-                mode: Some(Mode::Ipvlan),
+                mode: Some(crate::leg::IPVLAN),
                 image: Some("registry.example.com/netcontainer/router:0.1.0".into()),
                 timeout: Some(45),
                 resync: Some(120),

@@ -11,8 +11,8 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
+use crate::leg::Kind;
 use crate::mac::parse_mac;
-use crate::plan::Mode;
 use crate::ports::{PortSpec, parse_port_list};
 use crate::state::ServiceName;
 use netcontainer_proto::SourceMode;
@@ -100,7 +100,7 @@ fn get_bool(l: &HashMap<String, String>, k: &str) -> Result<bool, LabelError> {
     get(l, k).map_or(Ok(false), |v| parse_bool(k, v))
 }
 
-fn get_mode(l: &HashMap<String, String>) -> Result<Option<Mode>, LabelError> {
+fn get_mode(l: &HashMap<String, String>) -> Result<Option<Kind>, LabelError> {
     get(l, MODE)
         .map(|v| v.parse().map_err(|e| err(MODE, e)))
         .transpose()
@@ -162,7 +162,7 @@ pub struct ServiceLabels {
     /// `netcontainer.enable`: `watch` gives it a router.
     pub enable: bool,
     pub parent: Option<String>,
-    pub mode: Option<Mode>,
+    pub mode: Option<Kind>,
     pub mac: Option<[u8; 6]>,
     pub hostname: Option<String>,
     /// `netcontainer.ports`; `None` when absent (exposed ports then).
@@ -209,7 +209,7 @@ impl ServiceLabels {
 pub struct RouterLabels {
     pub service_id: Option<String>,
     pub parent: Option<String>,
-    pub mode: Option<Mode>,
+    pub mode: Option<Kind>,
     pub mac: Option<[u8; 6]>,
     pub hostname: Option<String>,
     pub ports: Vec<PortSpec>,
@@ -337,7 +337,7 @@ mod tests {
         assert!(l.enable);
         assert_eq!(l.ip, Some("203.0.113.77".parse().unwrap()));
         assert_eq!(l.parent.as_deref(), Some("eth0"));
-        assert_eq!(l.mode, Some(Mode::Ipvlan));
+        assert_eq!(l.mode, Some(crate::leg::IPVLAN));
         assert_eq!(l.mac, Some([2, 0, 0, 0, 0, 1]));
         assert_eq!(l.hostname.as_deref(), Some("web"));
         assert_eq!(
@@ -408,7 +408,7 @@ mod tests {
         assert_eq!(l.ip, Some("203.0.113.77".parse().unwrap()));
         assert_eq!(l.service_id.as_deref(), Some("abc"));
         assert_eq!(l.parent.as_deref(), Some("eth0"));
-        assert_eq!(l.mode, Some(Mode::Macvlan));
+        assert_eq!(l.mode, Some(crate::leg::MACVLAN));
         assert_eq!(l.mac, Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]));
         assert_eq!(l.network.as_deref(), Some("net"));
         assert_eq!(l.ports.len(), 2);

@@ -8,6 +8,7 @@ mod docker;
 mod error;
 mod interrupt;
 mod labels;
+mod leg;
 mod lock;
 mod mac;
 mod metrics;

@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
 use netcontainer_proto::{Forward, Plan, SourceMode, validate_hostname};
 
 use crate::labels::{self, ServiceLabels};
+use crate::leg::{Kind, LegOption};
 use crate::mac::format_mac;
 use crate::ports::{PortSpec, check_overlaps, ports_text};
 
@@ -39,36 +39,6 @@ impl PlanError {
                 Some("give the ports with --publish PORT[-PORT]/PROTO, e.g. --publish 80/tcp")
             }
             PlanError::Invalid(_) => None,
-        }
-    }
-}
-
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default, clap::ValueEnum, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    #[default]
-    Macvlan,
-    Ipvlan,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Macvlan => "macvlan",
-            Mode::Ipvlan => "ipvlan",
-        }
-    }
-}
-
-impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "macvlan" => Ok(Mode::Macvlan),
-            "ipvlan" => Ok(Mode::Ipvlan),
-            _ => Err(format!("unknown mode {s:?} (expected macvlan or ipvlan)")),
         }
     }
 }
@@ -108,7 +78,7 @@ pub struct ServiceInfo {
 #[derive(Clone, Debug, Default)]
 pub struct UpOptions {
     pub parent: Option<String>,
-    pub mode: Option<Mode>,
+    pub mode: Option<Kind>,
     pub publish: Vec<PortSpec>,
     pub hostname: Option<String>,
     pub mac: Option<[u8; 6]>,
@@ -191,7 +161,7 @@ pub struct RouterPlan {
     pub network: String,
     pub service_ip: Ipv4Addr,
     pub parent: String,
-    pub mode: Mode,
+    pub mode: Kind,
     pub mac: [u8; 6],
     pub ports: Vec<PortSpec>,
     pub plan: Plan,
@@ -216,7 +186,7 @@ impl RouterPlan {
             (labels::SERVICE_ID.into(), self.service_id.clone()),
             (labels::IDENTITY.into(), self.identity.clone()),
             (labels::PARENT.into(), self.parent.clone()),
-            (labels::MODE.into(), self.mode.as_str().into()),
+            (labels::MODE.into(), self.mode.name().into()),
             (labels::MAC.into(), format_mac(&self.mac)),
             (labels::NETWORK.into(), self.network.clone()),
             (
@@ -393,9 +363,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
     }
     let sl = service_labels(svc)?;
     let mode = opts.mode.or(sl.mode).unwrap_or_default();
-    if mode == Mode::Ipvlan {
-        refuse_on_ipvlan(svc, opts, &sl)?;
-    }
+    refuse_what_the_leg_cannot(svc, opts, &sl, mode)?;
     let parent = opts
         .parent
         .clone()
@@ -420,7 +388,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         // Every leg keeps its own client id: ipvlan legs share the parent's
         // MAC, so the MAC cannot tell their leases apart.
         client_id: Some(client_id(&identity)),
-        broadcast_flag: needs_broadcast_flag(mode),
+        broadcast_flag: mode.broadcast_flag(),
         forwards: forwards(&ports, service_ip),
         source,
         service: Some(netcontainer_proto::ServiceInfo {
@@ -494,44 +462,38 @@ pub fn source_mode(
     }
 }
 
-/// RFC 2131 section 4.1: a client that cannot receive unicast IP datagrams
-/// before it owns an address sets the broadcast flag. An ipvlan leg shares
-/// the parent's MAC and the kernel hands it only frames for addresses it
-/// owns (or broadcasts), so a unicast OFFER to the not yet configured
-/// address never reaches it.
-pub fn needs_broadcast_flag(mode: Mode) -> bool {
-    mode == Mode::Ipvlan
-}
-
-/// What cannot work on an ipvlan leg is refused, never silently ignored.
-fn refuse_on_ipvlan(
+/// What cannot work on the leg `kind` makes is refused, never silently
+/// ignored: each option the kind refuses, if the flag or the service's label
+/// asks for it.
+fn refuse_what_the_leg_cannot(
     svc: &ServiceInfo,
     opts: &UpOptions,
     sl: &ServiceLabels,
+    kind: Kind,
 ) -> Result<(), PlanError> {
-    let mac_given = if opts.mac.is_some() {
-        Some("--mac".to_string())
-    } else if sl.mac.is_some() {
-        Some(format!("label {} on {}", labels::MAC, svc.name))
-    } else {
-        None
-    };
-    if let Some(what) = mac_given {
-        return Err(PlanError::Invalid(format!(
-            "{what} cannot be used with ipvlan: every ipvlan leg has the parent's MAC \
-             (drop the MAC, or use --mode macvlan)"
-        )));
-    }
-    if opts.arp_probe || sl.arp_probe {
-        let what = if opts.arp_probe {
-            "--arp-probe".to_string()
+    for option in LegOption::ALL {
+        let Some(why) = kind.refuses(option) else {
+            continue;
+        };
+        let (by_flag, by_label, flag, label) = match option {
+            LegOption::Mac => (opts.mac.is_some(), sl.mac.is_some(), "--mac", labels::MAC),
+            LegOption::ArpProbe => (
+                opts.arp_probe,
+                sl.arp_probe,
+                "--arp-probe",
+                labels::ARP_PROBE,
+            ),
+        };
+        let what = if by_flag {
+            flag.to_string()
+        } else if by_label {
+            format!("label {label} on {}", svc.name)
         } else {
-            format!("label {} on {}", labels::ARP_PROBE, svc.name)
+            continue;
         };
         return Err(PlanError::Invalid(format!(
-            "{what} cannot be used with ipvlan: the probe's sender MAC is the parent's, \
-             shared with the host and every other leg, so a conflict cannot be told from \
-             ourselves (drop it, or use --mode macvlan)"
+            "{what} cannot be used with {}: {why}",
+            kind.name()
         )));
     }
     Ok(())
@@ -583,7 +545,7 @@ mod tests {
         );
         assert_eq!(r.plan.interface, LAN_IF);
         assert_eq!(r.plan.hostname.as_deref(), Some("web1"));
-        assert_eq!(r.mode, Mode::Macvlan);
+        assert_eq!(r.mode, crate::leg::MACVLAN);
     }
 
     #[test]
@@ -741,11 +703,11 @@ mod tests {
             "macvlan receives unicast before it owns the address"
         );
         let o = UpOptions {
-            mode: Some(Mode::Ipvlan),
+            mode: Some(crate::leg::IPVLAN),
             ..opts()
         };
         let r = derive(&web1(), &o).unwrap();
-        assert_eq!(r.mode, Mode::Ipvlan);
+        assert_eq!(r.mode, crate::leg::IPVLAN);
         assert!(r.plan.broadcast_flag, "RFC 2131 4.1");
         assert_eq!(r.plan.client_id, Some(client_id("DAEMON-A/web1")));
         // From the label too.
@@ -757,7 +719,7 @@ mod tests {
     #[test]
     fn ipvlan_refuses_a_mac_and_the_arp_probe() {
         let ip = UpOptions {
-            mode: Some(Mode::Ipvlan),
+            mode: Some(crate::leg::IPVLAN),
             ..opts()
         };
         let e = derive(

@@ -12,8 +12,8 @@ use crate::docker::{DockerClient, PullDisplay, RouterInfo};
 use crate::error::Error;
 use crate::interrupt::{Interrupt, interrupted, on_interrupt};
 use crate::labels::{RouterLabels, ServiceLabels};
-use crate::plan::{self, LAN_IF, Mode, PlanError, RouterPlan, ServiceInfo, UpOptions};
-use crate::plumb::{Parent, PlumbError, Plumber};
+use crate::plan::{self, LAN_IF, PlanError, RouterPlan, ServiceInfo, UpOptions};
+use crate::plumb::{Leg, Parent, PlumbError, Plumber};
 use crate::progress::Progress;
 use crate::state::{self, ServiceName};
 
@@ -26,9 +26,9 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         mode: l.mode,
         publish: l.ports,
         hostname: l.hostname,
-        // An ipvlan leg has the parent's MAC: the label records the unused
+        // A leg with the parent's MAC (ipvlan): the label records the unused
         // derived one, which `derive` would refuse as a chosen MAC.
-        mac: l.mac.filter(|_| l.mode != Some(Mode::Ipvlan)),
+        mac: l.mac.filter(|_| l.mode.unwrap_or_default().own_mac()),
         arp_probe: l.arp_probe,
         network: l.network,
         source: l.source,
@@ -207,8 +207,13 @@ impl Driver {
         self.docker.start(&id).await?;
         interrupted(interrupt)?;
         progress.phase("plumbing the LAN leg");
-        self.plumb(&id, &rp.router_name, parent, rp.mode, rp.mac)
-            .await?;
+        let leg = Leg {
+            parent,
+            kind: rp.mode,
+            name: LAN_IF,
+            mac: rp.mac,
+        };
+        self.plumb(&id, &rp.router_name, &leg).await?;
         tracing::info!(router = %rp.router_name, "router started, LAN leg plumbed");
         interrupted(interrupt)?;
 
@@ -247,26 +252,15 @@ impl Driver {
         }
     }
 
-    /// Creates the LAN leg in a running router's namespace. A leg that is
-    /// already there is fine.
-    async fn plumb(
-        &self,
-        id: &str,
-        name: &str,
-        parent: &Parent,
-        mode: Mode,
-        mac: [u8; 6],
-    ) -> Result<(), Error> {
+    /// Creates the LAN leg in a running router's namespace (container `id`,
+    /// named `name`). A leg that is already there is fine.
+    async fn plumb(&self, id: &str, name: &str, leg: &Leg<'_>) -> Result<(), Error> {
         let (pid, sandbox) = self.docker.netns(id).await?;
         let pid = pid.ok_or_else(|| Error::RouterDied(name.to_string()))?;
-        match self
-            .plumber
-            .add_leg(parent, pid, sandbox.as_deref(), LAN_IF, mode, mac)
-            .await
-        {
+        match self.plumber.add_leg(leg, pid, sandbox.as_deref()).await {
             Ok(()) => {}
-            Err(PlumbError::Netlink { source, .. })
-                if netlink_errno(&source) == Some(libc::EEXIST) => {}
+            Err(PlumbError::Leg { source, .. }) if netlink_errno(&source) == Some(libc::EEXIST) => {
+            }
             Err(e) => return Err(e.into()),
         }
         // The namespace was opened by pid: make sure it was still this router's.
@@ -306,8 +300,13 @@ impl Driver {
             let mac = opts
                 .mac
                 .unwrap_or_else(|| plan::stable_mac(&router_identity(r)));
-            self.plumb(&r.id, &r.name, &parent, opts.mode.unwrap_or_default(), mac)
-                .await?;
+            let leg = Leg {
+                parent: &parent,
+                kind: opts.mode.unwrap_or_default(),
+                name: LAN_IF,
+                mac,
+            };
+            self.plumb(&r.id, &r.name, &leg).await?;
             apply(&mut client, &desired).await?;
             tracing::info!(service = %svc.name, router = %r.name, "router re-plumbed and plan sent");
             self.route_if_gateway(r, svc, &desired).await?;
@@ -510,7 +509,7 @@ pub fn desired_plan(svc: &ServiceInfo, opts: &UpOptions, identity: &str) -> Resu
         interface: LAN_IF.into(),
         hostname: Some(hostname),
         client_id: Some(plan::client_id(identity)),
-        broadcast_flag: plan::needs_broadcast_flag(opts.mode.unwrap_or_default()),
+        broadcast_flag: opts.mode.unwrap_or_default().broadcast_flag(),
         forwards: Vec::new(),
         source: Default::default(),
         service: None,
@@ -608,7 +607,7 @@ mod tests {
         };
         let opts = UpOptions {
             parent: Some("eth0".into()),
-            mode: Some(Mode::Ipvlan),
+            mode: Some(crate::leg::IPVLAN),
             ..Default::default()
         };
         let rp = derive(&svc, &opts).unwrap();

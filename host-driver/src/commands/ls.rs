@@ -106,7 +106,7 @@ pub async fn entries(
             router_running: r.running,
             parent: label(labels::PARENT),
             mode: match &typed {
-                Some(t) => t.mode.map(|m| m.as_str().to_string()),
+                Some(t) => t.mode.map(|m| m.name().to_string()),
                 None => label(labels::MODE),
             },
             mac: match &typed {

@@ -10,9 +10,10 @@ use crate::commands::LOCK_PATIENCE;
 use crate::commands::{default_image, require_root};
 use crate::error::Error;
 use crate::labels;
+use crate::leg::Kind;
 use crate::lock::ServiceLock;
 use crate::mac::parse_mac;
-use crate::plan::{Mode, UpOptions};
+use crate::plan::UpOptions;
 use crate::ports::{PortSpec, ports_text};
 use crate::router::Driver;
 use crate::state::ServiceName;
@@ -32,7 +33,7 @@ pub struct UpArgs {
     parent: Option<String>,
     /// macvlan (default), or ipvlan for parents that drop unknown MACs.
     #[arg(long, value_enum)]
-    mode: Option<Mode>,
+    mode: Option<Kind>,
     /// Port to forward (repeatable): LAN port : container port, e.g. 80:8080/tcp
     /// or 7000-7009:8000-8009/udp; a plain 80/tcp is 80:80/tcp. Default: the
     /// netcontainer.ports label, else the exposed ports.

@@ -52,11 +52,11 @@ use crate::error::Error;
 use crate::interrupt::never_interrupted;
 use crate::labels;
 use crate::labels::{ServiceLabels, warn_unknown_once};
+use crate::leg::Kind;
 use crate::lock::ServiceLock;
 use crate::metrics;
 use crate::monitor::{self, Stats};
 use crate::notify::notify;
-use crate::plan::Mode;
 use crate::plan::PlanError;
 use crate::plan::{self, UpOptions};
 use crate::router::{Driver, Healed};
@@ -70,7 +70,7 @@ pub struct WatchArgs {
     /// macvlan or ipvlan, for labelled services that do not say (`netcontainer.mode`)
     /// [default: macvlan].
     #[arg(long, value_enum)]
-    mode: Option<Mode>,
+    mode: Option<Kind>,
     /// Router image for new routers [default: netcontainer/router:<this version>].
     #[arg(long)]
     image: Option<String>,
@@ -122,7 +122,7 @@ pub struct WatchArgs {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub parent: Option<String>,
-    pub mode: Option<Mode>,
+    pub mode: Option<Kind>,
     pub image: String,
     pub release_when_stopped: bool,
     pub timeout: u64,
@@ -874,7 +874,7 @@ mod tests {
             s,
             Settings {
                 parent: Some("eth1".into()),
-                mode: Some(Mode::Ipvlan),
+                mode: Some(crate::leg::IPVLAN),
                 image: default_image(),
                 release_when_stopped: true,
                 timeout: 45,
@@ -903,7 +903,7 @@ mod tests {
             file,
         );
         assert_eq!(s.parent.as_deref(), Some("eth0"));
-        assert_eq!(s.mode, Some(Mode::Macvlan));
+        assert_eq!(s.mode, Some(crate::leg::MACVLAN));
         assert_eq!((s.timeout, s.resync), (5, 120));
         assert_eq!(s.metrics, Some("127.0.0.1:9400".parse().unwrap()));
         assert_eq!(s.image, "r:1");
