@@ -1,0 +1,5 @@
+//! The Docker side.
+
+mod client;
+
+pub use client::*;
