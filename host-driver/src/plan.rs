@@ -565,7 +565,6 @@ mod tests {
         let r = derive(&web1(), &opts()).unwrap();
         assert_eq!(r.requested, None);
         assert!(!r.labels().contains_key(labels::IP));
-        assert!(!crate::docker::router_cmd(&r).contains(&"--request-address".to_string()));
         let mut svc = web1();
         svc.labels.insert(labels::IP.into(), "203.0.113.77".into());
         let r = derive(&svc, &opts()).unwrap();
@@ -577,16 +576,7 @@ mod tests {
             ..opts()
         };
         let r = derive(&svc, &o).unwrap();
-        assert_eq!(
-            crate::docker::router_cmd(&r),
-            [
-                "--lease-dir",
-                "/var/lib/netcontainer",
-                "--keep-lease",
-                "--request-address",
-                "203.0.113.78"
-            ]
-        );
+        assert_eq!(r.requested, Some(Ipv4Addr::new(203, 0, 113, 78)));
         svc.labels.insert(labels::IP.into(), "nope".into());
         let e = derive(&svc, &opts()).unwrap_err().to_string();
         assert!(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use netcontainer_proto::{Plan, Request, Response, SourceMode, Status};
 
 use crate::agent_client::{AgentClient, agent_status, release, unexpected};
-use crate::docker::{DockerClient, PullDisplay, RouterInfo};
+use crate::docker::{DockerClient, HostDirs, PullDisplay, RouterInfo, RouterSpec};
 use crate::error::Error;
 use crate::interrupt::{Interrupt, interrupted, on_interrupt};
 use crate::labels::{RouterLabels, ServiceLabels};
@@ -42,6 +42,19 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
 /// How long `heal` waits for a router's agent to answer.
 const HEAL_CONNECT: Duration = Duration::from_secs(3);
 
+/// What `up` is asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct UpRequest<'a> {
+    pub service: &'a ServiceInfo,
+    pub options: &'a UpOptions,
+    /// The router image.
+    pub image: &'a str,
+    /// How long the lease may take.
+    pub timeout: Duration,
+    /// Progress on the terminal (a command), else in the log only (watch).
+    pub progress: bool,
+}
+
 pub struct Driver {
     pub docker: DockerClient,
     pub plumber: Plumber,
@@ -66,18 +79,15 @@ impl Driver {
         })
     }
 
-    /// Creates and starts the router for `svc`, plumbs its LAN leg, sends the
-    /// plan and waits for the lease. On any failure everything created is
-    /// removed again.
+    /// Creates and starts the router for `req.service`, plumbs its LAN leg,
+    /// sends the plan and waits for the lease. On any failure, or when
+    /// `interrupt` fires, everything created is removed again.
     pub async fn up(
         &self,
-        svc: &ServiceInfo,
-        opts: &UpOptions,
-        image: &str,
-        timeout: Duration,
-        progress: bool,
+        req: &UpRequest<'_>,
         mut interrupt: Interrupt,
     ) -> Result<(RouterPlan, Status), Error> {
+        let (svc, opts, image) = (req.service, req.options, req.image);
         let name = ServiceName::parse(&svc.name)?;
         if let Some(r) = self.docker.router(&name).await? {
             let address = agent_status(&r.service)
@@ -114,7 +124,7 @@ impl Driver {
             // Before anything is created: a pull that fails or is
             // interrupted leaves nothing to roll back (dropping the pull
             // closes the connection, and the daemon stops it).
-            let show = if progress {
+            let show = if req.progress {
                 PullDisplay::for_stderr()
             } else {
                 PullDisplay::Log
@@ -134,17 +144,7 @@ impl Driver {
         // Interrupted at a step boundary or while waiting; never in the middle
         // of a Docker call, so what was created is always known.
         let result = self
-            .create(
-                svc,
-                &parent,
-                &rp,
-                &name,
-                image,
-                timeout,
-                progress,
-                &mut interrupt,
-                &mut created,
-            )
+            .create(req, &rp, &parent, &mut interrupt, &mut created)
             .await;
         match result {
             Ok(status) => {
@@ -171,36 +171,37 @@ impl Driver {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The steps of `up` that create something, each recorded in `created`
+    /// (for the roll-back) before it is made.
     async fn create(
         &self,
-        svc: &ServiceInfo,
-        parent: &Parent,
+        req: &UpRequest<'_>,
         rp: &RouterPlan,
-        name: &ServiceName,
-        image: &str,
-        timeout: Duration,
-        progress: bool,
+        parent: &Parent,
         interrupt: &mut Interrupt,
         created: &mut Created,
     ) -> Result<Status, Error> {
-        let deadline = Instant::now() + timeout;
-        let mut progress = Progress::new(&rp.service, progress);
+        let deadline = Instant::now() + req.timeout;
+        let mut progress = Progress::new(&rp.service, req.progress);
+        let name = created.service.clone();
         // A directory left by a crashed run holds nothing worth keeping but
         // its lease, which the agent may reuse; it is ours either way.
         created.dir = true;
-        let host_dir = state::ensure_service_dir(name)?;
-        let lease_dir = state::ensure_lease_dir(name)?;
-        let socket = state::socket(name);
+        let host_dir = state::ensure_service_dir(&name)?;
+        let lease_dir = state::ensure_lease_dir(&name)?;
+        let socket = state::socket(&name);
         let _ = std::fs::remove_file(&socket);
         interrupted(interrupt)?;
 
         progress.phase("creating the router");
         created.container_name = Some(rp.router_name.clone());
-        let id = self
-            .docker
-            .create_router(rp, image, &host_dir, &lease_dir)
-            .await?;
+        let dirs = HostDirs {
+            state: &host_dir,
+            lease: &lease_dir,
+        };
+        let kernel_has_ipv6 = Path::new("/proc/sys/net/ipv6").exists();
+        let spec = RouterSpec::of(rp, req.image, dirs, kernel_has_ipv6);
+        let id = self.docker.create_router(&spec).await?;
         created.container = Some(id.clone());
         interrupted(interrupt)?;
         progress.phase("starting the router");
@@ -236,7 +237,8 @@ impl Driver {
                 // as Docker made them, so rolling back never has to restore.
                 if rp.plan.source == SourceMode::Gateway {
                     progress.phase("routing the service through its router");
-                    self.route_service_via(svc, &id, &rp.network).await?;
+                    self.route_service_via(req.service, &id, &rp.network)
+                        .await?;
                 }
                 return Ok(status);
             }
@@ -244,7 +246,7 @@ impl Driver {
             if Instant::now() >= deadline {
                 return Err(Error::UpTimeout {
                     service: rp.service.clone(),
-                    secs: timeout.as_secs(),
+                    secs: req.timeout.as_secs(),
                     state,
                 });
             }

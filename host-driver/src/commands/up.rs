@@ -15,7 +15,7 @@ use crate::lock::ServiceLock;
 use crate::mac::parse_mac;
 use crate::plan::UpOptions;
 use crate::ports::{PortSpec, ports_text};
-use crate::router::Driver;
+use crate::router::{Driver, UpRequest};
 use crate::state::ServiceName;
 
 #[derive(Args, Debug)]
@@ -117,16 +117,14 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         ip_strict: a.ip_strict,
         ipv6: a.ipv6,
     };
-    let (rp, status) = driver
-        .up(
-            &svc,
-            &opts,
-            &a.image,
-            Duration::from_secs(a.timeout),
-            true,
-            interrupt,
-        )
-        .await?;
+    let req = UpRequest {
+        service: &svc,
+        options: &opts,
+        image: &a.image,
+        timeout: Duration::from_secs(a.timeout),
+        progress: true,
+    };
+    let (rp, status) = driver.up(&req, interrupt).await?;
     let addr = status
         .lease
         .as_ref()

@@ -59,7 +59,7 @@ use crate::monitor::{self, Stats};
 use crate::notify::notify;
 use crate::plan::PlanError;
 use crate::plan::{self, UpOptions};
-use crate::router::{Driver, Healed};
+use crate::router::{Driver, Healed, UpRequest};
 use crate::state::{self, ServiceName};
 
 #[derive(Args, Debug, Clone)]
@@ -819,16 +819,14 @@ async fn try_reconcile(ctx: &Ctx, service: &ServiceName) -> Result<Option<String
                 mode: labelled.mode.or(args.mode),
                 ..Default::default()
             };
-            let (rp, status) = d
-                .up(
-                    &s,
-                    &opts,
-                    &args.image,
-                    Duration::from_secs(args.timeout),
-                    false,
-                    never_interrupted(),
-                )
-                .await?;
+            let req = UpRequest {
+                service: &s,
+                options: &opts,
+                image: &args.image,
+                timeout: Duration::from_secs(args.timeout),
+                progress: false,
+            };
+            let (rp, status) = d.up(&req, never_interrupted()).await?;
             let got = status.lease.map(|l| l.address);
             if let (Some(asked), Some(got)) = (rp.requested, got)
                 && asked != got
