@@ -8,7 +8,6 @@ pub mod ls;
 pub mod port;
 pub mod status;
 pub mod up;
-pub mod watch;
 
 use crate::error::Error;
 

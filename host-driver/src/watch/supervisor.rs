@@ -46,7 +46,6 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::commands::{default_image, require_root};
-use crate::config::{self, WatchConfig};
 use crate::docker::{ContainerEvent, DockerError};
 use crate::error::Error;
 use crate::interrupt::never_interrupted;
@@ -54,13 +53,14 @@ use crate::labels;
 use crate::labels::{ServiceLabels, warn_unknown_once};
 use crate::leg::Kind;
 use crate::lock::ServiceLock;
-use crate::metrics;
-use crate::monitor::{self, Stats};
-use crate::notify::notify;
 use crate::plan::PlanError;
 use crate::plan::{self, UpOptions};
 use crate::router::{Driver, Healed, UpRequest};
 use crate::state::{self, ServiceName};
+use crate::watch::metrics;
+use crate::watch::monitor::{self, Stats};
+use crate::watch::notify::notify;
+use crate::watch::settings::{self as config, WatchConfig};
 
 #[derive(Args, Debug, Clone)]
 pub struct WatchArgs {
@@ -219,8 +219,8 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
             // Dropped with the session: every service task ends with it.
             // The who-am-I listeners and the host routes go with the session.
             let _whoami = (!a.no_whoami).then(|| {
-                let host = crate::whoami::host_address(a.host_address, a.parent.as_deref());
-                AbortOnDrop(tokio::spawn(crate::whoami::run(
+                let host = crate::watch::whoami::host_address(a.host_address, a.parent.as_deref());
+                AbortOnDrop(tokio::spawn(crate::watch::whoami::run(
                     driver.docker.clone(),
                     host,
                 )))
