@@ -61,7 +61,7 @@ enum Command {
         netcontainer watch --config /etc/netcontainer/config.toml --metrics 127.0.0.1:9311\n  \
         netcontainer watch --parent eth0 --on-change 'logger \"$NETCONTAINER_SERVICE: $NETCONTAINER_OLD_ADDRESS -> $NETCONTAINER_NEW_ADDRESS\"'\n  \
         docker run -d --label netcontainer.enable=true --label netcontainer.parent=eth0 nginx")]
-    Watch(watch::supervisor::WatchArgs),
+    Watch(commands::watch::WatchArgs),
     /// Check this host and the LAN: kernel, Docker, the parent NIC, and one
     /// DHCP DISCOVER (run this first when a service gets no lease).
     #[command(after_help = "Examples:\n  \
@@ -121,7 +121,7 @@ fn main() -> ExitCode {
             Command::Status(a) => commands::status::run(a).await,
             Command::Ls(a) => commands::ls::run(a).await,
             Command::Port(a) => commands::port::run(a).await,
-            Command::Watch(a) => watch::supervisor::run(a).await,
+            Command::Watch(a) => commands::watch::run(a).await,
             Command::Doctor(a) => commands::doctor::run(a).await,
             Command::Agent(c) => commands::agent::run(c).await,
             Command::Completion(a) => commands::completion::run_completion(a),

@@ -32,8 +32,7 @@ use netcontainer_lease::v4::wire::{sanitize_reply, server_id_of};
 use netcontainer_lease::v4::{Client, Config, Retry};
 use rtnetlink::LinkVeth;
 
-use super::default_image;
-use crate::docker::DockerClient;
+use crate::docker::{DockerClient, default_image};
 use crate::error::Error;
 use crate::leg::{KINDS, Kind, LinkSpec};
 use crate::output::safe;

@@ -8,17 +8,13 @@ pub mod ls;
 pub mod port;
 pub mod status;
 pub mod up;
+pub mod watch;
 
 use crate::error::Error;
 
 /// How long `up` and `down` wait for another command (or `watch`) working
 /// on the same service.
 pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// The default router image: versioned with the driver.
-pub fn default_image() -> String {
-    format!("netcontainer/router:{}", env!("CARGO_PKG_VERSION"))
-}
 
 pub fn require_root() -> Result<(), Error> {
     if nix::unistd::geteuid().is_root() {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::commands::LOCK_PATIENCE;
-use crate::commands::{default_image, require_root};
+use crate::commands::require_root;
+use crate::docker::default_image;
 use crate::error::Error;
 use crate::labels;
 use crate::leg::Kind;

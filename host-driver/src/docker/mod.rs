@@ -13,4 +13,4 @@ pub use client::DockerClient;
 pub use convert::{BridgeNet, ContainerEvent, RouterInfo, published_tcp};
 pub use error::DockerError;
 pub use pull::PullDisplay;
-pub use spec::{HostDirs, RouterSpec};
+pub use spec::{HostDirs, RouterSpec, default_image};

@@ -25,6 +25,11 @@ pub const ROUTER_LEASE_DIR: &str = netcontainer_proto::contract::LEASE_DIR;
 /// (`NET_RAW`).
 pub const CAPABILITIES: &[&str] = &["NET_ADMIN", "NET_RAW"];
 
+/// The default router image: versioned with the driver.
+pub fn default_image() -> String {
+    format!("netcontainer/router:{}", env!("CARGO_PKG_VERSION"))
+}
+
 /// Everything a router container is made of.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouterSpec {
