@@ -225,7 +225,7 @@ pub struct RouterLabels {
 
 impl RouterLabels {
     /// A router's labels; `netcontainer.role` and `netcontainer.service` are
-    /// checked where routers are recognised (`docker::router_info`).
+    /// checked where routers are recognised (`docker::convert::router_info`).
     pub fn parse(l: &HashMap<String, String>) -> Result<RouterLabels, LabelError> {
         Ok(RouterLabels {
             service_id: get(l, SERVICE_ID).map(str::to_string),
