@@ -86,7 +86,7 @@ pub(super) fn name_of(c: &ContainerInspectResponse) -> String {
 }
 
 /// Extracts what `plan` needs from `docker inspect`; `labels` are the
-/// container's own (see [`DockerClient::own_labels`]).
+/// container's own (see `DockerClient::own_labels`).
 pub fn service_info(
     c: &ContainerInspectResponse,
     labels: HashMap<String, String>,
