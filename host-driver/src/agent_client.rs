@@ -1,7 +1,7 @@
 //! Client side of the agent's control socket.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netcontainer_proto::{
     HEADER_LEN, LeaseCounters, Request, Response, Status, decode_payload, encode_frame, payload_len,
@@ -10,9 +10,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::error::Error;
+use crate::state::{self, ServiceName};
 
 /// How long one request may take beyond what it asks to wait for.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a service's agent may take to answer [`agent_status`] or to
+/// take [`release`]'s request.
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 pub struct AgentClient {
     path: PathBuf,
@@ -94,5 +98,48 @@ pub fn unexpected(resp: Response) -> Error {
     match resp {
         Response::Error(e) => Error::AgentRefused(e),
         other => Error::AgentProtocol(format!("{other:?}")),
+    }
+}
+
+/// Status of a service's agent, or `None` if it does not answer within
+/// [`ANSWER_WITHIN`].
+pub async fn agent_status(service: &ServiceName) -> Option<Status> {
+    let socket = state::socket(service);
+    let fut = async {
+        let mut c = AgentClient::connect(&socket).await.ok()?;
+        c.status().await.ok()
+    };
+    tokio::time::timeout(ANSWER_WITHIN, fut)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Asks `service`'s agent to release its lease and exit (a `Shutdown`
+/// request: a router's agent keeps its lease on SIGTERM, for the reboot
+/// case), and waits, at most `grace_secs`, until it is gone (its socket
+/// removed). An agent that does not answer (a stopped router) has nothing
+/// to send a RELEASE with: its lease expires at the server.
+pub async fn release(service: &ServiceName, grace_secs: i32) {
+    let socket = state::socket(service);
+    let asked = async {
+        let mut c = AgentClient::connect(&socket).await.ok()?;
+        match c.request(&Request::Shutdown, Duration::ZERO).await.ok()? {
+            Response::ShuttingDown => Some(()),
+            _ => None,
+        }
+    };
+    if tokio::time::timeout(ANSWER_WITHIN, asked)
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        tracing::debug!(%service, "the agent did not take a shutdown request; stopping it");
+        return;
+    }
+    let until = Instant::now() + Duration::from_secs(grace_secs.max(1) as u64);
+    while socket.exists() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

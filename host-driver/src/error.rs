@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use crate::docker::DockerError;
 use crate::plan::PlanError;
 use crate::plumb::PlumbError;
-use crate::state::NameError;
+use crate::state::{NameError, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,15 +61,6 @@ pub enum Error {
     Busy(String),
     #[error("router container {0} stopped right after it started")]
     RouterDied(String),
-    #[error("{what} {path}: {source}")]
-    File {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("refusing to use {path}: {why}")]
-    UnsafeState { path: PathBuf, why: String },
     #[error("doctor found {0} problem(s): the FAIL lines above, each with its fix")]
     DoctorFound(usize),
     #[error("interrupted by {0}; everything this command had created was removed")]
@@ -82,6 +73,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Name(#[from] NameError),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error(transparent)]
     Docker(#[from] DockerError),
     #[error(transparent)]
@@ -125,14 +118,11 @@ impl Error {
                 "give each service its own netcontainer.identity label (identities must also be unique across the hosts on one LAN)".into(),
             ),
             Error::RouterDied(name) => Some(format!("`docker logs {name}` shows why")),
-            Error::UnsafeState { path, .. } => Some(format!(
-                "netcontainer keeps root-only state there; remove or fix {} (NETCONTAINER_RUN_DIR and NETCONTAINER_LIB_DIR pick other places)",
-                path.display()
-            )),
             Error::ServiceRoute { .. } => Some(
                 "--source masquerade leaves the service's routes alone (clients then appear as the router)".into(),
             ),
             Error::Name(e) => Some(e.hint().into()),
+            Error::State(e) => e.hint(),
             Error::Docker(e) => e.hint(),
             Error::Plumb(e) => e.hint(),
             Error::Plan(e) => e.hint().map(str::to_string),

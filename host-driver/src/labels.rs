@@ -1,6 +1,6 @@
-//! The one parser of `netcontainer.*` labels: on services ([`ServiceLabels`],
-//! what the operator asks for) and on routers ([`RouterLabels`], what `up`
-//! recorded). `up`, `watch`, plan derivation and `ls` all read labels here,
+//! The `netcontainer.*` labels: their names, and the one parser of them on
+//! services ([`ServiceLabels`], what the operator asks for) and on routers
+//! ([`RouterLabels`], what `up` recorded). `up`, `watch`, plan derivation and `ls` all read labels here,
 //! with one rule for booleans and errors that name the label.
 //!
 //! An empty value is the same as no label. Booleans: `true`/`1`/`yes` and
@@ -11,9 +11,52 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 
-use crate::plan::{Mode, PortSpec, labels, parse_mac, parse_port_list};
+use crate::leg::Kind;
+use crate::mac::parse_mac;
+use crate::ports::{PortSpec, parse_port_list};
 use crate::state::ServiceName;
 use netcontainer_proto::SourceMode;
+
+// The label keys: on services (what the operator asks for) and on routers
+// (what the driver recorded).
+
+/// Every label of ours starts with this.
+pub const PREFIX: &str = "netcontainer.";
+pub const ROLE: &str = "netcontainer.role";
+pub const ROLE_ROUTER: &str = "router";
+pub const SERVICE: &str = "netcontainer.service";
+pub const SERVICE_ID: &str = "netcontainer.service-id";
+pub const PARENT: &str = "netcontainer.parent";
+pub const MODE: &str = "netcontainer.mode";
+pub const MAC: &str = "netcontainer.mac";
+pub const HOSTNAME: &str = "netcontainer.hostname";
+pub const PORTS: &str = "netcontainer.ports";
+pub const NETWORK: &str = "netcontainer.network";
+/// `gateway` or `masquerade` (on a service, or recorded by `up`).
+pub const SOURCE: &str = "netcontainer.source";
+/// On a router: "false" when made with `up --no-host-route` (no host
+/// route shim for its lease).
+pub const HOST_ROUTE: &str = "netcontainer.host-route";
+/// On a service: the address to ask the DHCP server for (option 50); on
+/// a router: the address it was made asking for.
+pub const IP: &str = "netcontainer.ip";
+/// `off` or `auto` (the default): IPv6 on the LAN leg.
+pub const IPV6: &str = "netcontainer.ipv6";
+/// Host directory bind-mounted into the router (socket, lease).
+pub const STATE_DIR: &str = "netcontainer.state-dir";
+/// On a service: `watch` gives it a router.
+pub const ENABLE: &str = "netcontainer.enable";
+/// "true" (on a service, or set by `up --arp-probe`): the router's agent
+/// probes a new address with ARP before using it (`--arp-probe`).
+pub const ARP_PROBE: &str = "netcontainer.arp-probe";
+/// On a service: the identity its MAC and client id derive from,
+/// overriding the derived one; on a router: the identity it was made with.
+pub const IDENTITY: &str = "netcontainer.identity";
+/// Set by Docker Swarm on a task's container.
+pub const SWARM_SERVICE: &str = "com.docker.swarm.service.name";
+/// `<service>.<slot>.<task id>` (the node ID instead of the slot for a
+/// global service).
+pub const SWARM_TASK: &str = "com.docker.swarm.task.name";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("label {label}: {message}")]
@@ -57,21 +100,21 @@ fn get_bool(l: &HashMap<String, String>, k: &str) -> Result<bool, LabelError> {
     get(l, k).map_or(Ok(false), |v| parse_bool(k, v))
 }
 
-fn get_mode(l: &HashMap<String, String>) -> Result<Option<Mode>, LabelError> {
-    get(l, labels::MODE)
-        .map(|v| v.parse().map_err(|e| err(labels::MODE, e)))
+fn get_mode(l: &HashMap<String, String>) -> Result<Option<Kind>, LabelError> {
+    get(l, MODE)
+        .map(|v| v.parse().map_err(|e| err(MODE, e)))
         .transpose()
 }
 
 fn get_source(l: &HashMap<String, String>) -> Result<Option<SourceMode>, LabelError> {
-    get(l, labels::SOURCE)
-        .map(|v| v.parse().map_err(|e| err(labels::SOURCE, e)))
+    get(l, SOURCE)
+        .map(|v| v.parse().map_err(|e| err(SOURCE, e)))
         .transpose()
 }
 
 fn get_mac(l: &HashMap<String, String>) -> Result<Option<[u8; 6]>, LabelError> {
-    get(l, labels::MAC)
-        .map(|v| parse_mac(v).map_err(|e| err(labels::MAC, e)))
+    get(l, MAC)
+        .map(|v| parse_mac(v).map_err(|e| err(MAC, e)))
         .transpose()
 }
 
@@ -91,39 +134,26 @@ pub fn parse_ip(label: &str, v: &str) -> Result<std::net::Ipv4Addr, LabelError> 
 }
 
 fn get_ip(l: &HashMap<String, String>) -> Result<Option<std::net::Ipv4Addr>, LabelError> {
-    get(l, labels::IP)
-        .map(|v| parse_ip(labels::IP, v))
-        .transpose()
+    get(l, IP).map(|v| parse_ip(IP, v)).transpose()
 }
 
 fn get_ipv6(
     l: &HashMap<String, String>,
 ) -> Result<Option<netcontainer_proto::Ipv6Mode>, LabelError> {
-    get(l, labels::IPV6)
-        .map(|v| v.parse().map_err(|e: String| err(labels::IPV6, e)))
+    get(l, IPV6)
+        .map(|v| v.parse().map_err(|e: String| err(IPV6, e)))
         .transpose()
 }
 
 fn get_ports(l: &HashMap<String, String>) -> Result<Option<Vec<PortSpec>>, LabelError> {
-    get(l, labels::PORTS)
-        .map(|v| parse_port_list(v).map_err(|e| err(labels::PORTS, e)))
+    get(l, PORTS)
+        .map(|v| parse_port_list(v).map_err(|e| err(PORTS, e)))
         .transpose()
 }
 
 /// The labels an operator may put on a service container.
 pub const SERVICE_KEYS: &[&str] = &[
-    labels::ENABLE,
-    labels::PARENT,
-    labels::MODE,
-    labels::MAC,
-    labels::HOSTNAME,
-    labels::PORTS,
-    labels::ARP_PROBE,
-    labels::IDENTITY,
-    labels::NETWORK,
-    labels::SOURCE,
-    labels::IP,
-    labels::IPV6,
+    ENABLE, PARENT, MODE, MAC, HOSTNAME, PORTS, ARP_PROBE, IDENTITY, NETWORK, SOURCE, IP, IPV6,
 ];
 
 /// What a service's labels ask for.
@@ -132,7 +162,7 @@ pub struct ServiceLabels {
     /// `netcontainer.enable`: `watch` gives it a router.
     pub enable: bool,
     pub parent: Option<String>,
-    pub mode: Option<Mode>,
+    pub mode: Option<Kind>,
     pub mac: Option<[u8; 6]>,
     pub hostname: Option<String>,
     /// `netcontainer.ports`; `None` when absent (exposed ports then).
@@ -154,18 +184,18 @@ impl ServiceLabels {
     pub fn parse(l: &HashMap<String, String>) -> Result<ServiceLabels, LabelError> {
         let unknown: BTreeSet<String> = l
             .keys()
-            .filter(|k| k.starts_with(labels::PREFIX) && !SERVICE_KEYS.contains(&k.as_str()))
+            .filter(|k| k.starts_with(PREFIX) && !SERVICE_KEYS.contains(&k.as_str()))
             .cloned()
             .collect();
         Ok(ServiceLabels {
-            enable: get_bool(l, labels::ENABLE)?,
-            parent: get(l, labels::PARENT).map(str::to_string),
+            enable: get_bool(l, ENABLE)?,
+            parent: get(l, PARENT).map(str::to_string),
             mode: get_mode(l)?,
             mac: get_mac(l)?,
-            hostname: get(l, labels::HOSTNAME).map(str::to_string),
+            hostname: get(l, HOSTNAME).map(str::to_string),
             ports: get_ports(l)?,
-            arp_probe: get_bool(l, labels::ARP_PROBE)?,
-            network: get(l, labels::NETWORK).map(str::to_string),
+            arp_probe: get_bool(l, ARP_PROBE)?,
+            network: get(l, NETWORK).map(str::to_string),
             source: get_source(l)?,
             ip: get_ip(l)?,
             ipv6: get_ipv6(l)?,
@@ -179,7 +209,7 @@ impl ServiceLabels {
 pub struct RouterLabels {
     pub service_id: Option<String>,
     pub parent: Option<String>,
-    pub mode: Option<Mode>,
+    pub mode: Option<Kind>,
     pub mac: Option<[u8; 6]>,
     pub hostname: Option<String>,
     pub ports: Vec<PortSpec>,
@@ -195,20 +225,19 @@ pub struct RouterLabels {
 
 impl RouterLabels {
     /// A router's labels; `netcontainer.role` and `netcontainer.service` are
-    /// checked where routers are recognised (`docker::router_info`).
+    /// checked where routers are recognised (`docker::convert::router_info`).
     pub fn parse(l: &HashMap<String, String>) -> Result<RouterLabels, LabelError> {
         Ok(RouterLabels {
-            service_id: get(l, labels::SERVICE_ID).map(str::to_string),
-            parent: get(l, labels::PARENT).map(str::to_string),
+            service_id: get(l, SERVICE_ID).map(str::to_string),
+            parent: get(l, PARENT).map(str::to_string),
             mode: get_mode(l)?,
             mac: get_mac(l)?,
-            hostname: get(l, labels::HOSTNAME).map(str::to_string),
+            hostname: get(l, HOSTNAME).map(str::to_string),
             ports: get_ports(l)?.unwrap_or_default(),
-            network: get(l, labels::NETWORK).map(str::to_string),
-            arp_probe: get_bool(l, labels::ARP_PROBE)?,
+            network: get(l, NETWORK).map(str::to_string),
+            arp_probe: get_bool(l, ARP_PROBE)?,
             source: get_source(l)?,
-            host_route: get(l, labels::HOST_ROUTE)
-                .map_or(Ok(true), |v| parse_bool(labels::HOST_ROUTE, v))?,
+            host_route: get(l, HOST_ROUTE).map_or(Ok(true), |v| parse_bool(HOST_ROUTE, v))?,
             ip: get_ip(l)?,
             ipv6: get_ipv6(l)?,
         })
@@ -308,7 +337,7 @@ mod tests {
         assert!(l.enable);
         assert_eq!(l.ip, Some("203.0.113.77".parse().unwrap()));
         assert_eq!(l.parent.as_deref(), Some("eth0"));
-        assert_eq!(l.mode, Some(Mode::Ipvlan));
+        assert_eq!(l.mode, Some(crate::leg::IPVLAN));
         assert_eq!(l.mac, Some([2, 0, 0, 0, 0, 1]));
         assert_eq!(l.hostname.as_deref(), Some("web"));
         assert_eq!(
@@ -379,7 +408,7 @@ mod tests {
         assert_eq!(l.ip, Some("203.0.113.77".parse().unwrap()));
         assert_eq!(l.service_id.as_deref(), Some("abc"));
         assert_eq!(l.parent.as_deref(), Some("eth0"));
-        assert_eq!(l.mode, Some(Mode::Macvlan));
+        assert_eq!(l.mode, Some(crate::leg::MACVLAN));
         assert_eq!(l.mac, Some([2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee]));
         assert_eq!(l.network.as_deref(), Some("net"));
         assert_eq!(l.ports.len(), 2);

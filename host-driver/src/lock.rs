@@ -11,7 +11,7 @@ use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::Error;
-use crate::state::{self, ServiceName};
+use crate::state::{self, ServiceName, StateError};
 
 /// Held while it lives.
 pub struct ServiceLock {
@@ -24,11 +24,12 @@ impl ServiceLock {
         match Flock::lock(state::open_lock(service)?, FlockArg::LockExclusiveNonblock) {
             Ok(f) => Ok(Some(ServiceLock { _flock: f })),
             Err((_, Errno::EWOULDBLOCK)) => Ok(None),
-            Err((_, e)) => Err(Error::File {
+            Err((_, e)) => Err(StateError::File {
                 what: "cannot lock",
                 path: state::lock_path(service),
                 source: e.into(),
-            }),
+            }
+            .into()),
         }
     }
 

@@ -3,17 +3,17 @@
 
 mod agent_client;
 mod commands;
-mod config;
 mod docker;
 mod error;
+mod interrupt;
 mod labels;
+mod leg;
 mod lock;
-mod metrics;
-mod monitor;
-mod notify;
+mod mac;
 mod output;
 mod plan;
 mod plumb;
+mod ports;
 mod progress;
 mod registry;
 mod router;
@@ -21,7 +21,7 @@ mod service_route;
 mod shim;
 mod state;
 mod template;
-mod whoami;
+mod watch;
 
 use std::process::ExitCode;
 

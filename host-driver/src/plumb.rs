@@ -1,5 +1,5 @@
-//! The router's LAN leg: a macvlan (or ipvlan) on the host's parent NIC,
-//! created directly inside the router container's network namespace.
+//! The router's LAN leg: a link of its leg kind (`leg`) on the host's parent
+//! NIC, created directly inside the router container's network namespace.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -7,10 +7,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{IpVlanMode, LinkAttribute, LinkFlags, MacVlanMode, State};
-use rtnetlink::{Handle, LinkIpVlan, LinkMacVlan};
+use rtnetlink::Handle;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, State};
 
-use crate::plan::Mode;
+use crate::leg::{Kind, LinkSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlumbError {
@@ -32,6 +32,14 @@ pub enum PlumbError {
         #[source]
         source: rtnetlink::Error,
     },
+    /// Making a leg of `kind` failed.
+    #[error("{what}: {source}")]
+    Leg {
+        kind: Kind,
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
 }
 
 impl PlumbError {
@@ -41,17 +49,9 @@ impl PlumbError {
                 "`ip link` lists the host's interfaces; --parent names the NIC on the LAN".into(),
             ),
             PlumbError::ParentDown(p) => Some(format!("bring it up first: ip link set {p} up")),
-            PlumbError::Netlink { what, source } if unsupported(source) => Some(
-                if what.contains(Mode::Ipvlan.as_str()) {
-                    "this kernel has no ipvlan support (modprobe ipvlan; if that fails, the \
-                     kernel was built without CONFIG_IPVLAN: use --mode macvlan, or run \
-                     `netcontainer doctor`)"
-                } else {
-                    "this kernel has no macvlan support (modprobe macvlan; if that fails, the \
-                     kernel was built without CONFIG_MACVLAN; `netcontainer doctor` checks)"
-                }
-                .into(),
-            ),
+            PlumbError::Leg { kind, source, .. } if unsupported(source) => {
+                Some(kind.unsupported_hint().into())
+            }
             _ => None,
         }
     }
@@ -79,6 +79,16 @@ pub struct Plumber {
 pub struct Parent {
     pub name: String,
     pub index: u32,
+}
+
+/// One leg to make: its kind, its parent, its name and its MAC (not used by
+/// a kind whose legs have the parent's).
+#[derive(Clone, Copy, Debug)]
+pub struct Leg<'a> {
+    pub parent: &'a Parent,
+    pub kind: Kind,
+    pub name: &'a str,
+    pub mac: [u8; 6],
 }
 
 impl Plumber {
@@ -131,53 +141,41 @@ impl Plumber {
         })
     }
 
-    /// Creates `ifname` on `parent` inside the network namespace of `pid`
-    /// (see [`open_netns`] for `sandbox`). The namespace is opened first and
-    /// held by fd, so a recycled pid cannot redirect the link (the caller
+    /// Creates `leg` inside the network namespace of `pid` (see
+    /// [`open_netns`] for `sandbox`). The namespace is opened first and held
+    /// by fd, so a recycled pid cannot redirect the link (the caller
     /// re-checks the pid afterwards).
     pub async fn add_leg(
         &self,
-        parent: &Parent,
+        leg: &Leg<'_>,
         pid: u32,
         sandbox: Option<&Path>,
-        ifname: &str,
-        mode: Mode,
-        mac: [u8; 6],
     ) -> Result<(), PlumbError> {
         let ns = open_netns(pid, sandbox)?;
-        self.add_leg_into(parent, &ns, ifname, mode, mac).await
+        self.add_leg_into(leg, &ns).await
     }
 
-    /// Creates `ifname` on `parent` directly inside the network namespace
-    /// `ns` (an open `/proc/.../ns/net`): the link never exists in the host's
-    /// namespace. With ipvlan `mac` is not used (the leg has the parent's).
-    pub async fn add_leg_into(
-        &self,
-        parent: &Parent,
-        ns: &File,
-        ifname: &str,
-        mode: Mode,
-        mac: [u8; 6],
-    ) -> Result<(), PlumbError> {
-        let msg = match mode {
-            Mode::Macvlan => LinkMacVlan::new(ifname, parent.index, MacVlanMode::Bridge)
-                .address(mac.to_vec())
-                .setns_by_fd(ns.as_raw_fd())
-                .build(),
-            Mode::Ipvlan => LinkIpVlan::new(ifname, parent.index, IpVlanMode::L2)
-                .setns_by_fd(ns.as_raw_fd())
-                .build(),
-        };
+    /// Creates `leg` directly inside the network namespace `ns` (an open
+    /// `/proc/.../ns/net`): the link never exists in the host's namespace.
+    pub async fn add_leg_into(&self, leg: &Leg<'_>, ns: &File) -> Result<(), PlumbError> {
+        let msg = leg.kind.link(&LinkSpec {
+            name: leg.name,
+            parent_index: leg.parent.index,
+            mac: Some(leg.mac),
+            netns: Some(ns.as_raw_fd()),
+        });
         self.handle
             .link()
             .add(msg)
             .execute()
             .await
-            .map_err(|source| PlumbError::Netlink {
+            .map_err(|source| PlumbError::Leg {
+                kind: leg.kind,
                 what: format!(
-                    "creating {} {ifname} on {} in its namespace",
-                    mode.as_str(),
-                    parent.name
+                    "creating {} {} on {} in its namespace",
+                    leg.kind.name(),
+                    leg.name,
+                    leg.parent.name
                 ),
                 source,
             })

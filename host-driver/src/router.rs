@@ -6,67 +6,16 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use netcontainer_proto::{Plan, Request, Response, SourceMode, Status};
-use tokio::sync::watch;
 
-use crate::agent_client::{AgentClient, unexpected};
-use crate::docker::{DockerClient, PullDisplay, RouterInfo};
+use crate::agent_client::{AgentClient, agent_status, release, unexpected};
+use crate::docker::{DockerClient, HostDirs, PullDisplay, RouterInfo, RouterSpec};
 use crate::error::Error;
+use crate::interrupt::{Interrupt, interrupted, on_interrupt};
 use crate::labels::{RouterLabels, ServiceLabels};
-use crate::plan::{self, LAN_IF, Mode, PlanError, RouterPlan, ServiceInfo, UpOptions};
-use crate::plumb::{Parent, PlumbError, Plumber};
+use crate::plan::{self, LAN_IF, PlanError, RouterPlan, ServiceInfo, UpOptions};
+use crate::plumb::{Leg, Parent, PlumbError, Plumber};
 use crate::progress::Progress;
 use crate::state::{self, ServiceName};
-
-/// Set to `Some(signal name)` when the user interrupts a command; `up` then
-/// stops at the next step and rolls back.
-pub type Interrupt = watch::Receiver<Option<&'static str>>;
-
-/// An [`Interrupt`] that never fires (watch). Its sender is gone at once,
-/// which [`on_interrupt`] takes as "never".
-pub fn never_interrupted() -> Interrupt {
-    watch::channel(None).1
-}
-
-/// An [`Interrupt`] fired by SIGINT or SIGTERM. From this call on those
-/// signals no longer end the process: the command stops at its next step
-/// and cleans up.
-pub fn interrupt_on_signals() -> Result<Interrupt, Error> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let err = |e: std::io::Error| Error::Usage(format!("cannot install signal handlers: {e}"));
-    let mut int = signal(SignalKind::interrupt()).map_err(err)?;
-    let mut term = signal(SignalKind::terminate()).map_err(err)?;
-    let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        let sig = tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
-        tracing::warn!("{sig}: stopping and rolling back");
-        let _ = tx.send(Some(sig));
-        // Keep the sender: a dropped one would read as "never".
-        std::future::pending::<()>().await;
-    });
-    Ok(rx)
-}
-
-fn interrupted(i: &Interrupt) -> Result<(), Error> {
-    match *i.borrow() {
-        Some(sig) => Err(Error::Interrupted(sig)),
-        None => Ok(()),
-    }
-}
-
-/// Waits until `i` fires.
-async fn on_interrupt(i: &mut Interrupt) -> Error {
-    loop {
-        if let Some(sig) = *i.borrow_and_update() {
-            return Error::Interrupted(sig);
-        }
-        if i.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
 
 /// The options a router was created with, from its labels (so `watch` keeps
 /// what `up --publish/--mac/...` chose).
@@ -77,9 +26,9 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         mode: l.mode,
         publish: l.ports,
         hostname: l.hostname,
-        // An ipvlan leg has the parent's MAC: the label records the unused
+        // A leg with the parent's MAC (ipvlan): the label records the unused
         // derived one, which `derive` would refuse as a chosen MAC.
-        mac: l.mac.filter(|_| l.mode != Some(Mode::Ipvlan)),
+        mac: l.mac.filter(|_| l.mode.unwrap_or_default().own_mac()),
         arp_probe: l.arp_probe,
         network: l.network,
         source: l.source,
@@ -90,50 +39,21 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
     })
 }
 
-/// Status of a service's agent, or `None` if it does not answer within 3 s.
-pub async fn agent_status(service: &ServiceName) -> Option<Status> {
-    let socket = state::socket(service);
-    let fut = async {
-        let mut c = AgentClient::connect(&socket).await.ok()?;
-        c.status().await.ok()
-    };
-    tokio::time::timeout(Duration::from_secs(3), fut)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Asks `service`'s agent to release its lease and exit (a `Shutdown`
-/// request: a router's agent keeps its lease on SIGTERM, for the reboot
-/// case), and waits, at most `grace_secs`, until it is gone (its socket
-/// removed). An agent that does not answer (a stopped router) has nothing
-/// to send a RELEASE with: its lease expires at the server.
-pub async fn release(service: &ServiceName, grace_secs: i32) {
-    let socket = state::socket(service);
-    let asked = async {
-        let mut c = AgentClient::connect(&socket).await.ok()?;
-        match c.request(&Request::Shutdown, Duration::ZERO).await.ok()? {
-            Response::ShuttingDown => Some(()),
-            _ => None,
-        }
-    };
-    if tokio::time::timeout(HEAL_CONNECT, asked)
-        .await
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        tracing::debug!(%service, "the agent did not take a shutdown request; stopping it");
-        return;
-    }
-    let until = Instant::now() + Duration::from_secs(grace_secs.max(1) as u64);
-    while socket.exists() && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// How long `heal` waits for a router's agent to answer.
 const HEAL_CONNECT: Duration = Duration::from_secs(3);
+
+/// What `up` is asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct UpRequest<'a> {
+    pub service: &'a ServiceInfo,
+    pub options: &'a UpOptions,
+    /// The router image.
+    pub image: &'a str,
+    /// How long the lease may take.
+    pub timeout: Duration,
+    /// Progress on the terminal (a command), else in the log only (watch).
+    pub progress: bool,
+}
 
 pub struct Driver {
     pub docker: DockerClient,
@@ -159,18 +79,15 @@ impl Driver {
         })
     }
 
-    /// Creates and starts the router for `svc`, plumbs its LAN leg, sends the
-    /// plan and waits for the lease. On any failure everything created is
-    /// removed again.
+    /// Creates and starts the router for `req.service`, plumbs its LAN leg,
+    /// sends the plan and waits for the lease. On any failure, or when
+    /// `interrupt` fires, everything created is removed again.
     pub async fn up(
         &self,
-        svc: &ServiceInfo,
-        opts: &UpOptions,
-        image: &str,
-        timeout: Duration,
-        progress: bool,
+        req: &UpRequest<'_>,
         mut interrupt: Interrupt,
     ) -> Result<(RouterPlan, Status), Error> {
+        let (svc, opts, image) = (req.service, req.options, req.image);
         let name = ServiceName::parse(&svc.name)?;
         if let Some(r) = self.docker.router(&name).await? {
             let address = agent_status(&r.service)
@@ -207,7 +124,7 @@ impl Driver {
             // Before anything is created: a pull that fails or is
             // interrupted leaves nothing to roll back (dropping the pull
             // closes the connection, and the daemon stops it).
-            let show = if progress {
+            let show = if req.progress {
                 PullDisplay::for_stderr()
             } else {
                 PullDisplay::Log
@@ -227,17 +144,7 @@ impl Driver {
         // Interrupted at a step boundary or while waiting; never in the middle
         // of a Docker call, so what was created is always known.
         let result = self
-            .create(
-                svc,
-                &parent,
-                &rp,
-                &name,
-                image,
-                timeout,
-                progress,
-                &mut interrupt,
-                &mut created,
-            )
+            .create(req, &rp, &parent, &mut interrupt, &mut created)
             .await;
         match result {
             Ok(status) => {
@@ -264,44 +171,50 @@ impl Driver {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The steps of `up` that create something, each recorded in `created`
+    /// (for the roll-back) before it is made.
     async fn create(
         &self,
-        svc: &ServiceInfo,
-        parent: &Parent,
+        req: &UpRequest<'_>,
         rp: &RouterPlan,
-        name: &ServiceName,
-        image: &str,
-        timeout: Duration,
-        progress: bool,
+        parent: &Parent,
         interrupt: &mut Interrupt,
         created: &mut Created,
     ) -> Result<Status, Error> {
-        let deadline = Instant::now() + timeout;
-        let mut progress = Progress::new(&rp.service, progress);
+        let deadline = Instant::now() + req.timeout;
+        let mut progress = Progress::new(&rp.service, req.progress);
+        let name = created.service.clone();
         // A directory left by a crashed run holds nothing worth keeping but
         // its lease, which the agent may reuse; it is ours either way.
         created.dir = true;
-        let host_dir = state::ensure_service_dir(name)?;
-        let lease_dir = state::ensure_lease_dir(name)?;
-        let socket = state::socket(name);
+        let host_dir = state::ensure_service_dir(&name)?;
+        let lease_dir = state::ensure_lease_dir(&name)?;
+        let socket = state::socket(&name);
         let _ = std::fs::remove_file(&socket);
         interrupted(interrupt)?;
 
         progress.phase("creating the router");
         created.container_name = Some(rp.router_name.clone());
-        let id = self
-            .docker
-            .create_router(rp, image, &host_dir, &lease_dir)
-            .await?;
+        let dirs = HostDirs {
+            state: &host_dir,
+            lease: &lease_dir,
+        };
+        let kernel_has_ipv6 = Path::new("/proc/sys/net/ipv6").exists();
+        let spec = RouterSpec::of(rp, req.image, dirs, kernel_has_ipv6);
+        let id = self.docker.create_router(&spec).await?;
         created.container = Some(id.clone());
         interrupted(interrupt)?;
         progress.phase("starting the router");
         self.docker.start(&id).await?;
         interrupted(interrupt)?;
         progress.phase("plumbing the LAN leg");
-        self.plumb(&id, &rp.router_name, parent, rp.mode, rp.mac)
-            .await?;
+        let leg = Leg {
+            parent,
+            kind: rp.mode,
+            name: LAN_IF,
+            mac: rp.mac,
+        };
+        self.plumb(&id, &rp.router_name, &leg).await?;
         tracing::info!(router = %rp.router_name, "router started, LAN leg plumbed");
         interrupted(interrupt)?;
 
@@ -324,7 +237,8 @@ impl Driver {
                 // as Docker made them, so rolling back never has to restore.
                 if rp.plan.source == SourceMode::Gateway {
                     progress.phase("routing the service through its router");
-                    self.route_service_via(svc, &id, &rp.network).await?;
+                    self.route_service_via(req.service, &id, &rp.network)
+                        .await?;
                 }
                 return Ok(status);
             }
@@ -332,7 +246,7 @@ impl Driver {
             if Instant::now() >= deadline {
                 return Err(Error::UpTimeout {
                     service: rp.service.clone(),
-                    secs: timeout.as_secs(),
+                    secs: req.timeout.as_secs(),
                     state,
                 });
             }
@@ -340,26 +254,15 @@ impl Driver {
         }
     }
 
-    /// Creates the LAN leg in a running router's namespace. A leg that is
-    /// already there is fine.
-    async fn plumb(
-        &self,
-        id: &str,
-        name: &str,
-        parent: &Parent,
-        mode: Mode,
-        mac: [u8; 6],
-    ) -> Result<(), Error> {
+    /// Creates the LAN leg in a running router's namespace (container `id`,
+    /// named `name`). A leg that is already there is fine.
+    async fn plumb(&self, id: &str, name: &str, leg: &Leg<'_>) -> Result<(), Error> {
         let (pid, sandbox) = self.docker.netns(id).await?;
         let pid = pid.ok_or_else(|| Error::RouterDied(name.to_string()))?;
-        match self
-            .plumber
-            .add_leg(parent, pid, sandbox.as_deref(), LAN_IF, mode, mac)
-            .await
-        {
+        match self.plumber.add_leg(leg, pid, sandbox.as_deref()).await {
             Ok(()) => {}
-            Err(PlumbError::Netlink { source, .. })
-                if netlink_errno(&source) == Some(libc::EEXIST) => {}
+            Err(PlumbError::Leg { source, .. }) if netlink_errno(&source) == Some(libc::EEXIST) => {
+            }
             Err(e) => return Err(e.into()),
         }
         // The namespace was opened by pid: make sure it was still this router's.
@@ -399,8 +302,13 @@ impl Driver {
             let mac = opts
                 .mac
                 .unwrap_or_else(|| plan::stable_mac(&router_identity(r)));
-            self.plumb(&r.id, &r.name, &parent, opts.mode.unwrap_or_default(), mac)
-                .await?;
+            let leg = Leg {
+                parent: &parent,
+                kind: opts.mode.unwrap_or_default(),
+                name: LAN_IF,
+                mac,
+            };
+            self.plumb(&r.id, &r.name, &leg).await?;
             apply(&mut client, &desired).await?;
             tracing::info!(service = %svc.name, router = %r.name, "router re-plumbed and plan sent");
             self.route_if_gateway(r, svc, &desired).await?;
@@ -571,7 +479,7 @@ impl Driver {
         release(&r.service, grace_secs).await;
         self.docker.remove(&r.id, grace_secs).await?;
         self.sync_host_routes().await;
-        state::remove_service_dir(&r.service)
+        Ok(state::remove_service_dir(&r.service)?)
     }
 }
 
@@ -580,7 +488,7 @@ impl Driver {
 /// service's name.
 pub fn router_identity(r: &RouterInfo) -> String {
     r.labels
-        .get(crate::plan::labels::IDENTITY)
+        .get(crate::labels::IDENTITY)
         .filter(|v| !v.is_empty())
         .cloned()
         .unwrap_or_else(|| r.service.to_string())
@@ -603,7 +511,7 @@ pub fn desired_plan(svc: &ServiceInfo, opts: &UpOptions, identity: &str) -> Resu
         interface: LAN_IF.into(),
         hostname: Some(hostname),
         client_id: Some(plan::client_id(identity)),
-        broadcast_flag: plan::needs_broadcast_flag(opts.mode.unwrap_or_default()),
+        broadcast_flag: opts.mode.unwrap_or_default().broadcast_flag(),
         forwards: Vec::new(),
         source: Default::default(),
         service: None,
@@ -701,7 +609,7 @@ mod tests {
         };
         let opts = UpOptions {
             parent: Some("eth0".into()),
-            mode: Some(Mode::Ipvlan),
+            mode: Some(crate::leg::IPVLAN),
             ..Default::default()
         };
         let rp = derive(&svc, &opts).unwrap();

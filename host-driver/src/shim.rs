@@ -14,10 +14,11 @@
 //! on the link. Traffic from containers reaches it masqueraded by Docker's
 //! own rule (out of a non-Docker interface) to the shim's address.
 //!
-//! A parent whose routers use ipvlan gets an ipvlan shim (mode l2) instead:
-//! a device is either a macvlan or an ipvlan lower device, never both, and
-//! ipvlan legs of one parent reach each other in l2 mode as macvlan legs do
-//! in bridge mode ([`shim_kind`]).
+//! The shim is of its parent's routers' leg kind (`leg`), made by the same
+//! [`crate::leg::LegKind::link`]: a parent whose routers use ipvlan gets an
+//! ipvlan shim (mode l2), since a device is either a macvlan or an ipvlan
+//! lower device, never both, and ipvlan legs of one parent reach each other
+//! in l2 mode as macvlan legs do in bridge mode ([`shim_kind`]).
 //!
 //! [`sync`] keeps shims and routes in step with the leases: a shim exists
 //! for a parent while at least one router on it holds a lease (and did not
@@ -27,12 +28,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::link::{InfoKind, IpVlanMode, LinkAttribute, LinkInfo, MacVlanMode};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkInfo};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteScope};
-use rtnetlink::{Handle, LinkIpVlan, LinkMacVlan, LinkUnspec, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::docker::DockerClient;
-use crate::plan::Mode;
+use crate::leg::{Kind, LinkSpec};
 
 /// Name prefix of shims.
 pub const PREFIX: &str = "nch";
@@ -74,15 +75,17 @@ fn seed(parent: &str) -> String {
     format!("{}/{parent}", id.trim())
 }
 
-/// The shim's link kind for a parent whose routers use `modes`: ipvlan as
-/// soon as one does (the parent is then an ipvlan master, and a macvlan on
-/// it would be refused, as would the router's leg after a macvlan shim).
-pub fn shim_kind(modes: &BTreeSet<Mode>) -> Mode {
-    if modes.contains(&Mode::Ipvlan) {
-        Mode::Ipvlan
-    } else {
-        Mode::Macvlan
-    }
+/// The shim's link kind for a parent whose routers use `kinds`: theirs, and
+/// when they disagree the one of highest [`crate::leg::LegKind::shim_precedence`]
+/// (ipvlan as soon as one router uses it: the parent is then an ipvlan
+/// master, and a macvlan on it would be refused, as would the router's leg
+/// after a macvlan shim).
+pub fn shim_kind(kinds: &BTreeSet<Kind>) -> Kind {
+    kinds
+        .iter()
+        .copied()
+        .max_by_key(|k| k.shim_precedence())
+        .unwrap_or_default()
 }
 
 /// Brings shims and their routes in line with the leases of the routers
@@ -98,7 +101,7 @@ pub async fn sync(docker: &DockerClient, handle: &Handle) -> Result<(), ShimErro
         }
     };
     let mut leases: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
-    let mut modes: BTreeMap<String, BTreeSet<Mode>> = BTreeMap::new();
+    let mut kinds: BTreeMap<String, BTreeSet<Kind>> = BTreeMap::new();
     for r in routers.iter().filter(|r| r.running) {
         let Ok(l) = crate::labels::RouterLabels::parse(&r.labels) else {
             continue;
@@ -106,14 +109,14 @@ pub async fn sync(docker: &DockerClient, handle: &Handle) -> Result<(), ShimErro
         let Some(parent) = l.parent.filter(|p| !p.is_empty()) else {
             continue;
         };
-        modes
+        kinds
             .entry(parent.clone())
             .or_default()
             .insert(l.mode.unwrap_or_default());
         if !l.host_route {
             continue;
         }
-        if let Some(l) = crate::router::agent_status(&r.service)
+        if let Some(l) = crate::agent_client::agent_status(&r.service)
             .await
             .and_then(|s| s.lease)
         {
@@ -126,7 +129,7 @@ pub async fn sync(docker: &DockerClient, handle: &Handle) -> Result<(), ShimErro
         match parent_index(handle, parent).await {
             Ok(Some(index)) => {
                 keep.insert(index);
-                let kind = shim_kind(&modes.get(parent).cloned().unwrap_or_default());
+                let kind = shim_kind(&kinds.get(parent).cloned().unwrap_or_default());
                 if let Err(e) = sync_parent(handle, parent, index, kind, addrs).await {
                     tracing::warn!(parent = %crate::output::safe(parent), error = %e, "host routes not in step");
                     first_err.get_or_insert(e);
@@ -164,7 +167,7 @@ async fn parent_index(handle: &Handle, name: &str) -> Result<Option<u32>, ShimEr
 }
 
 /// Shim links in the host namespace: (name, index, parent index, kind).
-async fn shims(handle: &Handle) -> Result<Vec<(String, u32, u32, Mode)>, ShimError> {
+async fn shims(handle: &Handle) -> Result<Vec<(String, u32, u32, Kind)>, ShimError> {
     let links: Vec<_> = handle
         .link()
         .get()
@@ -182,8 +185,7 @@ async fn shims(handle: &Handle) -> Result<Vec<(String, u32, u32, Mode)>, ShimErr
             let parent = is_shim_name(&name)?;
             let kind = m.attributes.iter().find_map(|a| match a {
                 LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
-                    LinkInfo::Kind(InfoKind::MacVlan) => Some(Mode::Macvlan),
-                    LinkInfo::Kind(InfoKind::IpVlan) => Some(Mode::Ipvlan),
+                    LinkInfo::Kind(k) => Kind::of_link(k),
                     _ => None,
                 }),
                 _ => None,
@@ -197,7 +199,7 @@ async fn sync_parent(
     handle: &Handle,
     parent: &str,
     parent_index: u32,
-    kind: Mode,
+    kind: Kind,
     want: &BTreeSet<Ipv4Addr>,
 ) -> Result<(), ShimError> {
     let name = shim_name(parent_index);
@@ -211,7 +213,7 @@ async fn sync_parent(
                 .del(index)
                 .execute()
                 .await
-                .map_err(nl(format!("removing {name} (a {} shim)", k.as_str())))?;
+                .map_err(nl(format!("removing {name} (a {k} shim)")))?;
             None
         }
         other => other,
@@ -219,11 +221,13 @@ async fn sync_parent(
     let index = match existing {
         Some((_, index, _, _)) => index,
         None => {
-            let msg = match kind {
-                // Down until IPv6 is off on it (below).
-                Mode::Macvlan => LinkMacVlan::new(&name, parent_index, MacVlanMode::Bridge).build(),
-                Mode::Ipvlan => LinkIpVlan::new(&name, parent_index, IpVlanMode::L2).build(),
-            };
+            // Down until IPv6 is off on it (below); a MAC the kernel picks.
+            let msg = kind.link(&LinkSpec {
+                name: &name,
+                parent_index,
+                mac: None,
+                netns: None,
+            });
             handle
                 .link()
                 .add(msg)
@@ -384,11 +388,12 @@ mod tests {
 
     #[test]
     fn an_ipvlan_parent_gets_an_ipvlan_shim() {
-        let m = |v: &[Mode]| v.iter().copied().collect::<BTreeSet<_>>();
-        assert_eq!(shim_kind(&m(&[])), Mode::Macvlan);
-        assert_eq!(shim_kind(&m(&[Mode::Macvlan])), Mode::Macvlan);
-        assert_eq!(shim_kind(&m(&[Mode::Ipvlan])), Mode::Ipvlan);
-        assert_eq!(shim_kind(&m(&[Mode::Macvlan, Mode::Ipvlan])), Mode::Ipvlan);
+        use crate::leg::{IPVLAN, MACVLAN};
+        let m = |v: &[Kind]| v.iter().copied().collect::<BTreeSet<_>>();
+        assert_eq!(shim_kind(&m(&[])), MACVLAN);
+        assert_eq!(shim_kind(&m(&[MACVLAN])), MACVLAN);
+        assert_eq!(shim_kind(&m(&[IPVLAN])), IPVLAN);
+        assert_eq!(shim_kind(&m(&[MACVLAN, IPVLAN])), IPVLAN);
     }
 
     #[test]

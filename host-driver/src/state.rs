@@ -19,8 +19,6 @@ use std::fs::{DirBuilder, File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
-
 /// The agent's control socket inside a router's state directory (the router
 /// sees the directory at [`netcontainer_proto::contract::STATE_DIR`]).
 pub const SOCKET_NAME: &str = netcontainer_proto::contract::SOCKET_NAME;
@@ -137,15 +135,41 @@ pub fn lock_path(service: &ServiceName) -> PathBuf {
     lock_dir().join(format!("{service}.lock"))
 }
 
-fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+/// What can go wrong with the host's state directories and lock files.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("refusing to use {path}: {why}")]
+    Unsafe { path: PathBuf, why: String },
+}
+
+impl StateError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            StateError::Unsafe { path, .. } => Some(format!(
+                "netcontainer keeps root-only state there; remove or fix {} (NETCONTAINER_RUN_DIR and NETCONTAINER_LIB_DIR pick other places)",
+                path.display()
+            )),
+            StateError::File { .. } => None,
+        }
+    }
+}
+
+fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StateError {
     let path = path.to_path_buf();
-    move |source| Error::File { what, path, source }
+    move |source| StateError::File { what, path, source }
 }
 
 /// Creates `dir` (and missing parents) as a root-only directory, or makes an
 /// existing one root-only. Refuses a symbolic link or a directory owned by
 /// another user: state handed to the routers must not be somebody else's.
-fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
+fn ensure_private_dir(dir: &Path) -> Result<(), StateError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -153,14 +177,14 @@ fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
         .map_err(file_err("cannot create", dir))?;
     let meta = std::fs::symlink_metadata(dir).map_err(file_err("cannot inspect", dir))?;
     if !meta.is_dir() {
-        return Err(Error::UnsafeState {
+        return Err(StateError::Unsafe {
             path: dir.to_path_buf(),
             why: "it is not a directory (a symbolic link?)".into(),
         });
     }
     let me = nix::unistd::geteuid().as_raw();
     if meta.uid() != me {
-        return Err(Error::UnsafeState {
+        return Err(StateError::Unsafe {
             path: dir.to_path_buf(),
             why: format!("it is owned by uid {}, not {me}", meta.uid()),
         });
@@ -173,14 +197,14 @@ fn ensure_private_dir(dir: &Path) -> Result<(), Error> {
 }
 
 /// The run directory, root-only.
-pub fn ensure_run_dir() -> Result<PathBuf, Error> {
+pub fn ensure_run_dir() -> Result<PathBuf, StateError> {
     let dir = run_dir();
     ensure_private_dir(&dir)?;
     Ok(dir)
 }
 
 /// `service`'s state directory, root-only (the run directory too).
-pub fn ensure_service_dir(service: &ServiceName) -> Result<PathBuf, Error> {
+pub fn ensure_service_dir(service: &ServiceName) -> Result<PathBuf, StateError> {
     ensure_run_dir()?;
     let dir = service_dir(service);
     ensure_private_dir(&dir)?;
@@ -194,7 +218,7 @@ pub fn ensure_service_dir(service: &ServiceName) -> Result<PathBuf, Error> {
 
 /// `service`'s lease directory, root-only (the lib directory too), with the
 /// same checks as the run directory's.
-pub fn ensure_lease_dir(service: &ServiceName) -> Result<PathBuf, Error> {
+pub fn ensure_lease_dir(service: &ServiceName) -> Result<PathBuf, StateError> {
     ensure_private_dir(&lib_dir())?;
     let dir = lease_dir(service);
     ensure_private_dir(&dir)?;
@@ -206,7 +230,7 @@ pub fn ensure_lease_dir(service: &ServiceName) -> Result<PathBuf, Error> {
 
 /// Opens (creating it 0600) `service`'s lock file in the root-only lock
 /// directory. A symbolic link in its place is refused (O_NOFOLLOW).
-pub fn open_lock(service: &ServiceName) -> Result<File, Error> {
+pub fn open_lock(service: &ServiceName) -> Result<File, StateError> {
     ensure_run_dir()?;
     ensure_private_dir(&lock_dir())?;
     let p = lock_path(service);
@@ -230,16 +254,16 @@ pub fn open_lock(service: &ServiceName) -> Result<File, Error> {
 /// Removes `service`'s state directory and its lease directory (after the
 /// lease was released: nothing is left to ask for again); ones that are not
 /// there are fine.
-pub fn remove_service_dir(service: &ServiceName) -> Result<(), Error> {
+pub fn remove_service_dir(service: &ServiceName) -> Result<(), StateError> {
     remove_dir(service_dir(service))?;
     remove_dir(lease_dir(service))
 }
 
-fn remove_dir(dir: PathBuf) -> Result<(), Error> {
+fn remove_dir(dir: PathBuf) -> Result<(), StateError> {
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::File {
+        Err(source) => Err(StateError::File {
             what: "cannot remove",
             path: dir,
             source,

@@ -73,6 +73,93 @@ pub mod flag {
     pub const FIREWALL: &str = "--firewall";
 }
 
+/// The agent's command line as one typed value: the driver builds a router's
+/// arguments with [`AgentArgs::to_args`], and the agent parses its own into
+/// the same type, so neither side can spell a flag the other does not know
+/// (the agent's tests parse what `to_args` writes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentArgs {
+    /// [`flag::SOCKET`].
+    pub socket: std::path::PathBuf,
+    /// [`flag::STATE_DIR`].
+    pub state_dir: std::path::PathBuf,
+    /// [`flag::LEASE_DIR`]; `None`: the state directory.
+    pub lease_dir: Option<std::path::PathBuf>,
+    /// [`flag::KEEP_LEASE`].
+    pub keep_lease: bool,
+    /// [`flag::ARP_PROBE`].
+    pub arp_probe: bool,
+    /// [`flag::REQUEST_ADDRESS`].
+    pub request_address: Option<std::net::Ipv4Addr>,
+    /// [`flag::SUPERVISE`].
+    pub supervise: bool,
+    /// [`flag::FIREWALL`]: the firewall backend's name.
+    pub firewall: String,
+}
+
+/// The agent's firewall backend when none is named (`--firewall`).
+pub const DEFAULT_FIREWALL: &str = "nft";
+
+impl Default for AgentArgs {
+    /// What the agent does with no arguments.
+    fn default() -> Self {
+        AgentArgs {
+            socket: SOCKET_PATH.into(),
+            state_dir: STATE_DIR.into(),
+            lease_dir: None,
+            keep_lease: false,
+            arp_probe: false,
+            request_address: None,
+            supervise: false,
+            firewall: DEFAULT_FIREWALL.to_string(),
+        }
+    }
+}
+
+impl AgentArgs {
+    /// The arguments that say this value to the agent: only what differs
+    /// from its defaults, each flag once, in a fixed order.
+    pub fn to_args(&self) -> Vec<String> {
+        let defaults = AgentArgs::default();
+        let mut out = Vec::new();
+        let mut with_value = |f: &str, v: String| {
+            out.push(f.to_string());
+            out.push(v);
+        };
+        if self.socket != defaults.socket {
+            with_value(flag::SOCKET, self.socket.display().to_string());
+        }
+        if self.state_dir != defaults.state_dir {
+            with_value(flag::STATE_DIR, self.state_dir.display().to_string());
+        }
+        if let Some(d) = &self.lease_dir {
+            with_value(flag::LEASE_DIR, d.display().to_string());
+        }
+        let switches = [
+            (self.keep_lease, flag::KEEP_LEASE),
+            (self.arp_probe, flag::ARP_PROBE),
+        ];
+        out.extend(
+            switches
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, f)| f.to_string()),
+        );
+        if let Some(a) = self.request_address {
+            out.push(flag::REQUEST_ADDRESS.to_string());
+            out.push(a.to_string());
+        }
+        if self.supervise {
+            out.push(flag::SUPERVISE.to_string());
+        }
+        if self.firewall != defaults.firewall {
+            out.push(flag::FIREWALL.to_string());
+            out.push(self.firewall.clone());
+        }
+        out
+    }
+}
+
 /// A kernel parameter a router needs, as `sysctl` names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sysctl {
@@ -192,6 +279,39 @@ mod tests {
             ]
         );
         assert_eq!(ROUTER_SYSCTLS[1].proc_path(), "net/ipv4/conf/all/rp_filter");
+    }
+
+    #[test]
+    fn agent_args_say_only_what_differs_from_the_defaults() {
+        assert!(AgentArgs::default().to_args().is_empty());
+        let router = AgentArgs {
+            lease_dir: Some(LEASE_DIR.into()),
+            keep_lease: true,
+            arp_probe: true,
+            request_address: Some(std::net::Ipv4Addr::new(203, 0, 113, 7)),
+            ..AgentArgs::default()
+        };
+        assert_eq!(
+            router.to_args(),
+            [
+                "--lease-dir",
+                "/var/lib/netcontainer",
+                "--keep-lease",
+                "--arp-probe",
+                "--request-address",
+                "203.0.113.7"
+            ]
+        );
+        let other = AgentArgs {
+            socket: "/x/a.sock".into(),
+            state_dir: "/y".into(),
+            supervise: true,
+            ..AgentArgs::default()
+        };
+        assert_eq!(
+            other.to_args(),
+            ["--socket", "/x/a.sock", "--state-dir", "/y", "--supervise"]
+        );
     }
 
     #[test]

@@ -1,7 +1,6 @@
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use netcontainer_proto::contract::{self, flag};
+use netcontainer_proto::contract::{AgentArgs, flag};
 
 use tracing_subscriber::filter::LevelFilter;
 
@@ -38,30 +37,11 @@ Options:
 Environment: NETCONTAINER_LOG=error|warn|info|debug|trace (default info).
 ";
 
-struct Cli {
-    socket: PathBuf,
-    state_dir: PathBuf,
-    lease_dir: Option<PathBuf>,
-    request_address: Option<std::net::Ipv4Addr>,
-    arp_probe: bool,
-    keep_lease: bool,
-    supervise: bool,
-    firewall: &'static str,
-}
-
 /// A few options do not need an argument parser (the agent's resident size
-/// matters: one runs per service).
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> {
-    let mut cli = Cli {
-        socket: PathBuf::from(contract::SOCKET_PATH),
-        state_dir: PathBuf::from(contract::STATE_DIR),
-        lease_dir: None,
-        request_address: None,
-        arp_probe: false,
-        keep_lease: false,
-        supervise: false,
-        firewall: netcontainer_agent::firewall::BACKENDS[0],
-    };
+/// matters: one runs per service). They parse into the contract's
+/// [`AgentArgs`], the type the driver writes a router's arguments from.
+fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<AgentArgs>, String> {
+    let mut cli = AgentArgs::default();
     while let Some(a) = args.next() {
         let (flag, inline) = match a.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -88,8 +68,9 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<Cli>, String> 
                 // Checked here: a bad name under --supervise would be
                 // restarted forever.
                 let v = value(flag::FIREWALL)?;
-                cli.firewall =
-                    netcontainer_agent::firewall::known_backend(&v).map_err(|e| e.to_string())?;
+                cli.firewall = netcontainer_agent::firewall::known_backend(&v)
+                    .map_err(|e| e.to_string())?
+                    .to_string();
             }
             flag::ARP_PROBE if inline.is_none() => cli.arp_probe = true,
             flag::SUPERVISE if inline.is_none() => cli.supervise = true,
@@ -165,7 +146,7 @@ fn main() -> ExitCode {
         request_address: cli.request_address,
         keep_lease: cli.keep_lease,
         arp_probe: cli.arp_probe,
-        firewall: cli.firewall.to_string(),
+        firewall: cli.firewall,
     };
     match rt.block_on(netcontainer_agent::agent::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -179,6 +160,10 @@ fn main() -> ExitCode {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
+    use netcontainer_proto::contract;
+
     use super::*;
 
     fn args(a: &[&str]) -> impl Iterator<Item = String> {
@@ -231,6 +216,35 @@ mod tests {
         let e = parse(args(&["--firewall", "pf"])).err().unwrap();
         assert!(e.contains("\"pf\"") && e.contains("known: nft"), "{e}");
         assert!(parse(args(&["--firewall"])).is_err());
+        // The contract's default is a backend the agent has.
+        assert_eq!(
+            netcontainer_agent::firewall::BACKENDS[0],
+            contract::DEFAULT_FIREWALL
+        );
+    }
+
+    /// What the driver writes, the agent reads back as written.
+    #[test]
+    fn parses_what_the_contract_writes() {
+        let every = AgentArgs {
+            socket: "/x/a.sock".into(),
+            state_dir: "/y".into(),
+            lease_dir: Some(contract::LEASE_DIR.into()),
+            keep_lease: true,
+            arp_probe: true,
+            request_address: Some("203.0.113.77".parse().unwrap()),
+            supervise: true,
+            firewall: "nft".into(),
+        };
+        let only_router = AgentArgs {
+            lease_dir: Some(contract::LEASE_DIR.into()),
+            keep_lease: true,
+            ..AgentArgs::default()
+        };
+        for a in [every, only_router, AgentArgs::default()] {
+            let back = parse(a.to_args().into_iter()).unwrap().unwrap();
+            assert_eq!(back, a, "{:?}", a.to_args());
+        }
     }
 
     /// The help text spells the contract's defaults, flags and sysctls.
@@ -238,8 +252,7 @@ mod tests {
     fn usage_matches_the_contract() {
         assert!(USAGE.contains(&format!("[default: {}]", contract::SOCKET_PATH)));
         assert!(USAGE.contains(&format!("[default: {}]", contract::STATE_DIR)));
-        let default_backend = netcontainer_agent::firewall::BACKENDS[0];
-        assert!(USAGE.contains(&format!("[default: {default_backend}]")));
+        assert!(USAGE.contains(&format!("[default: {}]", contract::DEFAULT_FIREWALL)));
         for f in [
             flag::SOCKET,
             flag::STATE_DIR,

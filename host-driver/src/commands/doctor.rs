@@ -1,5 +1,5 @@
 //! `netcontainer doctor [--parent IF]`: what to run first when a service
-//! gets no lease. Checks the kernel (macvlan, ipvlan), nft, Docker and the
+//! gets no lease. Checks the kernel (every leg kind), nft, Docker and the
 //! router image, the parent NIC, then sends one DHCP DISCOVER from a
 //! temporary leg and prints the OFFER or the timeout.
 //!
@@ -7,8 +7,8 @@
 //! code is non-zero when a check FAILs.
 //!
 //! The DHCP probe: a thread of ours enters a new, anonymous network namespace
-//! (`unshare(CLONE_NEWNET)`); the leg (macvlan, or ipvlan with `--mode
-//! ipvlan`) is created on the parent directly inside it (netlink's
+//! (`unshare(CLONE_NEWNET)`); the leg (of the kind `--mode` names, macvlan
+//! by default) is created on the parent directly inside it (netlink's
 //! `IFLA_NET_NS_FD`: it never exists in the host's namespace); a packet
 //! socket there sends one DISCOVER built by the agent's own DHCP client
 //! (`netcontainer-lease`) and reads replies until the OFFER or the timeout.
@@ -30,15 +30,14 @@ use futures::TryStreamExt;
 use netcontainer_lease::packet::{build_ipv4_udp, parse_ipv4_udp};
 use netcontainer_lease::v4::wire::{sanitize_reply, server_id_of};
 use netcontainer_lease::v4::{Client, Config, Retry};
-use rtnetlink::packet_route::link::{IpVlanMode, MacVlanMode};
-use rtnetlink::{LinkIpVlan, LinkMacVlan, LinkVeth};
+use rtnetlink::LinkVeth;
 
-use super::default_image;
-use crate::docker::DockerClient;
+use crate::docker::{DockerClient, default_image};
 use crate::error::Error;
+use crate::leg::{KINDS, Kind, LinkSpec};
 use crate::output::safe;
-use crate::plan::{self, Mode};
-use crate::plumb::Plumber;
+use crate::plan;
+use crate::plumb::{Leg, Plumber};
 
 #[derive(Args, Debug)]
 pub struct DoctorArgs {
@@ -46,8 +45,8 @@ pub struct DoctorArgs {
     #[arg(long)]
     parent: Option<String>,
     /// The leg kind to probe with (as `up --mode`).
-    #[arg(long, value_enum, default_value_t = Mode::Macvlan)]
-    mode: Mode,
+    #[arg(long, value_enum, default_value_t = Kind::default())]
+    mode: Kind,
     /// Router image that must be present.
     #[arg(long, default_value_t = default_image())]
     image: String,
@@ -109,18 +108,16 @@ pub async fn run(a: DoctorArgs) -> Result<(), Error> {
     // Kernel: can it make the legs?
     let kinds = if root {
         Some(link_kinds().unwrap_or_else(|e| {
-            let k = Support::Unknown(e);
-            Kinds {
-                macvlan: k.clone(),
-                ipvlan: k,
-            }
+            KINDS
+                .iter()
+                .map(|k| (*k, Support::Unknown(e.clone())))
+                .collect()
         }))
     } else {
         None
     };
-    if let Some(k) = &kinds {
-        report_kind(&mut r, Mode::Macvlan, &k.macvlan, a.mode == Mode::Macvlan);
-        report_kind(&mut r, Mode::Ipvlan, &k.ipvlan, a.mode == Mode::Ipvlan);
+    for (kind, support) in kinds.iter().flatten() {
+        report_kind(&mut r, *kind, support, *kind == a.mode);
     }
 
     // nft on the host: informative only.
@@ -169,15 +166,10 @@ pub async fn run(a: DoctorArgs) -> Result<(), Error> {
         );
         return finish(r);
     };
-    let wireless_needs_ipvlan = kinds.as_ref().is_some_and(|k| k.ipvlan != Support::Yes);
-    let probe_ok = check_parent(&mut r, parent, a.mode, wireless_needs_ipvlan);
-    let kind_ok = kinds.as_ref().is_some_and(|k| {
-        let s = match a.mode {
-            Mode::Macvlan => &k.macvlan,
-            Mode::Ipvlan => &k.ipvlan,
-        };
-        *s == Support::Yes
-    });
+    let probe_ok = check_parent(&mut r, parent, a.mode, kinds.as_ref());
+    let kind_ok = kinds
+        .as_ref()
+        .is_some_and(|k| support(k, a.mode) == Some(&Support::Yes));
     if !(root && probe_ok && kind_ok) {
         r.warn(
             "DHCP probe not sent: fix the FAIL lines above first",
@@ -211,7 +203,7 @@ pub async fn run(a: DoctorArgs) -> Result<(), Error> {
             format!(
                 "DHCP: no OFFER within {} s on {parent} (one DISCOVER sent from a {} leg)",
                 timeout.as_secs(),
-                a.mode.as_str()
+                a.mode.name()
             ),
             no_offer_fix(parent, a.mode),
         ),
@@ -245,14 +237,15 @@ async fn signal() -> &'static str {
     }
 }
 
-fn no_offer_fix(parent: &str, mode: Mode) -> String {
+fn no_offer_fix(parent: &str, kind: Kind) -> String {
     let mut s = format!(
         "is a DHCP server on {parent}'s LAN (and a free address in its pool)? \
          A VM's virtual switch must accept extra MACs (VMware: promiscuous mode and forged \
          transmits; Hyper-V: MAC address spoofing)"
     );
-    if mode == Mode::Macvlan {
-        s.push_str("; a parent that drops unknown MACs (WiFi) needs --mode ipvlan");
+    if let Some(h) = kind.no_offer_hint() {
+        s.push_str("; ");
+        s.push_str(h);
     }
     s
 }
@@ -269,25 +262,28 @@ enum Support {
     Unknown(String),
 }
 
-struct Kinds {
-    macvlan: Support,
-    ipvlan: Support,
+/// What the kernel said about each leg kind, in [`KINDS`]' order.
+type Kinds = Vec<(Kind, Support)>;
+
+fn support(kinds: &Kinds, kind: Kind) -> Option<&Support> {
+    kinds.iter().find(|(k, _)| *k == kind).map(|(_, s)| s)
 }
 
-fn report_kind(r: &mut Report, kind: Mode, s: &Support, wanted: bool) {
-    let name = kind.as_str();
+fn report_kind(r: &mut Report, kind: Kind, s: &Support, wanted: bool) {
+    let name = kind.name();
     match s {
         Support::Yes => r.ok(format!("kernel: {name} links can be made")),
         Support::No(e) => {
             let fix = format!(
-                "modprobe {name}; if that fails the kernel was built without CONFIG_{}",
-                name.to_uppercase()
+                "modprobe {}; if that fails the kernel was built without {}",
+                kind.module(),
+                kind.kernel_config()
             );
             let what = format!("kernel: no {name} support ({e})");
-            match kind {
-                Mode::Ipvlan if !wanted => r.warn(
-                    format!("{what}: --mode ipvlan cannot work on this host"),
-                    format!("{fix}; only needed for --mode ipvlan (e.g. WiFi parents)"),
+            match kind.optional_for() {
+                Some(use_) if !wanted => r.warn(
+                    format!("{what}: --mode {name} cannot work on this host"),
+                    format!("{fix}; only needed for --mode {name} ({use_})"),
                 ),
                 _ => r.fail(what, fix),
             }
@@ -299,7 +295,7 @@ fn report_kind(r: &mut Report, kind: Mode, s: &Support, wanted: bool) {
     }
 }
 
-/// Tries a veth, then a macvlan and an ipvlan on it, in a scratch network
+/// Tries a veth, then a link of every leg kind on it, in a scratch network
 /// namespace of a thread of ours: gone with the thread.
 fn link_kinds() -> Result<Kinds, String> {
     std::thread::spawn(|| -> Result<Kinds, String> {
@@ -337,21 +333,18 @@ fn link_kinds() -> Result<Kinds, String> {
                 }
                 Err(e) => Support::Unknown(e.to_string()),
             };
-            let macvlan = verdict(
-                handle
-                    .link()
-                    .add(LinkMacVlan::new("ncdm", index, MacVlanMode::Bridge).build())
-                    .execute()
-                    .await,
-            );
-            let ipvlan = verdict(
-                handle
-                    .link()
-                    .add(LinkIpVlan::new("ncdi", index, IpVlanMode::L2).build())
-                    .execute()
-                    .await,
-            );
-            Ok(Kinds { macvlan, ipvlan })
+            let mut out = Vec::new();
+            for (i, kind) in KINDS.iter().enumerate() {
+                let name = format!("ncdk{i}");
+                let link = kind.link(&LinkSpec {
+                    name: &name,
+                    parent_index: index,
+                    mac: None,
+                    netns: None,
+                });
+                out.push((*kind, verdict(handle.link().add(link).execute().await)));
+            }
+            Ok(out)
         })
     })
     .join()
@@ -385,8 +378,9 @@ fn read_trim(p: impl AsRef<Path>) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
-/// Checks the parent; true when the probe may be sent from it.
-fn check_parent(r: &mut Report, parent: &str, mode: Mode, no_ipvlan: bool) -> bool {
+/// Checks the parent; true when the probe may be sent from it. `kinds`: what
+/// the kernel said of each leg kind (`None`: not checked).
+fn check_parent(r: &mut Report, parent: &str, mode: Kind, kinds: Option<&Kinds>) -> bool {
     if parent.is_empty() || parent.contains('/') || parent.starts_with('.') {
         r.fail(
             format!("parent {parent:?}: not an interface name"),
@@ -422,25 +416,7 @@ fn check_parent(r: &mut Report, parent: &str, mode: Mode, no_ipvlan: bool) -> bo
         r.ok(format!("parent {parent}: exists, up, carrier"));
     }
     if sys.join("wireless").exists() || sys.join("phy80211").exists() {
-        if mode == Mode::Ipvlan {
-            r.ok(format!("parent {parent}: WiFi, probing with ipvlan"));
-        } else if no_ipvlan {
-            r.fail(
-                format!(
-                    "parent {parent}: WiFi: the access point drops frames from MACs it did not \
-                     associate, so macvlan legs get no lease, and this kernel has no ipvlan"
-                ),
-                "a wired parent, or a kernel with ipvlan (modprobe ipvlan) and --mode ipvlan",
-            );
-        } else {
-            r.warn(
-                format!(
-                    "parent {parent}: WiFi: the access point drops frames from MACs it did not \
-                     associate, so macvlan legs usually get no lease"
-                ),
-                format!("netcontainer up --mode ipvlan (check: netcontainer doctor --parent {parent} --mode ipvlan)"),
-            );
-        }
+        check_wifi(r, parent, mode, kinds);
     }
     if let Ok(m) = std::fs::read_link(sys.join("master")) {
         let master = m
@@ -486,6 +462,49 @@ fn check_parent(r: &mut Report, parent: &str, mode: Mode, no_ipvlan: bool) -> bo
     usable
 }
 
+/// A WiFi parent: the access point drops frames from MACs it did not
+/// associate, so only a kind whose legs have the parent's MAC gets a lease.
+fn check_wifi(r: &mut Report, parent: &str, mode: Kind, kinds: Option<&Kinds>) {
+    if !mode.own_mac() {
+        r.ok(format!("parent {parent}: WiFi, probing with {mode}"));
+        return;
+    }
+    let Some(alt) = KINDS.iter().copied().find(|k| !k.own_mac()) else {
+        r.warn(
+            format!(
+                "parent {parent}: WiFi: the access point drops frames from MACs it did not \
+                 associate, so {mode} legs usually get no lease"
+            ),
+            "a wired parent",
+        );
+        return;
+    };
+    // Not checked (not root): assume the kernel has it.
+    let alt_missing = kinds.is_some_and(|k| support(k, alt) != Some(&Support::Yes));
+    if alt_missing {
+        r.fail(
+            format!(
+                "parent {parent}: WiFi: the access point drops frames from MACs it did not \
+                 associate, so {mode} legs get no lease, and this kernel has no {alt}"
+            ),
+            format!(
+                "a wired parent, or a kernel with {alt} (modprobe {}) and --mode {alt}",
+                alt.module()
+            ),
+        );
+    } else {
+        r.warn(
+            format!(
+                "parent {parent}: WiFi: the access point drops frames from MACs it did not \
+                 associate, so {mode} legs usually get no lease"
+            ),
+            format!(
+                "netcontainer up --mode {alt} (check: netcontainer doctor --parent {parent} --mode {alt})"
+            ),
+        );
+    }
+}
+
 // --------------------------------------------------------------------------
 // The DHCP probe
 
@@ -500,17 +519,19 @@ const ETH_P_IP: u16 = 0x0800;
 
 /// One DISCOVER from a temporary leg on `parent` in a namespace of its own;
 /// the first OFFER for it, or `None` at the timeout.
-async fn probe(parent: &str, mode: Mode, timeout: Duration) -> Result<Option<Offer>, String> {
+async fn probe(parent: &str, kind: Kind, timeout: Duration) -> Result<Option<Offer>, String> {
     let plumber = Plumber::new().map_err(|e| e.to_string())?;
     let p = plumber.parent(parent).await.map_err(|e| e.to_string())?;
     // The probe's own client: a stable MAC (the same client on every run,
-    // so a server keeps one entry for it), the parent's with ipvlan.
+    // so a server keeps one entry for it), the parent's for a kind whose
+    // legs have the parent's.
     let host = read_trim("/proc/sys/kernel/hostname").unwrap_or_default();
-    let mac = match mode {
-        Mode::Macvlan => plan::stable_mac(&format!("doctor/{host}")),
-        Mode::Ipvlan => read_trim(Path::new("/sys/class/net").join(parent).join("address"))
+    let mac = if kind.own_mac() {
+        plan::stable_mac(&format!("doctor/{host}"))
+    } else {
+        read_trim(Path::new("/sys/class/net").join(parent).join("address"))
             .and_then(|m| parse_hw(&m))
-            .ok_or("cannot read the parent's MAC")?,
+            .ok_or("cannot read the parent's MAC")?
     };
     let (ns_tx, ns_rx) = tokio::sync::oneshot::channel::<Result<File, String>>();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<bool>();
@@ -527,15 +548,21 @@ async fn probe(parent: &str, mode: Mode, timeout: Duration) -> Result<Option<Off
             if !go_rx.recv().unwrap_or(false) {
                 return Ok(None);
             }
-            discover(mac, mode, timeout)
+            discover(mac, kind.broadcast_flag(), timeout)
         })();
         let _ = done_tx.send(res);
     });
     let ns = ns_rx
         .await
         .map_err(|_| "the probe thread ended".to_string())??;
+    let leg = Leg {
+        parent: &p,
+        kind,
+        name: PROBE_IF,
+        mac,
+    };
     let made = plumber
-        .add_leg_into(&p, &ns, PROBE_IF, mode, mac)
+        .add_leg_into(&leg, &ns)
         .await
         .map_err(|e| match e.hint() {
             Some(h) => format!("{e} ({h})"),
@@ -565,7 +592,11 @@ fn io_err(what: &str) -> String {
 
 /// Inside the probe's namespace: up the leg, send one DISCOVER, read until
 /// an OFFER for it or the deadline.
-fn discover(mac: [u8; 6], mode: Mode, timeout: Duration) -> Result<Option<Offer>, String> {
+fn discover(
+    mac: [u8; 6],
+    broadcast_flag: bool,
+    timeout: Duration,
+) -> Result<Option<Offer>, String> {
     set_up(PROBE_IF)?;
     let name = std::ffi::CString::new(PROBE_IF).expect("no NUL");
     // SAFETY: a valid C string.
@@ -601,7 +632,7 @@ fn discover(mac: [u8; 6], mode: Mode, timeout: Duration) -> Result<Option<Offer>
             chaddr: mac,
             client_id: b"\0netcontainer-doctor".to_vec(),
             hostname: None,
-            broadcast_flag: plan::needs_broadcast_flag(mode),
+            broadcast_flag,
             request_address: None,
             retry: Retry::default(),
         },

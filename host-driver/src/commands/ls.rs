@@ -7,12 +7,13 @@ use clap::Args;
 use netcontainer_proto::{ForwardStatus, Status};
 use serde::Serialize;
 
+use crate::agent_client::agent_status;
 use crate::docker::{DockerClient, RouterInfo};
 use crate::error::Error;
+use crate::labels;
 use crate::labels::RouterLabels;
+use crate::mac::format_mac;
 use crate::output;
-use crate::plan::{format_mac, labels};
-use crate::router::agent_status;
 use crate::state::ServiceName;
 use crate::template::{Fields, Paint, Template, align};
 
@@ -105,7 +106,7 @@ pub async fn entries(
             router_running: r.running,
             parent: label(labels::PARENT),
             mode: match &typed {
-                Some(t) => t.mode.map(|m| m.as_str().to_string()),
+                Some(t) => t.mode.map(|m| m.name().to_string()),
                 None => label(labels::MODE),
             },
             mac: match &typed {

@@ -16,11 +16,6 @@ use crate::error::Error;
 /// on the same service.
 pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// The default router image: versioned with the driver.
-pub fn default_image() -> String {
-    format!("netcontainer/router:{}", env!("CARGO_PKG_VERSION"))
-}
-
 pub fn require_root() -> Result<(), Error> {
     if nix::unistd::geteuid().is_root() {
         Ok(())

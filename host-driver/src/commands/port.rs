@@ -110,7 +110,7 @@ pub async fn run(a: PortArgs) -> Result<(), Error> {
             router.name
         )));
     }
-    let Some(status) = crate::router::agent_status(&service).await else {
+    let Some(status) = crate::agent_client::agent_status(&service).await else {
         return Err(Error::Usage(format!(
             "{service}: the agent of {} does not answer",
             router.name

@@ -7,11 +7,16 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::commands::LOCK_PATIENCE;
-use crate::commands::{default_image, require_root};
+use crate::commands::require_root;
+use crate::docker::default_image;
 use crate::error::Error;
+use crate::labels;
+use crate::leg::Kind;
 use crate::lock::ServiceLock;
-use crate::plan::{self, Mode, PortSpec, UpOptions, parse_mac};
-use crate::router::Driver;
+use crate::mac::parse_mac;
+use crate::plan::UpOptions;
+use crate::ports::{PortSpec, ports_text};
+use crate::router::{Driver, UpRequest};
 use crate::state::ServiceName;
 
 #[derive(Args, Debug)]
@@ -29,7 +34,7 @@ pub struct UpArgs {
     parent: Option<String>,
     /// macvlan (default), or ipvlan for parents that drop unknown MACs.
     #[arg(long, value_enum)]
-    mode: Option<Mode>,
+    mode: Option<Kind>,
     /// Port to forward (repeatable): LAN port : container port, e.g. 80:8080/tcp
     /// or 7000-7009:8000-8009/udp; a plain 80/tcp is 80:80/tcp. Default: the
     /// netcontainer.ports label, else the exposed ports.
@@ -98,7 +103,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
     let _lock = ServiceLock::take(&name, LOCK_PATIENCE).await?;
     // From here on SIGINT/SIGTERM roll back what `up` created instead of
     // leaving a router behind.
-    let interrupt = crate::router::interrupt_on_signals()?;
+    let interrupt = crate::interrupt::interrupt_on_signals()?;
     let opts = UpOptions {
         parent: a.parent,
         mode: a.mode,
@@ -113,16 +118,14 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         ip_strict: a.ip_strict,
         ipv6: a.ipv6,
     };
-    let (rp, status) = driver
-        .up(
-            &svc,
-            &opts,
-            &a.image,
-            Duration::from_secs(a.timeout),
-            true,
-            interrupt,
-        )
-        .await?;
+    let req = UpRequest {
+        service: &svc,
+        options: &opts,
+        image: &a.image,
+        timeout: Duration::from_secs(a.timeout),
+        progress: true,
+    };
+    let (rp, status) = driver.up(&req, interrupt).await?;
     let addr = status
         .lease
         .as_ref()
@@ -145,7 +148,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
             crate::output::safe(&all.join(", ")),
             rp.service_ip,
             crate::output::safe(&rp.network),
-            plan::labels::NETWORK,
+            labels::NETWORK,
             rp.plan.source,
         );
     }
@@ -158,6 +161,6 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
             crate::output::safe(&e)
         );
     }
-    println!("{} {} {}", rp.service, addr, plan::ports_text(&rp.ports));
+    println!("{} {} {}", rp.service, addr, ports_text(&rp.ports));
     Ok(())
 }

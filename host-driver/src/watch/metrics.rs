@@ -3,7 +3,7 @@
 //! (`prometheus-client`), served at `http://ADDR/metrics` by a small hyper 1
 //! HTTP/1 server (hyper is in the tree already, through bollard).
 //!
-//! The figures come from [`crate::monitor`]'s last poll; each scrape builds
+//! The figures come from [`crate::watch::monitor`]'s last poll; each scrape builds
 //! a fresh registry from them, so a router that is gone leaves no stale
 //! series behind. Counters the agent keeps (renewals, NAKs, rebinds, forward
 //! packets and bytes) are the agent's own totals: they start again at 0 when
@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::error::Error;
-use crate::monitor::{Stats, StatsInner};
+use crate::watch::monitor::{Stats, StatsInner};
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -235,7 +235,7 @@ fn answer(req: &Request<Incoming>, stats: &Stats) -> Response<Full<Bytes>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::Observed;
+    use crate::watch::monitor::Observed;
     use netcontainer_proto::{ForwardStatus, LeaseCounters, LeaseStatus, Protocol, State, Status};
     use std::net::Ipv4Addr;
 

@@ -1,4 +1,7 @@
-//! The configuration file of `watch`: its defaults, so that a unit's
+//! watch's settings ([`Settings`]): its flags, over its configuration file,
+//! over the defaults.
+//!
+//! The configuration file holds watch's defaults, so that a unit's
 //! `ExecStart` need not carry them. `/etc/netcontainer/config.toml` unless
 //! `--config PATH` or `NETCONTAINER_CONFIG` names another; the default file
 //! may be missing, a named one may not.
@@ -26,8 +29,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::docker::default_image;
 use crate::error::Error;
-use crate::plan::Mode;
+use crate::leg::Kind;
 
 /// Where watch looks when no path is given.
 pub const DEFAULT_PATH: &str = "/etc/netcontainer/config.toml";
@@ -40,7 +44,7 @@ pub const ENV: &str = "NETCONTAINER_CONFIG";
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WatchConfig {
     pub parent: Option<String>,
-    pub mode: Option<Mode>,
+    pub mode: Option<Kind>,
     pub image: Option<String>,
     pub timeout: Option<u64>,
     pub resync: Option<u64>,
@@ -52,7 +56,67 @@ pub struct WatchConfig {
     pub no_host_route: Option<bool>,
     // The routing mode goes here when `watch --source gateway|masquerade`
     // lands: `pub source: Option<Source>,` (key `source`), resolved like
-    // `mode` in `commands::watch::Settings::resolve`.
+    // `mode` in `Settings::resolve`.
+}
+
+impl WatchConfig {
+    /// `self` where it says something, else `below`.
+    pub fn over(self, below: WatchConfig) -> WatchConfig {
+        WatchConfig {
+            parent: self.parent.or(below.parent),
+            mode: self.mode.or(below.mode),
+            image: self.image.or(below.image),
+            timeout: self.timeout.or(below.timeout),
+            resync: self.resync.or(below.resync),
+            release_when_stopped: self.release_when_stopped.or(below.release_when_stopped),
+            metrics: self.metrics.or(below.metrics),
+            on_change: self.on_change.or(below.on_change),
+            no_whoami: self.no_whoami.or(below.no_whoami),
+            host_address: self.host_address.or(below.host_address),
+            no_host_route: self.no_host_route.or(below.no_host_route),
+        }
+    }
+}
+
+/// Watch's settings: the flags, over the configuration file, over the
+/// defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub parent: Option<String>,
+    pub mode: Option<Kind>,
+    pub image: String,
+    pub release_when_stopped: bool,
+    pub timeout: u64,
+    pub resync: u64,
+    pub metrics: Option<SocketAddr>,
+    pub on_change: Option<String>,
+    pub poll: u64,
+    pub no_whoami: bool,
+    pub host_address: Option<std::net::Ipv4Addr>,
+    pub no_host_route: bool,
+}
+
+impl Settings {
+    /// `flags` (the command line, as the keys of the file: a switch not
+    /// given is `None`) over `file` over the defaults; `poll` is a flag
+    /// only.
+    pub fn resolve(flags: WatchConfig, file: WatchConfig, poll: u64) -> Settings {
+        let c = flags.over(file);
+        Settings {
+            parent: c.parent,
+            mode: c.mode,
+            image: c.image.unwrap_or_else(default_image),
+            release_when_stopped: c.release_when_stopped.unwrap_or(false),
+            timeout: c.timeout.unwrap_or(30),
+            resync: c.resync.unwrap_or(60),
+            metrics: c.metrics,
+            on_change: c.on_change.filter(|c| !c.trim().is_empty()),
+            poll: poll.max(1),
+            no_whoami: c.no_whoami.unwrap_or(false),
+            host_address: c.host_address,
+            no_host_route: c.no_host_route.unwrap_or(false),
+        }
+    }
 }
 
 /// Which file, and whether it must exist: one named by `--config` or by
@@ -120,6 +184,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let file = parse(
+            "parent = \"eth1\"\nmode = \"ipvlan\"\ntimeout = 45\nresync = 120\n\
+             metrics = \"127.0.0.1:9311\"\non-change = \"true\"\nrelease-when-stopped = true\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(WatchConfig::default(), file.clone(), 5);
+        assert_eq!(
+            s,
+            Settings {
+                parent: Some("eth1".into()),
+                mode: Some(crate::leg::IPVLAN),
+                image: default_image(),
+                release_when_stopped: true,
+                timeout: 45,
+                resync: 120,
+                metrics: Some("127.0.0.1:9311".parse().unwrap()),
+                on_change: Some("true".into()),
+                poll: 5,
+                no_whoami: false,
+                host_address: None,
+                no_host_route: false,
+            }
+        );
+        let flags = WatchConfig {
+            parent: Some("eth0".into()),
+            mode: Some(crate::leg::MACVLAN),
+            timeout: Some(5),
+            metrics: Some("127.0.0.1:9400".parse().unwrap()),
+            image: Some("r:1".into()),
+            on_change: Some(" ".into()),
+            ..WatchConfig::default()
+        };
+        let s = Settings::resolve(flags, file, 0);
+        assert_eq!(s.parent.as_deref(), Some("eth0"));
+        assert_eq!(s.mode, Some(crate::leg::MACVLAN));
+        assert_eq!((s.timeout, s.resync, s.poll), (5, 120, 1));
+        assert_eq!(s.metrics, Some("127.0.0.1:9400".parse().unwrap()));
+        assert_eq!(s.image, "r:1");
+        assert_eq!(s.on_change, None, "a blank command is none");
+        assert!(s.release_when_stopped, "the file's, no flag said otherwise");
+        // No file: the defaults; no metrics, no command.
+        let d = Settings::resolve(WatchConfig::default(), WatchConfig::default(), 5);
+        assert_eq!((d.timeout, d.resync, d.poll), (30, 60, 5));
+        assert_eq!((d.metrics, d.on_change, d.mode), (None, None, None));
+        assert!(!d.release_when_stopped && !d.no_whoami && !d.no_host_route);
+    }
+
+    #[test]
     fn every_key() {
         let c = parse(
             r#"
@@ -139,7 +252,7 @@ on-change = "/usr/local/bin/update-dns"
             c,
             WatchConfig {
                 parent: Some("eth0".into()),
-                mode: Some(Mode::Ipvlan),
+                mode: Some(crate::leg::IPVLAN),
                 image: Some("registry.example.com/netcontainer/router:0.1.0".into()),
                 timeout: Some(45),
                 resync: Some(120),

@@ -22,8 +22,8 @@ use netcontainer_proto::contract::WHOAMI_PORT;
 use netcontainer_proto::{Protocol, Status};
 use netcontainer_whoami::{Container, Directory, Limits, Mode, PortMap};
 
+use crate::agent_client::agent_status;
 use crate::docker::{BridgeNet, DockerClient, published_tcp};
-use crate::router::agent_status;
 
 /// How often the bridge networks are looked at again.
 pub const RESCAN: Duration = Duration::from_secs(5);

@@ -1,0 +1,424 @@
+//! bollard's types converted into ours, right at the boundary: pure
+//! functions, so what the driver reads from Docker is unit-tested without a
+//! daemon.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use bollard::models::{ContainerInspectResponse, EventMessage, Network, NetworkInspect};
+
+use crate::labels;
+use crate::plan::ServiceInfo;
+use crate::state::ServiceName;
+
+/// A container event, reduced to what `watch` needs.
+#[derive(Clone, Debug)]
+pub struct ContainerEvent {
+    pub action: String,
+    pub name: String,
+    /// Docker puts the container's labels among the event's attributes.
+    pub labels: HashMap<String, String>,
+}
+
+/// A router container found by its labels.
+#[derive(Clone, Debug)]
+pub struct RouterInfo {
+    pub id: String,
+    pub name: String,
+    pub service: ServiceName,
+    pub running: bool,
+    pub labels: HashMap<String, String>,
+}
+
+/// A Docker bridge network's IPv4 side, as the host sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeNet {
+    pub id: String,
+    pub name: String,
+    /// The host's address on the network's bridge.
+    pub gateway: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+/// Docker's own published TCP ports of a container: (container port, host
+/// port), for bindings on all addresses (docker-mirror's default `hostIp`).
+pub fn published_tcp(c: &ContainerInspectResponse) -> Vec<(u16, u16)> {
+    let mut out: Vec<(u16, u16)> = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref())
+        .map(|ports| {
+            ports
+                .iter()
+                .filter_map(|(k, bindings)| {
+                    let private: u16 = k.strip_suffix("/tcp")?.parse().ok()?;
+                    let host = bindings.as_ref()?.iter().find_map(|b| {
+                        let ip = b.host_ip.as_deref().unwrap_or_default();
+                        if ip.is_empty() || ip == "0.0.0.0" {
+                            b.host_port.as_deref()?.parse::<u16>().ok()
+                        } else {
+                            None
+                        }
+                    })?;
+                    Some((private, host))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+pub(super) fn pid_of(c: &ContainerInspectResponse) -> Option<u32> {
+    c.state
+        .as_ref()
+        .and_then(|s| s.pid)
+        .filter(|p| *p > 0)
+        .and_then(|p| u32::try_from(p).ok())
+}
+
+pub(super) fn name_of(c: &ContainerInspectResponse) -> String {
+    c.name
+        .as_deref()
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_string()
+}
+
+/// Extracts what `plan` needs from `docker inspect`; `labels` are the
+/// container's own (see `DockerClient::own_labels`).
+pub fn service_info(
+    c: &ContainerInspectResponse,
+    labels: HashMap<String, String>,
+    daemon_id: &str,
+) -> ServiceInfo {
+    let host = c.host_config.as_ref();
+    // (network, its IPv4 address) and (network, Docker's gateway on it).
+    let mut networks = Vec::new();
+    let mut gateways = Vec::new();
+    let mut networks6 = Vec::new();
+    let endpoints = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref());
+    for (name, ep) in endpoints.into_iter().flatten() {
+        let parse = |s: &Option<String>| s.as_deref().and_then(|s| s.parse::<Ipv4Addr>().ok());
+        if let Some(ip) = parse(&ep.ip_address) {
+            networks.push((name.clone(), ip));
+        }
+        if let Some(gw) = parse(&ep.gateway) {
+            gateways.push((name.clone(), gw));
+        }
+        let v6 = ep.global_ipv6_address.as_deref();
+        if let Some(ip) = v6.and_then(|s| s.parse::<std::net::Ipv6Addr>().ok()) {
+            networks6.push((name.clone(), ip));
+        }
+    }
+    let config = c.config.as_ref();
+    ServiceInfo {
+        name: name_of(c),
+        id: c.id.clone().unwrap_or_default(),
+        running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+        network_mode: host
+            .and_then(|h| h.network_mode.clone())
+            .unwrap_or_default(),
+        networks,
+        networks6,
+        exposed: config
+            .and_then(|c| c.exposed_ports.clone())
+            .unwrap_or_default(),
+        published: host
+            .and_then(|h| h.port_bindings.as_ref())
+            .map(|b| b.keys().cloned().collect())
+            .unwrap_or_default(),
+        labels,
+        daemon_id: daemon_id.to_string(),
+        hostname: config.and_then(|c| c.hostname.clone()).unwrap_or_default(),
+        gateways,
+        // Filled by `DockerClient::service` (needs the networks' inspect).
+        internal: Vec::new(),
+        pid: pid_of(c),
+        sandbox: sandbox_of(c),
+    }
+}
+
+/// A router, from its own labels. One whose service label is not a valid
+/// container name is ignored with a warning: that label builds paths.
+pub(super) fn router_info(
+    c: &ContainerInspectResponse,
+    labels: HashMap<String, String>,
+) -> Option<RouterInfo> {
+    if labels.get(labels::ROLE).map(String::as_str) != Some(labels::ROLE_ROUTER) {
+        return None;
+    }
+    let label = labels
+        .get(labels::SERVICE)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let service = match ServiceName::parse(label) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(container = %name_of(c), "ignoring a router container: label {}: {e}", labels::SERVICE);
+            return None;
+        }
+    };
+    Some(RouterInfo {
+        id: c.id.clone().unwrap_or_default(),
+        name: name_of(c),
+        service,
+        running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+        labels,
+    })
+}
+
+/// A container event from Docker's stream (Docker puts the container's
+/// name and labels among its actor's attributes).
+pub(super) fn container_event(ev: EventMessage) -> ContainerEvent {
+    let attributes = ev.actor.unwrap_or_default().attributes.unwrap_or_default();
+    ContainerEvent {
+        action: ev.action.unwrap_or_default(),
+        name: attributes.get("name").cloned().unwrap_or_default(),
+        labels: attributes,
+    }
+}
+
+/// The bridge networks with an IPv4 gateway among `nets` (where `watch`
+/// serves the "who am I?" endpoint): one per IPAM config with a gateway and
+/// a prefix of 1 to 30 bits; internal networks have no gateway to serve on.
+pub(super) fn bridge_networks(nets: Vec<Network>) -> Vec<BridgeNet> {
+    nets.into_iter()
+        .filter(|n| n.driver.as_deref() == Some("bridge") && n.internal != Some(true))
+        .flat_map(|n| {
+            let id = n.id.clone().unwrap_or_default();
+            let name = n.name.clone().unwrap_or_default();
+            n.ipam
+                .and_then(|i| i.config)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(move |c| {
+                    let gateway: Ipv4Addr = c.gateway.as_deref()?.parse().ok()?;
+                    let (_, plen) = c.subnet.as_deref()?.split_once('/')?;
+                    let prefix_len: u8 = plen.parse().ok().filter(|p| (1..=30).contains(p))?;
+                    Some(BridgeNet {
+                        id: id.clone(),
+                        name: name.clone(),
+                        gateway,
+                        prefix_len,
+                    })
+                })
+        })
+        .collect()
+}
+
+/// The containers on a network, from its inspect: (id, name, IPv4 address).
+pub(super) fn network_members(n: NetworkInspect) -> Vec<(String, String, Ipv4Addr)> {
+    n.containers
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(id, ep)| {
+            let ip = ep
+                .ipv4_address
+                .as_deref()?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((id, ep.name.unwrap_or_default(), ip))
+        })
+        .collect()
+}
+
+/// A container's IPv4 address on `network`.
+pub(super) fn ip_on(c: &ContainerInspectResponse, network: &str) -> Option<Ipv4Addr> {
+    c.network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .and_then(|nets| nets.get(network))
+        .and_then(|ep| ep.ip_address.as_deref())
+        .and_then(|ip| ip.parse().ok())
+}
+
+/// A container's network namespace handle (`SandboxKey`).
+pub(super) fn sandbox_of(c: &ContainerInspectResponse) -> Option<std::path::PathBuf> {
+    c.network_settings
+        .as_ref()
+        .and_then(|n| n.sandbox_key.clone())
+        .filter(|k| !k.is_empty())
+        .map(std::path::PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A container as `docker inspect` shows it (Docker's own field names).
+    fn inspect(v: serde_json::Value) -> ContainerInspectResponse {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn web1() -> ContainerInspectResponse {
+        inspect(json!({
+            "Id": "abc123",
+            "Name": "/web1",
+            "State": {"Running": true, "Pid": 4242},
+            "Config": {"Hostname": "abc123", "ExposedPorts": {"80/tcp": {}}},
+            "HostConfig": {
+                "NetworkMode": "appnet",
+                "PortBindings": {"53/udp": [{"HostIp": "", "HostPort": "5353"}]}
+            },
+            "NetworkSettings": {
+                "SandboxKey": "/var/run/docker/netns/0123",
+                "Ports": {
+                    "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
+                    "81/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8081"}],
+                    "53/udp": [{"HostIp": "", "HostPort": "5353"}],
+                    "82/tcp": null
+                },
+                "Networks": {
+                    "appnet": {
+                        "IPAddress": "198.51.100.2",
+                        "Gateway": "198.51.100.1",
+                        "GlobalIPv6Address": "2001:db8::2",
+                        "NetworkID": "n1"
+                    },
+                    "other": {"IPAddress": "", "Gateway": ""}
+                }
+            }
+        }))
+    }
+
+    #[test]
+    fn a_service_from_its_inspect() {
+        let labels = HashMap::from([("netcontainer.enable".to_string(), "true".to_string())]);
+        let s = service_info(&web1(), labels.clone(), "DAEMON");
+        assert_eq!((s.name.as_str(), s.id.as_str()), ("web1", "abc123"));
+        assert!(s.running);
+        assert_eq!(s.network_mode, "appnet");
+        assert_eq!(
+            s.networks,
+            [("appnet".to_string(), Ipv4Addr::new(198, 51, 100, 2))]
+        );
+        assert_eq!(
+            s.gateways,
+            [("appnet".to_string(), Ipv4Addr::new(198, 51, 100, 1))]
+        );
+        assert_eq!(
+            s.networks6[0].1,
+            "2001:db8::2".parse::<std::net::Ipv6Addr>().unwrap()
+        );
+        assert_eq!(s.exposed, ["80/tcp"]);
+        assert_eq!(s.published, ["53/udp"]);
+        assert_eq!((s.labels, s.daemon_id.as_str()), (labels, "DAEMON"));
+        assert_eq!(s.hostname, "abc123");
+        assert_eq!(s.pid, Some(4242));
+        assert_eq!(
+            s.sandbox.as_deref(),
+            Some(std::path::Path::new("/var/run/docker/netns/0123"))
+        );
+        assert!(s.internal.is_empty(), "filled by the client");
+        // A stopped container: no pid, no sandbox.
+        let stopped = inspect(
+            json!({"Name": "/web1", "State": {"Running": false, "Pid": 0},
+            "NetworkSettings": {"SandboxKey": ""}}),
+        );
+        let s = service_info(&stopped, HashMap::new(), "D");
+        assert!(!s.running && s.pid.is_none() && s.sandbox.is_none());
+    }
+
+    #[test]
+    fn published_tcp_ports_bound_on_every_address() {
+        assert_eq!(published_tcp(&web1()), [(80, 8080)]);
+        assert_eq!(
+            ip_on(&web1(), "appnet"),
+            Some(Ipv4Addr::new(198, 51, 100, 2))
+        );
+        assert_eq!(ip_on(&web1(), "other"), None);
+        assert_eq!(ip_on(&web1(), "nope"), None);
+    }
+
+    #[test]
+    fn a_router_by_its_own_labels_only() {
+        let c = inspect(json!({"Id": "r1", "Name": "/netcontainer-web1",
+            "State": {"Running": true}}));
+        let l = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        };
+        let r = router_info(
+            &c,
+            l(&[
+                (labels::ROLE, labels::ROLE_ROUTER),
+                (labels::SERVICE, "web1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.id.as_str(), r.name.as_str()),
+            ("r1", "netcontainer-web1")
+        );
+        assert_eq!(r.service.as_str(), "web1");
+        assert!(r.running);
+        // Not a router, or one whose service label cannot be a name.
+        assert!(router_info(&c, l(&[(labels::SERVICE, "web1")])).is_none());
+        assert!(
+            router_info(
+                &c,
+                l(&[(labels::ROLE, labels::ROLE_ROUTER), (labels::SERVICE, "..")])
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn events_networks_and_members() {
+        let ev: EventMessage = serde_json::from_value(json!({
+            "Action": "start",
+            "Actor": {"ID": "abc", "Attributes": {"name": "web1", "netcontainer.enable": "true"}}
+        }))
+        .unwrap();
+        let e = container_event(ev);
+        assert_eq!((e.action.as_str(), e.name.as_str()), ("start", "web1"));
+        assert_eq!(e.labels["netcontainer.enable"], "true");
+
+        let nets: Vec<Network> = serde_json::from_value(json!([
+            {"Id": "b1", "Name": "bridge", "Driver": "bridge",
+             "IPAM": {"Config": [{"Subnet": "198.51.100.0/24", "Gateway": "198.51.100.1"},
+                                 {"Subnet": "2001:db8::/64", "Gateway": "2001:db8::1"}]}},
+            {"Id": "i1", "Name": "inner", "Driver": "bridge", "Internal": true,
+             "IPAM": {"Config": [{"Subnet": "198.51.101.0/24", "Gateway": "198.51.101.1"}]}},
+            {"Id": "o1", "Name": "over", "Driver": "overlay",
+             "IPAM": {"Config": [{"Subnet": "10.0.0.0/24", "Gateway": "10.0.0.1"}]}},
+            {"Id": "p1", "Name": "p2p", "Driver": "bridge",
+             "IPAM": {"Config": [{"Subnet": "198.51.102.0/31", "Gateway": "198.51.102.1"}]}}
+        ]))
+        .unwrap();
+        assert_eq!(
+            bridge_networks(nets),
+            [BridgeNet {
+                id: "b1".into(),
+                name: "bridge".into(),
+                gateway: Ipv4Addr::new(198, 51, 100, 1),
+                prefix_len: 24,
+            }]
+        );
+
+        let n: NetworkInspect = serde_json::from_value(json!({
+            "Containers": {
+                "c1": {"Name": "web1", "IPv4Address": "198.51.100.2/24"},
+                "c2": {"Name": "nov4", "IPv4Address": ""}
+            }
+        }))
+        .unwrap();
+        assert_eq!(
+            network_members(n),
+            [(
+                "c1".to_string(),
+                "web1".to_string(),
+                Ipv4Addr::new(198, 51, 100, 2)
+            )]
+        );
+    }
+}

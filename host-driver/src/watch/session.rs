@@ -1,0 +1,122 @@
+//! watch's outer loop: one session per connection to Docker, a backoff
+//! between them, until SIGTERM or SIGINT. A session holds what lives as
+//! long as the connection: the supervisor and its tasks, the who-am-I
+//! listeners, the host route shims and the poll of the agents; the metrics
+//! server outlives sessions.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::monitor::{self, Stats};
+use super::notify::notify;
+use super::settings::Settings;
+use super::supervisor::Supervisor;
+use super::{metrics, whoami};
+use crate::error::Error;
+use crate::router::Driver;
+
+/// First wait after losing Docker.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Most time between two attempts to reach Docker.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the host routes are brought in line with the leases (a lease
+/// can change without any Docker event).
+const HOST_ROUTES_EVERY: Duration = Duration::from_secs(5);
+
+/// Runs watch with settings `a` until SIGTERM or SIGINT.
+pub async fn run(a: Settings) -> Result<(), Error> {
+    let stats = Arc::new(Stats::default());
+    let _metrics = match a.metrics {
+        Some(addr) => {
+            let listener = metrics::bind(addr).await?;
+            tracing::info!(%addr, "serving metrics at /metrics");
+            Some(AbortOnDrop(tokio::spawn(metrics::serve(
+                listener,
+                stats.clone(),
+            ))))
+        }
+        None => None,
+    };
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| Error::Usage(format!("signals: {e}")))?;
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| Error::Usage(format!("signals: {e}")))?;
+    // Ready at once: systemd must never wait on Docker through us (and Docker
+    // must never wait on us). Progress goes to STATUS=.
+    notify("READY=1\nSTATUS=connecting to Docker");
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let connected = Cell::new(false);
+        tokio::select! {
+            r = session(&a, &stats, &connected) => {
+                // A session that got as far as Docker starts the waits short again.
+                if connected.get() {
+                    backoff = FIRST_BACKOFF;
+                }
+                let e = r.err().map(|e| e.to_string()).unwrap_or_default();
+                tracing::warn!(error = %e, retry_in = ?backoff, "lost Docker; retrying");
+                notify(&format!("STATUS=waiting for Docker: {e}"));
+            }
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    notify("STOPPING=1");
+    tracing::info!("watch stopped; routers keep running");
+    Ok(())
+}
+
+/// One connection to Docker, until it is lost (the error says how);
+/// `connected` is set once Docker answered. Dropped (SIGTERM), it takes
+/// every task it started with it.
+async fn session(a: &Settings, stats: &Arc<Stats>, connected: &Cell<bool>) -> Result<(), Error> {
+    let driver = Arc::new(Driver::connect().await?);
+    connected.set(true);
+    // Dropped with the session: every service task ends with it.
+    // The who-am-I listeners and the host routes go with the session.
+    let _whoami = (!a.no_whoami).then(|| {
+        let host = whoami::host_address(a.host_address, a.parent.as_deref());
+        AbortOnDrop(tokio::spawn(whoami::run(driver.docker.clone(), host)))
+    });
+    let _shims =
+        (!a.no_host_route).then(|| AbortOnDrop(tokio::spawn(keep_host_routes(driver.clone()))));
+    let mut sup = Supervisor::new(driver.clone(), a.clone(), stats.clone());
+    // Polls the agents for as long as the session lasts.
+    let _poll = AbortOnDrop(tokio::spawn(monitor::run(
+        driver.clone(),
+        stats.clone(),
+        a.on_change.clone(),
+        Duration::from_secs(a.poll),
+    )));
+    tracing::info!("connected to Docker; reconciling");
+    // Subscribe first, then reconcile: what happens in between is in the stream.
+    let events = Box::pin(driver.docker.events());
+    sup.run(events, Duration::from_secs(a.resync.max(1))).await
+}
+
+/// Keeps the host route shims in step with the leases (see `shim`).
+async fn keep_host_routes(driver: Arc<Driver>) {
+    let mut tick = tokio::time::interval(HOST_ROUTES_EVERY);
+    loop {
+        tick.tick().await;
+        driver.sync_host_routes().await;
+    }
+}
+
+/// A task that ends with its owner.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,215 @@
+//! The supervisor: it follows Docker's container events and a periodic
+//! resync, and routes each trigger to the task of the service concerned
+//! (`task`: spawned on demand, ended when it has nothing left to do). A full
+//! reconcile runs at start, after every reconnect (so an event lost while
+//! the stream was down changes nothing) and every `--resync` seconds; after
+//! each one whose listings were complete, the sweep.
+//!
+//! Each service's task works on its service alone, and takes one of at most
+//! [`CONCURRENCY`] permits for the work itself, so services are brought up
+//! and healed side by side (a service stuck waiting for a lease delays no
+//! other) without a storm of events overloading dockerd.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::stream::FuturesUnordered;
+use futures::{Stream, StreamExt};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::act::Ctx;
+use super::monitor::Stats;
+use super::notify::notify;
+use super::settings::Settings;
+use super::sweep::remove_stale_dirs;
+use super::task::{TaskMsg, Trigger, service_task};
+use crate::docker::{ContainerEvent, DockerError};
+use crate::error::Error;
+use crate::labels;
+use crate::router::Driver;
+use crate::state::ServiceName;
+
+/// Services worked on at the same time (up, heal, down): enough to bring
+/// many up at once, few enough that a storm does not overload dockerd.
+pub const CONCURRENCY: usize = 8;
+
+struct Inbox {
+    tx: mpsc::UnboundedSender<Trigger>,
+    sent: u64,
+}
+
+type Round = std::pin::Pin<Box<dyn Future<Output = (BTreeSet<ServiceName>, bool)> + Send>>;
+
+pub(super) struct Supervisor {
+    ctx: Arc<Ctx>,
+    inboxes: HashMap<ServiceName, Inbox>,
+    tasks: JoinSet<()>,
+    to_main: mpsc::UnboundedSender<TaskMsg>,
+    from_tasks: mpsc::UnboundedReceiver<TaskMsg>,
+    /// Full reconciles under way: each yields its services and whether both
+    /// listings were complete, once every task concerned has looked.
+    rounds: FuturesUnordered<Round>,
+}
+
+impl Supervisor {
+    pub(super) fn new(driver: Arc<Driver>, args: Settings, stats: Arc<Stats>) -> Self {
+        let (to_main, from_tasks) = mpsc::unbounded_channel();
+        Supervisor {
+            ctx: Arc::new(Ctx {
+                driver,
+                args,
+                permits: Semaphore::new(CONCURRENCY),
+                stats,
+            }),
+            inboxes: HashMap::new(),
+            tasks: JoinSet::new(),
+            to_main,
+            from_tasks,
+            rounds: FuturesUnordered::new(),
+        }
+    }
+
+    /// Hands `t` to the service's task, starting one if it has none.
+    fn send(&mut self, service: &ServiceName, t: Trigger) {
+        let inbox = self.inboxes.entry(service.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.tasks.spawn(service_task(
+                service.clone(),
+                rx,
+                self.ctx.clone(),
+                self.to_main.clone(),
+            ));
+            Inbox { tx, sent: 0 }
+        });
+        inbox.sent += 1;
+        if let Err(mpsc::error::SendError(t)) = inbox.tx.send(t) {
+            // The task ended (it panicked): start another.
+            self.inboxes.remove(service);
+            self.send(service, t);
+        }
+    }
+
+    fn on_task_msg(&mut self, msg: TaskMsg) {
+        match msg {
+            TaskMsg::Idle { service, seen } => {
+                // Nothing sent since it went idle: dropping the sender ends it.
+                if self.inboxes.get(&service).is_some_and(|i| i.sent == seen) {
+                    self.inboxes.remove(&service);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: ContainerEvent) {
+        let is_router =
+            ev.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_ROUTER);
+        let service = if is_router {
+            ev.labels.get(labels::SERVICE).cloned()
+        } else {
+            Some(ev.name.clone())
+        };
+        let Some(service) = service.filter(|s| !s.is_empty()) else {
+            return;
+        };
+        // Event attributes carry the image's labels too: only a trigger to
+        // look again, and only for a valid name.
+        let service = match ServiceName::parse(&service) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(container = %ev.name, "ignoring an event: {e}");
+                return;
+            }
+        };
+        tracing::debug!(action = %ev.action, container = %ev.name, %service, "event");
+        let t = match (is_router, ev.action.as_str()) {
+            (true, "start") => Trigger::RouterStarted(Instant::now()),
+            (true, _) => Trigger::Router,
+            (false, "destroy") => Trigger::ServiceGone,
+            (false, _) => Trigger::Service,
+        };
+        self.send(&service, t);
+    }
+
+    /// The main loop, for as long as Docker's event stream lasts: a full
+    /// reconcile first (`events` is subscribed before it, so what happens
+    /// meanwhile is in the stream), then each event to its service's task,
+    /// a full reconcile every `resync`, the sweep after each complete round.
+    pub(super) async fn run(
+        &mut self,
+        mut events: impl Stream<Item = Result<ContainerEvent, DockerError>> + Unpin,
+        resync: Duration,
+    ) -> Result<(), Error> {
+        self.reconcile_all().await;
+        let mut resync = tokio::time::interval(resync);
+        resync.tick().await;
+        loop {
+            tokio::select! {
+                ev = events.next() => match ev {
+                    Some(Ok(ev)) => self.on_event(ev),
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err(DockerError::Unreachable("the event stream ended".into()).into()),
+                },
+                _ = resync.tick() => self.reconcile_all().await,
+                Some(msg) = self.from_tasks.recv() => self.on_task_msg(msg),
+                Some((services, complete)) = self.rounds.next() => {
+                    if complete {
+                        remove_stale_dirs(&services);
+                    }
+                    notify("STATUS=watching");
+                }
+                Some(res) = self.tasks.join_next() => {
+                    if let Err(e) = res
+                        && e.is_panic()
+                    {
+                        tracing::error!("a service task panicked: {e}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Lists routers and labelled services and asks every task concerned to
+    /// look; the round completes (STATUS=watching, sweep) when all have.
+    async fn reconcile_all(&mut self) {
+        let mut services = BTreeSet::new();
+        // The sweep deletes what no router claims: it runs only when both
+        // listings are known complete. A failed listing (dockerd restarting,
+        // an API error) proves nothing stale.
+        let mut complete = true;
+        match self.ctx.driver.docker.routers().await {
+            Ok(rs) => services.extend(rs.into_iter().map(|r| r.service)),
+            Err(e) => {
+                complete = false;
+                tracing::warn!(error = %e, "listing routers failed; no clean-up this round");
+            }
+        }
+        match self
+            .ctx
+            .driver
+            .docker
+            .names_with_label(labels::ENABLE)
+            .await
+        {
+            Ok(names) => services.extend(names),
+            Err(e) => {
+                complete = false;
+                tracing::warn!(error = %e, "listing labelled services failed; no clean-up this round");
+            }
+        }
+        let mut acks = Vec::with_capacity(services.len());
+        for s in &services {
+            let (tx, rx) = oneshot::channel();
+            self.send(s, Trigger::Resync(tx));
+            acks.push(rx);
+        }
+        self.rounds.push(Box::pin(async move {
+            // A task that ended without answering has nothing more to say.
+            for rx in acks {
+                let _ = rx.await;
+            }
+            (services, complete)
+        }));
+    }
+}
