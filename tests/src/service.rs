@@ -602,8 +602,9 @@ fn read_varint(b: &[u8]) -> Option<(u64, usize)> {
     }
 }
 
-/// The control protocol's version, as the hand-made frames spell it.
-pub const PROTOCOL_VERSION: u16 = 4;
+/// The control protocol's version, which the hand-made frames carry (the frames
+/// themselves are written byte by byte, as docs/protocol.md describes them).
+pub const PROTOCOL_VERSION: u16 = netcontainer_proto::PROTOCOL_VERSION;
 
 /// Encodes `Request::Apply(Plan { interface, hostname: None, client_id: None,
 /// broadcast_flag: false, forwards, source: Masquerade, service: None, ipv6: Off })` as

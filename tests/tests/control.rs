@@ -412,11 +412,11 @@ fn socat_status(path: &Path, uid: Option<u32>) -> Vec<u8> {
 
 /// `Request::Counters` (variant 4, added after the first release) answers
 /// `Response::Counters` (variant 4) with three varints: renewals, NAKs, rebinds (0 for an
-/// agent that never had a lease). A request an agent does not know (variant 5 here, as
-/// `Counters` is to an older agent) gets an `Error` and a closed connection, and the
+/// agent that never had a lease), `Problems` an empty list. A request an agent does not
+/// know (variant 6 here, as `Counters` is to an older agent) gets an `Error` and a closed connection, and the
 /// agent goes on: what lets a newer driver ask older routers and do without.
 #[test]
-fn counters_request_and_an_unknown_request() {
+fn counters_and_problems_requests_and_an_unknown_request() {
     require_root!();
     let mut a = CtlAgent::start("agent.sock", |_| {});
     let mut s = connect(&a.socket);
@@ -435,7 +435,16 @@ fn counters_request_and_an_unknown_request() {
         read_reply(&mut s).unwrap(),
         Reply::Frame { variant: 0, .. }
     ));
-    match send_bad(&a.socket, &frame(service::PROTOCOL_VERSION, &[5]), false) {
+    // Problems: none standing before a plan (an empty list).
+    s.write_all(&frame(service::PROTOCOL_VERSION, &[5]))
+        .unwrap();
+    s.read_exact(&mut header).unwrap();
+    let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
+    s.read_exact(&mut payload).unwrap();
+    let mut want = service::PROTOCOL_VERSION.to_be_bytes().to_vec();
+    want.extend_from_slice(&[5, 0]);
+    assert_eq!(payload, want, "Problems []");
+    match send_bad(&a.socket, &frame(service::PROTOCOL_VERSION, &[6]), false) {
         Reply::Frame {
             variant: 3,
             error: Some(e),
