@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use netcontainer_proto::{
-    HEADER_LEN, LeaseCounters, Request, Response, Status, decode_payload, encode_frame, payload_len,
+    HEADER_LEN, LeaseCounters, Problem, Request, Response, Status, decode_payload, encode_frame,
+    payload_len,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -81,6 +82,17 @@ impl AgentClient {
         }
     }
 
+    /// The agent's standing problems by subsystem; `None` from an agent
+    /// older than the request (it answers with an error and closes the
+    /// connection: ask last).
+    pub async fn problems(&mut self) -> Result<Option<Vec<Problem>>, Error> {
+        match self.request(&Request::Problems, Duration::ZERO).await? {
+            Response::Problems(p) => Ok(Some(p)),
+            Response::Error(_) => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Waits until the agent holds a lease or `timeout` passes; returns the
     /// status at that moment.
     pub async fn wait_bound(&mut self, timeout: Duration) -> Result<Status, Error> {
@@ -99,6 +111,20 @@ pub fn unexpected(resp: Response) -> Error {
         Response::Error(e) => Error::AgentRefused(e),
         other => Error::AgentProtocol(format!("{other:?}")),
     }
+}
+
+/// A service's agent's standing problems, or `None` if it does not answer
+/// within [`ANSWER_WITHIN`] or is older than the request.
+pub async fn agent_problems(service: &ServiceName) -> Option<Vec<Problem>> {
+    let socket = state::socket(service);
+    let fut = async {
+        let mut c = AgentClient::connect(&socket).await.ok()?;
+        c.problems().await.ok().flatten()
+    };
+    tokio::time::timeout(ANSWER_WITHIN, fut)
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Status of a service's agent, or `None` if it does not answer within

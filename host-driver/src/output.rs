@@ -98,6 +98,16 @@ pub fn status_text(s: &Status) -> String {
     out
 }
 
+/// A router's standing problems, one line each (after [`status_text`]):
+/// `last error` is the latest of them, these are all of them by subsystem.
+pub fn problems_text(problems: &[netcontainer_proto::Problem]) -> String {
+    let mut out = String::new();
+    for p in problems {
+        let _ = writeln!(out, "problem:    {}: {}", p.subsystem, safe(&p.message));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +163,19 @@ mod tests {
             "{text:?}"
         );
         assert_eq!(text.lines().count(), 5, "no forged lines: {text}");
+        let problems = problems_text(&[
+            netcontainer_proto::Problem {
+                subsystem: netcontainer_proto::Subsystem::Firewall,
+                message: "nft said\nforged: line".into(),
+            },
+            netcontainer_proto::Problem {
+                subsystem: netcontainer_proto::Subsystem::Dhcp,
+                message: "lease lost".into(),
+            },
+        ]);
+        assert_eq!(
+            problems,
+            "problem:    firewall: nft said\\u{a}forged: line\nproblem:    dhcp: lease lost\n"
+        );
     }
 }

@@ -114,6 +114,13 @@ fn arp_probe_declines_an_address_in_use_and_binds_another() {
         declined.lease.is_none() && !declined.is_bound(),
         "{declined:?}"
     );
+    // The same, by subsystem (`Request::Problems`, beside the status).
+    let json = w.agent.status_json().unwrap();
+    assert_eq!(
+        json["problems"],
+        serde_json::json!([{ "subsystem": "dhcp", "message": want }]),
+        "{json}"
+    );
     assert!(
         ["init", "selecting", "requesting"].contains(&declined.state.as_str()),
         "state after a decline: {}",
@@ -133,6 +140,10 @@ fn arp_probe_declines_an_address_in_use_and_binds_another() {
     let st = w.agent.wait_bound(25 * S);
     assert_eq!(st.address(), Some(FREE), "{st:?}");
     assert_eq!(st.last_error, None);
+    assert_eq!(
+        w.agent.status_json().unwrap()["problems"],
+        serde_json::json!([])
+    );
     assert_eq!(w.addrs(), vec![(FREE, 24)]);
     assert_eq!(w.log_count("probing the address with ARP"), 2);
     assert!(has_addr(&w.lan.clients[0], "eth0", TAKEN));

@@ -155,10 +155,27 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
 async fn status(s: StatusArgs) -> Result<(), Error> {
     let mut client = AgentClient::connect(&s.socket).await?;
     let status = client.status().await?;
+    // Last: an older agent answers it with an error and closes the connection.
+    let problems = client.problems().await.unwrap_or(None);
     if s.json {
-        println!("{}", output::to_json(&status));
+        /// The status with the problems beside its fields.
+        #[derive(serde::Serialize)]
+        struct WithProblems<'a> {
+            #[serde(flatten)]
+            status: &'a netcontainer_proto::Status,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            problems: Option<Vec<netcontainer_proto::Problem>>,
+        }
+        let out = WithProblems {
+            status: &status,
+            problems,
+        };
+        println!("{}", output::to_json(&out));
     } else {
         print!("{}", output::status_text(&status));
+        if let Some(p) = &problems {
+            print!("{}", output::problems_text(p));
+        }
     }
     Ok(())
 }

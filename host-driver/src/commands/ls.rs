@@ -79,6 +79,10 @@ pub struct Entry {
     pub source: Option<String>,
     /// The agent's status; null when it does not answer.
     pub agent: Option<Status>,
+    /// The agent's standing problems by subsystem (`status NAME` only; an
+    /// older agent has none to list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problems: Option<Vec<netcontainer_proto::Problem>>,
 }
 
 pub async fn entries(
@@ -116,6 +120,7 @@ pub async fn entries(
             identity: crate::router::router_identity(&r),
             source: agent.as_ref().map(|s| s.source.to_string()),
             agent,
+            problems: None,
         });
     }
     Ok(out)
@@ -344,6 +349,7 @@ mod tests {
                 },
                 ipv6_path: Default::default(),
             }),
+            problems: None,
         }
     }
 

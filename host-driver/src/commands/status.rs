@@ -2,6 +2,7 @@
 
 use clap::Args;
 
+use crate::agent_client::agent_problems;
 use crate::commands::ls::{OutputArgs, entries};
 use crate::docker::DockerClient;
 use crate::error::Error;
@@ -29,11 +30,14 @@ pub async fn run(a: StatusArgs) -> Result<(), Error> {
     };
     crate::state::ServiceName::parse(&name)?;
     let name = docker.resolve(&name).await?;
-    let Some(entry) = entries(&docker, Some(&name)).await?.into_iter().next() else {
+    let Some(mut entry) = entries(&docker, Some(&name)).await?.into_iter().next() else {
         return Err(Error::Usage(format!(
             "{name} has no network container (netcontainer up {name} creates one)"
         )));
     };
+    if entry.agent.is_some() {
+        entry.problems = agent_problems(&name).await;
+    }
     if a.out.json {
         println!("{}", output::to_json(&entry));
         return Ok(());
@@ -74,6 +78,9 @@ pub async fn run(a: StatusArgs) -> Result<(), Error> {
     match &entry.agent {
         Some(s) => print!("{}", output::status_text(s)),
         None => println!("agent:      not answering"),
+    }
+    if let Some(p) = &entry.problems {
+        print!("{}", output::problems_text(p));
     }
     Ok(())
 }
