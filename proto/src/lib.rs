@@ -12,6 +12,8 @@
 
 pub mod contract;
 mod frame;
+#[cfg(feature = "lease")]
+mod lease_state;
 mod types;
 
 pub use frame::{

@@ -95,7 +95,7 @@ impl Snapshot {
     /// Renders the snapshot as a status at `now`, with the given counters.
     pub fn status(&self, now: Instant, forwards: Vec<netcontainer_proto::ForwardStatus>) -> Status {
         Status {
-            state: wire_state(self.state),
+            state: State::of_client(self.state),
             interface: self.interface.clone(),
             hostname: self.hostname.clone(),
             lease: self.lease.as_ref().map(|l| lease_status(l, now)),
@@ -127,25 +127,6 @@ impl Default for Snapshot {
 
 fn secs_until(t: Option<Instant>, now: Instant) -> Option<u64> {
     t.map(|t| t.saturating_duration_since(now).as_secs())
-}
-
-/// The client's state as status reports it: the wire's `waiting-for-plan`
-/// when no client runs. The lease crate's states map one to one, but for the
-/// wire's `init-reboot`, which no client reports (it sends its REQUEST at
-/// once, and is then `rebooting`).
-pub fn wire_state(state: Option<netcontainer_lease::State>) -> State {
-    use netcontainer_lease::State as Client;
-    match state {
-        None => State::WaitingForPlan,
-        Some(Client::Init) => State::Init,
-        Some(Client::Selecting) => State::Selecting,
-        Some(Client::Requesting) => State::Requesting,
-        Some(Client::Rebooting) => State::Rebooting,
-        Some(Client::Bound) => State::Bound,
-        Some(Client::Renewing) => State::Renewing,
-        Some(Client::Rebinding) => State::Rebinding,
-        Some(Client::Stopped) => State::Stopped,
-    }
 }
 
 pub fn lease_status(l: &Lease, now: Instant) -> LeaseStatus {
@@ -393,29 +374,7 @@ async fn write(stream: &mut UnixStream, resp: &Response) -> Result<(), ConnError
 
 #[cfg(test)]
 mod tests {
-    use netcontainer_lease::State as Client;
-
     use super::*;
-
-    #[test]
-    fn every_client_state_has_its_wire_name() {
-        // Listed by hand, not derived: a new client state must be added here
-        // (and to `wire_state`'s match, which does not compile without it).
-        let cases = [
-            (None, "waiting-for-plan"),
-            (Some(Client::Init), "init"),
-            (Some(Client::Selecting), "selecting"),
-            (Some(Client::Requesting), "requesting"),
-            (Some(Client::Rebooting), "rebooting"),
-            (Some(Client::Bound), "bound"),
-            (Some(Client::Renewing), "renewing"),
-            (Some(Client::Rebinding), "rebinding"),
-            (Some(Client::Stopped), "stopped"),
-        ];
-        for (state, wire) in cases {
-            assert_eq!(wire_state(state).as_str(), wire, "{state:?}");
-        }
-    }
 
     #[test]
     fn a_fresh_snapshot_waits_for_a_plan() {

@@ -43,6 +43,9 @@ use std::time::{Duration, Instant};
 enum Client {
     Ref(RefClientKind),
     Agent,
+    /// The agent of the build before (`--baseline-bin-dir`), measured the same way in the
+    /// same run.
+    AgentBaseline,
 }
 
 impl Client {
@@ -51,6 +54,7 @@ impl Client {
             Client::Ref(RefClientKind::Dhclient) => "dhclient 4.4 (`-d -sf SCRIPT`)",
             Client::Ref(RefClientKind::Udhcpc) => "busybox udhcpc (`-f -s SCRIPT`)",
             Client::Agent => "netcontainer agent (`agent apply` to address)",
+            Client::AgentBaseline => "netcontainer agent, the build before (same method)",
         }
     }
     fn mac(&self, server: usize) -> String {
@@ -58,6 +62,7 @@ impl Client {
             Client::Ref(RefClientKind::Dhclient) => 1,
             Client::Ref(RefClientKind::Udhcpc) => 2,
             Client::Agent => 3,
+            Client::AgentBaseline => 8,
         };
         format!("02:00:00:00:{server:02x}:{n:02x}")
     }
@@ -136,11 +141,12 @@ fn run_once(
                     rss_kb: rss,
                 })
             }
-            Client::Agent => {
-                if let Some(d) = bin_dir {
-                    // SAFETY: single-threaded at this point apart from the waiter, which
-                    // does not read the environment.
-                    unsafe { std::env::set_var("NETCONTAINER_BIN_DIR", d) };
+            Client::Agent | Client::AgentBaseline => {
+                // SAFETY: single-threaded at this point apart from the waiter, which does not
+                // read the environment.
+                match bin_dir {
+                    Some(d) => unsafe { std::env::set_var("NETCONTAINER_BIN_DIR", d) },
+                    None => unsafe { std::env::remove_var("NETCONTAINER_BIN_DIR") },
                 }
                 let mut agent = Agent::start(&router, tmp.path());
                 let t0 = Instant::now();
@@ -485,6 +491,47 @@ fn verdicts6(
     out
 }
 
+/// The IPv4 table's verdict lines: per server, each agent row against dhclient (target:
+/// at most half its median) and its RSS while bound against dhclient's (target: not
+/// above).
+fn verdicts4(rows: &[(Client, String, Vec<Sample>, usize)]) -> String {
+    let mut out = String::new();
+    for (client, server, samples, _) in rows {
+        if !matches!(client, Client::Agent | Client::AgentBaseline) {
+            continue;
+        }
+        let Some(dh) = rows
+            .iter()
+            .find(|r| r.0 == Client::Ref(RefClientKind::Dhclient) && &r.1 == server)
+        else {
+            continue;
+        };
+        let med = |v: &[Sample]| median(v.iter().map(|s| s.latency).collect());
+        let (Some(a), Some(d)) = (med(samples), med(&dh.2)) else {
+            continue;
+        };
+        let r = a.as_secs_f64() / d.as_secs_f64();
+        let who = match client {
+            Client::AgentBaseline => "the build before",
+            _ => "agent",
+        };
+        out.push_str(&format!(
+            "- {server}: {who} median {} vs dhclient {}: {r:.2}, target at most 0.5: {}",
+            ms(a),
+            ms(d),
+            if r <= 0.5 { "met" } else { "not met" }
+        ));
+        if let (Some(ar), Some(dr)) = (median_rss(samples), median_rss(&dh.2)) {
+            out.push_str(&format!(
+                "; RSS {ar} kB vs dhclient {dr} kB, target not above: {}",
+                if ar <= dr { "met" } else { "not met" }
+            ));
+        }
+        out.push_str(".\n");
+    }
+    out
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -496,6 +543,7 @@ fn main() {
     let mut clients6: Vec<String> = Vec::new();
     let mut out6: Option<PathBuf> = None;
     let mut bin_dir: Option<PathBuf> = None;
+    let mut baseline_dir: Option<PathBuf> = None;
     let list = |v: String| -> Vec<String> {
         v.split(',')
             .filter(|s| !s.is_empty())
@@ -512,10 +560,12 @@ fn main() {
             "--clients6" => clients6 = list(val()),
             "--out6" => out6 = Some(PathBuf::from(val())),
             "--bin-dir" => bin_dir = Some(PathBuf::from(val())),
+            "--baseline-bin-dir" => baseline_dir = Some(PathBuf::from(val())),
             "-h" | "--help" => {
                 println!(
                     "leasebench [--runs N] [--servers dnsmasq,kea] [--clients dhclient,udhcpc,agent] \
-                     [--clients6 dhclient,dhcpcd-ra,dhcpcd,agent] [--out6 FILE] [--bin-dir DIR]"
+                     [--clients6 dhclient,dhcpcd-ra,dhcpcd,agent] [--out6 FILE] [--bin-dir DIR] \
+                     [--baseline-bin-dir DIR]"
                 );
                 return;
             }
@@ -530,6 +580,7 @@ fn main() {
             "dhclient" => Client::Ref(RefClientKind::Dhclient),
             "udhcpc" => Client::Ref(RefClientKind::Udhcpc),
             "agent" => Client::Agent,
+            "agent-baseline" => Client::AgentBaseline,
             o => panic!("unknown client {o}"),
         })
         .collect();
@@ -558,8 +609,17 @@ fn main() {
         }
         for &client in &clients {
             let what = format!("{server} {}", client.label());
-            let (samples, failures) =
-                measure(runs, &what, || run_once(&mut lan, client, si, &bin_dir));
+            let dir = match client {
+                Client::AgentBaseline => {
+                    assert!(
+                        baseline_dir.is_some(),
+                        "agent-baseline needs --baseline-bin-dir"
+                    );
+                    &baseline_dir
+                }
+                _ => &bin_dir,
+            };
+            let (samples, failures) = measure(runs, &what, || run_once(&mut lan, client, si, dir));
             if client == Client::Ref(RefClientKind::Dhclient) {
                 let all: Vec<u64> = samples.iter().filter_map(|s| s.rss_kb).collect();
                 let range = (all.iter().min().copied(), all.iter().max().copied());
@@ -567,7 +627,7 @@ fn main() {
                     dhclient4_rss.push((server.clone(), (m, lo, hi)));
                 }
             }
-            rows.push((client.label(), server.clone(), samples, failures));
+            rows.push((client, server.clone(), samples, failures));
         }
         if clients6.is_empty() {
             continue;
@@ -615,7 +675,11 @@ fn main() {
         drop(dnsmasq);
     }
 
-    print!("{}", table(&rows));
+    let labelled4: Vec<_> = rows
+        .iter()
+        .map(|(c, s, v, f)| (c.label(), s.clone(), v.clone(), *f))
+        .collect();
+    print!("{}\n{}", table(&labelled4), verdicts4(&rows));
     if rows6.is_empty() {
         return;
     }
