@@ -12,6 +12,7 @@
 
 use crate::netns::Netns;
 use crate::proc::ProcGuard;
+use netcontainer_proto::contract::flag;
 use serde_json::Value;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -228,9 +229,9 @@ impl Agent {
         let log_level = std::env::var("NETCONTAINER_LOG").unwrap_or_else(|_| "debug".into());
         let mut argv = vec![
             agent.to_str().unwrap(),
-            "--socket",
+            flag::SOCKET,
             self.socket.to_str().unwrap(),
-            "--state-dir",
+            flag::STATE_DIR,
             self.state_dir.to_str().unwrap(),
         ];
         argv.extend(self.extra.iter().map(|s| s.as_str()));

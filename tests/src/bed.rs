@@ -15,6 +15,7 @@
 //! (and the scripts get their beds from `ncbed`, which uses these builders).
 
 use crate::netns::Netns;
+use netcontainer_proto::contract::LAN_IF;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -113,7 +114,7 @@ impl Lan {
         args.extend_from_slice(kind);
         self.host.ip(&args);
         self.host.ip(&["link", "set", &tmp, "netns", ns.name()]);
-        ns.ip(&["link", "set", &tmp, "name", "lan0"]);
+        ns.ip(&["link", "set", &tmp, "name", LAN_IF]);
         self.routers.push(ns.clone());
         ns
     }

@@ -19,6 +19,7 @@
 use crate::docker::{DockerBed, router_name};
 use crate::kea::{Kea, KeaLease, KeaOpts, parse_lease_csv};
 use crate::netns::Netns;
+use netcontainer_proto::contract::LAN_IF;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
@@ -389,7 +390,7 @@ pub fn lan_leg(pid: u32) -> Option<(String, Vec<Ipv4Addr>)> {
             "addr",
             "show",
         ])
-        .args(["dev", "lan0"])
+        .args(["dev", LAN_IF])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
@@ -412,7 +413,7 @@ pub fn lan_leg(pid: u32) -> Option<(String, Vec<Ipv4Addr>)> {
         None => {
             let o = Command::new("nsenter")
                 .args(["-t", &pid.to_string(), "-n", "ip", "-j", "link", "show"])
-                .args(["dev", "lan0"])
+                .args(["dev", LAN_IF])
                 .stdin(Stdio::null())
                 .stderr(Stdio::null())
                 .output()

@@ -34,6 +34,7 @@ use crate::agent::CmdOutput;
 use crate::dnsmasq::{Dnsmasq, DnsmasqOpts};
 use crate::netns::Netns;
 use crate::proc::ProcGuard;
+use netcontainer_proto::contract::LAN_IF;
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -821,7 +822,7 @@ impl DockerBed {
             let kind = l["linkinfo"]["info_kind"].as_str().unwrap_or_default();
             let on_parent =
                 matches!(kind, "macvlan" | "ipvlan") && parents.iter().any(|p| p == link);
-            if master == bridge || on_parent || name == "lan0" {
+            if master == bridge || on_parent || name == LAN_IF {
                 set.insert(format!("{name} ({kind}, master {master:?}, link {link:?})"));
             }
         }

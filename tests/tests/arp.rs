@@ -11,6 +11,7 @@
 //! The ignored test `bench_arp_probe_cost` measures what the probe costs (see
 //! docs/benchmarks.md, "ARP probe cost").
 
+use netcontainer_proto::contract::LAN_IF;
 use netcontainer_tests::*;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -45,7 +46,7 @@ impl World {
     }
 
     fn addrs(&self) -> Vec<(Ipv4Addr, u8)> {
-        addr_on(self.lan.router(), "lan0")
+        addr_on(self.lan.router(), LAN_IF)
     }
 
     fn log_count(&self, what: &str) -> usize {
@@ -67,7 +68,7 @@ fn arp_probe_binds_normally_when_the_address_is_free() {
     require_root!();
     let w = World::new(&["--arp-probe"], &[]);
     let kea = Kea::start(&w.lan.lan, KeaOpts::short(6, 2, 4));
-    let out = w.agent.apply(&ApplyArgs::new("lan0").wait(15));
+    let out = w.agent.apply(&ApplyArgs::new(LAN_IF).wait(15));
     assert!(out.ok(), "agent apply failed: {out}");
     let addr = out.address().expect("apply printed the address");
     let st = w.agent.wait_bound(5 * S);
@@ -97,7 +98,7 @@ fn arp_probe_declines_an_address_in_use_and_binds_another() {
     let kea = Kea::start(&w.lan.lan, two_address_pool());
 
     // No --wait: the status in between is what this test is about.
-    let out = w.agent.apply(&ApplyArgs::new("lan0"));
+    let out = w.agent.apply(&ApplyArgs::new(LAN_IF));
     assert!(out.ok(), "agent apply failed: {out}");
     let want = format!("address {TAKEN} is in use by MAC {client_mac}: declined");
     let declined = w
@@ -156,7 +157,7 @@ fn without_arp_probe_the_address_in_use_is_taken() {
     require_root!();
     let w = World::new(&[], &[TAKEN.octets()[3]]);
     let kea = Kea::start(&w.lan.lan, two_address_pool());
-    let out = w.agent.apply(&ApplyArgs::new("lan0").wait(15));
+    let out = w.agent.apply(&ApplyArgs::new(LAN_IF).wait(15));
     assert!(out.ok(), "agent apply failed: {out}");
     assert_eq!(out.address(), Some(TAKEN));
     assert_eq!(w.addrs(), vec![(TAKEN, 24)]);
@@ -181,7 +182,7 @@ fn bench_once(lan: &mut Lan, probe: bool, server: usize) -> Result<Duration, Str
     let router = lan.add_router_with_mac(Some(&mac));
     let tmp = TempDir::new("arpbench");
     let res = (|| {
-        let watch = AddrWatch::open(&router, "lan0").map_err(|e| e.to_string())?;
+        let watch = AddrWatch::open(&router, LAN_IF).map_err(|e| e.to_string())?;
         let waiter = std::thread::spawn(move || watch.wait(Duration::from_secs(30)));
         let args: &[&str] = if probe { &["--arp-probe"] } else { &[] };
         let mut agent = Agent::start_with_args(&router, tmp.path(), args);
@@ -189,7 +190,7 @@ fn bench_once(lan: &mut Lan, probe: bool, server: usize) -> Result<Duration, Str
         let apply = Command::new(bin("netcontainer"))
             .args(["agent", "apply", "--socket"])
             .arg(agent.socket())
-            .args(["--interface", "lan0", "--wait", "20"])
+            .args(["--interface", LAN_IF, "--wait", "20"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,6 +1,7 @@
 //! Sanity tests of the test bed itself, with the reference clients (no agent needed).
 //! If these fail, the agent tests in lease.rs cannot be trusted either.
 
+use netcontainer_proto::contract::LAN_IF;
 use netcontainer_tests::dhcp;
 use netcontainer_tests::refclient::{self, RefClient, RefClientKind};
 use netcontainer_tests::*;
@@ -13,7 +14,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// Wait for an IPv4 address on lan0 of the first router.
 fn wait_addr(lan: &Lan, timeout: Duration) -> (Ipv4Addr, u8) {
     wait_for(timeout, POLL, || {
-        addr_on(lan.router(), "lan0").first().copied()
+        addr_on(lan.router(), LAN_IF).first().copied()
     })
     .expect("no address on lan0")
 }
@@ -29,12 +30,12 @@ fn dhclient_gets_a_lease_from_dnsmasq() {
     let lan = Lan::with_router();
     let dnsmasq = Dnsmasq::start(&lan.lan, DnsmasqOpts::default());
     let tmp = TempDir::new("bed");
-    let _c = RefClient::start(RefClientKind::Dhclient, lan.router(), "lan0", tmp.path());
+    let _c = RefClient::start(RefClientKind::Dhclient, lan.router(), LAN_IF, tmp.path());
     let (addr, plen) = wait_addr(&lan, 10 * S);
     assert!(in_pool(addr), "{addr}");
     assert_eq!(plen, 24);
     let lease = wait_for(5 * S, POLL, || dnsmasq.lease_of(addr)).expect("lease in dnsmasq file");
-    assert_eq!(lease.mac, mac_of(lan.router(), "lan0"));
+    assert_eq!(lease.mac, mac_of(lan.router(), LAN_IF));
 }
 
 #[test]
@@ -43,12 +44,12 @@ fn dhclient_gets_a_lease_from_kea() {
     let lan = Lan::with_router();
     let kea = Kea::start(&lan.lan, KeaOpts::default());
     let tmp = TempDir::new("bed");
-    let _c = RefClient::start(RefClientKind::Dhclient, lan.router(), "lan0", tmp.path());
+    let _c = RefClient::start(RefClientKind::Dhclient, lan.router(), LAN_IF, tmp.path());
     let (addr, _) = wait_addr(&lan, 10 * S);
     assert!(in_pool(addr), "{addr}");
     let lease = kea.lease_of(addr).expect("lease in Kea's memfile");
     assert!(lease.is_active(), "{lease:?}");
-    assert_eq!(lease.hwaddr, mac_of(lan.router(), "lan0"));
+    assert_eq!(lease.hwaddr, mac_of(lan.router(), LAN_IF));
     assert_eq!(lease.valid_lifetime, 120);
     let reqs = kea.requests();
     assert!(
@@ -63,7 +64,7 @@ fn udhcpc_gets_a_lease_from_kea() {
     let lan = Lan::with_router();
     let kea = Kea::start(&lan.lan, KeaOpts::default());
     let tmp = TempDir::new("bed");
-    let _c = RefClient::start(RefClientKind::Udhcpc, lan.router(), "lan0", tmp.path());
+    let _c = RefClient::start(RefClientKind::Udhcpc, lan.router(), LAN_IF, tmp.path());
     let (addr, plen) = wait_addr(&lan, 10 * S);
     assert!(in_pool(addr) && plen == 24, "{addr}/{plen}");
     assert!(kea.lease_of(addr).is_some_and(|l| l.is_active()));
@@ -80,7 +81,7 @@ fn kea_short_lease_renews_unicast_and_the_bed_blocks_unicast() {
     // so this check of the bed uses a little longer ones.
     let kea = Kea::start(&lan.lan, KeaOpts::short(20, 2, 8));
     let tmp = TempDir::new("bed");
-    let _c = RefClient::start(RefClientKind::Dhclient, lan.router(), "lan0", tmp.path());
+    let _c = RefClient::start(RefClientKind::Dhclient, lan.router(), LAN_IF, tmp.path());
     let (addr, _) = wait_addr(&lan, 10 * S);
     // T1 = 2 s: a unicast REQUEST from the leased address to the server.
     assert!(
@@ -101,7 +102,7 @@ fn kea_short_lease_renews_unicast_and_the_bed_blocks_unicast() {
         "the rule dropped no unicast renew: {:?}",
         kea.requests()
     );
-    assert!(has_addr(lan.router(), "lan0", addr));
+    assert!(has_addr(lan.router(), LAN_IF, addr));
     lan.unblock_unicast_dhcp();
 }
 
@@ -112,19 +113,19 @@ fn kea_renumbered_to_another_subnet_naks_and_the_client_moves() {
     let lan = Lan::with_router();
     let mut kea = Kea::start(&lan.lan, KeaOpts::short(8, 2, 6));
     let tmp = TempDir::new("bed");
-    let _c = RefClient::start(RefClientKind::Dhclient, lan.router(), "lan0", tmp.path());
+    let _c = RefClient::start(RefClientKind::Dhclient, lan.router(), LAN_IF, tmp.path());
     let (old, _) = wait_addr(&lan, 10 * S);
     let opts = kea.opts().renumbered();
     kea.restart_with(opts);
     let new = wait_for(20 * S, POLL, || {
-        addr_on(lan.router(), "lan0")
+        addr_on(lan.router(), LAN_IF)
             .into_iter()
             .find(|(a, _)| a.octets()[..3] == [203, 0, 113])
     })
     .expect("no 203.0.113.x address after renumbering");
     assert!(kea.naks_sent() >= 1, "Kea sent no NAK");
     assert!(
-        !has_addr(lan.router(), "lan0", old),
+        !has_addr(lan.router(), LAN_IF, old),
         "old {old} still there"
     );
     assert!(kea.lease_of(new.0).is_some_and(|l| l.is_active()));
@@ -137,11 +138,11 @@ fn kea_memfile_shows_a_release() {
     let lan = Lan::with_router();
     let kea = Kea::start(&lan.lan, KeaOpts::default());
     let tmp = TempDir::new("bed");
-    let c = RefClient::start(RefClientKind::Dhclient, lan.router(), "lan0", tmp.path());
+    let c = RefClient::start(RefClientKind::Dhclient, lan.router(), LAN_IF, tmp.path());
     let (addr, _) = wait_addr(&lan, 10 * S);
     assert!(!kea.is_released(addr));
     // `dhclient -r` with the same pid/lease files: stops the running client, releases.
-    let mut cmd = refclient::command(RefClientKind::Dhclient, "lan0", tmp.path(), None);
+    let mut cmd = refclient::command(RefClientKind::Dhclient, LAN_IF, tmp.path(), None);
     cmd.arg("-r");
     let args: Vec<String> = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
@@ -156,7 +157,7 @@ fn kea_memfile_shows_a_release() {
         "{:?}",
         kea.lease_rows()
     );
-    assert!(!has_addr(lan.router(), "lan0", addr));
+    assert!(!has_addr(lan.router(), LAN_IF, addr));
     drop(c);
 }
 
@@ -168,7 +169,7 @@ fn dnsmasq_resolves_a_dhcp_hostname() {
     let dnsmasq = Dnsmasq::start(&lan.lan, DnsmasqOpts::default());
     let tmp = TempDir::new("bed");
     let name = format!("bed{}", std::process::id());
-    let mut cmd = refclient::command(RefClientKind::Dhclient, "lan0", tmp.path(), Some(&name));
+    let mut cmd = refclient::command(RefClientKind::Dhclient, LAN_IF, tmp.path(), Some(&name));
     let _c = ProcGuard::new(lan.router().spawn_direct(&mut cmd).unwrap(), "dhclient");
     let (addr, _) = wait_addr(&lan, 10 * S);
     assert_eq!(dnsmasq.resolve(&name), Some(addr));
@@ -185,9 +186,9 @@ fn foreign_packets_can_be_sent_from_a_lan_client() {
     let client = lan.add_client(10);
     let _kea = Kea::start(&lan.lan, KeaOpts::default());
     let tmp = TempDir::new("bed");
-    let _c = RefClient::start(RefClientKind::Dhclient, lan.router(), "lan0", tmp.path());
+    let _c = RefClient::start(RefClientKind::Dhclient, lan.router(), LAN_IF, tmp.path());
     let (addr, _) = wait_addr(&lan, 10 * S);
-    let mac = dhcp::parse_mac(&mac_of(lan.router(), "lan0"));
+    let mac = dhcp::parse_mac(&mac_of(lan.router(), LAN_IF));
     let mut payloads: Vec<Vec<u8>> = (0..5).map(|i| dhcp::garbage(i + 1, 300)).collect();
     for t in [dhcp::OFFER, dhcp::ACK, dhcp::NAK] {
         payloads.push(
@@ -205,5 +206,5 @@ fn foreign_packets_can_be_sent_from_a_lan_client() {
         dhcp::send_udp_in(&client, "eth0", 67, SocketAddrV4::new(dst, 68), &payloads);
     }
     std::thread::sleep(S);
-    assert_eq!(addr_on(lan.router(), "lan0"), vec![(addr, 24)]);
+    assert_eq!(addr_on(lan.router(), LAN_IF), vec![(addr, 24)]);
 }

@@ -14,6 +14,7 @@
 //! one-byte enum variants (`Request::Status` = 0; `Response::Status` = 0, `Error` = 3 with
 //! a varint-prefixed string).
 
+use netcontainer_proto::contract::{LAN_IF, flag};
 use netcontainer_tests::agent::driver;
 use netcontainer_tests::*;
 use std::io::{ErrorKind, Read, Write};
@@ -58,7 +59,7 @@ impl CtlAgent {
     fn start(socket_rel: &str, prepare: impl FnOnce(&Path)) -> CtlAgent {
         let ns = Arc::new(Netns::new(&unique("ctl")).expect("create netns"));
         ns.ip(&[
-            "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p",
+            "link", "add", LAN_IF, "type", "veth", "peer", "name", "lan0p",
         ]);
         let tmp = TempDir::new("ctl");
         let socket = tmp.join(socket_rel);
@@ -68,9 +69,9 @@ impl CtlAgent {
         let proc = ns.spawn_guarded(
             &[
                 bin("netcontainer-agent").to_str().unwrap(),
-                "--socket",
+                flag::SOCKET,
                 socket.to_str().unwrap(),
-                "--state-dir",
+                flag::STATE_DIR,
                 state.to_str().unwrap(),
             ],
             &[("NETCONTAINER_LOG", "debug")],
@@ -135,13 +136,13 @@ impl CtlAgent {
         let out = self.driver(&[
             "apply",
             "--interface",
-            "lan0",
+            LAN_IF,
             "--forward",
             "tcp:8080=198.51.100.2:80",
         ]);
         assert!(out.ok(), "agent apply failed: {out}\n{}", self.log());
         let st = self.status();
-        assert_eq!(st.interface.as_deref(), Some("lan0"), "{:?}", st.raw);
+        assert_eq!(st.interface.as_deref(), Some(LAN_IF), "{:?}", st.raw);
         assert_eq!(st.forwards.len(), 1, "{:?}", st.raw);
         st
     }
@@ -797,9 +798,9 @@ fn agent_alone_turns_on_forwarding_in_its_namespace() {
     let mut proc = ns.spawn_guarded(
         &[
             bin("netcontainer-agent").to_str().unwrap(),
-            "--socket",
+            flag::SOCKET,
             socket.to_str().unwrap(),
-            "--state-dir",
+            flag::STATE_DIR,
             tmp.join("state").to_str().unwrap(),
         ],
         &[],

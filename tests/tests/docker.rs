@@ -11,6 +11,7 @@
 //! Guards remove routers, state directories, containers, the network, the veth, dnsmasq
 //! and the namespaces on drop, also when a test fails (the routers' logs are printed then).
 
+use netcontainer_proto::contract::LAN_IF;
 use netcontainer_tests::docker::{self, DockerBed, Invocation, NOPORTS_IMAGE};
 use netcontainer_tests::*;
 use serde_json::Value;
@@ -103,7 +104,7 @@ fn assert_bound(entry: &Value, addr: Ipv4Addr) -> AgentStatus {
         .unwrap_or_else(|e| panic!("no agent status in {entry}: {e}"));
     assert_eq!(st.state, "bound", "{entry}");
     assert_eq!(st.address(), Some(addr), "{entry}");
-    assert_eq!(st.interface.as_deref(), Some("lan0"));
+    assert_eq!(st.interface.as_deref(), Some(LAN_IF));
     let lease = st.lease.clone().unwrap();
     assert_eq!(lease.prefix_len, 24);
     assert_eq!(lease.gateway, Some(docker::LAN_GATEWAY));

@@ -21,6 +21,7 @@
 //! server (by pid, or by stopping its thread) on drop, also when a test fails.
 
 use netcontainer_proto::contract;
+use netcontainer_proto::contract::LAN_IF;
 use netcontainer_tests::service::{
     self, BannerServer, HttpServer, LAN_GATEWAY, RawForward, RawResponse, UdpEcho, curl, ping,
     retry, tcp_fetch, udp_echo,
@@ -102,7 +103,7 @@ impl World {
     /// `agent apply --interface lan0 --forward ... --wait 15`, asserting success; returns
     /// the leased address.
     fn apply(&self, forwards: &[&str]) -> Ipv4Addr {
-        let mut args = ApplyArgs::new("lan0").wait(15);
+        let mut args = ApplyArgs::new(LAN_IF).wait(15);
         for f in forwards {
             args = args.forward(f);
         }
@@ -464,17 +465,17 @@ fn without_a_lease_the_lan_reaches_nothing_behind_the_router() {
         .ip(&["route", "add", "default", "via", "198.51.100.3"]);
     let out = w
         .agent
-        .apply(&ApplyArgs::new("lan0").forward("tcp:80=198.51.100.2:8080"));
+        .apply(&ApplyArgs::new(LAN_IF).forward("tcp:80=198.51.100.2:8080"));
     assert!(out.ok(), "apply: {out}");
     let up = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         w.router()
-            .ip(&["-j", "link", "show", "lan0"])
+            .ip(&["-j", "link", "show", LAN_IF])
             .contains("\"UP\"")
     });
     assert!(up, "lan0 never came up");
     assert!(w.agent.status().lease.is_none(), "a lease came through");
     let link: Value =
-        serde_json::from_str(&w.router().ip(&["-j", "link", "show", "lan0"])).unwrap();
+        serde_json::from_str(&w.router().ip(&["-j", "link", "show", LAN_IF])).unwrap();
     let mac = link[0]["address"].as_str().unwrap().to_string();
     // The LAN client sends straight to the router's MAC for the service's address.
     w.client
@@ -493,7 +494,7 @@ fn without_a_lease_the_lan_reaches_nothing_behind_the_router() {
     // The kernel already refuses to forward from an interface without an address
     // while reverse-path filtering is on (the agent sets it loose); the table must
     // isolate on its own, so the test turns the filter off.
-    for k in ["all", "lan0"] {
+    for k in ["all", LAN_IF] {
         w.router().exec_ok(&[
             "sysctl",
             "-q",
@@ -561,7 +562,7 @@ fn reapply_switches_target_and_invalid_plans_change_nothing() {
     // Refused by the driver (not an IPv4 address): exit != 0, one "error:" line.
     let out = w
         .agent
-        .apply(&ApplyArgs::new("lan0").forward("tcp:80=198.51.100.999:80"));
+        .apply(&ApplyArgs::new(LAN_IF).forward("tcp:80=198.51.100.999:80"));
     assert!(!out.ok(), "an invalid target was accepted: {out}");
     assert!(out.stderr.contains("error:"), "{out}");
     assert_eq!(fetch(&w.client, addr, 80), "hello from service two\n");
@@ -584,7 +585,7 @@ fn reapply_switches_target_and_invalid_plans_change_nothing() {
         ..current
     };
     assert_eq!(
-        service::raw_apply(sock, "lan0", &[current, current_udp]),
+        service::raw_apply(sock, LAN_IF, &[current, current_udp]),
         Ok(RawResponse::Applied)
     );
     let overlapping = [
@@ -599,7 +600,7 @@ fn reapply_switches_target_and_invalid_plans_change_nothing() {
             ..current
         },
     ];
-    match service::raw_apply(sock, "lan0", &overlapping) {
+    match service::raw_apply(sock, LAN_IF, &overlapping) {
         Ok(RawResponse::Error(e)) => assert!(e.contains("overlap"), "{e}"),
         other => panic!("overlapping plan: {other:?}"),
     }
@@ -609,7 +610,7 @@ fn reapply_switches_target_and_invalid_plans_change_nothing() {
         target: SVC1,
         ..current
     }];
-    match service::raw_apply(sock, "lan0", &port0) {
+    match service::raw_apply(sock, LAN_IF, &port0) {
         Ok(RawResponse::Error(e)) => assert!(e.contains("port 0"), "{e}"),
         other => panic!("port-0 plan: {other:?}"),
     }
@@ -712,7 +713,7 @@ fn sigterm_removes_table_rules_and_releases_the_lease() {
         .router()
         .ip(&["route", "show", "table", &TABLE.to_string()]);
     assert!(routes.trim().is_empty(), "routes left in table: {routes}");
-    assert!(!has_addr(w.router(), "lan0", addr), "{addr} still on lan0");
+    assert!(!has_addr(w.router(), LAN_IF, addr), "{addr} still on lan0");
     assert!(
         wait_until(3 * S, Duration::from_millis(20), || w
             .dnsmasq

@@ -22,6 +22,7 @@
 //! The beds' LAN is 203.0.113.0/24 (see `tests/src/docker.rs`): traffic here starts in
 //! containers.
 
+use netcontainer_proto::contract::WHOAMI_PORT;
 use netcontainer_tests::docker::{
     self, DockerBed, REMOTE_CLIENT, SuiteLock, docker_ok, router_name,
 };
@@ -412,11 +413,11 @@ fn docker_mirror_recipe_works_unchanged_in_every_mode() {
             "-sS",
             "-m",
             "2",
-            &format!("http://{target}:9001/hostip"),
+            &format!("http://{target}:{WHOAMI_PORT}/hostip"),
         ]);
         assert!(
             !out.status.success(),
-            "a LAN client got {:?} from {target}:9001",
+            "a LAN client got {:?} from {target}:{WHOAMI_PORT}",
             String::from_utf8_lossy(&out.stdout)
         );
     }

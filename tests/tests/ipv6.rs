@@ -12,6 +12,7 @@
 //! show addresses, names and lifetimes.
 
 use netcontainer_proto::contract;
+use netcontainer_proto::contract::LAN_IF;
 use netcontainer_tests::service::curl;
 use netcontainer_tests::v6::*;
 use netcontainer_tests::*;
@@ -47,7 +48,7 @@ impl World {
 
     /// `agent apply --interface lan0 [--hostname NAME]` without waiting for IPv4.
     fn apply(&self, hostname: Option<&str>) {
-        let mut args = ApplyArgs::new("lan0");
+        let mut args = ApplyArgs::new(LAN_IF);
         if let Some(h) = hostname {
             args = args.hostname(h);
         }
@@ -56,11 +57,11 @@ impl World {
     }
 
     fn addrs(&self) -> Vec<Addr6> {
-        addrs6(self.lan.router(), "lan0")
+        addrs6(self.lan.router(), LAN_IF)
     }
 
     fn mac(&self) -> String {
-        mac_of(self.lan.router(), "lan0")
+        mac_of(self.lan.router(), LAN_IF)
     }
 
     /// Waits (bounded) for a global address on lan0 that `f` accepts.
@@ -326,7 +327,7 @@ fn kill9_and_restart_keeps_the_address_without_solicit() {
     let a = w.wait_addr(15 * S, |a| in_pool(a.address));
     let solicits = kea.received("SOLICIT");
     w.agent
-        .wait_persisted(&netcontainer_proto::contract::lease6_file("lan0"), 5 * S);
+        .wait_persisted(&netcontainer_proto::contract::lease6_file(LAN_IF), 5 * S);
     w.agent.kill9();
     w.agent.restart();
     // The restarted agent resumes its saved plan and Rebinds the stored lease.
@@ -446,7 +447,7 @@ fn off_takes_no_ipv6_address_and_drops_what_auto_took() {
     require_root!();
     let w = World::new();
     let _radvd = Radvd::start(&w.lan.lan, RadvdOpts::default());
-    let out = w.agent.apply(&ApplyArgs::new("lan0").ipv6("off"));
+    let out = w.agent.apply(&ApplyArgs::new(LAN_IF).ipv6("off"));
     assert!(out.ok(), "{out}");
     std::thread::sleep(6 * S);
     assert!(w.addrs().is_empty(), "{:?}", w.addrs());
@@ -455,7 +456,7 @@ fn off_takes_no_ipv6_address_and_drops_what_auto_took() {
     w.apply(None);
     let want = slaac_of(&w.mac());
     w.wait_addr(10 * S, |a| a.address == want);
-    let out = w.agent.apply(&ApplyArgs::new("lan0").ipv6("off"));
+    let out = w.agent.apply(&ApplyArgs::new(LAN_IF).ipv6("off"));
     assert!(out.ok(), "{out}");
     assert!(
         wait_until(5 * S, POLL, || w.addrs().is_empty()),
@@ -620,7 +621,7 @@ impl Fwd6 {
     }
 
     fn apply(&self, service6: Option<Ipv6Addr>) -> Ipv6Addr {
-        let mut args = ApplyArgs::new("lan0")
+        let mut args = ApplyArgs::new(LAN_IF)
             .forward("tcp:80=198.51.100.2:8080")
             .forward("udp:53=198.51.100.2:5353");
         if let Some(a) = service6 {
@@ -628,9 +629,9 @@ impl Fwd6 {
         }
         let out = self.agent.apply(&args);
         assert!(out.ok(), "agent apply failed: {out}");
-        let want = slaac_of(&mac_of(self.lan.router(), "lan0"));
+        let want = slaac_of(&mac_of(self.lan.router(), LAN_IF));
         let ok = wait_until(10 * S, POLL, || {
-            addrs6(self.lan.router(), "lan0")
+            addrs6(self.lan.router(), LAN_IF)
                 .iter()
                 .any(|a| a.address == want)
         });
@@ -743,7 +744,7 @@ fn ipv6_is_relayed_to_a_service_on_ipv4_only() {
     assert!(table.contains("iifname \"lan0\" drop"), "{table}");
 
     let out = bed.agent.apply(
-        &ApplyArgs::new("lan0")
+        &ApplyArgs::new(LAN_IF)
             .forward("tcp:80=198.51.100.2:8080")
             .ipv6("off"),
     );

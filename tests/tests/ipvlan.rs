@@ -19,6 +19,7 @@
 //! ```
 
 use netcontainer_proto::contract;
+use netcontainer_proto::contract::LAN_IF;
 use netcontainer_tests::service::{self, HttpServer, curl, retry};
 use netcontainer_tests::*;
 use std::net::Ipv4Addr;
@@ -64,7 +65,7 @@ impl World {
     /// What the driver sends for an ipvlan router: broadcast flag and a client id (the
     /// driver's starts with a NUL, which a command line cannot carry).
     fn args(i: usize) -> ApplyArgs {
-        ApplyArgs::new("lan0")
+        ApplyArgs::new(LAN_IF)
             .client_id(&format!("netcontainer:ipvl{i}"))
             .broadcast()
             .wait(15)
@@ -87,17 +88,17 @@ fn two_ipvlan_legs_get_two_leases_by_client_id() {
     let w = World::new(2);
     let parent_mac = mac_of(&w.lan.host, "eth0");
     assert_eq!(
-        mac_of(w.router(0), "lan0"),
+        mac_of(w.router(0), LAN_IF),
         parent_mac,
         "ipvlan: parent's MAC"
     );
-    assert_eq!(mac_of(w.router(1), "lan0"), parent_mac);
+    assert_eq!(mac_of(w.router(1), LAN_IF), parent_mac);
     let dnsmasq = Dnsmasq::start(&w.lan.lan, DnsmasqOpts::default());
     let a = w.bind(0, World::args(0));
     let b = w.bind(1, World::args(1));
     assert_ne!(a, b, "two legs, one MAC, two leases");
-    assert_eq!(addr_on(w.router(0), "lan0"), vec![(a, 24)]);
-    assert_eq!(addr_on(w.router(1), "lan0"), vec![(b, 24)]);
+    assert_eq!(addr_on(w.router(0), LAN_IF), vec![(a, 24)]);
+    assert_eq!(addr_on(w.router(1), LAN_IF), vec![(b, 24)]);
     for addr in [a, b] {
         let l = dnsmasq.lease_of(addr).expect("dnsmasq has the lease");
         assert_eq!(l.mac, parent_mac);
@@ -125,7 +126,7 @@ fn ipvlan_renews_at_t1_by_unicast() {
     });
     assert!(renew.is_some(), "no unicast renew: {:?}", kea.requests());
     std::thread::sleep(Duration::from_secs(7).saturating_sub(bound_at.elapsed()));
-    assert_eq!(addr_on(w.router(0), "lan0"), vec![(addr, 24)]);
+    assert_eq!(addr_on(w.router(0), LAN_IF), vec![(addr, 24)]);
     let st = w.agents[0].status();
     assert_eq!(st.lease.expect("lease").address, addr);
     assert!(st.last_error.is_none(), "{:?}", st.last_error);
@@ -148,7 +149,7 @@ fn ipvlan_releases_on_sigterm() {
         "Kea shows no release: {:?}",
         kea.lease_rows()
     );
-    assert!(!has_addr(w.router(0), "lan0", addr));
+    assert!(!has_addr(w.router(0), LAN_IF, addr));
 }
 
 /// A LAN client reaches a service behind the ipvlan router through the leased address,

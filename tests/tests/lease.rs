@@ -10,6 +10,7 @@
 //! Timings: Kea leases of 6 s (renew 2 s, rebind 4 s) keep renew/rebind/expiry tests in
 //! seconds; dnsmasq (minimum lease 2 min) is used for bind/DNS/release only.
 
+use netcontainer_proto::contract::LAN_IF;
 use netcontainer_tests::dhcp;
 use netcontainer_tests::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -48,11 +49,11 @@ impl World {
     }
 
     fn bind(&self) -> Ipv4Addr {
-        self.apply(ApplyArgs::new("lan0").wait(15))
+        self.apply(ApplyArgs::new(LAN_IF).wait(15))
     }
 
     fn addrs(&self) -> Vec<(Ipv4Addr, u8)> {
-        addr_on(self.lan.router(), "lan0")
+        addr_on(self.lan.router(), LAN_IF)
     }
 }
 
@@ -68,7 +69,7 @@ fn assert_bound_to(w: &World, addr: Ipv4Addr) -> AgentStatus {
     assert_eq!(lease.prefix_len, 24);
     assert_eq!(lease.gateway, Some(SERVER));
     assert_eq!(lease.server_id, Some(SERVER));
-    assert_eq!(st.interface.as_deref(), Some("lan0"));
+    assert_eq!(st.interface.as_deref(), Some(LAN_IF));
     assert_eq!(
         w.addrs(),
         vec![(addr, 24)],
@@ -98,7 +99,7 @@ fn binds_from_dnsmasq() {
     let lease = st.lease.unwrap();
     assert!((100.0..=120.0).contains(&lease.lease_secs), "{lease:?}");
     let dl = dnsmasq.lease_of(addr).expect("dnsmasq has the lease");
-    assert_eq!(dl.mac, mac_of(w.lan.router(), "lan0"));
+    assert_eq!(dl.mac, mac_of(w.lan.router(), LAN_IF));
 }
 
 #[test]
@@ -122,7 +123,7 @@ fn binds_from_kea() {
     assert!(lease.rebind_in_secs > lease.renew_in_secs && lease.rebind_in_secs <= 105.0);
     let kl = kea.lease_of(addr).expect("Kea has the lease");
     assert!(kl.is_active(), "{kl:?}");
-    assert_eq!(kl.hwaddr, mac_of(w.lan.router(), "lan0"));
+    assert_eq!(kl.hwaddr, mac_of(w.lan.router(), LAN_IF));
 }
 
 /// T1: the agent renews by unicast from its address (Kea logs a REQUEST from the lease
@@ -217,7 +218,7 @@ fn rebinds_at_t2_then_expires_then_binds_again() {
 
     // Server gone: renew and rebind fail; at expiry the address goes.
     kea.stop();
-    let gone = wait_until(10 * S, POLL, || !has_addr(w.lan.router(), "lan0", addr));
+    let gone = wait_until(10 * S, POLL, || !has_addr(w.lan.router(), LAN_IF, addr));
     assert!(gone, "address still on lan0 10 s after the server left");
     let st = w
         .agent
@@ -230,7 +231,7 @@ fn rebinds_at_t2_then_expires_then_binds_again() {
     kea.restart();
     let st = w.agent.wait_bound(30 * S);
     let new = st.address().unwrap();
-    assert!(has_addr(w.lan.router(), "lan0", new));
+    assert!(has_addr(w.lan.router(), LAN_IF, new));
 }
 
 /// Renumbering: the server now serves 203.0.113.0/24 (see kea.rs: Kea NAKs a REQUEST for
@@ -272,13 +273,13 @@ fn restart_after_kill9_rebinds_the_same_address_fast() {
     let addr = w.bind();
     assert_bound_to(&w, addr);
     w.agent
-        .wait_persisted(&netcontainer_proto::contract::lease_file("lan0"), 5 * S);
+        .wait_persisted(&netcontainer_proto::contract::lease_file(LAN_IF), 5 * S);
     w.agent.kill9();
     // A killed agent leaves its address; a re-created router would have a fresh link.
     // Simulate that so the measurement sees the address come back.
     let r = w.lan.router().clone();
-    r.ip(&["addr", "flush", "dev", "lan0"]);
-    r.ip(&["link", "set", "lan0", "down"]);
+    r.ip(&["addr", "flush", "dev", LAN_IF]);
+    r.ip(&["link", "set", LAN_IF, "down"]);
     let discovers_before = kea
         .received()
         .iter()
@@ -287,11 +288,11 @@ fn restart_after_kill9_rebinds_the_same_address_fast() {
 
     // Address events are read in a thread while the agent restarts, so the timestamp is
     // the moment the address appears (sub-millisecond), not when apply returns.
-    let watch = AddrWatch::open(&r, "lan0").expect("netlink watch");
+    let watch = AddrWatch::open(&r, LAN_IF).expect("netlink watch");
     let waiter = std::thread::spawn(move || watch.wait(20 * S));
     let start = Instant::now();
     w.agent.restart();
-    let out = w.agent.apply(&ApplyArgs::new("lan0").wait(15));
+    let out = w.agent.apply(&ApplyArgs::new(LAN_IF).wait(15));
     assert!(out.ok(), "{out}");
     let (got, plen, at) = waiter
         .join()
@@ -341,7 +342,7 @@ fn sigterm_releases_the_kea_lease() {
         "no DHCPRELEASE from {addr}"
     );
     assert!(
-        !has_addr(w.lan.router(), "lan0", addr),
+        !has_addr(w.lan.router(), LAN_IF, addr),
         "address left on lan0"
     );
 }
@@ -364,7 +365,7 @@ fn sigterm_releases_the_dnsmasq_lease() {
         "dnsmasq still has the lease: {:?}",
         dnsmasq.leases()
     );
-    assert!(!has_addr(w.lan.router(), "lan0", addr));
+    assert!(!has_addr(w.lan.router(), LAN_IF, addr));
 }
 
 /// `--hostname` reaches DNS: dnsmasq registers the DHCP host name.
@@ -374,7 +375,7 @@ fn hostname_reaches_dns() {
     let w = World::new();
     let dnsmasq = Dnsmasq::start(&w.lan.lan, DnsmasqOpts::default());
     let name = format!("web{}", std::process::id());
-    let addr = w.apply(ApplyArgs::new("lan0").hostname(&name).wait(15));
+    let addr = w.apply(ApplyArgs::new(LAN_IF).hostname(&name).wait(15));
     assert_eq!(
         dnsmasq.lease_of(addr).and_then(|l| l.hostname).as_deref(),
         Some(name.as_str()),
@@ -397,25 +398,25 @@ fn client_ids_identify_clients() {
     let mut a = Agent::start(lan.router(), tmp.path());
     let b = Agent::start(&r2, tmp.path());
     let apply = |ag: &Agent, cid: &str| {
-        let out = ag.apply(&ApplyArgs::new("lan0").client_id(cid).wait(15));
+        let out = ag.apply(&ApplyArgs::new(LAN_IF).client_id(cid).wait(15));
         assert!(out.ok(), "{out}");
         out.address().expect("address")
     };
     let addr_a = apply(&a, "cid-a");
     let addr_b = apply(&b, "cid-b");
     assert_ne!(addr_a, addr_b);
-    assert!(has_addr(lan.router(), "lan0", addr_a));
-    assert!(has_addr(&r2, "lan0", addr_b));
+    assert!(has_addr(lan.router(), LAN_IF, addr_a));
+    assert!(has_addr(&r2, LAN_IF, addr_b));
     assert_eq!(kea.active_leases().len(), 2, "{:?}", kea.leases());
 
     // Router A disappears without releasing; router C (new MAC) says "cid-a".
     a.kill9();
-    lan.router().ip(&["addr", "flush", "dev", "lan0"]);
-    assert_ne!(mac_of(&r3, "lan0"), mac_of(lan.router(), "lan0"));
+    lan.router().ip(&["addr", "flush", "dev", LAN_IF]);
+    assert_ne!(mac_of(&r3, LAN_IF), mac_of(lan.router(), LAN_IF));
     let c = Agent::start(&r3, tmp.path());
     let addr_c = apply(&c, "cid-a");
     assert_eq!(addr_c, addr_a, "same client id, different address");
-    assert!(has_addr(&r3, "lan0", addr_a));
+    assert!(has_addr(&r3, LAN_IF, addr_a));
 }
 
 /// Garbage and foreign DHCP packets (random bytes; OFFER/ACK/NAK with a foreign xid but
@@ -430,7 +431,7 @@ fn garbage_and_foreign_packets_change_nothing() {
     let addr = w.bind();
     assert_bound_to(&w, addr);
 
-    let mac = dhcp::parse_mac(&mac_of(w.lan.router(), "lan0"));
+    let mac = dhcp::parse_mac(&mac_of(w.lan.router(), LAN_IF));
     let mut payloads: Vec<Vec<u8>> = (1..=20u64)
         .map(|i| dhcp::garbage(i, (i as usize * 37) % 600 + 1))
         .collect();
@@ -484,7 +485,7 @@ fn garbage_and_foreign_packets_change_nothing() {
 fn no_server_apply_times_out_then_binds_when_a_server_appears() {
     require_root!();
     let mut w = World::new();
-    let out = w.agent.apply(&ApplyArgs::new("lan0").wait(5));
+    let out = w.agent.apply(&ApplyArgs::new(LAN_IF).wait(5));
     assert!(!out.ok(), "apply succeeded without a server: {out}");
     assert!(out.status.is_some(), "apply did not exit: {out}");
     assert!(
@@ -599,7 +600,7 @@ fn the_lease_path_runs_no_process_fsync_or_dump() {
     );
     // strace prints one line per thread it attached: let it finish.
     std::thread::sleep(Duration::from_millis(200));
-    let out = agent.apply(&ApplyArgs::new("lan0").wait(15));
+    let out = agent.apply(&ApplyArgs::new(LAN_IF).wait(15));
     assert!(out.ok(), "agent apply failed: {out}");
     // The address is in place once apply returned; the trace is flushed line by line.
     let text = std::fs::read_to_string(&trace).unwrap();
@@ -613,7 +614,7 @@ fn the_lease_path_runs_no_process_fsync_or_dump() {
     // The Apply request is the read that carries the interface name.
     let plan = find(
         0,
-        &|l| l.contains("recvfrom(") && l.contains("lan0"),
+        &|l| l.contains("recvfrom(") && l.contains(LAN_IF),
         "plan",
     );
     // The DISCOVER: the first IPv4 packet sent on the raw socket.

@@ -13,6 +13,7 @@
 //! `eth0` (the routers' macvlan parent), see [`rogue::IngressDrop`].
 
 use netcontainer_proto::contract;
+use netcontainer_proto::contract::LAN_IF;
 use netcontainer_tests::dhcp::{self, ACK, DISCOVER, NAK, OFFER, REQUEST};
 use netcontainer_tests::rogue::{self, IngressDrop, Reply, Request, Responder};
 use netcontainer_tests::*;
@@ -59,22 +60,22 @@ impl World {
     }
 
     fn addrs(&self) -> Vec<(Ipv4Addr, u8)> {
-        addr_on(self.lan.router(), "lan0")
+        addr_on(self.lan.router(), LAN_IF)
     }
 
     fn mac(&self) -> [u8; 6] {
-        dhcp::parse_mac(&mac_of(self.lan.router(), "lan0"))
+        dhcp::parse_mac(&mac_of(self.lan.router(), LAN_IF))
     }
 
     /// `apply` without `--wait`: the plan is sent, the agent starts DHCP.
     fn start_dhcp(&self) {
-        let out = self.agent.apply(&ApplyArgs::new("lan0"));
+        let out = self.agent.apply(&ApplyArgs::new(LAN_IF));
         assert!(out.ok(), "agent apply failed: {out}");
     }
 
     /// `apply --wait 10`, asserting success; returns the address.
     fn bind(&self) -> Ipv4Addr {
-        let out = self.agent.apply(&ApplyArgs::new("lan0").wait(10));
+        let out = self.agent.apply(&ApplyArgs::new(LAN_IF).wait(10));
         assert!(out.ok(), "agent apply failed: {out}");
         out.address()
             .unwrap_or_else(|| panic!("apply printed no address: {out}"))
@@ -145,7 +146,7 @@ fn routes_text(ns: &Netns) -> String {
 
 /// `valid_life_time` of `addr` on lan0 in `ns` (4294967295 = forever).
 fn valid_lifetime(ns: &Netns, addr: Ipv4Addr) -> Option<u64> {
-    let out = ns.ip(&["-j", "-4", "addr", "show", "dev", "lan0"]);
+    let out = ns.ip(&["-j", "-4", "addr", "show", "dev", LAN_IF]);
     let v: serde_json::Value = serde_json::from_str(&out).ok()?;
     v.as_array()?
         .iter()
@@ -204,7 +205,7 @@ fn dueling_servers_each_agent_takes_everything_from_one() {
     );
     let macs: Vec<[u8; 6]> = routers
         .iter()
-        .map(|r| dhcp::parse_mac(&mac_of(r, "lan0")))
+        .map(|r| dhcp::parse_mac(&mac_of(r, LAN_IF)))
         .collect();
     let rigged = IngressDrop::new(
         &lan.host,
@@ -228,7 +229,7 @@ fn dueling_servers_each_agent_takes_everything_from_one() {
         .map(|r| Agent::start(r, tmp.path()))
         .collect();
     for (i, a) in agents.iter().enumerate() {
-        let out = a.apply(&ApplyArgs::new("lan0").client_id(&format!("duel-{i}")));
+        let out = a.apply(&ApplyArgs::new(LAN_IF).client_id(&format!("duel-{i}")));
         assert!(out.ok(), "apply {i}: {out}");
     }
 
@@ -252,11 +253,11 @@ fn dueling_servers_each_agent_takes_everything_from_one() {
         assert_eq!(l.dns, vec![server], "agent {i}: mixed DNS: {l:?}");
         assert_eq!(l.prefix_len, 24, "agent {i}: {l:?}");
         assert_eq!(l.lease_secs, lease_secs, "agent {i}: lease time: {l:?}");
-        assert_eq!(addr_on(r, "lan0"), vec![(l.address, 24)], "agent {i}");
+        assert_eq!(addr_on(r, LAN_IF), vec![(l.address, 24)], "agent {i}");
         let route = default_route(r);
         assert_eq!(
             route.as_ref().map(|(gw, dev, _)| (*gw, dev.as_str())),
-            Some((server, "lan0")),
+            Some((server, LAN_IF)),
             "agent {i}: default route: {}",
             routes_text(r)
         );
@@ -514,7 +515,7 @@ fn forged_naks_change_nothing_while_renewing() {
     // Control: the same NAK from the server it renews with is obeyed.
     blast(&[nak(xid, mac, Some(SERVER), zero)]);
     assert!(
-        wait_until(3 * S, POLL, || !has_addr(w.lan.router(), "lan0", addr)),
+        wait_until(3 * S, POLL, || !has_addr(w.lan.router(), LAN_IF, addr)),
         "the control NAK (right xid, Kea's server id) did not take the address"
     );
     let st = w.alive();
@@ -660,7 +661,7 @@ fn crafted_slash_32_still_gets_a_default_route() {
     let r = w.lan.router().clone();
     assert_eq!(
         default_route(&r),
-        Some((SERVER, "lan0".into(), true)),
+        Some((SERVER, LAN_IF.into(), true)),
         "{}",
         routes_text(&r)
     );
@@ -684,7 +685,7 @@ fn crafted_gateway_outside_the_subnet_is_on_link() {
     let r = w.lan.router().clone();
     assert_eq!(
         default_route(&r),
-        Some((gw, "lan0".into(), true)),
+        Some((gw, LAN_IF.into(), true)),
         "{}",
         routes_text(&r)
     );
@@ -826,7 +827,7 @@ fn crafted_option_121_routes_are_installed() {
     assert!(routes.contains("198.51.100.128/25 dev lan0"), "{routes}");
     assert_eq!(
         default_route(&r),
-        Some((gw, "lan0".into(), true)),
+        Some((gw, LAN_IF.into(), true)),
         "{routes}"
     );
 }

@@ -28,6 +28,7 @@
 //! Every run counts (no warm-up: a router's first plan gets none). Prints a markdown table
 //! on stdout.
 
+use netcontainer_proto::contract::LAN_IF;
 use netcontainer_tests::refclient::{self, RefClientKind};
 use netcontainer_tests::refclient6::{self, RefClient6Kind};
 use netcontainer_tests::v6::{
@@ -121,11 +122,11 @@ fn run_once(
     let router = lan.add_router_with_mac(Some(&mac));
     let tmp = TempDir::new("bench");
     let res = (|| {
-        let watch = AddrWatch::open(&router, "lan0").map_err(|e| e.to_string())?;
+        let watch = AddrWatch::open(&router, LAN_IF).map_err(|e| e.to_string())?;
         let waiter = std::thread::spawn(move || watch.wait(Duration::from_secs(30)));
         match client {
             Client::Ref(kind) => {
-                let mut cmd = refclient::command(kind, "lan0", tmp.path(), None);
+                let mut cmd = refclient::command(kind, LAN_IF, tmp.path(), None);
                 cmd.stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null());
@@ -153,7 +154,7 @@ fn run_once(
                 let mut apply = Command::new(bin("netcontainer"))
                     .args(["agent", "apply", "--socket"])
                     .arg(agent.socket())
-                    .args(["--interface", "lan0", "--wait", "20"])
+                    .args(["--interface", LAN_IF, "--wait", "20"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -235,10 +236,10 @@ impl Drop for GroupGuard {
 /// state every IPv6 client starts from (not timed).
 fn prepare_lan0_v6(router: &Netns, mac: &str) -> Result<(), String> {
     router.exec_ok(&["sysctl", "-q", "-w", "net.ipv6.conf.lan0.accept_ra=0"]);
-    router.ip(&["link", "set", "lan0", "up"]);
+    router.ip(&["link", "set", LAN_IF, "up"]);
     let ll = link_local_of(mac).to_string();
     let ready = wait_until(Duration::from_secs(5), Duration::from_millis(10), || {
-        let out = router.ip(&["-6", "addr", "show", "dev", "lan0"]);
+        let out = router.ip(&["-6", "addr", "show", "dev", LAN_IF]);
         out.contains(&ll) && !out.contains("tentative")
     });
     if ready {
@@ -259,14 +260,14 @@ fn run_once6(
     let tmp = TempDir::new("bench6");
     let res = (|| {
         prepare_lan0_v6(&router, &mac)?;
-        if !addrs6(&router, "lan0").is_empty() {
+        if !addrs6(&router, LAN_IF).is_empty() {
             return Err("lan0 has a global IPv6 address before the start".into());
         }
-        let watch = AddrWatch::open6(&router, "lan0").map_err(|e| e.to_string())?;
+        let watch = AddrWatch::open6(&router, LAN_IF).map_err(|e| e.to_string())?;
         let waiter = std::thread::spawn(move || watch.wait6(Duration::from_secs(30)));
         match client {
             Client6::Ref(kind) => {
-                let mut cmd = refclient6::command(kind, "lan0", tmp.path());
+                let mut cmd = refclient6::command(kind, LAN_IF, tmp.path());
                 let log =
                     std::fs::File::create(tmp.join("client.out")).map_err(|e| e.to_string())?;
                 // A process group of its own: dhcpcd's privilege-separation helpers outlive
@@ -307,7 +308,7 @@ fn run_once6(
                 let mut apply = Command::new(bin("netcontainer"))
                     .args(["agent", "apply", "--socket"])
                     .arg(agent.socket())
-                    .args(["--interface", "lan0", "--wait", "20"])
+                    .args(["--interface", LAN_IF, "--wait", "20"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())

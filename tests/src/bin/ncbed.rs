@@ -24,6 +24,7 @@
 //! with a service segment (198.51.100.1 on the router, service host 198.51.100.2 behind
 //! it, forwarding on).
 
+use netcontainer_proto::contract::LAN_IF;
 use netcontainer_tests::docker::{self, DockerBed, SuiteLock};
 use netcontainer_tests::*;
 use std::io::{Read, Write};
@@ -114,9 +115,9 @@ fn forward_bed(args: &[String]) -> Bed {
         "add",
         &format!("{PLAIN_ROUTER_ADDR}/24"),
         "dev",
-        "lan0",
+        LAN_IF,
     ]);
-    plain.ip(&["link", "set", "lan0", "up"]);
+    plain.ip(&["link", "set", LAN_IF, "up"]);
     let mut svc = Vec::new();
     let mut service = Vec::<Arc<Netns>>::new();
     for r in [&router, &plain] {
@@ -130,7 +131,7 @@ fn forward_bed(args: &[String]) -> Bed {
         ("CLIENT_NS", client.name().to_string()),
         ("CLIENT_ADDR", "192.0.2.10".to_string()),
         ("ROUTER_NS", router.name().to_string()),
-        ("ROUTER_IF", "lan0".to_string()),
+        ("ROUTER_IF", LAN_IF.to_string()),
         ("SERVICE_NS", service[0].name().to_string()),
         ("PLAIN_ROUTER_NS", plain.name().to_string()),
         ("PLAIN_ROUTER_ADDR", PLAIN_ROUTER_ADDR.to_string()),
