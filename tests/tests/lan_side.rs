@@ -31,6 +31,18 @@ fn fds(agent: &Agent) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
+/// The agent's resident memory in kB (for the report; never asserted: allocators keep
+/// what they had).
+fn rss_kb(agent: &Agent) -> u64 {
+    let pid = agent.pid().expect("agent pid");
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// `agent status --json`, timed; panics if it fails.
 fn timed_status(agent: &Agent) -> Duration {
     let t = Instant::now();
@@ -74,7 +86,7 @@ fn a_router_advertisement_flood_is_capped_and_the_router_keeps_answering() {
     });
     assert!(ok, "no SLAAC address from radvd\n{}", agent.log());
     let router_ll = link_local_of(&mac);
-    let fds_before = fds(&agent);
+    let (fds_before, rss_before) = (fds(&agent), rss_kb(&agent));
 
     let sender = flooder.clone();
     let flood = std::thread::spawn(move || {
@@ -118,10 +130,10 @@ fn a_router_advertisement_flood_is_capped_and_the_router_keeps_answering() {
         .filter_map(|l| l.split("router=").nth(1)?.split_whitespace().next())
         .collect::<std::collections::BTreeSet<_>>()
         .len();
-    let fds_after = fds(&agent);
+    let (fds_after, rss_after) = (fds(&agent), rss_kb(&agent));
     eprintln!(
         "after {sent} RAs: {} global addresses, {} default routers, status slowest {slowest:?}, \
-         fds {fds_before} -> {fds_after}",
+         fds {fds_before} -> {fds_after}, RSS {rss_before} -> {rss_after} kB",
         addrs.len(),
         routers
     );
