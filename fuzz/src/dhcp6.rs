@@ -295,11 +295,14 @@ impl RaTarget {
             } = ev
             {
                 assert_eq!(prefix_len, 64);
+                assert!(ra::usable_address(address), "{address}");
                 assert!(parsed.prefixes.iter().any(|p| p.autonomous
                     && p.prefix_len == 64
                     && ra::slaac_address(p.prefix, MAC) == address));
             }
         }
+        assert!(t.addresses().count() <= ra::MAX_ADDRESSES);
+        assert!(t.routers().count() <= ra::MAX_ROUTERS);
         t.handle_timeout(now + Duration::from_secs(u64::from(u32::MAX)));
     }
 }

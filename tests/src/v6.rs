@@ -545,3 +545,49 @@ pub fn udp6(ns: &Netns, addr: Ipv6Addr, port: u16, payload: &[u8]) -> Result<Vec
     })
     .map_err(|e| e.to_string())?
 }
+
+/// A Router Advertisement (RFC 4861 section 4.2): M flag, router lifetime (seconds), and
+/// Prefix Information options (prefix, length, L and A flags, valid, preferred lifetimes).
+pub fn ra_packet(
+    managed: bool,
+    router_lifetime: u16,
+    prefixes: &[(Ipv6Addr, u8, u32, u32)],
+) -> Vec<u8> {
+    let mut p = vec![134, 0, 0, 0, 64, u8::from(managed) << 7];
+    p.extend_from_slice(&router_lifetime.to_be_bytes());
+    p.extend_from_slice(&[0; 8]);
+    for (prefix, len, valid, preferred) in prefixes {
+        p.extend_from_slice(&[3, 4, *len, 0xc0]);
+        p.extend_from_slice(&valid.to_be_bytes());
+        p.extend_from_slice(&preferred.to_be_bytes());
+        p.extend_from_slice(&[0; 4]);
+        p.extend_from_slice(&prefix.octets());
+    }
+    p
+}
+
+/// A raw ICMPv6 socket on `ifname` of the current namespace that sends from `source` (a
+/// link-local address the interface need not have: `IP_FREEBIND`), hop limit 255, as a
+/// router on the link would. For floods from many sources without configuring each.
+pub fn ra_sender(ifname: &str, source: Ipv6Addr) -> std::io::Result<(socket2::Socket, u32)> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let idx = ifindex(ifname)?;
+    let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))?;
+    s.bind_device(Some(ifname.as_bytes()))?;
+    s.set_freebind_v6(true)?;
+    s.set_unicast_hops_v6(255)?;
+    s.set_multicast_hops_v6(255)?;
+    s.bind(&std::net::SocketAddrV6::new(source, 0, 0, idx).into())?;
+    Ok((s, idx))
+}
+
+/// The index of `ifname` in the current namespace.
+pub fn ifindex(ifname: &str) -> std::io::Result<u32> {
+    let name = std::ffi::CString::new(ifname).map_err(std::io::Error::other)?;
+    // SAFETY: a valid NUL-terminated string.
+    let idx = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if idx == 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(idx)
+}

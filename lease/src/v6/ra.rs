@@ -34,6 +34,24 @@ const MAX_SEND_FAILURES: u32 = 40;
 /// RFC 4862 section 5.5.3 (e).
 const TWO_HOURS: Duration = Duration::from_secs(2 * 3600);
 
+/// Any host on the LAN can send advertisements (a link-local source and hop
+/// limit 255 are all it takes), each from a source of its own, so what they
+/// make the router hold is capped, as a Linux host caps it. SLAAC addresses
+/// at once: the kernel's `net.ipv6.conf.*.max_addresses` default; each is
+/// an address on the interface, a route, and the relay's sockets.
+pub const MAX_ADDRESSES: usize = 16;
+/// Default routers at once: each is a route in two tables. The kernel has
+/// no such knob; the same figure as the addresses, far above any real LAN.
+pub const MAX_ROUTERS: usize = 16;
+/// Prefixes one router may have us hold (on-link or SLAAC), and routers
+/// whose prefixes we hold: together they bound the on-link table.
+pub const MAX_PREFIXES_PER_ROUTER: usize = 16;
+
+/// Lifetimes that end within this of the ones last reported are no news:
+/// the kernel counts address lifetimes in whole seconds, so an advertisement
+/// repeated within a second (a flood of the same one) would change nothing.
+const SAME_LIFETIME: Duration = Duration::from_secs(1);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PrefixInfo {
     pub prefix: Ipv6Addr,
@@ -89,6 +107,17 @@ pub fn check_origin(source: Ipv6Addr, hop_limit: u8) -> Result<(), RaError> {
         return Err(RaError::Source(source));
     }
     Ok(())
+}
+
+/// Whether `a` can be an address of ours on the LAN (a SLAAC address, a
+/// DHCPv6 IA address): not multicast, not link-local (the interface has
+/// one of its own), and not in `::/8` (unspecified, loopback, the
+/// IPv4-embedding forms: reserved, never assigned on a LAN). The kernel
+/// refuses some of these only after they were recorded, and the firewall
+/// refuses them all: checked where they enter, one bad advertisement or
+/// reply changes nothing.
+pub fn usable_address(a: Ipv6Addr) -> bool {
+    !(a.is_multicast() || a.is_unicast_link_local() || a.segments()[0] & 0xff00 == 0)
 }
 
 fn be32(b: &[u8]) -> u32 {
@@ -233,6 +262,18 @@ pub enum RaEvent {
 struct Slaac {
     address: Ipv6Addr,
     valid_until: Option<Instant>,
+    /// The lifetimes last reported (`RaEvent::Address`), so that an
+    /// advertisement that changes nothing reports nothing.
+    reported: (Option<Instant>, Option<Instant>),
+}
+
+/// Whether two deadlines are the same to the kernel (see [`SAME_LIFETIME`]).
+fn same_deadline(a: Option<Instant>, b: Option<Instant>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.max(b) - a.min(b) < SAME_LIFETIME,
+        _ => false,
+    }
 }
 
 /// Follows the advertisements of the link. See the module documentation.
@@ -245,6 +286,9 @@ pub struct Tracker {
     /// On-link prefixes (L flag), for the shell's choice of prefix length of
     /// a DHCPv6 address.
     on_link: BTreeMap<(Ipv6Addr, u8), Option<Instant>>,
+    /// The router whose advertisement first brought each prefix held in
+    /// `addresses` or `on_link` (for [`MAX_PREFIXES_PER_ROUTER`]).
+    advertised_by: BTreeMap<(Ipv6Addr, u8), Ipv6Addr>,
     solicitations: u32,
     send_failures: u32,
     next_solicitation: Option<Instant>,
@@ -266,6 +310,7 @@ impl Tracker {
             routers: BTreeMap::new(),
             addresses: BTreeMap::new(),
             on_link: BTreeMap::new(),
+            advertised_by: BTreeMap::new(),
             solicitations: 0,
             send_failures: 0,
             next_solicitation: Some(now + delay),
@@ -320,29 +365,81 @@ impl Tracker {
             }
         } else {
             let lifetime = Duration::from_secs(u64::from(ra.router_lifetime));
-            self.routers.insert(source, now + lifetime);
-            self.events.push_back(RaEvent::Router {
-                address: source,
-                lifetime,
-            });
+            // A known router's new lifetime is the tracker's to keep: the
+            // route it reported stays until the router goes.
+            if let Some(until) = self.routers.get_mut(&source) {
+                *until = now + lifetime;
+            } else if self.routers.len() >= MAX_ROUTERS {
+                debug!(router = %source, "ra: {MAX_ROUTERS} default routers held, one more ignored");
+            } else {
+                self.routers.insert(source, now + lifetime);
+                self.events.push_back(RaEvent::Router {
+                    address: source,
+                    lifetime,
+                });
+            }
         }
         for p in &ra.prefixes {
-            self.prefix(now, p);
+            self.prefix(now, source, p);
         }
         Ok(())
     }
 
-    /// RFC 4862 section 5.5.3 for one Prefix Information option.
-    fn prefix(&mut self, now: Instant, p: &PrefixInfo) {
+    /// Whether a prefix not held yet may be, advertised by `source` (see
+    /// [`MAX_PREFIXES_PER_ROUTER`]).
+    fn admits_prefix(&self, source: Ipv6Addr) -> bool {
+        let mine = self
+            .advertised_by
+            .values()
+            .filter(|r| **r == source)
+            .count();
+        if mine > 0 {
+            return mine < MAX_PREFIXES_PER_ROUTER;
+        }
+        let routers: std::collections::BTreeSet<&Ipv6Addr> = self.advertised_by.values().collect();
+        routers.len() < MAX_ROUTERS
+    }
+
+    /// Forgets who advertised prefixes that are no longer held.
+    fn forget_unheld_prefixes(&mut self) {
+        let (addresses, on_link) = (&self.addresses, &self.on_link);
+        self.advertised_by
+            .retain(|k, _| addresses.contains_key(k) || on_link.contains_key(k));
+    }
+
+    /// RFC 4862 section 5.5.3 for one Prefix Information option of
+    /// `source`'s advertisement.
+    fn prefix(&mut self, now: Instant, source: Ipv6Addr, p: &PrefixInfo) {
         let link_local = p.prefix.segments()[0] & 0xffc0 == 0xfe80;
+        let key = (p.prefix, p.prefix_len);
+        // A prefix whose addresses are no unicast of ours (multicast,
+        // loopback, ...) is neither on-link nor a source of addresses.
+        if !link_local && !usable_address(slaac_address(p.prefix, self.mac)) {
+            debug!(prefix = %p.prefix, len = p.prefix_len, "ra: prefix of no usable address ignored");
+            return;
+        }
+        let held = self.addresses.contains_key(&key) || self.on_link.contains_key(&key);
+        if !held && p.valid != 0 && !link_local && !self.admits_prefix(source) {
+            debug!(prefix = %p.prefix, router = %source, "ra: prefix over the caps ignored");
+            return;
+        }
+        if !held && p.valid != 0 && !link_local {
+            self.advertised_by.insert(key, source);
+        }
         if p.on_link && !link_local {
             if p.valid == 0 {
-                self.on_link.remove(&(p.prefix, p.prefix_len));
+                self.on_link.remove(&key);
             } else {
-                self.on_link
-                    .insert((p.prefix, p.prefix_len), until(now, p.valid));
+                self.on_link.insert(key, until(now, p.valid));
             }
         }
+        self.slaac(now, p);
+        self.forget_unheld_prefixes();
+    }
+
+    /// RFC 4862 section 5.5.3 (a)-(e) for an admitted prefix.
+    fn slaac(&mut self, now: Instant, p: &PrefixInfo) {
+        let link_local = p.prefix.segments()[0] & 0xffc0 == 0xfe80;
         // (a)-(c): A flag, not link-local, preferred <= valid; and (d): an
         // interface identifier of 64 bits needs a /64.
         if !p.autonomous || link_local || p.preferred > p.valid || p.prefix_len != 64 {
@@ -353,6 +450,10 @@ impl Tracker {
         let received = until(now, p.valid);
         let valid_until = match self.addresses.get(&key) {
             None if p.valid == 0 => return,
+            None if self.addresses.len() >= MAX_ADDRESSES => {
+                debug!(prefix = %p.prefix, "ra: {MAX_ADDRESSES} SLAAC addresses held, one more ignored");
+                return;
+            }
             None => received,
             // (e): the two-hour rule, so a forged advertisement cannot end
             // an address at once.
@@ -369,10 +470,25 @@ impl Tracker {
             }
         };
         let address = slaac_address(p.prefix, self.mac);
-        let slaac = Slaac {
-            address,
-            valid_until,
+        let unchanged = self.addresses.get(&key).is_some_and(|s| {
+            same_deadline(s.reported.0, preferred_until) && same_deadline(s.reported.1, valid_until)
+        });
+        let reported = match self.addresses.get(&key) {
+            Some(s) if unchanged => s.reported,
+            _ => (preferred_until, valid_until),
         };
+        self.addresses.insert(
+            key,
+            Slaac {
+                address,
+                valid_until,
+                reported,
+            },
+        );
+        // No news, no event: the core would only install it again.
+        if unchanged {
+            return;
+        }
         debug!(%address, ?valid_until, "ra: SLAAC address");
         self.events.push_back(RaEvent::Address {
             address,
@@ -380,7 +496,6 @@ impl Tracker {
             preferred: preferred_until.map(|t| t.saturating_duration_since(now)),
             valid: valid_until.map(|t| t.saturating_duration_since(now)),
         });
-        self.addresses.insert(key, slaac);
     }
 
     /// The shell could not send the last Router Solicitation (e.g. no source
@@ -429,6 +544,7 @@ impl Tracker {
             }
         }
         self.on_link.retain(|_, t| t.is_none_or(|t| now < t));
+        self.forget_unheld_prefixes();
     }
 
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
@@ -738,5 +854,111 @@ mod tests {
         assert!(t.handle_ra(t0, ROUTER, 255, &[0xff; 64]).is_err());
         assert!(events(&mut t).is_empty());
         assert_eq!(t.flags(), None);
+    }
+
+    /// Issue 21: 300 advertisements from 300 sources, each with a prefix of
+    /// its own, leave the kernel's 16 addresses, 16 routers and a bounded
+    /// on-link table, as a Linux host would.
+    #[test]
+    fn a_flood_of_routers_and_prefixes_is_capped() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(MAC, t0, Duration::from_secs(3600));
+        for i in 0..300u16 {
+            let src = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 1, i + 1);
+            let prefix = Ipv6Addr::new(0x2001, 0xdb8, 0x100 + i, 0, 0, 0, 0, 0);
+            let p = ra(false, false, 1800, &[(prefix, 64, true, true, 3600, 1800)]);
+            t.handle_ra(t0, src, 255, &p).unwrap();
+        }
+        let ev = events(&mut t);
+        let count = |f: fn(&RaEvent) -> bool| ev.iter().filter(|e| f(e)).count();
+        assert_eq!(t.addresses().count(), MAX_ADDRESSES);
+        assert_eq!(t.routers().count(), MAX_ROUTERS);
+        assert_eq!(
+            count(|e| matches!(e, RaEvent::Address { .. })),
+            MAX_ADDRESSES
+        );
+        assert_eq!(count(|e| matches!(e, RaEvent::Router { .. })), MAX_ROUTERS);
+        assert!(t.on_link.len() <= MAX_ROUTERS * MAX_PREFIXES_PER_ROUTER);
+        // One router with many prefixes holds at most its share.
+        let mut t = Tracker::new(MAC, t0, Duration::from_secs(3600));
+        for chunk in 0..10u16 {
+            let prefixes: Vec<_> = (0..40u16)
+                .map(|i| {
+                    let p = Ipv6Addr::new(0x2001, 0xdb8, chunk, i, 0, 0, 0, 0);
+                    (p, 64, true, false, 3600, 1800)
+                })
+                .collect();
+            t.handle_ra(t0, ROUTER, 255, &ra(false, false, 0, &prefixes))
+                .unwrap();
+        }
+        assert_eq!(t.on_link.len(), MAX_PREFIXES_PER_ROUTER);
+        // Once its prefixes end, it may advertise others.
+        t.handle_timeout(t0 + Duration::from_secs(3600));
+        assert!(t.on_link.is_empty() && t.advertised_by.is_empty());
+    }
+
+    /// An advertisement that changes nothing (the same one again, within
+    /// the kernel's second) produces no event; a later one refreshes.
+    #[test]
+    fn no_news_is_no_event() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(MAC, t0, Duration::from_secs(3600));
+        let p = ra(true, false, 600, &[(PREFIX, 64, true, true, 120, 60)]);
+        t.handle_ra(t0, ROUTER, 255, &p).unwrap();
+        assert_eq!(events(&mut t).len(), 3, "flags, router, address");
+        for ms in [1, 10, 500, 900] {
+            t.handle_ra(t0 + Duration::from_millis(ms), ROUTER, 255, &p)
+                .unwrap();
+            assert_eq!(events(&mut t), vec![], "at {ms} ms");
+        }
+        t.handle_ra(t0 + Duration::from_secs(4), ROUTER, 255, &p)
+            .unwrap();
+        assert_eq!(
+            events(&mut t),
+            vec![RaEvent::Address {
+                address: slaac_address(PREFIX, MAC),
+                prefix_len: 64,
+                preferred: Some(Duration::from_secs(60)),
+                valid: Some(Duration::from_secs(120)),
+            }]
+        );
+        // The address ends when the last advertisement says, not the first.
+        t.handle_timeout(t0 + Duration::from_secs(120));
+        assert_eq!(events(&mut t), vec![]);
+        t.handle_timeout(t0 + Duration::from_secs(124));
+        assert!(matches!(
+            events(&mut t).as_slice(),
+            [RaEvent::AddressGone { .. }]
+        ));
+    }
+
+    /// A prefix whose addresses are multicast (ff00::/64), loopback or in
+    /// ::/8 gives no address and no on-link prefix (issue 21).
+    #[test]
+    fn prefixes_of_no_usable_address_are_ignored() {
+        let t0 = Instant::now();
+        let mut t = Tracker::new(MAC, t0, Duration::from_secs(3600));
+        let bad: Vec<_> = ["ff00::", "ff02::", "::", "::ffff:0:0"]
+            .iter()
+            .map(|p| (p.parse::<Ipv6Addr>().unwrap(), 64, true, true, 3600, 1800))
+            .collect();
+        t.handle_ra(t0, ROUTER, 255, &ra(false, false, 0, &bad))
+            .unwrap();
+        assert_eq!(t.addresses().count(), 0);
+        assert!(t.on_link.is_empty());
+        for a in [
+            "ff00::1",
+            "ff02::1",
+            "fe80::1",
+            "::",
+            "::1",
+            "::ffff:192.0.2.1",
+            "::192.0.2.1",
+        ] {
+            assert!(!usable_address(a.parse().unwrap()), "{a}");
+        }
+        for a in ["2001:db8::1", "fd00::1", "2001:db8:1::42:c0ff:fe00:239"] {
+            assert!(usable_address(a.parse().unwrap()), "{a}");
+        }
     }
 }

@@ -308,11 +308,18 @@ pub fn receive(
                 .unwrap_or_default()
                 .iter()
                 .filter_map(|o| match o {
-                    DhcpOption::IAAddr(a) if a.preferred_life <= a.valid_life => Some(IaAddress {
-                        address: a.addr,
-                        preferred: a.preferred_life,
-                        valid: a.valid_life,
-                    }),
+                    // An address that can be no unicast of ours (multicast,
+                    // link-local, ::/8) is as if the server had not sent it.
+                    DhcpOption::IAAddr(a)
+                        if a.preferred_life <= a.valid_life
+                            && super::ra::usable_address(a.addr) =>
+                    {
+                        Some(IaAddress {
+                            address: a.addr,
+                            preferred: a.preferred_life,
+                            valid: a.valid_life,
+                        })
+                    }
                     _ => None,
                 })
                 .collect(),

@@ -53,10 +53,20 @@ pub struct Applied {
 pub struct Synced {
     /// The firewall was applied by this sync (it differed).
     pub firewall_applied: bool,
-    /// The firewall differed and could not be applied: the message.
+    /// The firewall's IPv4 rules differed and could not be applied: the
+    /// message.
     pub firewall_error: Option<String>,
+    /// Only the IPv6 rules could not be applied (the IPv4 ones were).
+    pub firewall_v6_error: Option<String>,
     /// The service's routing rule could not be set: the message.
     pub routing_error: Option<String>,
+}
+
+/// Which family's rules failed to apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FamilyFailure {
+    Ipv4,
+    Ipv6,
 }
 
 pub struct Core<N, F, L> {
@@ -316,15 +326,77 @@ impl<N: Net, F: Filter, L: Listeners> Core<N, F, L> {
                 self.problems.clear(Subsystem::Firewall);
                 out.firewall_applied = true;
             }
-            // The previous table stays (one atomic batch); tried again at
-            // the next sync.
-            Err(e) => {
-                let msg = format!("applying forwards: {e}");
-                tracing::error!("{msg}");
-                self.problems.set(Subsystem::Firewall, msg);
-                out.firewall_error = Some(e.to_string());
-            }
+            Err(e) => self.apply_per_family(want, e, out).await,
         }
+    }
+
+    /// Both families in one batch failed: each is applied on its own, so
+    /// that one family's failure (a bad address, a refused rule) never
+    /// holds the other's rules. What fails keeps its previous table (each
+    /// batch is atomic) and is tried again, both together, at the next
+    /// sync; a failure of IPv4 rules is the plan's (`firewall_error`).
+    async fn apply_per_family(
+        &mut self,
+        want: &Desired,
+        joint: crate::firewall::FirewallError,
+        out: &mut Synced,
+    ) {
+        let previous = self.applied.firewall.clone();
+        let Some(v6) = want.firewall.v6.clone() else {
+            return self.firewall_failed(FamilyFailure::Ipv4, joint.to_string(), out);
+        };
+        let v4_only = Policy {
+            v6: None,
+            ..want.firewall.clone()
+        };
+        let v4 = self.filter.apply(&v4_only).await;
+        let applied_v4 = match &v4 {
+            Ok(()) => Some(want.firewall.v4.clone()),
+            Err(_) => previous.as_ref().map(|p| p.v4.clone()),
+        };
+        // IPv6 beside the IPv4 rules in force (applied again as they are).
+        let v6_result = match &applied_v4 {
+            Some(in_force) if v4.is_err() => {
+                let p = Policy {
+                    v4: in_force.clone(),
+                    v6: Some(v6.clone()),
+                    ..want.firewall.clone()
+                };
+                Some(self.filter.apply(&p).await)
+            }
+            _ => None,
+        };
+        let applied_v6 = match &v6_result {
+            Some(Ok(())) => Some(v6),
+            _ => previous.as_ref().and_then(|p| p.v6.clone()),
+        };
+        self.applied.firewall = applied_v4.map(|v4| Policy {
+            lan_if: want.firewall.lan_if.clone(),
+            v4,
+            v6: applied_v6,
+        });
+        match v4 {
+            Ok(()) => {
+                out.firewall_applied = true;
+                self.firewall_failed(FamilyFailure::Ipv6, joint.to_string(), out);
+            }
+            Err(e) => self.firewall_failed(FamilyFailure::Ipv4, e.to_string(), out),
+        }
+    }
+
+    fn firewall_failed(&mut self, family: FamilyFailure, error: String, out: &mut Synced) {
+        let msg = match family {
+            FamilyFailure::Ipv4 => {
+                out.firewall_error = Some(error.clone());
+                format!("applying forwards: {error}")
+            }
+            FamilyFailure::Ipv6 => {
+                out.firewall_v6_error = Some(error.clone());
+                format!("IPv6 rules not applied, previous ones kept (IPv4 applied): {error}")
+            }
+        };
+        tracing::error!("{msg}");
+        self.problems.set(Subsystem::Firewall, msg);
     }
 
     /// The relay's listeners (before removals: a listener goes with its

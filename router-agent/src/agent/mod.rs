@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, watch};
 
 use self::core::{Applied, Core, Link};
 use crate::control::{self, Command, CounterFn, Snapshot, V6Address};
-use crate::family::{self, Event, Family, Handle};
+use crate::family::{self, Family, Handle};
 use crate::firewall::{Firewall, Policy, Runner};
 use crate::netconf::{Netconf, NetconfError};
 use crate::relay::Relay;
@@ -91,7 +91,7 @@ pub struct Options {
 }
 
 type RouterCore = Core<Netconf, Arc<Firewall>, Relay>;
-type Inbox = mpsc::UnboundedReceiver<Event>;
+use crate::family::Inbox;
 
 /// Runs the agent until SIGTERM/SIGINT or a shutdown request.
 pub async fn run(opts: Options) -> Result<(), AgentError> {
@@ -131,7 +131,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     ));
     tracing::info!(socket = %opts.socket.display(), "waiting for a plan");
 
-    let (events_tx, mut inbox) = mpsc::unbounded_channel();
+    let (events_tx, mut inbox) = family::queue::channel();
     let mut agent = Agent {
         core: Core::new(
             netconf.clone(),
@@ -177,7 +177,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
                 }
                 None => break true,
             },
-            Some(ev) = inbox.recv() => agent.core.absorb(ev),
+            ev = inbox.recv() => agent.core.absorb(ev),
             _ = sigterm.recv() => { tracing::info!(release = on_signal, "SIGTERM"); break on_signal; }
             _ = sigint.recv() => { tracing::info!(release = on_signal, "SIGINT"); break on_signal; }
         }
@@ -241,7 +241,7 @@ struct Agent {
 impl Agent {
     /// Folds in what else arrived, brings the router in line, publishes.
     async fn settle(&mut self, inbox: &mut Inbox) {
-        while let Ok(ev) = inbox.try_recv() {
+        while let Some(ev) = inbox.try_recv() {
             self.core.absorb(ev);
         }
         self.core.sync().await;
@@ -396,7 +396,7 @@ impl Agent {
         let mut ended = task.end(release).await;
         loop {
             tokio::select! {
-                Some(ev) = inbox.recv() => self.core.absorb(ev),
+                ev = inbox.recv() => self.core.absorb(ev),
                 r = &mut ended => {
                     if let Err(e) = r {
                         tracing::error!(?family, error = %e, "the family task failed");
@@ -405,7 +405,7 @@ impl Agent {
                 }
             }
         }
-        while let Ok(ev) = inbox.try_recv() {
+        while let Some(ev) = inbox.try_recv() {
             self.core.absorb(ev);
         }
         self.core.held.forget(family);

@@ -171,7 +171,10 @@ impl Net for Recorder {
 
 impl Filter for Recorder {
     async fn apply(&self, policy: &Policy) -> Result<(), FirewallError> {
-        if self.record("firewall", Op::Firewall(policy.clone())) {
+        // "firewall6": every policy with IPv6 addresses fails (a bad one).
+        let v6 = policy.v6.as_ref().is_some_and(|v| !v.addresses.is_empty());
+        let fails6 = v6 && self.failing.lock().unwrap().contains(&"firewall6");
+        if self.record("firewall", Op::Firewall(policy.clone())) && !fails6 {
             Ok(())
         } else {
             Err(FirewallError::Invalid("firewall failed".into()))

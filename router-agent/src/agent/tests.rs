@@ -301,12 +301,60 @@ async fn a_refused_plan_keeps_the_old_one() {
         "{e}"
     );
     assert_eq!(core.plan, Some(plan()));
-    assert_eq!(firewalls(&rec.take()), 1);
+    // Both together, then each family on its own.
+    assert_eq!(firewalls(&rec.take()), 3);
     assert_eq!(core.problems.latest(), Some(e.as_str()));
     // Nothing to retry: the old plan is what is applied.
     rec.heal();
     core.sync().await;
     assert_eq!(rec.take(), []);
+}
+
+/// Rules of one family that cannot be applied (issue 21: a bad IPv6
+/// address) never hold the other's: a new plan's IPv4 forwards apply, the
+/// IPv6 table keeps what it had, and status says so; once IPv6 applies
+/// again the problem clears.
+#[tokio::test]
+async fn an_ipv6_failure_never_blocks_the_ipv4_rules() {
+    let (mut core, rec) = core_with(plan6());
+    core.sync().await;
+    core.absorb(Event::Address(Address::of_lease(lease("192.0.2.50"))));
+    core.absorb(Event::Address(addr6("2001:db8:1::100", 64)));
+    core.sync().await;
+    let before = core.applied().firewall.clone().unwrap();
+    assert!(before.v6.as_ref().is_some_and(|v| !v.addresses.is_empty()));
+    rec.take();
+    rec.fail("firewall6");
+    let mut p = plan6();
+    p.forwards = vec![Forward::parse("tcp:8443=198.51.100.2:443").unwrap()];
+    core.replan(p.clone()).await.unwrap();
+    assert_eq!(core.plan, Some(p.clone()));
+    let ops = rec.take();
+    let applied: Vec<&Policy> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::Firewall(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(applied.len(), 2, "{ops:?}");
+    assert_eq!(applied[1].v6, None, "IPv4 alone: the ip6 table untouched");
+    assert_eq!(applied[1].v4.forwards, p.forwards);
+    let now = core.applied().firewall.clone().unwrap();
+    assert_eq!(now.v4.forwards, p.forwards);
+    assert_eq!(
+        now.v6, before.v6,
+        "the IPv6 rules in force are the old ones"
+    );
+    let problem = core.problems.get(Subsystem::Firewall).unwrap();
+    assert!(problem.starts_with("IPv6 rules not applied"), "{problem}");
+    rec.heal();
+    core.sync().await;
+    assert_eq!(
+        core.applied().firewall.as_ref(),
+        Some(&core.desired().firewall)
+    );
+    assert_eq!(core.problems.get(Subsystem::Firewall), None);
 }
 
 /// A failed install is tried again at the next sync, and status says so

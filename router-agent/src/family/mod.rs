@@ -9,6 +9,7 @@
 //! keeping it for the next start. Adding a family is a file here with its
 //! task; the core only folds its events into what it holds.
 
+pub mod queue;
 pub mod v4;
 pub mod v6;
 
@@ -123,9 +124,10 @@ pub enum Event {
     Error(Family, String),
 }
 
-/// The sending half every task gets. Unbounded: a task never waits for the
-/// core (its timers keep running while the core applies a plan).
-pub type Events = mpsc::UnboundedSender<Event>;
+/// The sending half every task gets, and the core's receiving half: a
+/// bounded queue that coalesces (see [`queue`]): a task never waits for the
+/// core, and a flood from the LAN cannot grow it.
+pub use queue::{Events, Inbox};
 
 /// A running family task, as the core sees it.
 pub struct Handle {

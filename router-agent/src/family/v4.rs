@@ -249,8 +249,7 @@ impl V4 {
     /// the core never shows a lease with the state before it).
     fn report(&mut self, event: Event) {
         self.report_state();
-        // The core outlives its tasks; if it is gone there is no one to tell.
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 
     fn report_state(&mut self) {
@@ -265,7 +264,7 @@ impl V4 {
                 self.counters.rebinding();
             }
             self.reported = Some(state);
-            let _ = self.events.send(Event::State(state));
+            self.events.send(Event::State(state));
         }
     }
 

@@ -231,8 +231,7 @@ impl V6 {
     }
 
     fn report(&self, ev: Event) {
-        // The core outlives its tasks; if it is gone there is no one to tell.
-        let _ = self.events.send(ev);
+        self.events.send(ev);
     }
 
     /// An address with lifetimes counted from now (`None`: infinite).

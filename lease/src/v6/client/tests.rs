@@ -686,3 +686,32 @@ fn foreign_and_garbage_messages_change_nothing() {
     c.handle_packet(at + secs(1000), &good);
     assert_eq!(events(&mut c).len(), 1);
 }
+
+/// A Reply whose only IA address is multicast (or link-local, or in ::/8)
+/// binds nothing: the address never reaches the router (issue 21).
+#[test]
+fn an_unusable_ia_address_is_never_bound() {
+    for bad in ["ff00::1", "ff02::1:2", "fe80::1", "::1", "::ffff:192.0.2.1"] {
+        let bad: Ipv6Addr = bad.parse().unwrap();
+        let t0 = Instant::now();
+        let mut c = Client::new(config(true), middle());
+        c.start(t0);
+        let (at, sol) = next_tx(&mut c);
+        let mut o = with_ia(1000, 1600, &[(bad, 1800, 2000)]);
+        o.push((code::RAPID_COMMIT, vec![]));
+        c.handle_packet(at, &answer(&sol, REPLY, SERVER, &o));
+        assert!(
+            !events(&mut c).iter().any(|e| matches!(e, Event::Bound(_))),
+            "{bad} was bound"
+        );
+        assert_ne!(c.state(), State::Bound, "{bad}");
+        // A usable address beside it is taken, the bad one is not.
+        let mut o = with_ia(1000, 1600, &[(bad, 1800, 2000), (ADDR, 1800, 2000)]);
+        o.push((code::RAPID_COMMIT, vec![]));
+        c.handle_packet(at, &answer(&sol, REPLY, SERVER, &o));
+        assert!(
+            matches!(events(&mut c).as_slice(), [Event::Bound(l)] if l.address == ADDR),
+            "{bad}"
+        );
+    }
+}

@@ -8,9 +8,13 @@
 //! `IP_FREEBIND` (an address still in duplicate detection can be bound).
 //! Bounded: at most [`MAX_PORTS`] relayed ports, [`MAX_TCP`] connections
 //! and [`MAX_UDP`] UDP sessions at a time, idle ones closed after
-//! [`TCP_IDLE`] and [`UDP_IDLE`]. The service sees the router's address as
-//! the source (as behind docker-proxy): an IPv6 client's address has no
+//! [`TCP_IDLE`] and [`UDP_IDLE`]; and fair: one client address, or one
+//! client /64, holds only a share of them ([`limits`]), so one LAN host
+//! cannot leave the others refused. The service sees the router's address
+//! as the source (as behind docker-proxy): an IPv6 client's address has no
 //! IPv4 form.
+
+pub mod limits;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -20,8 +24,9 @@ use std::time::Duration;
 use netcontainer_proto::{Forward, Protocol};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+
+use self::limits::{Caps, Limits, Slot};
 use tokio::time::Instant;
 
 /// Relayed ports at most (each costs a socket per address).
@@ -31,6 +36,10 @@ pub const MAX_TCP: usize = 512;
 /// UDP sessions (client address and port) at a time; datagrams of new
 /// clients beyond are dropped.
 pub const MAX_UDP: usize = 1024;
+/// Each in all, per client address and per client /64 (see
+/// [`Caps::shares_of`]).
+pub const TCP_CAPS: Caps = Caps::shares_of(MAX_TCP);
+pub const UDP_CAPS: Caps = Caps::shares_of(MAX_UDP);
 /// A TCP connection with no data either way for this long is closed.
 pub const TCP_IDLE: Duration = Duration::from_secs(3600);
 /// A UDP session with no datagram either way for this long ends (the
@@ -96,16 +105,16 @@ pub fn desired(
 /// The running listeners.
 pub struct Relay {
     listeners: HashMap<Key, (SocketAddrV4, JoinHandle<()>)>,
-    tcp: Arc<Semaphore>,
-    udp: Arc<Semaphore>,
+    tcp: Arc<Limits>,
+    udp: Arc<Limits>,
 }
 
 impl Default for Relay {
     fn default() -> Self {
         Relay {
             listeners: HashMap::new(),
-            tcp: Arc::new(Semaphore::new(MAX_TCP)),
-            udp: Arc::new(Semaphore::new(MAX_UDP)),
+            tcp: Limits::new(TCP_CAPS),
+            udp: Limits::new(UDP_CAPS),
         }
     }
 }
@@ -191,7 +200,7 @@ fn udp_socket(k: &Key) -> std::io::Result<UdpSocket> {
     UdpSocket::from_std(bound_socket(k, socket2::Type::DGRAM)?.into())
 }
 
-async fn serve_tcp(listener: TcpListener, target: SocketAddrV4, slots: Arc<Semaphore>) {
+async fn serve_tcp(listener: TcpListener, target: SocketAddrV4, slots: Arc<Limits>) {
     loop {
         let (client, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -202,12 +211,16 @@ async fn serve_tcp(listener: TcpListener, target: SocketAddrV4, slots: Arc<Semap
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "IPv6 relay: {MAX_TCP} connections open, refusing one");
-            continue; // dropped: closed at once
+        let slot = match slots.try_acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                // Debug: a client over its share could flood the log.
+                tracing::debug!(%peer, "IPv6 relay: refusing a connection, {refused}");
+                continue; // dropped: closed at once
+            }
         };
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let service = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target))
                 .await
             {
@@ -274,7 +287,7 @@ async fn copy_half(
 type Session = (Arc<UdpSocket>, Arc<Mutex<Instant>>);
 type Sessions = Arc<Mutex<HashMap<SocketAddr, Session>>>;
 
-async fn serve_udp(socket: Arc<UdpSocket>, target: SocketAddrV4, slots: Arc<Semaphore>) {
+async fn serve_udp(socket: Arc<UdpSocket>, target: SocketAddrV4, slots: Arc<Limits>) {
     let sessions: Sessions = Arc::default();
     let mut buf = vec![0u8; BUFFER];
     loop {
@@ -290,9 +303,12 @@ async fn serve_udp(socket: Arc<UdpSocket>, target: SocketAddrV4, slots: Arc<Sema
         let (upstream, last) = match existing {
             Some(s) => s,
             None => {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    tracing::debug!(%client, "IPv6 relay: {MAX_UDP} UDP sessions open, datagram dropped");
-                    continue;
+                let slot = match slots.try_acquire(client.ip()) {
+                    Ok(slot) => slot,
+                    Err(refused) => {
+                        tracing::debug!(%client, "IPv6 relay: datagram dropped, {refused} UDP sessions");
+                        continue;
+                    }
                 };
                 let up = match UdpSocket::bind("0.0.0.0:0").await {
                     Ok(u) => u,
@@ -312,7 +328,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, target: SocketAddrV4, slots: Arc<Sema
                     session.clone(),
                     client,
                     sessions.clone(),
-                    permit,
+                    slot,
                 ));
                 session
             }
@@ -329,7 +345,7 @@ async fn udp_replies(
     (upstream, last): Session,
     client: SocketAddr,
     sessions: Sessions,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    _slot: Slot,
 ) {
     let mut buf = vec![0u8; BUFFER];
     loop {
