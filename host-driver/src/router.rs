@@ -576,8 +576,10 @@ struct Created {
     service: ServiceName,
     /// The service's state directory was (or may have been) created.
     dir: bool,
-    /// The lease directory was a stopped router's: a roll-back keeps it and
-    /// releases nothing, so a later `up` still claims the same lease.
+    /// Made again from a stopped router: a roll-back releases nothing, keeps
+    /// the lease directory and leaves the new router stopped (not removed),
+    /// as it found the old one, so a later `up` makes it again with the same
+    /// recorded identity and claims the same lease.
     keep_lease: bool,
     /// Set before the container is asked for: a create that failed after
     /// Docker made the container is still found by name.
@@ -603,10 +605,18 @@ impl Created {
             // The agent releases what it may have got (it keeps its lease
             // on SIGTERM); the macvlan leg lives in the router's namespace
             // and goes with it.
+            let left_stopped = self.keep_lease
+                && match docker.stop(&id, 5).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(container = %id, error = %e, "roll-back: stopping the router failed; removing it");
+                        false
+                    }
+                };
             if !self.keep_lease {
                 release(&self.service, 5).await;
             }
-            if let Err(e) = docker.remove(&id, 5).await {
+            if !left_stopped && let Err(e) = docker.remove(&id, 5).await {
                 tracing::warn!(container = %id, error = %e, "roll-back: removing the router failed");
                 eprintln!("warning: could not remove router container {id}: {e}");
             }

@@ -155,7 +155,8 @@ networks:
     // up: replica 1 gets an address; its identity is the replica, not the name.
     project.ok(&["up", "-d"]);
     let a = bound_and_serving(&bed, &w, &web1);
-    let host_id = std::fs::read_to_string(lib.join(".host-id")).expect("the host ID");
+    // (Read leniently: without a host ID the identity below is what fails.)
+    let host_id = std::fs::read_to_string(lib.join(".host-id")).unwrap_or_default();
     let want = format!("{}/compose/{}/web/1", host_id.trim(), project.name);
     assert_eq!(identity(&bed, &web1), want);
 

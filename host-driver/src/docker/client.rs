@@ -534,7 +534,9 @@ impl DockerClient {
 
     /// Stops (SIGTERM, then SIGKILL after `grace_secs`) and removes a container.
     /// A container that is already gone is not an error.
-    pub async fn remove(&self, id: &str, grace_secs: i32) -> Result<(), DockerError> {
+    /// Stops a container (SIGTERM, then SIGKILL after `grace_secs`); one
+    /// that is gone or already stopped is fine.
+    pub async fn stop(&self, id: &str, grace_secs: i32) -> Result<(), DockerError> {
         match self
             .docker
             .stop_container(
@@ -543,13 +545,19 @@ impl DockerClient {
             )
             .await
         {
-            Ok(()) => {}
-            Err(e) if is_404(&e) => return Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if is_404(&e) => Ok(()),
             // 304: already stopped.
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
-            }) => {}
-            Err(e) => tracing::warn!(container = %id, error = %e, "stop failed; removing by force"),
+            }) => Ok(()),
+            Err(e) => Err(api(format!("stopping {id}"))(e)),
+        }
+    }
+
+    pub async fn remove(&self, id: &str, grace_secs: i32) -> Result<(), DockerError> {
+        if let Err(e) = self.stop(id, grace_secs).await {
+            tracing::warn!(container = %id, error = %e, "stop failed; removing by force");
         }
         match self
             .docker
