@@ -57,6 +57,15 @@ pub const SWARM_SERVICE: &str = "com.docker.swarm.service.name";
 /// `<service>.<slot>.<task id>` (the node ID instead of the slot for a
 /// global service).
 pub const SWARM_TASK: &str = "com.docker.swarm.task.name";
+/// The Swarm service's ID (random, one per service of one swarm).
+pub const SWARM_SERVICE_ID: &str = "com.docker.swarm.service.id";
+/// Set by Docker Compose (v1 and v2) on a service's containers.
+pub const COMPOSE_PROJECT: &str = "com.docker.compose.project";
+pub const COMPOSE_SERVICE: &str = "com.docker.compose.service";
+/// The replica's number (`1` for a service that is not scaled).
+pub const COMPOSE_NUMBER: &str = "com.docker.compose.container-number";
+/// `True` on a one-off container (`docker-compose run`).
+pub const COMPOSE_ONEOFF: &str = "com.docker.compose.oneoff";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("label {label}: {message}")]

@@ -60,9 +60,9 @@ pub struct ServiceInfo {
     /// Container ports with a host binding, Docker style.
     pub published: Vec<String>,
     pub labels: HashMap<String, String>,
-    /// The Docker daemon's ID (`docker info`): part of a standalone
+    /// This host's own ID (`state::host_id`): part of a standalone
     /// container's identity, so the same name on two hosts is two identities.
-    pub daemon_id: String,
+    pub host_id: String,
     /// `$HOSTNAME` inside the container.
     pub hostname: String,
     /// (network name, Docker's gateway on it), for every network that has one.
@@ -98,6 +98,9 @@ pub struct UpOptions {
     pub ip_strict: bool,
     /// IPv6 on the LAN leg (`--ipv6`, label `netcontainer.ipv6`); default auto.
     pub ipv6: Option<netcontainer_proto::Ipv6Mode>,
+    /// The identity to use instead of the derived one: a re-created router's
+    /// recorded identity, which wins (its lease is tied to it).
+    pub identity: Option<String>,
 }
 
 /// Longest identity accepted (from the label).
@@ -106,9 +109,15 @@ const MAX_IDENTITY: usize = 200;
 /// What a service's MAC and DHCP client id derive from, so that its address
 /// is its own across hosts and stays across reschedules:
 /// - the `netcontainer.identity` label when set;
-/// - a Swarm task: `swarm:<service>.<slot>` (the node ID in place of the slot
-///   for a global service), the same on whichever node runs the task;
-/// - a standalone container: `<daemon ID>/<name>`: two hosts each running
+/// - a Swarm task: `swarm:<service ID>/<service>.<slot>` (the node ID in
+///   place of the slot for a global service), the same on whichever node runs
+///   the task, and another in another swarm (the service ID is random per
+///   swarm service; the swarm's cluster ID would do too, but only managers
+///   can read it);
+/// - a Docker Compose replica: `<host ID>/compose/<project>/<service>/<number>`
+///   (its `com.docker.compose.*` labels), whatever Compose named the
+///   container (v1 `proj_web_1`, v2 `proj-web-1`); not a one-off (`run`);
+/// - a standalone container: `<host ID>/<name>`: two hosts each running
 ///   `web1` on one LAN are two identities.
 pub fn identity_of(svc: &ServiceInfo) -> Result<String, PlanError> {
     if let Some(id) = svc.labels.get(labels::IDENTITY).filter(|v| !v.is_empty()) {
@@ -122,9 +131,81 @@ pub fn identity_of(svc: &ServiceInfo) -> Result<String, PlanError> {
         return Ok(id.clone());
     }
     if let Some(slot) = swarm_slot(svc) {
-        return Ok(format!("swarm:{slot}"));
+        return Ok(match svc.labels.get(labels::SWARM_SERVICE_ID) {
+            Some(sid) if is_plain_word(sid) => format!("swarm:{sid}/{slot}"),
+            _ => format!("swarm:{slot}"),
+        });
     }
-    Ok(format!("{}/{}", svc.daemon_id, svc.name))
+    if let Some((project, service, number)) = compose_replica(svc)? {
+        return Ok(format!(
+            "{}/compose/{project}/{service}/{number}",
+            svc.host_id
+        ));
+    }
+    Ok(format!("{}/{}", svc.host_id, svc.name))
+}
+
+/// Longest Compose project or service name taken into an identity.
+const MAX_COMPOSE_WORD: usize = 63;
+
+/// A name Compose could have given (project, service), or a Swarm ID:
+/// letters, digits, `_`, `.`, `-`, so it cannot blur the identity's
+/// `/`-separated fields.
+fn is_plain_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_COMPOSE_WORD
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Whether `svc` is a Compose one-off container (`docker-compose run`).
+pub fn is_compose_oneoff(svc: &ServiceInfo) -> bool {
+    svc.labels
+        .get(labels::COMPOSE_ONEOFF)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// A Compose one-off that does not carry an identity of its own: `watch`
+/// leaves it alone (it copies its service's labels, `netcontainer.enable`
+/// included, and would otherwise take a new address on every `run`).
+pub fn is_unlabelled_oneoff(svc: &ServiceInfo) -> bool {
+    is_compose_oneoff(svc) && !svc.labels.contains_key(labels::IDENTITY)
+}
+
+/// (project, service, number) of a Compose replica, from its labels; `None`
+/// for a container without all three, or a one-off. Labels that are there
+/// but could not have come from Compose are refused (naming the label).
+fn compose_replica(svc: &ServiceInfo) -> Result<Option<(&str, &str, u32)>, PlanError> {
+    let l = &svc.labels;
+    let (Some(project), Some(service), Some(number)) = (
+        l.get(labels::COMPOSE_PROJECT),
+        l.get(labels::COMPOSE_SERVICE),
+        l.get(labels::COMPOSE_NUMBER),
+    ) else {
+        return Ok(None);
+    };
+    if is_compose_oneoff(svc) {
+        return Ok(None);
+    }
+    let bad = |label: &str, why: &str| {
+        PlanError::Invalid(format!(
+            "label {label} on {}: {why} (or give the container its own {})",
+            svc.name,
+            labels::IDENTITY
+        ))
+    };
+    let word = "1 to 63 letters, digits, '_', '.' or '-'";
+    if !is_plain_word(project) {
+        return Err(bad(labels::COMPOSE_PROJECT, word));
+    }
+    if !is_plain_word(service) {
+        return Err(bad(labels::COMPOSE_SERVICE, word));
+    }
+    let number = Some(number)
+        .filter(|n| !n.is_empty() && n.len() <= 9 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| bad(labels::COMPOSE_NUMBER, "a replica number"))?;
+    Ok(Some((project, service, number)))
 }
 
 /// Is `svc` a Swarm task's container?
@@ -369,7 +450,10 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         .clone()
         .or(sl.parent)
         .ok_or_else(|| PlanError::Invalid("no parent interface: give --parent IFACE".into()))?;
-    let identity = identity_of(svc)?;
+    let identity = match &opts.identity {
+        Some(id) => id.clone(),
+        None => identity_of(svc)?,
+    };
     let mac = opts.mac.or(sl.mac).unwrap_or_else(|| stable_mac(&identity));
     let hostname = opts
         .hostname
@@ -513,7 +597,7 @@ mod tests {
             exposed: vec!["80/tcp".into()],
             published: vec![],
             labels: HashMap::new(),
-            daemon_id: "DAEMON-A".into(),
+            host_id: "HOST-A".into(),
             hostname: "abc".into(),
             ..Default::default()
         }
@@ -643,37 +727,44 @@ mod tests {
 
     #[test]
     fn identity_is_unique_across_hosts_and_stable_across_reschedules() {
-        // The same name on two daemons: two identities, two MACs, two client ids.
+        // The same name on two hosts: two identities, two MACs, two client ids.
         let a = derive(&web1(), &opts()).unwrap();
         let mut other_host = web1();
-        other_host.daemon_id = "DAEMON-B".into();
+        other_host.host_id = "HOST-B".into();
         let b = derive(&other_host, &opts()).unwrap();
-        assert_eq!(a.identity, "DAEMON-A/web1");
+        assert_eq!(a.identity, "HOST-A/web1");
         assert_ne!(a.mac, b.mac);
         assert_ne!(a.plan.client_id, b.plan.client_id);
-        assert_eq!(a.labels()[labels::IDENTITY], "DAEMON-A/web1");
-        // A Swarm task: service + slot, whatever the node and the task id.
-        let task = |daemon: &str, name: &str, task: &str| {
+        assert_eq!(a.labels()[labels::IDENTITY], "HOST-A/web1");
+        // A Swarm task: its swarm's service + slot, whatever the node and the task id.
+        let task = |host: &str, service_id: &str, task: &str| {
             let mut s = web1();
-            s.daemon_id = daemon.into();
-            s.name = name.into();
+            s.host_id = host.into();
+            s.name = task.into();
             s.labels.insert(labels::SWARM_SERVICE.into(), "web".into());
+            s.labels
+                .insert(labels::SWARM_SERVICE_ID.into(), service_id.into());
             s.labels.insert(labels::SWARM_TASK.into(), task.into());
             derive(&s, &opts()).unwrap()
         };
-        let t1 = task("DAEMON-A", "web.1.abc", "web.1.abc");
-        let t1_moved = task("DAEMON-B", "web.1.xyz", "web.1.xyz");
-        let t2 = task("DAEMON-A", "web.2.def", "web.2.def");
-        assert_eq!(t1.identity, "swarm:web.1");
+        let t1 = task("HOST-A", "svc1d", "web.1.abc");
+        let t1_moved = task("HOST-B", "svc1d", "web.1.xyz");
+        let t2 = task("HOST-A", "svc1d", "web.2.def");
+        assert_eq!(t1.identity, "swarm:svc1d/web.1");
         assert_eq!(
             (t1.mac, &t1.plan.client_id),
             (t1_moved.mac, &t1_moved.plan.client_id)
         );
         assert_ne!(t1.mac, t2.mac);
         assert_eq!(t1.plan.hostname.as_deref(), Some("web-1"));
+        // Another swarm on the same LAN, same service name and slot: its own identity.
+        let other_swarm = task("HOST-C", "0th3r", "web.1.abc");
+        assert_ne!(t1.identity, other_swarm.identity);
+        assert_ne!(t1.mac, other_swarm.mac);
+        assert_ne!(t1.plan.client_id, other_swarm.plan.client_id);
         // Global service: the node ID stands in the slot's place.
-        let g = task("DAEMON-A", "web.n0de1d.t4sk", "web.n0de1d.t4sk");
-        assert_eq!(g.identity, "swarm:web.n0de1d");
+        let g = task("HOST-A", "svc1d", "web.n0de1d.t4sk");
+        assert_eq!(g.identity, "swarm:svc1d/web.n0de1d");
         // The label overrides; a bad one is refused.
         let mut svc = web1();
         svc.labels
@@ -683,6 +774,86 @@ mod tests {
         assert_eq!(o.mac, stable_mac("shop-frontend"));
         svc.labels.insert(labels::IDENTITY.into(), "bad\nid".into());
         assert!(matches!(derive(&svc, &opts()), Err(PlanError::Invalid(_))));
+        // A recorded identity (a re-created router's) wins over the derived one.
+        let kept = UpOptions {
+            identity: Some("OLD-DAEMON/web1".into()),
+            ..opts()
+        };
+        let r = derive(&web1(), &kept).unwrap();
+        assert_eq!(r.identity, "OLD-DAEMON/web1");
+        assert_eq!(r.mac, stable_mac("OLD-DAEMON/web1"));
+        assert_eq!(r.plan.client_id, Some(client_id("OLD-DAEMON/web1")));
+    }
+
+    /// A Compose replica as Compose v1 or v2 labels it.
+    fn compose(name: &str, number: &str) -> ServiceInfo {
+        let mut s = web1();
+        s.name = name.into();
+        for (k, v) in [
+            (labels::COMPOSE_PROJECT, "shop"),
+            (labels::COMPOSE_SERVICE, "web"),
+            (labels::COMPOSE_NUMBER, number),
+            (labels::COMPOSE_ONEOFF, "False"),
+        ] {
+            s.labels.insert(k.into(), v.into());
+        }
+        s
+    }
+
+    #[test]
+    fn a_compose_replica_is_its_service_and_number_whatever_its_name() {
+        let v1 = derive(&compose("shop_web_1", "1"), &opts()).unwrap();
+        let v2 = derive(&compose("shop-web-1", "1"), &opts()).unwrap();
+        assert_eq!(v1.identity, "HOST-A/compose/shop/web/1");
+        assert_eq!(
+            (v1.identity.as_str(), v1.mac, &v1.plan.client_id),
+            (v2.identity.as_str(), v2.mac, &v2.plan.client_id)
+        );
+        // One hostname too.
+        assert_eq!(v1.plan.hostname.as_deref(), Some("shop-web-1"));
+        assert_eq!(v1.plan.hostname, v2.plan.hostname);
+        // Another replica, another host: other identities.
+        let second = derive(&compose("shop_web_2", "2"), &opts()).unwrap();
+        assert_ne!(second.mac, v1.mac);
+        let mut elsewhere = compose("shop_web_1", "1");
+        elsewhere.host_id = "HOST-B".into();
+        assert_ne!(derive(&elsewhere, &opts()).unwrap().mac, v1.mac);
+        // The label still overrides.
+        let mut own = compose("shop_web_1", "1");
+        own.labels.insert(labels::IDENTITY.into(), "web".into());
+        assert_eq!(identity_of(&own).unwrap(), "web");
+        // A one-off (`run`) is not the replica: it is itself, and watch leaves it alone
+        // unless it has an identity of its own.
+        let mut run = compose("shop_web_run_3f2a", "1");
+        run.labels
+            .insert(labels::COMPOSE_ONEOFF.into(), "True".into());
+        assert_eq!(identity_of(&run).unwrap(), "HOST-A/shop_web_run_3f2a");
+        assert!(is_unlabelled_oneoff(&run));
+        run.labels.insert(labels::IDENTITY.into(), "job".into());
+        assert!(!is_unlabelled_oneoff(&run));
+        assert!(!is_unlabelled_oneoff(&compose("shop_web_1", "1")));
+        assert!(!is_unlabelled_oneoff(&web1()));
+        // Labels Compose could not have written are refused, naming the label.
+        for (label, value) in [
+            (labels::COMPOSE_PROJECT, "a/b"),
+            (labels::COMPOSE_SERVICE, ""),
+            (labels::COMPOSE_NUMBER, "1x"),
+            (labels::COMPOSE_NUMBER, "-1"),
+            (labels::COMPOSE_NUMBER, "99999999999"),
+        ] {
+            let mut s = compose("shop_web_1", "1");
+            s.labels.insert(label.into(), value.into());
+            match identity_of(&s) {
+                Err(PlanError::Invalid(e)) => {
+                    assert!(e.contains(label) && !e.contains('\n'), "{e}")
+                }
+                other => panic!("{label}={value:?}: {other:?}"),
+            }
+        }
+        // Without all three labels it is a plain container.
+        let mut partial = compose("shop_web_1", "1");
+        partial.labels.remove(labels::COMPOSE_NUMBER);
+        assert_eq!(identity_of(&partial).unwrap(), "HOST-A/shop_web_1");
     }
 
     #[test]
@@ -699,7 +870,7 @@ mod tests {
         let r = derive(&web1(), &o).unwrap();
         assert_eq!(r.mode, crate::leg::IPVLAN);
         assert!(r.plan.broadcast_flag, "RFC 2131 4.1");
-        assert_eq!(r.plan.client_id, Some(client_id("DAEMON-A/web1")));
+        assert_eq!(r.plan.client_id, Some(client_id("HOST-A/web1")));
         // From the label too.
         let mut svc = web1();
         svc.labels.insert(labels::MODE.into(), "ipvlan".into());

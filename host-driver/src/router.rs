@@ -87,20 +87,37 @@ impl Driver {
         req: &UpRequest<'_>,
         mut interrupt: Interrupt,
     ) -> Result<(RouterPlan, Status), Error> {
-        let (svc, opts, image) = (req.service, req.options, req.image);
+        let (svc, image) = (req.service, req.image);
+        let mut opts = req.options.clone();
         let name = ServiceName::parse(&svc.name)?;
+        // A stopped router of this service (an unclean stop, a reboot) is
+        // made again rather than refused: with the identity and MAC it was
+        // made with and its lease directory kept, so its agent claims the
+        // same lease (INIT-REBOOT).
+        let mut stopped = None;
         if let Some(r) = self.docker.router(&name).await? {
-            let address = agent_status(&r.service)
-                .await
-                .and_then(|s| s.lease)
-                .map(|l| format!(", {}", l.address))
-                .unwrap_or_default();
-            return Err(Error::AlreadyUp {
-                service: svc.name.clone(),
-                router: r.name,
-                address,
-            });
+            let recorded = router_identity(&r);
+            let chosen = svc
+                .labels
+                .get(crate::labels::IDENTITY)
+                .filter(|v| !v.is_empty());
+            if r.running || chosen.is_some_and(|c| *c != recorded) {
+                let address = agent_status(&r.service)
+                    .await
+                    .and_then(|s| s.lease)
+                    .map(|l| format!(", {}", l.address))
+                    .unwrap_or_default();
+                return Err(Error::AlreadyUp {
+                    service: svc.name.clone(),
+                    router: r.name,
+                    address,
+                });
+            }
+            opts.mac = opts.mac.or(options_of(&r)?.mac);
+            opts.identity = Some(recorded);
+            stopped = Some(r);
         }
+        let opts = &opts;
         if let Ok(l) = ServiceLabels::parse(&svc.labels) {
             crate::labels::warn_unknown_once(&name, &l.unknown);
         }
@@ -135,9 +152,16 @@ impl Driver {
             }
         }
         self.docker.check_network(&rp.network, &svc.name).await?;
+        if let Some(r) = &stopped {
+            // Stopped: its agent has nothing to release, and its lease
+            // directory stays for the new one.
+            self.docker.remove(&r.id, 0).await?;
+            tracing::info!(router = %r.name, identity = %rp.identity, "making a stopped router again, its lease kept");
+        }
         let mut created = Created {
             service: name.clone(),
             dir: false,
+            keep_lease: stopped.is_some(),
             container_name: None,
             container: None,
         };
@@ -552,6 +576,11 @@ struct Created {
     service: ServiceName,
     /// The service's state directory was (or may have been) created.
     dir: bool,
+    /// Made again from a stopped router: a roll-back releases nothing, keeps
+    /// the lease directory and leaves the new router stopped (not removed),
+    /// as it found the old one, so a later `up` makes it again with the same
+    /// recorded identity and claims the same lease.
+    keep_lease: bool,
     /// Set before the container is asked for: a create that failed after
     /// Docker made the container is still found by name.
     container_name: Option<String>,
@@ -576,15 +605,28 @@ impl Created {
             // The agent releases what it may have got (it keeps its lease
             // on SIGTERM); the macvlan leg lives in the router's namespace
             // and goes with it.
-            release(&self.service, 5).await;
-            if let Err(e) = docker.remove(&id, 5).await {
+            let left_stopped = self.keep_lease
+                && match docker.stop(&id, 5).await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(container = %id, error = %e, "roll-back: stopping the router failed; removing it");
+                        false
+                    }
+                };
+            if !self.keep_lease {
+                release(&self.service, 5).await;
+            }
+            if !left_stopped && let Err(e) = docker.remove(&id, 5).await {
                 tracing::warn!(container = %id, error = %e, "roll-back: removing the router failed");
                 eprintln!("warning: could not remove router container {id}: {e}");
             }
         }
-        if self.dir
-            && let Err(e) = state::remove_service_dir(&self.service)
-        {
+        let removed = match (self.dir, self.keep_lease) {
+            (false, _) => Ok(()),
+            (true, false) => state::remove_service_dir(&self.service),
+            (true, true) => state::remove_run_state(&self.service),
+        };
+        if let Err(e) = removed {
             eprintln!("warning: {e}");
         }
     }
@@ -604,7 +646,7 @@ mod tests {
             network_mode: "nctest".into(),
             networks: vec![("nctest".into(), std::net::Ipv4Addr::new(198, 51, 100, 2))],
             exposed: vec!["80/tcp".into()],
-            daemon_id: "D".into(),
+            host_id: "H".into(),
             ..Default::default()
         };
         let opts = UpOptions {

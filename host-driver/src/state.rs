@@ -16,6 +16,7 @@
 
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::Read as _;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -124,6 +125,131 @@ pub fn lib_dir() -> PathBuf {
 /// The lease directory of `service`'s router, derived from the name only.
 pub fn lease_dir(service: &ServiceName) -> PathBuf {
     lib_dir().join(service.as_str())
+}
+
+/// The host ID's file inside the lib directory. Its name starts with a dot,
+/// which no container name does, so it never meets a service's lease
+/// directory (and `watch`'s sweep, which only looks at names of services,
+/// never sees it).
+pub const HOST_ID_FILE: &str = ".host-id";
+/// A host ID is this many random bytes, written as lowercase hex.
+const HOST_ID_BYTES: usize = 16;
+
+/// This host's own ID, part of every standalone identity (see
+/// `plan::identity_of`): generated once, from the OS's randomness, into
+/// [`HOST_ID_FILE`] of the lib directory (root-only, 0600), and read from
+/// there ever after. Not Docker's engine ID: hosts cloned from one image share
+/// that, and Podman answers a new one on every call.
+pub fn host_id() -> Result<String, StateError> {
+    let dir = lib_dir();
+    ensure_private_dir(&dir)?;
+    host_id_in(&dir)
+}
+
+/// [`host_id`] in `dir` (an existing root-only directory). Two processes
+/// creating it at once agree: each writes a whole file under a name of its
+/// own and links it into place, and the one that finds the name taken reads
+/// the winner's.
+fn host_id_in(dir: &Path) -> Result<String, StateError> {
+    let path = dir.join(HOST_ID_FILE);
+    if let Some(id) = read_host_id(&path)? {
+        return Ok(id);
+    }
+    let mut bytes = [0u8; HOST_ID_BYTES];
+    fill_random(&mut bytes).map_err(file_err("no randomness for", &path))?;
+    let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    // Named by the candidate itself: random, so no other creator's.
+    let tmp = dir.join(format!("{HOST_ID_FILE}.{id}.tmp"));
+    let written = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        std::io::Write::write_all(&mut f, format!("{id}\n").as_bytes())?;
+        f.sync_all()
+    })();
+    let linked = written.and_then(|()| std::fs::hard_link(&tmp, &path));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            // The name is durable once the directory is.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(file_err("cannot sync", dir))?;
+            tracing::info!(path = %path.display(), "generated this host's ID");
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_host_id(&path)?.ok_or_else(|| StateError::Unsafe {
+                path: path.clone(),
+                why: "it vanished while it was being created".into(),
+            })
+        }
+        Err(e) => Err(file_err("cannot create", &path)(e)),
+    }
+}
+
+/// The host ID in `path`, `None` when there is no file. A file that is not a
+/// host ID (a link, another owner, other permissions, other content) is
+/// refused rather than replaced: replacing it would give every service of
+/// this host a new address.
+fn read_host_id(path: &Path) -> Result<Option<String>, StateError> {
+    let unsafe_file = |why: String| StateError::Unsafe {
+        path: path.to_path_buf(),
+        why,
+    };
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(unsafe_file("it is a symbolic link".into()));
+        }
+        Err(e) => return Err(file_err("cannot open", path)(e)),
+    };
+    let meta = f.metadata().map_err(file_err("cannot inspect", path))?;
+    let me = nix::unistd::geteuid().as_raw();
+    if !meta.is_file() || meta.uid() != me || meta.mode() & 0o077 != 0 {
+        return Err(unsafe_file(format!(
+            "a host ID is a regular file owned by uid {me}, mode 0600"
+        )));
+    }
+    let mut text = String::new();
+    std::io::Read::take(f, 2 * HOST_ID_BYTES as u64 + 2)
+        .read_to_string(&mut text)
+        .map_err(file_err("cannot read", path))?;
+    let id = text.trim_end_matches('\n');
+    if id.len() != 2 * HOST_ID_BYTES || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Err(unsafe_file(format!(
+            "it does not hold a host ID ({} lowercase hex digits)",
+            2 * HOST_ID_BYTES
+        )));
+    }
+    Ok(Some(id.to_string()))
+}
+
+/// Fills `buf` from the kernel's random source (getrandom(2)).
+fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: the pointer and length describe the unfilled rest of `buf`.
+        let n = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        done += n as usize;
+    }
+    Ok(())
 }
 
 fn lock_dir() -> PathBuf {
@@ -259,6 +385,12 @@ pub fn remove_service_dir(service: &ServiceName) -> Result<(), StateError> {
     remove_dir(lease_dir(service))
 }
 
+/// Removes `service`'s state directory only, keeping its lease directory (a
+/// router made again claims the lease it holds).
+pub fn remove_run_state(service: &ServiceName) -> Result<(), StateError> {
+    remove_dir(service_dir(service))
+}
+
 fn remove_dir(dir: PathBuf) -> Result<(), StateError> {
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
@@ -327,5 +459,47 @@ mod tests {
         assert!(lock_path(&n).ends_with(".locks/web1.lock"));
         assert!(lease_dir(&n).ends_with("web1"));
         assert!(lease_dir(&n).starts_with(lib_dir()));
+    }
+
+    #[test]
+    fn the_host_id_is_made_once_root_only_and_kept() {
+        let dir = std::env::temp_dir().join(format!("nc-hostid-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        ensure_private_dir(&dir).unwrap();
+        // Racing creators agree on one ID.
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| host_id_in(&dir).unwrap()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(ids.iter().all(|i| *i == ids[0]), "{ids:?}");
+        assert_eq!(ids[0].len(), 32);
+        let path = dir.join(HOST_ID_FILE);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert_eq!(host_id_in(&dir).unwrap(), ids[0]);
+        // Nothing else left in the directory.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [std::ffi::OsString::from(HOST_ID_FILE)]);
+        // Not a valid container name: never a service's lease directory.
+        assert!(ServiceName::parse(HOST_ID_FILE).is_err());
+
+        // What is not a host ID is refused, not replaced.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = host_id_in(&dir).unwrap_err().to_string();
+        assert!(e.contains("mode 0600"), "{e}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "not an id\n").unwrap();
+        let e = host_id_in(&dir).unwrap_err().to_string();
+        assert!(e.contains("hex digits") && !e.contains('\n'), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();
+        let e = host_id_in(&dir).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

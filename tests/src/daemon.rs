@@ -10,8 +10,9 @@
 //!                                          network "<id>n2" (198.51.100.224/28)
 //! ```
 //!
-//! It has its own trust key (`deprecated-key-path`), hence its own daemon ID, as a real
-//! second host would. The daemon runs with `--iptables=false --ip-masq=false --bridge=none` (its namespace
+//! It has its own trust key (`deprecated-key-path`), hence its own daemon ID, and the
+//! driver run on it its own run and lib directories, hence its own host ID (part of an
+//! identity), as a real second host would. The daemon runs with `--iptables=false --ip-masq=false --bridge=none` (its namespace
 //! is private: nothing to NAT) and the vfs storage driver (no overlay mounts to leak).
 //! It is started with `nsenter --net` rather than `ip netns exec`, which remounts /sys
 //! and makes dockerd fail ("Devices cgroup isn't mounted"). Images come from the main
@@ -55,8 +56,8 @@ impl SecondDaemon {
         let uplink = format!("{}u2", bed.id);
         crate::bed::plug(&bed.lan, &uplink, &ns, PARENT, None);
         let cfg = tmp.join("daemon.json");
-        // Its own trust key: Docker 20.10 derives the daemon ID (part of an identity)
-        // from it, and the default path (/etc/docker/key.json) is the main daemon's.
+        // Its own trust key: Docker 20.10 derives the daemon ID from it, and the default
+        // path (/etc/docker/key.json) is the main daemon's.
         std::fs::write(
             &cfg,
             format!(

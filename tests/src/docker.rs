@@ -872,6 +872,68 @@ pub fn parse_up(out: &CmdOutput) -> Result<Up, String> {
     })
 }
 
+/// A Docker network of a test's own on a free /28 of 198.51.100.0/24, removed on drop
+/// with the bed's containers still on it (services, routers: the bed's own guard comes
+/// later). `.0` is its name.
+pub struct ExtraNet(pub String, String);
+
+impl ExtraNet {
+    /// `docker network create --subnet S --gateway G OPTS <bed id><tag>`.
+    pub fn create(bed: &DockerBed, tag: &str, opts: &[&str]) -> ExtraNet {
+        Self::make(bed, tag, opts, true)
+    }
+
+    /// [`ExtraNet::create`] without `--gateway`, the usual way: Docker picks the
+    /// gateway and (20.10) reports none in the network's IPAM.
+    pub fn without_gateway(bed: &DockerBed, tag: &str, opts: &[&str]) -> ExtraNet {
+        Self::make(bed, tag, opts, false)
+    }
+
+    fn make(bed: &DockerBed, tag: &str, opts: &[&str], gateway: bool) -> ExtraNet {
+        let name = bed.name(tag);
+        let mut last = String::new();
+        for slot in (0..16u16).rev() {
+            let base = (slot * 16) as u8;
+            let subnet = format!("198.51.100.{base}/28");
+            let gw = Ipv4Addr::new(198, 51, 100, base + 1).to_string();
+            let mut a = vec![
+                "network", "create", "--driver", "bridge", "--subnet", &subnet,
+            ];
+            if gateway {
+                a.extend_from_slice(&["--gateway", &gw]);
+            }
+            a.extend_from_slice(opts);
+            a.push(&name);
+            match docker(&a) {
+                Ok(_) => return ExtraNet(name, bed.id.clone()),
+                Err(e) if e.contains("overlap") => last = e,
+                Err(e) => panic!("creating network {name}: {e}"),
+            }
+        }
+        panic!("no free /28 in 198.51.100.0/24: {last}");
+    }
+}
+
+impl Drop for ExtraNet {
+    fn drop(&mut self) {
+        let fmt = "{{range .Containers}}{{.Name}} {{end}}";
+        let on = docker(&["network", "inspect", "--format", fmt, &self.0]).unwrap_or_default();
+        for c in on.split_whitespace() {
+            if c.starts_with(&self.1) || c.starts_with(&format!("netcontainer-{}", self.1)) {
+                let _ = docker(&["rm", "-f", "-v", c]);
+            }
+        }
+        for _ in 0..20 {
+            if docker(&["network", "rm", &self.0]).is_ok()
+                || docker(&["network", "inspect", &self.0]).is_err()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
 impl Drop for DockerBed {
     fn drop(&mut self) {
         let services = std::mem::take(&mut *self.services.lock().unwrap());

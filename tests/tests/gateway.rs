@@ -10,6 +10,8 @@
 //!    service (answered by its router), a masquerade-mode service and a plain `-p`
 //!    container (answered by watch on the network's gateway); `/v1/self` is JSON; the
 //!    LAN gets nothing from port 9001.
+//!    Every bridge network serves it: one made with `--gateway`, one made without (Docker
+//!    20.10 reports no IPAM gateway for it) and Docker's default `bridge`.
 //! 3. Two services learn their public addresses from the endpoint and reach each other
 //!    there; each sees the other's public address. The host itself and a container on
 //!    another Docker network reach them at their LAN addresses (the host route shim).
@@ -24,7 +26,7 @@
 
 use netcontainer_proto::contract::WHOAMI_PORT;
 use netcontainer_tests::docker::{
-    self, DockerBed, REMOTE_CLIENT, SuiteLock, docker_ok, router_name,
+    self, DockerBed, ExtraNet, REMOTE_CLIENT, SuiteLock, docker_ok, router_name,
 };
 use netcontainer_tests::service::PeerServer;
 use netcontainer_tests::watch::{self, Watch};
@@ -419,6 +421,58 @@ fn docker_mirror_recipe_works_unchanged_in_every_mode() {
             !out.status.success(),
             "a LAN client got {:?} from {target}:{WHOAMI_PORT}",
             String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    w.assert_running();
+}
+
+#[test]
+fn the_recipe_answers_on_networks_made_with_and_without_a_gateway() {
+    require_root!();
+    let bed = watch::bed(6);
+    // Made the usual way: Docker picks the gateway and reports none in IPAM.
+    let plain = ExtraNet::without_gateway(&bed, "nogw", &[]);
+    let ipam_gw = docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        &plain.0,
+    ]);
+    assert_eq!(ipam_gw.trim(), "", "this engine reports an IPAM gateway");
+    let host = Ipv4Addr::new(203, 0, 113, 250);
+    let mut w = Watch::start(&bed, &["--host-address", &host.to_string()], &[]);
+    assert!(w.wait_watching(1, BOUND), "no start-up reconcile");
+    let base = 20000 + (std::process::id() % 10000) as u16;
+    let mut checks = Vec::new();
+    for (k, (tag, network)) in [
+        ("withgw", bed.network.as_str()),
+        ("nogw", plain.0.as_str()),
+        ("dflt", "bridge"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let port = base + k as u16;
+        let c = bed.container_on(
+            network,
+            tag,
+            BUSYBOX_IMAGE,
+            &["-p", &format!("{port}:80")],
+            &[],
+            true,
+        );
+        checks.push((network.to_string(), c.name, port));
+    }
+    for (network, c, port) in &checks {
+        let got = wait_for(Duration::from_secs(15), Duration::from_millis(300), || {
+            recipe(c)
+        });
+        assert_eq!(
+            got,
+            Some((host.to_string(), port.to_string())),
+            "docker-mirror's recipe in {c} on network {network}\n--- watch log ---\n{}",
+            w.log()
         );
     }
     w.assert_running();

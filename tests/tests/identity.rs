@@ -8,7 +8,8 @@ use netcontainer_tests::docker::{self, DockerBed};
 use netcontainer_tests::*;
 
 /// Before identities, the MAC and client id derived from the name alone: both routers
-/// asked for one address. Now each host's identity includes its daemon's ID.
+/// asked for one address. Now each host's identity includes its host ID (the second
+/// host's driver has a lib directory, hence a host ID, of its own).
 #[test]
 fn the_same_name_on_two_hosts_gets_two_addresses() {
     require_root!();
@@ -87,4 +88,55 @@ fn one_identity_one_router_per_host() {
         "{out}"
     );
     bed.assert_clean(&b.name);
+}
+
+/// This host's own ID (generated once, root-only) is part of a standalone service's
+/// identity; after an unclean stop (router and service killed, as a power cut leaves
+/// them) `up` makes the stopped router again instead of failing as already up, with the
+/// identity it recorded (even though the host ID changed meanwhile, as an upgrade from
+/// engine-ID identities changes it) and its lease: the same address.
+#[test]
+fn up_after_an_unclean_stop_brings_the_same_address_back() {
+    use std::os::unix::fs::PermissionsExt;
+    require_root!();
+    let bed = DockerBed::new(10);
+    let (_run, lib) = bed.use_own_state_dirs();
+    let web = bed.run_service("web", &[]);
+    let first = bed.up(&web.name, &[]);
+    let id_file = lib.join(".host-id");
+    // Read now, checked after the restart (which is the heart of the test).
+    let host_id = std::fs::read_to_string(&id_file).unwrap_or_default();
+    let mode = std::fs::metadata(&id_file).map(|m| m.permissions().mode());
+    let identity = bed.status_json(&web.name)["identity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    docker::docker_ok(&["kill", &docker::router_name(&web.name)]);
+    docker::docker_ok(&["kill", &web.name]);
+    docker::docker_ok(&["start", &web.name]);
+    // Another host ID from now on: the router's recorded identity must win.
+    std::fs::write(&id_file, format!("{}\n", "0".repeat(32))).unwrap();
+    let again = bed.try_up(&web.name, &[]);
+    assert!(again.ok(), "up after the unclean stop: {again}");
+    let again = docker::parse_up(&again).unwrap_or_else(|e| panic!("{e}: {again}"));
+    assert_eq!(
+        again.address, first.address,
+        "another address after the restart"
+    );
+    assert_eq!(bed.status_json(&web.name)["identity"], identity.as_str());
+    // The host ID was generated root-only and is part of the identity.
+    assert_eq!(
+        mode.map(|m| m & 0o777).ok(),
+        Some(0o600),
+        "the host ID's mode"
+    );
+    assert_eq!(identity, format!("{}/{}", host_id.trim(), web.name));
+    let got = bed.fetch(again.address, 80, 5).unwrap();
+    assert!(got.contains(&format!("hello from {} ", web.name)), "{got}");
+    // Running now: a second `up` is refused as before.
+    let twice = bed.try_up(&web.name, &[]);
+    assert!(!twice.ok() && twice.stderr.contains("already"), "{twice}");
+    let down = bed.down(&web.name);
+    assert!(down.ok(), "{down}");
 }

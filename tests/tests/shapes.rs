@@ -13,7 +13,7 @@
 //! - `--internal`: works (the router masquerades toward the service, which needs no
 //!   route out).
 
-use netcontainer_tests::docker::{self, DockerBed, SAMPLE_IMAGE};
+use netcontainer_tests::docker::{self, DockerBed, ExtraNet as Net, SAMPLE_IMAGE};
 use netcontainer_tests::*;
 use std::net::Ipv4Addr;
 
@@ -22,59 +22,6 @@ struct Ctr(String);
 impl Drop for Ctr {
     fn drop(&mut self) {
         let _ = docker::docker(&["rm", "-f", "-v", &self.0]);
-    }
-}
-
-/// A Docker network of ours on a free /28 of 198.51.100.0/24, removed on drop with the
-/// bed's containers still on it (services, routers: the bed's own guard comes later).
-struct Net(String, String);
-impl Net {
-    fn create(bed: &DockerBed, tag: &str, opts: &[&str]) -> Net {
-        let name = bed.name(tag);
-        let mut last = String::new();
-        for slot in (0..16u16).rev() {
-            let base = (slot * 16) as u8;
-            let subnet = format!("198.51.100.{base}/28");
-            let gw = Ipv4Addr::new(198, 51, 100, base + 1).to_string();
-            let mut a = vec![
-                "network",
-                "create",
-                "--driver",
-                "bridge",
-                "--subnet",
-                &subnet,
-                "--gateway",
-                &gw,
-            ];
-            a.extend_from_slice(opts);
-            a.push(&name);
-            match docker::docker(&a) {
-                Ok(_) => return Net(name, bed.id.clone()),
-                Err(e) if e.contains("overlap") => last = e,
-                Err(e) => panic!("creating network {name}: {e}"),
-            }
-        }
-        panic!("no free /28 in 198.51.100.0/24: {last}");
-    }
-}
-impl Drop for Net {
-    fn drop(&mut self) {
-        let fmt = "{{range .Containers}}{{.Name}} {{end}}";
-        let on =
-            docker::docker(&["network", "inspect", "--format", fmt, &self.0]).unwrap_or_default();
-        for c in on.split_whitespace() {
-            if c.starts_with(&self.1) || c.starts_with(&format!("netcontainer-{}", self.1)) {
-                let _ = docker::docker(&["rm", "-f", "-v", c]);
-            }
-        }
-        for _ in 0..20 {
-            if docker::docker(&["network", "rm", &self.0]).is_ok()
-                || docker::docker(&["network", "inspect", &self.0]).is_err()
-            {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
     }
 }
 

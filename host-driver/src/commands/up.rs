@@ -117,6 +117,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         ip: a.ip,
         ip_strict: a.ip_strict,
         ipv6: a.ipv6,
+        identity: None,
     };
     let req = UpRequest {
         service: &svc,

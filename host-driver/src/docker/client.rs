@@ -29,8 +29,10 @@ use crate::state::ServiceName;
 #[derive(Clone)]
 pub struct DockerClient {
     docker: Docker,
-    /// The daemon's ID (`docker info`), part of standalone identities.
-    daemon_id: String,
+    /// This host's ID (`state::host_id`), part of standalone identities:
+    /// read once, when a service is first looked at (commands that look at
+    /// none need not create it).
+    host_id: Arc<Mutex<Option<String>>>,
     /// Labels of images by ID: an image ID names immutable content, so its
     /// labels are read once per process (watch inspects every container's
     /// image on every look, see `own_labels`).
@@ -50,16 +52,9 @@ impl DockerClient {
             .negotiate_version()
             .await
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        let daemon_id = docker
-            .info()
-            .await
-            .map_err(|e| DockerError::Unreachable(e.to_string()))?
-            .id
-            .filter(|id| !id.is_empty())
-            .ok_or_else(|| DockerError::Unreachable("the daemon reports no ID".into()))?;
         Ok(DockerClient {
             docker,
-            daemon_id,
+            host_id: Arc::default(),
             image_labels: Arc::default(),
             internal_networks: Arc::default(),
         })
@@ -134,11 +129,22 @@ impl DockerClient {
         Ok(l)
     }
 
+    /// This host's ID (see `state::host_id`), read or made on first use.
+    fn host_id(&self) -> Result<String, DockerError> {
+        let mut cached = self.host_id.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = &*cached {
+            return Ok(id.clone());
+        }
+        let id = crate::state::host_id()?;
+        *cached = Some(id.clone());
+        Ok(id)
+    }
+
     /// A service container by name or ID, with only its own labels.
     pub async fn service(&self, name: &str) -> Result<ServiceInfo, DockerError> {
         let c = self.inspect(name).await?;
         let own = self.own_labels(&c).await?;
-        let mut info = service_info(&c, own, &self.daemon_id);
+        let mut info = service_info(&c, own, &self.host_id()?);
         info.internal = self.internal_of(&c).await?;
         // Docker's names are valid; checked anyway, since paths are built from it.
         ServiceName::parse(&info.name)?;
@@ -469,13 +475,23 @@ impl DockerClient {
 
     /// Bridge networks with an IPv4 gateway (where `watch` serves the
     /// "who am I?" endpoint); internal networks have no gateway to serve on.
+    /// A network whose IPAM reports no gateway gets its bridge device's
+    /// address (see `convert::bridge_networks`).
     pub async fn bridge_networks(&self) -> Result<Vec<BridgeNet>, DockerError> {
         let nets = self
             .docker
             .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
             .await
             .map_err(api("listing networks"))?;
-        Ok(bridge_networks(nets))
+        let addrs = host_ipv4_addrs();
+        let device_addrs = |dev: &str| {
+            addrs
+                .iter()
+                .filter(|(d, _)| d == dev)
+                .map(|(_, a)| *a)
+                .collect()
+        };
+        Ok(bridge_networks(nets, &device_addrs))
     }
 
     /// The containers on a network: (id, name, IPv4 address).
@@ -518,7 +534,9 @@ impl DockerClient {
 
     /// Stops (SIGTERM, then SIGKILL after `grace_secs`) and removes a container.
     /// A container that is already gone is not an error.
-    pub async fn remove(&self, id: &str, grace_secs: i32) -> Result<(), DockerError> {
+    /// Stops a container (SIGTERM, then SIGKILL after `grace_secs`); one
+    /// that is gone or already stopped is fine.
+    pub async fn stop(&self, id: &str, grace_secs: i32) -> Result<(), DockerError> {
         match self
             .docker
             .stop_container(
@@ -527,13 +545,19 @@ impl DockerClient {
             )
             .await
         {
-            Ok(()) => {}
-            Err(e) if is_404(&e) => return Ok(()),
+            Ok(()) => Ok(()),
+            Err(e) if is_404(&e) => Ok(()),
             // 304: already stopped.
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
-            }) => {}
-            Err(e) => tracing::warn!(container = %id, error = %e, "stop failed; removing by force"),
+            }) => Ok(()),
+            Err(e) => Err(api(format!("stopping {id}"))(e)),
+        }
+    }
+
+    pub async fn remove(&self, id: &str, grace_secs: i32) -> Result<(), DockerError> {
+        if let Err(e) = self.stop(id, grace_secs).await {
+            tracing::warn!(container = %id, error = %e, "stop failed; removing by force");
         }
         match self
             .docker
@@ -551,6 +575,24 @@ impl DockerClient {
             Ok(()) => Ok(()),
             Err(e) if is_404(&e) => Ok(()),
             Err(e) => Err(api(format!("removing {id}"))(e)),
+        }
+    }
+}
+
+/// Every IPv4 address of this network namespace's devices, as (device,
+/// address); none when they cannot be read (then only networks whose IPAM
+/// names a gateway are served).
+fn host_ipv4_addrs() -> Vec<(String, Ipv4Addr)> {
+    match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => addrs
+            .filter_map(|a| {
+                let ip = a.address?.as_sockaddr_in()?.ip();
+                Some((a.interface_name, ip))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot list the host's addresses");
+            Vec::new()
         }
     }
 }

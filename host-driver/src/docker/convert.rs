@@ -90,7 +90,7 @@ pub(super) fn name_of(c: &ContainerInspectResponse) -> String {
 pub fn service_info(
     c: &ContainerInspectResponse,
     labels: HashMap<String, String>,
-    daemon_id: &str,
+    host_id: &str,
 ) -> ServiceInfo {
     let host = c.host_config.as_ref();
     // (network, its IPv4 address) and (network, Docker's gateway on it).
@@ -132,7 +132,7 @@ pub fn service_info(
             .map(|b| b.keys().cloned().collect())
             .unwrap_or_default(),
         labels,
-        daemon_id: daemon_id.to_string(),
+        host_id: host_id.to_string(),
         hostname: config.and_then(|c| c.hostname.clone()).unwrap_or_default(),
         gateways,
         // Filled by `DockerClient::service` (needs the networks' inspect).
@@ -182,32 +182,79 @@ pub(super) fn container_event(ev: EventMessage) -> ContainerEvent {
     }
 }
 
+/// The Docker option that names a bridge network's device on the host.
+const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// The host device of bridge network `n`: the name its options give (the
+/// default `bridge` network says `docker0`), else Docker's own
+/// `br-<first 12 characters of the ID>`.
+fn bridge_device(n: &Network) -> Option<String> {
+    if let Some(name) = n
+        .options
+        .as_ref()
+        .and_then(|o| o.get(BRIDGE_NAME_OPTION))
+        .filter(|v| !v.is_empty())
+    {
+        return Some(name.clone());
+    }
+    let id = n.id.as_deref()?;
+    Some(format!("br-{}", id.get(..12)?))
+}
+
+fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, plen: u8) -> bool {
+    let mask = u32::MAX.checked_shl(32 - u32::from(plen)).unwrap_or(0);
+    u32::from(a) & mask == u32::from(net) & mask
+}
+
 /// The bridge networks with an IPv4 gateway among `nets` (where `watch`
-/// serves the "who am I?" endpoint): one per IPAM config with a gateway and
-/// a prefix of 1 to 30 bits; internal networks have no gateway to serve on.
-pub(super) fn bridge_networks(nets: Vec<Network>) -> Vec<BridgeNet> {
-    nets.into_iter()
-        .filter(|n| n.driver.as_deref() == Some("bridge") && n.internal != Some(true))
-        .flat_map(|n| {
-            let id = n.id.clone().unwrap_or_default();
-            let name = n.name.clone().unwrap_or_default();
-            n.ipam
-                .and_then(|i| i.config)
-                .unwrap_or_default()
-                .into_iter()
-                .filter_map(move |c| {
-                    let gateway: Ipv4Addr = c.gateway.as_deref()?.parse().ok()?;
-                    let (_, plen) = c.subnet.as_deref()?.split_once('/')?;
-                    let prefix_len: u8 = plen.parse().ok().filter(|p| (1..=30).contains(p))?;
-                    Some(BridgeNet {
-                        id: id.clone(),
-                        name: name.clone(),
-                        gateway,
-                        prefix_len,
-                    })
-                })
-        })
-        .collect()
+/// serves the "who am I?" endpoint): one per IPAM config with a prefix of 1
+/// to 30 bits; internal networks have no gateway to serve on. The gateway is
+/// IPAM's when it reports one; Docker 20.10 reports none for a network made
+/// without `--gateway` nor for its default `bridge`, and then it is the
+/// address inside the subnet that the network's bridge device holds on the
+/// host (`device_addrs`: the IPv4 addresses of a device by name).
+pub(super) fn bridge_networks(
+    nets: Vec<Network>,
+    device_addrs: &dyn Fn(&str) -> Vec<Ipv4Addr>,
+) -> Vec<BridgeNet> {
+    let mut out = Vec::new();
+    for n in nets {
+        if n.driver.as_deref() != Some("bridge") || n.internal == Some(true) {
+            continue;
+        }
+        let id = n.id.clone().unwrap_or_default();
+        let name = n.name.clone().unwrap_or_default();
+        let device = bridge_device(&n);
+        let configs = n.ipam.and_then(|i| i.config).unwrap_or_default();
+        for c in configs {
+            let Some((net, plen)) = c.subnet.as_deref().and_then(|s| s.split_once('/')) else {
+                continue;
+            };
+            let (Ok(net), Some(prefix_len)) = (
+                net.parse::<Ipv4Addr>(),
+                plen.parse::<u8>().ok().filter(|p| (1..=30).contains(p)),
+            ) else {
+                continue;
+            };
+            let gateway = match c.gateway.as_deref().filter(|g| !g.is_empty()) {
+                Some(g) => g.parse().ok(),
+                None => device.as_deref().and_then(|d| {
+                    device_addrs(d)
+                        .into_iter()
+                        .find(|a| in_subnet(*a, net, prefix_len))
+                }),
+            };
+            if let Some(gateway) = gateway {
+                out.push(BridgeNet {
+                    id: id.clone(),
+                    name: name.clone(),
+                    gateway,
+                    prefix_len,
+                });
+            }
+        }
+    }
+    out
 }
 
 /// The containers on a network, from its inspect: (id, name, IPv4 address).
@@ -292,7 +339,7 @@ mod tests {
     #[test]
     fn a_service_from_its_inspect() {
         let labels = HashMap::from([("netcontainer.enable".to_string(), "true".to_string())]);
-        let s = service_info(&web1(), labels.clone(), "DAEMON");
+        let s = service_info(&web1(), labels.clone(), "HOST");
         assert_eq!((s.name.as_str(), s.id.as_str()), ("web1", "abc123"));
         assert!(s.running);
         assert_eq!(s.network_mode, "appnet");
@@ -310,7 +357,7 @@ mod tests {
         );
         assert_eq!(s.exposed, ["80/tcp"]);
         assert_eq!(s.published, ["53/udp"]);
-        assert_eq!((s.labels, s.daemon_id.as_str()), (labels, "DAEMON"));
+        assert_eq!((s.labels, s.host_id.as_str()), (labels, "HOST"));
         assert_eq!(s.hostname, "abc123");
         assert_eq!(s.pid, Some(4242));
         assert_eq!(
@@ -395,14 +442,52 @@ mod tests {
              "IPAM": {"Config": [{"Subnet": "198.51.102.0/31", "Gateway": "198.51.102.1"}]}}
         ]))
         .unwrap();
+        let no_devices = |_: &str| Vec::new();
         assert_eq!(
-            bridge_networks(nets),
+            bridge_networks(nets, &no_devices),
             [BridgeNet {
                 id: "b1".into(),
                 name: "bridge".into(),
                 gateway: Ipv4Addr::new(198, 51, 100, 1),
                 prefix_len: 24,
             }]
+        );
+
+        // Docker 20.10 reports no IPAM gateway for a network made without
+        // `--gateway`, nor for its default `bridge`: the bridge device's
+        // address inside the subnet is the gateway (the device named by the
+        // option, else `br-<id[..12]>`); a device without one serves nothing.
+        let nets: Vec<Network> = serde_json::from_value(json!([
+            {"Id": "d0", "Name": "bridge", "Driver": "bridge",
+             "Options": {"com.docker.network.bridge.name": "docker0"},
+             "IPAM": {"Config": [{"Subnet": "198.51.100.0/24"}]}},
+            {"Id": "0123456789abcdef", "Name": "plain", "Driver": "bridge",
+             "IPAM": {"Config": [{"Subnet": "198.51.101.0/25"}]}},
+            {"Id": "fedcba9876543210", "Name": "bare", "Driver": "bridge",
+             "IPAM": {"Config": [{"Subnet": "198.51.102.0/24"}]}}
+        ]))
+        .unwrap();
+        let devices = |d: &str| match d {
+            "docker0" => vec![Ipv4Addr::new(192, 0, 2, 9), Ipv4Addr::new(198, 51, 100, 1)],
+            "br-0123456789ab" => vec![Ipv4Addr::new(198, 51, 101, 5)],
+            _ => Vec::new(),
+        };
+        assert_eq!(
+            bridge_networks(nets, &devices),
+            [
+                BridgeNet {
+                    id: "d0".into(),
+                    name: "bridge".into(),
+                    gateway: Ipv4Addr::new(198, 51, 100, 1),
+                    prefix_len: 24,
+                },
+                BridgeNet {
+                    id: "0123456789abcdef".into(),
+                    name: "plain".into(),
+                    gateway: Ipv4Addr::new(198, 51, 101, 5),
+                    prefix_len: 25,
+                }
+            ]
         );
 
         let n: NetworkInspect = serde_json::from_value(json!({

@@ -10,6 +10,9 @@ pub enum DockerError {
     NoSuchContainer(String),
     #[error(transparent)]
     Name(#[from] crate::state::NameError),
+    /// This host's ID (part of a service's identity) cannot be had.
+    #[error(transparent)]
+    HostId(#[from] crate::state::StateError),
     #[error("network {0} is not attachable: a router cannot join it")]
     NotAttachable(String),
     #[error(
@@ -60,6 +63,7 @@ impl DockerError {
                 .into(),
             ),
             DockerError::Name(e) => Some(e.hint().into()),
+            DockerError::HostId(e) => e.hint(),
             DockerError::NotAttachable(n) => Some(format!(
                 "a Swarm overlay must be attachable for a router to join it: create it with `docker network create -d overlay --attachable {n}` (an existing network cannot be changed)"
             )),

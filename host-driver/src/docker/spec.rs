@@ -200,7 +200,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            daemon_id: "D".into(),
+            host_id: "H".into(),
             ..Default::default()
         };
         derive(

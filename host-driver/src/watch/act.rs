@@ -79,6 +79,7 @@ pub(super) async fn try_reconcile(
                 running: s.running,
                 enabled: l.enable,
                 swarm_task: plan::is_swarm_task(s),
+                oneoff: plan::is_unlabelled_oneoff(s),
             }),
         DecideOptions {
             release_when_stopped: args.release_when_stopped,

@@ -13,6 +13,10 @@ pub struct ServiceView {
     pub enabled: bool,
     /// A Swarm task's container (`com.docker.swarm.*` labels).
     pub swarm_task: bool,
+    /// A Compose one-off (`docker-compose run`) without a
+    /// `netcontainer.identity` of its own: it carries its service's labels,
+    /// so `netcontainer.enable` says nothing about it.
+    pub oneoff: bool,
 }
 
 /// The options of `watch` that [`decide`] depends on.
@@ -51,7 +55,7 @@ pub fn decide(
             Action::DownStopped
         }
         (Some(_), Some(_)) => Action::Heal,
-        (None, Some(s)) if s.running && s.enabled => Action::Up,
+        (None, Some(s)) if s.running && s.enabled && !s.oneoff => Action::Up,
         (None, _) => Action::Nothing,
     }
 }
@@ -74,6 +78,7 @@ mod tests {
             running,
             enabled,
             swarm_task: false,
+            oneoff: false,
         })
     }
 
@@ -127,11 +132,28 @@ mod tests {
                 running,
                 enabled: true,
                 swarm_task: true,
+                oneoff: false,
             })
         };
         assert_eq!(decide(R, task(false), KEEP), Action::DownSwarmTask);
         assert_eq!(decide(R, task(false), RELEASE), Action::DownSwarmTask);
         assert_eq!(decide(R, task(true), KEEP), Action::Heal);
         assert_eq!(decide(None, task(true), KEEP), Action::Up);
+    }
+
+    #[test]
+    fn a_compose_one_off_gets_no_router_unless_it_has_its_own_identity() {
+        let oneoff = |running| {
+            Some(ServiceView {
+                running,
+                enabled: true,
+                swarm_task: false,
+                oneoff: true,
+            })
+        };
+        assert_eq!(decide(None, oneoff(true), KEEP), Action::Nothing);
+        // One made by hand (`up`) is kept in line and goes with its container.
+        assert_eq!(decide(R, oneoff(true), KEEP), Action::Heal);
+        assert_eq!(decide(R, None, KEEP), Action::DownGone);
     }
 }
