@@ -313,6 +313,82 @@ impl DockerClient {
         }
     }
 
+    /// Makes sure router image `image` is on this host as its pin says
+    /// ([`crate::registry::pin_of`]) and returns what to create routers
+    /// from: the pinned image ID, or `repository@digest` (pulled by digest
+    /// when missing), so a tag moved meanwhile changes nothing; an unpinned
+    /// reference as it is (pulled when missing). Refuses, before anything
+    /// is created, when the pinned content is not to be had.
+    pub async fn ensure_image(
+        &self,
+        image: &str,
+        show: PullDisplay,
+    ) -> Result<String, DockerError> {
+        use crate::registry::{BUILT_WITH, Pin, pin_of, pins_path, read_pins};
+        let path = pins_path();
+        let record = read_pins(&path).map_err(DockerError::PinRecord)?;
+        let pin = pin_of(image, &record, &path, BUILT_WITH, &super::default_image())
+            .map_err(DockerError::PinRecord)?;
+        let not_pinned = |wanted: &str, why: String| DockerError::NotPinned {
+            image: image.to_string(),
+            wanted: wanted.to_string(),
+            why,
+        };
+        match pin {
+            None => {
+                if image == super::default_image() {
+                    tracing::warn!(%image, "no digest recorded for the router image: running the tag as it is (scripts/build-router-image records one)");
+                } else {
+                    tracing::info!(%image, "router image not pinned: running the tag as it is (--image REF@sha256:DIGEST pins it)");
+                }
+                if !self.image_exists(image).await? {
+                    self.pull(image, show).await?;
+                }
+                Ok(image.to_string())
+            }
+            Some(Pin::ImageId(id)) => {
+                if self.image_id(&id).await?.as_deref() == Some(id.as_str()) {
+                    return Ok(id);
+                }
+                // A local build's ID cannot be pulled: say what the tag is now.
+                let why = match self.image_id(image).await? {
+                    Some(found) => format!("the tag names {found}, and {id} is not on this host"),
+                    None => {
+                        format!("{id} is not on this host (a local build, which no registry has)")
+                    }
+                };
+                Err(not_pinned(&id, why))
+            }
+            Some(Pin::Digest { repository, digest }) => {
+                let by_digest = format!("{repository}@{digest}");
+                if !self.image_exists(&by_digest).await? {
+                    match self.pull(&by_digest, show).await {
+                        Ok(()) => {}
+                        Err(DockerError::NoImage(_)) => {
+                            return Err(not_pinned(
+                                &digest,
+                                format!(
+                                    "{repository} does not have that digest (its tag may name other content now)"
+                                ),
+                            ));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(by_digest)
+            }
+        }
+    }
+
+    /// The ID of the image `reference` names on this host, if any.
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, DockerError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => Ok(i.id),
+            Err(e) if is_404(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
+        }
+    }
+
     /// Pulls `image` from its registry, with the login `docker login` left for
     /// that registry in the Docker config. Nothing is created when the
     /// registry has no such repository or tag ([`DockerError::NoImage`]).
