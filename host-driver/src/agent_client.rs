@@ -152,8 +152,9 @@ fn check_text(what: &str, t: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether an agent's status can be used: addresses that a lease, a route
-/// or a hook may carry, bounded lists and texts, names that are names.
+/// Whether an agent's status can be used: addresses that a route or a hook
+/// may carry (the lease's, the forwards' targets), bounded lists and texts,
+/// names that are names.
 /// Refused whole: one impossible field means the rest is not to be believed.
 pub fn check_status(s: &Status) -> Result<(), String> {
     if let Some(i) = &s.interface
@@ -175,16 +176,11 @@ pub fn check_status(s: &Status) -> Result<(), String> {
         if l.prefix_len > 32 {
             return Err(format!("a lease with prefix length {}", l.prefix_len));
         }
-        if let Some(g) = l.gateway
-            && !unicast4(g)
-        {
-            return Err(format!("a gateway {g}, not a unicast address"));
-        }
+        // The gateway and DNS servers are the LAN's DHCP server's word,
+        // only shown: an odd one is no reason to refuse the router's report
+        // (a rogue server must not make the router unmanageable).
         if l.dns.len() > MAX_LIST {
             return Err(format!("{} DNS servers", l.dns.len()));
-        }
-        if let Some(d) = l.dns.iter().find(|d| !unicast4(**d)) {
-            return Err(format!("a DNS server {d}, not a unicast address"));
         }
     }
     if s.forwards.len() > MAX_FORWARDS {
@@ -376,9 +372,13 @@ mod tests {
             let a: Ipv4Addr = bad.parse().unwrap();
             let e = refused(|s| s.lease.as_mut().unwrap().address = a);
             assert_eq!(e, format!("a lease on {a}, not a unicast address"));
-            refused(|s| s.lease.as_mut().unwrap().gateway = Some(a));
-            refused(|s| s.lease.as_mut().unwrap().dns.push(a));
             refused(|s| s.forwards[0].target_address = a);
+            // Shown only: taken as they are.
+            let mut s = good();
+            let l = s.lease.as_mut().unwrap();
+            l.gateway = Some(a);
+            l.dns.push(a);
+            check_status(&s).unwrap();
         }
         refused(|s| s.lease.as_mut().unwrap().prefix_len = 33);
         refused(|s| s.lease.as_mut().unwrap().dns = vec![Ipv4Addr::new(203, 0, 113, 1); 65]);

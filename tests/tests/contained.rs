@@ -141,6 +141,16 @@ fn a_router_is_contained_and_still_serves() {
         "the root is not read-only: {root}"
     );
 
+    // What a bound router uses of its ceilings (printed for docs/security.md).
+    let stats = docker::docker_ok(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.MemUsage}} pids {{.PIDs}}",
+        &router,
+    ]);
+    eprintln!("router {router} while bound: {}", stats.trim());
+
     // And it still works: the lease, the forward, the socket, the release.
     assert!(
         docker::in_pool(up.address),
