@@ -26,6 +26,16 @@ use crate::labels;
 use crate::plan::ServiceInfo;
 use crate::state::ServiceName;
 
+/// Where a router image stands on this host ([`DockerClient::locate_image`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Located {
+    /// Here: routers are created from `create_from`.
+    Here { create_from: String, pinned: bool },
+    /// Not here: `pull` is the reference to pull (by digest when pinned,
+    /// `pin` being the digest).
+    Missing { pull: String, pin: Option<String> },
+}
+
 #[derive(Clone)]
 pub struct DockerClient {
     docker: Docker,
@@ -314,26 +324,45 @@ impl DockerClient {
     }
 
     /// Makes sure router image `image` is on this host as its pin says
-    /// ([`crate::registry::pin_of`]) and returns what to create routers
-    /// from: the pinned image ID, or `repository@digest` (pulled by digest
-    /// when missing), so a tag moved meanwhile changes nothing; an unpinned
-    /// reference as it is (pulled when missing). Refuses, before anything
-    /// is created, when the pinned content is not to be had.
+    /// ([`DockerClient::locate_image`]), pulling it when missing (a pinned
+    /// digest by digest), and returns what to create routers from. Refuses,
+    /// before anything is created, when the pinned content is not to be had.
     pub async fn ensure_image(
         &self,
         image: &str,
         show: PullDisplay,
     ) -> Result<String, DockerError> {
+        match self.locate_image(image).await? {
+            Located::Here { create_from, .. } => Ok(create_from),
+            Located::Missing { pull, pin } => match self.pull(&pull, show).await {
+                Ok(()) => Ok(pull),
+                Err(DockerError::NoImage(_)) if let Some(p) = pin => {
+                    let repository = pull.split_once('@').map_or(pull.as_str(), |(r, _)| r);
+                    Err(DockerError::NotPinned {
+                        image: image.to_string(),
+                        why: format!(
+                            "{repository} does not have that digest (its tag may name other content now)"
+                        ),
+                        wanted: p,
+                    })
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Where router image `image` stands on this host, without pulling: its
+    /// pin ([`crate::registry::pin_of`]) resolved to what routers are
+    /// created from (the pinned image ID, or `repository@digest`, so a tag
+    /// moved meanwhile changes nothing; an unpinned reference as it is), or
+    /// what would have to be pulled. An image ID that is not here cannot be
+    /// pulled: that is [`DockerError::NotPinned`], naming the ID.
+    pub async fn locate_image(&self, image: &str) -> Result<Located, DockerError> {
         use crate::registry::{BUILT_WITH, Pin, pin_of, pins_path, read_pins};
         let path = pins_path();
         let record = read_pins(&path).map_err(DockerError::PinRecord)?;
         let pin = pin_of(image, &record, &path, BUILT_WITH, &super::default_image())
             .map_err(DockerError::PinRecord)?;
-        let not_pinned = |wanted: &str, why: String| DockerError::NotPinned {
-            image: image.to_string(),
-            wanted: wanted.to_string(),
-            why,
-        };
         match pin {
             None => {
                 if image == super::default_image() {
@@ -341,14 +370,24 @@ impl DockerClient {
                 } else {
                     tracing::info!(%image, "router image not pinned: running the tag as it is (--image REF@sha256:DIGEST pins it)");
                 }
-                if !self.image_exists(image).await? {
-                    self.pull(image, show).await?;
-                }
-                Ok(image.to_string())
+                Ok(if self.image_exists(image).await? {
+                    Located::Here {
+                        create_from: image.to_string(),
+                        pinned: false,
+                    }
+                } else {
+                    Located::Missing {
+                        pull: image.to_string(),
+                        pin: None,
+                    }
+                })
             }
             Some(Pin::ImageId(id)) => {
                 if self.image_id(&id).await?.as_deref() == Some(id.as_str()) {
-                    return Ok(id);
+                    return Ok(Located::Here {
+                        create_from: id,
+                        pinned: true,
+                    });
                 }
                 // A local build's ID cannot be pulled: say what the tag is now.
                 let why = match self.image_id(image).await? {
@@ -357,25 +396,25 @@ impl DockerClient {
                         format!("{id} is not on this host (a local build, which no registry has)")
                     }
                 };
-                Err(not_pinned(&id, why))
+                Err(DockerError::NotPinned {
+                    image: image.to_string(),
+                    wanted: id,
+                    why,
+                })
             }
             Some(Pin::Digest { repository, digest }) => {
                 let by_digest = format!("{repository}@{digest}");
-                if !self.image_exists(&by_digest).await? {
-                    match self.pull(&by_digest, show).await {
-                        Ok(()) => {}
-                        Err(DockerError::NoImage(_)) => {
-                            return Err(not_pinned(
-                                &digest,
-                                format!(
-                                    "{repository} does not have that digest (its tag may name other content now)"
-                                ),
-                            ));
-                        }
-                        Err(e) => return Err(e),
+                Ok(if self.image_exists(&by_digest).await? {
+                    Located::Here {
+                        create_from: by_digest,
+                        pinned: true,
                     }
-                }
-                Ok(by_digest)
+                } else {
+                    Located::Missing {
+                        pull: by_digest,
+                        pin: Some(digest),
+                    }
+                })
             }
         }
     }
