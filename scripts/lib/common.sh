@@ -218,6 +218,10 @@ splice_doc() {
 record_router_image() {
     local ref=$1 pin=$2 file=${NETCONTAINER_ROUTER_IMAGES:-/var/lib/netcontainer/router-images}
     local dir tmp
+    # The driver refuses a record with a line it cannot read: never write one.
+    printf '%s\n' "$pin" | grep -Eqx '([^[:space:]@]+@)?sha256:[0-9a-f]{64}' \
+        || die "not an image ID or REPOSITORY@DIGEST: $pin"
+    case "$ref" in ''|*[[:space:]]*) die "not an image reference: $ref" ;; esac
     dir=$(dirname "$file")
     if ! { [ -d "$dir" ] || install -d -m 0700 "$dir"; } 2>/dev/null || [ ! -w "$dir" ]; then
         echo "warning: cannot write $file: the driver will run $ref by its tag (run as root to pin it)" >&2
