@@ -22,6 +22,10 @@ pub enum Error {
     AgentRefused(String),
     #[error("unexpected answer from the agent: {0}")]
     AgentProtocol(String),
+    /// A router's report that fails [`crate::agent_client::check_status`]:
+    /// not used for routes, hooks or output.
+    #[error("the router's agent reported {0}: its report is not used")]
+    AgentReport(String),
     #[error("no DHCP lease on {interface} after {secs} s (state: {state}); the agent keeps trying")]
     WaitTimeout {
         interface: String,
@@ -103,6 +107,9 @@ impl Error {
             Error::AgentProtocol(_) => {
                 Some("the agent and this netcontainer may be different versions".into())
             }
+            Error::AgentReport(_) => Some(
+                "a router that reports this is broken or not the image this build expects: `docker logs` it, and re-create it (`netcontainer down SERVICE`, then `up`)".into(),
+            ),
             Error::NotRoot => Some("run it with sudo".into()),
             Error::AlreadyUp { service, .. } => Some(format!(
                 "`netcontainer status {service}` shows it; `netcontainer down {service}` removes it"

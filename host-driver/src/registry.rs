@@ -1,8 +1,9 @@
 //! Image references and registry credentials, for pulling the router image
 //! the way `docker pull` would: the registry a reference names, its tag, and
-//! the login `docker login` left in `~/.docker/config.json`.
+//! the login `docker login` left in `~/.docker/config.json`; and the pins
+//! that say which content a router image reference must be (see [`Pin`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use bollard::auth::DockerCredentials;
@@ -58,6 +59,165 @@ impl Reference {
             registry: registry_of(repository),
         })
     }
+}
+
+/// `sha256:` and 64 lowercase hex digits: an image ID or a manifest digest.
+pub fn is_sha256(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The content a router image reference must be. A tag can be moved to
+/// other content (by whoever can push to the registry, or tag on the host);
+/// a pin cannot, so a router is created from the pin, never from the tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pin {
+    /// A local image's ID (`sha256:…`, the digest of its configuration):
+    /// what `scripts/build-router-image` made on this host. No registry has
+    /// it, so it cannot be pulled.
+    ImageId(String),
+    /// A registry's manifest digest: pulled and run as `repository@digest`
+    /// (the daemon checks the content against the digest).
+    Digest { repository: String, digest: String },
+}
+
+impl Pin {
+    /// `sha256:…` (an image ID) or `REPOSITORY@sha256:…` (a digest in a
+    /// registry), as `scripts/build-router-image` and
+    /// `scripts/publish-router-image` record them.
+    pub fn parse(s: &str) -> Result<Pin, String> {
+        if is_sha256(s) {
+            return Ok(Pin::ImageId(s.to_string()));
+        }
+        let Some((repository, digest)) = s.split_once('@') else {
+            return Err(format!(
+                "{s:?} is neither an image ID (sha256:<64 hex digits>) nor REPOSITORY@sha256:<64 hex digits>"
+            ));
+        };
+        if !is_sha256(digest) {
+            return Err(format!("{digest:?} is not sha256:<64 hex digits>"));
+        }
+        let r = Reference::parse(s)?;
+        if r.repository != repository {
+            return Err(format!("{repository:?} is not a repository (it has a tag)"));
+        }
+        Ok(Pin::Digest {
+            repository: r.repository,
+            digest: digest.to_string(),
+        })
+    }
+}
+
+/// Where the pins of the router images built or published on this host are
+/// recorded (`NETCONTAINER_ROUTER_IMAGES`, for tests, or
+/// `/var/lib/netcontainer/router-images`): one `REFERENCE PIN` a line.
+pub fn pins_path() -> PathBuf {
+    std::env::var_os("NETCONTAINER_ROUTER_IMAGES")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/lib/netcontainer/router-images"))
+}
+
+/// The pin a release was built with, for the default image only
+/// (`NETCONTAINER_ROUTER_IMAGE_DIGEST` when the driver was compiled:
+/// `sha256:…` of `netcontainer/router:<version>` in its registry, or
+/// `REPOSITORY@sha256:…`).
+pub const BUILT_WITH: Option<&str> = option_env!("NETCONTAINER_ROUTER_IMAGE_DIGEST");
+
+/// The pin of router image `reference`, first found of: a digest in the
+/// reference itself (`--image REF@sha256:…`, the operator's own pin); the
+/// last line for exactly `reference` in the record (`record`, the text of
+/// [`pins_path`], named `record_name` in errors); the digest the driver was
+/// built with, for the default image (`default`) only. `None`: unpinned
+/// (the tag is used as it is). A record line that does not parse is an
+/// error, never skipped: it was meant to pin something.
+pub fn pin_of(
+    reference: &str,
+    record: &str,
+    record_name: &Path,
+    built_with: Option<&str>,
+    default: &str,
+) -> Result<Option<Pin>, String> {
+    let reference = reference.trim();
+    if reference.contains('@') {
+        let r = Reference::parse(reference)?;
+        if !is_sha256(&r.tag) {
+            return Err(format!(
+                "invalid image reference {reference:?}: the digest is not sha256:<64 hex digits>"
+            ));
+        }
+        return Ok(Some(Pin::Digest {
+            repository: r.repository,
+            digest: r.tag,
+        }));
+    }
+    let mut found = None;
+    for (n, line) in record.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = |e: String| format!("{} line {}: {e}", record_name.display(), n + 1);
+        let mut fields = line.split_whitespace();
+        let (Some(r), Some(pin), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(at("not REFERENCE PIN".into()));
+        };
+        let pin = Pin::parse(pin).map_err(at)?;
+        if r == reference {
+            found = Some(pin);
+        }
+    }
+    if found.is_some() {
+        return Ok(found);
+    }
+    match built_with.map(str::trim).filter(|b| !b.is_empty()) {
+        Some(b) if reference == default => {
+            let pin = if is_sha256(b) {
+                Pin::Digest {
+                    repository: Reference::parse(default)?.repository,
+                    digest: b.to_string(),
+                }
+            } else {
+                Pin::parse(b)?
+            };
+            Ok(Some(pin))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// The text of the pin record at `path` ("" when there is none). A record
+/// that another user could have written is refused: it decides which image
+/// runs, as root, with `NET_ADMIN`.
+pub fn read_pins(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let euid = nix::unistd::geteuid().as_raw();
+    if !meta.file_type().is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(format!(
+            "{} is owned by uid {}, not root",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{} is writable by group or others (mode {:o})",
+            path.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// The registry a repository lives in.
@@ -273,6 +433,109 @@ mod tests {
             r(&format!("reg.example/r:1@{digest}")),
             t("reg.example", "reg.example/r", digest)
         );
+    }
+
+    const A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    const DEFAULT: &str = "netcontainer/router:1.0.0";
+
+    fn pin(reference: &str, record: &str, built_with: Option<&str>) -> Result<Option<Pin>, String> {
+        pin_of(
+            reference,
+            record,
+            Path::new("/var/lib/netcontainer/router-images"),
+            built_with,
+            DEFAULT,
+        )
+    }
+
+    fn digest(repository: &str, d: &str) -> Option<Pin> {
+        Some(Pin::Digest {
+            repository: repository.into(),
+            digest: d.into(),
+        })
+    }
+
+    #[test]
+    fn pins_come_from_the_reference_the_record_or_the_build() {
+        // Nothing recorded, nothing built in: the tag as it is.
+        assert_eq!(pin(DEFAULT, "", None).unwrap(), None);
+        // The build's digest pins the default image only.
+        assert_eq!(
+            pin(DEFAULT, "", Some(A)).unwrap(),
+            digest("netcontainer/router", A)
+        );
+        assert_eq!(
+            pin(DEFAULT, "", Some(&format!("ghcr.io/o/r@{A}"))).unwrap(),
+            digest("ghcr.io/o/r", A)
+        );
+        assert_eq!(pin("other/router:1.0.0", "", Some(A)).unwrap(), None);
+        // The record: image IDs (local builds) and digests (published), the
+        // last line for the exact reference wins, and beats the build's.
+        let record = format!(
+            "# written by scripts/build-router-image\n\n{DEFAULT} {B}\n\
+             127.0.0.1:5000/x/netcontainer/router:1.0.0 127.0.0.1:5000/x/netcontainer/router@{A}\n\
+             {DEFAULT}   {A}\n"
+        );
+        assert_eq!(
+            pin(DEFAULT, &record, Some(B)).unwrap(),
+            Some(Pin::ImageId(A.into()))
+        );
+        assert_eq!(
+            pin("127.0.0.1:5000/x/netcontainer/router:1.0.0", &record, None).unwrap(),
+            digest("127.0.0.1:5000/x/netcontainer/router", A)
+        );
+        // Another tag of a recorded repository is not pinned by it.
+        assert_eq!(
+            pin("netcontainer/router:latest", &record, None).unwrap(),
+            None
+        );
+        // The operator's own digest beats everything.
+        assert_eq!(
+            pin(&format!("reg.example/r:1@{B}"), &record, Some(A)).unwrap(),
+            digest("reg.example/r", B)
+        );
+    }
+
+    #[test]
+    fn bad_pins_are_errors_not_skipped() {
+        let e = pin(DEFAULT, "netcontainer/router:1.0.0 sha256:abc\n", None).unwrap_err();
+        assert_eq!(
+            e,
+            "/var/lib/netcontainer/router-images line 1: \"sha256:abc\" is neither an image ID (sha256:<64 hex digits>) nor REPOSITORY@sha256:<64 hex digits>"
+        );
+        // Even on a line for another reference: the record is broken.
+        assert!(pin(DEFAULT, &format!("a:1 {A}\nb:1\n"), None).is_err());
+        assert!(pin(DEFAULT, &format!("a:1 {A} extra\n"), None).is_err());
+        assert!(pin(DEFAULT, &format!("a:1 r:1@{A}\n"), None).is_err());
+        assert!(pin(DEFAULT, &format!("a:1 r@{}\n", A.to_uppercase()), None).is_err());
+        assert!(pin("r@sha256:xyz", "", None).is_err());
+        assert!(pin("r@md5:0123", "", None).is_err());
+        assert!(pin(DEFAULT, "", Some("sha256:short")).is_err());
+    }
+
+    #[test]
+    fn the_record_must_be_roots_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("nc-pins-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("router-images");
+        assert_eq!(read_pins(&f).unwrap(), "", "a missing record is empty");
+        std::fs::write(&f, format!("{DEFAULT} {A}\n")).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_pins(&f).unwrap(), format!("{DEFAULT} {A}\n"));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(
+            read_pins(&f)
+                .unwrap_err()
+                .contains("writable by group or others")
+        );
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o620)).unwrap();
+        assert!(read_pins(&f).is_err());
+        std::fs::remove_file(&f).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &f).unwrap();
+        assert!(read_pins(&f).unwrap_err().contains("not a regular file"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

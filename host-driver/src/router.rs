@@ -137,20 +137,23 @@ impl Driver {
             });
         }
         let parent = self.plumber.parent(&rp.parent).await?;
-        if !self.docker.image_exists(image).await? {
-            // Before anything is created: a pull that fails or is
-            // interrupted leaves nothing to roll back (dropping the pull
-            // closes the connection, and the daemon stops it).
-            let show = if req.progress {
-                PullDisplay::for_stderr()
-            } else {
-                PullDisplay::Log
-            };
-            tokio::select! {
-                r = self.docker.pull(image, show) => r?,
-                e = on_interrupt(&mut interrupt) => return Err(e),
-            }
-        }
+        // Before anything is created: a pull that fails or is interrupted,
+        // or an image that is not the pinned one, leaves nothing to roll
+        // back (dropping the pull closes the connection, and the daemon
+        // stops it). Routers are created from the pin, not the tag.
+        let show = if req.progress {
+            PullDisplay::for_stderr()
+        } else {
+            PullDisplay::Log
+        };
+        let image = tokio::select! {
+            r = self.docker.ensure_image(image, show) => r?,
+            e = on_interrupt(&mut interrupt) => return Err(e),
+        };
+        let req = &UpRequest {
+            image: &image,
+            ..*req
+        };
         self.docker.check_network(&rp.network, &svc.name).await?;
         if let Some(r) = &stopped {
             // Stopped: its agent has nothing to release, and its lease

@@ -33,6 +33,11 @@
 #   stats [FMT] / median [FMT]      stdin numbers -> "median min max" / median
 #   ms T0 T1                        milliseconds between two $EPOCHREALTIME values
 #   splice_doc FILE NAME TITLE BODY replace the generated section NAME of FILE
+#   record_router_image REF PIN     record that router image REF must be PIN (an image ID,
+#                                   or REPOSITORY@sha256:...) in the driver's pin record
+#                                   ($NETCONTAINER_ROUTER_IMAGES or
+#                                   /var/lib/netcontainer/router-images); the driver
+#                                   then creates routers from PIN, never from the tag
 
 die() { echo "error: $*" >&2; exit 1; }
 
@@ -205,4 +210,31 @@ splice_doc() {
     cat "$tmp" > "$doc"
     rm -f "$tmp" "$tmp.section"
     echo "wrote $doc" >&2
+}
+
+# record_router_image REF PIN: replaces REF's line in the pin record (root's alone, 0600,
+# in a 0700 directory like the driver's lib directory), atomically. Returns 1, with a
+# warning, when it cannot write there (not root): the driver then runs REF unpinned.
+record_router_image() {
+    local ref=$1 pin=$2 file=${NETCONTAINER_ROUTER_IMAGES:-/var/lib/netcontainer/router-images}
+    local dir tmp
+    # The driver refuses a record with a line it cannot read: never write one.
+    printf '%s\n' "$pin" | grep -Eqx '([^[:space:]@]+@)?sha256:[0-9a-f]{64}' \
+        || die "not an image ID or REPOSITORY@DIGEST: $pin"
+    case "$ref" in ''|*[[:space:]]*) die "not an image reference: $ref" ;; esac
+    dir=$(dirname "$file")
+    if ! { [ -d "$dir" ] || install -d -m 0700 "$dir"; } 2>/dev/null || [ ! -w "$dir" ]; then
+        echo "warning: cannot write $file: the driver will run $ref by its tag (run as root to pin it)" >&2
+        return 1
+    fi
+    tmp=$(mktemp "$file.XXXXXX") || return 1
+    {
+        if [ -f "$file" ]; then
+            awk -v r="$ref" '$1 != r' "$file"
+        else
+            echo "# netcontainer router images: REFERENCE PIN (an image ID, or REPOSITORY@DIGEST)."
+            echo "# Written by scripts/build-router-image and scripts/publish-router-image."
+        fi
+        echo "$ref $pin"
+    } >"$tmp" && chmod 0600 "$tmp" && mv -f "$tmp" "$file" || { rm -f "$tmp"; return 1; }
 }

@@ -1,6 +1,8 @@
 //! The router image from a registry: `scripts/publish-router-image` pushes it, `up --image
 //! REGISTRY/REPO:TAG` and `watch --image ...` pull it when it is missing on the host, and a
-//! reference the registry does not have fails with one line naming it. Root only; the router and sample images must exist (see
+//! reference the registry does not have fails with one line naming it. A pinned image
+//! (docs/security.md, "The router image is what this build expects") is pulled and run by
+//! its digest or image ID, and another image under its tag is refused. Root only; the router and sample images must exist (see
 //! tests/tests/docker.rs), and Debian's `docker-registry` package
 //! (`sudo ./scripts/install-deps`).
 //!
@@ -135,6 +137,17 @@ fn image_present(reference: &str) -> bool {
 /// parallel runs never share a repository), then the pushed tag removed here (the layers
 /// stay, under the local image's tag). Returns (prefix, repository, reference).
 fn publish(registry: &Registry, bed: &DockerBed) -> (String, String, String) {
+    // The pin the script records goes to the bed's own record, which these drivers do not
+    // read: the reference stays an unpinned operator override here.
+    publish_pinned(registry, bed, &bed.tmp.join("unused-router-images"))
+}
+
+/// [`publish`], recording the pushed digest in the pin record `pins`.
+fn publish_pinned(
+    registry: &Registry,
+    bed: &DockerBed,
+    pins: &std::path::Path,
+) -> (String, String, String) {
     let prefix = format!("{}/{}", registry.host(), bed.id);
     let repo = format!("{prefix}/netcontainer/router");
     let reference = format!("{repo}:{}", env!("CARGO_PKG_VERSION"));
@@ -143,7 +156,9 @@ fn publish(registry: &Registry, bed: &DockerBed) -> (String, String, String) {
         "/../scripts/publish-router-image"
     );
     let pushed = TagGuard(reference.clone());
-    let out = run(Command::new(script).arg(&prefix));
+    let out = run(Command::new(script)
+        .arg(&prefix)
+        .env("NETCONTAINER_ROUTER_IMAGES", pins));
     assert!(
         out.starts_with(&format!("{reference} sha256:")),
         "publish-router-image printed {out:?}"
@@ -339,4 +354,255 @@ fn watch_pulls_the_router_image_from_a_registry() {
     w.assert_running();
     w.stop();
     drop(pulled);
+}
+
+/// The pin record of a test, and the environment that points a driver at it.
+struct Pins {
+    path: std::path::PathBuf,
+}
+
+impl Pins {
+    fn new(bed: &DockerBed) -> Pins {
+        Pins {
+            path: bed.tmp.join("router-images"),
+        }
+    }
+
+    fn inv(&self) -> Invocation {
+        Invocation {
+            env: vec![(
+                "NETCONTAINER_ROUTER_IMAGES".into(),
+                self.path.display().to_string(),
+            )],
+            ..Default::default()
+        }
+    }
+
+    /// The pin recorded for `reference`.
+    fn of(&self, reference: &str) -> String {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(r, _)| *r == reference)
+            .map(|(_, p)| p.to_string())
+            .next_back()
+            .unwrap_or_else(|| panic!("no pin for {reference} in {text:?}"))
+    }
+
+    /// Records `reference`'s pin as the image scripts do (scripts/lib/common.sh).
+    fn record(&self, reference: &str, pin: &str) {
+        let lib = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/lib/common.sh");
+        run(Command::new("bash")
+            .arg("-c")
+            .arg(format!(". {lib} && record_router_image \"$0\" \"$1\""))
+            .arg(reference)
+            .arg(pin)
+            .env("NETCONTAINER_ROUTER_IMAGES", &self.path));
+    }
+}
+
+/// `up SERVICE --image IMAGE` with the pin record `pins`.
+fn up_pinned(bed: &DockerBed, pins: &Pins, service: &str, image: &str) -> agent::CmdOutput {
+    bed.track_service(service);
+    bed.nc_with(
+        &[
+            "up",
+            service,
+            "--parent",
+            &bed.parent,
+            "--timeout",
+            "20",
+            "--image",
+            image,
+        ],
+        &pins.inv(),
+    )
+}
+
+fn image_id(reference: &str) -> String {
+    docker::docker_ok(&["image", "inspect", "--format", "{{.Id}}", reference])
+        .trim()
+        .to_string()
+}
+
+/// The image (as created, and its ID) a service's router runs.
+fn router_image(service: &str) -> (String, String) {
+    let out = docker::docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.Config.Image}} {{.Image}}",
+        &docker::router_name(service),
+    ]);
+    let (created, id) = out.trim().split_once(' ').expect("two fields");
+    (created.to_string(), id.to_string())
+}
+
+/// The only `error` line of a failed call, which created nothing.
+fn refused(bed: &DockerBed, service: &str, out: &agent::CmdOutput) -> String {
+    assert!(out.status.is_some() && !out.ok(), "not refused: {out}");
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one error line: {out}");
+    assert!(out.stdout.trim().is_empty(), "{out}");
+    bed.assert_clean(service);
+    assert!(
+        docker::docker(&["inspect", &docker::router_name(service)]).is_err(),
+        "a router was created: {out}"
+    );
+    errors[0].to_string()
+}
+
+/// 3. The router image is what this build expects, from a registry (docs/security.md,
+///    21.5): `publish-router-image` records the pushed digest as the reference's pin, and
+///    `up --image REF` pulls and runs `REPO@DIGEST`. Another image pushed under the same
+///    tag is never run (the router runs the pinned content); when the registry does not
+///    have the pinned digest, `up` refuses with one line naming the digest it wanted and
+///    creates nothing.
+#[test]
+fn a_substituted_router_image_from_a_registry_is_refused() {
+    require_root!();
+    let bed = DockerBed::new(14);
+    let registry = Registry::start();
+    let pins = Pins::new(&bed);
+    let (_, repo, reference) = publish_pinned(&registry, &bed, &pins.path);
+    let pin = pins.of(&reference);
+    let digest = pin
+        .strip_prefix(&format!("{repo}@"))
+        .unwrap_or_else(|| panic!("{pin} is not {repo}@DIGEST"))
+        .to_string();
+    let by_digest = format!("{repo}@{digest}");
+    let router_id = image_id(docker::ROUTER_IMAGE);
+
+    // Another image under the same tag in the registry (the sample, which is no router).
+    let substitute = TagGuard(reference.clone());
+    docker::docker_ok(&["tag", docker::SAMPLE_IMAGE, &reference]);
+    docker::docker_ok(&["push", &reference]);
+    docker::docker_ok(&["rmi", &reference]);
+    drop(substitute);
+
+    // Pulled by digest and run by digest: the substitute never runs. (The push left the
+    // digest on the local image: removed, so that `up` has to pull.)
+    let pulled = TagGuard(by_digest.clone());
+    let _ = docker::docker(&["rmi", &by_digest]);
+    let s = bed.run_service("s", &[]);
+    let out = up_pinned(&bed, &pins, &s.name, &reference);
+    assert!(out.ok(), "up --image {reference}: {out}");
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l == format!("pulling router image {by_digest}")),
+        "not pulled by digest: {out}"
+    );
+    assert_eq!(
+        router_image(&s.name),
+        (by_digest.clone(), router_id.clone())
+    );
+    let up = docker::parse_up(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let page = bed
+        .fetch(up.address, 80, 5)
+        .unwrap_or_else(|e| panic!("http://{}:80/ from the LAN client: {e}", up.address));
+    assert_eq!(page.trim(), format!("hello from {} (port 80)", s.name));
+    assert!(bed.down(&s.name).ok());
+    bed.assert_clean(&s.name);
+
+    // A pin this registry cannot satisfy: the digest of a release it does not have (its tag
+    // names only the substitute). (The pushed digest itself cannot serve here: once pulled,
+    // the daemon keeps its manifest and pulls it by digest from its own store, which is
+    // still that content.) Refused, naming the digest; nothing created, nothing pulled.
+    let wanted = format!("sha256:{}", "0123456789abcdef".repeat(4));
+    pins.record(&reference, &format!("{repo}@{wanted}"));
+    let u = bed.run_service("u", &[]);
+    let out = up_pinned(&bed, &pins, &u.name, &reference);
+    assert_eq!(
+        refused(&bed, &u.name, &out),
+        format!(
+            "error: router image {reference} is not the image this build expects ({wanted}): {repo} does not have that digest (its tag may name other content now)"
+        ),
+    );
+    assert!(!image_present(&reference), "the substitute was pulled");
+
+    // The operator's own pin in --image works the same way.
+    let out = up_pinned(&bed, &pins, &u.name, &format!("{repo}@{wanted}"));
+    assert!(
+        refused(&bed, &u.name, &out).contains(&format!("({wanted})")),
+        "{out}"
+    );
+    drop(pulled);
+}
+
+/// 4. A router image built here is pinned by its image ID (what `build-router-image`
+///    records): routers are created from the ID, a tag moved to another image changes
+///    nothing while the built one is here, and once it is gone `up` refuses with one line
+///    naming the ID it wanted and the one the tag names, and creates nothing.
+#[test]
+fn a_substituted_local_router_image_is_refused() {
+    require_root!();
+    let bed = DockerBed::new(15);
+    let pins = Pins::new(&bed);
+    let tag = format!("{}/router:pinned", bed.id);
+    let _tag = TagGuard(tag.clone());
+    let router_id = image_id(docker::ROUTER_IMAGE);
+    docker::docker_ok(&["tag", docker::ROUTER_IMAGE, &tag]);
+    pins.record(&tag, &router_id);
+    assert_eq!(pins.of(&tag), router_id);
+
+    let s = bed.run_service("s", &[]);
+    let out = up_pinned(&bed, &pins, &s.name, &tag);
+    assert!(out.ok(), "up --image {tag}: {out}");
+    assert_eq!(
+        router_image(&s.name),
+        (router_id.clone(), router_id.clone())
+    );
+    assert!(bed.down(&s.name).ok());
+
+    // The tag moved to the sample image: the pinned ID is still here and is what runs.
+    docker::docker_ok(&["tag", docker::SAMPLE_IMAGE, &tag]);
+    let t = bed.run_service("t", &[]);
+    let out = up_pinned(&bed, &pins, &t.name, &tag);
+    assert!(out.ok(), "up --image {tag} (moved): {out}");
+    assert_eq!(router_image(&t.name).1, router_id);
+    assert!(bed.down(&t.name).ok());
+
+    // A build whose image is gone: a throwaway image of the bed's own, pinned, then
+    // removed, with the tag on the sample image.
+    let built = format!("{}/router:built", bed.id);
+    let _built = TagGuard(built.clone());
+    let mut b = Command::new("docker")
+        .args(["build", "-q", "-t", &built, "-"])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("docker build");
+    write!(
+        b.stdin.take().unwrap(),
+        "FROM {}\nLABEL netcontainer.test.bed={}\n",
+        docker::ROUTER_IMAGE,
+        bed.id
+    )
+    .unwrap();
+    assert!(b.wait().unwrap().success(), "docker build of {built}");
+    let gone = image_id(&built);
+    pins.record(&tag, &gone);
+    docker::docker_ok(&["rmi", &built]);
+    let sample_id = image_id(docker::SAMPLE_IMAGE);
+    let u = bed.run_service("u", &[]);
+    let out = up_pinned(&bed, &pins, &u.name, &tag);
+    assert_eq!(
+        refused(&bed, &u.name, &out),
+        format!(
+            "error: router image {tag} is not the image this build expects ({gone}): the tag names {sample_id}, and {gone} is not on this host"
+        ),
+    );
+    // A record another user could write is refused before anything is made.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pins.path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = up_pinned(&bed, &pins, &u.name, &tag);
+    assert!(
+        refused(&bed, &u.name, &out).contains("is writable by group or others"),
+        "{out}"
+    );
 }

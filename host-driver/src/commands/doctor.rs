@@ -32,7 +32,7 @@ use netcontainer_lease::v4::wire::{sanitize_reply, server_id_of};
 use netcontainer_lease::v4::{Client, Config, Retry};
 use rtnetlink::LinkVeth;
 
-use crate::docker::{DockerClient, default_image};
+use crate::docker::{DockerClient, Located, default_image};
 use crate::error::Error;
 use crate::leg::{KINDS, Kind, LinkSpec};
 use crate::output::safe;
@@ -139,15 +139,23 @@ pub async fn run(a: DoctorArgs) -> Result<(), Error> {
                     "check `docker version`",
                 ),
             }
-            match d.image_exists(&a.image).await {
-                Ok(true) => r.ok(format!("router image {} present", a.image)),
-                Ok(false) => r.fail(
+            // As `up` would take it: by its pin, without pulling.
+            match d.locate_image(&a.image).await {
+                Ok(Located::Here {
+                    create_from,
+                    pinned: true,
+                }) => r.ok(format!("router image {} present, pinned to {create_from}", a.image)),
+                Ok(Located::Here { pinned: false, .. }) => r.warn(
+                    format!("router image {} present, not pinned", a.image),
+                    "./scripts/build-router-image records its ID; or give --image REF@sha256:DIGEST (docs/operations.md, \"Pinning the router image\")",
+                ),
+                Ok(Located::Missing { pull, .. }) => r.fail(
                     format!("router image {} is not present", a.image),
-                    format!("./scripts/build-router-image, or `docker pull {}`", a.image),
+                    format!("./scripts/build-router-image, or `docker pull {pull}`"),
                 ),
                 Err(e) => r.fail(
-                    format!("router image {}: {e}", a.image),
-                    "check `docker image ls`",
+                    e.to_string(),
+                    e.hint().unwrap_or_else(|| "check `docker image ls`".into()),
                 ),
             }
         }

@@ -26,6 +26,16 @@ use crate::labels;
 use crate::plan::ServiceInfo;
 use crate::state::ServiceName;
 
+/// Where a router image stands on this host ([`DockerClient::locate_image`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Located {
+    /// Here: routers are created from `create_from`.
+    Here { create_from: String, pinned: bool },
+    /// Not here: `pull` is the reference to pull (by digest when pinned,
+    /// `pin` being the digest).
+    Missing { pull: String, pin: Option<String> },
+}
+
 #[derive(Clone)]
 pub struct DockerClient {
     docker: Docker,
@@ -316,6 +326,111 @@ impl DockerClient {
             Ok(_) => Ok(true),
             Err(e) if is_404(&e) => Ok(false),
             Err(e) => Err(api(format!("inspecting image {image}"))(e)),
+        }
+    }
+
+    /// Makes sure router image `image` is on this host as its pin says
+    /// ([`DockerClient::locate_image`]), pulling it when missing (a pinned
+    /// digest by digest), and returns what to create routers from. Refuses,
+    /// before anything is created, when the pinned content is not to be had.
+    pub async fn ensure_image(
+        &self,
+        image: &str,
+        show: PullDisplay,
+    ) -> Result<String, DockerError> {
+        match self.locate_image(image).await? {
+            Located::Here { create_from, .. } => Ok(create_from),
+            Located::Missing { pull, pin } => match self.pull(&pull, show).await {
+                Ok(()) => Ok(pull),
+                Err(DockerError::NoImage(_)) if let Some(p) = pin => {
+                    let repository = pull.split_once('@').map_or(pull.as_str(), |(r, _)| r);
+                    Err(DockerError::NotPinned {
+                        image: image.to_string(),
+                        why: format!(
+                            "{repository} does not have that digest (its tag may name other content now)"
+                        ),
+                        wanted: p,
+                    })
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Where router image `image` stands on this host, without pulling: its
+    /// pin ([`crate::registry::pin_of`]) resolved to what routers are
+    /// created from (the pinned image ID, or `repository@digest`, so a tag
+    /// moved meanwhile changes nothing; an unpinned reference as it is), or
+    /// what would have to be pulled. An image ID that is not here cannot be
+    /// pulled: that is [`DockerError::NotPinned`], naming the ID.
+    pub async fn locate_image(&self, image: &str) -> Result<Located, DockerError> {
+        use crate::registry::{BUILT_WITH, Pin, pin_of, pins_path, read_pins};
+        let path = pins_path();
+        let record = read_pins(&path).map_err(DockerError::PinRecord)?;
+        let pin = pin_of(image, &record, &path, BUILT_WITH, &super::default_image())
+            .map_err(DockerError::PinRecord)?;
+        match pin {
+            None => {
+                if image == super::default_image() {
+                    tracing::warn!(%image, "no digest recorded for the router image: running the tag as it is (scripts/build-router-image records one)");
+                } else {
+                    tracing::info!(%image, "router image not pinned: running the tag as it is (--image REF@sha256:DIGEST pins it)");
+                }
+                Ok(if self.image_exists(image).await? {
+                    Located::Here {
+                        create_from: image.to_string(),
+                        pinned: false,
+                    }
+                } else {
+                    Located::Missing {
+                        pull: image.to_string(),
+                        pin: None,
+                    }
+                })
+            }
+            Some(Pin::ImageId(id)) => {
+                if self.image_id(&id).await?.as_deref() == Some(id.as_str()) {
+                    return Ok(Located::Here {
+                        create_from: id,
+                        pinned: true,
+                    });
+                }
+                // A local build's ID cannot be pulled: say what the tag is now.
+                let why = match self.image_id(image).await? {
+                    Some(found) => format!("the tag names {found}, and {id} is not on this host"),
+                    None => {
+                        format!("{id} is not on this host (a local build, which no registry has)")
+                    }
+                };
+                Err(DockerError::NotPinned {
+                    image: image.to_string(),
+                    wanted: id,
+                    why,
+                })
+            }
+            Some(Pin::Digest { repository, digest }) => {
+                let by_digest = format!("{repository}@{digest}");
+                Ok(if self.image_exists(&by_digest).await? {
+                    Located::Here {
+                        create_from: by_digest,
+                        pinned: true,
+                    }
+                } else {
+                    Located::Missing {
+                        pull: by_digest,
+                        pin: Some(digest),
+                    }
+                })
+            }
+        }
+    }
+
+    /// The ID of the image `reference` names on this host, if any.
+    async fn image_id(&self, reference: &str) -> Result<Option<String>, DockerError> {
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => Ok(i.id),
+            Err(e) if is_404(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
         }
     }
 

@@ -25,6 +25,19 @@ pub enum DockerError {
     NoImage(String),
     #[error("cannot pull router image {image}: {detail}")]
     Pull { image: String, detail: String },
+    /// The router image a reference names is not the pinned content, and
+    /// the pinned content cannot be had: nothing is created.
+    #[error("router image {image} is not the image this build expects ({wanted}): {why}")]
+    NotPinned {
+        image: String,
+        /// The pinned image ID or digest.
+        wanted: String,
+        why: String,
+    },
+    /// The record of pins, or a pin in `--image`, does not parse or cannot
+    /// be trusted.
+    #[error("router image pins: {0}")]
+    PinRecord(String),
     #[error("{what}: {source}")]
     Api {
         what: String,
@@ -61,6 +74,12 @@ impl DockerError {
                     "is the registry reachable from this host? (`docker pull` of the same reference shows the daemon's view)"
                 }
                 .into(),
+            ),
+            DockerError::NotPinned { .. } => Some(
+                "rebuild the image here with ./scripts/build-router-image (it records its ID), or pull the pinned digest from a registry that has it; to run another image on purpose, name it with --image REF@sha256:DIGEST (docs/operations.md, \"Pinning the router image\")".into(),
+            ),
+            DockerError::PinRecord(_) => Some(
+                "scripts/build-router-image and scripts/publish-router-image write the record (REFERENCE PIN a line, root's alone): fix or remove the line".into(),
             ),
             DockerError::Name(e) => Some(e.hint().into()),
             DockerError::HostId(e) => e.hint(),

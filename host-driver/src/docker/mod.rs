@@ -9,7 +9,7 @@ mod error;
 mod pull;
 mod spec;
 
-pub use client::DockerClient;
+pub use client::{DockerClient, Located};
 pub use convert::{BridgeNet, ContainerEvent, RouterInfo, published_tcp};
 pub use error::DockerError;
 pub use pull::PullDisplay;

@@ -20,10 +20,25 @@ pub const ROUTER_STATE_DIR: &str = netcontainer_proto::contract::STATE_DIR;
 /// Where a router's lease directory is mounted (from the host's lib
 /// directory, which outlives a reboot).
 pub const ROUTER_LEASE_DIR: &str = netcontainer_proto::contract::LEASE_DIR;
-/// What the agent needs of the kernel: addresses, routes, nftables and
-/// links in its namespace (`NET_ADMIN`), packet sockets for DHCP and ARP
-/// (`NET_RAW`).
-pub const CAPABILITIES: &[&str] = &["NET_ADMIN", "NET_RAW"];
+/// What the agent needs of the kernel, and nothing else (every other
+/// capability is dropped): addresses, routes, nftables, conntrack and links
+/// in its namespace (`NET_ADMIN`), packet sockets for DHCP and ARP
+/// (`NET_RAW`), and the privileged ports it binds: the DHCP client ports (68,
+/// 546) and the relay's published ports below 1024 (`NET_BIND_SERVICE`).
+pub const CAPABILITIES: &[&str] = &["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"];
+/// A router's memory ceiling (no swap beyond it): an agent holds a few MiB
+/// while bound; the ceiling leaves room for `nft` runs and a full relay while
+/// keeping a router that is flooded or compromised from starving the host.
+pub const MEMORY_LIMIT: i64 = 128 * 1024 * 1024;
+/// A router's process and thread ceiling: the supervisor, the agent and its
+/// threads, and the `nft` and `conntrack` runs it starts; a fork bomb stops here.
+pub const PIDS_LIMIT: i64 = 128;
+/// The only writable place on a router's read-only root besides its two
+/// mounted directories; nothing is executed from it.
+pub const TMPFS: (&str, &str) = ("/tmp", "rw,nosuid,nodev,noexec,size=1m");
+/// No process in a router gains privileges by `exec` (setuid files, file
+/// capabilities): the image has none, and a substituted binary gets none.
+pub const SECURITY_OPT: &[&str] = &["no-new-privileges:true"];
 
 /// The default router image: versioned with the driver.
 pub fn default_image() -> String {
@@ -100,7 +115,19 @@ impl RouterSpec {
             hostname: Some(self.hostname.clone()),
             labels: Some(self.labels.clone()),
             host_config: Some(HostConfig {
+                // Docker's default set (CHOWN, SETUID, MKNOD, ...) goes; only
+                // what the agent uses comes back.
+                cap_drop: Some(vec!["ALL".into()]),
                 cap_add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+                security_opt: Some(SECURITY_OPT.iter().map(|c| c.to_string()).collect()),
+                memory: Some(MEMORY_LIMIT),
+                memory_swap: Some(MEMORY_LIMIT),
+                pids_limit: Some(PIDS_LIMIT),
+                // The agent writes only its state and lease directories (the
+                // two binds below, its own service's and nothing else of the
+                // host's run and lib directories).
+                readonly_rootfs: Some(true),
+                tmpfs: Some(HashMap::from([(TMPFS.0.to_string(), TMPFS.1.to_string())])),
                 binds: Some(vec![
                     format!("{}:{ROUTER_STATE_DIR}:rw", self.state_dir.display()),
                     format!("{}:{ROUTER_LEASE_DIR}:rw", self.lease_dir.display()),
@@ -237,7 +264,23 @@ mod tests {
             ["--lease-dir", "/var/lib/netcontainer", "--keep-lease"]
         );
         let h = b.host_config.unwrap();
-        assert_eq!(h.cap_add.unwrap(), ["NET_ADMIN", "NET_RAW"]);
+        assert_eq!(h.cap_drop.unwrap(), ["ALL"]);
+        assert_eq!(
+            h.cap_add.unwrap(),
+            ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"]
+        );
+        assert_eq!(h.security_opt.unwrap(), ["no-new-privileges:true"]);
+        assert_eq!(h.memory, Some(128 << 20));
+        // No swap beyond the memory ceiling.
+        assert_eq!(h.memory_swap, h.memory);
+        assert_eq!(h.pids_limit, Some(128));
+        assert_eq!(h.readonly_rootfs, Some(true));
+        assert_eq!(
+            h.tmpfs.unwrap(),
+            HashMap::from([("/tmp".into(), "rw,nosuid,nodev,noexec,size=1m".into())])
+        );
+        assert!(h.privileged.is_none() && h.pid_mode.is_none() && h.ipc_mode.is_none());
+        assert!(h.mounts.is_none() && h.devices.is_none() && h.volumes_from.is_none());
         assert_eq!(
             h.binds.unwrap(),
             [
