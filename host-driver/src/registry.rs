@@ -113,12 +113,12 @@ impl Pin {
 
 /// Where the pins of the router images built or published on this host are
 /// recorded (`NETCONTAINER_ROUTER_IMAGES`, for tests, or
-/// `/var/lib/netcontainer/router-images`): one `REFERENCE PIN` a line.
+/// `/var/lib/netcontainer/.router-images`): one `REFERENCE PIN` a line.
 pub fn pins_path() -> PathBuf {
     std::env::var_os("NETCONTAINER_ROUTER_IMAGES")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/lib/netcontainer/router-images"))
+        .unwrap_or_else(|| PathBuf::from("/var/lib/netcontainer/.router-images"))
 }
 
 /// The pin a release was built with, for the default image only
@@ -443,7 +443,7 @@ mod tests {
         pin_of(
             reference,
             record,
-            Path::new("/var/lib/netcontainer/router-images"),
+            Path::new("/var/lib/netcontainer/.router-images"),
             built_with,
             DEFAULT,
         )
@@ -502,7 +502,7 @@ mod tests {
         let e = pin(DEFAULT, "netcontainer/router:1.0.0 sha256:abc\n", None).unwrap_err();
         assert_eq!(
             e,
-            "/var/lib/netcontainer/router-images line 1: \"sha256:abc\" is neither an image ID (sha256:<64 hex digits>) nor REPOSITORY@sha256:<64 hex digits>"
+            "/var/lib/netcontainer/.router-images line 1: \"sha256:abc\" is neither an image ID (sha256:<64 hex digits>) nor REPOSITORY@sha256:<64 hex digits>"
         );
         // Even on a line for another reference: the record is broken.
         assert!(pin(DEFAULT, &format!("a:1 {A}\nb:1\n"), None).is_err());

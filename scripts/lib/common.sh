@@ -36,7 +36,7 @@
 #   record_router_image REF PIN     record that router image REF must be PIN (an image ID,
 #                                   or REPOSITORY@sha256:...) in the driver's pin record
 #                                   ($NETCONTAINER_ROUTER_IMAGES or
-#                                   /var/lib/netcontainer/router-images); the driver
+#                                   /var/lib/netcontainer/.router-images); the driver
 #                                   then creates routers from PIN, never from the tag
 
 die() { echo "error: $*" >&2; exit 1; }
@@ -216,7 +216,7 @@ splice_doc() {
 # in a 0700 directory like the driver's lib directory), atomically. Returns 1, with a
 # warning, when it cannot write there (not root): the driver then runs REF unpinned.
 record_router_image() {
-    local ref=$1 pin=$2 file=${NETCONTAINER_ROUTER_IMAGES:-/var/lib/netcontainer/router-images}
+    local ref=$1 pin=$2 file=${NETCONTAINER_ROUTER_IMAGES:-/var/lib/netcontainer/.router-images}
     local dir tmp
     # The driver refuses a record with a line it cannot read: never write one.
     printf '%s\n' "$pin" | grep -Eqx '([^[:space:]@]+@)?sha256:[0-9a-f]{64}' \
