@@ -52,6 +52,10 @@ pub const ARP_PROBE: &str = "netcontainer.arp-probe";
 /// On a service: the identity its MAC and client id derive from,
 /// overriding the derived one; on a router: the identity it was made with.
 pub const IDENTITY: &str = "netcontainer.identity";
+/// `CIDR,...` (on a service, or recorded by `up --egress`): in gateway
+/// mode its own connections reach only these IPv4 networks through the
+/// router (see `proto::parse_egress`).
+pub const EGRESS: &str = "netcontainer.egress";
 /// Set by Docker Swarm on a task's container.
 pub const SWARM_SERVICE: &str = "com.docker.swarm.service.name";
 /// `<service>.<slot>.<task id>` (the node ID instead of the slot for a
@@ -154,6 +158,12 @@ fn get_ipv6(
         .transpose()
 }
 
+fn get_egress(l: &HashMap<String, String>) -> Result<Vec<netcontainer_proto::Ipv4Net>, LabelError> {
+    get(l, EGRESS).map_or(Ok(Vec::new()), |v| {
+        netcontainer_proto::parse_egress(v).map_err(|e| err(EGRESS, e))
+    })
+}
+
 fn get_ports(l: &HashMap<String, String>) -> Result<Option<Vec<PortSpec>>, LabelError> {
     get(l, PORTS)
         .map(|v| parse_port_list(v).map_err(|e| err(PORTS, e)))
@@ -163,6 +173,7 @@ fn get_ports(l: &HashMap<String, String>) -> Result<Option<Vec<PortSpec>>, Label
 /// The labels an operator may put on a service container.
 pub const SERVICE_KEYS: &[&str] = &[
     ENABLE, PARENT, MODE, MAC, HOSTNAME, PORTS, ARP_PROBE, IDENTITY, NETWORK, SOURCE, IP, IPV6,
+    EGRESS,
 ];
 
 /// What a service's labels ask for.
@@ -185,6 +196,8 @@ pub struct ServiceLabels {
     pub ip: Option<std::net::Ipv4Addr>,
     /// `netcontainer.ipv6`: `off` or `auto`.
     pub ipv6: Option<netcontainer_proto::Ipv6Mode>,
+    /// `netcontainer.egress`: gateway mode's allow-list; empty: none.
+    pub egress: Vec<netcontainer_proto::Ipv4Net>,
     /// `netcontainer.*` keys that mean nothing on a service, sorted.
     pub unknown: Vec<String>,
 }
@@ -208,6 +221,7 @@ impl ServiceLabels {
             source: get_source(l)?,
             ip: get_ip(l)?,
             ipv6: get_ipv6(l)?,
+            egress: get_egress(l)?,
             unknown: unknown.into_iter().collect(),
         })
     }
@@ -230,6 +244,8 @@ pub struct RouterLabels {
     pub host_route: bool,
     pub ip: Option<std::net::Ipv4Addr>,
     pub ipv6: Option<netcontainer_proto::Ipv6Mode>,
+    /// The egress allow-list the router was made with; empty: none.
+    pub egress: Vec<netcontainer_proto::Ipv4Net>,
 }
 
 impl RouterLabels {
@@ -249,6 +265,7 @@ impl RouterLabels {
             host_route: get(l, HOST_ROUTE).map_or(Ok(true), |v| parse_bool(HOST_ROUTE, v))?,
             ip: get_ip(l)?,
             ipv6: get_ipv6(l)?,
+            egress: get_egress(l)?,
         })
     }
 }

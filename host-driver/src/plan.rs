@@ -101,6 +101,9 @@ pub struct UpOptions {
     /// The identity to use instead of the derived one: a re-created router's
     /// recorded identity, which wins (its lease is tied to it).
     pub identity: Option<String>,
+    /// Gateway mode's egress allow-list (`--egress`, label
+    /// `netcontainer.egress`); empty: the label's, else none.
+    pub egress: Vec<netcontainer_proto::Ipv4Net>,
 }
 
 /// Longest identity accepted (from the label).
@@ -256,6 +259,8 @@ pub struct RouterPlan {
     pub host_route: bool,
     /// Run the agent with `--request-address` (`--ip`, `netcontainer.ip`).
     pub requested: Option<Ipv4Addr>,
+    /// Run the agent with `--egress` (gateway mode only; empty: none).
+    pub egress: Vec<netcontainer_proto::Ipv4Net>,
 }
 
 impl RouterPlan {
@@ -288,6 +293,12 @@ impl RouterPlan {
         }
         if let Some(ip) = self.requested {
             l.insert(labels::IP.into(), ip.to_string());
+        }
+        if !self.egress.is_empty() {
+            l.insert(
+                labels::EGRESS.into(),
+                netcontainer_proto::egress_text(&self.egress),
+            );
         }
         l
     }
@@ -466,6 +477,18 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
     let ports = ports_of(svc, &opts.publish)?;
     let chosen_source = opts.source.or(sl.source);
     let source = source_mode(svc, &network, chosen_source)?;
+    let egress = if opts.egress.is_empty() {
+        sl.egress.clone()
+    } else {
+        opts.egress.clone()
+    };
+    if !egress.is_empty() && source != SourceMode::Gateway {
+        return Err(PlanError::Invalid(format!(
+            "an egress allow-list (--egress, label {}) needs gateway mode: in {source} mode the \
+             service's own traffic leaves through Docker (filter it in DOCKER-USER)",
+            labels::EGRESS
+        )));
+    }
     let plan = Plan {
         interface: LAN_IF.into(),
         hostname: Some(hostname),
@@ -505,6 +528,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         source_chosen: chosen_source.is_some(),
         host_route: !opts.no_host_route,
         requested: opts.ip.or(sl.ip),
+        egress,
     })
 }
 
@@ -642,6 +666,40 @@ mod tests {
         let r = derive(&svc, &opts()).unwrap();
         assert!(r.arp_probe);
         assert_eq!(r.labels()[labels::ARP_PROBE], "true");
+    }
+
+    /// The allow-list comes from the flag, else the label; it is recorded
+    /// on the router (and read back by `options_of`), and refused outside
+    /// gateway mode, where the router never sees the service's traffic.
+    #[test]
+    fn egress_from_flag_or_label_gateway_mode_only() {
+        let r = derive(&web1(), &opts()).unwrap();
+        assert!(r.egress.is_empty() && !r.labels().contains_key(labels::EGRESS));
+        let mut svc = web1();
+        svc.labels
+            .insert(labels::EGRESS.into(), "198.51.100.0/24, 203.0.113.9".into());
+        let r = derive(&svc, &opts()).unwrap();
+        assert_eq!(r.labels()[labels::EGRESS], "198.51.100.0/24,203.0.113.9/32");
+        let back = crate::labels::RouterLabels::parse(&r.labels()).unwrap();
+        assert_eq!(back.egress, r.egress);
+        let o = UpOptions {
+            egress: netcontainer_proto::parse_egress("192.0.2.0/25").unwrap(),
+            ..opts()
+        };
+        assert_eq!(
+            derive(&svc, &o).unwrap().labels()[labels::EGRESS],
+            "192.0.2.0/25"
+        );
+        svc.labels
+            .insert(labels::SOURCE.into(), "masquerade".into());
+        let e = derive(&svc, &opts()).unwrap_err().to_string();
+        assert!(
+            e.contains("needs gateway mode") && e.contains(labels::EGRESS),
+            "{e}"
+        );
+        svc.labels.insert(labels::EGRESS.into(), "0.0.0.0/0".into());
+        let e = crate::labels::ServiceLabels::parse(&svc.labels).unwrap_err();
+        assert_eq!(e.label, labels::EGRESS);
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         no_host_route: !l.host_route,
         ip: l.ip,
         ipv6: l.ipv6,
+        egress: l.egress,
         ..Default::default()
     })
 }

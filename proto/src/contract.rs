@@ -71,6 +71,10 @@ pub mod flag {
     pub const REQUEST_ADDRESS: &str = "--request-address";
     /// `--firewall NAME`: the firewall backend (default `nft`, the only one).
     pub const FIREWALL: &str = "--firewall";
+    /// `--egress CIDR,...`: in gateway mode the service's own connections
+    /// reach only these networks through the router (`up --egress`, label
+    /// `netcontainer.egress`); default: anywhere.
+    pub const EGRESS: &str = "--egress";
 }
 
 /// The agent's command line as one typed value: the driver builds a router's
@@ -95,6 +99,8 @@ pub struct AgentArgs {
     pub supervise: bool,
     /// [`flag::FIREWALL`]: the firewall backend's name.
     pub firewall: String,
+    /// [`flag::EGRESS`]; empty: no allow-list.
+    pub egress: Vec<crate::Ipv4Net>,
 }
 
 /// The agent's firewall backend when none is named (`--firewall`).
@@ -112,6 +118,7 @@ impl Default for AgentArgs {
             request_address: None,
             supervise: false,
             firewall: DEFAULT_FIREWALL.to_string(),
+            egress: Vec::new(),
         }
     }
 }
@@ -155,6 +162,10 @@ impl AgentArgs {
         if self.firewall != defaults.firewall {
             out.push(flag::FIREWALL.to_string());
             out.push(self.firewall.clone());
+        }
+        if !self.egress.is_empty() {
+            out.push(flag::EGRESS.to_string());
+            out.push(crate::egress_text(&self.egress));
         }
         out
     }

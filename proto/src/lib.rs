@@ -11,11 +11,13 @@
 //! the agent's flags and the sysctls a router needs.
 
 pub mod contract;
+mod egress;
 mod frame;
 #[cfg(feature = "lease")]
 mod lease_state;
 mod types;
 
+pub use egress::{Ipv4Net, MAX_EGRESS, egress_text, parse_egress};
 pub use frame::{
     FrameError, HEADER_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION, decode_frame, decode_payload,
     encode_frame, payload_len,

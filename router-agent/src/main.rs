@@ -10,7 +10,7 @@ the service's ports from the leased address.
 
 Usage: netcontainer-agent [--socket PATH] [--state-dir DIR] [--lease-dir DIR]
                           [--request-address ADDR] [--keep-lease] [--supervise]
-                          [--arp-probe] [--firewall NAME]
+                          [--arp-probe] [--firewall NAME] [--egress CIDR,...]
 
 Sets net.ipv4.ip_forward=1 and net.ipv4.conf.{all,default}.rp_filter=2 in its
 network namespace at start (a value already right may be read-only).
@@ -31,6 +31,8 @@ Options:
                     (RFC 5227; 2 probes 100 ms apart, 200 ms wait) and DECLINE
                     it if another host answers
   --firewall NAME   the firewall backend [default: nft] (nft only)
+  --egress CIDR,... gateway mode: the service's own connections reach only
+                    these IPv4 networks through the router [default: anywhere]
   -h, --help        print this help
   -V, --version     print the version
 
@@ -71,6 +73,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Option<AgentArgs>, St
                 cli.firewall = netcontainer_agent::firewall::known_backend(&v)
                     .map_err(|e| e.to_string())?
                     .to_string();
+            }
+            flag::EGRESS => {
+                let v = value(flag::EGRESS)?;
+                cli.egress = netcontainer_proto::parse_egress(&v)
+                    .map_err(|e| format!("{} {e}", flag::EGRESS))?;
             }
             flag::ARP_PROBE if inline.is_none() => cli.arp_probe = true,
             flag::SUPERVISE if inline.is_none() => cli.supervise = true,
@@ -147,6 +154,7 @@ fn main() -> ExitCode {
         keep_lease: cli.keep_lease,
         arp_probe: cli.arp_probe,
         firewall: cli.firewall,
+        egress: cli.egress,
     };
     match rt.block_on(netcontainer_agent::agent::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -235,6 +243,7 @@ mod tests {
             request_address: Some("203.0.113.77".parse().unwrap()),
             supervise: true,
             firewall: "nft".into(),
+            egress: netcontainer_proto::parse_egress("192.0.2.0/24,198.51.100.7").unwrap(),
         };
         let only_router = AgentArgs {
             lease_dir: Some(contract::LEASE_DIR.into()),

@@ -37,6 +37,8 @@ pub struct ApplyArgs {
     pub ipv6: Option<String>,
     /// `--service-address6`: the service's IPv6 address (kernel path).
     pub service_address6: Option<String>,
+    /// `--gateway-for ADDR`: gateway mode for the service at ADDR.
+    pub gateway_for: Option<String>,
 }
 
 impl ApplyArgs {
@@ -72,6 +74,10 @@ impl ApplyArgs {
     }
     pub fn service_address6(mut self, a: &str) -> Self {
         self.service_address6 = Some(a.into());
+        self
+    }
+    pub fn gateway_for(mut self, a: &str) -> Self {
+        self.gateway_for = Some(a.into());
         self
     }
 }
@@ -360,6 +366,10 @@ impl Agent {
         if let Some(s) = &args.service_address6 {
             a.push("--service-address6".into());
             a.push(s.clone());
+        }
+        if let Some(g) = &args.gateway_for {
+            a.push("--gateway-for".into());
+            a.push(g.clone());
         }
         if let Some(w) = args.wait {
             a.push("--wait".into());

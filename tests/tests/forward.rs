@@ -52,6 +52,8 @@ struct World {
 struct WorldOpts {
     service_hosts: Vec<u8>,
     routed: bool,
+    /// The agent's extra flags.
+    agent_args: Vec<&'static str>,
 }
 
 impl Default for WorldOpts {
@@ -59,6 +61,7 @@ impl Default for WorldOpts {
         WorldOpts {
             service_hosts: vec![2],
             routed: false,
+            agent_args: Vec::new(),
         }
     }
 }
@@ -80,7 +83,7 @@ impl World {
             svc.add_host(o);
         }
         let tmp = TempDir::new("fwd");
-        let agent = Agent::start(lan.router(), tmp.path());
+        let agent = Agent::start_with_args(lan.router(), tmp.path(), &opts.agent_args);
         World {
             agent,
             _tmp: tmp,
@@ -442,6 +445,56 @@ fn service_side_reaches_nothing_on_the_lan() {
     assert!(
         arrivals.count() > 0,
         "control: without the agent's rules the knock should arrive"
+    );
+}
+
+/// 4d. Gateway mode's egress allow-list (`--egress`): the service's own connections reach
+///     the allowed LAN host (192.0.2.10/32) through the router and nothing else (192.0.2.11
+///     gets no packet), while the LAN still reaches the service. Control: without the
+///     agent's table the knock on the other host arrives.
+#[test]
+fn gateway_egress_allow_list_drops_what_it_does_not_name() {
+    require_root!();
+    let mut w = World::new(WorldOpts {
+        agent_args: vec!["--egress", "192.0.2.10/32,198.51.100.128/25"],
+        ..WorldOpts::default()
+    });
+    let other = w.lan.add_client(11);
+    let _http = HttpServer::start(w.host(0), 8080, "hello from service one\n");
+    let args = ApplyArgs::new(LAN_IF)
+        .wait(15)
+        .forward("tcp:80=198.51.100.2:8080")
+        .gateway_for("198.51.100.2");
+    let out = w.agent.apply(&args);
+    assert!(out.ok(), "agent apply (gateway mode) failed: {out}");
+    let addr = out.address().expect("an address");
+    let allowed = Ipv4Addr::new(192, 0, 2, 10);
+    let denied = Ipv4Addr::new(192, 0, 2, 11);
+    let to_allowed = isolation::Arrivals::start(&w.client, 9000);
+    let to_denied = isolation::Arrivals::start(&other, 9000);
+    for _ in 0..2 {
+        isolation::knock(w.host(0), None, allowed, 9000);
+        isolation::knock(w.host(0), None, denied, 9000);
+    }
+    assert!(
+        to_allowed.count() > 0,
+        "the allowed LAN host got nothing from the service\n{}",
+        w.agent.log()
+    );
+    assert_eq!(
+        to_denied.count(),
+        0,
+        "a LAN host outside the allow-list got the service's packets"
+    );
+    // The LAN still reaches the service (replies are not egress).
+    assert_eq!(fetch(&w.client, addr, 80), "hello from service one\n");
+    // Control: without the agent's table the same knock arrives.
+    w.router()
+        .exec_ok(&["nft", "delete", "table", "ip", contract::NFT_TABLE]);
+    isolation::knock(w.host(0), None, denied, 9000);
+    assert!(
+        to_denied.count() > 0,
+        "control: the knock should arrive without the rules"
     );
 }
 

@@ -344,6 +344,30 @@ fn docker_mirror_recipe_works_unchanged_in_every_mode() {
         serde_json::json!([host.to_string()]),
         "{pj}"
     );
+    // One busy caller: 60 requests in a row from the plain container (busybox wget: the
+    // image's curl prints no status code). watch answers
+    // the first (a burst of 20 per caller, 5 per second after) and refuses the rest
+    // with 429, without asking Docker; the others on the network are not charged.
+    let codes = exec_sh(
+        &p.name,
+        "H=$(ip route | awk '/default/ { print $3 }'); \
+         for i in $(seq 60); do wget -S -O /dev/null http://$H:9001/container/nobody-$i/port/80 2>&1 \
+         | grep -o 'HTTP/1.. [0-9]*' | head -n 1 | cut -d ' ' -f 2; done",
+    )
+    .unwrap_or_else(|e| panic!("the request loop in {}: {e}", p.name));
+    let count = |c: &str| codes.lines().filter(|l| l.trim() == c).count();
+    assert!(
+        count("404") >= 5 && count("429") >= 5 && count("404") + count("429") == 60,
+        "60 requests from one caller: {} answered 404, {} refused 429\n{codes}",
+        count("404"),
+        count("429")
+    );
+    assert_eq!(
+        self_json(&m.name)["mode"],
+        "masquerade",
+        "another caller is served"
+    );
+
     // A container learns nothing about one that is not on its network.
     assert!(
         exec_sh(&g.name, "curl http://$(ip route | awk '/default/ { print $3 }'):9001/container/nonexistent/port/80").is_err()

@@ -403,6 +403,19 @@ fn watch_config_metrics_and_on_change() {
     );
     assert_eq!(m.get(&key("naks_total", "")), Some(&1.0), "{m:?}");
     w.assert_running();
+
+    // The service goes: watch takes its router down, and the next poll drops every
+    // series of it, its heals and address changes included.
+    docker::docker_ok(&["rm", "-f", &s.name]);
+    let gone = wait_for(Duration::from_secs(30), Duration::from_millis(250), || {
+        let text = scrape(port).ok()?;
+        (!text.contains(&svc)).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "series of the removed service remain: {:?}",
+        scrape(port)
+    );
 }
 
 /// A bad configuration file stops watch at once with one line naming the file, the
@@ -446,5 +459,21 @@ fn a_bad_config_file_is_one_line() {
         err.starts_with("error: cannot read the configuration file")
             && err.contains("missing.toml"),
         "{err}"
+    );
+    // A file others may write (it can name a command watch runs as root) is refused
+    // before it is parsed, with one line naming it.
+    use std::os::unix::fs::PermissionsExt;
+    let open = dir.join("open.toml");
+    std::fs::write(&open, "on-change = \"/bin/true\"\n").unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, err) = run(&open);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        err.lines().next().unwrap_or_default(),
+        format!(
+            "error: {}: writable by its group or by others (mode 0666): it can name a command \
+             watch runs as root (chmod go-w the file)",
+            open.display()
+        )
     );
 }

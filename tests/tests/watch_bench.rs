@@ -90,3 +90,166 @@ fn watch_cold_start() {
         }
     }
 }
+
+/// CPU time of process `pid` (all its threads), in seconds.
+fn cpu_of_pid(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command's closing parenthesis: utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
+/// CPU time of a container's cgroup (cgroup v1 `cpuacct` or v2 `cpu.stat`), in seconds.
+fn cpu_of_container(name: &str) -> f64 {
+    let id = docker::docker_ok(&["inspect", "-f", "{{.Id}}", name]);
+    let id = id.trim();
+    for (path, v2) in [
+        (
+            format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage"),
+            false,
+        ),
+        (
+            format!("/sys/fs/cgroup/cpu,cpuacct/docker/{id}/cpuacct.usage"),
+            false,
+        ),
+        (
+            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat"),
+            true,
+        ),
+        (format!("/sys/fs/cgroup/docker/{id}/cpu.stat"), true),
+    ] {
+        let Ok(t) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        return if v2 {
+            t.lines()
+                .find_map(|l| l.strip_prefix("usage_usec "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1e6
+        } else {
+            t.trim().parse::<f64>().unwrap_or(0.0) / 1e9
+        };
+    }
+    panic!("no CPU accounting found for container {name}");
+}
+
+fn dockerd_pid() -> u32 {
+    let out = std::process::Command::new("pidof")
+        .arg("dockerd")
+        .output()
+        .expect("pidof");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("dockerd's pid")
+}
+
+/// One build under who-am-I load: watch serving N labelled services, one plain container
+/// asking `GET /container/<a name nobody has>/port/80` 100 times a second for `secs`
+/// seconds. Returns (CPU s of watch, dockerd, all routers; answers by status code).
+fn whoami_load_once(
+    bed: &DockerBed,
+    bin: &std::path::Path,
+    services: &[String],
+    caller: &str,
+    secs: u32,
+) -> (f64, f64, f64, String) {
+    watch::remove_routers(services);
+    let mut w = Watch::start_bin(bed, bin, 30, &[], &[]);
+    watch::wait_all_serve(bed, &w, services, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", bin.display(), w.log()));
+    let gw = "$(ip route | awk '/default/ { print $3 }')";
+    // watch binds the network's gateway within a rescan.
+    let up = wait_for(Duration::from_secs(15), Duration::from_millis(500), || {
+        docker::docker(&[
+            "exec",
+            caller,
+            "sh",
+            "-c",
+            &format!("wget -q -O - http://{gw}:9001/hostip"),
+        ])
+        .ok()
+    });
+    assert!(up.is_some(), "the endpoint never answered\n{}", w.log());
+    std::thread::sleep(Duration::from_secs(6));
+    let routers: Vec<String> = services.iter().map(|s| docker::router_name(s)).collect();
+    let dockerd = dockerd_pid();
+    let agents = || routers.iter().map(|r| cpu_of_container(r)).sum::<f64>();
+    let (w0, d0, a0) = (cpu_of_pid(w.pid()), cpu_of_pid(dockerd), agents());
+    // 100 a second: one request started every 10 ms in the background (a slow answer
+    // does not slow the pace); each prints its status code.
+    let n = secs * 100;
+    let script = format!(
+        "H={gw}; i=0; while [ $i -lt {n} ]; do \
+           (wget -S -O /dev/null http://$H:9001/container/nobody-$i/port/80 2>&1 \
+            | grep -o 'HTTP/1.. [0-9]*' | head -n 1 | cut -d ' ' -f 2) & \
+           usleep 10000; i=$((i+1)); done; wait"
+    );
+    let codes = docker::docker(&["exec", caller, "sh", "-c", &script]).unwrap_or_else(|e| e);
+    let (w1, d1, a1) = (cpu_of_pid(w.pid()), cpu_of_pid(dockerd), agents());
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for c in codes.lines().map(str::trim).filter(|c| !c.is_empty()) {
+        *by.entry(c.to_string()).or_default() += 1;
+    }
+    let answers = by
+        .iter()
+        .map(|(c, k)| format!("{k}× {c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    w.stop();
+    watch::remove_routers(services);
+    (w1 - w0, d1 - d0, a1 - a0, answers)
+}
+
+/// Who-am-I under load (ignored; run by hand, the command is in docs/benchmarks.md):
+/// `NETCONTAINER_BENCH_OLD` (the driver before the limits) and this tree's, one after the
+/// other in the same bed: 3 labelled services (routers), one plain container asking for a
+/// name nobody has 100 times a second for `NETCONTAINER_BENCH_SECS` (default 20) seconds.
+#[test]
+#[ignore]
+fn whoami_load() {
+    require_root!();
+    let old = PathBuf::from(
+        std::env::var("NETCONTAINER_BENCH_OLD").expect("NETCONTAINER_BENCH_OLD: the old driver"),
+    );
+    let new = std::env::var_os("NETCONTAINER_BENCH_NEW")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin("netcontainer"));
+    let secs: u32 = std::env::var("NETCONTAINER_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let bed = DockerBed::with_network_prefix(0, SuiteLock::exclusive(), 25);
+    let services: Vec<String> = (0..3)
+        .map(|i| watch::labelled_service(&bed, &format!("w{i}"), &[]).name)
+        .collect();
+    let caller = bed
+        .container("caller", "netcontainer/busybox:latest", &[], &[], true)
+        .name;
+    let mut rows = Vec::new();
+    for (what, b) in [("before", &old), ("after", &new)] {
+        let (w, d, a, answers) = whoami_load_once(&bed, b, &services, &caller, secs);
+        rows.push(format!(
+            "| {what} | {} requests in {secs} s | {w:.2} s | {d:.2} s | {a:.2} s | {answers} |",
+            secs * 100
+        ));
+        eprintln!("{}", rows.last().unwrap());
+    }
+    if let Ok(out) = std::env::var("NETCONTAINER_BENCH_OUT") {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(out)
+            .expect("open NETCONTAINER_BENCH_OUT");
+        for r in &rows {
+            writeln!(f, "{r}").unwrap();
+        }
+    }
+}

@@ -16,13 +16,19 @@
 //! closed at accept), the request head must arrive within
 //! [`Limits::header_timeout`], a connection lives at most
 //! [`Limits::connection_timeout`], one request per connection, GET only, no
-//! body read.
+//! body read. Each caller (source address) gets [`Limits::per_caller`]
+//! requests: a token bucket ([`Buckets`]) refills at its rate up to its
+//! burst, and a request without a token is answered `429 Too Many Requests`
+//! before the directory is asked anything (an answer can cost the server
+//! Docker calls and agent status requests; one busy container must not make
+//! the host pay them at its pace).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -246,6 +252,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub header_timeout: Duration,
     pub connection_timeout: Duration,
+    /// Requests one source address may make.
+    pub per_caller: Rate,
 }
 
 impl Default for Limits {
@@ -254,7 +262,84 @@ impl Default for Limits {
             max_connections: 64,
             header_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(10),
+            // A container asks at start and when its address changes;
+            // docker-mirror's scripts ask a handful of questions in a row.
+            per_caller: Rate {
+                per_second: 5,
+                burst: 20,
+            },
         }
+    }
+}
+
+/// A token bucket's refill rate and size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// Callers whose buckets are kept at most; past it the full (idle) ones are
+/// forgotten first, and a new caller is refused while none is.
+const MAX_CALLERS: usize = 4096;
+
+/// One token bucket per caller address.
+#[derive(Debug)]
+pub struct Buckets {
+    rate: Rate,
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+impl Buckets {
+    pub fn new(rate: Rate) -> Buckets {
+        Buckets {
+            rate,
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn level(&self, tokens: f64, since: Instant, now: Instant) -> f64 {
+        let refill =
+            now.saturating_duration_since(since).as_secs_f64() * f64::from(self.rate.per_second);
+        (tokens + refill).min(f64::from(self.rate.burst))
+    }
+
+    /// Takes one of `caller`'s tokens at `now`: false when it has none left.
+    pub fn take(&mut self, caller: IpAddr, now: Instant) -> bool {
+        if !self.buckets.contains_key(&caller) && self.buckets.len() >= MAX_CALLERS {
+            let burst = f64::from(self.rate.burst);
+            let full: Vec<IpAddr> = self
+                .buckets
+                .iter()
+                .filter(|(_, (t, at))| self.level(*t, *at, now) >= burst)
+                .map(|(ip, _)| *ip)
+                .collect();
+            for ip in full {
+                self.buckets.remove(&ip);
+            }
+            if self.buckets.len() >= MAX_CALLERS {
+                return false;
+            }
+        }
+        let (tokens, at) = self
+            .buckets
+            .get(&caller)
+            .copied()
+            .unwrap_or((f64::from(self.rate.burst), now));
+        let tokens = self.level(tokens, at, now);
+        let ok = tokens >= 1.0;
+        self.buckets
+            .insert(caller, (if ok { tokens - 1.0 } else { tokens }, now));
+        ok
+    }
+
+    /// Callers with a bucket.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
     }
 }
 
@@ -275,6 +360,7 @@ fn http(reply: Reply) -> Response<Full<Bytes>> {
 /// Serves the endpoint on `listener` until the task is dropped.
 pub async fn serve<D: Directory>(listener: TcpListener, dir: Arc<D>, limits: Limits) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let buckets = Arc::new(Mutex::new(Buckets::new(limits.per_caller)));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -291,9 +377,18 @@ pub async fn serve<D: Directory>(listener: TcpListener, dir: Arc<D>, limits: Lim
         };
         let local = stream.local_addr().ok();
         let dir = dir.clone();
+        // One request per connection: the token is taken here, the refusal
+        // answered on the connection.
+        let allowed = buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(peer.ip(), Instant::now());
+        if !allowed {
+            tracing::debug!(%peer, "who-am-I endpoint: caller over its rate, answering 429");
+        }
         tokio::spawn(async move {
             let _permit = permit;
-            let conn = connection(stream, peer, local, dir, limits);
+            let conn = connection(stream, peer, local, dir, limits, allowed);
             if tokio::time::timeout(limits.connection_timeout, conn)
                 .await
                 .is_err()
@@ -310,12 +405,14 @@ async fn connection<D: Directory>(
     local: Option<SocketAddr>,
     dir: Arc<D>,
     limits: Limits,
+    allowed: bool,
 ) {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let dir = dir.clone();
         async move {
             let route = Route::parse(req.method(), req.uri().path());
             let reply = match local {
+                _ if !allowed => Reply::text(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests"),
                 Some(local) => match dir.admit(peer.ip(), local.ip()).await {
                     Some(scope) => respond(&*dir, &scope, route).await,
                     None => Reply::text(StatusCode::FORBIDDEN, "Forbidden"),
@@ -342,6 +439,51 @@ async fn connection<D: Directory>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caller_gets_its_burst_then_its_rate_and_others_are_not_charged() {
+        let rate = Rate {
+            per_second: 5,
+            burst: 3,
+        };
+        let mut b = Buckets::new(rate);
+        let t0 = Instant::now();
+        let a: IpAddr = "198.51.100.2".parse().unwrap();
+        let c: IpAddr = "198.51.100.3".parse().unwrap();
+        assert!((0..3).all(|_| b.take(a, t0)));
+        assert!(!b.take(a, t0), "burst spent");
+        assert!(b.take(c, t0), "another caller has its own bucket");
+        // 200 ms at 5/s: one token back, not more.
+        let t1 = t0 + Duration::from_millis(200);
+        assert!(b.take(a, t1));
+        assert!(!b.take(a, t1));
+        // 100 requests in one second from one caller: the burst and the rate.
+        let mut b = Buckets::new(rate);
+        let ok = (0..100)
+            .filter(|i| b.take(a, t0 + Duration::from_millis(10 * i)))
+            .count();
+        assert!((7..=8).contains(&ok), "{ok}");
+    }
+
+    #[test]
+    fn idle_callers_make_room_for_new_ones() {
+        let rate = Rate {
+            per_second: 1,
+            burst: 1,
+        };
+        let mut b = Buckets::new(rate);
+        let t0 = Instant::now();
+        for i in 0..MAX_CALLERS as u32 {
+            assert!(b.take(IpAddr::V4(i.into()), t0));
+        }
+        let new = IpAddr::V4(u32::MAX.into());
+        assert!(!b.take(new, t0), "every bucket busy: a new caller waits");
+        assert!(
+            b.take(new, t0 + Duration::from_secs(2)),
+            "idle ones forgotten"
+        );
+        assert!(b.len() < 10, "{}", b.len());
+    }
     use std::net::Ipv4Addr;
 
     fn web() -> Container {
@@ -495,6 +637,7 @@ mod tests {
             max_connections: 2,
             header_timeout: Duration::from_millis(300),
             connection_timeout: Duration::from_secs(2),
+            ..Limits::default()
         };
         let server = tokio::spawn(serve(listener, Arc::new(One), limits));
         let get = |from: Ipv4Addr, path: &'static str| async move {
@@ -539,6 +682,42 @@ mod tests {
             "over the cap: {}",
             String::from_utf8_lossy(&out)
         );
+        server.abort();
+    }
+
+    /// One caller past its burst gets 429 and the directory is not asked;
+    /// another caller is not charged for it.
+    #[tokio::test]
+    async fn a_busy_caller_gets_429_others_do_not() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            per_caller: Rate {
+                per_second: 1,
+                burst: 3,
+            },
+            ..Limits::default()
+        };
+        let server = tokio::spawn(serve(listener, Arc::new(One), limits));
+        let get = |from: Ipv4Addr| async move {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(SocketAddr::new(from.into(), 0)).unwrap();
+            let mut s = sock.connect(addr).await.unwrap();
+            s.write_all(b"GET /hostip HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out.split(' ').nth(1).unwrap_or_default().to_string()
+        };
+        let mut codes = Vec::new();
+        for _ in 0..6 {
+            codes.push(get(Ipv4Addr::LOCALHOST).await);
+        }
+        assert_eq!(codes, ["200", "200", "200", "429", "429", "429"]);
+        // Another caller has its own bucket (and is still judged: 403).
+        assert_eq!(get(Ipv4Addr::new(127, 0, 0, 2)).await, "403");
         server.abort();
     }
 }

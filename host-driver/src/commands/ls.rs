@@ -83,6 +83,10 @@ pub struct Entry {
     /// older agent has none to list).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problems: Option<Vec<netcontainer_proto::Problem>>,
+    /// Why the host has no route to the service's lease (see
+    /// `shim::check`); absent when it has one or needs none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_route_refused: Option<String>,
 }
 
 pub async fn entries(
@@ -121,6 +125,7 @@ pub async fn entries(
             source: agent.as_ref().map(|s| s.source.to_string()),
             agent,
             problems: None,
+            host_route_refused: crate::shim::refusal(&r.service),
         });
     }
     Ok(out)
@@ -350,6 +355,7 @@ mod tests {
                 ipv6_path: Default::default(),
             }),
             problems: None,
+            host_route_refused: None,
         }
     }
 

@@ -82,5 +82,8 @@ pub async fn run(a: StatusArgs) -> Result<(), Error> {
     if let Some(p) = &entry.problems {
         print!("{}", output::problems_text(p));
     }
+    if let Some(why) = &entry.host_route_refused {
+        println!("problem:    host-route: {why}");
+    }
     Ok(())
 }

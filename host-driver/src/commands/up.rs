@@ -85,6 +85,12 @@ pub struct UpArgs {
     /// netcontainer.ipv6, else auto.
     #[arg(long, value_name = "off|auto")]
     ipv6: Option<netcontainer_proto::Ipv6Mode>,
+    /// Gateway mode: the only IPv4 networks the service's own connections
+    /// may reach through its router (the router's forward chain drops the
+    /// rest; the host's DOCKER-USER chain never sees this traffic); default:
+    /// the service's label netcontainer.egress, else anywhere.
+    #[arg(long, value_name = "CIDR,...")]
+    egress: Option<String>,
     /// Seconds to wait for the lease.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -97,6 +103,11 @@ fn parse_ip_arg(s: &str) -> Result<Ipv4Addr, String> {
 pub async fn run(a: UpArgs) -> Result<(), Error> {
     require_root()?;
     ServiceName::parse(&a.container)?;
+    let egress = match a.egress.as_deref() {
+        Some(v) => netcontainer_proto::parse_egress(v)
+            .map_err(|e| Error::Usage(format!("--egress {e}")))?,
+        None => Vec::new(),
+    };
     let driver = Driver::connect().await?;
     let svc = driver.docker.service(&a.container).await?;
     let name = ServiceName::parse(&svc.name)?;
@@ -118,6 +129,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         ip_strict: a.ip_strict,
         ipv6: a.ipv6,
         identity: None,
+        egress,
     };
     let req = UpRequest {
         service: &svc,

@@ -158,6 +158,7 @@ fn agent_args(plan: &RouterPlan) -> AgentArgs {
         keep_lease: true,
         arp_probe: plan.arp_probe,
         request_address: plan.requested,
+        egress: plan.egress.clone(),
         ..AgentArgs::default()
     }
 }

@@ -69,8 +69,12 @@ pub fn render(s: &StatsInner) -> String {
     let changes = Family::<Labels, Counter>::default();
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
+    let refused = Family::<Labels, Gauge>::default();
     for (name, o) in &s.routers {
         let l = service(name);
+        refused
+            .get_or_create(&l)
+            .set(i64::from(s.host_route_refused.contains(name)));
         let status = o.status.as_ref();
         let bound = status.is_some_and(|st| st.lease.is_some());
         up.get_or_create(&l).set(i64::from(bound));
@@ -147,6 +151,11 @@ pub fn render(s: &StatsInner) -> String {
         "address_changes",
         "Times the service's LAN address changed (seen by watch)",
         changes,
+    );
+    reg.register(
+        "host_route_refused",
+        "1 when the host refused a route to the service's lease (an address it uses or routes elsewhere; see status)",
+        refused,
     );
     reg.register(
         "forward_packets",
@@ -290,6 +299,7 @@ mod tests {
         );
         s.heals.insert("web1".into(), 4);
         s.changes.insert("web1".into(), 1);
+        s.host_route_refused.insert("db".into());
         s
     }
 
@@ -308,6 +318,8 @@ mod tests {
             "netcontainer_rebinds_total{service=\"web1\"} 2",
             "netcontainer_heals_total{service=\"web1\"} 4",
             "netcontainer_address_changes_total{service=\"web1\"} 1",
+            "netcontainer_host_route_refused{service=\"web1\"} 0",
+            "netcontainer_host_route_refused{service=\"db\"} 1",
             "netcontainer_forward_packets_total{service=\"web1\",protocol=\"udp\",port=\"7000-7009\"} 12",
             "netcontainer_forward_bytes_total{service=\"web1\",protocol=\"udp\",port=\"7000-7009\"} 3400",
             "# TYPE netcontainer_renewals counter",
@@ -321,6 +333,23 @@ mod tests {
         // A silent agent has no made-up figures.
         assert!(!text.contains("lease_state{service=\"db\""), "{text}");
         assert!(!text.contains("renewals_total{service=\"db\""), "{text}");
+    }
+
+    /// A service whose router is gone leaves no series: not its poll
+    /// figures, nor the heals and changes watch counted for it.
+    #[test]
+    fn a_gone_service_leaves_no_series() {
+        let mut s = stats();
+        assert!(render(&s).contains("service=\"web1\""));
+        let mut polled = s.routers.clone();
+        polled.remove("web1");
+        s.take_poll(polled, &[]);
+        let text = render(&s);
+        assert!(!text.contains("service=\"web1\""), "{text}");
+        assert!(
+            text.contains("netcontainer_agent_up{service=\"db\"} 0"),
+            "{text}"
+        );
     }
 
     #[test]

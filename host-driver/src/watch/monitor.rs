@@ -56,6 +56,25 @@ pub struct StatsInner {
     pub heals: BTreeMap<String, u64>,
     /// Times a service's address changed (since watch started).
     pub changes: BTreeMap<String, u64>,
+    /// Services whose lease the host refused a route to (see `shim::check`),
+    /// as of the last poll.
+    pub host_route_refused: std::collections::BTreeSet<String>,
+}
+
+impl StatsInner {
+    /// Takes a poll in: its routers replace the last ones, its changes
+    /// count, and the counters of services whose router is gone are
+    /// dropped (a removed service leaves no series behind; one that comes
+    /// back starts again at 0, which Prometheus reads as a reset).
+    pub fn take_poll(&mut self, polled: BTreeMap<String, Observed>, changes: &[Change]) {
+        self.routers = polled;
+        for c in changes {
+            *self.changes.entry(c.service.clone()).or_default() += 1;
+        }
+        let routers = &self.routers;
+        self.heals.retain(|s, _| routers.contains_key(s));
+        self.changes.retain(|s, _| routers.contains_key(s));
+    }
 }
 
 impl Stats {
@@ -167,12 +186,15 @@ pub async fn run(
         .await;
         let polled: BTreeMap<String, Observed> = polled.into_iter().collect();
         let changes = seen.update(&polled);
+        let refused = routers
+            .iter()
+            .filter(|r| crate::shim::refusal(&r.service).is_some())
+            .map(|r| r.service.to_string())
+            .collect();
         {
             let mut s = stats.lock();
-            s.routers = polled;
-            for c in &changes {
-                *s.changes.entry(c.service.clone()).or_default() += 1;
-            }
+            s.take_poll(polled, &changes);
+            s.host_route_refused = refused;
         }
         for c in changes {
             tracing::warn!(service = %c.service, old = %c.old, new = %c.new, "the service's LAN address changed");

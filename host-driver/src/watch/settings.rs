@@ -23,6 +23,11 @@
 //! A bad file (a syntax error, an unknown key, a value of the wrong type) is
 //! one error line naming the file, the line and the key: watch refuses to
 //! start rather than run with half of what the operator wrote.
+//!
+//! The file can name a command watch runs as root (`on-change`) and the
+//! router image it runs with `NET_ADMIN`, so whoever can write it is root:
+//! a file not owned by root (or by the user watch runs as), or writable by
+//! its group or by others, is refused ([`check_owner`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -135,18 +140,49 @@ pub fn locate(flag: Option<&Path>) -> (PathBuf, bool) {
 /// file is not there.
 pub fn load(flag: Option<&Path>) -> Result<Option<(PathBuf, WatchConfig)>, Error> {
     let (path, required) = locate(flag);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
-        Err(e) => {
-            return Err(Error::Config(format!(
-                "cannot read the configuration file {}: {e}",
-                path.display()
-            )));
-        }
+    let cannot_read = |e: std::io::Error| {
+        Error::Config(format!(
+            "cannot read the configuration file {}: {e}",
+            path.display()
+        ))
     };
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(None),
+        Err(e) => return Err(cannot_read(e)),
+    };
+    // The opened file's own metadata: what is checked is what is read.
+    let meta = file.metadata().map_err(cannot_read)?;
+    check_owner(&meta, nix::unistd::geteuid().as_raw())
+        .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut file, &mut text).map_err(cannot_read)?;
     let config = parse(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
     Ok(Some((path, config)))
+}
+
+/// Refuses a file that someone other than root could have written: owned
+/// by neither root nor `euid` (the user watch runs as, root in service), or
+/// writable by its group or by others. The error is one line with the fix.
+pub fn check_owner(meta: &std::fs::Metadata, euid: u32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let (uid, mode) = (meta.uid(), meta.mode() & 0o7777);
+    if uid != 0 && uid != euid {
+        return Err(format!(
+            "owned by uid {uid}, not root: it can name a command watch runs as root \
+             (chown root: the file)"
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "writable by its group or by others (mode {mode:04o}): it can name a command \
+             watch runs as root (chmod go-w the file)"
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a file's text; the error is one line: `line N: key K: what`.
@@ -317,6 +353,52 @@ on-change = "/usr/local/bin/update-dns"
         std::fs::write(&bad, "timeout = 5\ntimeout = 6\n").unwrap();
         let e = load(Some(&bad)).unwrap_err().to_string();
         assert!(e.starts_with(&format!("{}: line 2", bad.display())), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A file another user could have written is refused with one line; the
+    /// same file owned by root and written only by its owner is read.
+    #[test]
+    fn a_file_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("nc-config-own-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("config.toml");
+        std::fs::write(&f, "on-change = \"/usr/local/bin/hook\"\n").unwrap();
+        let chmod =
+            |m: u32| std::fs::set_permissions(&f, std::fs::Permissions::from_mode(m)).unwrap();
+        chmod(0o644);
+        assert!(load(Some(&f)).is_ok());
+        for (mode, want) in [
+            (0o664, "mode 0664"),
+            (0o646, "mode 0646"),
+            (0o666, "mode 0666"),
+        ] {
+            chmod(mode);
+            let e = load(Some(&f)).unwrap_err().to_string();
+            assert!(
+                e.contains(want) && e.contains("config.toml") && !e.contains('\n'),
+                "{e}"
+            );
+        }
+        chmod(0o600);
+        // Another owner: by chown where we are root, else the rule itself
+        // on the file's metadata (we own it, so it stands for "not root").
+        let meta = std::fs::metadata(&f).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&f, Some(65534), Some(65534)).unwrap();
+            let e = load(Some(&f)).unwrap_err().to_string();
+            assert!(
+                e.contains("owned by uid 65534, not root") && !e.contains('\n'),
+                "{e}"
+            );
+        } else {
+            let e = check_owner(&meta, 0).unwrap_err();
+            assert!(e.contains("not root"), "{e}");
+        }
+        assert!(check_owner(&meta, nix::unistd::geteuid().as_raw()).is_ok());
+        let e = check_owner(&std::fs::metadata(&dir).unwrap(), 0).unwrap_err();
+        assert_eq!(e, "not a regular file");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -12,11 +12,18 @@
 //! host address, which a LAN host routing the Docker subnet via the host
 //! could otherwise reach). Listeners follow the networks: a rescan every
 //! [`RESCAN`] binds new gateways and drops gone ones.
+//!
+//! Cost per request: a network's members are read from Docker at most once
+//! per [`MEMBERS_FRESH`] ([`Members`]), and a member's hostname once in its
+//! life, so a name nobody on the network has costs no Docker call and no
+//! agent status; only the one container a request is about is inspected
+//! (and its router asked). The shell limits requests per caller
+//! (`netcontainer_whoami::Limits::per_caller`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use netcontainer_proto::contract::WHOAMI_PORT;
 use netcontainer_proto::{Protocol, Status};
@@ -27,6 +34,83 @@ use crate::docker::{BridgeNet, DockerClient, published_tcp};
 
 /// How often the bridge networks are looked at again.
 pub const RESCAN: Duration = Duration::from_secs(5);
+/// How long a network's member list is used before Docker is asked again.
+pub const MEMBERS_FRESH: Duration = Duration::from_secs(2);
+/// A caller not among the cached members (a container that just started)
+/// reads the list again, but not sooner than this after the last read.
+pub const MEMBERS_MIN_AGE: Duration = Duration::from_millis(250);
+/// Hostnames kept at most; past it those of containers no list names go.
+const MAX_HOSTNAMES: usize = 4096;
+
+/// One container on a network: (id, name, IPv4 address).
+pub type Member = (String, String, Ipv4Addr);
+
+/// The member lists of networks, and the members' hostnames.
+#[derive(Debug, Default)]
+pub struct Members {
+    lists: HashMap<String, (Instant, Arc<Vec<Member>>)>,
+    hostnames: HashMap<String, String>,
+}
+
+/// What [`Members::lookup`] found for a key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// The container of this id.
+    Found(String),
+    /// These members' hostnames are not known yet.
+    NeedHostnames(Vec<String>),
+    NotFound,
+}
+
+impl Members {
+    /// `network`'s list when it is younger than `max_age`.
+    pub fn list(&self, network: &str, now: Instant, max_age: Duration) -> Option<Arc<Vec<Member>>> {
+        let (at, l) = self.lists.get(network)?;
+        (now.saturating_duration_since(*at) < max_age).then(|| l.clone())
+    }
+
+    pub fn store(&mut self, network: &str, now: Instant, list: Vec<Member>) -> Arc<Vec<Member>> {
+        let list = Arc::new(list);
+        self.lists.insert(network.to_string(), (now, list.clone()));
+        if self.hostnames.len() > MAX_HOSTNAMES {
+            let lists = &self.lists;
+            self.hostnames
+                .retain(|id, _| lists.values().any(|(_, l)| l.iter().any(|m| &m.0 == id)));
+        }
+        list
+    }
+
+    pub fn set_hostname(&mut self, id: &str, hostname: String) {
+        self.hostnames.insert(id.to_string(), hostname);
+    }
+
+    /// The member `key` names: by name or id (of at least 12 digits), else
+    /// by hostname, once every member's hostname is known.
+    pub fn lookup(&self, members: &[Member], key: &str) -> Lookup {
+        let key = key.strip_prefix('/').unwrap_or(key);
+        if key.is_empty() {
+            return Lookup::NotFound;
+        }
+        if let Some((id, _, _)) = members
+            .iter()
+            .find(|(id, name, _)| name == key || (key.len() >= 12 && id.starts_with(key)))
+        {
+            return Lookup::Found(id.clone());
+        }
+        let unknown: Vec<String> = members
+            .iter()
+            .filter(|(id, _, _)| !self.hostnames.contains_key(id))
+            .map(|(id, _, _)| id.clone())
+            .collect();
+        if !unknown.is_empty() {
+            return Lookup::NeedHostnames(unknown);
+        }
+        members
+            .iter()
+            .find(|(id, _, _)| self.hostnames.get(id).is_some_and(|h| h == key))
+            .map_or(Lookup::NotFound, |(id, _, _)| Lookup::Found(id.clone()))
+    }
+}
 
 /// Serves the endpoint on every bridge network's gateway until dropped.
 pub async fn run(docker: DockerClient, host_address: Option<Ipv4Addr>) {
@@ -35,6 +119,7 @@ pub async fn run(docker: DockerClient, host_address: Option<Ipv4Addr>) {
         docker: docker.clone(),
         nets: nets.clone(),
         host_address,
+        members: tokio::sync::Mutex::default(),
     });
     let mut serving: HashMap<Ipv4Addr, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut tick = tokio::time::interval(RESCAN);
@@ -87,6 +172,8 @@ pub struct WatchDirectory {
     docker: DockerClient,
     nets: Arc<RwLock<HashMap<Ipv4Addr, BridgeNet>>>,
     host_address: Option<Ipv4Addr>,
+    /// Held while Docker is asked: concurrent requests share one read.
+    members: tokio::sync::Mutex<Members>,
 }
 
 /// An admitted caller: its network and its address there.
@@ -112,12 +199,26 @@ pub fn admitted(
 }
 
 impl WatchDirectory {
-    /// The members of the caller's network.
-    async fn members(&self, c: &Caller) -> Vec<(String, String, Ipv4Addr)> {
-        self.docker
+    /// The members of the caller's network: the cached list while it is
+    /// fresh, unless `refresh` asks for a newer one (no younger than
+    /// [`MEMBERS_MIN_AGE`]).
+    async fn members(&self, c: &Caller, refresh: bool) -> Arc<Vec<Member>> {
+        let mut m = self.members.lock().await;
+        let now = Instant::now();
+        let max_age = if refresh {
+            MEMBERS_MIN_AGE
+        } else {
+            MEMBERS_FRESH
+        };
+        if let Some(l) = m.list(&c.network_id, now, max_age) {
+            return l;
+        }
+        let list = self
+            .docker
             .network_members(&c.network_id)
             .await
-            .unwrap_or_default()
+            .unwrap_or_default();
+        m.store(&c.network_id, now, list)
     }
 
     /// What the caller may know about container `id`.
@@ -210,29 +311,41 @@ impl Directory for WatchDirectory {
     }
 
     async fn me(&self, c: &Caller) -> Option<Container> {
-        let members = self.members(c).await;
-        let (id, _, _) = members.iter().find(|(_, _, ip)| *ip == c.peer)?;
-        self.facts(id).await
+        let find = |l: &[Member]| {
+            l.iter()
+                .find(|(_, _, ip)| *ip == c.peer)
+                .map(|m| m.0.clone())
+        };
+        let id = match find(&self.members(c, false).await) {
+            Some(id) => id,
+            // A container that started since the list was read.
+            None => find(&self.members(c, true).await)?,
+        };
+        self.facts(&id).await
     }
 
     async fn find(&self, c: &Caller, key: &str) -> Option<Container> {
-        let members = self.members(c).await;
-        let key = key.strip_prefix('/').unwrap_or(key);
-        // By name or id first (no inspect needed), then by hostname.
-        let by_name = members
-            .iter()
-            .find(|(id, name, _)| name == key || (key.len() >= 12 && id.starts_with(key)));
-        if let Some((id, _, _)) = by_name {
-            return self.facts(id).await;
-        }
-        for (id, _, _) in &members {
-            if let Some(f) = self.facts(id).await
-                && f.is_named(key)
-            {
-                return Some(f);
+        let members = self.members(c, false).await;
+        let found = self.members.lock().await.lookup(&members, key);
+        let id = match found {
+            Lookup::Found(id) => id,
+            Lookup::NotFound => return None,
+            // Each member's hostname is read once in its life.
+            Lookup::NeedHostnames(ids) => {
+                for id in ids {
+                    let hostname = match self.docker.inspect(&id).await {
+                        Ok(i) => i.config.and_then(|c| c.hostname).unwrap_or_default(),
+                        Err(_) => continue,
+                    };
+                    self.members.lock().await.set_hostname(&id, hostname);
+                }
+                match self.members.lock().await.lookup(&members, key) {
+                    Lookup::Found(id) => id,
+                    _ => return None,
+                }
             }
-        }
-        None
+        };
+        self.facts(&id).await
     }
 }
 
@@ -288,6 +401,47 @@ mod tests {
         assert!(admitted(&nets, a("198.51.100.20"), a("198.51.100.1")).is_none());
         assert!(admitted(&nets, a("198.51.100.1"), a("198.51.100.1")).is_none());
         assert!(admitted(&nets, a("198.51.100.2"), a("192.0.2.2")).is_none());
+    }
+
+    /// An unknown name costs nothing once the hostnames are known; a list
+    /// is used while fresh and read again after.
+    #[test]
+    fn members_are_cached_and_unknown_names_cost_nothing() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let id = |n: u8| format!("{n:02}").repeat(32);
+        let list: Vec<Member> = (1..=3)
+            .map(|n| (id(n), format!("c{n}"), a(&format!("198.51.100.{}", n + 1))))
+            .collect();
+        let mut m = Members::default();
+        let t0 = Instant::now();
+        assert!(m.list("n1", t0, MEMBERS_FRESH).is_none());
+        let l = m.store("n1", t0, list);
+        assert!(
+            m.list("n1", t0 + Duration::from_secs(1), MEMBERS_FRESH)
+                .is_some()
+        );
+        assert!(m.list("n1", t0 + MEMBERS_FRESH, MEMBERS_FRESH).is_none());
+        assert!(
+            m.list("n1", t0 + MEMBERS_MIN_AGE, MEMBERS_MIN_AGE)
+                .is_none()
+        );
+        // By name and id prefix: no hostname needed.
+        assert_eq!(m.lookup(&l, "c2"), Lookup::Found(id(2)));
+        assert_eq!(m.lookup(&l, "/c2"), Lookup::Found(id(2)));
+        assert_eq!(m.lookup(&l, &id(3)[..12]), Lookup::Found(id(3)));
+        assert_eq!(m.lookup(&l, ""), Lookup::NotFound);
+        // By hostname: every hostname read once, then never again.
+        assert_eq!(
+            m.lookup(&l, "nobody"),
+            Lookup::NeedHostnames(vec![id(1), id(2), id(3)])
+        );
+        for n in 1..=3 {
+            m.set_hostname(&id(n), format!("h{n}"));
+        }
+        assert_eq!(m.lookup(&l, "h3"), Lookup::Found(id(3)));
+        for _ in 0..100 {
+            assert_eq!(m.lookup(&l, "nobody"), Lookup::NotFound);
+        }
     }
 
     #[test]

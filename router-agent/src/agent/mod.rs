@@ -88,6 +88,9 @@ pub struct Options {
     /// The firewall backend, by name (`--firewall`; see
     /// `firewall::BACKENDS`).
     pub firewall: String,
+    /// Gateway mode: the only networks the service's own connections may
+    /// reach through the router (`--egress`); empty: anywhere.
+    pub egress: Vec<netcontainer_proto::Ipv4Net>,
 }
 
 type RouterCore = Core<Netconf, Arc<Firewall>, Relay>;
@@ -110,7 +113,11 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let ipv6_kernel = Path::new("/proc/sys/net/ipv6").exists();
     // One firewall: the core applies it, the control socket reads its
     // counters; nothing in it changes after this.
-    let firewall = Arc::new(Firewall::by_name(&opts.firewall, Runner::default())?.with_mark(MARK));
+    let firewall = Arc::new(
+        Firewall::by_name(&opts.firewall, Runner::default())?
+            .with_mark(MARK)
+            .with_egress(opts.egress.clone()),
+    );
     let applied = start_state(&netconf, &firewall, ipv6_kernel).await;
     let listener = control::bind(&opts.socket)?;
     let (snap_tx, snap_rx) = watch::channel(Snapshot::new());

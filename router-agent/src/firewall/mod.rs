@@ -126,6 +126,15 @@ impl Firewall {
         Firewall { settings, ..self }
     }
 
+    /// Gateway mode's egress allow-list (see [`Settings::egress`]).
+    pub fn with_egress(self, egress: Vec<netcontainer_proto::Ipv4Net>) -> Self {
+        let settings = Settings {
+            egress,
+            ..self.settings
+        };
+        Firewall { settings, ..self }
+    }
+
     pub fn settings(&self) -> &Settings {
         &self.settings
     }
@@ -345,6 +354,7 @@ mod tests {
             table: "t2".into(),
             mark: 7,
             counters: false,
+            egress: Vec::new(),
         };
         assert_eq!(*fw.settings(), want);
         assert!(fw.remove().await.unwrap());

@@ -29,6 +29,10 @@ pub struct Settings {
     /// Keep per-forward packet/byte counters (IPv4). Without them the
     /// counters read zeros; applying is cheaper for big plans.
     pub counters: bool,
+    /// Gateway mode: the only networks the service's own connections may
+    /// reach on the LAN side (the forward chain drops the rest); empty:
+    /// anywhere. Fixed at start (`--egress`): the router is made with it.
+    pub egress: Vec<netcontainer_proto::Ipv4Net>,
 }
 
 impl Default for Settings {
@@ -37,6 +41,7 @@ impl Default for Settings {
             table: DEFAULT_TABLE.into(),
             mark: DEFAULT_MARK,
             counters: true,
+            egress: Vec::new(),
         }
     }
 }
@@ -46,6 +51,13 @@ impl Settings {
         validate_table(&self.table)?;
         if self.mark == 0 {
             return Err(FirewallError::Invalid("mark must not be 0".into()));
+        }
+        if self.egress.len() > netcontainer_proto::MAX_EGRESS
+            || self.egress.iter().any(|n| n.prefix_len() == 0)
+        {
+            return Err(FirewallError::Invalid(
+                "the egress allow-list takes 1 to 256 networks, none of them 0.0.0.0/0".into(),
+            ));
         }
         Ok(())
     }

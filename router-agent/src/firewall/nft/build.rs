@@ -43,6 +43,7 @@ pub fn build4(settings: &Settings, lan_if: &str, v4: &Ipv4Policy) -> Ruleset {
             v4.gateway_for.map(|service| Gateway {
                 service: service.into(),
                 lease: lease.into(),
+                egress: &settings.egress,
             }),
         ),
         None => (&[][..], Match::DaddrIn(Vec::new()), None),
@@ -102,7 +103,7 @@ struct Spec<'a> {
     daddr: Match,
     forwards: &'a [Forward],
     target: Target,
-    gateway: Option<Gateway>,
+    gateway: Option<Gateway<'a>>,
 }
 
 /// Where a forward goes.
@@ -123,12 +124,13 @@ impl Target {
     }
 }
 
-/// Gateway mode (IPv4 only): the service's address, and the lease its own
-/// connections leave from.
+/// Gateway mode (IPv4 only): the service's address, the lease its own
+/// connections leave from, and where they may go (empty: anywhere).
 #[derive(Clone, Copy)]
-struct Gateway {
+struct Gateway<'a> {
     service: IpAddr,
     lease: IpAddr,
+    egress: &'a [netcontainer_proto::Ipv4Net],
 }
 
 /// Sets and rules of one piece of a table.
@@ -494,22 +496,28 @@ fn forward_rules(lan: &str, mark: u32, gateway: Option<Gateway>) -> Vec<Rule> {
         rule(vec![from_lan(lan)], Statement::Drop),
         rule(reply, Statement::Accept),
     ];
-    rules.extend(gateway.map(|g| service_out_rule(lan, g.service)));
+    rules.extend(gateway.map(|g| service_out_rule(lan, g.service, g.egress)));
     rules.push(rule(vec![to_lan(lan)], Statement::Drop));
     rules
 }
 
 /// Gateway mode: the service's own traffic toward the LAN, and nobody
-/// else's.
-fn service_out_rule(lan: &str, service: IpAddr) -> Rule {
-    rule(
-        vec![
-            Match::Iifname(Cmp::Ne, lan.to_string()),
-            to_lan(lan),
-            Match::Saddr(service),
-        ],
-        Statement::Accept,
-    )
+/// else's; with an egress allow-list, only to its networks (the rest meets
+/// the chain's last rule, a drop). This is the only place the service's
+/// egress can be filtered: it leaves through the router's namespace, never
+/// the host's `DOCKER-USER` chain.
+fn service_out_rule(lan: &str, service: IpAddr, egress: &[netcontainer_proto::Ipv4Net]) -> Rule {
+    let mut m = vec![
+        Match::Iifname(Cmp::Ne, lan.to_string()),
+        to_lan(lan),
+        Match::Saddr(service),
+    ];
+    if !egress.is_empty() {
+        m.push(Match::DaddrInNets(
+            egress.iter().map(|n| (n.addr(), n.prefix_len())).collect(),
+        ));
+    }
+    rule(m, Statement::Accept)
 }
 
 /// In masquerade mode, masquerade our DNATed connections toward the service
@@ -798,6 +806,36 @@ mod tests {
                 }]
             );
         }
+    }
+
+    /// With an allow-list the service's own traffic passes only to its
+    /// networks; without one, anywhere (the rule as before).
+    #[test]
+    fn gateway_egress_allow_list_narrows_the_service_out_rule() {
+        let svc = Ipv4Addr::new(192, 0, 2, 3);
+        let settings = Settings {
+            egress: netcontainer_proto::parse_egress("198.51.100.0/25,203.0.113.7").unwrap(),
+            ..Settings::default()
+        };
+        let rs = v4(&settings, &three(), Some(svc));
+        let fwd = rules(&rs, "forward");
+        let n = fwd.len();
+        assert_eq!(
+            fwd[n - 2].matches.last(),
+            Some(&Match::DaddrInNets(vec![
+                (Ipv4Addr::new(198, 51, 100, 0), 25),
+                (Ipv4Addr::new(203, 0, 113, 7), 32)
+            ]))
+        );
+        assert_eq!(fwd[n - 2].statement, Some(Statement::Accept));
+        assert_eq!(fwd[n - 1].statement, Some(Statement::Drop));
+        // Masquerade mode: the service's traffic never passes the router.
+        let masq = v4(&settings, &three(), None);
+        assert!(
+            rules(&masq, "forward")
+                .iter()
+                .all(|r| { !r.matches.iter().any(|m| matches!(m, Match::DaddrInNets(_))) })
+        );
     }
 
     #[test]

@@ -553,6 +553,7 @@ mod golden {
             table: "t2".into(),
             mark: 7,
             counters: false,
+            egress: Vec::new(),
         };
         let (a, b, svc) = (
             a6("2001:db8:1::10"),
@@ -598,6 +599,17 @@ mod golden {
             ("no_counters_other_settings", batch(&plain, &other)),
             ("isolation_keeps_v6_forwards", batch(&cfg, &isolation)),
             ("ipv4_only", batch(&cfg, &ipv4_only)),
+            (
+                "gateway_egress_allow_list",
+                batch(
+                    &Settings {
+                        egress: netcontainer_proto::parse_egress("198.51.100.0/25,203.0.113.7")
+                            .unwrap(),
+                        ..cfg.clone()
+                    },
+                    &gateway,
+                ),
+            ),
         ]
     }
 

@@ -125,6 +125,9 @@ pub enum Match {
     Daddr(IpAddr),
     /// The destination address is one of these (one family, at least two).
     DaddrIn(Vec<IpAddr>),
+    /// The destination address is in one of these IPv4 networks (address,
+    /// prefix length; at least one).
+    DaddrInNets(Vec<(std::net::Ipv4Addr, u8)>),
     /// The source address (of the address's family).
     Saddr(IpAddr),
     /// The destination port.

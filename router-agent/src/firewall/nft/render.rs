@@ -114,6 +114,17 @@ fn expr_match(m: &Match) -> Value {
                 json!({ "set": set }),
             )
         }
+        Match::DaddrInNets(nets) => {
+            let set: Vec<serde_json::Value> = nets
+                .iter()
+                .map(|(a, len)| json!({ "prefix": { "addr": a.to_string(), "len": len } }))
+                .collect();
+            (
+                json!({ "payload": { "protocol": "ip", "field": "daddr" } }),
+                "==",
+                json!({ "set": set }),
+            )
+        }
         Match::Saddr(addr) => {
             let proto = if addr.is_ipv4() { "ip" } else { "ip6" };
             (
