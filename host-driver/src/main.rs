@@ -12,6 +12,7 @@ mod lock;
 mod mac;
 mod output;
 mod plan;
+mod platform;
 mod plumb;
 mod ports;
 mod progress;

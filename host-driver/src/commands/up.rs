@@ -98,6 +98,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
     require_root()?;
     ServiceName::parse(&a.container)?;
     let driver = Driver::connect().await?;
+    crate::platform::refuse_unsupported(&driver.docker).await?;
     let svc = driver.docker.service(&a.container).await?;
     let name = ServiceName::parse(&svc.name)?;
     let _lock = ServiceLock::take(&name, LOCK_PATIENCE).await?;

@@ -16,8 +16,8 @@ use bollard::query_parameters::{
 };
 
 use super::convert::{
-    BridgeNet, ContainerEvent, RouterInfo, bridge_networks, container_event, ip_on, name_of,
-    network_members, pid_of, router_info, sandbox_of, service_info,
+    BridgeNet, ContainerEvent, Engine, RouterInfo, bridge_networks, container_event, engine_of,
+    ip_on, name_of, network_members, pid_of, router_info, sandbox_of, service_info,
 };
 use super::error::{DockerError, api, is_404, not_attachable};
 use super::pull::{PullDisplay, PullProgress, pull_error};
@@ -319,6 +319,17 @@ impl DockerClient {
             .await
             .map_err(api("asking the daemon's version"))?;
         Ok(v.version.unwrap_or_else(|| "unknown".into()))
+    }
+
+    /// What `/info` says about the engine (`crate::platform` decides from it
+    /// whether netcontainer can work here).
+    pub async fn engine(&self) -> Result<Engine, DockerError> {
+        let i = self
+            .docker
+            .info()
+            .await
+            .map_err(api("asking the daemon's info"))?;
+        Ok(engine_of(&i))
     }
 
     pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {

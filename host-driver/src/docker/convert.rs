@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use bollard::models::{ContainerInspectResponse, EventMessage, Network, NetworkInspect};
+use bollard::models::{
+    ContainerInspectResponse, EventMessage, Network, NetworkInspect, SystemInfo,
+};
 
 use crate::labels;
 use crate::plan::ServiceInfo;
@@ -18,6 +20,25 @@ pub struct ContainerEvent {
     pub name: String,
     /// Docker puts the container's labels among the event's attributes.
     pub labels: HashMap<String, String>,
+}
+
+/// What the engine's `/info` says that decides whether netcontainer can
+/// work with it at all (`crate::platform`): missing fields are empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Engine {
+    pub security_options: Vec<String>,
+    pub operating_system: String,
+    pub name: String,
+    pub kernel_version: String,
+}
+
+pub(crate) fn engine_of(i: &SystemInfo) -> Engine {
+    Engine {
+        security_options: i.security_options.clone().unwrap_or_default(),
+        operating_system: i.operating_system.clone().unwrap_or_default(),
+        name: i.name.clone().unwrap_or_default(),
+        kernel_version: i.kernel_version.clone().unwrap_or_default(),
+    }
 }
 
 /// A router container found by its labels.
