@@ -15,6 +15,10 @@ use std::fmt;
 use crate::docker::{DockerClient, Engine};
 use crate::error::Error;
 
+/// The exit code of a refusal (sysexits' `EX_CONFIG`), distinct from every
+/// other error so that the systemd units can leave it stopped.
+pub const EXIT_UNSUPPORTED: u8 = 78;
+
 /// An engine netcontainer cannot work with, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unsupported {
