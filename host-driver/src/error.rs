@@ -75,6 +75,9 @@ pub enum Error {
         #[source]
         source: crate::service_route::RouteError,
     },
+    /// Rootless Docker, Docker Desktop, WSL2 (`crate::platform`).
+    #[error(transparent)]
+    Unsupported(crate::platform::Unsupported),
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]
@@ -128,6 +131,7 @@ impl Error {
             Error::ServiceRoute { .. } => Some(
                 "--source masquerade leaves the service's routes alone (clients then appear as the router)".into(),
             ),
+            Error::Unsupported(u) => Some(u.instead().into()),
             Error::Name(e) => Some(e.hint().into()),
             Error::State(e) => e.hint(),
             Error::Docker(e) => e.hint(),

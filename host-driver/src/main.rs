@@ -12,6 +12,7 @@ mod lock;
 mod mac;
 mod output;
 mod plan;
+mod platform;
 mod plumb;
 mod ports;
 mod progress;
@@ -137,7 +138,12 @@ fn main() -> ExitCode {
             if let Some(h) = e.hint() {
                 eprintln!("hint: {}", output::safe(&h));
             }
-            ExitCode::FAILURE
+            match e {
+                // The units do not restart on it (RestartPreventExitStatus=):
+                // no retry makes this host one netcontainer works on.
+                error::Error::Unsupported(_) => ExitCode::from(platform::EXIT_UNSUPPORTED),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -498,7 +498,8 @@ impl Drop for DockerProxy {
 }
 
 /// A proxy for the Docker socket that answers chosen requests with an error while the
-/// test says so, and passes everything else through (the event stream included).
+/// test says so, or always with a given answer, and passes everything else through (the
+/// event stream included).
 ///
 /// Each request is read up to the end of its head; a request whose line contains one of
 /// the patterns, while failing, gets `500` and the connection is closed. Any other is
@@ -516,6 +517,13 @@ pub struct FailingProxy {
 
 impl FailingProxy {
     pub fn start(path: &Path, patterns: &[&str]) -> FailingProxy {
+        Self::with_answers(path, patterns, &[])
+    }
+
+    /// As [`FailingProxy::start`], and a request whose line contains `answers[i].0`
+    /// always gets `200` with the JSON body `answers[i].1` instead of Docker's answer
+    /// (an engine that reports something else, e.g. Docker Desktop's `/info`).
+    pub fn with_answers(path: &Path, patterns: &[&str], answers: &[(&str, &str)]) -> FailingProxy {
         use std::os::unix::net::UnixListener;
         use std::sync::atomic::AtomicBool;
         let _ = std::fs::remove_file(path);
@@ -525,13 +533,18 @@ impl FailingProxy {
         let failed = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let patterns: Vec<String> = patterns.iter().map(|s| s.to_string()).collect();
+        let answers: Vec<(String, String)> = answers
+            .iter()
+            .map(|(p, b)| (p.to_string(), b.to_string()))
+            .collect();
         let (f, n, s) = (failing.clone(), failed.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (f, n, p) = (f.clone(), n.clone(), patterns.clone());
-                        std::thread::spawn(move || proxy_one(conn, &f, &n, &p));
+                        let (f, n, p, a) =
+                            (f.clone(), n.clone(), patterns.clone(), answers.clone());
+                        std::thread::spawn(move || proxy_one(conn, &f, &n, &p, &a));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -572,6 +585,7 @@ fn proxy_one(
     failing: &std::sync::atomic::AtomicBool,
     failed: &AtomicU32,
     patterns: &[String],
+    answers: &[(String, String)],
 ) {
     use std::io::{Read, Write};
     let _ = client.set_nonblocking(false);
@@ -599,6 +613,15 @@ fn proxy_one(
         let _ = write!(
             client,
             "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        return;
+    }
+    if let Some((_, body)) = answers.iter().find(|(p, _)| line.contains(p.as_str())) {
+        let _ = write!(
+            client,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );

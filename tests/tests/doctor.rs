@@ -167,3 +167,113 @@ fn sigint_during_the_probe_leaves_nothing() {
         before
     );
 }
+
+/// Runs `netcontainer args...` with `DOCKER_HOST=docker_host`, bounded by `limit`.
+fn nc_on(docker_host: &str, dir: &std::path::Path, args: &[&str], limit: Duration) -> CmdOutput {
+    let (out_p, err_p) = (dir.join("nc.out"), dir.join("nc.err"));
+    let start = Instant::now();
+    let child = Command::new(bin("netcontainer"))
+        .args(args)
+        .env("DOCKER_HOST", docker_host)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_p).unwrap())
+        .stderr(std::fs::File::create(&err_p).unwrap())
+        .spawn()
+        .expect("spawn netcontainer");
+    let mut g = ProcGuard::new(child, "netcontainer");
+    let status = g.wait_timeout(limit);
+    if status.is_none() {
+        g.kill();
+    }
+    CmdOutput {
+        status,
+        stdout: std::fs::read_to_string(&out_p).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_p).unwrap_or_default(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// The real Docker daemon, seen through a proxy that answers `/info` as Docker Desktop
+/// does (Desktop's `Name` and `OperatingSystem`, its LinuxKit kernel): `doctor` FAILs
+/// with the reason and what to do instead; `up` and `watch` refuse with the same one
+/// line before looking at any container (`up` of a container that does not exist says
+/// so, not "no such container"; `watch` exits instead of retrying). The list of
+/// containers is answered empty, so `watch` could touch nothing on this daemon even if
+/// it did not refuse. Through the same proxy with Docker's own `/info`, doctor finds
+/// the engine fine.
+#[test]
+fn docker_desktop_is_refused_by_doctor_up_and_watch() {
+    require_root!();
+    let dir = TempDir::new("desktop");
+    let sock = dir.join("docker.sock");
+    const DESKTOP: &str = r#"{"ID":"x","Name":"docker-desktop","OperatingSystem":"Docker Desktop","OSType":"linux","KernelVersion":"6.10.14-linuxkit","SecurityOptions":["name=seccomp,profile=unconfined","name=cgroupns"]}"#;
+    const REASON: &str = "netcontainer cannot work here: Docker Desktop runs the engine in a VM";
+    const INSTEAD: &str = "a Linux VM whose NIC is bridged to the LAN";
+
+    {
+        let real = watch::FailingProxy::with_answers(&sock, &[], &[("/containers/json", "[]")]);
+        let out = nc_on(
+            &real.docker_host(),
+            dir.path(),
+            &["doctor"],
+            Duration::from_secs(30),
+        );
+        println!("{}", out.stdout);
+        assert!(
+            out.stdout
+                .contains("ok    Docker engine: rootful, on this host"),
+            "doctor on this host's own engine: {out}"
+        );
+        assert!(!out.stdout.contains("cannot work here"), "{out}");
+    }
+
+    let proxy = watch::FailingProxy::with_answers(
+        &sock,
+        &[],
+        &[("/info HTTP", DESKTOP), ("/containers/json", "[]")],
+    );
+    let host = proxy.docker_host();
+
+    let out = nc_on(&host, dir.path(), &["doctor"], Duration::from_secs(30));
+    println!("{}", out.stdout);
+    assert!(!out.ok(), "doctor must fail on Docker Desktop: {out}");
+    let fails = fail_lines(&out);
+    assert!(
+        fails
+            .iter()
+            .any(|l| l.contains(REASON) && l.contains(INSTEAD)),
+        "doctor's FAIL lines {fails:?}"
+    );
+
+    let missing = unique("nodesk");
+    let out = nc_on(
+        &host,
+        dir.path(),
+        &["up", &missing],
+        Duration::from_secs(30),
+    );
+    assert!(!out.ok(), "up on Docker Desktop: {out}");
+    assert!(out.stderr.contains(REASON), "up's error: {out}");
+    assert!(out.stderr.contains(INSTEAD), "up's hint: {out}");
+    assert!(
+        !out.stderr.contains("no such container"),
+        "up looked at the container: {out}"
+    );
+
+    let out = nc_on(
+        &host,
+        dir.path(),
+        &["watch", "--no-whoami", "--no-host-route"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.status.is_some(),
+        "watch kept running on Docker Desktop: {out}"
+    );
+    assert_eq!(
+        out.status.and_then(|s| s.code()),
+        Some(78),
+        "watch on Docker Desktop exits with the code its unit does not restart on: {out}"
+    );
+    assert!(out.stderr.contains(REASON), "watch's error: {out}");
+}

@@ -596,3 +596,48 @@ fn many_services_come_up_together_and_a_stuck_one_backs_off() {
     }
     w.assert_running();
 }
+
+/// 14. The service is moved on its network by hand (`docker network disconnect`, then
+///     `docker network connect --ip` another address): watch follows the networks'
+///     connect/disconnect events, so the forwards follow the new address within seconds,
+///     with `--resync 600` (no periodic reconcile can explain a pass). Before watch
+///     followed network events, nothing looked until the resync.
+#[test]
+fn network_disconnect_and_connect_are_followed_without_a_resync() {
+    require_root!();
+    let bed = watch::bed(12);
+    let mut w = Watch::start(&bed, &["--resync", "600"], &[]);
+    assert!(w.wait_watching(1, BOUND), "no start-up reconcile");
+    let a = watch::labelled_service(&bed, "a", &[]);
+    let addr = router_address(&bed, &w, &a.name);
+    let old_ip = a.ip.unwrap();
+    // The last usable address of the bed's /28: Docker hands out the lowest first.
+    let base: Ipv4Addr = bed.subnet.split('/').next().unwrap().parse().unwrap();
+    let new_ip = Ipv4Addr::from(u32::from(base) + 14);
+    assert_ne!(new_ip, old_ip);
+    let updates = w.lines_of(&a.name).len();
+
+    docker_ok(&["network", "disconnect", &bed.network, &a.name]);
+    docker_ok(&[
+        "network",
+        "connect",
+        "--ip",
+        &new_ip.to_string(),
+        &bed.network,
+        &a.name,
+    ]);
+    assert_eq!(watch::ip_of(&bed, &a.name), Some(new_ip));
+    serves(&bed, addr, &a.name, BOUND);
+    let st = watch::status(&bed, &a.name).unwrap();
+    assert_eq!(
+        watch::targets(&st),
+        vec![(new_ip.to_string(), 80)],
+        "forward target is not the service's new address: {st}"
+    );
+    assert!(
+        w.lines_of(&a.name).len() > updates,
+        "watch logged nothing for the service: {}",
+        w.log()
+    );
+    w.assert_running();
+}

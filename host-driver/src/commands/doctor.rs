@@ -139,6 +139,11 @@ pub async fn run(a: DoctorArgs) -> Result<(), Error> {
                     "check `docker version`",
                 ),
             }
+            // The same finding `up` and `watch` refuse with.
+            match crate::platform::check(Some(&d)).await {
+                Some(u) => r.fail(u.to_string(), u.instead()),
+                None => r.ok("Docker engine: rootful, on this host (not Desktop, not WSL2)"),
+            }
             // As `up` would take it: by its pin, without pulling.
             match d.locate_image(&a.image).await {
                 Ok(Located::Here {
@@ -159,11 +164,18 @@ pub async fn run(a: DoctorArgs) -> Result<(), Error> {
                 ),
             }
         }
-        Err(e) => r.fail(
-            format!("Docker: {e}"),
-            e.hint()
-                .unwrap_or_else(|| "start dockerd (systemctl start docker)".into()),
-        ),
+        Err(e) => {
+            r.fail(
+                format!("Docker: {e}"),
+                e.hint()
+                    .unwrap_or_else(|| "start dockerd (systemctl start docker)".into()),
+            );
+            // Without the engine, the host alone can still tell (WSL2, a
+            // rootless socket).
+            if let Some(u) = crate::platform::check(None).await {
+                r.fail(u.to_string(), u.instead());
+            }
+        }
     }
 
     // The parent, then the probe from it.

@@ -109,6 +109,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         None => Vec::new(),
     };
     let driver = Driver::connect().await?;
+    crate::platform::refuse_unsupported(&driver.docker).await?;
     let svc = driver.docker.service(&a.container).await?;
     let name = ServiceName::parse(&svc.name)?;
     let _lock = ServiceLock::take(&name, LOCK_PATIENCE).await?;

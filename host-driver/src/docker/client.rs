@@ -16,8 +16,8 @@ use bollard::query_parameters::{
 };
 
 use super::convert::{
-    BridgeNet, ContainerEvent, RouterInfo, bridge_networks, container_event, ip_on, name_of,
-    network_members, pid_of, router_info, sandbox_of, service_info,
+    BridgeNet, ContainerEvent, Engine, RouterInfo, bridge_networks, container_event, engine_of,
+    ip_on, name_of, network_members, pid_of, router_info, sandbox_of, service_info,
 };
 use super::error::{DockerError, api, is_404, not_attachable};
 use super::pull::{PullDisplay, PullProgress, pull_error};
@@ -321,6 +321,17 @@ impl DockerClient {
         Ok(v.version.unwrap_or_else(|| "unknown".into()))
     }
 
+    /// What `/info` says about the engine (`crate::platform` decides from it
+    /// whether netcontainer can work here).
+    pub async fn engine(&self) -> Result<Engine, DockerError> {
+        let i = self
+            .docker
+            .info()
+            .await
+            .map_err(api("asking the daemon's info"))?;
+        Ok(engine_of(&i))
+    }
+
     pub async fn image_exists(&self, image: &str) -> Result<bool, DockerError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(true),
@@ -505,20 +516,48 @@ impl DockerClient {
         }
     }
 
-    /// Container start/die/destroy events, from now on.
+    /// Container start/die/destroy events and networks' connect/disconnect
+    /// of containers, from now on. (Docker ORs the values of one filter and
+    /// ANDs the filters: a network's own `destroy` passes too, and is
+    /// dropped by `container_event`.)
     pub fn events(
         &self,
     ) -> impl futures::Stream<Item = Result<ContainerEvent, DockerError>> + use<> {
         use futures::StreamExt;
         let filters = HashMap::from([
-            ("type", vec!["container"]),
-            ("event", vec!["start", "die", "destroy"]),
+            ("type", vec!["container", "network"]),
+            (
+                "event",
+                vec!["start", "die", "destroy", "connect", "disconnect"],
+            ),
         ]);
         let opts = EventsOptionsBuilder::default().filters(&filters).build();
-        self.docker.events(Some(opts)).map(|ev| {
-            ev.map(container_event)
-                .map_err(api("reading Docker events"))
+        self.docker.events(Some(opts)).filter_map(|ev| {
+            std::future::ready(match ev {
+                Ok(ev) => container_event(ev).map(Ok),
+                Err(e) => Some(Err(api("reading Docker events")(e))),
+            })
         })
+    }
+
+    /// A network's connect/disconnect event with the container's name and
+    /// labels (as a container's own event carries them), or `None` when the
+    /// container is gone already (a disconnect as it is removed).
+    pub async fn named_event(
+        &self,
+        mut ev: ContainerEvent,
+    ) -> Result<Option<ContainerEvent>, DockerError> {
+        let Some(id) = ev.connected.as_deref() else {
+            return Ok(Some(ev));
+        };
+        let c = match self.inspect(id).await {
+            Ok(c) => c,
+            Err(DockerError::NoSuchContainer(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        ev.name = name_of(&c);
+        ev.labels = c.config.and_then(|c| c.labels).unwrap_or_default();
+        Ok(Some(ev))
     }
 
     /// Names of the containers (running or not) that carry `label`, as the

@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
-use bollard::models::{ContainerInspectResponse, EventMessage, Network, NetworkInspect};
+use bollard::models::{
+    ContainerInspectResponse, EventMessage, EventMessageTypeEnum, Network, NetworkInspect,
+    SystemInfo,
+};
 
 use crate::labels;
 use crate::plan::ServiceInfo;
@@ -18,6 +21,29 @@ pub struct ContainerEvent {
     pub name: String,
     /// Docker puts the container's labels among the event's attributes.
     pub labels: HashMap<String, String>,
+    /// A network's `connect`/`disconnect`: the container's ID. Such an
+    /// event names the network, not the container, and carries no labels:
+    /// `name` and `labels` are empty until the container is inspected.
+    pub connected: Option<String>,
+}
+
+/// What the engine's `/info` says that decides whether netcontainer can
+/// work with it at all (`crate::platform`): missing fields are empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Engine {
+    pub security_options: Vec<String>,
+    pub operating_system: String,
+    pub name: String,
+    pub kernel_version: String,
+}
+
+pub(crate) fn engine_of(i: &SystemInfo) -> Engine {
+    Engine {
+        security_options: i.security_options.clone().unwrap_or_default(),
+        operating_system: i.operating_system.clone().unwrap_or_default(),
+        name: i.name.clone().unwrap_or_default(),
+        kernel_version: i.kernel_version.clone().unwrap_or_default(),
+    }
 }
 
 /// A router container found by its labels.
@@ -171,15 +197,33 @@ pub(super) fn router_info(
     })
 }
 
-/// A container event from Docker's stream (Docker puts the container's
-/// name and labels among its actor's attributes).
-pub(super) fn container_event(ev: EventMessage) -> ContainerEvent {
+/// An event from Docker's stream, for a container: a container's own
+/// (Docker puts its name and labels among the actor's attributes), or a
+/// network's `connect`/`disconnect` of one (the actor is the network; the
+/// container's ID is the `container` attribute). Other network events
+/// (`create`, `destroy`, ...) concern no container: `None`.
+pub(super) fn container_event(ev: EventMessage) -> Option<ContainerEvent> {
+    let network = ev.typ == Some(EventMessageTypeEnum::NETWORK);
+    let action = ev.action.unwrap_or_default();
     let attributes = ev.actor.unwrap_or_default().attributes.unwrap_or_default();
-    ContainerEvent {
-        action: ev.action.unwrap_or_default(),
+    if network {
+        if action != "connect" && action != "disconnect" {
+            return None;
+        }
+        let id = attributes.get("container").filter(|id| !id.is_empty())?;
+        return Some(ContainerEvent {
+            action,
+            name: String::new(),
+            labels: HashMap::new(),
+            connected: Some(id.clone()),
+        });
+    }
+    Some(ContainerEvent {
+        action,
         name: attributes.get("name").cloned().unwrap_or_default(),
         labels: attributes,
-    }
+        connected: None,
+    })
 }
 
 /// The Docker option that names a bridge network's device on the host.
@@ -420,15 +464,48 @@ mod tests {
     }
 
     #[test]
+    fn network_connect_and_disconnect_name_the_container() {
+        // As dockerd 20.10 sends them (`docker events --format '{{json .}}'`).
+        let ev = |action: &str, attrs: serde_json::Value| -> EventMessage {
+            serde_json::from_value(json!({
+                "Type": "network", "Action": action,
+                "Actor": {"ID": "7f3c0a", "Attributes": attrs},
+                "scope": "local", "time": 1700000000
+            }))
+            .unwrap()
+        };
+        for action in ["connect", "disconnect"] {
+            let e = container_event(ev(
+                action,
+                json!({"container": "c0ffee", "name": "net1", "type": "bridge"}),
+            ))
+            .unwrap();
+            assert_eq!(e.action, action);
+            assert_eq!(e.connected.as_deref(), Some("c0ffee"));
+            // The network's name is not the container's.
+            assert_eq!(e.name, "");
+            assert!(e.labels.is_empty());
+        }
+        // Events of the network itself concern no container.
+        for action in ["create", "destroy", "remove"] {
+            assert!(
+                container_event(ev(action, json!({"name": "net1", "type": "bridge"}))).is_none()
+            );
+        }
+        assert!(container_event(ev("connect", json!({"name": "net1"}))).is_none());
+    }
+
+    #[test]
     fn events_networks_and_members() {
         let ev: EventMessage = serde_json::from_value(json!({
             "Action": "start",
             "Actor": {"ID": "abc", "Attributes": {"name": "web1", "netcontainer.enable": "true"}}
         }))
         .unwrap();
-        let e = container_event(ev);
+        let e = container_event(ev).unwrap();
         assert_eq!((e.action.as_str(), e.name.as_str()), ("start", "web1"));
         assert_eq!(e.labels["netcontainer.enable"], "true");
+        assert_eq!(e.connected, None);
 
         let nets: Vec<Network> = serde_json::from_value(json!([
             {"Id": "b1", "Name": "bridge", "Driver": "bridge",

@@ -9,8 +9,11 @@ mod error;
 mod pull;
 mod spec;
 
+#[cfg(test)]
+pub(crate) use convert::engine_of;
+
 pub use client::{DockerClient, Located};
-pub use convert::{BridgeNet, ContainerEvent, RouterInfo, published_tcp};
+pub use convert::{BridgeNet, ContainerEvent, Engine, RouterInfo, published_tcp};
 pub use error::DockerError;
 pub use pull::PullDisplay;
 pub use spec::{HostDirs, RouterSpec, default_image};

@@ -52,6 +52,11 @@ pub async fn run(a: Settings) -> Result<(), Error> {
         let connected = Cell::new(false);
         tokio::select! {
             r = session(&a, &stats, &connected) => {
+                // No retry can make this host one netcontainer works on.
+                if let Err(e @ Error::Unsupported(_)) = r {
+                    notify("STOPPING=1");
+                    return Err(e);
+                }
                 // A session that got as far as Docker starts the waits short again.
                 if connected.get() {
                     backoff = FIRST_BACKOFF;
@@ -81,6 +86,8 @@ pub async fn run(a: Settings) -> Result<(), Error> {
 async fn session(a: &Settings, stats: &Arc<Stats>, connected: &Cell<bool>) -> Result<(), Error> {
     let driver = Arc::new(Driver::connect().await?);
     connected.set(true);
+    // Before any router is looked at or made.
+    crate::platform::refuse_unsupported(&driver.docker).await?;
     // Dropped with the session: every service task ends with it.
     // The who-am-I listeners and the host routes go with the session.
     let _whoami = (!a.no_whoami).then(|| {

@@ -1,4 +1,5 @@
-//! The supervisor: it follows Docker's container events and a periodic
+//! The supervisor: it follows Docker's container events (networks'
+//! connect/disconnect of a container included) and a periodic
 //! resync, and routes each trigger to the task of the service concerned
 //! (`task`: spawned on demand, ended when it has nothing left to do). A full
 //! reconcile runs at start, after every reconnect (so an event lost while
@@ -102,7 +103,17 @@ impl Supervisor {
         }
     }
 
-    fn on_event(&mut self, ev: ContainerEvent) {
+    async fn on_event(&mut self, ev: ContainerEvent) {
+        // A network's connect/disconnect names only the container's ID.
+        let ev = match self.ctx.driver.docker.named_event(ev).await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => return,
+            Err(e) => {
+                // One lost event: the resync still looks.
+                tracing::warn!(error = %e, "ignoring a network event");
+                return;
+            }
+        };
         let is_router =
             ev.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_ROUTER);
         let service = if is_router {
@@ -123,13 +134,7 @@ impl Supervisor {
             }
         };
         tracing::debug!(action = %ev.action, container = %ev.name, %service, "event");
-        let t = match (is_router, ev.action.as_str()) {
-            (true, "start") => Trigger::RouterStarted(Instant::now()),
-            (true, _) => Trigger::Router,
-            (false, "destroy") => Trigger::ServiceGone,
-            (false, _) => Trigger::Service,
-        };
-        self.send(&service, t);
+        self.send(&service, trigger_of(is_router, &ev, Instant::now()));
     }
 
     /// The main loop, for as long as Docker's event stream lasts: a full
@@ -147,7 +152,7 @@ impl Supervisor {
         loop {
             tokio::select! {
                 ev = events.next() => match ev {
-                    Some(Ok(ev)) => self.on_event(ev),
+                    Some(Ok(ev)) => self.on_event(ev).await,
                     Some(Err(e)) => return Err(e.into()),
                     None => return Err(DockerError::Unreachable("the event stream ended".into()).into()),
                 },
@@ -211,5 +216,55 @@ impl Supervisor {
             }
             (services, complete)
         }));
+    }
+}
+
+/// What an event (received at `now`) asks of its service's task.
+fn trigger_of(is_router: bool, ev: &ContainerEvent, now: Instant) -> Trigger {
+    let network = ev.connected.is_some();
+    match (is_router, ev.action.as_str()) {
+        // A router joins its service's network as it is made: while the
+        // task works on it, that is its own doing (like the router's start).
+        (true, _) if network => Trigger::RouterNetwork(now),
+        (true, "start") => Trigger::RouterStarted(now),
+        (true, _) => Trigger::Router,
+        (false, "destroy") if !network => Trigger::ServiceGone,
+        // Started, died, or connected to or disconnected from a network.
+        (false, _) => Trigger::Service,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(action: &str, network: bool) -> ContainerEvent {
+        ContainerEvent {
+            action: action.into(),
+            name: "web1".into(),
+            labels: HashMap::new(),
+            connected: network.then(|| "c0ffee".to_string()),
+        }
+    }
+
+    #[test]
+    fn network_events_schedule_the_service() {
+        let now = Instant::now();
+        let t = |router, action, network| trigger_of(router, &ev(action, network), now);
+        // The service connected to another network, or disconnected from its
+        // router's: its task looks now, not at the next resync.
+        assert!(matches!(t(false, "connect", true), Trigger::Service));
+        assert!(matches!(t(false, "disconnect", true), Trigger::Service));
+        // The router's own network changes: an echo while its task works.
+        assert!(matches!(t(true, "connect", true), Trigger::RouterNetwork(at) if at == now));
+        assert!(matches!(
+            t(true, "disconnect", true),
+            Trigger::RouterNetwork(_)
+        ));
+        // Container events as before.
+        assert!(matches!(t(true, "start", false), Trigger::RouterStarted(_)));
+        assert!(matches!(t(true, "die", false), Trigger::Router));
+        assert!(matches!(t(false, "destroy", false), Trigger::ServiceGone));
+        assert!(matches!(t(false, "die", false), Trigger::Service));
     }
 }

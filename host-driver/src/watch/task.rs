@@ -36,6 +36,10 @@ pub(super) enum Trigger {
     /// came while the task was working on the service is the echo of its own
     /// `up` or start, and asks for nothing.
     RouterStarted(Instant),
+    /// The service's router was connected to or disconnected from a network
+    /// (received at that instant): as `RouterStarted`, one that came while
+    /// the task was working is its own doing.
+    RouterNetwork(Instant),
     /// The full reconcile; answered once the task has looked (or, during a
     /// backoff, at once: the retry is already scheduled).
     Resync(oneshot::Sender<()>),
@@ -85,7 +89,10 @@ pub(super) async fn service_task(
         match t {
             Trigger::ServiceGone => *urgent = true,
             Trigger::Resync(ack) => acks.push(ack),
-            Trigger::Service | Trigger::Router | Trigger::RouterStarted(_) => {}
+            Trigger::Service
+            | Trigger::Router
+            | Trigger::RouterStarted(_)
+            | Trigger::RouterNetwork(_) => {}
         }
     };
     loop {
@@ -138,7 +145,9 @@ pub(super) async fn service_task(
 /// while the task was working on it (`worked`): that is its own doing.
 fn asks(t: &Trigger, worked: Option<(Instant, Instant)>) -> bool {
     match t {
-        Trigger::RouterStarted(at) => !worked.is_some_and(|(a, b)| a <= *at && *at <= b),
+        Trigger::RouterStarted(at) | Trigger::RouterNetwork(at) => {
+            !worked.is_some_and(|(a, b)| a <= *at && *at <= b)
+        }
         _ => true,
     }
 }
