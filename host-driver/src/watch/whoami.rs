@@ -25,6 +25,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use bollard::models::ContainerInspectResponse;
+
 use netcontainer_proto::contract::WHOAMI_PORT;
 use netcontainer_proto::{Protocol, Status};
 use netcontainer_whoami::{Container, Directory, Limits, Mode, PortMap};
@@ -221,9 +223,17 @@ impl WatchDirectory {
         m.store(&c.network_id, now, list)
     }
 
-    /// What the caller may know about container `id`.
-    async fn facts(&self, id: &str) -> Option<Container> {
+    /// What the caller may know about container `id`; with `holder`, only
+    /// if that container is running and holds the caller's address on the
+    /// caller's network now (a cached member list may name the container
+    /// that held a freed address before).
+    async fn facts(&self, id: &str, holder: Option<&Caller>) -> Option<Container> {
         let c = self.docker.inspect(id).await.ok()?;
+        if let Some(caller) = holder
+            && !holds(&c, caller)
+        {
+            return None;
+        }
         let name = c
             .name
             .as_deref()
@@ -264,6 +274,23 @@ impl WatchDirectory {
             },
         })
     }
+}
+
+/// Whether the inspected container is running and holds the caller's
+/// address on the caller's network.
+fn holds(c: &ContainerInspectResponse, caller: &Caller) -> bool {
+    let running = c.state.as_ref().and_then(|s| s.running) == Some(true);
+    let peer = caller.peer.to_string();
+    running
+        && c.network_settings
+            .as_ref()
+            .and_then(|n| n.networks.as_ref())
+            .is_some_and(|nets| {
+                nets.values().any(|e| {
+                    e.network_id.as_deref() == Some(caller.network_id.as_str())
+                        && e.ip_address.as_deref() == Some(peer.as_str())
+                })
+            })
 }
 
 /// A service with a network container, from its agent's status.
@@ -316,12 +343,15 @@ impl Directory for WatchDirectory {
                 .find(|(_, _, ip)| *ip == c.peer)
                 .map(|m| m.0.clone())
         };
-        let id = match find(&self.members(c, false).await) {
-            Some(id) => id,
-            // A container that started since the list was read.
-            None => find(&self.members(c, true).await)?,
-        };
-        self.facts(&id).await
+        if let Some(id) = find(&self.members(c, false).await)
+            && let Some(me) = self.facts(&id, Some(c)).await
+        {
+            return Some(me);
+        }
+        // The list is older than the caller: a container that started, or
+        // took a freed address, since it was read.
+        let id = find(&self.members(c, true).await)?;
+        self.facts(&id, Some(c)).await
     }
 
     async fn find(&self, c: &Caller, key: &str) -> Option<Container> {
@@ -345,7 +375,7 @@ impl Directory for WatchDirectory {
                 }
             }
         };
-        self.facts(&id).await
+        self.facts(&id, None).await
     }
 }
 
@@ -442,6 +472,32 @@ mod tests {
         for _ in 0..100 {
             assert_eq!(m.lookup(&l, "nobody"), Lookup::NotFound);
         }
+    }
+
+    /// A cached member list may name the container that held an address
+    /// before it was freed and taken by another: the answer is only given
+    /// for a running container that holds the caller's address on its
+    /// network now.
+    #[test]
+    fn only_the_container_holding_the_address_now_is_the_caller() {
+        let caller = Caller {
+            network_id: "net1".into(),
+            peer: "198.51.100.2".parse().unwrap(),
+        };
+        let inspected = |running: bool, net: &str, ip: &str| -> ContainerInspectResponse {
+            serde_json::from_value(serde_json::json!({
+                "State": {"Running": running},
+                "NetworkSettings": {"Networks": {"n": {"NetworkID": net, "IPAddress": ip}}}
+            }))
+            .unwrap()
+        };
+        assert!(holds(&inspected(true, "net1", "198.51.100.2"), &caller));
+        // Stopped: its address may be another container's now.
+        assert!(!holds(&inspected(false, "net1", "198.51.100.2"), &caller));
+        // Running, but with another address, or on another network.
+        assert!(!holds(&inspected(true, "net1", "198.51.100.3"), &caller));
+        assert!(!holds(&inspected(true, "net2", "198.51.100.2"), &caller));
+        assert!(!holds(&ContainerInspectResponse::default(), &caller));
     }
 
     #[test]
