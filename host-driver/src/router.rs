@@ -36,6 +36,10 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         ip: l.ip,
         ipv6: l.ipv6,
         egress: l.egress,
+        // The recorded identity wins (its lease is tied to it): a router made
+        // before an identity rule changed is healed as it was made, and a
+        // service label the rules now refuse does not stop its healing.
+        identity: Some(router_identity(r)),
         ..Default::default()
     })
 }
@@ -640,6 +644,51 @@ impl Created {
 mod tests {
     use super::*;
     use crate::plan::derive;
+
+    /// A router keeps the identity it was made with, whatever the rules
+    /// derive for its service today: one made before the host ID (an engine
+    /// ID in its label) keeps its client id and MAC, and a Compose label the
+    /// rules now refuse does not stop it from being healed.
+    #[test]
+    fn a_router_heals_with_its_recorded_identity() {
+        let mut svc = ServiceInfo {
+            name: "shop_web_1".into(),
+            id: "abc".into(),
+            running: true,
+            network_mode: "nctest".into(),
+            networks: vec![("nctest".into(), std::net::Ipv4Addr::new(198, 51, 100, 2))],
+            exposed: vec!["80/tcp".into()],
+            host_id: "HOST".into(),
+            ..Default::default()
+        };
+        let made_before = UpOptions {
+            parent: Some("eth0".into()),
+            identity: Some("ENGINE-ID/shop_web_1".into()),
+            ..Default::default()
+        };
+        let rp = derive(&svc, &made_before).unwrap();
+        let r = RouterInfo {
+            id: "r".into(),
+            name: rp.router_name.clone(),
+            service: ServiceName::parse("shop_web_1").unwrap(),
+            running: true,
+            labels: rp.labels(),
+        };
+        for (project, service, number) in [("shop", "web", "1"), (&*"p".repeat(64), "web", "1")] {
+            svc.labels = [
+                (crate::labels::COMPOSE_PROJECT, project),
+                (crate::labels::COMPOSE_SERVICE, service),
+                (crate::labels::COMPOSE_NUMBER, number),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let opts = options_of(&r).unwrap();
+            let p = desired_plan(&svc, &opts, &router_identity(&r)).unwrap();
+            assert_eq!(p.client_id, Some(plan::client_id("ENGINE-ID/shop_web_1")));
+            assert_eq!(derive(&svc, &opts).unwrap().mac, rp.mac);
+        }
+    }
 
     #[test]
     fn an_ipvlan_router_heals_to_its_own_plan() {
