@@ -224,7 +224,7 @@ record_router_image() {
     case "$ref" in ''|*[[:space:]]*) die "not an image reference: $ref" ;; esac
     dir=$(dirname "$file")
     if ! { [ -d "$dir" ] || install -d -m 0700 "$dir"; } 2>/dev/null || [ ! -w "$dir" ]; then
-        echo "warning: cannot write $file: the driver will run $ref by its tag (run as root to pin it)" >&2
+        echo "warning: cannot write $file: $ref is not pinned to this build (a pin recorded before still names the image it had; run as root to pin it)" >&2
         return 1
     fi
     tmp=$(mktemp "$file.XXXXXX") || return 1
