@@ -78,13 +78,7 @@ fn a_router_advertisement_flood_is_capped_and_the_router_keeps_answering() {
     // An IPv4-only service: the relay listens on every IPv6 address of the router.
     let out = agent.apply(&ApplyArgs::new(LAN_IF).forward("tcp:80=198.51.100.2:8080"));
     assert!(out.ok(), "agent apply failed: {out}");
-    let mac = mac_of(lan.router(), LAN_IF);
-    let ok = wait_until(10 * S, POLL, || {
-        addrs6(lan.router(), LAN_IF)
-            .iter()
-            .any(|a| a.address == slaac_of(&mac))
-    });
-    assert!(ok, "no SLAAC address from radvd\n{}", agent.log());
+    let mac = wait_slaac(lan.router(), &agent);
     let router_ll = link_local_of(&mac);
     let (fds_before, rss_before) = (fds(&agent), rss_kb(&agent));
 
@@ -202,13 +196,7 @@ fn a_multicast_prefix_or_ia_address_never_freezes_the_firewall() {
     };
     let out = agent.apply(&plan(&[80]));
     assert!(out.ok(), "agent apply failed: {out}");
-    let mac = mac_of(lan.router(), LAN_IF);
-    let ok = wait_until(10 * S, POLL, || {
-        addrs6(lan.router(), LAN_IF)
-            .iter()
-            .any(|a| a.address == slaac_of(&mac))
-    });
-    assert!(ok, "no SLAAC address from radvd\n{}", agent.log());
+    let mac = wait_slaac(lan.router(), &agent);
     let router_ll = link_local_of(&mac);
 
     let bad_ia: Ipv6Addr = "ff05::db8:100".parse().unwrap();
@@ -431,4 +419,16 @@ fn one_client_cannot_take_every_relayed_connection() {
     );
     drop(held);
     drop(svc);
+}
+
+/// Waits for the router's SLAAC address from radvd's prefix; its MAC.
+fn wait_slaac(router: &Netns, agent: &Agent) -> String {
+    let mac = mac_of(router, LAN_IF);
+    let ok = wait_until(10 * S, POLL, || {
+        addrs6(router, LAN_IF)
+            .iter()
+            .any(|a| a.address == slaac_of(&mac))
+    });
+    assert!(ok, "no SLAAC address from radvd\n{}", agent.log());
+    mac
 }
