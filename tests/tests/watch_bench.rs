@@ -31,17 +31,23 @@ fn run_once(bed: &DockerBed, bin: &std::path::Path, all: &[String], timed: &[Str
     t.as_secs_f64()
 }
 
+/// The two drivers compared: NETCONTAINER_BENCH_OLD, and NETCONTAINER_BENCH_NEW (e.g. a
+/// release build), else this build's.
+fn drivers() -> (PathBuf, PathBuf) {
+    let old = PathBuf::from(
+        std::env::var("NETCONTAINER_BENCH_OLD").expect("NETCONTAINER_BENCH_OLD: the old driver"),
+    );
+    let new = std::env::var_os("NETCONTAINER_BENCH_NEW")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin("netcontainer"));
+    (old, new)
+}
+
 #[test]
 #[ignore]
 fn watch_cold_start() {
     require_root!();
-    let old = PathBuf::from(
-        std::env::var("NETCONTAINER_BENCH_OLD").expect("NETCONTAINER_BENCH_OLD: the old driver"),
-    );
-    // The new driver: NETCONTAINER_BENCH_NEW (e.g. a release build), else this build's.
-    let new = std::env::var_os("NETCONTAINER_BENCH_NEW")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| bin("netcontainer"));
+    let (old, new) = drivers();
     let ns: Vec<usize> = std::env::var("NETCONTAINER_BENCH_NS")
         .unwrap_or_else(|_| "10,25,50".into())
         .split(',')
@@ -216,12 +222,7 @@ fn whoami_load_once(
 #[ignore]
 fn whoami_load() {
     require_root!();
-    let old = PathBuf::from(
-        std::env::var("NETCONTAINER_BENCH_OLD").expect("NETCONTAINER_BENCH_OLD: the old driver"),
-    );
-    let new = std::env::var_os("NETCONTAINER_BENCH_NEW")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| bin("netcontainer"));
+    let (old, new) = drivers();
     let secs: u32 = std::env::var("NETCONTAINER_BENCH_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
