@@ -516,7 +516,7 @@ impl DockerClient {
         }
     }
 
-    /// Container start/die/destroy events and networks' connect/disconnect
+    /// Container start/die/destroy events (Podman's `died` read as `die`) and networks' connect/disconnect
     /// of containers, from now on. (Docker ORs the values of one filter and
     /// ANDs the filters: a network's own `destroy` passes too, and is
     /// dropped by `container_event`.)
@@ -528,7 +528,8 @@ impl DockerClient {
             ("type", vec!["container", "network"]),
             (
                 "event",
-                vec!["start", "die", "destroy", "connect", "disconnect"],
+                // `died`: Podman's name for `die`.
+                vec!["start", "die", "died", "destroy", "connect", "disconnect"],
             ),
         ]);
         let opts = EventsOptionsBuilder::default().filters(&filters).build();

@@ -218,6 +218,12 @@ pub(super) fn container_event(ev: EventMessage) -> Option<ContainerEvent> {
             connected: Some(id.clone()),
         });
     }
+    // Podman 4 says `died` where Docker says `die` (containers/podman#10168).
+    let action = if action == "died" {
+        "die".to_string()
+    } else {
+        action
+    };
     Some(ContainerEvent {
         action,
         name: attributes.get("name").cloned().unwrap_or_default(),
@@ -506,6 +512,13 @@ mod tests {
         assert_eq!((e.action.as_str(), e.name.as_str()), ("start", "web1"));
         assert_eq!(e.labels["netcontainer.enable"], "true");
         assert_eq!(e.connected, None);
+        // Podman's `died` is Docker's `die`.
+        let died: EventMessage = serde_json::from_value(json!({
+            "Type": "container", "Action": "died",
+            "Actor": {"ID": "abc", "Attributes": {"name": "web1"}}
+        }))
+        .unwrap();
+        assert_eq!(container_event(died).unwrap().action, "die");
 
         let nets: Vec<Network> = serde_json::from_value(json!([
             {"Id": "b1", "Name": "bridge", "Driver": "bridge",
