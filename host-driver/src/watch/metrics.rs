@@ -1,7 +1,9 @@
 //! `watch --metrics ADDR`: Prometheus metrics of every router on the host,
 //! in the OpenMetrics text format of Prometheus' own Rust client
 //! (`prometheus-client`), served at `http://ADDR/metrics` by a small hyper 1
-//! HTTP/1 server (hyper is in the tree already, through bollard).
+//! HTTP/1 server (hyper is in the tree already, through bollard), and the
+//! same figures as a status page for a person at `http://ADDR/`
+//! (`page.rs`).
 //!
 //! The figures come from [`crate::watch::monitor`]'s last poll; each scrape builds
 //! a fresh registry from them, so a router that is gone leaves no stale
@@ -12,10 +14,11 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +30,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::Error;
 use crate::watch::monitor::{Stats, StatsInner};
+use crate::watch::page;
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -181,7 +185,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         .map_err(|e| Error::Usage(format!("cannot serve metrics on {addr}: {e}")))
 }
 
-/// Serves `GET /metrics` until dropped.
+/// Serves `GET /` and `GET /metrics` until dropped.
 pub async fn serve(listener: TcpListener, stats: Arc<Stats>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -216,22 +220,52 @@ pub async fn serve(listener: TcpListener, stats: Arc<Stats>) {
 }
 
 fn answer(req: &Request<Incoming>, stats: &Stats) -> Response<Full<Bytes>> {
+    route(req.method(), req.uri().path(), stats, SystemTime::now())
+}
+
+/// The reply to `method path` at `now`: the page at `/`, the metrics at
+/// `/metrics`, 404 elsewhere. Every reply says `nosniff`; the page also
+/// forbids every script and outside resource ([`page::CSP`]).
+fn route(method: &Method, path: &str, stats: &Stats, now: SystemTime) -> Response<Full<Bytes>> {
     let reply = |code: StatusCode, ctype: &str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = code;
-        if let Ok(v) = ctype.parse() {
-            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-        }
+        let h = r.headers_mut();
+        h.insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_str(ctype).unwrap_or(HeaderValue::from_static("text/plain")),
+        );
+        h.insert(
+            hyper::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         r
     };
-    match (req.method(), req.uri().path()) {
+    match (method, path) {
         (&Method::GET, "/metrics") => {
             reply(StatusCode::OK, CONTENT_TYPE, render(&stats.snapshot()))
+        }
+        (&Method::GET, "/") => {
+            let mut r = reply(
+                StatusCode::OK,
+                page::CONTENT_TYPE,
+                page::render_page(&stats.snapshot(), now),
+            );
+            let h = r.headers_mut();
+            h.insert(
+                hyper::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(page::CSP),
+            );
+            h.insert(
+                hyper::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+            r
         }
         (&Method::GET, _) => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: the metrics are at /metrics\n".into(),
+            "not found: the status page is at /, the metrics at /metrics\n".into(),
         ),
         _ => reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -343,13 +377,53 @@ mod tests {
         assert!(render(&s).contains("service=\"web1\""));
         let mut polled = s.routers.clone();
         polled.remove("web1");
-        s.take_poll(polled, &[]);
+        s.take_poll(polled, &[], std::time::SystemTime::UNIX_EPOCH);
         let text = render(&s);
         assert!(!text.contains("service=\"web1\""), "{text}");
         assert!(
             text.contains("netcontainer_agent_up{service=\"db\"} 0"),
             "{text}"
         );
+    }
+
+    async fn get(method: Method, path: &str) -> (StatusCode, hyper::HeaderMap, String) {
+        use http_body_util::BodyExt;
+        let r = route(&method, path, &Stats::default(), SystemTime::UNIX_EPOCH);
+        let (parts, body) = r.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    /// `/` is the page, with a policy that forbids every script; `/metrics`
+    /// the metrics; anything else a 404 that names both.
+    #[tokio::test]
+    async fn routes_and_headers() {
+        let (code, h, body) = get(Method::GET, "/").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(h["content-type"], "text/html; charset=utf-8");
+        assert_eq!(
+            h["content-security-policy"],
+            "default-src 'none'; style-src 'unsafe-inline'"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(body.contains("<h1>netcontainer watch</h1>"), "{body}");
+        let (code, h, body) = get(Method::GET, "/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(h["content-type"], CONTENT_TYPE);
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        let (code, _, body) = get(Method::GET, "/index.html").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(
+            body,
+            "not found: the status page is at /, the metrics at /metrics\n"
+        );
+        let (code, _, _) = get(Method::POST, "/").await;
+        assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
     }
 
     #[test]
