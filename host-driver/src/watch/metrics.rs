@@ -431,4 +431,90 @@ mod tests {
         let text = render(&StatsInner::default());
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
+
+    /// The metric names in a PromQL expression (every identifier that
+    /// starts with `netcontainer_`).
+    fn names_in(expr: &str) -> Vec<&str> {
+        expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|t| t.starts_with("netcontainer_"))
+            .collect()
+    }
+
+    /// Every PromQL query of the ```promql blocks in `doc`.
+    fn doc_queries(doc: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut inside = false;
+        for l in doc.lines() {
+            match l.trim() {
+                "```promql" => inside = true,
+                "```" if inside => inside = false,
+                q if inside && !q.is_empty() && !q.starts_with('#') => out.push(q),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// contrib/grafana's dashboard asks only for series watch serves (a
+    /// renamed metric fails here), has a panel for every query
+    /// docs/operations.md gives, and takes its data source from the
+    /// variable `DS_PROMETHEUS`.
+    #[test]
+    fn the_dashboard_matches_the_metrics_and_the_doc() {
+        let json = include_str!("../../../contrib/grafana/netcontainer-dashboard.json");
+        let doc = include_str!("../../../docs/operations.md");
+        let dash: serde_json::Value = serde_json::from_str(json).expect("the dashboard parses");
+        let text = render(&stats());
+        let served: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        assert!(
+            served.contains("netcontainer_forward_bytes_total"),
+            "{served:?}"
+        );
+
+        let vars = dash["templating"]["list"].as_array().expect("templating");
+        assert!(
+            vars.iter().any(|v| v["name"] == "DS_PROMETHEUS"
+                && v["type"] == "datasource"
+                && v["query"] == "prometheus"),
+            "no DS_PROMETHEUS variable: {vars:?}"
+        );
+        let panels = dash["panels"].as_array().expect("panels");
+        let mut exprs = Vec::new();
+        let mut ids = std::collections::BTreeSet::new();
+        for p in panels {
+            let title = p["title"].as_str().expect("a title");
+            assert!(
+                ids.insert(p["id"].as_u64().expect("an id")),
+                "id twice: {title}"
+            );
+            assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{title} has no query");
+            for t in targets {
+                assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+                let expr = t["expr"].as_str().expect("an expr");
+                let names = names_in(expr);
+                assert!(!names.is_empty(), "{title}: {expr} names no metric");
+                for n in names {
+                    assert!(served.contains(n), "{title}: {n} is not served: {served:?}");
+                }
+                exprs.push(expr);
+            }
+        }
+        let queries = doc_queries(doc);
+        assert!(queries.len() >= 5, "the doc's queries: {queries:?}");
+        for q in &queries {
+            assert!(exprs.contains(q), "the dashboard lacks {q:?}: {exprs:?}");
+            for n in names_in(q) {
+                assert!(served.contains(n), "the doc's {q}: {n} is not served");
+            }
+        }
+        for e in &exprs {
+            assert!(queries.contains(e), "the doc lacks the dashboard's {e:?}");
+        }
+    }
 }
