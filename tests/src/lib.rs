@@ -25,6 +25,8 @@
 //!   ping) for the forwarding tests.
 //! * `src/bin/ncbed.rs`: these beds for the scripts (`scripts/lib/common.sh`, `bed_start`),
 //!   so bash never builds a LAN or starts dnsmasq itself.
+//! * [`browser`]: headless Chromium's screenshots and DOM of a page on 127.0.0.1, and
+//!   tesseract's reading of a screenshot (the status page test).
 //! * [`chaos`]: Kea on the Docker bed, a continuous LAN client, an address-conflict
 //!   monitor and resource probes for the load and chaos tests.
 //!
@@ -34,6 +36,7 @@
 pub mod addrwatch;
 pub mod agent;
 pub mod bed;
+pub mod browser;
 pub mod chaos;
 pub mod daemon;
 pub mod dhcp;

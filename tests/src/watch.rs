@@ -28,6 +28,14 @@ pub fn bed(index: u8) -> DockerBed {
     DockerBed::with_lock(index, SuiteLock::exclusive())
 }
 
+/// A TCP port free on 127.0.0.1 now (for `watch --metrics`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port on 127.0.0.1")
+        .port()
+}
+
 /// The page the sample service serves on `port`.
 pub fn page(service: &str, port: u16) -> String {
     format!("hello from {service} (port {port})")

@@ -245,14 +245,6 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// watch takes its defaults from a configuration file (parent, metrics address,
 /// on-change command), serves the metrics over HTTP (lease, state, traffic), and when
 /// the LAN's DHCP server renumbers (a new pool, the router restarted) logs one WARN
@@ -262,7 +254,7 @@ fn watch_config_metrics_and_on_change() {
     require_root!();
     let mut bed = watch::bed(14);
     bed.use_own_state_dirs();
-    let port = free_port();
+    let port = watch::free_port();
     let hook_out = bed.tmp.join("hook.env");
     let config = bed.tmp.join("config.toml");
     std::fs::write(

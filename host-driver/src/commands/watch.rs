@@ -47,8 +47,8 @@ pub struct WatchArgs {
     /// Seconds between full reconciles (events drive everything in between) [default: 60].
     #[arg(long)]
     resync: Option<u64>,
-    /// Serve Prometheus metrics at http://ADDR/metrics (off by default), e.g.
-    /// 127.0.0.1:9311.
+    /// Serve Prometheus metrics at http://ADDR/metrics and a status page at
+    /// http://ADDR/ (off by default), e.g. 127.0.0.1:9311.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
     /// Run CMD (with `sh -c`) when a service's LAN address changes, with

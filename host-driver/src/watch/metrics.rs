@@ -1,7 +1,9 @@
 //! `watch --metrics ADDR`: Prometheus metrics of every router on the host,
 //! in the OpenMetrics text format of Prometheus' own Rust client
 //! (`prometheus-client`), served at `http://ADDR/metrics` by a small hyper 1
-//! HTTP/1 server (hyper is in the tree already, through bollard).
+//! HTTP/1 server (hyper is in the tree already, through bollard), and the
+//! same figures as a status page for a person at `http://ADDR/`
+//! (`page.rs`).
 //!
 //! The figures come from [`crate::watch::monitor`]'s last poll; each scrape builds
 //! a fresh registry from them, so a router that is gone leaves no stale
@@ -12,10 +14,11 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request, Response, StatusCode};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -27,6 +30,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::Error;
 use crate::watch::monitor::{Stats, StatsInner};
+use crate::watch::page;
 
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -181,7 +185,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
         .map_err(|e| Error::Usage(format!("cannot serve metrics on {addr}: {e}")))
 }
 
-/// Serves `GET /metrics` until dropped.
+/// Serves `GET /` and `GET /metrics` until dropped.
 pub async fn serve(listener: TcpListener, stats: Arc<Stats>) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -216,22 +220,52 @@ pub async fn serve(listener: TcpListener, stats: Arc<Stats>) {
 }
 
 fn answer(req: &Request<Incoming>, stats: &Stats) -> Response<Full<Bytes>> {
+    route(req.method(), req.uri().path(), stats, SystemTime::now())
+}
+
+/// The reply to `method path` at `now`: the page at `/`, the metrics at
+/// `/metrics`, 404 elsewhere. Every reply says `nosniff`; the page also
+/// forbids every script and outside resource ([`page::CSP`]).
+fn route(method: &Method, path: &str, stats: &Stats, now: SystemTime) -> Response<Full<Bytes>> {
     let reply = |code: StatusCode, ctype: &str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = code;
-        if let Ok(v) = ctype.parse() {
-            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-        }
+        let h = r.headers_mut();
+        h.insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_str(ctype).unwrap_or(HeaderValue::from_static("text/plain")),
+        );
+        h.insert(
+            hyper::header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         r
     };
-    match (req.method(), req.uri().path()) {
+    match (method, path) {
         (&Method::GET, "/metrics") => {
             reply(StatusCode::OK, CONTENT_TYPE, render(&stats.snapshot()))
+        }
+        (&Method::GET, "/") => {
+            let mut r = reply(
+                StatusCode::OK,
+                page::CONTENT_TYPE,
+                page::render_page(&stats.snapshot(), now),
+            );
+            let h = r.headers_mut();
+            h.insert(
+                hyper::header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(page::CSP),
+            );
+            h.insert(
+                hyper::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+            r
         }
         (&Method::GET, _) => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: the metrics are at /metrics\n".into(),
+            "not found: the status page is at /, the metrics at /metrics\n".into(),
         ),
         _ => reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -343,7 +377,7 @@ mod tests {
         assert!(render(&s).contains("service=\"web1\""));
         let mut polled = s.routers.clone();
         polled.remove("web1");
-        s.take_poll(polled, &[]);
+        s.take_poll(polled, &[], std::time::SystemTime::UNIX_EPOCH);
         let text = render(&s);
         assert!(!text.contains("service=\"web1\""), "{text}");
         assert!(
@@ -352,9 +386,135 @@ mod tests {
         );
     }
 
+    async fn get(method: Method, path: &str) -> (StatusCode, hyper::HeaderMap, String) {
+        use http_body_util::BodyExt;
+        let r = route(&method, path, &Stats::default(), SystemTime::UNIX_EPOCH);
+        let (parts, body) = r.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    /// `/` is the page, with a policy that forbids every script; `/metrics`
+    /// the metrics; anything else a 404 that names both.
+    #[tokio::test]
+    async fn routes_and_headers() {
+        let (code, h, body) = get(Method::GET, "/").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(h["content-type"], "text/html; charset=utf-8");
+        assert_eq!(
+            h["content-security-policy"],
+            "default-src 'none'; style-src 'unsafe-inline'"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(body.contains("<h1>netcontainer watch</h1>"), "{body}");
+        let (code, h, body) = get(Method::GET, "/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(h["content-type"], CONTENT_TYPE);
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(body.ends_with("# EOF\n"), "{body}");
+        let (code, _, body) = get(Method::GET, "/index.html").await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(
+            body,
+            "not found: the status page is at /, the metrics at /metrics\n"
+        );
+        let (code, _, _) = get(Method::POST, "/").await;
+        assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
     #[test]
     fn nothing_to_show_is_still_valid() {
         let text = render(&StatsInner::default());
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    /// The metric names in a PromQL expression (every identifier that
+    /// starts with `netcontainer_`).
+    fn names_in(expr: &str) -> Vec<&str> {
+        expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+            .filter(|t| t.starts_with("netcontainer_"))
+            .collect()
+    }
+
+    /// Every PromQL query of the ```promql blocks in `doc`.
+    fn doc_queries(doc: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut inside = false;
+        for l in doc.lines() {
+            match l.trim() {
+                "```promql" => inside = true,
+                "```" if inside => inside = false,
+                q if inside && !q.is_empty() && !q.starts_with('#') => out.push(q),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// contrib/grafana's dashboard asks only for series watch serves (a
+    /// renamed metric fails here), has a panel for every query
+    /// docs/operations.md gives, and takes its data source from the
+    /// variable `DS_PROMETHEUS`.
+    #[test]
+    fn the_dashboard_matches_the_metrics_and_the_doc() {
+        let json = include_str!("../../../contrib/grafana/netcontainer-dashboard.json");
+        let doc = include_str!("../../../docs/operations.md");
+        let dash: serde_json::Value = serde_json::from_str(json).expect("the dashboard parses");
+        let text = render(&stats());
+        let served: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .collect();
+        assert!(
+            served.contains("netcontainer_forward_bytes_total"),
+            "{served:?}"
+        );
+
+        let vars = dash["templating"]["list"].as_array().expect("templating");
+        assert!(
+            vars.iter().any(|v| v["name"] == "DS_PROMETHEUS"
+                && v["type"] == "datasource"
+                && v["query"] == "prometheus"),
+            "no DS_PROMETHEUS variable: {vars:?}"
+        );
+        let panels = dash["panels"].as_array().expect("panels");
+        let mut exprs = Vec::new();
+        let mut ids = std::collections::BTreeSet::new();
+        for p in panels {
+            let title = p["title"].as_str().expect("a title");
+            assert!(
+                ids.insert(p["id"].as_u64().expect("an id")),
+                "id twice: {title}"
+            );
+            assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+            let targets = p["targets"].as_array().expect("targets");
+            assert!(!targets.is_empty(), "{title} has no query");
+            for t in targets {
+                assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+                let expr = t["expr"].as_str().expect("an expr");
+                let names = names_in(expr);
+                assert!(!names.is_empty(), "{title}: {expr} names no metric");
+                for n in names {
+                    assert!(served.contains(n), "{title}: {n} is not served: {served:?}");
+                }
+                exprs.push(expr);
+            }
+        }
+        let queries = doc_queries(doc);
+        assert!(queries.len() >= 5, "the doc's queries: {queries:?}");
+        for q in &queries {
+            assert!(exprs.contains(q), "the dashboard lacks {q:?}: {exprs:?}");
+            for n in names_in(q) {
+                assert!(served.contains(n), "the doc's {q}: {n} is not served");
+            }
+        }
+        for e in &exprs {
+            assert!(queries.contains(e), "the doc lacks the dashboard's {e:?}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! - `settings`: the flags over the configuration file over the defaults;
 //! - `monitor`: the poll of the agents (address changes, `--on-change`);
 //! - `metrics`: the Prometheus rendering and its server;
+//! - `page`: the status page that server shows at `/`;
 //! - `whoami`: the "who am I?" endpoint on the Docker bridges;
 //! - `notify`: systemd's readiness and status.
 //!
@@ -22,6 +23,7 @@ mod decide;
 mod metrics;
 mod monitor;
 mod notify;
+mod page;
 mod session;
 mod settings;
 mod supervisor;

@@ -12,10 +12,10 @@
 //! the poll): a slow agent costs at most [`AGENT_PATIENCE`], and the
 //! command runs in a task of its own, bounded by [`HOOK_LIMIT`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use netcontainer_proto::{LeaseCounters, Status};
 
@@ -58,22 +58,70 @@ pub struct StatsInner {
     pub changes: BTreeMap<String, u64>,
     /// Services whose lease the host refused a route to (see `shim::check`),
     /// as of the last poll.
-    pub host_route_refused: std::collections::BTreeSet<String>,
+    pub host_route_refused: BTreeSet<String>,
+    /// When the last poll was taken in (`None` before the first): the
+    /// status page ages the agents' figures (seconds left) by it.
+    pub polled_at: Option<SystemTime>,
+    /// When watch first saw a service's router, or saw what the status page
+    /// shows of it change last (see [`Shape`]): since watch started.
+    pub last_change: BTreeMap<String, SystemTime>,
+}
+
+/// What a "change" of a service is on the status page: whether its agent
+/// answers, its IPv4 address and its IPv6 addresses. Not the DHCP state
+/// (every renewal passes RENEWING and back) nor lifetimes (they tick).
+#[derive(PartialEq, Eq)]
+struct Shape {
+    answers: bool,
+    v4: Option<Ipv4Addr>,
+    v6: BTreeSet<Ipv6Addr>,
+}
+
+impl Shape {
+    fn of(o: &Observed) -> Shape {
+        let st = o.status.as_ref();
+        Shape {
+            answers: st.is_some(),
+            v4: st.and_then(|s| s.lease.as_ref()).map(|l| l.address),
+            v6: st
+                .map(|s| s.ipv6.iter().map(|a| a.address).collect())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl StatsInner {
     /// Takes a poll in: its routers replace the last ones, its changes
     /// count, and the counters of services whose router is gone are
     /// dropped (a removed service leaves no series behind; one that comes
-    /// back starts again at 0, which Prometheus reads as a reset).
-    pub fn take_poll(&mut self, polled: BTreeMap<String, Observed>, changes: &[Change]) {
+    /// back starts again at 0, which Prometheus reads as a reset). A
+    /// service seen for the first time, or whose [`Shape`] differs from the
+    /// last poll's or that `changes` names, has its last change at `now`.
+    pub fn take_poll(
+        &mut self,
+        polled: BTreeMap<String, Observed>,
+        changes: &[Change],
+        now: SystemTime,
+    ) {
+        for (service, o) in &polled {
+            let changed = self
+                .routers
+                .get(service)
+                .is_none_or(|before| Shape::of(before) != Shape::of(o));
+            if changed {
+                self.last_change.insert(service.clone(), now);
+            }
+        }
         self.routers = polled;
         for c in changes {
             *self.changes.entry(c.service.clone()).or_default() += 1;
+            self.last_change.insert(c.service.clone(), now);
         }
+        self.polled_at = Some(now);
         let routers = &self.routers;
         self.heals.retain(|s, _| routers.contains_key(s));
         self.changes.retain(|s, _| routers.contains_key(s));
+        self.last_change.retain(|s, _| routers.contains_key(s));
     }
 }
 
@@ -193,7 +241,7 @@ pub async fn run(
             .collect();
         {
             let mut s = stats.lock();
-            s.take_poll(polled, &changes);
+            s.take_poll(polled, &changes, SystemTime::now());
             s.host_route_refused = refused;
         }
         for c in changes {
@@ -317,6 +365,53 @@ mod tests {
             counters: None,
         };
         assert_eq!(a.update(&poll(&[("web1", silent)])), []);
+    }
+
+    /// The last change is the first sight, then a new address or an agent
+    /// that stops answering; a renewal (state and seconds left) is none,
+    /// and a router that is gone takes its time with it.
+    #[test]
+    fn last_change_is_first_sight_or_a_new_shape_and_goes_with_the_router() {
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let mut s = StatsInner::default();
+        let x = [203, 0, 113, 57];
+        s.take_poll(poll(&[("web1", bound(x))]), &[], t(10));
+        assert_eq!(s.last_change["web1"], t(10), "first sight");
+        assert_eq!(s.polled_at, Some(t(10)));
+        let mut renewing = bound(x);
+        if let Some(st) = renewing.status.as_mut() {
+            st.state = State::Renewing;
+            if let Some(l) = st.lease.as_mut() {
+                l.expires_in_secs = Some(100);
+            }
+        }
+        s.take_poll(poll(&[("web1", renewing)]), &[], t(20));
+        assert_eq!(s.last_change["web1"], t(10), "a renewal is no change");
+        let silent = Observed {
+            status: None,
+            counters: None,
+        };
+        s.take_poll(poll(&[("web1", silent)]), &[], t(30));
+        assert_eq!(s.last_change["web1"], t(30), "the agent went silent");
+        s.take_poll(
+            poll(&[("web1", bound([203, 0, 113, 160])), ("db", unbound())]),
+            &[],
+            t(40),
+        );
+        assert_eq!(s.last_change["web1"], t(40));
+        assert_eq!(s.last_change["db"], t(40));
+        s.take_poll(poll(&[("db", unbound())]), &[], t(50));
+        assert!(!s.last_change.contains_key("web1"), "gone with its router");
+        assert_eq!(s.last_change["db"], t(40));
+        // A change a poll reports counts whatever the shape says.
+        let c = Change {
+            service: "db".into(),
+            old: x.into(),
+            new: x.into(),
+        };
+        s.take_poll(poll(&[("db", unbound())]), &[c], t(60));
+        assert_eq!(s.last_change["db"], t(60));
+        assert_eq!(s.changes["db"], 1);
     }
 
     /// The command gets the addresses in its environment only: a service

@@ -32,7 +32,7 @@ pub async fn run(a: Settings) -> Result<(), Error> {
     let _metrics = match a.metrics {
         Some(addr) => {
             let listener = metrics::bind(addr).await?;
-            tracing::info!(%addr, "serving metrics at /metrics");
+            tracing::info!(%addr, "serving the status page at / and metrics at /metrics");
             Some(AbortOnDrop(tokio::spawn(metrics::serve(
                 listener,
                 stats.clone(),
