@@ -308,6 +308,18 @@ pub fn router_name(service: &str) -> String {
     format!("{ROUTER_PREFIX}{service}")
 }
 
+/// The name a stopped router is renamed to while `up` makes it again: the
+/// old one is removed only once the new one runs, and renamed back if making
+/// the new one fails, so its recorded identity (and with it the service's
+/// lease) survives any failure in between. Not a router name of any service
+/// (those all start with [`ROUTER_PREFIX`]).
+pub fn aside_name(service: &str) -> String {
+    format!("{ASIDE_PREFIX}{service}")
+}
+
+/// See [`aside_name`].
+pub const ASIDE_PREFIX: &str = "netcontainer.aside-";
+
 /// FNV-1a, 64 bit: stable across Rust versions and platforms (unlike
 /// `DefaultHasher`), which matters because it decides MAC and lease.
 pub(crate) fn fnv1a(data: &[u8]) -> u64 {

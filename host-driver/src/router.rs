@@ -100,7 +100,7 @@ impl Driver {
         // made with and its lease directory kept, so its agent claims the
         // same lease (INIT-REBOOT).
         let mut stopped = None;
-        if let Some(r) = self.docker.router(&name).await? {
+        if let Some(r) = self.router(&name).await? {
             let recorded = router_identity(&r);
             let chosen = svc
                 .labels
@@ -161,15 +161,20 @@ impl Driver {
         };
         self.docker.check_network(&rp.network, &svc.name).await?;
         if let Some(r) = &stopped {
-            // Stopped: its agent has nothing to release, and its lease
-            // directory stays for the new one.
-            self.docker.remove(&r.id, 0).await?;
+            // Set aside, not removed: it is the record of the identity (and
+            // so of the lease). It goes once the new one runs, and is put
+            // back if making the new one fails. Stopped, its agent has
+            // nothing to release, and its lease directory stays for the new
+            // one.
+            self.docker
+                .rename(&r.id, &plan::aside_name(name.as_str()))
+                .await?;
             tracing::info!(router = %r.name, identity = %rp.identity, "making a stopped router again, its lease kept");
         }
         let mut created = Created {
             service: name.clone(),
             dir: false,
-            keep_lease: stopped.is_some(),
+            set_aside: stopped.as_ref().map(|r| r.id.clone()),
             container_name: None,
             container: None,
         };
@@ -193,6 +198,13 @@ impl Driver {
                         asked,
                         got,
                     });
+                }
+                if let Some(old) = &created.set_aside
+                    && let Err(e) = self.docker.remove(old, 0).await
+                {
+                    // Stopped and renamed: harmless, and the next command
+                    // on this service removes it (`Driver::router`).
+                    tracing::warn!(container = %old, error = %e, "removing the router set aside failed");
                 }
                 Ok((rp, status))
             }
@@ -302,6 +314,27 @@ impl Driver {
             return Err(Error::RouterDied(name.to_string()));
         }
         Ok(())
+    }
+
+    /// The router of `service`; call it holding the service's lock. An `up`
+    /// that was killed while it made a stopped router again may have left
+    /// that router set aside (`plan::aside_name`): it is put back when it is
+    /// the service's only router, and removed when the new one was made (it
+    /// has the same identity).
+    pub async fn router(&self, service: &ServiceName) -> Result<Option<RouterInfo>, Error> {
+        let current = self.docker.router(service).await?;
+        let Some(aside) = self.docker.router_set_aside(service).await? else {
+            return Ok(current);
+        };
+        if current.is_some() {
+            tracing::info!(router = %aside.name, "removing a router set aside by an up that did not finish; its successor runs");
+            self.docker.remove(&aside.id, 0).await?;
+            return Ok(current);
+        }
+        let name = plan::router_name(service.as_str());
+        tracing::info!(router = %name, "putting back a router set aside by an up that did not finish");
+        self.docker.rename(&aside.id, &name).await?;
+        Ok(self.docker.router(service).await?)
     }
 
     /// Brings a router back in line with its service: starts it if it is
@@ -584,11 +617,12 @@ struct Created {
     service: ServiceName,
     /// The service's state directory was (or may have been) created.
     dir: bool,
-    /// Made again from a stopped router: a roll-back releases nothing, keeps
-    /// the lease directory and leaves the new router stopped (not removed),
-    /// as it found the old one, so a later `up` makes it again with the same
-    /// recorded identity and claims the same lease.
-    keep_lease: bool,
+    /// Made again from a stopped router, this one (its container ID), set
+    /// aside: a roll-back releases nothing, keeps the lease directory,
+    /// removes the new router and puts the old one back, as it found it, so a
+    /// later `up` makes it again with the same recorded identity and claims
+    /// the same lease.
+    set_aside: Option<String>,
     /// Set before the container is asked for: a create that failed after
     /// Docker made the container is still found by name.
     container_name: Option<String>,
@@ -609,27 +643,36 @@ impl Created {
                 }
             };
         }
+        let keep_lease = self.set_aside.is_some();
+        // Whether the router's name is free again for the one set aside.
+        let mut name_free = true;
         if let Some(id) = id {
-            // The agent releases what it may have got (it keeps its lease
-            // on SIGTERM); the macvlan leg lives in the router's namespace
-            // and goes with it.
-            let left_stopped = self.keep_lease
-                && match docker.stop(&id, 5).await {
-                    Ok(()) => true,
-                    Err(e) => {
-                        tracing::warn!(container = %id, error = %e, "roll-back: stopping the router failed; removing it");
-                        false
-                    }
-                };
-            if !self.keep_lease {
+            // The agent releases what it may have got, unless the lease is
+            // the old router's (it keeps its lease on SIGTERM); the macvlan
+            // leg lives in the router's namespace and goes with it.
+            if !keep_lease {
                 release(&self.service, 5).await;
             }
-            if !left_stopped && let Err(e) = docker.remove(&id, 5).await {
+            if let Err(e) = docker.remove(&id, 5).await {
                 tracing::warn!(container = %id, error = %e, "roll-back: removing the router failed");
                 eprintln!("warning: could not remove router container {id}: {e}");
+                // Stopped, it records the same identity as the old one,
+                // which the next command on this service then removes.
+                let _ = docker.stop(&id, 5).await;
+                name_free = false;
             }
         }
-        let removed = match (self.dir, self.keep_lease) {
+        if let Some(old) = &self.set_aside
+            && name_free
+        {
+            let name = crate::plan::router_name(self.service.as_str());
+            if let Err(e) = docker.rename(old, &name).await {
+                // The next command on this service puts it back.
+                tracing::warn!(container = %old, error = %e, "roll-back: putting the old router back failed");
+                eprintln!("warning: could not rename router container {old} back to {name}: {e}");
+            }
+        }
+        let removed = match (self.dir, keep_lease) {
             (false, _) => Ok(()),
             (true, false) => state::remove_service_dir(&self.service),
             (true, true) => state::remove_run_state(&self.service),

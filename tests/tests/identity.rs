@@ -140,3 +140,58 @@ fn up_after_an_unclean_stop_brings_the_same_address_back() {
     let down = bed.down(&web.name);
     assert!(down.ok(), "{down}");
 }
+
+/// `up` on a stopped router makes it again; a failure after the old one was set aside and
+/// before the new one runs (here: the lease directory cannot be made, a file is in its
+/// place) puts the old router back as it was (same container), so its recorded identity
+/// survives: the next `up` (with another host ID meanwhile, so an identity derived anew
+/// would differ) gets the same identity and address. The old code removed the stopped
+/// router first, and the identity went with it.
+#[test]
+fn a_failed_remake_of_a_stopped_router_keeps_its_identity() {
+    require_root!();
+    let bed = DockerBed::new(11);
+    let (_run, lib) = bed.use_own_state_dirs();
+    let web = bed.run_service("web", &[]);
+    let first = bed.up(&web.name, &[]);
+    let identity = bed.status_json(&web.name)["identity"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let router = docker::router_name(&web.name);
+    let id_of = |name: &str| docker::docker(&["inspect", "--format", "{{.Id}}", name]);
+    let old_id = id_of(&router).unwrap();
+    docker::docker_ok(&["kill", &router]);
+    std::fs::write(lib.join(".host-id"), format!("{}\n", "0".repeat(32))).unwrap();
+
+    let lease_dir = lib.join(&web.name);
+    let kept = lib.join("kept-lease-dir");
+    std::fs::rename(&lease_dir, &kept).unwrap();
+    std::fs::write(&lease_dir, "not a directory").unwrap();
+    let failed = bed.try_up(&web.name, &[]);
+    std::fs::remove_file(&lease_dir).unwrap();
+    std::fs::rename(&kept, &lease_dir).unwrap();
+    assert!(
+        !failed.ok(),
+        "up with a file for a lease directory: {failed}"
+    );
+    assert_eq!(
+        id_of(&router).as_deref(),
+        Ok(old_id.as_str()),
+        "the stopped router is not back after the failed up: {failed}"
+    );
+    assert!(
+        id_of(&format!("netcontainer.aside-{}", web.name)).is_err(),
+        "a router is left set aside"
+    );
+
+    let again = bed.up(&web.name, &[]);
+    assert_eq!(again.address, first.address, "another address");
+    assert_eq!(bed.status_json(&web.name)["identity"], identity.as_str());
+    assert_ne!(id_of(&router).unwrap(), old_id, "not made again");
+    let got = bed.fetch(again.address, 80, 5).unwrap();
+    assert!(got.contains(&format!("hello from {} ", web.name)), "{got}");
+    let down = bed.down(&web.name);
+    assert!(down.ok(), "{down}");
+    bed.assert_clean(&web.name);
+}

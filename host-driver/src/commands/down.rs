@@ -30,7 +30,7 @@ pub async fn run(a: DownArgs) -> Result<(), Error> {
     // The service may already be gone; its router is found by name and label.
     let service = driver.docker.resolve(&a.container).await?;
     let _lock = ServiceLock::take(&service, LOCK_PATIENCE).await?;
-    let Some(router) = driver.docker.router(&service).await? else {
+    let Some(router) = driver.router(&service).await? else {
         // A state directory left by a crash (the name is valid, so the path
         // is inside the run directory).
         state::remove_service_dir(&service)?;

@@ -12,7 +12,7 @@ use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 
 use super::convert::{
@@ -192,6 +192,19 @@ impl DockerClient {
             .filter(|r| &r.service == service))
     }
 
+    /// The router of `service` that an `up` set aside while it made the
+    /// router again ([`crate::plan::aside_name`]), if there is one.
+    pub async fn router_set_aside(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Option<RouterInfo>, DockerError> {
+        let name = crate::plan::aside_name(service.as_str());
+        Ok(self
+            .router_of(&name)
+            .await?
+            .filter(|r| &r.service == service))
+    }
+
     /// What a name or ID given by the user means: the service it names (a
     /// router stands for its service), or, when no container answers to it,
     /// the removed service whose router has that service name or whose
@@ -281,8 +294,7 @@ impl DockerClient {
             // Inspected for its own labels; a container removed meanwhile is skipped.
             out.extend(self.router_of(&id).await?);
         }
-        out.sort_by(|a, b| a.service.cmp(&b.service));
-        Ok(out)
+        Ok(one_per_service(out))
     }
 
     /// Refuses a network on which the router cannot reach the service: a
@@ -710,6 +722,17 @@ impl DockerClient {
         }
     }
 
+    /// Renames a container (a router set aside, or put back).
+    pub async fn rename(&self, id: &str, name: &str) -> Result<(), DockerError> {
+        self.docker
+            .rename_container(
+                id,
+                RenameContainerOptionsBuilder::default().name(name).build(),
+            )
+            .await
+            .map_err(api(format!("renaming {id} to {name}")))
+    }
+
     pub async fn remove(&self, id: &str, grace_secs: i32) -> Result<(), DockerError> {
         if let Err(e) = self.stop(id, grace_secs).await {
             tracing::warn!(container = %id, error = %e, "stop failed; removing by force");
@@ -734,6 +757,23 @@ impl DockerClient {
     }
 }
 
+/// Routers sorted by service, one per service: a router set aside by an
+/// `up` that did not finish (see [`crate::plan::aside_name`]) is listed only
+/// when its service has no other, so that `watch` still looks at that
+/// service (and puts it back) and `ls` shows it, while no service is listed
+/// twice.
+fn one_per_service(mut routers: Vec<RouterInfo>) -> Vec<RouterInfo> {
+    let aside = |r: &RouterInfo| r.name == crate::plan::aside_name(r.service.as_str());
+    let made_again: std::collections::BTreeSet<ServiceName> = routers
+        .iter()
+        .filter(|r| !aside(r))
+        .map(|r| r.service.clone())
+        .collect();
+    routers.retain(|r| !aside(r) || !made_again.contains(&r.service));
+    routers.sort_by(|a, b| a.service.cmp(&b.service));
+    routers
+}
+
 /// Every IPv4 address of this network namespace's devices, as (device,
 /// address); none when they cannot be read (then only networks whose IPAM
 /// names a gateway are served).
@@ -749,5 +789,43 @@ fn host_ipv4_addrs() -> Vec<(String, Ipv4Addr)> {
             tracing::debug!(error = %e, "cannot list the host's addresses");
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(name: &str, service: &str) -> RouterInfo {
+        RouterInfo {
+            id: name.into(),
+            name: name.into(),
+            service: ServiceName::parse(service).unwrap(),
+            running: false,
+            labels: HashMap::new(),
+        }
+    }
+
+    /// A router set aside is listed for its service only when it is the
+    /// service's only router (so watch still looks at that service).
+    #[test]
+    fn a_router_set_aside_is_listed_only_alone() {
+        let listed = one_per_service(vec![
+            router("netcontainer-web2", "web2"),
+            router("netcontainer.aside-web2", "web2"),
+            router("netcontainer.aside-web1", "web1"),
+            router("netcontainer-web3", "web3"),
+        ]);
+        let names: Vec<&str> = listed.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "netcontainer.aside-web1",
+                "netcontainer-web2",
+                "netcontainer-web3"
+            ]
+        );
+        // The aside name of one service is never the router name of another.
+        assert!(!crate::plan::aside_name("web").starts_with(crate::plan::ROUTER_PREFIX));
     }
 }

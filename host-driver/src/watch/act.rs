@@ -49,7 +49,7 @@ pub(super) async fn try_reconcile(
     };
     let d = &ctx.driver;
     let args = &ctx.args;
-    let router = d.docker.router(service).await?;
+    let router = d.router(service).await?;
     let svc = match d.docker.service(service.as_str()).await {
         // Docker falls back to an ID prefix when no container has the
         // name: a removed service's name is not some other container.
