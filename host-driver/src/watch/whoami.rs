@@ -178,9 +178,10 @@ pub struct WatchDirectory {
     members: tokio::sync::Mutex<Members>,
 }
 
-/// An admitted caller: its network and its address there.
+/// An admitted caller: its network (ID and name) and its address there.
 pub struct Caller {
     network_id: String,
+    network_name: String,
     peer: Ipv4Addr,
 }
 
@@ -277,18 +278,24 @@ impl WatchDirectory {
 }
 
 /// Whether the inspected container is running and holds the caller's
-/// address on the caller's network.
+/// address on the caller's network. Docker gives the endpoint's network by
+/// ID; Podman 4 by name (its `NetworkID` is the name, containers/podman#24910):
+/// either names the caller's network.
 fn holds(c: &ContainerInspectResponse, caller: &Caller) -> bool {
     let running = c.state.as_ref().and_then(|s| s.running) == Some(true);
     let peer = caller.peer.to_string();
+    let ours = |id: Option<&str>| {
+        id.is_some_and(|id| {
+            !id.is_empty() && (id == caller.network_id || id == caller.network_name)
+        })
+    };
     running
         && c.network_settings
             .as_ref()
             .and_then(|n| n.networks.as_ref())
             .is_some_and(|nets| {
                 nets.values().any(|e| {
-                    e.network_id.as_deref() == Some(caller.network_id.as_str())
-                        && e.ip_address.as_deref() == Some(peer.as_str())
+                    ours(e.network_id.as_deref()) && e.ip_address.as_deref() == Some(peer.as_str())
                 })
             })
 }
@@ -322,6 +329,7 @@ impl Directory for WatchDirectory {
         let nets = self.nets.read().unwrap_or_else(|p| p.into_inner());
         admitted(&nets, peer, local).map(|n| Caller {
             network_id: n.id.clone(),
+            network_name: n.name.clone(),
             peer,
         })
     }
@@ -481,7 +489,8 @@ mod tests {
     #[test]
     fn only_the_container_holding_the_address_now_is_the_caller() {
         let caller = Caller {
-            network_id: "net1".into(),
+            network_id: "c0ffee".into(),
+            network_name: "net1".into(),
             peer: "198.51.100.2".parse().unwrap(),
         };
         let inspected = |running: bool, net: &str, ip: &str| -> ContainerInspectResponse {
@@ -491,7 +500,10 @@ mod tests {
             }))
             .unwrap()
         };
+        // Docker names the network by ID, Podman by name.
+        assert!(holds(&inspected(true, "c0ffee", "198.51.100.2"), &caller));
         assert!(holds(&inspected(true, "net1", "198.51.100.2"), &caller));
+        assert!(!holds(&inspected(true, "", "198.51.100.2"), &caller));
         // Stopped: its address may be another container's now.
         assert!(!holds(&inspected(false, "net1", "198.51.100.2"), &caller));
         // Running, but with another address, or on another network.
