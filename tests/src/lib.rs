@@ -47,6 +47,7 @@ pub mod docker6;
 pub mod isolation;
 pub mod kea;
 pub mod netns;
+pub mod podman;
 pub mod proc;
 pub mod refclient;
 pub mod refclient6;
