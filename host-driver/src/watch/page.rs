@@ -66,30 +66,13 @@ pub fn span(secs: u64) -> String {
     }
 }
 
-/// `t` in UTC as (`2026-12-07 07:40:12 UTC`, `2026-12-07T07:40:12Z`).
+/// `t` in UTC as (`2026-12-07 07:40:12 UTC`, `2026-12-07T07:40:12Z`), by
+/// `humantime` (a date is not worth code of our own).
 fn utc(t: SystemTime) -> (String, String) {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (y, mo, d) = civil(secs / 86_400);
-    let (h, mi, s) = (secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    (
-        format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC"),
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z"),
-    )
-}
-
-/// The proleptic Gregorian date of a day since 1970-01-01 (H. Hinnant's
-/// `civil_from_days`, for days from the epoch on).
-fn civil(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + u64::from(m <= 2);
-    (y, m, d)
+    let t = t.max(UNIX_EPOCH);
+    let machine = humantime::format_rfc3339_seconds(t).to_string();
+    let person = format!("{} UTC", machine.trim_end_matches('Z').replacen('T', " ", 1));
+    (person, machine)
 }
 
 /// Seconds from `earlier` to `later`, 0 when the clock went back.
