@@ -25,6 +25,8 @@ const DOCKER_SOCKET: &str = "unix:///var/run/docker.sock";
 pub struct Podman {
     /// The service's socket.
     pub sock: PathBuf,
+    /// Bridges of networks made on it (see [`Podman::allow_bridge`]).
+    bridges: std::sync::Mutex<Vec<String>>,
     proc: Option<ProcGuard>,
     tmp: TempDir,
 }
@@ -65,6 +67,7 @@ impl Podman {
             .expect("spawn podman system service (is podman installed? scripts/install-deps)");
         let p = Podman {
             sock,
+            bridges: Default::default(),
             proc: Some(ProcGuard::new(child, "podman system service")),
             tmp,
         };
@@ -126,6 +129,14 @@ impl Podman {
         self.podman(&["load", "-q", "-i", &archive.display().to_string()])
             .unwrap_or_else(|e| panic!("podman load {image}: {e}"));
         let _ = std::fs::remove_file(&archive);
+    }
+
+    /// Lets a router on the Podman network with device `bridge` reach its service
+    /// while Docker runs too ([`BridgeForward`]), and has the network's leftover
+    /// netavark rules removed when this instance goes.
+    pub fn allow_bridge(&self, bridge: &str) -> BridgeForward {
+        self.bridges.lock().unwrap().push(bridge.to_string());
+        BridgeForward::allow(bridge)
     }
 
     /// The service's log (stderr).
@@ -194,10 +205,46 @@ impl Drop for Podman {
         if let Some(mut p) = self.proc.take() {
             p.terminate(Duration::from_secs(10));
         }
+        let bridges = std::mem::take(&mut *self.bridges.lock().unwrap());
         // Containers (stopped and removed), pods, networks, images and the storage
         // (with its overlay mounts): all of them this instance's own.
         if let Err(e) = self.podman(&["system", "reset", "--force"]) {
             eprintln!("podman system reset: {e}");
+        }
+        for b in bridges {
+            remove_isolation_rules(&b);
+        }
+    }
+}
+
+/// netavark 1.4 leaves a network's two isolation rules in iptables when the network
+/// goes (seen after every run here): deleted by hand, for the bridges we made only.
+fn remove_isolation_rules(bridge: &str) {
+    let rules: [&[&str]; 2] = [
+        &[
+            "NETAVARK_ISOLATION_1",
+            "-i",
+            bridge,
+            "!",
+            "-o",
+            bridge,
+            "-j",
+            "NETAVARK_ISOLATION_2",
+        ],
+        &["NETAVARK_ISOLATION_2", "-o", bridge, "-j", "DROP"],
+    ];
+    for rule in rules {
+        // Bounded: each deletion removes one copy; there is at most one per network.
+        for _ in 0..4 {
+            let deleted = Command::new("iptables")
+                .arg("-D")
+                .args(rule)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !deleted {
+                break;
+            }
         }
     }
 }

@@ -18,7 +18,7 @@
 //! Root only; holds the exclusive suite lock (watch acts on every router of the engine).
 
 use netcontainer_tests::docker::{self, ROUTER_IMAGE, SAMPLE_IMAGE};
-use netcontainer_tests::podman::{BridgeForward, Podman};
+use netcontainer_tests::podman::Podman;
 use netcontainer_tests::watch::{self, Watch};
 use netcontainer_tests::*;
 use std::net::Ipv4Addr;
@@ -46,7 +46,7 @@ fn demo_and_watch_basics_on_podman() {
         "DOCKER_HOST does not reach Podman: server version {engine:?}"
     );
     let bed = watch::bed(0);
-    let _forward = BridgeForward::allow(&bed.bridge());
+    let _forward = podman.allow_bridge(&bed.bridge());
 
     // --- 1. the demo's steps -----------------------------------------------------------
     let svc = bed.run_service("web", &["--http", "80"]);
