@@ -37,6 +37,7 @@ pub mod addrwatch;
 pub mod agent;
 pub mod bed;
 pub mod browser;
+pub mod capture;
 pub mod chaos;
 pub mod daemon;
 pub mod dhcp;
