@@ -44,8 +44,11 @@ pub struct Dhcp {
     pub ciaddr: Ipv4Addr,
     pub yiaddr: Ipv4Addr,
     pub giaddr: Ipv4Addr,
+    /// The codes of every option present, in order.
+    pub options: Vec<u8>,
 }
 
+pub const OFFER: u8 = 2;
 pub const REQUEST: u8 = 3;
 pub const ACK: u8 = 5;
 pub const TCP_SYN: u8 = 0x02;
@@ -240,6 +243,7 @@ fn parse_dhcp(p: &[u8], sport: u16, dport: u16) -> Option<Dhcp> {
     }
     let ip = |o: usize| Ipv4Addr::new(p[o], p[o + 1], p[o + 2], p[o + 3]);
     let mut msg_type = 0;
+    let mut options = Vec::new();
     let mut i = 240;
     while i < p.len() {
         match p[i] {
@@ -247,6 +251,7 @@ fn parse_dhcp(p: &[u8], sport: u16, dport: u16) -> Option<Dhcp> {
             0 => i += 1,
             code => {
                 let len = *p.get(i + 1)? as usize;
+                options.push(code);
                 if code == 53 && len == 1 {
                     msg_type = *p.get(i + 2)?;
                 }
@@ -262,5 +267,6 @@ fn parse_dhcp(p: &[u8], sport: u16, dport: u16) -> Option<Dhcp> {
         ciaddr: ip(12),
         yiaddr: ip(16),
         giaddr: ip(24),
+        options,
     })
 }
