@@ -2,6 +2,8 @@
 //! namespaces (dnsmasq, ISC Kea; the crafted [`rogue::Responder`] where no real server
 //! can be made to do it), judged from the server's lease table and a capture. Root only.
 //!
+//! * Option 26 (interface MTU): applied to lan0, and the MSS of SYNs crossing the router
+//!   is clamped to it (a real TCP connection through a forward, captured on both sides).
 //! * Classless static routes (option 121): the routes land in the agent's table and
 //!   option 3 is ignored (RFC 3442 section 3).
 //! * An unasked option 108 (IPv6-only preferred, RFC 8925) in OFFER and ACK: ignored.
@@ -15,6 +17,7 @@ use netcontainer_proto::contract::{self, LAN_IF};
 use netcontainer_tests::capture::{self, Capture};
 use netcontainer_tests::dhcp::{self, ACK, DISCOVER, OFFER, REQUEST};
 use netcontainer_tests::rogue::{self, Request, Responder};
+use netcontainer_tests::service;
 use netcontainer_tests::*;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
@@ -119,6 +122,110 @@ fn kea_expiry_moves(kea: &Kea, addr: Ipv4Addr, after: u64, within: Duration) -> 
             kea.requests()
         )
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Option 26
+
+/// The MTU of `ifname` in `ns`.
+fn mtu_of(ns: &Netns, ifname: &str) -> u64 {
+    let out = ns.exec_ok(&["ip", "-j", "link", "show", ifname]);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j link");
+    v[0]["mtu"].as_u64().expect("mtu")
+}
+
+/// The MSS of the TCP segments with SYN set in a capture, with their source.
+fn syn_mss(pkts: &[capture::Packet]) -> Vec<(Ipv4Addr, u8, Option<u16>)> {
+    pkts.iter()
+        .filter_map(|p| match p.kind {
+            capture::Kind::Tcp { flags, mss, .. } if flags & capture::TCP_SYN != 0 => {
+                Some((p.src, flags, mss))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// dnsmasq gives option 26 = 1400 on a LAN whose links, like the service side's, are
+/// 1500: lan0 gets MTU 1400, and a real TCP connection from a LAN client through a
+/// forward to a service host has its SYN (seen on the service side) and SYN-ACK (seen
+/// on the LAN) offer an MSS of at most 1360, where both ends offered 1460.
+#[test]
+fn option_26_sets_the_lan_mtu_and_clamps_the_mss_both_ways() {
+    require_root!();
+    let mut lan = Lan::with_router();
+    let dnsmasq = Dnsmasq::start(
+        &lan.lan,
+        DnsmasqOpts {
+            extra: vec!["--dhcp-option=26,1400".into()],
+            ..DnsmasqOpts::default()
+        },
+    );
+    let client = lan.add_client(10);
+    let mut svc = ServiceNet::attach(lan.router());
+    let host = svc.add_host(2);
+    let _banner = service::BannerServer::start(&host, [8080], "mtu");
+    let tmp = TempDir::new("mtu");
+    let agent = Agent::start(lan.router(), tmp.path());
+    assert_eq!(
+        mtu_of(lan.router(), LAN_IF),
+        1500,
+        "the bed's lan0 starts at 1500"
+    );
+    let out = agent.apply(
+        &ApplyArgs::new(LAN_IF)
+            .forward("tcp:80=198.51.100.2:8080")
+            .wait(15),
+    );
+    assert!(out.ok(), "apply failed: {out}");
+    let addr = out.address().expect("address");
+    assert!(dnsmasq.lease_of(addr).is_some());
+    assert!(
+        wait_until(5 * S, POLL, || mtu_of(lan.router(), LAN_IF) == 1400),
+        "lan0's MTU is {}, not option 26's 1400",
+        mtu_of(lan.router(), LAN_IF)
+    );
+    let lan_cap = Capture::start(&lan.lan, "br0", "tcp port 80");
+    let svc_cap = Capture::start(&host, "eth0", "tcp port 8080");
+    let got = service::retry(5, S / 2, || service::tcp_fetch(&client, addr, 80, 2 * S));
+    assert!(got.as_deref().is_ok_and(|b| b.contains("mtu")), "{got:?}");
+    std::thread::sleep(S / 5);
+    let lan_syns = syn_mss(&lan_cap.packets());
+    let svc_syns = syn_mss(&svc_cap.packets());
+    // On the LAN: the client's SYN offers 1460 (its link is 1500), the router's SYN-ACK
+    // (from the lease address) at most 1360.
+    let client_ip = Ipv4Addr::new(192, 0, 2, 10);
+    assert!(
+        lan_syns
+            .iter()
+            .any(|(src, _, m)| *src == client_ip && *m == Some(1460)),
+        "{lan_syns:?}"
+    );
+    let synack_lan: Vec<_> = lan_syns.iter().filter(|(src, _, _)| *src == addr).collect();
+    assert!(
+        !synack_lan.is_empty(),
+        "no SYN-ACK on the LAN: {lan_syns:?}"
+    );
+    assert!(
+        synack_lan
+            .iter()
+            .all(|(_, _, m)| m.is_some_and(|m| m <= 1360)),
+        "SYN-ACK toward the LAN not clamped: {lan_syns:?}"
+    );
+    // On the service side: the SYN the service host gets offers at most 1360.
+    let syn_svc: Vec<_> = svc_syns
+        .iter()
+        .filter(|(src, _, _)| *src != Ipv4Addr::new(198, 51, 100, 2))
+        .collect();
+    assert!(
+        !syn_svc.is_empty(),
+        "no SYN on the service side: {svc_syns:?}"
+    );
+    assert!(
+        syn_svc.iter().all(|(_, _, m)| m.is_some_and(|m| m <= 1360)),
+        "SYN toward the service not clamped: {svc_syns:?}"
+    );
+    drop(agent);
 }
 
 // ---------------------------------------------------------------------------------------
