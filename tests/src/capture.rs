@@ -270,3 +270,74 @@ fn parse_dhcp(p: &[u8], sport: u16, dport: u16) -> Option<Dhcp> {
         options,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(frame: &[u8], secs: u32) -> Vec<u8> {
+        let mut r = Vec::new();
+        for v in [secs, 500_000, frame.len() as u32, frame.len() as u32] {
+            r.extend_from_slice(&v.to_le_bytes());
+        }
+        r.extend_from_slice(frame);
+        r
+    }
+
+    fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        f.extend_from_slice(&[0x45, 0, 0, 0, 0, 0, 0, 0, 64, proto, 0, 0]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&dst);
+        f.extend_from_slice(l4);
+        f
+    }
+
+    #[test]
+    fn reads_a_dhcp_ack_and_a_syn_with_its_mss() {
+        let mut pcap = Vec::new();
+        for v in [0xa1b2c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+            pcap.extend_from_slice(&v.to_le_bytes());
+        }
+        pcap.truncate(24);
+        // DHCP ACK with the broadcast flag, yiaddr 192.0.2.50, options 53=5, 26, end.
+        let mut dhcp = vec![0u8; 240];
+        dhcp[0] = 2;
+        dhcp[10] = 0x80;
+        dhcp[16..20].copy_from_slice(&[192, 0, 2, 50]);
+        dhcp[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        dhcp.extend_from_slice(&[53, 1, 5, 26, 2, 5, 120, 255]);
+        let mut udp = vec![0, 67, 0, 68, 0, 0, 0, 0];
+        udp.extend_from_slice(&dhcp);
+        pcap.extend(record(&ipv4(17, [192, 0, 2, 1], [255; 4], &udp), 10));
+        // TCP SYN with NOP, MSS 1360.
+        let mut tcp = vec![0u8; 20];
+        tcp[0..4].copy_from_slice(&[0x1f, 0x90, 0, 80]);
+        tcp[12] = 7 << 4;
+        tcp[13] = TCP_SYN;
+        tcp.extend_from_slice(&[1, 2, 4, 0x05, 0x50, 0, 0, 0]);
+        pcap.extend(record(&ipv4(6, [192, 0, 2, 10], [192, 0, 2, 50], &tcp), 11));
+        // A truncated last record is ignored.
+        pcap.extend_from_slice(&[1, 2, 3]);
+
+        let p = parse_pcap(&pcap);
+        assert_eq!(p.len(), 2, "{p:?}");
+        let d = p[0].dhcp().expect("dhcp");
+        assert_eq!((d.msg_type, d.broadcast_flag), (ACK, true));
+        assert_eq!(d.yiaddr, Ipv4Addr::new(192, 0, 2, 50));
+        assert_eq!(d.options, vec![53, 26]);
+        assert_eq!(p[0].dst, Ipv4Addr::BROADCAST);
+        assert_eq!(
+            p[1].kind,
+            Kind::Tcp {
+                sport: 8080,
+                dport: 80,
+                flags: TCP_SYN,
+                mss: Some(1360)
+            }
+        );
+        assert!((p[1].at - 1.0).abs() < 1e-9);
+        assert!(parse_pcap(&[0; 10]).is_empty());
+    }
+}
