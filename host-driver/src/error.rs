@@ -100,11 +100,11 @@ impl Error {
                 path.display()
             )),
             Error::WaitTimeout { .. } => Some(
-                "check that a DHCP server answers on the LAN the interface is attached to; `netcontainer agent status` shows progress"
+                "check that a DHCP server answers on the LAN the interface is attached to and has a free address (a full pool stays silent); `netcontainer agent status` shows progress"
                     .into(),
             ),
             Error::UpTimeout { .. } => Some(
-                "check that a DHCP server answers on the parent's LAN, or raise --timeout; with a parent that drops unknown MACs (VMs, WiFi) try --mode ipvlan"
+                "check that a DHCP server answers on the parent's LAN and has a free address (a full pool stays silent), or raise --timeout; with a parent that drops unknown MACs (VMs, WiFi) try --mode ipvlan"
                     .into(),
             ),
             Error::AgentProtocol(_) => {

@@ -108,6 +108,7 @@ fn main() {
                     lease: Some(lease),
                     forwards,
                     gateway_for: None,
+                    mss: None,
                 },
                 v6: Some(Ipv6Policy::default()),
             };

@@ -70,6 +70,8 @@ pub struct AddressConfig {
     /// Classless static routes (option 121): destination, prefix length,
     /// router (0.0.0.0: on-link).
     pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    /// The interface MTU the lease gave (option 26); `None`: left as it is.
+    pub mtu: Option<u16>,
     /// Remaining lifetime; `None` for an infinite lease.
     pub lifetime: Option<Duration>,
 }
@@ -185,6 +187,16 @@ impl Netconf {
     /// Adds (or refreshes the lifetime of) the address, and installs the
     /// agent's routing table and rules for it.
     pub async fn install(&self, index: u32, cfg: &AddressConfig) -> Result<(), NetconfError> {
+        // The LAN's MTU first (RFC 2132 section 5.1): routes and the
+        // firewall's MSS clamp follow the link's. One set, no dump.
+        if let Some(mtu) = cfg.mtu {
+            self.handle
+                .link()
+                .set(LinkUnspec::new_with_index(index).mtu(mtu.into()).build())
+                .execute()
+                .await
+                .map_err(nl(format!("setting the MTU to {mtu} (option 26)")))?;
+        }
         let secs = kernel_lifetime(cfg.lifetime).max(1);
         let mut req = self
             .handle

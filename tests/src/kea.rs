@@ -48,6 +48,11 @@ pub struct KeaOpts {
     pub authoritative: bool,
     /// Kea subnet id (change it with the subnet).
     pub subnet_id: u32,
+    /// The subnet is not on br0 but behind a relay (its gateway is the relay's address on
+    /// the clients' LAN): the gateway is not added to br0.
+    pub off_link: bool,
+    /// More entries of the subnet's `option-data` (e.g. `{"code": 108, "data": "..."}`).
+    pub extra_options: Vec<serde_json::Value>,
 }
 
 impl Default for KeaOpts {
@@ -63,6 +68,8 @@ impl Default for KeaOpts {
             select_by_interface: false,
             authoritative: false,
             subnet_id: 1,
+            off_link: false,
+            extra_options: Vec::new(),
         }
     }
 }
@@ -98,6 +105,7 @@ impl KeaOpts {
             let d: Vec<String> = self.dns.iter().map(|a| a.to_string()).collect();
             options.push(json!({"name": "domain-name-servers", "data": d.join(", ")}));
         }
+        options.extend(self.extra_options.iter().cloned());
         let mut subnet = json!({
             "id": self.subnet_id,
             "subnet": self.subnet,
@@ -201,9 +209,10 @@ impl Kea {
     fn launch(&mut self) {
         assert!(self.proc.is_none(), "kea already running");
         let gw = self.opts.gateway;
-        if !crate::addr_on(&self.ns, "br0")
-            .iter()
-            .any(|(a, _)| *a == gw)
+        if !self.opts.off_link
+            && !crate::addr_on(&self.ns, "br0")
+                .iter()
+                .any(|(a, _)| *a == gw)
         {
             let plen = self.opts.subnet.split('/').nth(1).unwrap_or("24");
             self.ns

@@ -18,6 +18,8 @@
 //! * [`dhcp`]: hand-crafted DHCP packets and a sender; [`dns`]: a tiny DNS A query.
 //! * [`rogue`]: crafted/rogue DHCP servers ([`rogue::Responder`]), ingress drops of chosen
 //!   DHCP replies, a second namespace on the LAN bridge.
+//! * [`capture`]: tcpdump on a bed's interface, read back by a small pcap reader (DHCP
+//!   fields, TCP SYNs and their MSS), for tests judged from the wire.
 //! * [`AddrWatch`]: netlink RTM_NEWADDR watcher with sub-millisecond timing (benchmarks).
 //! * [`service`]: the service side behind a router ([`ServiceNet`]: segment bridge, hosts
 //!   on 198.51.100.0/24), a routed second LAN ([`RoutedNet`], 203.0.113.0/24), small
@@ -37,6 +39,7 @@ pub mod addrwatch;
 pub mod agent;
 pub mod bed;
 pub mod browser;
+pub mod capture;
 pub mod chaos;
 pub mod daemon;
 pub mod dhcp;

@@ -20,6 +20,8 @@ pub struct Lease {
     pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
     pub server_id: Ipv4Addr,
     pub dns: Vec<Ipv4Addr>,
+    /// The interface MTU (option 26), when the server gave a legal one.
+    pub mtu: Option<u16>,
     /// The lease time (`valid`, `None` for an infinite lease) and T1/T2
     /// after validation ([`crate::timers::rfc2131_timers`]), counted from
     /// when the REQUEST that earned this ACK was sent.

@@ -19,9 +19,11 @@ use crate::timers::{LeaseTimes, lifetime};
 
 /// Option codes kept from received messages before they are handed to
 /// dhcproto (see [`sanitize_reply`]).
-const KEPT_OPTIONS: [u8; 9] = [1, 3, 6, 51, 53, 54, 58, 59, 121];
+const KEPT_OPTIONS: [u8; 10] = [1, 3, 6, 26, 51, 53, 54, 58, 59, 121];
 /// The parameter request list (option 55) sent in DISCOVER and REQUEST.
-pub const REQUESTED_PARAMS: [u8; 8] = [1, 3, 6, 15, 51, 58, 59, 121];
+pub const REQUESTED_PARAMS: [u8; 9] = [1, 3, 6, 15, 26, 51, 58, 59, 121];
+/// The smallest interface MTU option 26 may carry (RFC 2132 section 5.1).
+pub const MIN_MTU: u16 = 68;
 /// Option 57.
 pub const MAX_MESSAGE_SIZE: u16 = 1500;
 /// BOOTP minimum message size: every message is padded with zeros to this.
@@ -212,6 +214,7 @@ pub fn sanitize_reply(payload: &[u8], xid: u32, chaddr: &[u8; 6]) -> Option<Mess
 fn well_formed(code: u8, data: &[u8]) -> bool {
     match code {
         53 => data.len() == 1,
+        26 => data.len() == 2,
         1 | 51 | 54 | 58 | 59 => data.len() == 4,
         3 | 6 => !data.is_empty() && data.len().is_multiple_of(4),
         121 => {
@@ -306,6 +309,12 @@ pub fn parse_lease(
             .collect(),
         _ => Vec::new(),
     };
+    // Option 26: RFC 2132 section 5.1 makes 68 the smallest legal value; a
+    // smaller one is no MTU at all and is ignored.
+    let mtu = match opts.get(OptionCode::InterfaceMtu) {
+        Some(DhcpOption::InterfaceMtu(m)) if *m >= MIN_MTU => Some(*m),
+        _ => None,
+    };
     Ok(Lease {
         address,
         prefix_len,
@@ -313,6 +322,7 @@ pub fn parse_lease(
         routes,
         server_id,
         dns,
+        mtu,
         times,
     })
 }

@@ -68,6 +68,8 @@ pub struct LeaseAddress {
     pub prefix_len: u8,
     pub gateway: Option<Ipv4Addr>,
     pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    /// The LAN interface's MTU (option 26); `None`: left as it is.
+    pub mtu: Option<u16>,
     /// `None`: infinite.
     pub expires_at: Option<Instant>,
 }
@@ -79,6 +81,7 @@ impl LeaseAddress {
             prefix_len: self.prefix_len,
             gateway: self.gateway,
             routes: self.routes.clone(),
+            mtu: self.mtu,
             lifetime: self.expires_at.map(|t| t.saturating_duration_since(now)),
         }
     }
@@ -130,6 +133,7 @@ pub fn derive(inputs: Inputs<'_>) -> Desired {
                 prefix_len: l.prefix_len,
                 gateway: l.gateway,
                 routes: l.routes.clone(),
+                mtu: l.mtu,
                 expires_at: l.expires_at(),
             })),
             (Origin::Previous, std::net::IpAddr::V4(address)) => Some(V4Address::Keep {
@@ -165,6 +169,9 @@ pub fn derive(inputs: Inputs<'_>) -> Desired {
             lease: Some(l.address),
             forwards: p.forwards.clone(),
             gateway_for: p.gateway_for(),
+            // Whenever the LAN names its MTU: a clamp to it is a no-op for
+            // SYNs that already fit (IPv4 and TCP headers: 40 bytes).
+            mss: l.mtu.map(|m| m.saturating_sub(40)),
         },
         _ => Ipv4Policy::default(),
     };

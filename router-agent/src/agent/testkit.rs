@@ -25,6 +25,7 @@ pub fn lease(address: &str) -> Lease {
         routes: Vec::new(),
         server_id: "192.0.2.1".parse().unwrap(),
         dns: Vec::new(),
+        mtu: None,
         times: LeaseTimes::dhcpv4(Instant::now(), Some(Duration::from_secs(3600)), None, None),
     }
 }

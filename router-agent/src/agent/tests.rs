@@ -60,6 +60,7 @@ fn leased_policy(address: &str) -> Policy {
             lease: Some(ip4(address)),
             forwards: p.forwards.clone(),
             gateway_for: p.gateway_for(),
+            mss: None,
         },
         ..Policy::isolation("lan0", true)
     }

@@ -5,7 +5,7 @@
 //!   0.0.0.0 and receives unicast replies to an address the interface does not have yet.
 //!   A classic BPF filter keeps everything but IPv4/UDP to port 68 in the kernel.
 //! - [`UdpSocket`]: plain UDP bound to `lease_addr:68` on the interface, for unicast
-//!   RENEW and RELEASE to the server.
+//!   RENEW and RELEASE to the server (a raw IP socket when another socket holds port 68).
 //!
 //! Both need a tokio runtime with I/O enabled. The raw socket needs CAP_NET_RAW, binding
 //! port 68 needs CAP_NET_BIND_SERVICE.
@@ -288,67 +288,114 @@ impl RawSocket {
     }
 }
 
-/// A UDP socket bound to `addr:68` on one interface, for unicast RENEW and RELEASE.
+/// The unicast sender for RENEW and RELEASE from the lease address `addr`: a UDP socket
+/// bound to `addr:68` on one interface, or, when another socket in the namespace already
+/// holds port 68 without SO_REUSEADDR (a dhclient, a udhcpc, any plain `bind`), a raw IP
+/// socket that sends the whole IPv4/UDP datagram, source port 68, routed by the kernel
+/// from `addr` like the UDP socket's. That one receives nothing: the replies reach the
+/// [`RawSocket`], whose filter keeps everything to port 68 whoever holds the port.
 #[derive(Debug)]
 pub struct UdpSocket {
-    sock: tokio::net::UdpSocket,
+    inner: Inner,
+    addr: Ipv4Addr,
     ifname: String,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Bound(tokio::net::UdpSocket),
+    HeaderIncluded(AsyncFd<Socket>),
 }
 
 impl UdpSocket {
     /// Binds `addr:68` with SO_REUSEADDR, SO_BINDTODEVICE(`ifname`) and IP_FREEBIND (so the
-    /// address need not be configured yet). Must be called inside a tokio runtime.
+    /// address need not be configured yet); if the port is taken, falls back to the raw
+    /// IP sender (see the type). Must be called inside a tokio runtime.
     pub fn bind(ifname: &str, addr: Ipv4Addr) -> io::Result<Self> {
-        let what = |op: &str| format!("DHCP UDP socket {addr}:68 on {ifname}: {op}");
-        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
-            .map_err(|e| context(&what("socket"), e))?;
-        sock.set_reuse_address(true)
-            .map_err(|e| context(&what("SO_REUSEADDR"), e))?;
-        sock.bind_device(Some(ifname.as_bytes()))
-            .map_err(|e| context(&what("SO_BINDTODEVICE"), e))?;
-        sock.set_freebind_v4(true)
-            .map_err(|e| context(&what("IP_FREEBIND"), e))?;
-        sock.bind(&SocketAddrV4::new(addr, DHCP_CLIENT_PORT).into())
-            .map_err(|e| context(&what("bind"), e))?;
-        sock.set_nonblocking(true)
-            .map_err(|e| context(&what("set nonblocking"), e))?;
-        let sock = tokio::net::UdpSocket::from_std(sock.into())
-            .map_err(|e| context(&what("register with tokio"), e))?;
+        let inner = match bind_udp(ifname, addr) {
+            Ok(s) => Inner::Bound(s),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                tracing::warn!(
+                    %addr, %ifname, error = %e,
+                    "another socket holds UDP port 68 here: sending unicast DHCP from a raw IP socket"
+                );
+                Inner::HeaderIncluded(open_header_included(ifname, addr)?)
+            }
+            Err(e) => return Err(e),
+        };
         Ok(Self {
-            sock,
+            inner,
+            addr,
             ifname: ifname.to_owned(),
         })
     }
 
+    /// Whether port 68 was taken and the raw IP sender is in use.
+    pub fn is_raw(&self) -> bool {
+        matches!(self.inner, Inner::HeaderIncluded(_))
+    }
+
     fn what(&self, op: &str) -> String {
-        match self.sock.local_addr() {
-            Ok(a) => format!("DHCP UDP socket {a} on {}: {op}", self.ifname),
-            Err(_) => format!("DHCP UDP socket on {}: {op}", self.ifname),
-        }
+        let kind = match self.inner {
+            Inner::Bound(_) => "UDP",
+            Inner::HeaderIncluded(_) => "raw IP",
+        };
+        format!(
+            "DHCP {kind} socket {}:68 on {}: {op}",
+            self.addr, self.ifname
+        )
     }
 
     /// Sends `payload` to `server:67`.
     pub async fn send_to(&self, server: Ipv4Addr, payload: &[u8]) -> io::Result<()> {
-        let sent = self
-            .sock
-            .send_to(payload, SocketAddrV4::new(server, DHCP_SERVER_PORT))
-            .await
-            .map_err(|e| context(&self.what(&format!("send to {server}:67")), e))?;
-        if sent != payload.len() {
-            return Err(io::Error::other(self.what(&format!(
-                "short send to {server}:67 ({sent} of {} bytes)",
-                payload.len()
-            ))));
+        let what = || self.what(&format!("send to {server}:67"));
+        let (sent, len) = match &self.inner {
+            Inner::Bound(sock) => (
+                sock.send_to(payload, SocketAddrV4::new(server, DHCP_SERVER_PORT))
+                    .await
+                    .map_err(|e| context(&what(), e))?,
+                payload.len(),
+            ),
+            Inner::HeaderIncluded(fd) => {
+                if payload.len() > MAX_UDP_PAYLOAD {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("{}: payload of {} bytes too large", what(), payload.len()),
+                    ));
+                }
+                let frame = build_ipv4_udp(
+                    self.addr,
+                    server,
+                    DHCP_CLIENT_PORT,
+                    DHCP_SERVER_PORT,
+                    payload,
+                );
+                let to = SockAddr::from(SocketAddrV4::new(server, 0));
+                let sent = fd
+                    .async_io(Interest::WRITABLE, |s| s.send_to(&frame, &to))
+                    .await
+                    .map_err(|e| context(&what(), e))?;
+                (sent, frame.len())
+            }
+        };
+        if sent != len {
+            return Err(io::Error::other(format!(
+                "{}: short send ({sent} of {len} bytes)",
+                what()
+            )));
         }
         Ok(())
     }
 
-    /// Returns the payload of the next datagram from a server port (67).
+    /// Returns the payload of the next datagram from a server port (67). The raw IP
+    /// sender never returns (it receives nothing).
     pub async fn recv(&self) -> io::Result<Vec<u8>> {
+        let Inner::Bound(sock) = &self.inner else {
+            return std::future::pending().await;
+        };
         let mut buf = vec![0u8; RECV_BUF_LEN];
         loop {
-            let (n, from) = self
-                .sock
+            let (n, from) = sock
                 .recv_from(&mut buf)
                 .await
                 .map_err(|e| context(&self.what("receive"), e))?;
@@ -360,6 +407,50 @@ impl UdpSocket {
             return Ok(buf);
         }
     }
+}
+
+fn bind_udp(ifname: &str, addr: Ipv4Addr) -> io::Result<tokio::net::UdpSocket> {
+    let what = |op: &str| format!("DHCP UDP socket {addr}:68 on {ifname}: {op}");
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| context(&what("socket"), e))?;
+    sock.set_reuse_address(true)
+        .map_err(|e| context(&what("SO_REUSEADDR"), e))?;
+    sock.bind_device(Some(ifname.as_bytes()))
+        .map_err(|e| context(&what("SO_BINDTODEVICE"), e))?;
+    sock.set_freebind_v4(true)
+        .map_err(|e| context(&what("IP_FREEBIND"), e))?;
+    sock.bind(&SocketAddrV4::new(addr, DHCP_CLIENT_PORT).into())
+        .map_err(|e| context(&what("bind"), e))?;
+    sock.set_nonblocking(true)
+        .map_err(|e| context(&what("set nonblocking"), e))?;
+    tokio::net::UdpSocket::from_std(sock.into())
+        .map_err(|e| context(&what("register with tokio"), e))
+}
+
+/// An IPPROTO_RAW socket (IP_HDRINCL implied, never receives) on `ifname`, bound to
+/// `addr` so the kernel routes its datagrams as from `addr` (the agent's routing rules
+/// select by source).
+fn open_header_included(ifname: &str, addr: Ipv4Addr) -> io::Result<AsyncFd<Socket>> {
+    let what = |op: &str| format!("DHCP raw IP socket {addr} on {ifname}: {op}");
+    let sock = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(libc::IPPROTO_RAW)),
+    )
+    .map_err(|e| context(&what("socket"), e))?;
+    sock.bind_device(Some(ifname.as_bytes()))
+        .map_err(|e| context(&what("SO_BINDTODEVICE"), e))?;
+    sock.set_freebind_v4(true)
+        .map_err(|e| context(&what("IP_FREEBIND"), e))?;
+    sock.bind(&SocketAddrV4::new(addr, 0).into())
+        .map_err(|e| context(&what("bind"), e))?;
+    sock.set_nonblocking(true)
+        .map_err(|e| context(&what("set nonblocking"), e))?;
+    // SAFETY: `Socket` owns its fd and never replaces or closes it while alive.
+    unsafe { AsyncFd::register(sock) }.map_err(|e| {
+        let (_, cause) = e.into_parts();
+        context(&what("register with tokio"), cause)
+    })
 }
 
 #[cfg(test)]

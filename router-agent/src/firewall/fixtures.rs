@@ -39,6 +39,7 @@ pub fn masquerade(forwards: &[Forward]) -> Policy {
             lease: Some(lease()),
             forwards: forwards.to_vec(),
             gateway_for: None,
+            mss: None,
         },
         v6: Some(Ipv6Policy::default()),
     }

@@ -87,6 +87,9 @@ pub struct Ipv4Policy {
     /// default route), and the service's own connections leave on the LAN
     /// source-NATed to the lease. `None`: masquerade mode.
     pub gateway_for: Option<Ipv4Addr>,
+    /// The TCP MSS that SYNs crossing the LAN interface are lowered to
+    /// (the LAN's MTU, from option 26, less 40); `None`: no clamp.
+    pub mss: Option<u16>,
 }
 
 /// What the IPv6 table forwards: the published ports arriving at

@@ -86,7 +86,7 @@ fn check_common(t: &Transmit) {
 /// DISCOVER and REQUEST options.
 fn check_request_options(t: &Transmit, hostname: bool) {
     let o = opts(&t.payload);
-    assert_eq!(o[&55], vec![1, 3, 6, 15, 51, 58, 59, 121]);
+    assert_eq!(o[&55], vec![1, 3, 6, 15, 26, 51, 58, 59, 121]);
     assert_eq!(o[&57], vec![0x05, 0xdc]);
     if hostname {
         assert_eq!(o[&12], b"router1");
@@ -1497,4 +1497,35 @@ fn stop_keeps_the_lease_no_release_sent() {
     d.stop(t0);
     assert!(d.poll_event().is_none());
     assert_eq!(d.state(), State::Stopped);
+}
+
+/// Option 26 is asked for; a legal MTU (68 or more, RFC 2132 section 5.1)
+/// is kept in the lease, a smaller or malformed one is ignored.
+#[test]
+fn interface_mtu_is_asked_for_and_kept_when_legal() {
+    let t0 = Instant::now();
+    let mut c = client();
+    c.start(t0);
+    let d = tx(&mut c);
+    let msg = Message::decode(&mut dhcproto::Decoder::new(&d.payload)).unwrap();
+    match msg.opts().get(OptionCode::ParameterRequestList) {
+        Some(DhcpOption::ParameterRequestList(l)) => {
+            assert!(l.contains(&OptionCode::InterfaceMtu), "{l:?}")
+        }
+        other => panic!("no parameter request list: {other:?}"),
+    }
+    let with = |mtu: DhcpOption| {
+        let mut o = std_opts(3600);
+        o.push(mtu);
+        bind_with(&mut client(), t0, o)
+    };
+    assert_eq!(with(DhcpOption::InterfaceMtu(1400)).mtu, Some(1400));
+    assert_eq!(with(DhcpOption::InterfaceMtu(68)).mtu, Some(68));
+    assert_eq!(with(DhcpOption::InterfaceMtu(67)).mtu, None);
+    let three_bytes = DhcpOption::Unknown(UnknownOption::new(
+        OptionCode::InterfaceMtu,
+        vec![5, 120, 0],
+    ));
+    assert_eq!(with(three_bytes).mtu, None);
+    assert_eq!(bind(&mut client(), t0).mtu, None);
 }

@@ -58,6 +58,8 @@ pub fn build4(settings: &Settings, lan_if: &str, v4: &Ipv4Policy) -> Ruleset {
         forwards,
         target: Target::Own,
         gateway,
+        // Without a lease nothing crosses: isolation only.
+        mss: v4.lease.and(v4.mss),
     })
 }
 
@@ -88,6 +90,7 @@ pub fn build6(settings: &Settings, lan_if: &str, v6: &Ipv6Policy) -> Ruleset {
         // Without a service address there are no forwards to send to it.
         target: Target::Service(v6.service.unwrap_or(Ipv6Addr::UNSPECIFIED)),
         gateway: None,
+        mss: None,
     })
 }
 
@@ -104,6 +107,8 @@ struct Spec<'a> {
     forwards: &'a [Forward],
     target: Target,
     gateway: Option<Gateway<'a>>,
+    /// Clamp the MSS of SYNs to and from the LAN to this.
+    mss: Option<u16>,
 }
 
 /// Where a forward goes.
@@ -159,6 +164,8 @@ fn table(s: &Spec) -> Ruleset {
     // The counting lookups come first in the forward chain: they never
     // decide.
     let mut forward = counting;
+    // The MSS clamp before any verdict: it must see every SYN it lowers.
+    forward.extend(s.mss.map(|mss| mss_clamp(s.lan, mss)).into_iter().flatten());
     forward.extend(forward_rules(s.lan, s.mark, s.gateway));
     Ruleset {
         table: Table {
@@ -501,6 +508,29 @@ fn forward_rules(lan: &str, mark: u32, gateway: Option<Gateway>) -> Vec<Rule> {
     rules
 }
 
+/// The LAN's MTU is below the Docker side's: a SYN crossing the router in
+/// either direction offers at most `mss` (the LAN's MTU less 40), so
+/// neither end sends segments the LAN cannot carry (path MTU discovery
+/// alone fails where ICMP is filtered). A fixed value rather than `rt mtu`:
+/// a SYN from the LAN is routed toward the Docker side, whose MTU is the
+/// larger one.
+fn mss_clamp(lan: &str, mss: u16) -> Vec<Rule> {
+    [from_lan(lan), to_lan(lan)]
+        .into_iter()
+        .map(|dir| {
+            rule(
+                vec![
+                    dir,
+                    Match::L4Proto(Protocol::Tcp),
+                    Match::TcpSyn,
+                    Match::MaxsegAbove(mss),
+                ],
+                Statement::SetMaxseg(mss),
+            )
+        })
+        .collect()
+}
+
 /// Gateway mode: the service's own traffic toward the LAN, and nobody
 /// else's; with an egress allow-list, only to its networks (the rest meets
 /// the chain's last rule, a drop). This is the only place the service's
@@ -564,6 +594,7 @@ mod tests {
             lease: Some(lease()),
             forwards: forwards.to_vec(),
             gateway_for,
+            mss: None,
         };
         build4(settings, "lan0", &policy)
     }
@@ -605,6 +636,7 @@ mod tests {
             lease: None,
             forwards: three(),
             gateway_for: Some(Ipv4Addr::new(192, 0, 2, 2)),
+            mss: Some(1360),
         };
         assert_eq!(build4(&s, "lan0", &stray), iso);
         assert!(iso.sets.is_empty() && rules(&iso, "prerouting").is_empty());
@@ -698,6 +730,45 @@ mod tests {
             }
         }
         assert!(rs.sets.iter().all(|s| !s.elements.is_empty()));
+    }
+
+    #[test]
+    fn mss_clamp_comes_before_every_verdict_both_ways() {
+        let s = Settings::default();
+        let policy = Ipv4Policy {
+            lease: Some(lease()),
+            forwards: three(),
+            gateway_for: None,
+            mss: Some(1360),
+        };
+        let rs = build4(&s, "lan0", &policy);
+        let fwd = rules(&rs, "forward");
+        let clamps: Vec<usize> = (0..fwd.len())
+            .filter(|i| fwd[*i].statement == Some(Statement::SetMaxseg(1360)))
+            .collect();
+        assert_eq!(clamps.len(), 2, "{fwd:#?}");
+        for i in &clamps {
+            assert!(fwd[*i].matches.contains(&Match::TcpSyn));
+            assert!(fwd[*i].matches.contains(&Match::MaxsegAbove(1360)));
+        }
+        assert!(fwd[clamps[0]].matches.contains(&from_lan("lan0")));
+        assert!(fwd[clamps[1]].matches.contains(&to_lan("lan0")));
+        let first_verdict = fwd
+            .iter()
+            .position(|r| matches!(r.statement, Some(Statement::Accept | Statement::Drop)))
+            .unwrap();
+        assert!(clamps.iter().all(|i| *i < first_verdict), "{fwd:#?}");
+        // Without an MTU from the lease there is no clamp.
+        let none = Ipv4Policy {
+            mss: None,
+            ..policy
+        };
+        let rs = build4(&s, "lan0", &none);
+        assert!(
+            rules(&rs, "forward")
+                .iter()
+                .all(|r| r.statement != Some(Statement::SetMaxseg(1360)))
+        );
     }
 
     #[test]

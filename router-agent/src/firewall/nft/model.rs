@@ -144,6 +144,10 @@ pub enum Match {
     CtDirection(CtDirection),
     /// The original direction's destination port is in the named set or map.
     CtOriginalDportIn(String),
+    /// A TCP segment with SYN set (SYN or SYN-ACK).
+    TcpSyn,
+    /// The TCP MSS option is larger than this.
+    MaxsegAbove(u16),
 }
 
 /// Where a value comes from: a constant or a map keyed by the packet's
@@ -168,6 +172,8 @@ pub enum Statement {
     Masquerade,
     /// Source NAT to this address.
     Snat(IpAddr),
+    /// Lowers the TCP MSS option to this (no verdict: the chain goes on).
+    SetMaxseg(u16),
     Accept,
     Drop,
 }

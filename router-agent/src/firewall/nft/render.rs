@@ -147,6 +147,13 @@ fn expr_match(m: &Match) -> Value {
         Match::CtStatus(s) => (ct("status"), "in", json!(ct_status(*s))),
         Match::CtMark(mark) => (ct("mark"), "==", json!(mark)),
         Match::CtDirection(CtDirection::Reply) => (ct("direction"), "==", json!("reply")),
+        // `in` on a bitmask field: the bit is set, whatever the others.
+        Match::TcpSyn => (
+            json!({ "payload": { "protocol": "tcp", "field": "flags" } }),
+            "in",
+            json!("syn"),
+        ),
+        Match::MaxsegAbove(mss) => (maxseg(), ">", json!(mss)),
         Match::CtOriginalDportIn(set) => (
             json!({ "ct": { "key": "proto-dst", "dir": "original" } }),
             "==",
@@ -163,8 +170,14 @@ fn source<T: ToString>(s: &Source<T>) -> Value {
     }
 }
 
+/// The MSS of a TCP segment's options.
+fn maxseg() -> Value {
+    json!({ "tcp option": { "name": "maxseg", "field": "size" } })
+}
+
 fn statement(s: &Statement) -> Value {
     match s {
+        Statement::SetMaxseg(mss) => json!({ "mangle": { "key": maxseg(), "value": mss } }),
         Statement::SetCtMark(mark) => json!({ "mangle": { "key": ct("mark"), "value": mark } }),
         Statement::SetMarkFromCt => {
             json!({ "mangle": { "key": meta("mark"), "value": ct("mark") } })
