@@ -71,7 +71,10 @@ pub fn span(secs: u64) -> String {
 fn utc(t: SystemTime) -> (String, String) {
     let t = t.max(UNIX_EPOCH);
     let machine = humantime::format_rfc3339_seconds(t).to_string();
-    let person = format!("{} UTC", machine.trim_end_matches('Z').replacen('T', " ", 1));
+    let person = format!(
+        "{} UTC",
+        machine.trim_end_matches('Z').replacen('T', " ", 1)
+    );
     (person, machine)
 }
 
