@@ -196,9 +196,8 @@ impl Client {
     /// LAN cut), the client uses the lease for the rest of its time (RFC
     /// 2131 section 3.2: "MAY choose to use the previously allocated
     /// network address and configuration parameters for the remainder of
-    /// the unexpired lease"): [`Event::Bound`], then renewing at its T1,
-    /// rebinding at its T2 and discovering once it expires, as if the
-    /// client had never stopped. Without that a restart while the server
+    /// the unexpired lease"): [`Event::Bound`], renewing at once, rebinding
+    /// at its T2 and discovering once it expires. Without that a restart while the server
     /// is away would drop a lease the server still holds for us. An
     /// expired or unusable lease starts as [`Client::resume`] and
     /// [`Client::start`] do.
@@ -651,8 +650,11 @@ impl Client {
     }
 
     /// No server answered INIT-REBOOT: use the lease held before the
-    /// restart for the rest of its time (RFC 2131 section 3.2), renewing
-    /// and rebinding it from its own T1 and T2 (already past: at once).
+    /// restart for the rest of its time (RFC 2131 section 3.2), and ask
+    /// for it at once the other way, RENEWING by unicast to its server (or
+    /// REBINDING past its T2): a server that ignores an INIT-REBOOT for a
+    /// lease it forgot (dnsmasq, not authoritative, does) NAKs that unicast,
+    /// so the client moves on now rather than at T1.
     fn use_kept(&mut self, now: Instant, lease: Lease) {
         info!(
             address = %lease.address,
@@ -662,9 +664,9 @@ impl Client {
         );
         self.events.push_back(Event::Bound(lease.clone()));
         self.phase = Phase::Bound { lease };
-        if self.poll_timeout().is_some_and(|t| now >= t) {
-            self.lease_timeout(now);
-        }
+        // From Bound this moves on to RENEWING or REBINDING (an infinite
+        // lease has nothing to renew and stays Bound).
+        self.lease_timeout(now);
     }
 
     fn take_lease(&mut self) -> Option<Lease> {
