@@ -48,6 +48,9 @@ pub struct KeaOpts {
     pub authoritative: bool,
     /// Kea subnet id (change it with the subnet).
     pub subnet_id: u32,
+    /// More `option-data` entries of the subnet, as Kea spells them (e.g. option 121
+    /// as raw hex: `{"code": 121, "csv-format": false, "data": "..."}`).
+    pub extra_options: Vec<serde_json::Value>,
 }
 
 impl Default for KeaOpts {
@@ -63,6 +66,7 @@ impl Default for KeaOpts {
             select_by_interface: false,
             authoritative: false,
             subnet_id: 1,
+            extra_options: Vec::new(),
         }
     }
 }
@@ -98,6 +102,7 @@ impl KeaOpts {
             let d: Vec<String> = self.dns.iter().map(|a| a.to_string()).collect();
             options.push(json!({"name": "domain-name-servers", "data": d.join(", ")}));
         }
+        options.extend(self.extra_options.iter().cloned());
         let mut subnet = json!({
             "id": self.subnet_id,
             "subnet": self.subnet,
