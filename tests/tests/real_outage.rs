@@ -174,6 +174,8 @@ struct Pkt {
     requested: Option<Ipv4Addr>,
     /// Option 3, first router.
     router: Option<Ipv4Addr>,
+    /// Option 54.
+    server_id: Option<Ipv4Addr>,
 }
 
 impl Pkt {
@@ -297,6 +299,7 @@ fn parse_pcap(b: &[u8]) -> Vec<Pkt> {
             yiaddr: ipv4_at(dhcp, 16),
             requested: addr(50),
             router: addr(3),
+            server_id: addr(54),
         });
     }
     out
@@ -597,12 +600,9 @@ fn kea_restarted_with_no_leases_acks_the_renewal() {
     assert!(w.forward_serves(&w.client, addr));
 }
 
-/// dnsmasq restarted with an empty lease file (its helper runs it authoritative, as a
-/// LAN's only server should be): the renewal at T1 is answered at once and the agent
-/// holds a lease dnsmasq knows.
-#[test]
-fn dnsmasq_restarted_with_no_leases_answers_the_renewal() {
-    require_root!();
+/// dnsmasq restarted with an empty lease file; returns what happened to the renewal.
+/// Within T1 + 3 s the agent holds a lease dnsmasq knows, serving the forward.
+fn dnsmasq_forgot(authoritative: bool) -> &'static str {
     let w = World::new();
     let opts = DnsmasqOpts {
         // dnsmasq's shortest lease is 2 min; T1 at 10 s keeps the test short.
@@ -610,6 +610,7 @@ fn dnsmasq_restarted_with_no_leases_answers_the_renewal() {
             "--dhcp-option=option:T1,10".into(),
             "--dhcp-option=option:T2,100".into(),
         ],
+        authoritative,
         ..DnsmasqOpts::default()
     };
     let mut dnsmasq = Dnsmasq::start(&w.lan.lan, opts.clone());
@@ -630,21 +631,42 @@ fn dnsmasq_restarted_with_no_leases_answers_the_renewal() {
     let known = known.unwrap_or_else(|| panic!("dnsmasq has no lease for us: {}", dnsmasq.log()));
     let what = forgotten(&w, &cap, addr, restarted, 10 * S);
     eprintln!(
-        "dnsmasq without leases: {what}; address {} (was {addr})",
+        "dnsmasq (authoritative: {authoritative}) without leases: {what}; address {} (was {addr})",
         known.address
     );
     let st = w
         .agent
-        .wait_status(5 * S, |s| s.address() == Some(known.address))
+        .wait_status(5 * S, |s| {
+            s.address() == Some(known.address) && s.is_bound()
+        })
         .unwrap_or_else(|| {
             panic!(
                 "the agent is not on dnsmasq's lease: {:?}",
                 w.agent.status_json()
             )
         });
-    assert!(st.is_bound() || st.state == "renewing", "{}", st.state);
+    assert_eq!(st.address(), Some(known.address));
     assert_eq!(w.lan_addrs(), vec![(known.address, 24)]);
     assert!(w.forward_serves(&w.client, known.address));
+    what
+}
+
+/// Authoritative (as a LAN's only server should run), dnsmasq ACKs the renewal anew.
+#[test]
+fn dnsmasq_restarted_with_no_leases_acks_the_renewal() {
+    require_root!();
+    assert_eq!(dnsmasq_forgot(true), "the renewal ACKed anew");
+}
+
+/// Not authoritative (dnsmasq's default), it NAKs the unicast renewal of a lease it
+/// does not know; the agent discovers at once.
+#[test]
+fn dnsmasq_not_authoritative_restarted_with_no_leases_naks_the_renewal() {
+    require_root!();
+    assert_eq!(
+        dnsmasq_forgot(false),
+        "the renewal NAKed, then a new DISCOVER"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -850,13 +872,35 @@ fn dnsmasq_moved_to_another_subnet_is_the_slow_path_through_expiry() {
     })
     .unwrap_or_else(|| panic!("no lease on 203.0.113.0/24: {:?}", w.agent.status_json()));
     let pk = cap.packets();
-    let answered_old = pk
+    // dnsmasq ACKs nothing of the old lease; it NAKs the unicast renewal, but from
+    // its new identity (203.0.113.1), which a renewing client ignores (RFC 2131
+    // 4.4.5: only its server's NAK counts), and stays silent to the broadcast
+    // rebinding.
+    let acked_old = pk
         .iter()
-        .filter(|p| p.reply && p.at > moved && (p.is(ACK) || p.is(NAK)))
-        .find(|p| p.yiaddr == old || p.is(NAK));
+        .find(|p| p.reply && p.at > moved && p.is(ACK) && p.yiaddr == old);
     assert!(
-        answered_old.is_none(),
-        "dnsmasq answered the old lease: {answered_old:?}"
+        acked_old.is_none(),
+        "dnsmasq ACKed the old lease: {acked_old:?}"
+    );
+    let naks: Vec<&Pkt> = pk
+        .iter()
+        .filter(|p| p.reply && p.at > moved && p.is(NAK))
+        .collect();
+    assert!(
+        naks.iter()
+            .all(|p| p.server_id != Some(SERVER) && since(p.at, end) < 0.0),
+        "NAKs: {naks:#?}"
+    );
+    let answered = |r: &Pkt| pk.iter().any(|a| a.reply && a.xid == r.xid);
+    let rebinds: Vec<&Pkt> = pk
+        .iter()
+        .filter(|p| p.by_client() && p.at > moved && p.is(REQUEST))
+        .filter(|p| p.dst == Ipv4Addr::BROADCAST && p.ciaddr == old)
+        .collect();
+    assert!(
+        !rebinds.is_empty() && !rebinds.iter().any(|r| answered(r)),
+        "rebinds: {rebinds:#?}"
     );
     let asked = pk
         .iter()
