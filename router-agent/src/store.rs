@@ -22,9 +22,59 @@ pub struct StoredLease {
     /// address in its DISCOVER instead of claiming it (INIT-REBOOT).
     #[serde(default)]
     pub released: bool,
+    /// The rest of the lease (absent from the files of older agents), so
+    /// that a restarted agent whose server does not answer can use it until
+    /// it ends (RFC 2131 section 3.2) with the routes it came with.
+    #[serde(default)]
+    pub gateway: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+    #[serde(default)]
+    pub dns: Vec<Ipv4Addr>,
+    /// Unix times of T1 and T2; `None` for an infinite lease (and in older
+    /// files, which then rebind at once).
+    #[serde(default)]
+    pub renew_unix: Option<u64>,
+    #[serde(default)]
+    pub rebind_unix: Option<u64>,
+    /// The interface MTU the lease gave (option 26), put back on `lan0` by a
+    /// restarted agent that resumes the lease.
+    #[serde(default)]
+    pub mtu: Option<u16>,
 }
 
 impl StoredLease {
+    /// The lease as the client holds it, its times counted from `now`
+    /// (`wall` being the same moment in Unix time). Stored times are whole
+    /// seconds rounded down: the lease ends up to a second before the
+    /// server's, never after. A time already past is due at once.
+    pub fn to_lease(
+        &self,
+        now: std::time::Instant,
+        wall: SystemTime,
+    ) -> netcontainer_lease::v4::Lease {
+        let since_epoch = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let left = |t: u64| Duration::from_secs(t).saturating_sub(since_epoch);
+        let valid = self.expires_unix.map(left);
+        let zero_if_finite = || valid.map(|_| Duration::ZERO);
+        netcontainer_lease::v4::Lease {
+            address: self.address,
+            prefix_len: self.prefix_len,
+            gateway: self.gateway,
+            routes: self.routes.clone(),
+            server_id: self.server_id,
+            dns: self.dns.clone(),
+            mtu: self.mtu,
+            times: netcontainer_lease::timers::LeaseTimes {
+                start: now,
+                t1: self.renew_unix.map(left).or_else(zero_if_finite),
+                t2: self.rebind_unix.map(left).or_else(zero_if_finite),
+                valid,
+                preferred: valid,
+            },
+        }
+    }
+
     pub fn expired(&self, now: SystemTime) -> bool {
         match self.expires_unix {
             None => false,
@@ -220,6 +270,12 @@ mod tests {
             server_id: std::net::Ipv4Addr::new(192, 0, 2, 1),
             expires_unix: None,
             released: false,
+            gateway: None,
+            routes: vec![],
+            dns: vec![],
+            renew_unix: None,
+            rebind_unix: None,
+            mtu: None,
         };
         for i in 0..20 {
             store.save_later(lease(10 + i));
@@ -244,6 +300,60 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A stored lease comes back as the client held it, counted from the
+    /// restart: what is left of it, with its gateway and routes; an older
+    /// file without T1/T2 rebinds at once.
+    #[test]
+    fn a_stored_lease_resumes_with_what_is_left_of_it() {
+        let wall = UNIX_EPOCH + Duration::from_secs(1_000);
+        let now = std::time::Instant::now();
+        let gw = Ipv4Addr::new(192, 0, 2, 1);
+        let route = (Ipv4Addr::new(198, 51, 100, 0), 24, gw);
+        let stored = StoredLease {
+            interface: "lan0".into(),
+            client_id: hex(b"\x01ab"),
+            address: Ipv4Addr::new(192, 0, 2, 57),
+            prefix_len: 24,
+            server_id: gw,
+            expires_unix: Some(1_300),
+            released: false,
+            gateway: Some(gw),
+            routes: vec![route],
+            dns: vec![gw],
+            renew_unix: Some(900),
+            rebind_unix: Some(1_200),
+            mtu: None,
+        };
+        let l = stored.to_lease(now, wall);
+        assert_eq!(
+            (l.address, l.prefix_len, l.server_id),
+            (stored.address, 24, gw)
+        );
+        assert_eq!(
+            (l.gateway, l.routes.clone(), l.dns.clone()),
+            (Some(gw), vec![route], vec![gw])
+        );
+        assert_eq!(l.renew_at(), Some(now), "T1 past: renew at once");
+        assert_eq!(l.rebind_at(), Some(now + Duration::from_secs(200)));
+        assert_eq!(l.expires_at(), Some(now + Duration::from_secs(300)));
+        let old = StoredLease {
+            renew_unix: None,
+            rebind_unix: None,
+            mtu: None,
+            ..stored.clone()
+        };
+        let json = serde_json::to_string(&old).unwrap();
+        let json = json.replace(",\"renew_unix\":null,\"rebind_unix\":null", "");
+        let old: StoredLease = serde_json::from_str(&json).unwrap();
+        let l = old.to_lease(now, wall);
+        assert_eq!((l.renew_at(), l.rebind_at()), (Some(now), Some(now)));
+        let infinite = StoredLease {
+            expires_unix: None,
+            ..old
+        };
+        assert_eq!(infinite.to_lease(now, wall).times.next_deadline(), None);
+    }
+
     #[test]
     fn save_load_clear() {
         let dir = tmpdir();
@@ -257,6 +367,12 @@ mod tests {
             server_id: Ipv4Addr::new(192, 0, 2, 1),
             expires_unix: Some(10),
             released: false,
+            gateway: None,
+            routes: vec![],
+            dns: vec![],
+            renew_unix: None,
+            rebind_unix: None,
+            mtu: None,
         };
         store.save(&lease).unwrap();
         assert_eq!(store.load(), Some(lease.clone()));

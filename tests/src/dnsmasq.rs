@@ -30,6 +30,9 @@ pub struct DnsmasqOpts {
     pub extra: Vec<String>,
     /// The subnet mask handed out with the range.
     pub netmask: Ipv4Addr,
+    /// `--dhcp-authoritative` (the default here, as a LAN's only server runs): without
+    /// it dnsmasq does not answer some requests for leases it does not know.
+    pub authoritative: bool,
 }
 
 impl Default for DnsmasqOpts {
@@ -42,6 +45,7 @@ impl Default for DnsmasqOpts {
             router: Ipv4Addr::new(192, 0, 2, 1),
             extra: Vec::new(),
             netmask: Ipv4Addr::new(255, 255, 255, 0),
+            authoritative: true,
         }
     }
 }
@@ -78,7 +82,6 @@ impl Dnsmasq {
             "--interface=br0".into(),
             "--except-interface=lo".into(),
             "--bind-interfaces".into(),
-            "--dhcp-authoritative".into(),
             format!(
                 "--dhcp-range={},{},{},{}",
                 opts.range.0, opts.range.1, opts.netmask, opts.lease_secs
@@ -93,6 +96,9 @@ impl Dnsmasq {
         ];
         if let Some(d) = &opts.domain {
             args.push(format!("--domain={d}"));
+        }
+        if opts.authoritative {
+            args.push("--dhcp-authoritative".into());
         }
         args.extend(opts.extra.iter().cloned());
         let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();

@@ -493,6 +493,7 @@ impl DockerBed {
                 dns_port: 0,
                 router: LAN_GATEWAY,
                 extra: Vec::new(),
+                authoritative: true,
                 netmask: if routed {
                     Ipv4Addr::new(255, 255, 255, 128)
                 } else {

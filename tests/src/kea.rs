@@ -51,7 +51,9 @@ pub struct KeaOpts {
     /// The subnet is not on br0 but behind a relay (its gateway is the relay's address on
     /// the clients' LAN): the gateway is not added to br0.
     pub off_link: bool,
-    /// More entries of the subnet's `option-data` (e.g. `{"code": 108, "data": "..."}`).
+    /// More `option-data` entries of the subnet, as Kea spells them (e.g.
+    /// `{"code": 108, "data": "..."}`, or option 121 as raw hex:
+    /// `{"code": 121, "csv-format": false, "data": "..."}`).
     pub extra_options: Vec<serde_json::Value>,
 }
 

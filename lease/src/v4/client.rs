@@ -10,6 +10,7 @@
 //! ```text
 //! client.start(now)          -> Selecting, DISCOVER queued at once (option 50 = config.request_address)
 //! client.resume(now, addr)   -> Rebooting (INIT-REBOOT), REQUEST{opt50=addr, no 54, ciaddr 0} queued at once
+//! client.resume_lease(now, lease) -> the same; unanswered, the unexpired lease is used (Bound) until it ends
 //! client.handle_packet(now, udp_payload)  // garbage, foreign xid/chaddr, BOOTREQUEST: ignored
 //! client.release(now)  // RELEASE unicast to server (if a lease is held), Event::Lost(Released), state Stopped
 //! client.stop(now)     // no RELEASE: Event::Lost(Kept), state Stopped; the next start resumes the lease
@@ -111,6 +112,9 @@ enum Phase {
         ex: Exchange,
         address: Ipv4Addr,
         sent_at: Instant,
+        /// The lease held before the restart, when the shell kept it: used
+        /// for the rest of its time if no server answers (RFC 2131 3.2).
+        kept: Option<Lease>,
     },
     Bound {
         lease: Lease,
@@ -184,20 +188,44 @@ impl Client {
         if !usable_address(address) {
             return self.start(now);
         }
+        self.reboot(now, address, None);
+    }
+
+    /// [`Client::resume`] with the whole lease held before a restart: when
+    /// no server answers the INIT-REBOOT REQUESTs (the server down, the
+    /// LAN cut), the client uses the lease for the rest of its time (RFC
+    /// 2131 section 3.2: "MAY choose to use the previously allocated
+    /// network address and configuration parameters for the remainder of
+    /// the unexpired lease"): [`Event::Bound`], renewing at once, rebinding
+    /// at its T2 and discovering once it expires. Without that a restart while the server
+    /// is away would drop a lease the server still holds for us. An
+    /// expired or unusable lease starts as [`Client::resume`] and
+    /// [`Client::start`] do.
+    pub fn resume_lease(&mut self, now: Instant, lease: Lease) {
+        if !usable_address(lease.address) {
+            return self.start(now);
+        }
+        let address = lease.address;
+        let kept = (!lease.times.expired(now)).then_some(lease);
+        self.reboot(now, address, kept);
+    }
+
+    fn reboot(&mut self, now: Instant, address: Ipv4Addr, kept: Option<Lease>) {
         self.consecutive_naks = 0;
         let xid = self.rng.random();
-        let next = now + self.backoff(0);
+        let next = reboot_deadline(now + self.backoff(0), kept.as_ref());
         let ex = Exchange {
             xid,
             started: now,
             retransmits: 0,
             next,
         };
-        info!(%address, xid = format_args!("{xid:#010x}"), "dhcp: INIT-REBOOT, requesting previous address");
+        info!(%address, xid = format_args!("{xid:#010x}"), kept = kept.is_some(), "dhcp: INIT-REBOOT, requesting previous address");
         self.phase = Phase::Rebooting {
             ex,
             address,
             sent_at: now,
+            kept,
         };
         self.send_current(now);
     }
@@ -289,16 +317,33 @@ impl Client {
                     self.send_current(now);
                 }
             }
-            Phase::Rebooting { ex, address, .. } => {
-                if ex.retransmits >= self.config.retry.reboot_retransmits {
-                    let hint = Some(*address);
-                    info!(address = %address, "dhcp: no answer to INIT-REBOOT, discovering");
-                    self.begin_discover(now, hint);
+            Phase::Rebooting {
+                ex, address, kept, ..
+            } => {
+                let address = *address;
+                let expired = kept.as_ref().is_some_and(|l| l.times.expired(now));
+                if expired {
+                    // Its time ran out while we asked for it: nothing is
+                    // left to use, only to ask for.
+                    info!(%address, "dhcp: the lease ended during INIT-REBOOT, discovering");
+                    self.begin_discover(now, Some(address));
+                } else if ex.retransmits >= self.config.retry.reboot_retransmits {
+                    match self.take_kept() {
+                        Some(lease) => self.use_kept(now, lease),
+                        None => {
+                            info!(%address, "dhcp: no answer to INIT-REBOOT, discovering");
+                            self.begin_discover(now, Some(address));
+                        }
+                    }
                 } else {
                     ex.retransmits += 1;
                     let n = ex.retransmits;
                     debug!(retransmit = n, "dhcp: retransmitting INIT-REBOOT REQUEST");
                     let next = now + self.backoff(n);
+                    let next = match &self.phase {
+                        Phase::Rebooting { kept, .. } => reboot_deadline(next, kept.as_ref()),
+                        _ => next,
+                    };
                     self.set_next(next);
                     self.send_current(now);
                 }
@@ -596,6 +641,34 @@ impl Client {
         self.send_current(now);
     }
 
+    /// The lease kept through INIT-REBOOT, taken out of the phase.
+    fn take_kept(&mut self) -> Option<Lease> {
+        match &mut self.phase {
+            Phase::Rebooting { kept, .. } => kept.take(),
+            _ => None,
+        }
+    }
+
+    /// No server answered INIT-REBOOT: use the lease held before the
+    /// restart for the rest of its time (RFC 2131 section 3.2), and ask
+    /// for it at once the other way, RENEWING by unicast to its server (or
+    /// REBINDING past its T2): a server that ignores an INIT-REBOOT for a
+    /// lease it forgot (dnsmasq, not authoritative, does) NAKs that unicast,
+    /// so the client moves on now rather than at T1.
+    fn use_kept(&mut self, now: Instant, lease: Lease) {
+        info!(
+            address = %lease.address,
+            server = %lease.server_id,
+            left = ?lease.expires_at().map(|t| t.saturating_duration_since(now)),
+            "dhcp: no answer to INIT-REBOOT; using the unexpired lease until it ends (RFC 2131 3.2)"
+        );
+        self.events.push_back(Event::Bound(lease.clone()));
+        self.phase = Phase::Bound { lease };
+        // From Bound this moves on to RENEWING or REBINDING (an infinite
+        // lease has nothing to renew and stays Bound).
+        self.lease_timeout(now);
+    }
+
     fn take_lease(&mut self) -> Option<Lease> {
         match std::mem::replace(&mut self.phase, Phase::Stopped) {
             Phase::Bound { lease }
@@ -798,6 +871,13 @@ fn phase_state(phase: &Phase) -> State {
         Phase::Rebinding { .. } => State::Rebinding,
         Phase::Stopped => State::Stopped,
     }
+}
+
+/// An INIT-REBOOT retransmission is due at `next`, or when the kept lease
+/// ends if that is sooner (then the client stops claiming and discovers).
+fn reboot_deadline(next: Instant, kept: Option<&Lease>) -> Instant {
+    kept.and_then(Lease::expires_at)
+        .map_or(next, |end| next.min(end))
 }
 
 /// Renew/rebind retransmission: half the time left to `deadline`, at least

@@ -89,6 +89,9 @@ pub struct Core<N, F, L> {
     /// How the published ports reached the service over IPv6 at the last
     /// sync (status).
     path6: Ipv6Path,
+    /// IPv4 addresses removed in this sync whose tracked flows end at its
+    /// close, once the new address and rules are in (off the lease path).
+    flush_after: Vec<Ipv4Addr>,
 }
 
 impl<N: Net, F: Filter, L: Listeners> Core<N, F, L> {
@@ -108,6 +111,7 @@ impl<N: Net, F: Filter, L: Listeners> Core<N, F, L> {
             applied,
             problems: Problems::default(),
             path6: Ipv6Path::None,
+            flush_after: Vec::new(),
         }
     }
 
@@ -191,6 +195,7 @@ impl<N: Net, F: Filter, L: Listeners> Core<N, F, L> {
                 self.applied.routers6.clear();
             }
         }
+        self.flush_removed().await;
         out
     }
 
@@ -464,6 +469,22 @@ impl<N: Net, F: Filter, L: Listeners> Core<N, F, L> {
     async fn remove_v4_now(&mut self, index: u32, a: Ipv4Addr, len: u8) {
         if let Err(e) = self.net.remove4(index, a, len).await {
             tracing::warn!(address = %a, error = %e, "removing the address failed");
+        }
+        self.flush_after.push(a);
+    }
+
+    /// Ends the tracked flows of the addresses removed in this sync: an
+    /// outbound flow SNATed to an old address, or an inbound one DNATed
+    /// from it, is black-holed otherwise (its entry outlives the address).
+    async fn flush_removed(&mut self) {
+        for a in std::mem::take(&mut self.flush_after) {
+            match self.filter.flush_conntrack_of(a).await {
+                Ok(n) => {
+                    tracing::info!(address = %a, flows = n, "tracked flows of the old address ended")
+                }
+                Err(e) => tracing::warn!(address = %a, error = %e,
+                    "ending the tracked flows of the old address failed; they time out by themselves"),
+            }
         }
     }
 

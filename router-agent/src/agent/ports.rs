@@ -66,6 +66,9 @@ pub trait Filter {
         &self,
         targets: &[(Protocol, Ipv4Addr)],
     ) -> Result<u64, FirewallError>;
+    /// Ends every tracked flow to or through `address`, an address of ours
+    /// that went (renumbered, expired); returns how many.
+    async fn flush_conntrack_of(&self, address: Ipv4Addr) -> Result<u64, FirewallError>;
 }
 
 /// The IPv6 relay's listeners.
@@ -139,6 +142,9 @@ impl Filter for Arc<Firewall> {
         targets: &[(Protocol, Ipv4Addr)],
     ) -> Result<u64, FirewallError> {
         Firewall::flush_conntrack_to(self, targets).await
+    }
+    async fn flush_conntrack_of(&self, address: Ipv4Addr) -> Result<u64, FirewallError> {
+        Firewall::flush_conntrack_of(self, address).await
     }
 }
 

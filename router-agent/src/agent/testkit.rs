@@ -88,6 +88,7 @@ pub enum Op {
     Ipv6Forwarding,
     Firewall(Policy),
     Flush(Vec<(Protocol, Ipv4Addr)>),
+    FlushAddress(Ipv4Addr),
     Relay(usize),
 }
 
@@ -187,6 +188,10 @@ impl Filter for Recorder {
     ) -> Result<u64, FirewallError> {
         self.record("flush", Op::Flush(targets.to_vec()));
         Ok(targets.len() as u64)
+    }
+    async fn flush_conntrack_of(&self, address: Ipv4Addr) -> Result<u64, FirewallError> {
+        self.record("flush", Op::FlushAddress(address));
+        Ok(0)
     }
 }
 

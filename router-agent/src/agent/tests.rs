@@ -138,7 +138,10 @@ async fn renumber_replaces_the_address_then_the_forwards() {
         [
             Op::Remove4(ip4("192.0.2.50")),
             Op::Install4(ip4("192.0.2.51"), 24),
-            Op::Firewall(leased_policy("192.0.2.51"))
+            Op::Firewall(leased_policy("192.0.2.51")),
+            // Flows SNATed to or DNATed from the old address end last,
+            // once the new address serves.
+            Op::FlushAddress(ip4("192.0.2.50"))
         ]
     );
 }
@@ -158,7 +161,8 @@ async fn loss_isolates_first_then_removes_the_address() {
         rec.take(),
         [
             Op::Firewall(Policy::isolation("lan0", true)),
-            Op::Remove4(ip4("192.0.2.50"))
+            Op::Remove4(ip4("192.0.2.50")),
+            Op::FlushAddress(ip4("192.0.2.50"))
         ]
     );
     assert_eq!(
@@ -199,7 +203,8 @@ async fn an_earlier_agents_address_is_kept_then_replaced() {
         [
             Op::Remove4(ip4("192.0.2.60")),
             Op::Install4(ip4("192.0.2.61"), 24),
-            Op::Firewall(leased_policy("192.0.2.61"))
+            Op::Firewall(leased_policy("192.0.2.61")),
+            Op::FlushAddress(ip4("192.0.2.60"))
         ]
     );
 }
@@ -410,7 +415,8 @@ async fn a_family_that_ends_leaves_nothing() {
         rec.take(),
         [
             Op::Firewall(Policy::isolation("lan0", true)),
-            Op::Remove4(ip4("192.0.2.50"))
+            Op::Remove4(ip4("192.0.2.50")),
+            Op::FlushAddress(ip4("192.0.2.50"))
         ]
     );
 }

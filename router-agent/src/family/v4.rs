@@ -129,7 +129,9 @@ impl V4 {
         // expired: only ask for it (DISCOVER with option 50).
         // The operator's address (`up --ip`) goes before a remembered one.
         let (previous, hint) = match ours {
-            Some(l) if !l.released && !l.expired(SystemTime::now()) => (Some(l.address), None),
+            Some(l) if !l.released && !l.expired(SystemTime::now()) => {
+                (Some(l.to_lease(Instant::now(), SystemTime::now())), None)
+            }
             Some(l) => (None, request_address.or(Some(l.address))),
             None => (None, request_address),
         };
@@ -144,9 +146,10 @@ impl V4 {
             },
             randomness::from_os(),
         );
-        tracing::info!(interface = %plan.interface, previous = ?previous, hint = ?hint, "starting DHCP");
+        tracing::info!(interface = %plan.interface, previous = ?previous.as_ref().map(|l| l.address), hint = ?hint, "starting DHCP");
         match previous {
-            Some(address) => client.resume(Instant::now(), address),
+            // Unanswered, the client uses it until it ends (RFC 2131 3.2).
+            Some(lease) => client.resume_lease(Instant::now(), lease),
             None => client.start(Instant::now()),
         }
         Ok(V4 {
@@ -443,20 +446,27 @@ impl V4 {
 
     /// A lease is to be used: persist it and hand it to the core.
     fn bind(&mut self, lease: Lease) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let unix = |t: Instant| {
+            (wall + t.saturating_duration_since(now))
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        };
         let stored = StoredLease {
             interface: self.identity.ifname.clone(),
             client_id: hex(&self.identity.client_id),
             address: lease.address,
             prefix_len: lease.prefix_len,
             server_id: lease.server_id,
-            expires_unix: lease.expires_at().map(|t| {
-                let left = t.saturating_duration_since(Instant::now());
-                (SystemTime::now() + left)
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs()
-            }),
+            expires_unix: lease.expires_at().map(unix),
             released: false,
+            gateway: lease.gateway,
+            routes: lease.routes.clone(),
+            dns: lease.dns.clone(),
+            renew_unix: lease.renew_at().map(unix),
+            rebind_unix: lease.rebind_at().map(unix),
+            mtu: lease.mtu,
         };
         // The address first, the disk after (see `LeaseStore::save_later`).
         self.configured = Some(lease.clone());

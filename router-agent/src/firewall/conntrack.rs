@@ -46,6 +46,31 @@ pub async fn flush_to(
     Ok(deleted)
 }
 
+/// Deletes every tracked connection to or through `address`, an address of
+/// ours that just went (a lease lost or replaced): flows from the LAN to it
+/// (original destination) and the service's outbound flows rewritten to it
+/// (gateway mode's SNAT: reply destination). Their entries would otherwise
+/// keep rewriting packets to an address the LAN no longer routes to us, a
+/// black hole until conntrack's timeout (days for an established TCP flow);
+/// without them the next packet is NATed anew (to the new address) or
+/// refused, and the application sees it at once. No entry is not an error.
+pub async fn flush_address(runner: &Runner, address: Ipv4Addr) -> Result<u64, FirewallError> {
+    const OP: &str = "delete conntrack entries of an old address";
+    let addr = address.to_string();
+    let mut deleted = 0;
+    for key in ["--orig-dst", "--reply-dst"] {
+        let out = runner
+            .run(OP, "conntrack", &["-D", "-f", "ipv4", key, &addr], None)
+            .await?;
+        match deleted_count(&out.stderr) {
+            Some(n) => deleted += n,
+            None => return Err(out.failed(OP)),
+        }
+    }
+    tracing::debug!(%address, deleted, "conntrack entries of an old address deleted");
+    Ok(deleted)
+}
+
 /// conntrack prints "N flow entries have been deleted." on stderr, and
 /// exits 1 when N is 0: the line, not the status, says whether it worked.
 fn deleted_count(stderr: &str) -> Option<u64> {

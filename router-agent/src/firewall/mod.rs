@@ -184,6 +184,12 @@ impl Firewall {
     ) -> Result<u64, FirewallError> {
         conntrack::flush_to(&self.conntrack, self.settings.mark, old_targets).await
     }
+
+    /// Flushes every tracked flow to or through `address`, one of ours
+    /// that went (see [`conntrack::flush_address`]).
+    pub async fn flush_conntrack_of(&self, address: Ipv4Addr) -> Result<u64, FirewallError> {
+        conntrack::flush_address(&self.conntrack, address).await
+    }
 }
 
 #[cfg(test)]

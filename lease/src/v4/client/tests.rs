@@ -1529,3 +1529,183 @@ fn interface_mtu_is_asked_for_and_kept_when_legal() {
     assert_eq!(with(three_bytes).mtu, None);
     assert_eq!(bind(&mut client(), t0).mtu, None);
 }
+
+/// The lease a restarted shell read from its store: 600 s left, renew
+/// after 100 s, rebind after 400 s, all counted from `t0`.
+fn kept_lease(t0: Instant) -> Lease {
+    Lease {
+        address: ADDR,
+        prefix_len: 24,
+        gateway: Some(GW),
+        routes: vec![],
+        server_id: SERVER,
+        dns: vec![DNS],
+        mtu: None,
+        times: crate::timers::LeaseTimes {
+            start: t0,
+            t1: Some(secs(100)),
+            t2: Some(secs(400)),
+            valid: Some(secs(600)),
+            preferred: Some(secs(600)),
+        },
+    }
+}
+
+/// Runs the client's timers from its current deadline up to `until`,
+/// returning every packet sent with when it was sent.
+fn run_until(c: &mut Client, until: Instant) -> Vec<(Instant, Transmit)> {
+    let mut sent = Vec::new();
+    for _ in 0..10_000 {
+        let Some(at) = c.poll_timeout().filter(|at| *at <= until) else {
+            break;
+        };
+        c.handle_timeout(at);
+        while let Some(t) = c.poll_transmit() {
+            sent.push((at, t));
+        }
+    }
+    sent
+}
+
+/// RFC 2131 3.2: a restarted client whose INIT-REBOOT nobody answers uses
+/// its unexpired lease until it ends (it used to drop it after the third
+/// unanswered REQUEST and discover), renews and rebinds it on its own
+/// timers, and only at its end loses it and discovers, at a bounded rate.
+#[test]
+fn unanswered_init_reboot_keeps_the_unexpired_lease_until_it_ends() {
+    let t0 = Instant::now();
+    let mut c = client();
+    let kept = kept_lease(t0);
+    c.resume_lease(t0, kept.clone());
+    assert_eq!(c.state(), State::Rebooting);
+    let r = tx(&mut c);
+    assert_eq!((mtype(&r.payload), ciaddr(&r.payload)), (REQUEST, ZERO));
+    assert_eq!(opts(&r.payload)[&50], ADDR.octets());
+    assert!(
+        c.poll_event().is_none(),
+        "not used before INIT-REBOOT gives up"
+    );
+
+    // Two retransmissions (4 s, 8 s), then the third deadline: the lease is used.
+    let sent = run_until(&mut c, t0 + secs(40));
+    let reboots: Vec<_> = sent
+        .iter()
+        .filter(|(_, t)| ciaddr(&t.payload) == ZERO)
+        .collect();
+    assert_eq!(reboots.len(), 2, "INIT-REBOOT retransmissions");
+    assert!(reboots.iter().all(|(_, t)| mtype(&t.payload) == REQUEST));
+    assert_eq!(bound_event(&mut c), kept);
+    assert_eq!(c.lease(), Some(&kept));
+    assert!(sent.iter().all(|(_, t)| mtype(&t.payload) != DISCOVER));
+
+    // Asked for at once by unicast from the address (a server that ignores
+    // INIT-REBOOT may answer that), then at T2 by broadcast from it.
+    let (used_at, renew) = sent.last().unwrap();
+    assert!(*used_at < kept.renew_at().unwrap());
+    assert_eq!(c.state(), State::Renewing);
+    assert_eq!(ciaddr(&renew.payload), ADDR);
+    let mut sent = vec![(*used_at, renew.clone())];
+    sent.extend(run_until(
+        &mut c,
+        kept.expires_at().unwrap() - Duration::from_millis(1),
+    ));
+    assert!(c.poll_event().is_none(), "lost before its end");
+    assert_eq!(c.state(), State::Rebinding);
+    for (at, t) in &sent {
+        assert_eq!(mtype(&t.payload), REQUEST);
+        assert_eq!(ciaddr(&t.payload), ADDR, "from the address still held");
+        let want = if *at < kept.rebind_at().unwrap() {
+            Destination::Unicast {
+                src: ADDR,
+                server: SERVER,
+            }
+        } else {
+            Destination::Broadcast { src: ADDR }
+        };
+        assert_eq!(t.destination, want, "at {:?}", *at - t0);
+    }
+    assert!(
+        sent.iter()
+            .any(|(_, t)| t.destination == Destination::Broadcast { src: ADDR }),
+        "rebinds"
+    );
+
+    // Its end: lost, then DISCOVERs asking for it, never more than one per
+    // 3 s and settling at one a minute.
+    let end = kept.expires_at().unwrap();
+    let sent = run_until(&mut c, end + secs(600));
+    assert_eq!(lost_event(&mut c), (kept, LostReason::Expired));
+    assert!(sent.iter().all(|(_, t)| mtype(&t.payload) == DISCOVER));
+    assert!(
+        sent.iter()
+            .all(|(_, t)| opts(&t.payload)[&50] == ADDR.octets())
+    );
+    assert_eq!(sent[0].0, end);
+    let gaps: Vec<Duration> = sent.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(
+        gaps.iter().all(|g| *g >= secs(3) && *g <= secs(65)),
+        "{gaps:?}"
+    );
+    assert!(
+        (10..=14).contains(&sent.len()),
+        "{} DISCOVERs in 10 min",
+        sent.len()
+    );
+}
+
+/// The server answers while the kept lease is in use: the ACK extends it.
+#[test]
+fn a_kept_lease_is_extended_when_the_server_comes_back() {
+    let t0 = Instant::now();
+    let mut c = client();
+    let kept = kept_lease(t0);
+    c.resume_lease(t0, kept.clone());
+    run_until(&mut c, t0 + secs(40));
+    assert_eq!(bound_event(&mut c), kept);
+    let sent = run_until(&mut c, kept.rebind_at().unwrap() + secs(1));
+    let (at, rebind) = sent.last().unwrap();
+    assert_eq!(rebind.destination, Destination::Broadcast { src: ADDR });
+    c.handle_packet(*at + secs(1), &ack(rebind));
+    let l = bound_event(&mut c);
+    assert_eq!(l.address, ADDR);
+    assert_eq!(l.expires_at(), Some(*at + secs(3600)));
+    assert_eq!(c.state(), State::Bound);
+}
+
+/// A kept lease that ends while INIT-REBOOT is still asking for it is not
+/// used at all: at its end the client discovers, asking for the address.
+#[test]
+fn a_kept_lease_ending_during_init_reboot_is_not_used() {
+    let t0 = Instant::now();
+    let mut c = client();
+    let mut kept = kept_lease(t0);
+    kept.times = crate::timers::LeaseTimes::dhcpv4(t0, Some(secs(6)), None, None);
+    c.resume_lease(t0, kept.clone());
+    let sent = run_until(&mut c, t0 + secs(6));
+    assert!(c.poll_event().is_none(), "never bound");
+    assert_eq!(c.state(), State::Selecting);
+    let (at, d) = sent.last().unwrap();
+    assert_eq!((*at, mtype(&d.payload)), (t0 + secs(6), DISCOVER));
+    assert_eq!(opts(&d.payload)[&50], ADDR.octets());
+    // Already expired when resumed: the same, with no INIT-REBOOT to wait for.
+    let mut c = client();
+    c.resume_lease(t0 + secs(7), kept);
+    assert_eq!(c.state(), State::Rebooting);
+    run_until(&mut c, t0 + secs(60));
+    assert!(c.poll_event().is_none());
+    assert_eq!(c.state(), State::Selecting);
+}
+
+/// The server NAKs the INIT-REBOOT of a kept lease: it is dropped at once.
+#[test]
+fn a_nak_to_the_init_reboot_of_a_kept_lease_discovers() {
+    let t0 = Instant::now();
+    let mut c = client();
+    c.resume_lease(t0, kept_lease(t0));
+    let r = tx(&mut c);
+    c.handle_packet(t0, &nak(&r, SERVER));
+    assert!(c.poll_event().is_none());
+    assert_eq!(c.state(), State::Selecting);
+    run_until(&mut c, t0 + secs(60));
+    assert!(c.poll_event().is_none(), "the kept lease never comes back");
+}
