@@ -655,6 +655,7 @@ fn discover(
             broadcast_flag,
             request_address: None,
             retry: Retry::default(),
+            servers: Default::default(),
         },
         netcontainer_lease::randomness::from_os(),
     );
