@@ -104,6 +104,10 @@ pub struct UpOptions {
     /// Gateway mode's egress allow-list (`--egress`, label
     /// `netcontainer.egress`); empty: the label's, else none.
     pub egress: Vec<netcontainer_proto::Ipv4Net>,
+    /// The DHCP servers to listen to or ignore (`--dhcp-server`,
+    /// `--deny-dhcp-server`, labels `netcontainer.dhcp-server`,
+    /// `netcontainer.deny-dhcp-server`); empty: the labels', else all.
+    pub dhcp_servers: netcontainer_proto::DhcpServers,
 }
 
 /// Longest identity accepted (from the label).
@@ -299,6 +303,15 @@ impl RouterPlan {
                 labels::EGRESS.into(),
                 netcontainer_proto::egress_text(&self.egress),
             );
+        }
+        let servers = &self.plan.dhcp_servers;
+        for (k, list) in [
+            (labels::DHCP_SERVER, &servers.allow),
+            (labels::DENY_DHCP_SERVER, &servers.deny),
+        ] {
+            if !list.is_empty() {
+                l.insert(k.into(), netcontainer_proto::dhcp_servers_text(list));
+            }
         }
         l
     }
@@ -522,6 +535,11 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
                 .map(|(_, a)| *a),
         }),
         ipv6: opts.ipv6.or(sl.ipv6).unwrap_or_default(),
+        dhcp_servers: if opts.dhcp_servers.is_empty() {
+            sl.dhcp_servers
+        } else {
+            opts.dhcp_servers.clone()
+        },
     };
     plan.validate().map_err(PlanError::Invalid)?;
     Ok(RouterPlan {
