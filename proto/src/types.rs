@@ -148,9 +148,10 @@ pub struct Plan {
     #[serde(default)]
     pub ipv6: Ipv6Mode,
     /// The DHCP servers the agent listens to (`--dhcp-server`,
-    /// `--deny-dhcp-server`); default: all.
+    /// `--deny-dhcp-server`); default: all. Boxed: most plans have none,
+    /// and a plan travels inside enums beside small variants.
     #[serde(default)]
-    pub dhcp_servers: crate::DhcpServers,
+    pub dhcp_servers: Box<crate::DhcpServers>,
 }
 
 /// Whether the router takes IPv6 addresses on the LAN.

@@ -875,6 +875,7 @@ fn agent_accepts_read_only_proc_sys_that_is_already_right() {
         .chain(&[
             ("net.ipv6.conf.default.accept_ra", "0"),
             ("net.ipv6.conf.default.autoconf", "0"),
+            ("net.ipv6.conf.default.ndisc_notify", "1"),
         ])
         .map(|(n, v)| format!("sysctl -q -w {n}={v} && "))
         .collect();

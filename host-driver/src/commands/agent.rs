@@ -126,10 +126,10 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
                 address6: a.service_address6,
             }),
         ipv6: a.ipv6,
-        dhcp_servers: crate::commands::dhcp_servers_args(
+        dhcp_servers: Box::new(crate::commands::dhcp_servers_args(
             a.dhcp_server.as_deref(),
             a.deny_dhcp_server.as_deref(),
-        )?,
+        )?),
     };
     plan.validate().map_err(Error::Usage)?;
     let mut client = AgentClient::connect(&a.socket).await?;

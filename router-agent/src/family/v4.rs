@@ -51,7 +51,7 @@ impl Identity {
                 .is_none_or(|id| *id == self.client_id)
             && self.hostname == plan.hostname
             && self.broadcast_flag == plan.broadcast_flag
-            && self.servers == plan.dhcp_servers
+            && self.servers == *plan.dhcp_servers
     }
 }
 
@@ -175,7 +175,7 @@ impl V4 {
                 client_id,
                 hostname: plan.hostname.clone(),
                 broadcast_flag: plan.broadcast_flag,
-                servers: plan.dhcp_servers.clone(),
+                servers: (*plan.dhcp_servers).clone(),
             },
             ifindex: link.index,
             client,
@@ -698,10 +698,10 @@ mod tests {
                 ..plan.clone()
             },
             Plan {
-                dhcp_servers: netcontainer_proto::DhcpServers {
+                dhcp_servers: Box::new(netcontainer_proto::DhcpServers {
                     allow: vec![Ipv4Addr::new(192, 0, 2, 1)],
                     deny: vec![],
-                },
+                }),
                 ..plan.clone()
             },
         ] {
