@@ -545,20 +545,23 @@ impl V4 {
             }),
             released: false,
         };
-        // The address first, the disk after (see `LeaseStore::save_later`).
-        // A renewal binds the same address again: its guard stays.
-        if self
-            .guarding
-            .as_ref()
-            .is_none_or(|g| g.guard.address() != lease.address)
-        {
-            self.guarding = None;
-            self.guard(lease.address);
-        }
+        // The address first, the disk after (see `LeaseStore::save_later`),
+        // and the ARP guard after both (nothing between the ACK and the
+        // address event but the event). A renewal binds the same address
+        // again: its guard stays.
+        let address = lease.address;
         self.configured = Some(lease.clone());
         self.report(Event::Address(Address::of_lease(lease)));
         self.store.save_later(stored.clone());
         self.stored = Some(stored);
+        if self
+            .guarding
+            .as_ref()
+            .is_none_or(|g| g.guard.address() != address)
+        {
+            self.guarding = None;
+            self.guard(address);
+        }
     }
 
     /// Announces `address` (RFC 5227 §2.3) and guards it from now on:
