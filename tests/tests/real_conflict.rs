@@ -535,6 +535,108 @@ fn a_bad_server_list_is_refused() {
     }
 }
 
+/// A second dnsmasq on the Docker bed's LAN: 203.0.113.2, pool .200-.209, gateway .2,
+/// in a namespace of its own on the LAN bridge. `reply_delay`: it answers that many
+/// seconds late (`--dhcp-reply-delay`), so the bed's own server answers first.
+fn second_docker_server(bed: &docker::DockerBed, reply_delay: u32) -> (Arc<Netns>, Dnsmasq) {
+    let second = Ipv4Addr::new(203, 0, 113, 2);
+    let ns = Arc::new(Netns::new(&unique("dhcp2")).expect("create netns"));
+    bed::plug(&bed.lan, "dh2", &ns, "br0", Some(&format!("{second}/24")));
+    let mut extra = Vec::new();
+    if reply_delay > 0 {
+        extra.push(format!("--dhcp-reply-delay={reply_delay}"));
+    }
+    let d = Dnsmasq::start(
+        &ns,
+        DnsmasqOpts {
+            range: (
+                Ipv4Addr::new(203, 0, 113, 200),
+                Ipv4Addr::new(203, 0, 113, 209),
+            ),
+            router: second,
+            dns_port: 0,
+            domain: None,
+            lease_secs: 600,
+            extra,
+            ..DnsmasqOpts::default()
+        },
+    );
+    (ns, d)
+}
+
+fn in_second_pool(a: Ipv4Addr) -> bool {
+    a.octets()[..3] == [203, 0, 113] && (200..=209).contains(&a.octets()[3])
+}
+
+/// `up --dhcp-server` and the label `netcontainer.deny-dhcp-server` on the Docker bed:
+/// the bed's dnsmasq answers first (the other one 1 s late) and is ignored; the lease is
+/// the chosen server's, the router records the list in its labels; a bad label is a
+/// one-line error naming it, and nothing is left behind.
+#[test]
+fn up_takes_the_lease_from_the_chosen_server() {
+    require_root!();
+    let bed = docker::DockerBed::new(13);
+    let (_ns, other) = second_docker_server(&bed, 1);
+    let second = "203.0.113.2";
+
+    let a = bed.run_service("a", &[]);
+    let u = bed.up(&a.name, &["--dhcp-server", second]);
+    assert!(
+        in_second_pool(u.address),
+        "{}: not the chosen server's",
+        u.address
+    );
+    assert!(other.lease_of(u.address).is_some(), "{:?}", other.leases());
+    assert!(
+        bed.dnsmasq.leases().is_empty(),
+        "{:?}",
+        bed.dnsmasq.leases()
+    );
+    assert!(
+        bed.dnsmasq.log().contains("DHCPOFFER"),
+        "the bed's server never offered"
+    );
+    let label = docker::docker_ok(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"netcontainer.dhcp-server\"}}",
+        &docker::router_name(&a.name),
+    ]);
+    assert_eq!(label.trim(), second);
+
+    let b = bed.container(
+        "b",
+        docker::SAMPLE_IMAGE,
+        &["-l", "netcontainer.deny-dhcp-server=203.0.113.1"],
+        &[],
+        true,
+    );
+    let u = bed.up(&b.name, &[]);
+    assert!(
+        in_second_pool(u.address),
+        "{}: not the chosen server's",
+        u.address
+    );
+    assert!(
+        bed.dnsmasq.leases().is_empty(),
+        "{:?}",
+        bed.dnsmasq.leases()
+    );
+
+    let c = bed.container(
+        "c",
+        docker::SAMPLE_IMAGE,
+        &["-l", "netcontainer.dhcp-server=router.lan"],
+        &[],
+        true,
+    );
+    let out = bed.try_up(&c.name, &[]);
+    assert!(!out.ok(), "{out}");
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{out}");
+    assert!(out.stderr.contains("netcontainer.dhcp-server"), "{out}");
+    bed.assert_clean(&c.name);
+}
+
 /// `doctor` lists every server that answered its DISCOVER: on the Docker bed's LAN
 /// (dnsmasq at 203.0.113.1) a second dnsmasq (203.0.113.2, pool .200-.209, gateway .2)
 /// in a namespace of its own; doctor prints one OFFER line per server with its address
@@ -546,21 +648,7 @@ fn doctor_shows_every_server_that_answered() {
     require_root!();
     let bed = docker::DockerBed::new(12);
     let second = Ipv4Addr::new(203, 0, 113, 2);
-    let ns = Arc::new(Netns::new(&unique("dhcp2")).expect("create netns"));
-    bed::plug(&bed.lan, "dh2", &ns, "br0", Some(&format!("{second}/24")));
-    let other = Dnsmasq::start(
-        &ns,
-        DnsmasqOpts {
-            range: (
-                Ipv4Addr::new(203, 0, 113, 200),
-                Ipv4Addr::new(203, 0, 113, 209),
-            ),
-            router: second,
-            dns_port: 0,
-            domain: None,
-            ..DnsmasqOpts::default()
-        },
-    );
+    let (_ns, other) = second_docker_server(&bed, 0);
     let out = bed.nc(&["doctor", "--parent", &bed.parent, "--timeout", "5"]);
     println!("{}", out.stdout);
     assert!(out.ok(), "two servers are a warning, not a failure: {out}");
