@@ -262,6 +262,7 @@ fn config() -> Config {
         broadcast_flag: false,
         request_address: None,
         retry: Retry::default(),
+        servers: Default::default(),
     }
 }
 

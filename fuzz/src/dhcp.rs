@@ -178,6 +178,7 @@ fn config(sel: u8) -> Config {
         broadcast_flag: sel & 0x20 != 0,
         request_address: None,
         retry: Retry::default(),
+        servers: Default::default(),
     }
 }
 

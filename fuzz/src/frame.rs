@@ -27,6 +27,7 @@ pub struct FrameTarget {
 fn plan(n: usize) -> Plan {
     Plan {
         ipv6: Default::default(),
+        dhcp_servers: Default::default(),
         interface: "lan0".into(),
         hostname: Some("web1".into()),
         client_id: Some(b"netcontainer:web1".to_vec()),

@@ -56,6 +56,12 @@ pub const IDENTITY: &str = "netcontainer.identity";
 /// mode its own connections reach only these IPv4 networks through the
 /// router (see `proto::parse_egress`).
 pub const EGRESS: &str = "netcontainer.egress";
+/// `ADDR,...` (on a service, or recorded by `up --dhcp-server`): the
+/// router's agent listens only to these DHCP servers.
+pub const DHCP_SERVER: &str = "netcontainer.dhcp-server";
+/// `ADDR,...` (on a service, or recorded by `up --deny-dhcp-server`): the
+/// router's agent ignores these DHCP servers.
+pub const DENY_DHCP_SERVER: &str = "netcontainer.deny-dhcp-server";
 /// Set by Docker Swarm on a task's container.
 pub const SWARM_SERVICE: &str = "com.docker.swarm.service.name";
 /// `<service>.<slot>.<task id>` (the node ID instead of the slot for a
@@ -164,6 +170,22 @@ fn get_egress(l: &HashMap<String, String>) -> Result<Vec<netcontainer_proto::Ipv
     })
 }
 
+fn get_dhcp_servers(
+    l: &HashMap<String, String>,
+) -> Result<netcontainer_proto::DhcpServers, LabelError> {
+    let list = |k: &str| {
+        get(l, k).map_or(Ok(Vec::new()), |v| {
+            netcontainer_proto::parse_dhcp_servers(v).map_err(|e| err(k, e))
+        })
+    };
+    let s = netcontainer_proto::DhcpServers {
+        allow: list(DHCP_SERVER)?,
+        deny: list(DENY_DHCP_SERVER)?,
+    };
+    s.validate().map_err(|e| err(DENY_DHCP_SERVER, e))?;
+    Ok(s)
+}
+
 fn get_ports(l: &HashMap<String, String>) -> Result<Option<Vec<PortSpec>>, LabelError> {
     get(l, PORTS)
         .map(|v| parse_port_list(v).map_err(|e| err(PORTS, e)))
@@ -172,8 +194,21 @@ fn get_ports(l: &HashMap<String, String>) -> Result<Option<Vec<PortSpec>>, Label
 
 /// The labels an operator may put on a service container.
 pub const SERVICE_KEYS: &[&str] = &[
-    ENABLE, PARENT, MODE, MAC, HOSTNAME, PORTS, ARP_PROBE, IDENTITY, NETWORK, SOURCE, IP, IPV6,
+    ENABLE,
+    PARENT,
+    MODE,
+    MAC,
+    HOSTNAME,
+    PORTS,
+    ARP_PROBE,
+    IDENTITY,
+    NETWORK,
+    SOURCE,
+    IP,
+    IPV6,
     EGRESS,
+    DHCP_SERVER,
+    DENY_DHCP_SERVER,
 ];
 
 /// What a service's labels ask for.
@@ -198,6 +233,8 @@ pub struct ServiceLabels {
     pub ipv6: Option<netcontainer_proto::Ipv6Mode>,
     /// `netcontainer.egress`: gateway mode's allow-list; empty: none.
     pub egress: Vec<netcontainer_proto::Ipv4Net>,
+    /// `netcontainer.dhcp-server` / `netcontainer.deny-dhcp-server`.
+    pub dhcp_servers: netcontainer_proto::DhcpServers,
     /// `netcontainer.*` keys that mean nothing on a service, sorted.
     pub unknown: Vec<String>,
 }
@@ -222,6 +259,7 @@ impl ServiceLabels {
             ip: get_ip(l)?,
             ipv6: get_ipv6(l)?,
             egress: get_egress(l)?,
+            dhcp_servers: get_dhcp_servers(l)?,
             unknown: unknown.into_iter().collect(),
         })
     }
@@ -246,6 +284,8 @@ pub struct RouterLabels {
     pub ipv6: Option<netcontainer_proto::Ipv6Mode>,
     /// The egress allow-list the router was made with; empty: none.
     pub egress: Vec<netcontainer_proto::Ipv4Net>,
+    /// The DHCP servers the router was made to listen to (or to ignore).
+    pub dhcp_servers: netcontainer_proto::DhcpServers,
 }
 
 impl RouterLabels {
@@ -266,6 +306,7 @@ impl RouterLabels {
             ip: get_ip(l)?,
             ipv6: get_ipv6(l)?,
             egress: get_egress(l)?,
+            dhcp_servers: get_dhcp_servers(l)?,
         })
     }
 }

@@ -104,6 +104,10 @@ pub struct UpOptions {
     /// Gateway mode's egress allow-list (`--egress`, label
     /// `netcontainer.egress`); empty: the label's, else none.
     pub egress: Vec<netcontainer_proto::Ipv4Net>,
+    /// The DHCP servers to listen to or ignore (`--dhcp-server`,
+    /// `--deny-dhcp-server`, labels `netcontainer.dhcp-server`,
+    /// `netcontainer.deny-dhcp-server`); empty: the labels', else all.
+    pub dhcp_servers: netcontainer_proto::DhcpServers,
 }
 
 /// Longest identity accepted (from the label).
@@ -299,6 +303,15 @@ impl RouterPlan {
                 labels::EGRESS.into(),
                 netcontainer_proto::egress_text(&self.egress),
             );
+        }
+        let servers = &self.plan.dhcp_servers;
+        for (k, list) in [
+            (labels::DHCP_SERVER, &servers.allow),
+            (labels::DENY_DHCP_SERVER, &servers.deny),
+        ] {
+            if !list.is_empty() {
+                l.insert(k.into(), netcontainer_proto::dhcp_servers_text(list));
+            }
         }
         l
     }
@@ -522,6 +535,11 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
                 .map(|(_, a)| *a),
         }),
         ipv6: opts.ipv6.or(sl.ipv6).unwrap_or_default(),
+        dhcp_servers: Box::new(if opts.dhcp_servers.is_empty() {
+            sl.dhcp_servers
+        } else {
+            opts.dhcp_servers.clone()
+        }),
     };
     plan.validate().map_err(PlanError::Invalid)?;
     Ok(RouterPlan {
@@ -683,6 +701,48 @@ mod tests {
     /// The allow-list comes from the flag, else the label; it is recorded
     /// on the router (and read back by `options_of`), and refused outside
     /// gateway mode, where the router never sees the service's traffic.
+    #[test]
+    fn dhcp_servers_from_flag_or_label_recorded_on_the_router() {
+        let r = derive(&web1(), &opts()).unwrap();
+        assert!(r.plan.dhcp_servers.is_empty());
+        assert!(!r.labels().contains_key(labels::DHCP_SERVER));
+        let mut svc = web1();
+        svc.labels.insert(
+            labels::DENY_DHCP_SERVER.into(),
+            "192.0.2.9, 192.0.2.8".into(),
+        );
+        let r = derive(&svc, &opts()).unwrap();
+        assert_eq!(r.plan.dhcp_servers.deny.len(), 2);
+        assert_eq!(r.labels()[labels::DENY_DHCP_SERVER], "192.0.2.8,192.0.2.9");
+        let back = crate::labels::RouterLabels::parse(&r.labels()).unwrap();
+        assert_eq!(back.dhcp_servers, *r.plan.dhcp_servers);
+        // The flag wins over the label, whole.
+        let o = UpOptions {
+            dhcp_servers: netcontainer_proto::DhcpServers {
+                allow: vec![Ipv4Addr::new(192, 0, 2, 1)],
+                deny: vec![],
+            },
+            ..opts()
+        };
+        let r = derive(&svc, &o).unwrap();
+        assert_eq!(*r.plan.dhcp_servers, o.dhcp_servers);
+        assert_eq!(r.labels()[labels::DHCP_SERVER], "192.0.2.1");
+        assert!(!r.labels().contains_key(labels::DENY_DHCP_SERVER));
+        // Strict: anything but a list of IPv4 addresses, or both lists, is refused.
+        for (k, v) in [
+            (labels::DHCP_SERVER, "router.lan"),
+            (labels::DENY_DHCP_SERVER, "192.0.2.0/24"),
+        ] {
+            let mut bad = web1();
+            bad.labels.insert(k.into(), v.into());
+            let e = crate::labels::ServiceLabels::parse(&bad.labels).unwrap_err();
+            assert_eq!(e.label, k);
+        }
+        svc.labels
+            .insert(labels::DHCP_SERVER.into(), "192.0.2.1".into());
+        assert!(crate::labels::ServiceLabels::parse(&svc.labels).is_err());
+    }
+
     #[test]
     fn egress_from_flag_or_label_gateway_mode_only() {
         let r = derive(&web1(), &opts()).unwrap();

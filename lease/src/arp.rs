@@ -1,5 +1,6 @@
-//! IPv4 address conflict detection (RFC 5227 §2.1): probe a freshly leased
-//! address with ARP before configuring it.
+//! IPv4 address conflict detection (RFC 5227): probe a freshly leased
+//! address with ARP before configuring it (§2.1, [`Probe`]), then announce it
+//! and defend it while it is in use (§2.3 and §2.4, [`Guard`]).
 //!
 //! Sans-IO, as the DHCP client is:
 //!
@@ -49,8 +50,20 @@
 //! host or another ipvlan router on the same parent looks like our own frame
 //! and is ignored, and ipvlan hands a reply addressed to 0.0.0.0 to the
 //! parent rather than to us, so the probe mostly tells "free" there. macvlan
-//! (the default) has neither problem. Only probing is done: no announcements
-//! (RFC 5227 §2.3) and no defence of the address once in use (§2.4).
+//! (the default) has neither problem.
+//!
+//! # Announcing and defending
+//!
+//! [`Guard`] takes over once the address is in use: it sends ANNOUNCE_NUM = 2
+//! ARP announcements ANNOUNCE_INTERVAL = 2 s apart (§2.3; so that switches
+//! and neighbours learn our port and MAC at once, also after a router moved
+//! to another host with its lease), and watches for another host's packet
+//! claiming the address (sender IP ours, sender MAC not). The first such
+//! conflict is defended with one more announcement (§2.4 (b)); a second one
+//! within DEFEND_INTERVAL = 10 s of that defence means the other host insists
+//! and the guard gives up ([`GuardEvent::GiveUp`]): the agent stops using the
+//! address and DECLINEs it (§2.4 (c), and RFC 2131 §3.1's DECLINE so the
+//! server does not hand it out again at once).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -296,6 +309,158 @@ impl Probe {
     }
 }
 
+/// RFC 5227 §1.1: ANNOUNCE_NUM.
+pub const ANNOUNCE_NUM: u32 = 2;
+/// RFC 5227 §1.1: ANNOUNCE_INTERVAL.
+pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(2);
+/// RFC 5227 §1.1: DEFEND_INTERVAL.
+pub const DEFEND_INTERVAL: Duration = Duration::from_secs(10);
+
+impl ArpPacket {
+    /// An ARP announcement (RFC 5227 §2.3): a request from `mac` whose sender
+    /// and target IP are both `address`, target MAC zero.
+    pub fn announcement(mac: [u8; 6], address: Ipv4Addr) -> ArpPacket {
+        ArpPacket {
+            op: OP_REQUEST,
+            sender_mac: mac,
+            sender_ip: address,
+            target_mac: [0; 6],
+            target_ip: address,
+        }
+    }
+}
+
+/// What a [`Guard`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuardEvent {
+    /// Another host claimed the address; one announcement defends it.
+    Defended(Mac),
+    /// Another host claimed it again within DEFEND_INTERVAL of our defence:
+    /// stop using the address. The guard is over.
+    GiveUp(Mac),
+}
+
+/// Announces an address in use and defends it (RFC 5227 §2.3, §2.4). See
+/// the module documentation; the same shape as [`Probe`].
+#[derive(Debug)]
+pub struct Guard {
+    address: Ipv4Addr,
+    mac: [u8; 6],
+    /// Announcements still to send after the one queued last.
+    announce_left: u32,
+    next: Option<Instant>,
+    /// When we last defended the address.
+    defended_at: Option<Instant>,
+    transmits: VecDeque<[u8; ARP_LEN]>,
+    events: VecDeque<GuardEvent>,
+    over: bool,
+}
+
+impl Guard {
+    /// Starts guarding `address` of `mac`: the first announcement is queued
+    /// at once, the second ANNOUNCE_INTERVAL later.
+    pub fn new(address: Ipv4Addr, mac: [u8; 6], now: Instant) -> Guard {
+        let mut g = Guard {
+            address,
+            mac,
+            announce_left: 0,
+            next: None,
+            defended_at: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            over: false,
+        };
+        g.announce(now);
+        g
+    }
+
+    pub fn address(&self) -> Ipv4Addr {
+        self.address
+    }
+
+    /// Announces the address again (ANNOUNCE_NUM announcements), e.g. after
+    /// the link came back.
+    pub fn announce(&mut self, now: Instant) {
+        if self.over {
+            return;
+        }
+        self.send_announcement();
+        self.announce_left = ANNOUNCE_NUM - 1;
+        self.next = Some(now + ANNOUNCE_INTERVAL);
+    }
+
+    /// Feeds one received ARP packet (the payload after the Ethernet header).
+    /// Never panics; malformed packets, our own and those that do not claim
+    /// the address are ignored.
+    pub fn handle_packet(&mut self, now: Instant, payload: &[u8]) {
+        if self.over {
+            return;
+        }
+        let Some(p) = ArpPacket::parse(payload) else {
+            return;
+        };
+        // §2.4: a request or reply whose sender IP is ours and whose sender
+        // MAC is not. (Another host's probe, sender 0.0.0.0, is answered by
+        // our kernel: that is the defence §2.1.1 expects.)
+        if p.sender_mac == self.mac || p.sender_ip != self.address {
+            return;
+        }
+        let other = Mac(p.sender_mac);
+        match self.defended_at {
+            Some(t) if now.saturating_duration_since(t) < DEFEND_INTERVAL => {
+                tracing::warn!(address = %self.address, %other, "arp: address claimed again within DEFEND_INTERVAL, giving it up");
+                self.events.push_back(GuardEvent::GiveUp(other));
+                self.over = true;
+                self.next = None;
+                self.transmits.clear();
+            }
+            _ => {
+                tracing::warn!(address = %self.address, %other, "arp: address claimed by another host, defending it");
+                self.defended_at = Some(now);
+                self.send_announcement();
+                self.events.push_back(GuardEvent::Defended(other));
+            }
+        }
+    }
+
+    /// Call when `now >= poll_timeout()`; earlier calls are ignored.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.next {
+            Some(t) if now >= t => {}
+            _ => return,
+        }
+        if self.announce_left > 0 {
+            self.send_announcement();
+            self.announce_left -= 1;
+        }
+        self.next = (self.announce_left > 0).then(|| now + ANNOUNCE_INTERVAL);
+    }
+
+    /// The next ARP packet to broadcast (ethertype 0x0806 to ff:ff:ff:ff:ff:ff).
+    pub fn poll_transmit(&mut self) -> Option<[u8; ARP_LEN]> {
+        self.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<GuardEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next announcement's time; `None` while only watching.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// Whether the guard gave the address up.
+    pub fn is_over(&self) -> bool {
+        self.over
+    }
+
+    fn send_announcement(&mut self) {
+        self.transmits
+            .push_back(ArpPacket::announcement(self.mac, self.address).encode());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,5 +689,112 @@ mod tests {
         p.handle_packet(t0, &padded);
         assert_eq!(p.result(), Some(ProbeResult::Conflict(Mac(OTHER))));
         assert_eq!(Mac(OTHER).to_string(), "02:00:00:00:00:99");
+    }
+
+    fn claim(op: u16, mac: [u8; 6]) -> [u8; ARP_LEN] {
+        ArpPacket {
+            op,
+            sender_mac: mac,
+            sender_ip: A,
+            target_mac: [0; 6],
+            target_ip: A,
+        }
+        .encode()
+    }
+
+    fn drain(g: &mut Guard) -> usize {
+        let mut n = 0;
+        while let Some(f) = g.poll_transmit() {
+            assert_eq!(ArpPacket::parse(&f), Some(ArpPacket::announcement(OURS, A)));
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn guard_announces_twice_two_seconds_apart() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(A, OURS, t0);
+        assert_eq!(drain(&mut g), 1);
+        assert_eq!(g.poll_timeout(), Some(t0 + ANNOUNCE_INTERVAL));
+        g.handle_timeout(t0 + 1000 * MS); // early: nothing
+        assert_eq!(drain(&mut g), 0);
+        g.handle_timeout(t0 + ANNOUNCE_INTERVAL);
+        assert_eq!(drain(&mut g), 1);
+        assert_eq!(g.poll_timeout(), None);
+        // Announcing again (the router moved, the link came back).
+        g.announce(t0 + 60 * 1000 * MS);
+        assert_eq!(drain(&mut g), 1);
+        g.handle_timeout(t0 + 62 * 1000 * MS);
+        assert_eq!(drain(&mut g), 1);
+        assert_eq!(g.poll_timeout(), None);
+        assert_eq!(g.poll_event(), None);
+        let b = ArpPacket::announcement(OURS, A).encode();
+        assert_eq!(&b[8..14], &OURS);
+        assert_eq!(&b[14..18], &[192, 0, 2, 77]);
+        assert_eq!(&b[24..28], &[192, 0, 2, 77]);
+    }
+
+    #[test]
+    fn guard_defends_once_then_gives_up_within_defend_interval() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(A, OURS, t0);
+        drain(&mut g);
+        // A gratuitous ARP from another host: defended with one announcement.
+        g.handle_packet(t0 + 5000 * MS, &claim(OP_REQUEST, OTHER));
+        assert_eq!(g.poll_event(), Some(GuardEvent::Defended(Mac(OTHER))));
+        assert_eq!(drain(&mut g), 1);
+        // It answers ARP for the address 9.9 s later: give up.
+        g.handle_packet(t0 + 14900 * MS, &claim(OP_REPLY, OTHER));
+        assert_eq!(g.poll_event(), Some(GuardEvent::GiveUp(Mac(OTHER))));
+        assert!(g.is_over());
+        assert_eq!(drain(&mut g), 0);
+        assert_eq!(g.poll_timeout(), None);
+        // Nothing more once over.
+        g.handle_packet(t0 + 15000 * MS, &claim(OP_REQUEST, OTHER));
+        g.announce(t0 + 15000 * MS);
+        assert_eq!((g.poll_event(), drain(&mut g)), (None, 0));
+    }
+
+    #[test]
+    fn guard_defends_again_after_defend_interval() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(A, OURS, t0);
+        drain(&mut g);
+        g.handle_packet(t0, &claim(OP_REQUEST, OTHER));
+        assert_eq!(g.poll_event(), Some(GuardEvent::Defended(Mac(OTHER))));
+        // 10 s after the defence: defended again, not given up.
+        g.handle_packet(t0 + DEFEND_INTERVAL, &claim(OP_REQUEST, OTHER));
+        assert_eq!(g.poll_event(), Some(GuardEvent::Defended(Mac(OTHER))));
+        assert_eq!(drain(&mut g), 2);
+        assert!(!g.is_over());
+    }
+
+    #[test]
+    fn guard_ignores_what_does_not_claim_the_address() {
+        let t0 = Instant::now();
+        let mut g = Guard::new(A, OURS, t0);
+        drain(&mut g);
+        let b = Ipv4Addr::new(192, 0, 2, 78);
+        let ignored = [
+            ArpPacket::announcement(OURS, A),  // our own, looped back
+            ArpPacket::probe(OTHER, A),        // a probe: our kernel answers it
+            ArpPacket::announcement(OTHER, b), // another address
+            ArpPacket {
+                // who has A? from B
+                op: OP_REQUEST,
+                sender_mac: OTHER,
+                sender_ip: b,
+                target_mac: [0; 6],
+                target_ip: A,
+            },
+        ];
+        for (i, x) in ignored.iter().enumerate() {
+            g.handle_packet(t0 + (i as u32) * MS, &x.encode());
+        }
+        for junk in [&[][..], &[1, 2, 3][..], &claim(OP_REQUEST, OTHER)[..27]] {
+            g.handle_packet(t0, junk);
+        }
+        assert_eq!((g.poll_event(), drain(&mut g)), (None, 0));
     }
 }

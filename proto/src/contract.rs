@@ -231,6 +231,14 @@ pub const ROUTER_SYSCTLS6: &[Sysctl] = &[
         name: "net.ipv6.conf.default.autoconf",
         value: "0",
     },
+    // Unsolicited neighbour advertisements (RFC 4861 section 7.2.6) for
+    // every address once its DAD is over (and when the link comes up), so
+    // that switches and neighbours learn a router that moved to another
+    // host at once: the IPv6 twin of the agent's ARP announcements.
+    Sysctl {
+        name: "net.ipv6.conf.default.ndisc_notify",
+        value: "1",
+    },
 ];
 
 /// IPv6 forwarding, for a router whose service has an IPv6 address (the

@@ -3,7 +3,7 @@ use serde::de::DeserializeOwned;
 
 /// Version of the control protocol. Bump on any incompatible change to the
 /// message types.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// Largest payload accepted, in bytes. A plan with 65,535 single-port forwards
 /// encodes to well under this.
@@ -152,6 +152,7 @@ mod tests {
             source: Default::default(),
             service: None,
             ipv6: Ipv6Mode::Off,
+            dhcp_servers: Default::default(),
         }
     }
 

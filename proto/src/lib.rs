@@ -15,6 +15,7 @@ mod egress;
 mod frame;
 #[cfg(feature = "lease")]
 mod lease_state;
+mod servers;
 mod types;
 
 pub use egress::{Ipv4Net, MAX_EGRESS, egress_text, parse_egress};
@@ -22,4 +23,5 @@ pub use frame::{
     FrameError, HEADER_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION, decode_frame, decode_payload,
     encode_frame, payload_len,
 };
+pub use servers::{DhcpServers, MAX_DHCP_SERVERS, dhcp_servers_text, parse_dhcp_servers};
 pub use types::*;

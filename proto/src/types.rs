@@ -147,6 +147,11 @@ pub struct Plan {
     /// IPv6 on the LAN interface (`--ipv6`, label `netcontainer.ipv6`).
     #[serde(default)]
     pub ipv6: Ipv6Mode,
+    /// The DHCP servers the agent listens to (`--dhcp-server`,
+    /// `--deny-dhcp-server`); default: all. Boxed: most plans have none,
+    /// and a plan travels inside enums beside small variants.
+    #[serde(default)]
+    pub dhcp_servers: Box<crate::DhcpServers>,
 }
 
 /// Whether the router takes IPv6 addresses on the LAN.
@@ -342,6 +347,7 @@ impl Plan {
         if self.source == SourceMode::Gateway && self.service.is_none() {
             return Err("gateway mode needs the service's address".into());
         }
+        self.dhcp_servers.validate()?;
         Ok(())
     }
 }
@@ -588,6 +594,15 @@ pub struct LeaseCounters {
     pub naks: u64,
     /// Times the client entered REBINDING (T2 passed without a renewal).
     pub rebinds: u64,
+    /// Addresses given up because another host uses them (DECLINEd after
+    /// the ARP probe was answered, or after a second conflict within
+    /// RFC 5227's DEFEND_INTERVAL).
+    #[serde(default)]
+    pub conflicts: u64,
+    /// Times another host claimed the bound address and the agent defended
+    /// it with an ARP announcement (RFC 5227 section 2.4 (b)).
+    #[serde(default)]
+    pub defences: u64,
 }
 
 /// A request from the host driver to an agent.
@@ -678,6 +693,7 @@ mod tests {
             source: Default::default(),
             service: None,
             ipv6: Ipv6Mode::Auto,
+            dhcp_servers: Default::default(),
         };
         assert!(p.validate().is_ok());
         p.forwards
@@ -703,6 +719,8 @@ mod tests {
             renewals: 3,
             naks: 1,
             rebinds: 2,
+            conflicts: 1,
+            defences: 4,
         };
         let f = crate::encode_frame(&Response::Counters(c)).unwrap();
         assert_eq!(f[6], 4);

@@ -149,7 +149,7 @@ pub fn lease_status(l: &Lease, now: Instant) -> LeaseStatus {
 /// A request for the agent's loop, with the channel for its answer.
 #[derive(Debug)]
 pub enum Command {
-    Apply(Plan, oneshot::Sender<Response>),
+    Apply(Box<Plan>, oneshot::Sender<Response>),
     Shutdown(oneshot::Sender<Response>),
 }
 
@@ -330,7 +330,7 @@ impl Connection {
                     .await;
                 Response::Status(self.status().await)
             }
-            Request::Apply(plan) => self.command(|tx| Command::Apply(plan, tx)).await,
+            Request::Apply(plan) => self.command(|tx| Command::Apply(Box::new(plan), tx)).await,
             Request::Shutdown => self.command(Command::Shutdown).await,
             Request::Counters => Response::Counters(self.dhcp.get()),
             Request::Problems => Response::Problems(self.snapshot.borrow().problems.clone()),

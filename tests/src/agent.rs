@@ -39,6 +39,8 @@ pub struct ApplyArgs {
     pub service_address6: Option<String>,
     /// `--gateway-for ADDR`: gateway mode for the service at ADDR.
     pub gateway_for: Option<String>,
+    /// More arguments, as given (e.g. `--dhcp-server ADDR`).
+    pub extra: Vec<String>,
 }
 
 impl ApplyArgs {
@@ -78,6 +80,12 @@ impl ApplyArgs {
     }
     pub fn gateway_for(mut self, a: &str) -> Self {
         self.gateway_for = Some(a.into());
+        self
+    }
+    /// Appends `flag value` to the command line.
+    pub fn arg(mut self, flag: &str, value: &str) -> Self {
+        self.extra.push(flag.into());
+        self.extra.push(value.into());
         self
     }
 }
@@ -371,6 +379,7 @@ impl Agent {
             a.push("--gateway-for".into());
             a.push(g.clone());
         }
+        a.extend(args.extra.iter().cloned());
         if let Some(w) = args.wait {
             a.push("--wait".into());
             a.push(w.to_string());

@@ -33,7 +33,7 @@ const MAX_FRAME_LEN: u32 = 4 << 20;
 /// proto: PROTOCOL_VERSION.
 const VERSION: u16 = service::PROTOCOL_VERSION;
 /// `Request::Status` as a complete frame.
-const STATUS_REQ: [u8; 7] = [0, 0, 0, 3, 0, 4, 0];
+const STATUS_REQ: [u8; 7] = [0, 0, 0, 3, (VERSION >> 8) as u8, VERSION as u8, 0];
 /// The uid of `nobody`: a peer that must be refused.
 const NOBODY: u32 = 65534;
 
@@ -428,8 +428,8 @@ fn counters_and_problems_requests_and_an_unknown_request() {
     let mut payload = vec![0u8; u32::from_be_bytes(header) as usize];
     s.read_exact(&mut payload).unwrap();
     let mut want = service::PROTOCOL_VERSION.to_be_bytes().to_vec();
-    want.extend_from_slice(&[4, 0, 0, 0]);
-    assert_eq!(payload, want, "Counters {{ 0, 0, 0 }}");
+    want.extend_from_slice(&[4, 0, 0, 0, 0, 0]);
+    assert_eq!(payload, want, "Counters {{ 0, 0, 0, 0, 0 }}");
     // Still the same connection: a status next.
     s.write_all(&STATUS_REQ).unwrap();
     assert!(matches!(
@@ -875,6 +875,7 @@ fn agent_accepts_read_only_proc_sys_that_is_already_right() {
         .chain(&[
             ("net.ipv6.conf.default.accept_ra", "0"),
             ("net.ipv6.conf.default.autoconf", "0"),
+            ("net.ipv6.conf.default.ndisc_notify", "1"),
         ])
         .map(|(n, v)| format!("sysctl -q -w {n}={v} && "))
         .collect();

@@ -57,6 +57,12 @@ pub struct ApplyArgs {
     /// advertisements say) or off.
     #[arg(long, value_name = "off|auto", default_value = "auto")]
     ipv6: netcontainer_proto::Ipv6Mode,
+    /// Listen only to these DHCP servers (their server identifiers).
+    #[arg(long, value_name = "ADDR,...")]
+    dhcp_server: Option<String>,
+    /// Ignore these DHCP servers.
+    #[arg(long, value_name = "ADDR,...", conflicts_with = "dhcp_server")]
+    deny_dhcp_server: Option<String>,
     /// Wait up to SECS for a lease; fail if none by then.
     #[arg(long, value_name = "SECS")]
     wait: Option<f64>,
@@ -120,6 +126,10 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
                 address6: a.service_address6,
             }),
         ipv6: a.ipv6,
+        dhcp_servers: Box::new(crate::commands::dhcp_servers_args(
+            a.dhcp_server.as_deref(),
+            a.deny_dhcp_server.as_deref(),
+        )?),
     };
     plan.validate().map_err(Error::Usage)?;
     let mut client = AgentClient::connect(&a.socket).await?;
@@ -155,19 +165,25 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
 async fn status(s: StatusArgs) -> Result<(), Error> {
     let mut client = AgentClient::connect(&s.socket).await?;
     let status = client.status().await?;
+    // Counters before problems: every agent that knows `Problems` knows
+    // `Counters` too.
+    let counters = client.counters().await.unwrap_or(None);
     // Last: an older agent answers it with an error and closes the connection.
     let problems = client.problems().await.unwrap_or(None);
     if s.json {
-        /// The status with the problems beside its fields.
+        /// The status with the counters and problems beside its fields.
         #[derive(serde::Serialize)]
         struct WithProblems<'a> {
             #[serde(flatten)]
             status: &'a netcontainer_proto::Status,
             #[serde(skip_serializing_if = "Option::is_none")]
+            counters: Option<netcontainer_proto::LeaseCounters>,
+            #[serde(skip_serializing_if = "Option::is_none")]
             problems: Option<Vec<netcontainer_proto::Problem>>,
         }
         let out = WithProblems {
             status: &status,
+            counters,
             problems,
         };
         println!("{}", output::to_json(&out));

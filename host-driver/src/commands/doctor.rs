@@ -1,7 +1,9 @@
 //! `netcontainer doctor [--parent IF]`: what to run first when a service
 //! gets no lease. Checks the kernel (every leg kind), nft, Docker and the
 //! router image, the parent NIC, then sends one DHCP DISCOVER from a
-//! temporary leg and prints the OFFER or the timeout.
+//! temporary leg and prints every server's OFFER (server, address, lease
+//! time, gateway; a warning when more than one server answered) or the
+//! timeout.
 //!
 //! Every check prints one line, `ok|warn|FAIL  what  (fix: ...)`; the exit
 //! code is non-zero when a check FAILs.
@@ -11,7 +13,8 @@
 //! by default) is created on the parent directly inside it (netlink's
 //! `IFLA_NET_NS_FD`: it never exists in the host's namespace); a packet
 //! socket there sends one DISCOVER built by the agent's own DHCP client
-//! (`netcontainer-lease`) and reads replies until the OFFER or the timeout.
+//! (`netcontainer-lease`) and reads replies until the timeout, or until
+//! `OTHER_SERVERS_WAIT` after the first OFFER (other servers' come then).
 //! Nothing else is sent: no REQUEST, so no lease is taken. Why this way and
 //! not the agent in a namespace: the agent would go on to REQUEST a lease,
 //! and a named namespace is one more thing to clean up. Here the namespace is
@@ -207,19 +210,15 @@ pub async fn run(a: DoctorArgs) -> Result<(), Error> {
         }
     };
     match res {
-        Ok(Some(o)) => r.ok(format!(
-            "DHCP: OFFER from {} on {parent}: {} for {} (one DISCOVER sent, nothing requested)",
-            o.server,
-            o.address,
-            o.lease_secs
-                .map(|s| if s == u32::MAX {
-                    "ever".to_string()
-                } else {
-                    format!("{s} s")
-                })
-                .unwrap_or_else(|| "an unstated time".into())
-        )),
-        Ok(None) => r.fail(
+        Ok(offers) if !offers.is_empty() => {
+            for o in &offers {
+                r.ok(offer_line(o, parent));
+            }
+            if let Some((what, fix)) = several_servers(&offers) {
+                r.warn(what, fix);
+            }
+        }
+        Ok(_) => r.fail(
             format!(
                 "DHCP: no OFFER within {} s on {parent} (one DISCOVER sent from a {} leg)",
                 timeout.as_secs(),
@@ -528,18 +527,80 @@ fn check_wifi(r: &mut Report, parent: &str, mode: Kind, kinds: Option<&Kinds>) {
 // --------------------------------------------------------------------------
 // The DHCP probe
 
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Offer {
+    /// Its server identifier (option 54), else the packet's source.
     server: Ipv4Addr,
     address: Ipv4Addr,
     lease_secs: Option<u32>,
+    /// The first router (option 3).
+    gateway: Option<Ipv4Addr>,
+}
+
+/// After the first OFFER, how long the probe listens for other servers'
+/// (within its timeout): a LAN's servers answer within milliseconds of each
+/// other, a second server that waits longer is rare (dnsmasq's
+/// `--dhcp-reply-delay`), and doctor should not keep every good run waiting.
+const OTHER_SERVERS_WAIT: Duration = Duration::from_secs(2);
+
+fn offer_line(o: &Offer, parent: &str) -> String {
+    let time = o
+        .lease_secs
+        .map(|s| {
+            if s == u32::MAX {
+                "ever".to_string()
+            } else {
+                format!("{s} s")
+            }
+        })
+        .unwrap_or_else(|| "an unstated time".into());
+    let gateway = o
+        .gateway
+        .map(|g| format!("gateway {g}"))
+        .unwrap_or_else(|| "no gateway".into());
+    format!(
+        "DHCP: OFFER from {} on {parent}: {} for {time}, {gateway} (one DISCOVER sent, nothing requested)",
+        o.server, o.address
+    )
+}
+
+/// More than one server answered: a router takes whichever OFFER comes
+/// first, so say how to choose.
+fn several_servers(offers: &[Offer]) -> Option<(String, String)> {
+    if offers.len() < 2 {
+        return None;
+    }
+    let list: Vec<String> = offers.iter().map(|o| o.server.to_string()).collect();
+    Some((
+        format!(
+            "DHCP: {} servers answered ({}): a router takes whichever OFFER comes first",
+            offers.len(),
+            list.join(", ")
+        ),
+        format!(
+            "choose one: netcontainer up --dhcp-server {} (or label netcontainer.dhcp-server), \
+             or ignore the others with --deny-dhcp-server",
+            offers[0].server
+        ),
+    ))
+}
+
+/// Adds `o` unless its server already offered (a server that answers a
+/// DISCOVER twice, or a relay that forwards it twice, counts once).
+fn collect(offers: &mut Vec<Offer>, o: Offer) {
+    if !offers.iter().any(|x| x.server == o.server) {
+        offers.push(o);
+    }
 }
 
 const PROBE_IF: &str = "ncprobe0";
 const ETH_P_IP: u16 = 0x0800;
 
 /// One DISCOVER from a temporary leg on `parent` in a namespace of its own;
-/// the first OFFER for it, or `None` at the timeout.
-async fn probe(parent: &str, kind: Kind, timeout: Duration) -> Result<Option<Offer>, String> {
+/// the OFFERs for it, one per server: every server that answers by
+/// [`OTHER_SERVERS_WAIT`] after the first (and within `timeout`); none at
+/// the timeout.
+async fn probe(parent: &str, kind: Kind, timeout: Duration) -> Result<Vec<Offer>, String> {
     let plumber = Plumber::new().map_err(|e| e.to_string())?;
     let p = plumber.parent(parent).await.map_err(|e| e.to_string())?;
     // The probe's own client: a stable MAC (the same client on every run,
@@ -560,13 +621,13 @@ async fn probe(parent: &str, kind: Kind, timeout: Duration) -> Result<Option<Off
         let res = (|| {
             if let Err(e) = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
                 let _ = ns_tx.send(Err(format!("cannot make a network namespace: {e}")));
-                return Ok(None);
+                return Ok(Vec::new());
             }
             let ns = File::open("/proc/thread-self/ns/net").map_err(|e| e.to_string());
             let _ = ns_tx.send(ns);
             // Wait for the leg (false: it could not be made).
             if !go_rx.recv().unwrap_or(false) {
-                return Ok(None);
+                return Ok(Vec::new());
             }
             discover(mac, kind.broadcast_flag(), timeout)
         })();
@@ -610,13 +671,10 @@ fn io_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
-/// Inside the probe's namespace: up the leg, send one DISCOVER, read until
-/// an OFFER for it or the deadline.
-fn discover(
-    mac: [u8; 6],
-    broadcast_flag: bool,
-    timeout: Duration,
-) -> Result<Option<Offer>, String> {
+/// Inside the probe's namespace: up the leg, send one DISCOVER, read the
+/// OFFERs for it until the deadline, or [`OTHER_SERVERS_WAIT`] after the
+/// first.
+fn discover(mac: [u8; 6], broadcast_flag: bool, timeout: Duration) -> Result<Vec<Offer>, String> {
     set_up(PROBE_IF)?;
     let name = std::ffi::CString::new(PROBE_IF).expect("no NUL");
     // SAFETY: a valid C string.
@@ -655,6 +713,7 @@ fn discover(
             broadcast_flag,
             request_address: None,
             retry: Retry::default(),
+            servers: Default::default(),
         },
         netcontainer_lease::randomness::from_os(),
     );
@@ -687,12 +746,13 @@ fn discover(
     if sent < 0 {
         return Err(io_err("sending the DISCOVER"));
     }
-    let deadline = Instant::now() + timeout;
+    let mut deadline = Instant::now() + timeout;
+    let mut offers = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Ok(None);
+            return Ok(offers);
         }
         let mut pfd = libc::pollfd {
             fd: sock.as_raw_fd(),
@@ -733,11 +793,22 @@ fn discover(
             Some(dhcproto::v4::DhcpOption::AddressLeaseTime(t)) => Some(*t),
             _ => None,
         };
-        return Ok(Some(Offer {
-            server: server_id_of(&msg).unwrap_or(udp.src_addr),
-            address: msg.yiaddr(),
-            lease_secs,
-        }));
+        let gateway = match msg.opts().get(dhcproto::v4::OptionCode::Router) {
+            Some(dhcproto::v4::DhcpOption::Router(r)) => r.first().copied(),
+            _ => None,
+        };
+        if offers.is_empty() {
+            deadline = deadline.min(Instant::now() + OTHER_SERVERS_WAIT);
+        }
+        collect(
+            &mut offers,
+            Offer {
+                server: server_id_of(&msg).unwrap_or(udp.src_addr),
+                address: msg.yiaddr(),
+                lease_secs,
+                gateway,
+            },
+        );
     }
 }
 
@@ -766,4 +837,46 @@ fn set_up(ifname: &str) -> Result<(), String> {
         return Err(io_err("bringing the probe leg up"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offer(server: [u8; 4], address: [u8; 4]) -> Offer {
+        Offer {
+            server: server.into(),
+            address: address.into(),
+            lease_secs: Some(600),
+            gateway: Some(server.into()),
+        }
+    }
+
+    #[test]
+    fn every_server_that_answered_is_listed_once() {
+        let mut offers = Vec::new();
+        collect(&mut offers, offer([192, 0, 2, 1], [192, 0, 2, 50]));
+        collect(&mut offers, offer([192, 0, 2, 1], [192, 0, 2, 51]));
+        assert_eq!(several_servers(&offers), None);
+        collect(&mut offers, offer([192, 0, 2, 2], [192, 0, 2, 100]));
+        assert_eq!(offers.len(), 2);
+        assert_eq!(offers[0].address, Ipv4Addr::new(192, 0, 2, 50));
+        let (what, fix) = several_servers(&offers).unwrap();
+        assert!(
+            what.contains("2 servers answered (192.0.2.1, 192.0.2.2)"),
+            "{what}"
+        );
+        assert!(fix.contains("--dhcp-server 192.0.2.1"), "{fix}");
+        assert_eq!(
+            offer_line(&offers[1], "eth0"),
+            "DHCP: OFFER from 192.0.2.2 on eth0: 192.0.2.100 for 600 s, gateway 192.0.2.2 \
+             (one DISCOVER sent, nothing requested)"
+        );
+        let bare = Offer {
+            lease_secs: None,
+            gateway: None,
+            ..offers[0].clone()
+        };
+        assert!(offer_line(&bare, "eth0").contains("for an unstated time, no gateway"));
+    }
 }

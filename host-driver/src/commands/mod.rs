@@ -23,3 +23,24 @@ pub fn require_root() -> Result<(), Error> {
         Err(Error::NotRoot)
     }
 }
+
+/// `--dhcp-server ADDR,...` / `--deny-dhcp-server ADDR,...` (of `up`,
+/// `watch` and `agent apply`) as the plan carries them; a bad list is a
+/// one-line usage error naming the flag.
+pub fn dhcp_servers_args(
+    allow: Option<&str>,
+    deny: Option<&str>,
+) -> Result<netcontainer_proto::DhcpServers, Error> {
+    let parse = |flag: &str, v: Option<&str>| {
+        v.map(netcontainer_proto::parse_dhcp_servers)
+            .transpose()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| Error::Usage(format!("{flag}: {e}")))
+    };
+    let s = netcontainer_proto::DhcpServers {
+        allow: parse("--dhcp-server", allow)?,
+        deny: parse("--deny-dhcp-server", deny)?,
+    };
+    s.validate().map_err(Error::Usage)?;
+    Ok(s)
+}

@@ -91,6 +91,15 @@ pub struct UpArgs {
     /// the service's label netcontainer.egress, else anywhere.
     #[arg(long, value_name = "CIDR,...")]
     egress: Option<String>,
+    /// Listen only to these DHCP servers (their server identifiers, option
+    /// 54): OFFERs, ACKs and NAKs from any other are ignored; default: the
+    /// service's label netcontainer.dhcp-server, else every server.
+    #[arg(long, value_name = "ADDR,...")]
+    dhcp_server: Option<String>,
+    /// Ignore these DHCP servers; default: the service's label
+    /// netcontainer.deny-dhcp-server.
+    #[arg(long, value_name = "ADDR,...", conflicts_with = "dhcp_server")]
+    deny_dhcp_server: Option<String>,
     /// Seconds to wait for the lease.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -108,6 +117,10 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
             .map_err(|e| Error::Usage(format!("--egress {e}")))?,
         None => Vec::new(),
     };
+    let dhcp_servers = crate::commands::dhcp_servers_args(
+        a.dhcp_server.as_deref(),
+        a.deny_dhcp_server.as_deref(),
+    )?;
     let driver = Driver::connect().await?;
     crate::platform::refuse_unsupported(&driver.docker).await?;
     let svc = driver.docker.service(&a.container).await?;
@@ -131,6 +144,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         ipv6: a.ipv6,
         identity: None,
         egress,
+        dhcp_servers,
     };
     let req = UpRequest {
         service: &svc,

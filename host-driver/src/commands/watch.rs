@@ -60,6 +60,14 @@ pub struct WatchArgs {
     /// [default: $NETCONTAINER_CONFIG, else /etc/netcontainer/config.toml if present].
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
+    /// Labelled services without `netcontainer.dhcp-server` listen only to
+    /// these DHCP servers (their server identifiers, option 54).
+    #[arg(long, value_name = "ADDR,...")]
+    dhcp_server: Option<String>,
+    /// Labelled services without `netcontainer.deny-dhcp-server` ignore
+    /// these DHCP servers.
+    #[arg(long, value_name = "ADDR,...", conflicts_with = "dhcp_server")]
+    deny_dhcp_server: Option<String>,
     /// Seconds between polls of the routers' agents (address changes, metrics).
     #[arg(long, default_value_t = 5, hide = true)]
     poll: u64,
@@ -81,6 +89,8 @@ impl WatchArgs {
             no_whoami: self.no_whoami.then_some(true),
             host_address: self.host_address,
             no_host_route: self.no_host_route.then_some(true),
+            dhcp_server: self.dhcp_server.clone(),
+            deny_dhcp_server: self.deny_dhcp_server.clone(),
         }
     }
 }
@@ -94,7 +104,7 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
         }
         None => WatchConfig::default(),
     };
-    let settings = Settings::resolve(a.layer(), file, a.poll);
+    let settings = Settings::resolve(a.layer(), file, a.poll)?;
     require_root()?;
     crate::watch::run(settings).await
 }
@@ -153,6 +163,8 @@ mod tests {
                 no_whoami: Some(true),
                 host_address: Some("192.0.2.10".parse().unwrap()),
                 no_host_route: Some(true),
+                dhcp_server: None,
+                deny_dhcp_server: None,
             }
         );
         assert_eq!(a.poll, 2);
@@ -165,6 +177,10 @@ mod tests {
             release_when_stopped: Some(true),
             ..WatchConfig::default()
         };
-        assert!(Settings::resolve(none.layer(), file, none.poll).release_when_stopped);
+        assert!(
+            Settings::resolve(none.layer(), file, none.poll)
+                .unwrap()
+                .release_when_stopped
+        );
     }
 }

@@ -136,6 +136,13 @@ pub(super) async fn try_reconcile(
                 // are read from the labels by `derive`.
                 parent: labelled.parent.or_else(|| args.parent.clone()),
                 mode: labelled.mode.or(args.mode),
+                // Likewise `--dhcp-server`/`--deny-dhcp-server`: the
+                // service's labels win.
+                dhcp_servers: if labelled.dhcp_servers.is_empty() {
+                    args.dhcp_servers.clone()
+                } else {
+                    labelled.dhcp_servers
+                },
                 ..Default::default()
             };
             let req = UpRequest {

@@ -69,6 +69,8 @@ pub fn render(s: &StatsInner) -> String {
     let renewals = Family::<Labels, Counter>::default();
     let naks = Family::<Labels, Counter>::default();
     let rebinds = Family::<Labels, Counter>::default();
+    let conflicts = Family::<Labels, Counter>::default();
+    let defences = Family::<Labels, Counter>::default();
     let heals = Family::<Labels, Counter>::default();
     let changes = Family::<Labels, Counter>::default();
     let packets = Family::<Labels, Counter>::default();
@@ -111,6 +113,8 @@ pub fn render(s: &StatsInner) -> String {
             renewals.get_or_create(&l).inc_by(c.renewals);
             naks.get_or_create(&l).inc_by(c.naks);
             rebinds.get_or_create(&l).inc_by(c.rebinds);
+            conflicts.get_or_create(&l).inc_by(c.conflicts);
+            defences.get_or_create(&l).inc_by(c.defences);
         }
     }
     for (name, n) in &s.heals {
@@ -146,6 +150,16 @@ pub fn render(s: &StatsInner) -> String {
         naks,
     );
     reg.register("rebinds", "Times the client entered REBINDING", rebinds);
+    reg.register(
+        "address_conflicts",
+        "Leased addresses declined because another LAN host uses them (ARP)",
+        conflicts,
+    );
+    reg.register(
+        "address_defences",
+        "Times another LAN host claimed the address and the agent defended it with an ARP announcement",
+        defences,
+    );
     reg.register(
         "heals",
         "Times watch brought the router back in line",
@@ -321,6 +335,8 @@ mod tests {
                     renewals: 3,
                     naks: 1,
                     rebinds: 2,
+                    conflicts: 1,
+                    defences: 5,
                 }),
             },
         );
@@ -350,6 +366,8 @@ mod tests {
             "netcontainer_renewals_total{service=\"web1\"} 3",
             "netcontainer_naks_total{service=\"web1\"} 1",
             "netcontainer_rebinds_total{service=\"web1\"} 2",
+            "netcontainer_address_conflicts_total{service=\"web1\"} 1",
+            "netcontainer_address_defences_total{service=\"web1\"} 5",
             "netcontainer_heals_total{service=\"web1\"} 4",
             "netcontainer_address_changes_total{service=\"web1\"} 1",
             "netcontainer_host_route_refused{service=\"web1\"} 0",

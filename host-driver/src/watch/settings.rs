@@ -59,6 +59,8 @@ pub struct WatchConfig {
     pub no_whoami: Option<bool>,
     pub host_address: Option<std::net::Ipv4Addr>,
     pub no_host_route: Option<bool>,
+    pub dhcp_server: Option<String>,
+    pub deny_dhcp_server: Option<String>,
     // The routing mode goes here when `watch --source gateway|masquerade`
     // lands: `pub source: Option<Source>,` (key `source`), resolved like
     // `mode` in `Settings::resolve`.
@@ -79,6 +81,8 @@ impl WatchConfig {
             no_whoami: self.no_whoami.or(below.no_whoami),
             host_address: self.host_address.or(below.host_address),
             no_host_route: self.no_host_route.or(below.no_host_route),
+            dhcp_server: self.dhcp_server.or(below.dhcp_server),
+            deny_dhcp_server: self.deny_dhcp_server.or(below.deny_dhcp_server),
         }
     }
 }
@@ -99,15 +103,23 @@ pub struct Settings {
     pub no_whoami: bool,
     pub host_address: Option<std::net::Ipv4Addr>,
     pub no_host_route: bool,
+    /// The DHCP servers of labelled services without their own list.
+    pub dhcp_servers: netcontainer_proto::DhcpServers,
 }
 
 impl Settings {
     /// `flags` (the command line, as the keys of the file: a switch not
     /// given is `None`) over `file` over the defaults; `poll` is a flag
-    /// only.
-    pub fn resolve(flags: WatchConfig, file: WatchConfig, poll: u64) -> Settings {
+    /// only. A bad server list is an error.
+    pub fn resolve(flags: WatchConfig, file: WatchConfig, poll: u64) -> Result<Settings, Error> {
         let c = flags.over(file);
-        Settings {
+        // A flag's list and the file's other list together are refused
+        // as both flags together are.
+        let dhcp_servers = crate::commands::dhcp_servers_args(
+            c.dhcp_server.as_deref(),
+            c.deny_dhcp_server.as_deref(),
+        )?;
+        Ok(Settings {
             parent: c.parent,
             mode: c.mode,
             image: c.image.unwrap_or_else(default_image),
@@ -120,7 +132,8 @@ impl Settings {
             no_whoami: c.no_whoami.unwrap_or(false),
             host_address: c.host_address,
             no_host_route: c.no_host_route.unwrap_or(false),
-        }
+            dhcp_servers,
+        })
     }
 }
 
@@ -226,7 +239,7 @@ mod tests {
              metrics = \"127.0.0.1:9311\"\non-change = \"true\"\nrelease-when-stopped = true\n",
         )
         .unwrap();
-        let s = Settings::resolve(WatchConfig::default(), file.clone(), 5);
+        let s = Settings::resolve(WatchConfig::default(), file.clone(), 5).unwrap();
         assert_eq!(
             s,
             Settings {
@@ -242,6 +255,7 @@ mod tests {
                 no_whoami: false,
                 host_address: None,
                 no_host_route: false,
+                dhcp_servers: Default::default(),
             }
         );
         let flags = WatchConfig {
@@ -253,7 +267,7 @@ mod tests {
             on_change: Some(" ".into()),
             ..WatchConfig::default()
         };
-        let s = Settings::resolve(flags, file, 0);
+        let s = Settings::resolve(flags, file, 0).unwrap();
         assert_eq!(s.parent.as_deref(), Some("eth0"));
         assert_eq!(s.mode, Some(crate::leg::MACVLAN));
         assert_eq!((s.timeout, s.resync, s.poll), (5, 120, 1));
@@ -262,10 +276,36 @@ mod tests {
         assert_eq!(s.on_change, None, "a blank command is none");
         assert!(s.release_when_stopped, "the file's, no flag said otherwise");
         // No file: the defaults; no metrics, no command.
-        let d = Settings::resolve(WatchConfig::default(), WatchConfig::default(), 5);
+        let d = Settings::resolve(WatchConfig::default(), WatchConfig::default(), 5).unwrap();
         assert_eq!((d.timeout, d.resync, d.poll), (30, 60, 5));
         assert_eq!((d.metrics, d.on_change, d.mode), (None, None, None));
         assert!(!d.release_when_stopped && !d.no_whoami && !d.no_host_route);
+    }
+
+    #[test]
+    fn dhcp_server_lists_are_checked() {
+        let file = parse("deny-dhcp-server = \"192.0.2.1, 192.0.2.9\"\n").unwrap();
+        let s = Settings::resolve(WatchConfig::default(), file.clone(), 5).unwrap();
+        assert_eq!(
+            s.dhcp_servers.deny,
+            vec![
+                "192.0.2.1".parse::<std::net::Ipv4Addr>().unwrap(),
+                "192.0.2.9".parse().unwrap()
+            ]
+        );
+        let both = WatchConfig {
+            dhcp_server: Some("192.0.2.2".into()),
+            ..WatchConfig::default()
+        };
+        assert!(Settings::resolve(both, file, 5).is_err());
+        let bad = WatchConfig {
+            dhcp_server: Some("dhcp.lan".into()),
+            ..WatchConfig::default()
+        };
+        let e = Settings::resolve(bad, WatchConfig::default(), 5)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--dhcp-server") && !e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -233,6 +233,12 @@ impl Client {
     /// Feed one received UDP payload (destination port 68). Anything that is
     /// not a reply to our current exchange is ignored; never panics.
     pub fn handle_packet(&mut self, now: Instant, payload: &[u8]) {
+        self.handle_packet_from(now, None, payload)
+    }
+
+    /// [`Client::handle_packet`] with the packet's IPv4 source address when
+    /// the shell knows it, for [`Config::servers`].
+    pub fn handle_packet_from(&mut self, now: Instant, source: Option<Ipv4Addr>, payload: &[u8]) {
         let Some(xid) = self.current_xid() else {
             return;
         };
@@ -244,6 +250,15 @@ impl Client {
             return;
         };
         let server = server_id_of(&msg);
+        if !self.config.servers.admits(server, source, msg.giaddr()) {
+            debug!(
+                ?mt,
+                ?server,
+                ?source,
+                "dhcp: reply from a server not chosen ignored"
+            );
+            return;
+        }
         match (&self.phase, mt) {
             (Phase::Selecting { .. }, MessageType::Offer) => self.on_offer(now, &msg),
             (Phase::Requesting { server_id, .. }, MessageType::Ack | MessageType::Nak)
@@ -420,15 +435,16 @@ impl Client {
         self.phase = Phase::Stopped;
     }
 
-    /// The bound address is in use by someone else (ARP probe answered):
+    /// The leased address is in use by someone else (the ARP probe was
+    /// answered, or another host insisted on it later, RFC 5227 §2.4 (c)):
     /// DECLINE it and restart discovery after [`Retry::decline_delay`]. No-op
-    /// unless Bound.
+    /// without a lease (Bound, Renewing, Rebinding).
     pub fn decline(&mut self, now: Instant) {
-        if !matches!(self.phase, Phase::Bound { .. }) {
-            debug!(state = ?self.state(), "dhcp: decline ignored outside Bound");
+        if self.lease().is_none() {
+            debug!(state = ?self.state(), "dhcp: decline ignored without a lease");
             return;
         }
-        let lease = self.take_lease().expect("bound holds a lease");
+        let lease = self.take_lease().expect("checked: a lease is held");
         warn!(address = %lease.address, server = %lease.server_id, "dhcp: declining address");
         let xid = self.rng.random();
         let mut m = self.base_message(xid, MessageType::Decline, 0);

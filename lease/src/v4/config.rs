@@ -25,6 +25,47 @@ pub struct Config {
     pub request_address: Option<Ipv4Addr>,
     /// Retransmission and back-off settings.
     pub retry: Retry,
+    /// Which servers' replies are heard (`--dhcp-server`, `--deny-dhcp-server`).
+    pub servers: ServerFilter,
+}
+
+/// Which DHCP servers the client listens to: replies (OFFER, ACK, NAK) from
+/// any other server are ignored as if never received. A second server on
+/// the LAN (an ISP box, a forgotten dnsmasq) answers first as often as not.
+///
+/// A server is judged by its server identifier (option 54) and by the
+/// packet's source address when the shell knows it: a denied server is
+/// refused on either; with an allow list, option 54 must be listed and the
+/// source must be too, or be the relay the reply came through (giaddr, RFC
+/// 2131 §4.1: a relay, not the server, sends the reply on the LAN).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ServerFilter {
+    /// Empty: every server not denied.
+    pub allow: Vec<Ipv4Addr>,
+    pub deny: Vec<Ipv4Addr>,
+}
+
+impl ServerFilter {
+    /// Whether a reply with server identifier `server_id`, from `source`
+    /// (`None`: not known), relayed by `giaddr` (0.0.0.0: not relayed) is heard.
+    pub fn admits(
+        &self,
+        server_id: Option<Ipv4Addr>,
+        source: Option<Ipv4Addr>,
+        giaddr: Ipv4Addr,
+    ) -> bool {
+        let denied = |a: Option<Ipv4Addr>| a.is_some_and(|a| self.deny.contains(&a));
+        if denied(server_id) || denied(source) {
+            return false;
+        }
+        if self.allow.is_empty() {
+            return true;
+        }
+        let allowed = server_id.is_some_and(|a| self.allow.contains(&a));
+        let source_ok = source
+            .is_none_or(|s| self.allow.contains(&s) || (!giaddr.is_unspecified() && s == giaddr));
+        allowed && source_ok
+    }
 }
 
 /// Retransmission and back-off settings.
@@ -79,5 +120,43 @@ impl Default for Retry {
             decline_delay: Duration::from_secs(10),
             nak_free_restarts: 3,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_filter() {
+        let a = Ipv4Addr::new(192, 0, 2, 1);
+        let b = Ipv4Addr::new(192, 0, 2, 2);
+        let relay = Ipv4Addr::new(192, 0, 2, 254);
+        let none = Ipv4Addr::UNSPECIFIED;
+        let any = ServerFilter::default();
+        assert!(any.admits(Some(a), Some(a), none));
+        assert!(any.admits(None, None, none));
+        let allow = ServerFilter {
+            allow: vec![a],
+            deny: vec![],
+        };
+        assert!(allow.admits(Some(a), Some(a), none));
+        assert!(allow.admits(Some(a), None, none));
+        assert!(!allow.admits(Some(b), Some(b), none));
+        assert!(!allow.admits(None, Some(a), none), "no option 54");
+        // Option 54 forged by another host: its source gives it away.
+        assert!(!allow.admits(Some(a), Some(b), none));
+        // Relayed: the source is the relay named in giaddr.
+        assert!(allow.admits(Some(a), Some(relay), relay));
+        assert!(!allow.admits(Some(a), Some(b), relay));
+        let deny = ServerFilter {
+            allow: vec![],
+            deny: vec![b],
+        };
+        assert!(deny.admits(Some(a), Some(a), none));
+        assert!(!deny.admits(Some(b), Some(b), none));
+        assert!(!deny.admits(Some(a), Some(b), none), "denied source");
+        assert!(!deny.admits(Some(b), None, none));
+        assert!(deny.admits(None, None, none));
     }
 }

@@ -13,4 +13,4 @@ pub mod lease;
 pub mod wire;
 
 pub use client::{Client, Destination, Event, Lease, LostReason, Transmit};
-pub use config::{Config, Retry};
+pub use config::{Config, Retry, ServerFilter};

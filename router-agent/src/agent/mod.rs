@@ -174,7 +174,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         tokio::select! {
             cmd = cmd_rx.recv() => match cmd {
                 Some(Command::Apply(plan, reply)) => {
-                    let resp = agent.apply(plan, &mut inbox).await;
+                    let resp = agent.apply(*plan, &mut inbox).await;
                     let _ = reply.send(resp);
                 }
                 Some(Command::Shutdown(reply)) => {

@@ -63,6 +63,7 @@ pub fn plan() -> Plan {
             address6: None,
         }),
         ipv6: Ipv6Mode::Auto,
+        dhcp_servers: Default::default(),
     }
 }
 

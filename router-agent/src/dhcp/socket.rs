@@ -261,6 +261,11 @@ impl RawSocket {
     /// port 68. Outgoing frames and frames that fail validation are dropped (logged at
     /// debug level); only socket errors are returned.
     pub async fn recv(&self) -> io::Result<Vec<u8>> {
+        self.recv_from().await.map(|(_, p)| p)
+    }
+
+    /// [`RawSocket::recv`] with the datagram's IPv4 source address.
+    pub async fn recv_from(&self) -> io::Result<(Ipv4Addr, Vec<u8>)> {
         let mut buf = vec![0u8; RECV_BUF_LEN];
         loop {
             let info = self.recv_frame(&mut buf).await?;
@@ -272,7 +277,9 @@ impl RawSocket {
                 continue;
             }
             match parse_ipv4_udp(&buf[..info.len], info.csum_not_ready) {
-                Ok(udp) if udp.dst_port == DHCP_CLIENT_PORT => return Ok(udp.payload.to_vec()),
+                Ok(udp) if udp.dst_port == DHCP_CLIENT_PORT => {
+                    return Ok((udp.src_addr, udp.payload.to_vec()));
+                }
                 Ok(udp) => tracing::debug!(
                     ifindex = self.ifindex,
                     dst_port = udp.dst_port,
@@ -390,6 +397,11 @@ impl UdpSocket {
     /// Returns the payload of the next datagram from a server port (67). The raw IP
     /// sender never returns (it receives nothing).
     pub async fn recv(&self) -> io::Result<Vec<u8>> {
+        self.recv_from().await.map(|(_, p)| p)
+    }
+
+    /// [`UdpSocket::recv`] with the server's address.
+    pub async fn recv_from(&self) -> io::Result<(Ipv4Addr, Vec<u8>)> {
         let Inner::Bound(sock) = &self.inner else {
             return std::future::pending().await;
         };
@@ -404,7 +416,11 @@ impl UdpSocket {
                 continue;
             }
             buf.truncate(n);
-            return Ok(buf);
+            let source = match from.ip() {
+                std::net::IpAddr::V4(a) => a,
+                std::net::IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+            };
+            return Ok((source, buf));
         }
     }
 }

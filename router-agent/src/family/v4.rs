@@ -1,5 +1,7 @@
 //! The IPv4 family task: the DHCPv4 client of one interface with its raw and
-//! UDP sockets, the persisted lease and the ARP probe of a new address. It
+//! UDP sockets, the persisted lease, the ARP probe of a new address and the
+//! ARP guard of the address in use (RFC 5227 §2.3 announcements after every
+//! bind, §2.4 defence; a second conflict declines the lease). It
 //! configures nothing itself: it reports [`Event`]s to the core, which owns
 //! addresses, routes and the firewall. A lease's address is reported once it
 //! is to be used (after the probe), with the lease; the address an earlier
@@ -11,9 +13,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use netcontainer_lease::arp::{ArpConfig, Probe, ProbeResult};
+use netcontainer_lease::arp::{ArpConfig, DEFEND_INTERVAL, Guard, GuardEvent, Probe, ProbeResult};
 use netcontainer_lease::v4::{
-    Client, Config, Destination, Event as ClientEvent, Lease, LostReason, Retry, Transmit,
+    Client, Config, Destination, Event as ClientEvent, Lease, LostReason, Retry, ServerFilter,
+    Transmit,
 };
 use netcontainer_lease::{State, randomness};
 use netcontainer_proto::Plan;
@@ -33,6 +36,8 @@ pub struct Identity {
     pub client_id: Vec<u8>,
     pub hostname: Option<String>,
     pub broadcast_flag: bool,
+    /// The servers listened to: a new list starts a new client.
+    pub servers: netcontainer_proto::DhcpServers,
 }
 
 impl Identity {
@@ -46,6 +51,7 @@ impl Identity {
                 .is_none_or(|id| *id == self.client_id)
             && self.hostname == plan.hostname
             && self.broadcast_flag == plan.broadcast_flag
+            && self.servers == *plan.dhcp_servers
     }
 }
 
@@ -82,6 +88,8 @@ pub struct V4 {
     arp: Option<ArpConfig>,
     /// A new lease whose address is being probed (not configured yet).
     probing: Option<Probing>,
+    /// The address in use, announced and defended.
+    guarding: Option<Guarding>,
     /// Why the last address was declined (the error of its loss).
     declined: Option<String>,
     events: Events,
@@ -96,6 +104,13 @@ pub struct V4 {
 struct Probing {
     lease: Lease,
     probe: Probe,
+    sock: Arc<ArpSocket>,
+}
+
+/// The ARP guard of the bound address, with its own socket (open as long as
+/// the address is in use).
+struct Guarding {
+    guard: Guard,
     sock: Arc<ArpSocket>,
 }
 
@@ -143,10 +158,15 @@ impl V4 {
                 broadcast_flag: plan.broadcast_flag,
                 request_address: hint,
                 retry: Retry::default(),
+                servers: ServerFilter {
+                    allow: plan.dhcp_servers.allow.clone(),
+                    deny: plan.dhcp_servers.deny.clone(),
+                },
             },
             randomness::from_os(),
         );
-        tracing::info!(interface = %plan.interface, previous = ?previous.as_ref().map(|l| l.address), hint = ?hint, "starting DHCP");
+        tracing::info!(interface = %plan.interface, previous = ?previous.as_ref().map(|l| l.address), hint = ?hint,
+            only = ?plan.dhcp_servers.allow, ignored = ?plan.dhcp_servers.deny, "starting DHCP");
         match previous {
             // Unanswered, the client uses it until it ends (RFC 2131 3.2).
             Some(lease) => client.resume_lease(Instant::now(), lease),
@@ -158,6 +178,7 @@ impl V4 {
                 client_id,
                 hostname: plan.hostname.clone(),
                 broadcast_flag: plan.broadcast_flag,
+                servers: (*plan.dhcp_servers).clone(),
             },
             ifindex: link.index,
             client,
@@ -170,6 +191,7 @@ impl V4 {
             mac: link.mac,
             arp,
             probing: None,
+            guarding: None,
             declined: None,
             events,
             reported: None,
@@ -222,10 +244,12 @@ impl V4 {
     async fn step(&mut self, ended: &mut mpsc::Receiver<bool>) -> std::ops::ControlFlow<bool> {
         let probing = self.probing.as_ref();
         let arp = probing.map(|p| p.sock.clone());
-        // One timer for both machines: each ignores a call before its deadline.
+        let guard_sock = self.guarding.as_ref().map(|g| g.sock.clone());
+        // One timer for all machines: each ignores a call before its deadline.
         let deadline = [
             self.client.poll_timeout(),
             probing.and_then(|p| p.probe.poll_timeout()),
+            self.guarding.as_ref().and_then(|g| g.guard.poll_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -234,14 +258,18 @@ impl V4 {
         let udp = self.udp.as_ref().map(|(_, s)| s.clone());
         tokio::select! {
             r = ended.recv() => return std::ops::ControlFlow::Break(r.unwrap_or(true)),
-            r = raw.recv() => self.on_packet(r).await,
+            r = raw.recv_from() => self.on_packet(r).await,
             r = recv_udp(udp) => self.on_packet(r).await,
             r = recv_arp(arp) => self.on_arp(r).await,
+            r = recv_arp(guard_sock) => self.on_guard_arp(r).await,
             _ = sleep_until(deadline) => {
                 let now = Instant::now();
                 self.client.handle_timeout(now);
                 if let Some(p) = self.probing.as_mut() {
                     p.probe.handle_timeout(now);
+                }
+                if let Some(g) = self.guarding.as_mut() {
+                    g.guard.handle_timeout(now);
                 }
             }
         }
@@ -271,9 +299,12 @@ impl V4 {
         }
     }
 
-    async fn on_packet(&mut self, r: std::io::Result<Vec<u8>>) {
+    async fn on_packet(&mut self, r: std::io::Result<(Ipv4Addr, Vec<u8>)>) {
         match r {
-            Ok(payload) => self.client.handle_packet(Instant::now(), &payload),
+            Ok((source, payload)) => {
+                self.client
+                    .handle_packet_from(Instant::now(), Some(source), &payload)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "receiving DHCP packets failed");
                 self.report(Event::Error(
@@ -299,10 +330,63 @@ impl V4 {
         }
     }
 
-    /// Sends what the client and the probe queued and acts on their
-    /// events and results.
+    async fn on_guard_arp(&mut self, r: std::io::Result<Vec<u8>>) {
+        match r {
+            Ok(payload) => {
+                if let Some(g) = self.guarding.as_mut() {
+                    g.guard.handle_packet(Instant::now(), &payload);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "receiving ARP packets failed");
+                tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
+            }
+        }
+    }
+
+    /// Sends what the guard queued and acts on what it saw: a defence is
+    /// counted and logged; giving up DECLINEs the lease (RFC 5227 §2.4 (c):
+    /// stop using the address; the DECLINE tells the server not to hand it
+    /// out again at once) and the client discovers a new one.
+    async fn drive_guard(&mut self) {
+        let Some(g) = self.guarding.as_mut() else {
+            return;
+        };
+        while let Some(frame) = g.guard.poll_transmit() {
+            if let Err(e) = g.sock.send_broadcast(&frame).await {
+                tracing::warn!(error = %e, "sending an ARP announcement failed");
+            }
+        }
+        let address = g.guard.address();
+        let mut gave_up = None;
+        while let Some(ev) = g.guard.poll_event() {
+            match ev {
+                GuardEvent::Defended(mac) => {
+                    self.counters.defended();
+                    tracing::warn!(%address, other = %mac, "another host claims our address: defended it with an ARP announcement");
+                }
+                GuardEvent::GiveUp(mac) => gave_up = Some(mac),
+            }
+        }
+        if let Some(mac) = gave_up {
+            self.guarding = None;
+            self.counters.conflict();
+            let msg = format!(
+                "address {address} is in use by MAC {mac} (claimed again within {} s of our defence): declined, asking for another",
+                DEFEND_INTERVAL.as_secs()
+            );
+            tracing::warn!("{msg}");
+            self.declined = Some(msg.clone());
+            self.report(Event::Error(Family::V4, msg));
+            self.client.decline(Instant::now());
+        }
+    }
+
+    /// Sends what the client, the probe and the guard queued and acts on
+    /// their events and results.
     async fn drive(&mut self) {
         loop {
+            self.drive_guard().await;
             if let Some(t) = self.client.poll_transmit() {
                 if let Err(e) = self.send(&t).await {
                     tracing::warn!(error = %e, "sending a DHCP packet failed");
@@ -348,6 +432,7 @@ impl V4 {
                     // The old address goes; the new one comes now, or
                     // after its probe.
                     self.udp = None;
+                    self.guarding = None;
                     self.report(Event::AddressGone {
                         address: old.address.into(),
                         prefix_len: old.prefix_len,
@@ -391,6 +476,7 @@ impl V4 {
                 tracing::info!(address = %lease.address, ?reason, "lease lost");
                 // A lease lost while being probed never reached the interface.
                 self.probing = None;
+                self.guarding = None;
                 // After a release the address is remembered as a hint for the
                 // next agent (same address back when it is free); otherwise
                 // forgotten. The lease stored last is the one in memory: its
@@ -435,6 +521,7 @@ impl V4 {
                 self.bind(lease);
             }
             ProbeResult::Conflict(mac) => {
+                self.counters.conflict();
                 let msg = format!("address {} is in use by MAC {mac}: declined", lease.address);
                 tracing::warn!("{msg}");
                 self.declined = Some(msg.clone());
@@ -468,11 +555,43 @@ impl V4 {
             rebind_unix: lease.rebind_at().map(unix),
             mtu: lease.mtu,
         };
-        // The address first, the disk after (see `LeaseStore::save_later`).
+        // The address first, the disk after (see `LeaseStore::save_later`),
+        // and the ARP guard after both (nothing between the ACK and the
+        // address event but the event). A renewal binds the same address
+        // again: its guard stays.
+        let address = lease.address;
         self.configured = Some(lease.clone());
         self.report(Event::Address(Address::of_lease(lease)));
         self.store.save_later(stored.clone());
         self.stored = Some(stored);
+        if self
+            .guarding
+            .as_ref()
+            .is_none_or(|g| g.guard.address() != address)
+        {
+            self.guarding = None;
+            self.guard(address);
+        }
+    }
+
+    /// Announces `address` (RFC 5227 §2.3) and guards it from now on:
+    /// after every bind, so that switches and neighbours learn this
+    /// router's port and MAC at once (also after it moved to another host
+    /// with its lease: INIT-REBOOT binds too). The announcements go out
+    /// from [`V4::drive`], after the address event.
+    fn guard(&mut self, address: Ipv4Addr) {
+        match ArpSocket::open(self.ifindex) {
+            Ok(sock) => {
+                tracing::info!(%address, "announcing the address with ARP and guarding it");
+                self.guarding = Some(Guarding {
+                    guard: Guard::new(address, self.mac, Instant::now()),
+                    sock: Arc::new(sock),
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open an ARP socket: the address is neither announced nor defended");
+            }
+        }
     }
 
     /// Once the client is past INIT-REBOOT without getting the old address
@@ -529,9 +648,9 @@ impl V4 {
     }
 }
 
-async fn recv_udp(s: Option<Arc<UdpSocket>>) -> std::io::Result<Vec<u8>> {
+async fn recv_udp(s: Option<Arc<UdpSocket>>) -> std::io::Result<(Ipv4Addr, Vec<u8>)> {
     match s {
-        Some(s) => s.recv().await,
+        Some(s) => s.recv_from().await,
         None => std::future::pending().await,
     }
 }
@@ -554,9 +673,11 @@ mod tests {
             client_id: vec![1, 2, 3],
             hostname: Some("svc".into()),
             broadcast_flag: false,
+            servers: Default::default(),
         };
         let plan = Plan {
             ipv6: Default::default(),
+            dhcp_servers: Default::default(),
             interface: "lan0".into(),
             client_id: None,
             hostname: Some("svc".into()),
@@ -587,6 +708,13 @@ mod tests {
             },
             Plan {
                 broadcast_flag: true,
+                ..plan.clone()
+            },
+            Plan {
+                dhcp_servers: Box::new(netcontainer_proto::DhcpServers {
+                    allow: vec![Ipv4Addr::new(192, 0, 2, 1)],
+                    deny: vec![],
+                }),
                 ..plan.clone()
             },
         ] {

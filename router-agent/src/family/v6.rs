@@ -81,6 +81,18 @@ pub fn prepare_interface(ifname: &str, enable: bool) {
         }
     }
     if enable {
+        // Unsolicited neighbour advertisements once an address's DAD is
+        // over (RFC 4861 section 7.2.6): neighbours and switches learn at
+        // once where the router is, also after it moved (the IPv6 twin of
+        // the v4 task's ARP announcements; the contract sets the `default`
+        // for a `lan0` made later, this covers one that exists already).
+        // Docker's `/proc/sys` is read-only: a `lan0` made after the start
+        // has it from the default already, and needs no write.
+        let path = format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify");
+        let already = std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1");
+        if !already && let Err((path, e)) = set("ndisc_notify", "1") {
+            tracing::warn!(%path, error = %e, "cannot set an IPv6 sysctl of the LAN interface");
+        }
         for name in ["optimistic_dad", "use_optimistic"] {
             if let Err((path, e)) = set(name, "1") {
                 tracing::debug!(%path, error = %e, "no optimistic DAD on the LAN interface");

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use super::*;
 use crate::randomness::seeded;
 use crate::testing::{Reply, insert_raw, joined_options};
+use crate::v4::ServerFilter;
 
 const MAC: [u8; 6] = [0x02, 0x42, 0xac, 0x11, 0x00, 0x02];
 const CID: [u8; 7] = [0xff, 0x00, 0x01, 0x02, 0x03, 0x04, 0x05];
@@ -35,6 +36,7 @@ fn config() -> Config {
         broadcast_flag: true,
         request_address: None,
         retry: Retry::default(),
+        servers: Default::default(),
     }
 }
 
@@ -1140,6 +1142,91 @@ fn decline_outside_bound_is_noop() {
     no_tx(&mut c);
     assert!(c.poll_event().is_none());
     assert_eq!(c.state(), State::Selecting);
+}
+
+#[test]
+fn decline_while_renewing() {
+    let t0 = Instant::now();
+    let mut c = client();
+    let l = bind(&mut c, t0);
+    let t1 = c.poll_timeout().unwrap();
+    c.handle_timeout(t1);
+    let _renew = tx(&mut c);
+    assert_eq!(c.state(), State::Renewing);
+    c.decline(t1);
+    let d = tx(&mut c);
+    assert_eq!(mtype(&d.payload), DECLINE);
+    assert_eq!(lost_event(&mut c), (l, LostReason::Declined));
+    assert_eq!(c.state(), State::Init);
+}
+
+/// `--dhcp-server`: the OFFER of another server is ignored even when it comes
+/// first, and so are its ACKs and NAKs.
+#[test]
+fn allow_list_ignores_other_servers() {
+    let t0 = Instant::now();
+    let servers = ServerFilter {
+        allow: vec![SERVER2],
+        deny: vec![],
+    };
+    let mut c = Client::new(
+        Config {
+            servers,
+            ..config()
+        },
+        seeded(7),
+    );
+    c.start(t0);
+    let d = tx(&mut c);
+    // SERVER answers first, from its own address: ignored.
+    c.handle_packet_from(t0, Some(SERVER), &offer(&d));
+    no_tx(&mut c);
+    assert_eq!(c.state(), State::Selecting);
+    // Forging option 54 does not help a server whose source is not listed.
+    let forged = reply(&d, MessageType::Offer, SERVER2, std_opts(3600));
+    c.handle_packet_from(t0, Some(SERVER), &forged);
+    no_tx(&mut c);
+    c.handle_packet_from(t0, Some(SERVER2), &forged);
+    let r = tx(&mut c);
+    assert_eq!(mtype(&r.payload), REQUEST);
+    assert_eq!(opts(&r.payload)[&54], SERVER2.octets());
+    // A NAK from the other server while requesting: ignored.
+    c.handle_packet_from(t0, Some(SERVER), &nak(&r, SERVER));
+    assert_eq!(c.state(), State::Requesting);
+    c.handle_packet_from(
+        t0,
+        Some(SERVER2),
+        &reply(&r, MessageType::Ack, SERVER2, std_opts(3600)),
+    );
+    assert_eq!(bound_event(&mut c).server_id, SERVER2);
+}
+
+/// `--deny-dhcp-server`: the denied server's OFFER is ignored, judged by
+/// option 54 or by the source address.
+#[test]
+fn deny_list_ignores_the_denied_server() {
+    let t0 = Instant::now();
+    let servers = ServerFilter {
+        allow: vec![],
+        deny: vec![SERVER],
+    };
+    let mut c = Client::new(
+        Config {
+            servers,
+            ..config()
+        },
+        seeded(7),
+    );
+    c.start(t0);
+    let d = tx(&mut c);
+    c.handle_packet_from(t0, None, &offer(&d));
+    no_tx(&mut c);
+    let other = reply(&d, MessageType::Offer, SERVER2, std_opts(3600));
+    c.handle_packet_from(t0, Some(SERVER), &other);
+    no_tx(&mut c);
+    c.handle_packet(t0, &other);
+    let r = tx(&mut c);
+    assert_eq!(opts(&r.payload)[&54], SERVER2.octets());
 }
 
 #[test]
