@@ -629,6 +629,8 @@ pub fn encode_raw_apply(interface: &str, forwards: &[RawForward]) -> Vec<u8> {
     body.push(0); // source: SourceMode::Masquerade
     body.push(0); // service: None
     varint(&mut body, 0); // ipv6: Ipv6Mode::Off
+    varint(&mut body, 0); // dhcp_servers.allow: empty
+    varint(&mut body, 0); // dhcp_servers.deny: empty
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     frame
