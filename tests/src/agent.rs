@@ -485,6 +485,56 @@ pub fn driver(dir: &Path, args: &[String], limit: Duration) -> CmdOutput {
     res
 }
 
+/// A bed with one router and a running agent that has not received a plan yet (the lease
+/// and option tests' world).
+pub struct AgentBed {
+    // Field order = drop order: the agent goes first, then the temp dir, then the bed.
+    pub agent: Agent,
+    _tmp: crate::TempDir,
+    pub lan: crate::Lan,
+}
+
+impl AgentBed {
+    // Not `Default`: it builds namespaces and starts a process.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> AgentBed {
+        let lan = crate::Lan::with_router();
+        let tmp = crate::TempDir::new("agentbed");
+        let agent = Agent::start(lan.router(), tmp.path());
+        AgentBed {
+            agent,
+            _tmp: tmp,
+            lan,
+        }
+    }
+
+    /// `agent apply args`, asserting success; returns the address.
+    pub fn apply(&self, args: ApplyArgs) -> Ipv4Addr {
+        let out = self.agent.apply(&args);
+        assert!(out.ok(), "agent apply failed: {out}");
+        out.address()
+            .unwrap_or_else(|| panic!("apply printed no address: {out}"))
+    }
+
+    /// `agent apply --interface lan0 --wait 15`.
+    pub fn bind(&self) -> Ipv4Addr {
+        self.apply(ApplyArgs::new(netcontainer_proto::contract::LAN_IF).wait(15))
+    }
+
+    /// The router's IPv4 addresses on lan0.
+    pub fn addrs(&self) -> Vec<(Ipv4Addr, u8)> {
+        crate::addr_on(self.lan.router(), netcontainer_proto::contract::LAN_IF)
+    }
+
+    /// lan0's MAC.
+    pub fn mac(&self) -> [u8; 6] {
+        crate::dhcp::parse_mac(&crate::mac_of(
+            self.lan.router(),
+            netcontainer_proto::contract::LAN_IF,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

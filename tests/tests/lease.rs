@@ -20,42 +20,7 @@ const S: Duration = Duration::from_secs(1);
 const POLL: Duration = Duration::from_millis(20);
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
-/// A bed with one router and a running agent that has not received a plan yet.
-struct World {
-    // Field order = drop order: the agent goes first, then the temp dir, then the bed.
-    agent: Agent,
-    _tmp: TempDir,
-    lan: Lan,
-}
-
-impl World {
-    fn new() -> World {
-        let lan = Lan::with_router();
-        let tmp = TempDir::new("lease");
-        let agent = Agent::start(lan.router(), tmp.path());
-        World {
-            agent,
-            _tmp: tmp,
-            lan,
-        }
-    }
-
-    /// `agent apply --interface lan0 --wait 15`, asserting success; returns the address.
-    fn apply(&self, args: ApplyArgs) -> Ipv4Addr {
-        let out = self.agent.apply(&args);
-        assert!(out.ok(), "agent apply failed: {out}");
-        out.address()
-            .unwrap_or_else(|| panic!("apply printed no address: {out}"))
-    }
-
-    fn bind(&self) -> Ipv4Addr {
-        self.apply(ApplyArgs::new(LAN_IF).wait(15))
-    }
-
-    fn addrs(&self) -> Vec<(Ipv4Addr, u8)> {
-        addr_on(self.lan.router(), LAN_IF)
-    }
-}
+use netcontainer_tests::agent::AgentBed as World;
 
 fn in_range(a: Ipv4Addr, lo: u8, hi: u8) -> bool {
     a.octets()[..3] == [192, 0, 2] && (lo..=hi).contains(&a.octets()[3])

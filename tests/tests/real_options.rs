@@ -29,45 +29,7 @@ const MASK24: Ipv4Addr = Ipv4Addr::new(255, 255, 255, 0);
 /// What the crafted server hands out.
 const YIADDR: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 50);
 
-/// A bed with one router and a running agent that has not received a plan yet.
-struct World {
-    // Field order = drop order: the agent goes first, then the temp dir, then the bed.
-    agent: Agent,
-    _tmp: TempDir,
-    lan: Lan,
-}
-
-impl World {
-    fn new() -> World {
-        let lan = Lan::with_router();
-        let tmp = TempDir::new("realopt");
-        let agent = Agent::start(lan.router(), tmp.path());
-        World {
-            agent,
-            _tmp: tmp,
-            lan,
-        }
-    }
-
-    fn apply(&self, args: ApplyArgs) -> Ipv4Addr {
-        let out = self.agent.apply(&args);
-        assert!(out.ok(), "agent apply failed: {out}");
-        out.address()
-            .unwrap_or_else(|| panic!("apply printed no address: {out}"))
-    }
-
-    fn bind(&self) -> Ipv4Addr {
-        self.apply(ApplyArgs::new(LAN_IF).wait(15))
-    }
-
-    fn addrs(&self) -> Vec<(Ipv4Addr, u8)> {
-        addr_on(self.lan.router(), LAN_IF)
-    }
-
-    fn mac(&self) -> [u8; 6] {
-        dhcp::parse_mac(&mac_of(self.lan.router(), LAN_IF))
-    }
-}
+use netcontainer_tests::agent::AgentBed as World;
 
 /// The IPv4 routes of the agent's table in `ns`: (destination, gateway) as `ip -j` spells
 /// them ("default" or "a.b.c.d/len").
