@@ -68,6 +68,10 @@ pub struct WatchArgs {
     /// these DHCP servers.
     #[arg(long, value_name = "ADDR,...", conflicts_with = "dhcp_server")]
     deny_dhcp_server: Option<String>,
+    /// Multicast DNS for labelled services without netcontainer.mdns
+    /// (on by default).
+    #[arg(long, value_name = "on|off", value_parser = crate::commands::up::parse_on_off_arg)]
+    mdns: Option<bool>,
     /// Seconds between polls of the routers' agents (address changes, metrics).
     #[arg(long, default_value_t = 5, hide = true)]
     poll: u64,
@@ -91,6 +95,7 @@ impl WatchArgs {
             no_host_route: self.no_host_route.then_some(true),
             dhcp_server: self.dhcp_server.clone(),
             deny_dhcp_server: self.deny_dhcp_server.clone(),
+            mdns: self.mdns,
         }
     }
 }
@@ -165,6 +170,7 @@ mod tests {
                 no_host_route: Some(true),
                 dhcp_server: None,
                 deny_dhcp_server: None,
+                mdns: None,
             }
         );
         assert_eq!(a.poll, 2);

@@ -330,6 +330,7 @@ mod tests {
                     source: Default::default(),
                     ipv6: Vec::new(),
                     ipv6_path: Default::default(),
+                    mdns: None,
                 }),
                 counters: Some(LeaseCounters {
                     renewals: 3,

@@ -61,6 +61,8 @@ pub struct WatchConfig {
     pub no_host_route: Option<bool>,
     pub dhcp_server: Option<String>,
     pub deny_dhcp_server: Option<String>,
+    /// `false`: no mDNS for services without the label (flag `--mdns off`).
+    pub mdns: Option<bool>,
     // The routing mode goes here when `watch --source gateway|masquerade`
     // lands: `pub source: Option<Source>,` (key `source`), resolved like
     // `mode` in `Settings::resolve`.
@@ -83,6 +85,7 @@ impl WatchConfig {
             no_host_route: self.no_host_route.or(below.no_host_route),
             dhcp_server: self.dhcp_server.or(below.dhcp_server),
             deny_dhcp_server: self.deny_dhcp_server.or(below.deny_dhcp_server),
+            mdns: self.mdns.or(below.mdns),
         }
     }
 }
@@ -105,6 +108,8 @@ pub struct Settings {
     pub no_host_route: bool,
     /// The DHCP servers of labelled services without their own list.
     pub dhcp_servers: netcontainer_proto::DhcpServers,
+    /// mDNS for labelled services without `netcontainer.mdns`.
+    pub mdns: bool,
 }
 
 impl Settings {
@@ -133,6 +138,7 @@ impl Settings {
             host_address: c.host_address,
             no_host_route: c.no_host_route.unwrap_or(false),
             dhcp_servers,
+            mdns: c.mdns.unwrap_or(true),
         })
     }
 }
@@ -256,6 +262,7 @@ mod tests {
                 host_address: None,
                 no_host_route: false,
                 dhcp_servers: Default::default(),
+                mdns: true,
             }
         );
         let flags = WatchConfig {
