@@ -151,10 +151,18 @@ fn run_once(
                 }
                 let mut agent = Agent::start(&router, tmp.path());
                 let t0 = Instant::now();
+                // The agent as `up` runs it: with a hostname and mDNS on (the
+                // build before, without mDNS, gets the same hostname).
+                let mdns: &[&str] = if matches!(client, Client::Agent) {
+                    &["--hostname", "bench", "--mdns"]
+                } else {
+                    &["--hostname", "bench"]
+                };
                 let mut apply = Command::new(bin("netcontainer"))
                     .args(["agent", "apply", "--socket"])
                     .arg(agent.socket())
                     .args(["--interface", LAN_IF, "--wait", "20"])
+                    .args(mdns)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -166,7 +174,8 @@ fn run_once(
                 if !st.success() {
                     return Err(format!("apply failed: {st}"));
                 }
-                std::thread::sleep(Duration::from_millis(300));
+                // RSS once the mDNS name is probed and announced (about 1.3 s).
+                std::thread::sleep(Duration::from_millis(2000));
                 let rss = agent.pid().and_then(refclient::rss_kb);
                 agent.kill9();
                 Ok(Sample {
