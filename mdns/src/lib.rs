@@ -1,72 +1,43 @@
-//! STUB (replaced by the mdns-core branch).
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::time::Instant;
-pub struct Config {
-    pub hostname: String,
-    pub services: Vec<Service>,
-}
-pub struct Service {
-    pub instance: String,
-    pub service_type: String,
-    pub port: u16,
-    pub txt: Vec<String>,
-}
-#[derive(Debug)]
-pub struct ConfigError;
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("stub")
-    }
-}
-impl std::error::Error for ConfigError {}
-impl Config {
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        Ok(())
-    }
-}
-pub struct Responder;
-pub struct Transmit {
-    pub to: Destination,
-    pub payload: Vec<u8>,
-}
-pub enum Destination {
-    Multicast,
-    MulticastV4,
-    MulticastV6,
-    Unicast(SocketAddr),
-}
-pub enum Event {
-    Claimed { name: String },
-    Conflict { name: String, next: String },
-    Gone,
-}
-#[derive(Default, Debug, Clone)]
-pub struct Counters {
-    pub queries_answered: u64,
-    pub malformed: u64,
-    pub conflicts: u64,
-}
-impl Responder {
-    pub fn new(_c: Config, _seed: u64) -> Result<Responder, ConfigError> {
-        Ok(Responder)
-    }
-    pub fn set_addresses(&mut self, _now: Instant, _v4: &[Ipv4Addr], _v6: &[Ipv6Addr]) {}
-    pub fn handle_packet(&mut self, _now: Instant, _from: SocketAddr, _data: &[u8]) {}
-    pub fn handle_timeout(&mut self, _now: Instant) {}
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        None
-    }
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        None
-    }
-    pub fn poll_event(&mut self) -> Option<Event> {
-        None
-    }
-    pub fn shutdown(&mut self, _now: Instant) {}
-    pub fn name(&self) -> Option<String> {
-        None
-    }
-    pub fn counters(&self) -> Counters {
-        Counters::default()
-    }
-}
+//! The mDNS responder of netcontainer's router agent, without I/O: multicast
+//! DNS (RFC 6762) for one host name, with DNS-SD service records (RFC 6763),
+//! in the shape of the lease crate (and of quinn-proto): the agent's shell owns
+//! the sockets and the clock, feeds this crate datagrams and "the deadline
+//! passed", and sends what it is given.
+//!
+//! ```text
+//! Responder::new(config, seed)            validated names; nothing sent, nothing due
+//! r.set_addresses(now, &v4, &v6)          the first address starts probing (8.1)
+//! r.handle_packet(now, from, bytes)       a datagram received on port 5353; never panics
+//! r.handle_timeout(now)                   call when now >= poll_timeout()
+//! r.poll_transmit() -> Transmit           payload + Destination (both groups, one family, or unicast)
+//! r.poll_event() -> Event                 Claimed / Conflict (renamed) / Gone
+//! r.poll_timeout() -> Option<Instant>
+//! r.shutdown(now)                         goodbyes (TTL 0) for what was announced
+//! r.name() -> Option<String>              "web1-2.local" once claimed
+//! ```
+//!
+//! - [`config`]: what is published and its checks; renaming after a conflict.
+//! - [`records`]: the record set (A/AAAA, the DNS-SD PTRs, SRV, TXT, NSEC).
+//! - [`responder`]: probing, announcing, answering, conflicts, goodbyes.
+//!
+//! The wire format is hickory-proto's (feature `mdns`: the QU and cache-flush
+//! bits), which the agent already links through dhcproto. Reverse-mapping
+//! PTRs and the known-answer and duplicate-answer optimisations for a querier
+//! (7.3, 7.4) are not done: the responder answers, it does not cache or query.
+
+pub mod config;
+pub mod records;
+pub mod responder;
+mod rng;
+
+#[cfg(test)]
+mod tests;
+
+pub use config::{Config, ConfigError, Service};
+pub use responder::{
+    Counters, Destination, Event, MAX_PAYLOAD, MAX_RECEIVED, MDNS_PORT, Responder, Transmit,
+};
+
+/// The wire library, re-exported so that the shell, tests and fuzzers parse
+/// with the same version.
+pub use hickory_proto;
