@@ -6,7 +6,6 @@
 use netcontainer_proto::contract::LAN_IF;
 use netcontainer_tests::agent::{AgentBed, ApplyArgs};
 use netcontainer_tests::*;
-use std::net::Ipv4Addr;
 use std::time::Duration;
 
 const S: Duration = Duration::from_secs(1);
@@ -17,23 +16,6 @@ fn client(w: &mut AgentBed, octet: u8) -> std::sync::Arc<Netns> {
     let c = w.lan.add_client(octet);
     c.ip(&["route", "add", "224.0.0.0/4", "dev", "eth0"]);
     c
-}
-
-/// `dig @AT -p 5353 +short NAME TYPE` from `ns`: a legacy unicast query (RFC 6762
-/// sections 5.5 and 6.7: from a port other than 5353, answered by unicast to it). Sent to
-/// the router's address: dig 9.18 drops a reply to a multicast query, which comes from
-/// the responder's own address.
-fn dig(ns: &Netns, at: Ipv4Addr, name: &str, rrtype: &str) -> Vec<String> {
-    let at = format!("@{at}");
-    let out = ns.exec(&[
-        "dig", &at, "-p", "5353", "+short", "+time=1", "+tries=2", name, rrtype,
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with(';'))
-        .map(String::from)
-        .collect()
 }
 
 fn mdns_name(w: &AgentBed, want: &str, within: Duration) -> String {
@@ -68,10 +50,10 @@ fn a_legacy_query_gets_the_lease() {
     let c = client(&mut w, 200);
     let lease = w.apply(web1());
     mdns_name(&w, "web1.local", 5 * S);
-    assert_eq!(dig(&c, lease, "web1.local", "A"), [lease.to_string()]);
+    assert_eq!(mdns_query(&c, lease, "web1.local"), [lease.to_string()]);
     // Case does not matter (RFC 6762 section 16); names it does not own get nothing.
-    assert_eq!(dig(&c, lease, "WEB1.local", "A"), [lease.to_string()]);
-    assert!(dig(&c, lease, "web2.local", "A").is_empty());
+    assert_eq!(mdns_query(&c, lease, "WEB1.local"), [lease.to_string()]);
+    assert!(mdns_query(&c, lease, "web2.local").is_empty());
 }
 
 /// Without `--mdns` nothing answers (the test above can fail).
@@ -83,6 +65,6 @@ fn off_answers_nothing() {
     let c = client(&mut w, 200);
     let lease = w.apply(ApplyArgs::new(LAN_IF).hostname("web1").wait(15));
     std::thread::sleep(2 * S);
-    assert!(dig(&c, lease, "web1.local", "A").is_empty());
+    assert!(mdns_query(&c, lease, "web1.local").is_empty());
     assert_eq!(w.agent.status().raw["mdns"], serde_json::Value::Null);
 }
