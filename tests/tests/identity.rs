@@ -82,6 +82,11 @@ fn the_same_name_on_two_hosts_gets_two_addresses() {
     let mut sorted = [names.0.clone(), names.1.clone()];
     sorted.sort();
     assert_eq!(sorted, [second.clone(), first.clone()], "{names:?}");
+    let ls = bed.nc(&["ls", "--format", "{{.Service}} {{.Name}}"]);
+    assert!(
+        ls.stdout.lines().any(|l| l == format!("{} {}", web1.name, names.0)),
+        "ls names the mDNS name: {ls}"
+    );
     for (name, addr) in [(&names.0, one.address), (&names.1, two.address)] {
         assert_eq!(
             mdns_query(&bed.client, addr, name),
