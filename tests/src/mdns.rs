@@ -4,8 +4,9 @@
 //! * [`Avahi`]: Debian's `avahi-daemon` serving only the namespace's `eth0`, on a private
 //!   D-Bus system bus (its own `dbus-daemon`, socket in the test's directory) and with a
 //!   private `/run` (avahi's pid file and socket path are compiled in, so the daemon runs
-//!   under `unshare -m` with the directory bind-mounted over `/run`): several tests, and
-//!   the machine's own avahi if any, never meet. The command-line clients (`avahi-browse`,
+//!   under `unshare -m` with the directory bind-mounted over `/run`, and empty ones over
+//!   `/etc/avahi/services` and `/etc/avahi/hosts`): several tests, and the machine's own
+//!   avahi if any, never meet, and nothing of the machine's is published. The command-line clients (`avahi-browse`,
 //!   `avahi-resolve`, `avahi-publish`) talk to it over that bus.
 //! * [`zeroconf_browse`] / [`zeroconf_resolve`]: python's zeroconf (Debian's
 //!   python3-zeroconf under /usr/bin/python3, script `tests/py/zc.py`), bound to the
@@ -154,10 +155,19 @@ impl Avahi {
         // implementation detail of ip) with our directory over /run: avahi's
         // /run/avahi-daemon/{pid,socket} are compiled in and a second daemon would refuse
         // to start next to a live pid file. `exec` keeps the pid = the guard's pid.
+        // Empty static services and hosts too: the machine's /etc/avahi/services/*.service
+        // and /etc/avahi/hosts would otherwise be published on the test's LAN.
+        let services = dir.join("services");
+        std::fs::create_dir_all(&services).expect("mkdir services");
+        let hosts = dir.join("hosts");
+        std::fs::write(&hosts, "").expect("write hosts");
         let line = format!(
-            "mount --bind '{run}' /run && exec avahi-daemon -f '{conf}' --no-drop-root \
-             --no-chroot --no-rlimits --no-proc-title",
+            "mount --bind '{run}' /run && mount --bind '{services}' /etc/avahi/services && \
+             mount --bind '{hosts}' /etc/avahi/hosts && exec avahi-daemon -f '{conf}' \
+             --no-drop-root --no-chroot --no-rlimits --no-proc-title",
             run = run.display(),
+            services = services.display(),
+            hosts = hosts.display(),
             conf = conf.display()
         );
         let daemon = ns.spawn_guarded(
