@@ -309,33 +309,6 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// `dig @AT -p 5353 +short NAME A` from `ns`: a legacy unicast mDNS query (RFC 6762
-/// sections 5.5 and 6.7: from a port other than 5353, answered by unicast to it), sent to
-/// the responder's own address: dig 9.18 drops the reply to a query sent to the group,
-/// which comes from the responder's address. The answers, one per line.
-pub fn mdns_query(ns: &Netns, at: std::net::Ipv4Addr, name: &str) -> Vec<String> {
-    mdns_query_type(ns, at, name, "A")
-}
-
-/// [`mdns_query`] for another record type.
-pub fn mdns_query_type(
-    ns: &Netns,
-    at: std::net::Ipv4Addr,
-    name: &str,
-    rrtype: &str,
-) -> Vec<String> {
-    let at = format!("@{at}");
-    let out = ns.exec(&[
-        "dig", &at, "-p", "5353", "+short", "+time=1", "+tries=2", name, rrtype,
-    ]);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with(';'))
-        .map(String::from)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

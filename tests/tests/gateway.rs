@@ -347,7 +347,11 @@ fn docker_mirror_recipe_works_unchanged_in_every_mode() {
             let js = self_json(c);
             (js["mdns"] == want.as_str()).then_some(js)
         });
-        assert!(got.is_some(), "{who}'s /v1/self never named {want}: {}", self_json(c));
+        assert!(
+            got.is_some(),
+            "{who}'s /v1/self never named {want}: {}",
+            self_json(c)
+        );
     }
     let pj = self_json(&p.name);
     assert_eq!(pj["mode"], "docker", "{pj}");
