@@ -68,6 +68,8 @@ pub struct WatchArgs {
     /// these DHCP servers.
     #[arg(long, value_name = "ADDR,...", conflicts_with = "dhcp_server")]
     deny_dhcp_server: Option<String>,
+    #[command(flatten)]
+    ddns: crate::ddns::DdnsArgs,
     /// Seconds between polls of the routers' agents (address changes, metrics).
     #[arg(long, default_value_t = 5, hide = true)]
     poll: u64,
@@ -91,6 +93,9 @@ impl WatchArgs {
             no_host_route: self.no_host_route.then_some(true),
             dhcp_server: self.dhcp_server.clone(),
             deny_dhcp_server: self.deny_dhcp_server.clone(),
+            ddns_server: self.ddns.ddns_server.clone(),
+            ddns_zone: self.ddns.ddns_zone.clone(),
+            ddns_key: self.ddns.ddns_key.clone(),
         }
     }
 }
@@ -105,6 +110,11 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
         None => WatchConfig::default(),
     };
     let settings = Settings::resolve(a.layer(), file, a.poll)?;
+    // A bad key file stops watch before anything is touched (it is read
+    // again when the updates start).
+    if let Some(t) = &settings.ddns {
+        t.client()?;
+    }
     require_root()?;
     crate::watch::run(settings).await
 }
@@ -165,6 +175,9 @@ mod tests {
                 no_host_route: Some(true),
                 dhcp_server: None,
                 deny_dhcp_server: None,
+                ddns_server: None,
+                ddns_zone: None,
+                ddns_key: None,
             }
         );
         assert_eq!(a.poll, 2);

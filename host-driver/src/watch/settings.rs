@@ -18,6 +18,9 @@
 //! release-when-stopped = false
 //! metrics = "127.0.0.1:9311"
 //! on-change = "/usr/local/bin/update-dns"
+//! ddns-server = "192.0.2.53"
+//! ddns-zone = "lan.example"
+//! ddns-key = "/etc/netcontainer/ddns.key"
 //! ```
 //!
 //! A bad file (a syntax error, an unknown key, a value of the wrong type) is
@@ -61,6 +64,10 @@ pub struct WatchConfig {
     pub no_host_route: Option<bool>,
     pub dhcp_server: Option<String>,
     pub deny_dhcp_server: Option<String>,
+    /// Dynamic DNS (`crate::ddns`): all three or none.
+    pub ddns_server: Option<String>,
+    pub ddns_zone: Option<String>,
+    pub ddns_key: Option<PathBuf>,
     // The routing mode goes here when `watch --source gateway|masquerade`
     // lands: `pub source: Option<Source>,` (key `source`), resolved like
     // `mode` in `Settings::resolve`.
@@ -83,6 +90,9 @@ impl WatchConfig {
             no_host_route: self.no_host_route.or(below.no_host_route),
             dhcp_server: self.dhcp_server.or(below.dhcp_server),
             deny_dhcp_server: self.deny_dhcp_server.or(below.deny_dhcp_server),
+            ddns_server: self.ddns_server.or(below.ddns_server),
+            ddns_zone: self.ddns_zone.or(below.ddns_zone),
+            ddns_key: self.ddns_key.or(below.ddns_key),
         }
     }
 }
@@ -105,6 +115,8 @@ pub struct Settings {
     pub no_host_route: bool,
     /// The DHCP servers of labelled services without their own list.
     pub dhcp_servers: netcontainer_proto::DhcpServers,
+    /// Where the dynamic DNS updates go (the key is read at start).
+    pub ddns: Option<crate::ddns::Target>,
 }
 
 impl Settings {
@@ -119,6 +131,14 @@ impl Settings {
             c.dhcp_server.as_deref(),
             c.deny_dhcp_server.as_deref(),
         )?;
+        // The three may come from the flags and the file mixed; together
+        // they must be all or nothing.
+        let ddns = crate::ddns::DdnsArgs {
+            ddns_server: c.ddns_server,
+            ddns_zone: c.ddns_zone,
+            ddns_key: c.ddns_key,
+        }
+        .target()?;
         Ok(Settings {
             parent: c.parent,
             mode: c.mode,
@@ -133,6 +153,7 @@ impl Settings {
             host_address: c.host_address,
             no_host_route: c.no_host_route.unwrap_or(false),
             dhcp_servers,
+            ddns,
         })
     }
 }
@@ -256,6 +277,7 @@ mod tests {
                 host_address: None,
                 no_host_route: false,
                 dhcp_servers: Default::default(),
+                ddns: None,
             }
         );
         let flags = WatchConfig {
@@ -280,6 +302,25 @@ mod tests {
         assert_eq!((d.timeout, d.resync, d.poll), (30, 60, 5));
         assert_eq!((d.metrics, d.on_change, d.mode), (None, None, None));
         assert!(!d.release_when_stopped && !d.no_whoami && !d.no_host_route);
+    }
+
+    /// The dynamic DNS keys may come from the file and the flags mixed;
+    /// together they are all three or none.
+    #[test]
+    fn ddns_keys_are_all_or_none() {
+        let file =
+            parse("ddns-zone = \"lan.example\"\nddns-key = \"/etc/netcontainer/ddns.key\"\n")
+                .unwrap();
+        let e = Settings::resolve(WatchConfig::default(), file.clone(), 5).unwrap_err();
+        assert!(e.to_string().contains("all three or none"), "{e}");
+        let flags = WatchConfig {
+            ddns_server: Some("203.0.113.53:5353".into()),
+            ..WatchConfig::default()
+        };
+        let t = Settings::resolve(flags, file, 5).unwrap().ddns.unwrap();
+        assert_eq!(t.server, "203.0.113.53:5353".parse().unwrap());
+        assert_eq!(t.zone.to_string(), "lan.example.");
+        assert_eq!(t.key, PathBuf::from("/etc/netcontainer/ddns.key"));
     }
 
     #[test]
