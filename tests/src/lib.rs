@@ -49,6 +49,7 @@ pub mod docker;
 pub mod docker6;
 pub mod isolation;
 pub mod kea;
+pub mod named;
 pub mod netns;
 pub mod podman;
 pub mod proc;
