@@ -3,7 +3,7 @@
 //! reached from the host over a veth pair of its own (tests/src/named.rs). Root only;
 //! needs the images and the machine lock, like tests/tests/docker.rs.
 
-use netcontainer_tests::docker::DockerBed;
+use netcontainer_tests::docker::{self, DockerBed};
 use netcontainer_tests::named::{Named, keygen, set_mode};
 use netcontainer_tests::*;
 use std::time::Duration;
@@ -106,13 +106,25 @@ fn up_replaces_the_name_wrong_keys_change_nothing_down_deletes() {
     );
 }
 
-/// watch publishes a labelled service's name once it is bound, and deletes it when the
-/// service is removed (its router goes with it).
+/// watch publishes a labelled service's name once it is bound, replaces it when the
+/// service is renumbered in place (Kea moves its pool with the router running, as in
+/// tests/tests/real_docker.rs: the renewal is refused and the agent takes an address
+/// from the new pool), and deletes it when the service is removed (its router goes
+/// with it).
 #[test]
-fn watch_publishes_on_bind_and_deletes_on_removal() {
+fn watch_publishes_on_bind_renumbering_and_removal() {
     require_root!();
-    let bed = netcontainer_tests::watch::bed(15);
+    let mut bed = netcontainer_tests::watch::bed(15);
     bed.use_own_state_dirs();
+    bed.dnsmasq.stop();
+    let kea_opts = |pool: &str| KeaOpts {
+        subnet: docker::LAN_NET.into(),
+        pool: pool.into(),
+        gateway: docker::LAN_GATEWAY,
+        dns: vec![docker::LAN_GATEWAY],
+        ..KeaOpts::short(20, 5, 15)
+    };
+    let mut kea = Kea::start(&bed.lan, kea_opts("203.0.113.60 - 203.0.113.69"));
     let zone = format!("{}.example", bed.id);
     let named = Named::start(&bed.lan, bed.tmp.path(), &bed.name("dns"), &zone, "");
     let env = bed.driver_env();
@@ -120,14 +132,32 @@ fn watch_publishes_on_bind_and_deletes_on_removal() {
     let flags = named.flags(&named.key_file);
     let w = netcontainer_tests::watch::Watch::start(&bed, &args(&flags, &["--poll", "1"]), &env);
     let s = netcontainer_tests::watch::labelled_service(&bed, "dw", &[]);
-    let addr = netcontainer_tests::watch::wait_bound(&bed, &s.name, Duration::from_secs(30))
+    let old = netcontainer_tests::watch::wait_bound(&bed, &s.name, Duration::from_secs(30))
         .unwrap_or_else(|| panic!("no lease:\n{}", w.log()));
     let published = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
-        named.records(&s.name, "A") == [addr.to_string()]
+        named.records(&s.name, "A") == [old.to_string()]
     });
     assert!(published, "never published:\n{}\n{}", w.log(), named.log());
 
-    netcontainer_tests::docker::docker_ok(&["rm", "-f", &s.name]);
+    kea.stop();
+    let _kea = Kea::start(&bed.lan, kea_opts("203.0.113.160 - 203.0.113.169"));
+    let new = wait_for(Duration::from_secs(40), Duration::from_millis(250), || {
+        netcontainer_tests::watch::wait_bound(&bed, &s.name, Duration::from_secs(1))
+            .filter(|a| *a != old)
+    })
+    .unwrap_or_else(|| panic!("never renumbered:\n{}", w.log()));
+    let replaced = wait_until(Duration::from_secs(10), Duration::from_millis(200), || {
+        named.records(&s.name, "A") == [new.to_string()]
+    });
+    assert!(
+        replaced,
+        "{old} -> {new} not in the zone: {:?}\n{}\n{}",
+        named.records(&s.name, "A"),
+        w.log(),
+        named.log()
+    );
+
+    docker::docker_ok(&["rm", "-f", &s.name]);
     let deleted = wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
         named.records(&s.name, "A").is_empty()
     });
