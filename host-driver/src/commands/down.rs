@@ -37,6 +37,12 @@ pub async fn run(a: DownArgs) -> Result<(), Error> {
         // A state directory left by a crash (the name is valid, so the path
         // is inside the run directory).
         state::remove_service_dir(&service)?;
+        // A router removed while no one deleted its name (watch was not
+        // running): the name it would have had by default goes now.
+        if let Some(c) = &ddns {
+            let hostname = crate::plan::hostname_for(service.as_str());
+            crate::ddns::before_down(c, service.as_str(), &hostname).await;
+        }
         println!("nothing to do: {service} has no network container");
         return Ok(());
     };
