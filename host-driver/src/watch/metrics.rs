@@ -358,6 +358,7 @@ mod tests {
         );
         s.heals.insert("web1".into(), 4);
         s.changes.insert("web1".into(), 1);
+        s.ddns_failures.insert("web1".into(), 2);
         s.host_route_refused.insert("db".into());
         s
     }
@@ -378,6 +379,7 @@ mod tests {
             "netcontainer_address_conflicts_total{service=\"web1\"} 1",
             "netcontainer_address_defences_total{service=\"web1\"} 5",
             "netcontainer_heals_total{service=\"web1\"} 4",
+            "netcontainer_ddns_failures_total{service=\"web1\"} 2",
             "netcontainer_address_changes_total{service=\"web1\"} 1",
             "netcontainer_host_route_refused{service=\"web1\"} 0",
             "netcontainer_host_route_refused{service=\"db\"} 1",
