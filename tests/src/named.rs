@@ -10,6 +10,10 @@
 //! host driver in the root namespace reaches it without any route into the bed's
 //! 203.0.113.0/24 (which stays blackholed in the root namespace). Drop kills named (by
 //! pid) and deletes the link; its files are in the caller's temp directory.
+//!
+//! The host end's address is in 2001:db8::/32, which an IPv6 Docker bed
+//! (`docker6::V6Side`) refuses to find on a host interface: never use both in one test
+//! binary (`cargo test` runs the binaries one at a time).
 
 use crate::netns::Netns;
 use crate::proc::ProcGuard;
