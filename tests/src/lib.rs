@@ -52,6 +52,7 @@ pub mod docker6;
 pub mod isolation;
 pub mod kea;
 pub mod mdns;
+pub mod named;
 pub mod netns;
 pub mod podman;
 pub mod proc;

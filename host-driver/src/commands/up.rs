@@ -116,6 +116,8 @@ pub struct UpArgs {
     /// Seconds to wait for the lease.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    #[command(flatten)]
+    ddns: crate::ddns::DdnsArgs,
 }
 
 pub fn parse_on_off_arg(s: &str) -> Result<bool, String> {
@@ -139,6 +141,8 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         a.deny_dhcp_server.as_deref(),
     )?;
     let mdns = crate::commands::mdns_args(a.mdns, a.dnssd.as_deref(), a.dnssd_txt.as_deref())?;
+    // A bad key file stops `up` before anything is made.
+    let ddns = a.ddns.client()?;
     let driver = Driver::connect().await?;
     crate::platform::refuse_unsupported(&driver.docker).await?;
     let svc = driver.docker.service(&a.container).await?;
@@ -207,6 +211,9 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
             crate::output::safe(&rp.service),
             crate::output::safe(&e)
         );
+    }
+    if let Some(c) = &ddns {
+        crate::ddns::after_up(c, &rp.service, &status).await;
     }
     println!("{} {} {}", rp.service, addr, ports_text(&rp.ports));
     Ok(())

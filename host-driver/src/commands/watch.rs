@@ -72,6 +72,8 @@ pub struct WatchArgs {
     /// (on by default).
     #[arg(long, value_name = "on|off", value_parser = crate::commands::up::parse_on_off_arg)]
     mdns: Option<bool>,
+    #[command(flatten)]
+    ddns: crate::ddns::DdnsArgs,
     /// Seconds between polls of the routers' agents (address changes, metrics).
     #[arg(long, default_value_t = 5, hide = true)]
     poll: u64,
@@ -96,6 +98,9 @@ impl WatchArgs {
             dhcp_server: self.dhcp_server.clone(),
             deny_dhcp_server: self.deny_dhcp_server.clone(),
             mdns: self.mdns,
+            ddns_server: self.ddns.ddns_server.clone(),
+            ddns_zone: self.ddns.ddns_zone.clone(),
+            ddns_key: self.ddns.ddns_key.clone(),
         }
     }
 }
@@ -110,6 +115,11 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
         None => WatchConfig::default(),
     };
     let settings = Settings::resolve(a.layer(), file, a.poll)?;
+    // A bad key file stops watch before anything is touched (it is read
+    // again when the updates start).
+    if let Some(t) = &settings.ddns {
+        t.client()?;
+    }
     require_root()?;
     crate::watch::run(settings).await
 }
@@ -171,6 +181,9 @@ mod tests {
                 dhcp_server: None,
                 deny_dhcp_server: None,
                 mdns: None,
+                ddns_server: None,
+                ddns_zone: None,
+                ddns_key: None,
             }
         );
         assert_eq!(a.poll, 2);

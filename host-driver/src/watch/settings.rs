@@ -18,6 +18,9 @@
 //! release-when-stopped = false
 //! metrics = "127.0.0.1:9311"
 //! on-change = "/usr/local/bin/update-dns"
+//! ddns-server = "192.0.2.53"
+//! ddns-zone = "lan.example"
+//! ddns-key = "/etc/netcontainer/ddns.key"
 //! ```
 //!
 //! A bad file (a syntax error, an unknown key, a value of the wrong type) is
@@ -63,6 +66,10 @@ pub struct WatchConfig {
     pub deny_dhcp_server: Option<String>,
     /// `false`: no mDNS for services without the label (flag `--mdns off`).
     pub mdns: Option<bool>,
+    /// Dynamic DNS (`crate::ddns`): all three or none.
+    pub ddns_server: Option<String>,
+    pub ddns_zone: Option<String>,
+    pub ddns_key: Option<PathBuf>,
     // The routing mode goes here when `watch --source gateway|masquerade`
     // lands: `pub source: Option<Source>,` (key `source`), resolved like
     // `mode` in `Settings::resolve`.
@@ -86,6 +93,9 @@ impl WatchConfig {
             dhcp_server: self.dhcp_server.or(below.dhcp_server),
             deny_dhcp_server: self.deny_dhcp_server.or(below.deny_dhcp_server),
             mdns: self.mdns.or(below.mdns),
+            ddns_server: self.ddns_server.or(below.ddns_server),
+            ddns_zone: self.ddns_zone.or(below.ddns_zone),
+            ddns_key: self.ddns_key.or(below.ddns_key),
         }
     }
 }
@@ -110,6 +120,8 @@ pub struct Settings {
     pub dhcp_servers: netcontainer_proto::DhcpServers,
     /// mDNS for labelled services without `netcontainer.mdns`.
     pub mdns: bool,
+    /// Where the dynamic DNS updates go (the key is read at start).
+    pub ddns: Option<crate::ddns::Target>,
 }
 
 impl Settings {
@@ -124,6 +136,14 @@ impl Settings {
             c.dhcp_server.as_deref(),
             c.deny_dhcp_server.as_deref(),
         )?;
+        // The three may come from the flags and the file mixed; together
+        // they must be all or nothing.
+        let ddns = crate::ddns::DdnsArgs {
+            ddns_server: c.ddns_server,
+            ddns_zone: c.ddns_zone,
+            ddns_key: c.ddns_key,
+        }
+        .target()?;
         Ok(Settings {
             parent: c.parent,
             mode: c.mode,
@@ -139,6 +159,7 @@ impl Settings {
             no_host_route: c.no_host_route.unwrap_or(false),
             dhcp_servers,
             mdns: c.mdns.unwrap_or(true),
+            ddns,
         })
     }
 }
@@ -263,6 +284,7 @@ mod tests {
                 no_host_route: false,
                 dhcp_servers: Default::default(),
                 mdns: true,
+                ddns: None,
             }
         );
         let flags = WatchConfig {
@@ -287,6 +309,25 @@ mod tests {
         assert_eq!((d.timeout, d.resync, d.poll), (30, 60, 5));
         assert_eq!((d.metrics, d.on_change, d.mode), (None, None, None));
         assert!(!d.release_when_stopped && !d.no_whoami && !d.no_host_route);
+    }
+
+    /// The dynamic DNS keys may come from the file and the flags mixed;
+    /// together they are all three or none.
+    #[test]
+    fn ddns_keys_are_all_or_none() {
+        let file =
+            parse("ddns-zone = \"lan.example\"\nddns-key = \"/etc/netcontainer/ddns.key\"\n")
+                .unwrap();
+        let e = Settings::resolve(WatchConfig::default(), file.clone(), 5).unwrap_err();
+        assert!(e.to_string().contains("all three or none"), "{e}");
+        let flags = WatchConfig {
+            ddns_server: Some("203.0.113.53:5353".into()),
+            ..WatchConfig::default()
+        };
+        let t = Settings::resolve(flags, file, 5).unwrap().ddns.unwrap();
+        assert_eq!(t.server, "203.0.113.53:5353".parse().unwrap());
+        assert_eq!(t.zone.to_string(), "lan.example.");
+        assert_eq!(t.key, PathBuf::from("/etc/netcontainer/ddns.key"));
     }
 
     #[test]
