@@ -55,19 +55,28 @@ impl Want {
         })
     }
 
+    /// The responder's configuration. Instances are named after the host,
+    /// and a second service of one type (80 and 8080 are both `_http._tcp`)
+    /// after its port too (`web1 (8080)`): an instance name is unique per
+    /// type (RFC 6763 section 4.1), and the responder refuses duplicates.
     fn config(&self) -> Config {
+        let mut services: Vec<Service> = Vec::new();
+        for s in &self.services {
+            let taken = services.iter().any(|o| o.service_type == s.service_type);
+            services.push(Service {
+                instance: if taken {
+                    format!("{} ({})", self.label, s.port)
+                } else {
+                    self.label.clone()
+                },
+                service_type: s.service_type.clone(),
+                port: s.port,
+                txt: s.txt.clone(),
+            });
+        }
         Config {
             hostname: self.label.clone(),
-            services: self
-                .services
-                .iter()
-                .map(|s| Service {
-                    instance: self.label.clone(),
-                    service_type: s.service_type.clone(),
-                    port: s.port,
-                    txt: s.txt.clone(),
-                })
-                .collect(),
+            services,
         }
     }
 }
@@ -101,7 +110,9 @@ impl Addresses {
     /// Whether a datagram from `from` came from the local link.
     fn on_link(&self, from: &SocketAddr) -> bool {
         match from.ip() {
-            IpAddr::V4(a) => self.v4_net.is_some_and(|(net, len)| same_net(a, net, len)),
+            IpAddr::V4(a) => {
+                a.is_link_local() || self.v4_net.is_some_and(|(net, len)| same_net(a, net, len))
+            }
             // Link-local, or in a /64 of one of our addresses.
             IpAddr::V6(a) => {
                 (a.segments()[0] & 0xffc0) == 0xfe80
@@ -136,10 +147,12 @@ impl Handle {
     /// Sends the goodbyes (bounded wait) and ends the task.
     pub async fn stop(self) {
         let _ = self.stop.send(());
+        let abort = self.task.abort_handle();
         if tokio::time::timeout(STOP_PATIENCE, self.task)
             .await
             .is_err()
         {
+            abort.abort();
             tracing::warn!("mDNS: the goodbyes did not leave in time");
         }
     }
@@ -184,7 +197,7 @@ async fn run(status: Arc<watch::Sender<Snapshot>>, mut stopped: oneshot::Receive
         if live.as_ref().map(|l| &l.want) != want.as_ref() {
             if let Some(mut old) = live.take() {
                 old.responder.shutdown(std::time::Instant::now());
-                flush(&mut old).await;
+                flush(&mut old, &addrs).await;
             }
             addrs = Addresses::default();
             live = want.and_then(|w| start(w, &status));
@@ -197,7 +210,7 @@ async fn run(status: Arc<watch::Sender<Snapshot>>, mut stopped: oneshot::Receive
                 .set_addresses(std::time::Instant::now(), &addrs.v4, &addrs.v6);
         }
         if let Some(l) = live.as_mut() {
-            flush(l).await;
+            flush(l, &addrs).await;
             publish_name(&status, l.responder.name());
         }
         let deadline = live
@@ -224,7 +237,7 @@ async fn run(status: Arc<watch::Sender<Snapshot>>, mut stopped: oneshot::Receive
     }
     if let Some(mut l) = live.take() {
         l.responder.shutdown(std::time::Instant::now());
-        flush(&mut l).await;
+        flush(&mut l, &addrs).await;
     }
     publish_name(&status, None);
 }
@@ -287,16 +300,20 @@ fn start(want: Want, status: &watch::Sender<Snapshot>) -> Option<Live> {
     })
 }
 
-/// Sends everything the responder has queued and logs its events.
-async fn flush(l: &mut Live) {
+/// Sends everything the responder has queued and logs its events. Nothing
+/// goes out over IPv4 while the leg has no IPv4 address (before the lease,
+/// after its loss): the kernel would take a source address from another
+/// interface.
+async fn flush(l: &mut Live, addrs: &Addresses) {
+    let v4 = if addrs.v4.is_empty() { None } else { l.v4.as_ref() };
     while let Some(t) = l.responder.poll_transmit() {
         let to4 = SocketAddr::V4(SocketAddrV4::new(GROUP_V4, PORT));
         let to6 = SocketAddr::V6(SocketAddrV6::new(GROUP_V6, PORT, 0, 0));
         let targets: Vec<(Option<&UdpSocket>, SocketAddr)> = match t.to {
-            Destination::Multicast => vec![(l.v4.as_ref(), to4), (l.v6.as_ref(), to6)],
-            Destination::MulticastV4 => vec![(l.v4.as_ref(), to4)],
+            Destination::Multicast => vec![(v4, to4), (l.v6.as_ref(), to6)],
+            Destination::MulticastV4 => vec![(v4, to4)],
             Destination::MulticastV6 => vec![(l.v6.as_ref(), to6)],
-            Destination::Unicast(a @ SocketAddr::V4(_)) => vec![(l.v4.as_ref(), a)],
+            Destination::Unicast(a @ SocketAddr::V4(_)) => vec![(v4, a)],
             Destination::Unicast(a @ SocketAddr::V6(_)) => vec![(l.v6.as_ref(), a)],
         };
         for (sock, to) in targets {
@@ -390,11 +407,32 @@ mod tests {
         let on = |s: &str| a.on_link(&s.parse().unwrap());
         assert!(on("192.0.2.9:5353"));
         assert!(!on("198.51.100.9:5353"));
+        assert!(on("169.254.3.4:5353"), "IPv4 link-local is on the link (section 11)");
         assert!(on("[fe80::1]:5353"));
         assert!(on("[2001:db8:1::9]:5353"));
         assert!(!on("[2001:db8:2::9]:5353"));
         // No lease: no IPv4 peer is known to be on the link.
         assert!(!Addresses::default().on_link(&"192.0.2.9:5353".parse().unwrap()));
+    }
+
+    /// 80 and 8080 are both `_http._tcp`: two instances, the second named after its
+    /// port, and the responder takes them (it refuses duplicate instances).
+    #[test]
+    fn a_second_service_of_a_type_gets_its_own_instance() {
+        let sd = |t: &str, port| netcontainer_proto::DnsSd {
+            service_type: t.into(),
+            port,
+            txt: vec![],
+        };
+        let want = Want {
+            interface: "lan0".into(),
+            label: "web1".into(),
+            services: vec![sd("_http._tcp", 80), sd("_http._tcp", 8080), sd("_ssh._tcp", 22)],
+        };
+        let c = want.config();
+        let names: Vec<&str> = c.services.iter().map(|s| s.instance.as_str()).collect();
+        assert_eq!(names, ["web1", "web1 (8080)", "web1"]);
+        assert!(Responder::new(c, 1).is_ok());
     }
 
     #[test]

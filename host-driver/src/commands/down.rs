@@ -49,7 +49,7 @@ pub async fn run(a: DownArgs) -> Result<(), Error> {
     // The name goes before the lease: once released, the address may be
     // given to another host while resolvers would still send clients to it.
     if let Some(c) = &ddns {
-        let hostname = ddns_hostname(&service).await;
+        let hostname = ddns_hostname(&service, &router).await;
         crate::ddns::before_down(c, service.as_str(), &hostname).await;
     }
     // docker stop sends SIGTERM: the agent releases its lease, removes its
@@ -63,8 +63,9 @@ pub async fn run(a: DownArgs) -> Result<(), Error> {
 }
 
 /// The name the router registered: its agent's (the plan's hostname), else
-/// the default the plan would have had (the agent is not answering).
-async fn ddns_hostname(service: &ServiceName) -> String {
+/// the hostname `up` recorded on the router (the agent is not answering),
+/// else the default the plan would have had.
+async fn ddns_hostname(service: &ServiceName, router: &crate::docker::RouterInfo) -> String {
     let ask = async {
         let mut c = crate::agent_client::AgentClient::connect(&state::socket(service))
             .await
@@ -73,6 +74,9 @@ async fn ddns_hostname(service: &ServiceName) -> String {
     };
     match tokio::time::timeout(std::time::Duration::from_secs(2), ask).await {
         Ok(Some(h)) => h,
-        _ => crate::plan::hostname_for(service.as_str()),
+        _ => crate::labels::RouterLabels::parse(&router.labels)
+            .ok()
+            .and_then(|l| l.hostname)
+            .unwrap_or_else(|| crate::plan::hostname_for(service.as_str())),
     }
 }

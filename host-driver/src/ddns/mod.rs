@@ -140,7 +140,7 @@ pub async fn after_up(client: &Client, service: &str, status: &netcontainer_prot
     match client.replace(hostname, &records).await {
         Ok(()) => tracing::info!(%service, %hostname, ?records, "dynamic DNS updated"),
         Err(e) => eprintln!(
-            "warning: {}: {} (the service is up, without its name: watch retries; or `down`, then `up` again)",
+            "warning: {}: {} (the service is up, without its name: `watch` with the same --ddns flags publishes it, or `down`, then `up` again)",
             crate::output::safe(service),
             crate::output::safe(&e.to_string())
         ),

@@ -64,7 +64,9 @@ pub struct WatchConfig {
     pub no_host_route: Option<bool>,
     pub dhcp_server: Option<String>,
     pub deny_dhcp_server: Option<String>,
-    /// `false`: no mDNS for services without the label (flag `--mdns off`).
+    /// `"off"` (or `false`): no mDNS for services without the label (flag
+    /// `--mdns off`).
+    #[serde(default, deserialize_with = "on_off")]
     pub mdns: Option<bool>,
     /// Dynamic DNS (`crate::ddns`): all three or none.
     pub ddns_server: Option<String>,
@@ -98,6 +100,28 @@ impl WatchConfig {
             ddns_key: self.ddns_key.or(below.ddns_key),
         }
     }
+}
+
+/// `"on"`/`"off"` as the flag spells it, or a TOML boolean.
+fn on_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("\"on\", \"off\" or a boolean")
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+            match v {
+                "on" => Ok(true),
+                "off" => Ok(false),
+                _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
+    d.deserialize_any(V).map(Some)
 }
 
 /// Watch's settings: the flags, over the configuration file, over the
@@ -258,6 +282,25 @@ fn describe(text: &str, e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `mdns` in the file is spelled as the flag (`"on"`/`"off"`) or a boolean; off
+    /// reaches the settings, absent is on, anything else is a one-line error.
+    #[test]
+    fn mdns_key_on_off_or_boolean() {
+        for (text, want) in [
+            ("mdns = \"off\"", Some(false)),
+            ("mdns = \"on\"", Some(true)),
+            ("mdns = false", Some(false)),
+            ("", None),
+        ] {
+            let c = parse(text).unwrap();
+            assert_eq!(c.mdns, want, "{text}");
+            let s = Settings::resolve(WatchConfig::default(), c, 5).unwrap();
+            assert_eq!(s.mdns, want.unwrap_or(true), "{text}");
+        }
+        let e = parse("mdns = \"maybe\"").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("mdns"), "{e}");
+    }
 
     #[test]
     fn flags_beat_the_file_which_beats_the_defaults() {

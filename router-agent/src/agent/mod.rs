@@ -457,10 +457,14 @@ impl Agent {
                 .collect(),
             ipv6_path: core.ipv6_path(),
             mdns_plan: plan.and_then(|p| p.mdns.as_deref().cloned()),
-            // The mDNS task's to write.
-            mdns: self.snapshot.borrow().mdns.clone(),
+            mdns: None,
         };
-        self.snapshot.send_replace(snap);
+        // `mdns` is the mDNS task's to write: kept as it is.
+        self.snapshot.send_modify(|s| {
+            let name = s.mdns.take();
+            *s = snap;
+            s.mdns = name;
+        });
     }
 
     /// Releases the leases (or keeps them), removes what the router holds,
