@@ -471,6 +471,11 @@ impl Responder {
         self.counters
     }
 
+    /// The names the responder answers for now (see [`Responder::owns`]).
+    pub fn owned_names(&self) -> Vec<Name> {
+        self.names.all(&self.config)
+    }
+
     /// Whether `name` is one the responder answers for now (its host name,
     /// instance names, service types and the DNS-SD meta name).
     pub fn owns(&self, name: &Name) -> bool {
