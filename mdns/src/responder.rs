@@ -47,6 +47,7 @@ const PROBE_DEFENCE_LIMIT: Duration = Duration::from_millis(250);
 const MAX_TRUNCATED: usize = 16;
 const MAX_KNOWN: usize = 256;
 const MAX_HELD_QUESTIONS: usize = 64;
+const MAX_LEGACY_QUESTIONS: usize = 8;
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,8 +79,8 @@ pub enum Event {
     /// Another host holds `name` (a host name or a service instance name):
     /// the responder probes for `next` instead.
     Conflict { name: String, next: String },
-    /// Nothing is published any more (no address left, or shut down);
-    /// goodbyes are queued.
+    /// Nothing is published any more: the last address went after a claim,
+    /// or [`Responder::shutdown`] (always, once). Goodbyes are queued.
     Gone,
 }
 
@@ -447,18 +448,16 @@ impl Responder {
         self.events.pop_front()
     }
 
-    /// Goodbyes (TTL 0, RFC 6762 10.1) for everything announced, then
-    /// nothing more: later packets, timeouts and addresses are ignored.
+    /// Goodbyes (TTL 0, RFC 6762 10.1) for everything announced and
+    /// [`Event::Gone`], then nothing more: later packets, timeouts and
+    /// addresses are ignored.
     pub fn shutdown(&mut self, _now: Instant) {
         if self.phase == Phase::Stopped {
             return;
         }
-        let published = matches!(self.phase, Phase::Announcing { .. } | Phase::Running);
         self.withdraw();
         self.phase = Phase::Stopped;
-        if published {
-            self.events.push_back(Event::Gone);
-        }
+        self.events.push_back(Event::Gone);
     }
 
     /// The claimed host name (e.g. `web1-2.local`) while it is published;
@@ -642,7 +641,7 @@ impl Responder {
             .chain(&msg.additionals)
             .collect();
         let lost = self.conflicts(&recs);
-        if lost.is_empty() {
+        if lost.is_empty() || matches!(self.phase, Phase::Idle | Phase::Stopped) {
             return;
         }
         self.counters.conflicts += 1;
@@ -992,8 +991,18 @@ impl Responder {
     fn answer_legacy(&mut self, from: SocketAddr, msg: &Message) {
         let mut questions = Vec::new();
         let mut answers = Vec::new();
+        // Echoed questions count against the 1440 bytes: a conventional
+        // resolver asks one, so a few distinct ones are plenty.
         for q in &msg.queries {
-            let found = self.matching(q);
+            if questions.len() >= MAX_LEGACY_QUESTIONS {
+                break;
+            }
+            let dup = questions.iter().any(|o: &Query| {
+                o.name == q.name
+                    && o.query_type() == q.query_type()
+                    && o.query_class() == q.query_class()
+            });
+            let found = if dup { Vec::new() } else { self.matching(q) };
             if !found.is_empty() {
                 let mut q = q.clone();
                 q.set_mdns_unicast_response(false);

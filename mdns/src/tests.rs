@@ -612,7 +612,8 @@ fn qu_questions_get_unicast_unless_not_multicast_for_a_quarter_ttl() {
 fn legacy_unicast_echoes_id_and_question_with_short_ttls_and_no_cache_flush() {
     let mut r = claimed();
     let from = SocketAddr::new(peer4().ip(), 40000);
-    let mut q = query(&[(&name("web1.local"), RecordType::A, false)], vec![]);
+    let host = name("web1.local");
+    let mut q = query(&[(&host, RecordType::A, false)], vec![]);
     q.metadata.id = 0x1234;
     let out = ask(&mut r, at(5000), from, &q);
     assert_eq!(out.len(), 1);
@@ -626,6 +627,14 @@ fn legacy_unicast_echoes_id_and_question_with_short_ttls_and_no_cache_flush() {
         assert!(!rec.mdns_cache_flush);
     }
     assert_eq!(types(&m.answers), [RecordType::A]);
+    // Hundreds of questions (each type a NSEC answer) still make one reply
+    // of at most 1440 bytes.
+    let many: Vec<(&Name, RecordType, bool)> = (1000..1400u16)
+        .map(|t| (&host, RecordType::from(t), false))
+        .collect();
+    let out = ask(&mut r, at(6000), from, &query(&many, vec![]));
+    assert_eq!(out.len(), 1);
+    assert!(parse(&out[0]).queries.len() <= 8);
 }
 
 #[test]
@@ -774,6 +783,12 @@ fn shutdown_says_goodbye_and_then_stays_quiet() {
     r.set_addresses(at(0), &[V4], &[]);
     r.shutdown(at(1));
     assert!(drain(&mut r).is_empty());
+    assert_eq!(
+        events(&mut r),
+        vec![Event::Gone],
+        "the shell may wait for it"
+    );
+    assert_eq!(r.poll_timeout(), None);
 }
 
 #[test]
