@@ -417,6 +417,10 @@ impl MdnsTarget {
                 0 => Op::Advance(rng.below(5000) as u16),
                 1 => Op::Addresses(rng.u8()),
                 2 if rng.chance(20) => Op::Shutdown,
+                3 if rng.chance(30) => Op::Packet {
+                    from: rng.u8(),
+                    data: Self::many_questions(rng),
+                },
                 _ => {
                     let mut data = packets[rng.below(packets.len())].clone();
                     let other = rng.below(packets.len());
@@ -435,6 +439,45 @@ impl MdnsTarget {
             start
         };
         input.extend(encode_script(start, seed ^ rng.u8(), &ops));
+    }
+
+    /// A well-formed query with up to 1400 questions (about 9000 bytes) for our names, of any
+    /// type and either response bit, and a few known answers: what blind
+    /// byte mutation does not reach (a legacy reply once echoed all of them).
+    fn many_questions(rng: &mut Rng) -> Vec<u8> {
+        let names = [
+            "web1.local",
+            "web1.local",
+            "web1.local",
+            "web1-2.local",
+            "_http._tcp.local",
+            "_services._dns-sd._udp.local",
+            "WEB1.LOCAL",
+        ];
+        let mut m = msg(rng.u8().into(), MessageType::Query);
+        m.metadata.truncation = rng.chance(20);
+        for _ in 0..rng.range(1, 1400) {
+            let t = if rng.chance(30) {
+                *rng.pick(&[
+                    RecordType::A,
+                    RecordType::AAAA,
+                    RecordType::ANY,
+                    RecordType::PTR,
+                ])
+            } else {
+                RecordType::from(rng.below(65536) as u16)
+            };
+            let n = *rng.pick(&names);
+            m.queries.push(question(n, t, rng.chance(50)));
+        }
+        for _ in 0..rng.below(4) {
+            m.answers.push(Record::from_rdata(
+                name("web1.local"),
+                rng.below(300) as u32,
+                RData::A(A(OWN_V4)),
+            ));
+        }
+        m.to_vec().unwrap_or_default()
     }
 
     /// Runs one script and checks the invariants of the module docs.
