@@ -35,7 +35,8 @@ mod tests;
 
 pub use config::{Config, ConfigError, Service};
 pub use responder::{
-    Counters, Destination, Event, MAX_PAYLOAD, MAX_RECEIVED, MDNS_PORT, Responder, Transmit,
+    Counters, Destination, Event, MAX_PAYLOAD, MAX_RECEIVED, MAX_RECORDS, MDNS_PORT, Responder,
+    Transmit,
 };
 
 /// The wire library, re-exported so that the shell, tests and fuzzers parse
