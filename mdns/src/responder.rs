@@ -509,13 +509,25 @@ impl Responder {
 
     /// The names the responder answers for now (see [`Responder::owns`]).
     pub fn owned_names(&self) -> Vec<Name> {
-        self.names.all(&self.config)
+        let mut v = self.names.all(&self.config);
+        v.extend(self.reverse_names());
+        v
+    }
+
+    /// The reverse-mapping names of the current addresses (answered once
+    /// claimed).
+    fn reverse_names(&self) -> Vec<Name> {
+        self.records
+            .iter()
+            .filter(|p| p.owner == Owner::Reverse)
+            .map(|p| p.record.name.clone())
+            .collect()
     }
 
     /// Whether `name` is one the responder answers for now (its host name,
     /// instance names, service types and the DNS-SD meta name).
     pub fn owns(&self, name: &Name) -> bool {
-        self.names.all(&self.config).iter().any(|n| n == name)
+        self.owned_names().iter().any(|n| n == name)
     }
 
     /// The current instance names, in the order of the configured services.
@@ -740,7 +752,7 @@ impl Responder {
                 );
                 (old, self.instance_full(i))
             }
-            Owner::Shared => return,
+            Owner::Shared | Owner::Reverse => return,
         };
         debug!(%name, %next, "mDNS name taken: renaming");
         self.events.push_back(Event::Conflict { name, next });
@@ -809,7 +821,7 @@ impl Responder {
     /// The questions for names we answer and the known answers that are
     /// records of ours: all that a held query needs.
     fn relevant(&self, questions: Vec<Query>, known: Vec<Record>) -> (Vec<Query>, Vec<Record>) {
-        let owned = self.names.all(&self.config);
+        let owned = self.owned_names();
         let mut questions: Vec<Query> = questions
             .into_iter()
             .filter(|q| owned.contains(&q.name))

@@ -224,6 +224,14 @@ fn announcement_has_every_record_with_rfc_ttls_and_cache_flush_on_unique_ones() 
     let expect: Vec<(Name, RData, u32, bool)> = vec![
         (host.clone(), RData::A(A(V4)), 120, true),
         (host.clone(), RData::AAAA(AAAA(V6)), 120, true),
+        // RFC 6762 4: reverse mapping, a host-name record.
+        (
+            name("5.2.0.192.in-addr.arpa"),
+            RData::PTR(PTR(host.clone())),
+            120,
+            true,
+        ),
+        (Name::from(V6), RData::PTR(PTR(host.clone())), 120, true),
         (
             name("_services._dns-sd._udp.local"),
             RData::PTR(PTR(t.clone())),
@@ -664,6 +672,26 @@ fn other_names_and_queries_while_probing_get_nothing() {
 }
 
 #[test]
+fn reverse_lookups_are_answered_for_our_addresses_only() {
+    let mut r = claimed();
+    let q = query(
+        &[(&name("5.2.0.192.in-addr.arpa"), RecordType::PTR, false)],
+        vec![],
+    );
+    let out = ask(&mut r, at(5000), peer4(), &q);
+    assert_eq!(out.len(), 1);
+    let m = parse(&out[0]);
+    assert_eq!(m.answers[0].data, RData::PTR(PTR(name("web1.local"))));
+    let q = query(&[(&Name::from(V6), RecordType::PTR, false)], vec![]);
+    assert_eq!(ask(&mut r, at(5000), peer6(), &q).len(), 1);
+    let q = query(
+        &[(&name("9.2.0.192.in-addr.arpa"), RecordType::PTR, false)],
+        vec![],
+    );
+    assert!(ask(&mut r, at(5000), peer4(), &q).is_empty());
+}
+
+#[test]
 fn a_missing_family_is_denied_with_nsec() {
     let mut r = claimed_with(config(), &[V4], &[]);
     let q = query(&[(&name("web1.local"), RecordType::AAAA, false)], vec![]);
@@ -701,9 +729,21 @@ fn an_address_change_says_goodbye_to_the_old_and_announces_the_new_without_probi
             .all(|m| m.metadata.message_type == MessageType::Response)
     );
     let bye = &msgs[0];
-    assert_eq!(bye.answers.len(), 1);
-    assert_eq!(bye.answers[0].data, RData::A(A(V4)));
-    assert_eq!(bye.answers[0].ttl, 0, "10.1");
+    let said: Vec<(&Name, &RData, u32)> = bye
+        .answers
+        .iter()
+        .map(|r| (&r.name, &r.data, r.ttl))
+        .collect();
+    let host = name("web1.local");
+    let rev = name("5.2.0.192.in-addr.arpa");
+    assert_eq!(
+        said,
+        [
+            (&host, &RData::A(A(V4)), 0),
+            (&rev, &RData::PTR(PTR(host.clone())), 0)
+        ],
+        "10.1: the old address and its reverse mapping"
+    );
     assert_eq!(msgs.len(), 3, "a goodbye and two announcements");
     for m in &msgs[1..] {
         let a: Vec<&RData> = m
@@ -724,7 +764,7 @@ fn losing_every_address_says_goodbye_to_everything_and_probes_again_later() {
     let out = drain(&mut r);
     assert_eq!(out.len(), 1);
     let m = parse(&out[0]);
-    assert_eq!(m.answers.len(), 6);
+    assert_eq!(m.answers.len(), 8);
     assert!(m.answers.iter().all(|r| r.ttl == 0));
     assert_eq!(events(&mut r), vec![Event::Gone]);
     assert_eq!(r.name(), None);
@@ -822,8 +862,8 @@ fn large_record_sets_are_split_into_packets_of_at_most_1440_bytes() {
     let records: usize = ann.iter().map(|m| m.answers.len()).sum();
     assert_eq!(
         records,
-        2 + 1 + 12 * 3,
-        "A, AAAA, one meta PTR, PTR+SRV+TXT each"
+        2 + 2 + 1 + 12 * 3,
+        "A, AAAA, their reverse PTRs, one meta PTR, PTR+SRV+TXT each"
     );
 }
 
