@@ -355,6 +355,7 @@ impl Responder {
             Phase::Probing { .. } => self.rebuild(),
             Phase::Announcing { .. } | Phase::Running if empty => {
                 self.withdraw();
+                self.records.clear();
                 self.phase = Phase::Idle;
                 self.events.push_back(Event::Gone);
             }

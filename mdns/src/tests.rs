@@ -769,6 +769,10 @@ fn losing_every_address_says_goodbye_to_everything_and_probes_again_later() {
     assert_eq!(events(&mut r), vec![Event::Gone]);
     assert_eq!(r.name(), None);
     assert_eq!(r.poll_timeout(), None);
+    assert!(
+        !r.owns(&name("5.2.0.192.in-addr.arpa")),
+        "the address is gone"
+    );
     r.set_addresses(at(9000), &[V4], &[]);
     let sent = run_until(&mut r, at(12_000));
     assert_eq!(
