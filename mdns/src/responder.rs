@@ -586,11 +586,18 @@ impl Responder {
         for (owner, name) in self.names.unique(&self.config) {
             let mut q = Query::query(name, RecordType::ANY);
             q.set_mdns_unicast_response(true);
+            // The cache-flush bit tells caches what to do with a response
+            // (10.2); a probe is a query and the tie-break ignores the bit
+            // (8.2), so it is left clear here.
             let auth: Vec<Record> = self
                 .records
                 .iter()
                 .filter(|p| p.owner == owner)
-                .map(|p| p.record.clone())
+                .map(|p| {
+                    let mut r = p.record.clone();
+                    r.mdns_cache_flush = false;
+                    r
+                })
                 .collect();
             let mut next = cur.clone();
             next.queries.push(q.clone());

@@ -165,6 +165,7 @@ fn probes_three_times_250ms_apart_then_announces_twice() {
                 (instance("web1", "_http._tcp"), RecordType::ANY, true),
             ]
         );
+        assert!(m.authorities.iter().all(|r| !r.mdns_cache_flush));
         let mut auth = types(&m.authorities);
         auth.sort_by_key(|t| u16::from(*t));
         assert_eq!(
