@@ -17,13 +17,14 @@
 //! ```
 //!
 //! - [`config`]: what is published and its checks; renaming after a conflict.
-//! - [`records`]: the record set (A/AAAA, the DNS-SD PTRs, SRV, TXT, NSEC).
+//! - [`records`]: the record set (A/AAAA and their reverse PTRs, the DNS-SD
+//!   PTRs, SRV, TXT, NSEC).
 //! - [`responder`]: probing, announcing, answering, conflicts, goodbyes.
 //!
 //! The wire format is hickory-proto's (feature `mdns`: the QU and cache-flush
-//! bits), which the agent already links through dhcproto. Reverse-mapping
-//! PTRs and the known-answer and duplicate-answer optimisations for a querier
-//! (7.3, 7.4) are not done: the responder answers, it does not cache or query.
+//! bits), which the agent already links through dhcproto. The querier's side
+//! (caching, 7.3 and 7.4's duplicate suppression) is not done: the responder
+//! answers, it does not cache or query.
 
 pub mod config;
 pub mod records;
@@ -35,7 +36,8 @@ mod tests;
 
 pub use config::{Config, ConfigError, Service};
 pub use responder::{
-    Counters, Destination, Event, MAX_PAYLOAD, MAX_RECEIVED, MDNS_PORT, Responder, Transmit,
+    Counters, Destination, Event, MAX_PAYLOAD, MAX_RECEIVED, MAX_RECORDS, MDNS_PORT, Responder,
+    Transmit,
 };
 
 /// The wire library, re-exported so that the shell, tests and fuzzers parse

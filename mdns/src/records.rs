@@ -24,6 +24,10 @@ pub(crate) enum Owner {
     Service(usize),
     /// The shared PTRs (browsing names), which the probe does not cover.
     Shared,
+    /// Reverse-mapping PTRs (`5.2.0.192.in-addr.arpa` -> the host): unique
+    /// (the address is ours alone), but neither probed nor defended, as
+    /// avahi does: the address itself was checked when it was configured.
+    Reverse,
 }
 
 /// One published record and whether it is unique (RFC 6762 2: cache-flush
@@ -135,6 +139,21 @@ pub(crate) fn build(
             RData::AAAA(AAAA(*a)),
             true,
             Owner::Host,
+        ));
+    }
+    // RFC 6762 4: reverse mapping of the host's addresses, TTL as the host
+    // name's (10).
+    let reverse = v4
+        .iter()
+        .map(|a| Name::from(*a))
+        .chain(v6.iter().map(|a| Name::from(*a)));
+    for n in reverse {
+        out.push(record(
+            n,
+            HOST_TTL,
+            RData::PTR(PTR(host.clone())),
+            true,
+            Owner::Reverse,
         ));
     }
     for (i, s) in config.services.iter().enumerate() {

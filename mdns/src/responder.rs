@@ -19,6 +19,12 @@ use crate::rng::SplitMix;
 pub const MDNS_PORT: u16 = 5353;
 /// RFC 6762 17: the largest message a responder need accept.
 pub const MAX_RECEIVED: usize = 9000;
+/// The most records a received packet may hold. A parsed record takes a few
+/// hundred bytes, so a 9000-byte packet of ~400 tiny records would cost
+/// ~250 kB of heap while it is handled; packets of at most 1440 bytes, which
+/// every responder sends when it can (17), hold far fewer. More are dropped
+/// (counted as oversize).
+pub const MAX_RECORDS: usize = 128;
 /// RFC 6762 17: a DNS payload of at most 1440 bytes fits an Ethernet frame
 /// with IPv6 and UDP headers, so nothing is fragmented.
 pub const MAX_PAYLOAD: usize = 1440;
@@ -43,10 +49,12 @@ const RATE_LIMIT: Duration = Duration::from_secs(1);
 const PROBE_DEFENCE_LIMIT: Duration = Duration::from_millis(250);
 /// Bounds on what a stream of queries can make the responder hold (the
 /// agent's memory budget is small): queries waiting for the rest of their
-/// known answers (7.2), and the known answers each may collect.
+/// known answers (7.2), and the known answers (of our records: at most a few
+/// per service) and questions (for our names) each may collect.
 const MAX_TRUNCATED: usize = 16;
-const MAX_KNOWN: usize = 256;
-const MAX_HELD_QUESTIONS: usize = 64;
+const MAX_KNOWN: usize = 64;
+const MAX_HELD_QUESTIONS: usize = 32;
+const MAX_LEGACY_QUESTIONS: usize = 8;
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,8 +86,8 @@ pub enum Event {
     /// Another host holds `name` (a host name or a service instance name):
     /// the responder probes for `next` instead.
     Conflict { name: String, next: String },
-    /// Nothing is published any more (no address left, or shut down);
-    /// goodbyes are queued.
+    /// Nothing is published any more: the last address went after a claim,
+    /// or [`Responder::shutdown`] (always, once). Goodbyes are queued.
     Gone,
 }
 
@@ -103,7 +111,7 @@ pub struct Counters {
     pub tie_breaks_lost: u64,
     /// Packets that do not parse as DNS.
     pub malformed: u64,
-    /// Packets over [`MAX_RECEIVED`] bytes.
+    /// Packets over [`MAX_RECEIVED`] bytes or [`MAX_RECORDS`] records.
     pub oversize: u64,
     /// Well-formed packets dropped (non-zero opcode or rcode, responses from a
     /// port other than 5353).
@@ -211,6 +219,28 @@ fn dedup(v: &mut Vec<Record>) {
         }
     }
     *v = out;
+}
+
+/// Whether the header's section counts can fit the packet: a question takes
+/// at least 5 bytes (root name, type, class), a record at least 11. The
+/// parser reserves room for as many questions as the header claims, so 12
+/// bytes of 0xff would otherwise make it reserve 65535 of them (over 6 MB).
+fn plausible_counts(data: &[u8]) -> bool {
+    if data.len() < 12 {
+        return false;
+    }
+    let count = |i: usize| usize::from(u16::from_be_bytes([data[i], data[i + 1]]));
+    let need = count(4) * 5 + (count(6) + count(8) + count(10)) * 11;
+    need <= data.len() - 12
+}
+
+/// The answer, authority and additional counts together (the header was
+/// checked to be there).
+fn record_count(data: &[u8]) -> usize {
+    [6, 8, 10]
+        .iter()
+        .map(|&i| usize::from(u16::from_be_bytes([data[i], data[i + 1]])))
+        .sum()
 }
 
 fn encode(m: &Message) -> Option<Vec<u8>> {
@@ -325,6 +355,7 @@ impl Responder {
             Phase::Probing { .. } => self.rebuild(),
             Phase::Announcing { .. } | Phase::Running if empty => {
                 self.withdraw();
+                self.records.clear();
                 self.phase = Phase::Idle;
                 self.events.push_back(Event::Gone);
             }
@@ -353,6 +384,14 @@ impl Responder {
             return;
         }
         if data.len() > MAX_RECEIVED {
+            self.counters.oversize += 1;
+            return;
+        }
+        if !plausible_counts(data) {
+            self.counters.malformed += 1;
+            return;
+        }
+        if record_count(data) > MAX_RECORDS {
             self.counters.oversize += 1;
             return;
         }
@@ -447,18 +486,16 @@ impl Responder {
         self.events.pop_front()
     }
 
-    /// Goodbyes (TTL 0, RFC 6762 10.1) for everything announced, then
-    /// nothing more: later packets, timeouts and addresses are ignored.
+    /// Goodbyes (TTL 0, RFC 6762 10.1) for everything announced and
+    /// [`Event::Gone`], then nothing more: later packets, timeouts and
+    /// addresses are ignored.
     pub fn shutdown(&mut self, _now: Instant) {
         if self.phase == Phase::Stopped {
             return;
         }
-        let published = matches!(self.phase, Phase::Announcing { .. } | Phase::Running);
         self.withdraw();
         self.phase = Phase::Stopped;
-        if published {
-            self.events.push_back(Event::Gone);
-        }
+        self.events.push_back(Event::Gone);
     }
 
     /// The claimed host name (e.g. `web1-2.local`) while it is published;
@@ -471,10 +508,27 @@ impl Responder {
         self.counters
     }
 
+    /// The names the responder answers for now (see [`Responder::owns`]).
+    pub fn owned_names(&self) -> Vec<Name> {
+        let mut v = self.names.all(&self.config);
+        v.extend(self.reverse_names());
+        v
+    }
+
+    /// The reverse-mapping names of the current addresses (answered once
+    /// claimed).
+    fn reverse_names(&self) -> Vec<Name> {
+        self.records
+            .iter()
+            .filter(|p| p.owner == Owner::Reverse)
+            .map(|p| p.record.name.clone())
+            .collect()
+    }
+
     /// Whether `name` is one the responder answers for now (its host name,
     /// instance names, service types and the DNS-SD meta name).
     pub fn owns(&self, name: &Name) -> bool {
-        self.names.all(&self.config).iter().any(|n| n == name)
+        self.owned_names().iter().any(|n| n == name)
     }
 
     /// The current instance names, in the order of the configured services.
@@ -532,11 +586,18 @@ impl Responder {
         for (owner, name) in self.names.unique(&self.config) {
             let mut q = Query::query(name, RecordType::ANY);
             q.set_mdns_unicast_response(true);
+            // The cache-flush bit tells caches what to do with a response
+            // (10.2); a probe is a query and the tie-break ignores the bit
+            // (8.2), so it is left clear here.
             let auth: Vec<Record> = self
                 .records
                 .iter()
                 .filter(|p| p.owner == owner)
-                .map(|p| p.record.clone())
+                .map(|p| {
+                    let mut r = p.record.clone();
+                    r.mdns_cache_flush = false;
+                    r
+                })
                 .collect();
             let mut next = cur.clone();
             next.queries.push(q.clone());
@@ -637,7 +698,7 @@ impl Responder {
             .chain(&msg.additionals)
             .collect();
         let lost = self.conflicts(&recs);
-        if lost.is_empty() {
+        if lost.is_empty() || matches!(self.phase, Phase::Idle | Phase::Stopped) {
             return;
         }
         self.counters.conflicts += 1;
@@ -699,7 +760,7 @@ impl Responder {
                 );
                 (old, self.instance_full(i))
             }
-            Owner::Shared => return,
+            Owner::Shared | Owner::Reverse => return,
         };
         debug!(%name, %next, "mDNS name taken: renaming");
         self.events.push_back(Event::Conflict { name, next });
@@ -724,20 +785,25 @@ impl Responder {
         }
         let probe = !msg.authorities.is_empty();
         // 7.2: the continuation of a truncated query adds known answers.
-        if let Some(t) = self.truncated.iter_mut().find(|t| t.from == from) {
-            let room = MAX_KNOWN.saturating_sub(t.known.len());
-            t.known.extend(msg.answers.into_iter().take(room));
-            let room = MAX_HELD_QUESTIONS.saturating_sub(t.questions.len());
-            t.questions.extend(msg.queries.into_iter().take(room));
-            t.probe |= probe;
+        // Only what concerns us is held: known answers that are records of
+        // ours, questions for names we answer (memory is tight and a Record
+        // is a few hundred bytes).
+        if self.truncated.iter().any(|t| t.from == from) {
+            let (questions, known) = self.relevant(msg.queries, msg.answers);
+            if let Some(t) = self.truncated.iter_mut().find(|t| t.from == from) {
+                let room = MAX_KNOWN.saturating_sub(t.known.len());
+                t.known.extend(known.into_iter().take(room));
+                let room = MAX_HELD_QUESTIONS.saturating_sub(t.questions.len());
+                t.questions.extend(questions.into_iter().take(room));
+                t.probe |= probe;
+            }
             return;
         }
         if msg.metadata.truncation {
             if self.truncated.len() < MAX_TRUNCATED {
                 let at = now + self.rng.millis(400, 500);
-                let mut questions = msg.queries;
+                let (mut questions, mut known) = self.relevant(msg.queries, msg.answers);
                 questions.truncate(MAX_HELD_QUESTIONS);
-                let mut known = msg.answers;
                 known.truncate(MAX_KNOWN);
                 self.truncated.push(Truncated {
                     from,
@@ -758,6 +824,25 @@ impl Responder {
             &msg.answers,
             probe,
         );
+    }
+
+    /// The questions for names we answer and the known answers that are
+    /// records of ours: all that a held query needs.
+    fn relevant(&self, questions: Vec<Query>, known: Vec<Record>) -> (Vec<Query>, Vec<Record>) {
+        let owned = self.owned_names();
+        let mut questions: Vec<Query> = questions
+            .into_iter()
+            .filter(|q| owned.contains(&q.name))
+            .collect();
+        let mut known: Vec<Record> = known
+            .into_iter()
+            .filter(|k| self.records.iter().any(|p| same(&p.record, k)))
+            .collect();
+        // collect() reuses the parsed message's buffers: without this, a
+        // held query would keep room for every record the packet had.
+        questions.shrink_to_fit();
+        known.shrink_to_fit();
+        (questions, known)
     }
 
     /// RFC 6762 8.2: a probe from another host for a name we are probing
@@ -987,8 +1072,18 @@ impl Responder {
     fn answer_legacy(&mut self, from: SocketAddr, msg: &Message) {
         let mut questions = Vec::new();
         let mut answers = Vec::new();
+        // Echoed questions count against the 1440 bytes: a conventional
+        // resolver asks one, so a few distinct ones are plenty.
         for q in &msg.queries {
-            let found = self.matching(q);
+            if questions.len() >= MAX_LEGACY_QUESTIONS {
+                break;
+            }
+            let dup = questions.iter().any(|o: &Query| {
+                o.name == q.name
+                    && o.query_type() == q.query_type()
+                    && o.query_class() == q.query_class()
+            });
+            let found = if dup { Vec::new() } else { self.matching(q) };
             if !found.is_empty() {
                 let mut q = q.clone();
                 q.set_mdns_unicast_response(false);

@@ -165,6 +165,7 @@ fn probes_three_times_250ms_apart_then_announces_twice() {
                 (instance("web1", "_http._tcp"), RecordType::ANY, true),
             ]
         );
+        assert!(m.authorities.iter().all(|r| !r.mdns_cache_flush));
         let mut auth = types(&m.authorities);
         auth.sort_by_key(|t| u16::from(*t));
         assert_eq!(
@@ -224,6 +225,14 @@ fn announcement_has_every_record_with_rfc_ttls_and_cache_flush_on_unique_ones() 
     let expect: Vec<(Name, RData, u32, bool)> = vec![
         (host.clone(), RData::A(A(V4)), 120, true),
         (host.clone(), RData::AAAA(AAAA(V6)), 120, true),
+        // RFC 6762 4: reverse mapping, a host-name record.
+        (
+            name("5.2.0.192.in-addr.arpa"),
+            RData::PTR(PTR(host.clone())),
+            120,
+            true,
+        ),
+        (Name::from(V6), RData::PTR(PTR(host.clone())), 120, true),
         (
             name("_services._dns-sd._udp.local"),
             RData::PTR(PTR(t.clone())),
@@ -612,7 +621,8 @@ fn qu_questions_get_unicast_unless_not_multicast_for_a_quarter_ttl() {
 fn legacy_unicast_echoes_id_and_question_with_short_ttls_and_no_cache_flush() {
     let mut r = claimed();
     let from = SocketAddr::new(peer4().ip(), 40000);
-    let mut q = query(&[(&name("web1.local"), RecordType::A, false)], vec![]);
+    let host = name("web1.local");
+    let mut q = query(&[(&host, RecordType::A, false)], vec![]);
     q.metadata.id = 0x1234;
     let out = ask(&mut r, at(5000), from, &q);
     assert_eq!(out.len(), 1);
@@ -626,6 +636,14 @@ fn legacy_unicast_echoes_id_and_question_with_short_ttls_and_no_cache_flush() {
         assert!(!rec.mdns_cache_flush);
     }
     assert_eq!(types(&m.answers), [RecordType::A]);
+    // Hundreds of questions (each type a NSEC answer) still make one reply
+    // of at most 1440 bytes.
+    let many: Vec<(&Name, RecordType, bool)> = (1000..1400u16)
+        .map(|t| (&host, RecordType::from(t), false))
+        .collect();
+    let out = ask(&mut r, at(6000), from, &query(&many, vec![]));
+    assert_eq!(out.len(), 1);
+    assert!(parse(&out[0]).queries.len() <= 8);
 }
 
 #[test]
@@ -652,6 +670,26 @@ fn other_names_and_queries_while_probing_get_nothing() {
     q.metadata.op_code = OpCode::Status;
     assert!(ask(&mut r, at(5000), peer4(), &q).is_empty());
     assert_eq!(r.counters().queries_answered, 0);
+}
+
+#[test]
+fn reverse_lookups_are_answered_for_our_addresses_only() {
+    let mut r = claimed();
+    let q = query(
+        &[(&name("5.2.0.192.in-addr.arpa"), RecordType::PTR, false)],
+        vec![],
+    );
+    let out = ask(&mut r, at(5000), peer4(), &q);
+    assert_eq!(out.len(), 1);
+    let m = parse(&out[0]);
+    assert_eq!(m.answers[0].data, RData::PTR(PTR(name("web1.local"))));
+    let q = query(&[(&Name::from(V6), RecordType::PTR, false)], vec![]);
+    assert_eq!(ask(&mut r, at(5000), peer6(), &q).len(), 1);
+    let q = query(
+        &[(&name("9.2.0.192.in-addr.arpa"), RecordType::PTR, false)],
+        vec![],
+    );
+    assert!(ask(&mut r, at(5000), peer4(), &q).is_empty());
 }
 
 #[test]
@@ -692,9 +730,21 @@ fn an_address_change_says_goodbye_to_the_old_and_announces_the_new_without_probi
             .all(|m| m.metadata.message_type == MessageType::Response)
     );
     let bye = &msgs[0];
-    assert_eq!(bye.answers.len(), 1);
-    assert_eq!(bye.answers[0].data, RData::A(A(V4)));
-    assert_eq!(bye.answers[0].ttl, 0, "10.1");
+    let said: Vec<(&Name, &RData, u32)> = bye
+        .answers
+        .iter()
+        .map(|r| (&r.name, &r.data, r.ttl))
+        .collect();
+    let host = name("web1.local");
+    let rev = name("5.2.0.192.in-addr.arpa");
+    assert_eq!(
+        said,
+        [
+            (&host, &RData::A(A(V4)), 0),
+            (&rev, &RData::PTR(PTR(host.clone())), 0)
+        ],
+        "10.1: the old address and its reverse mapping"
+    );
     assert_eq!(msgs.len(), 3, "a goodbye and two announcements");
     for m in &msgs[1..] {
         let a: Vec<&RData> = m
@@ -715,11 +765,15 @@ fn losing_every_address_says_goodbye_to_everything_and_probes_again_later() {
     let out = drain(&mut r);
     assert_eq!(out.len(), 1);
     let m = parse(&out[0]);
-    assert_eq!(m.answers.len(), 6);
+    assert_eq!(m.answers.len(), 8);
     assert!(m.answers.iter().all(|r| r.ttl == 0));
     assert_eq!(events(&mut r), vec![Event::Gone]);
     assert_eq!(r.name(), None);
     assert_eq!(r.poll_timeout(), None);
+    assert!(
+        !r.owns(&name("5.2.0.192.in-addr.arpa")),
+        "the address is gone"
+    );
     r.set_addresses(at(9000), &[V4], &[]);
     let sent = run_until(&mut r, at(12_000));
     assert_eq!(
@@ -774,6 +828,12 @@ fn shutdown_says_goodbye_and_then_stays_quiet() {
     r.set_addresses(at(0), &[V4], &[]);
     r.shutdown(at(1));
     assert!(drain(&mut r).is_empty());
+    assert_eq!(
+        events(&mut r),
+        vec![Event::Gone],
+        "the shell may wait for it"
+    );
+    assert_eq!(r.poll_timeout(), None);
 }
 
 #[test]
@@ -807,8 +867,8 @@ fn large_record_sets_are_split_into_packets_of_at_most_1440_bytes() {
     let records: usize = ann.iter().map(|m| m.answers.len()).sum();
     assert_eq!(
         records,
-        2 + 1 + 12 * 3,
-        "A, AAAA, one meta PTR, PTR+SRV+TXT each"
+        2 + 2 + 1 + 12 * 3,
+        "A, AAAA, their reverse PTRs, one meta PTR, PTR+SRV+TXT each"
     );
 }
 
