@@ -305,7 +305,11 @@ fn start(want: Want, status: &watch::Sender<Snapshot>) -> Option<Live> {
 /// after its loss): the kernel would take a source address from another
 /// interface.
 async fn flush(l: &mut Live, addrs: &Addresses) {
-    let v4 = if addrs.v4.is_empty() { None } else { l.v4.as_ref() };
+    let v4 = if addrs.v4.is_empty() {
+        None
+    } else {
+        l.v4.as_ref()
+    };
     while let Some(t) = l.responder.poll_transmit() {
         let to4 = SocketAddr::V4(SocketAddrV4::new(GROUP_V4, PORT));
         let to6 = SocketAddr::V6(SocketAddrV6::new(GROUP_V6, PORT, 0, 0));
@@ -407,7 +411,10 @@ mod tests {
         let on = |s: &str| a.on_link(&s.parse().unwrap());
         assert!(on("192.0.2.9:5353"));
         assert!(!on("198.51.100.9:5353"));
-        assert!(on("169.254.3.4:5353"), "IPv4 link-local is on the link (section 11)");
+        assert!(
+            on("169.254.3.4:5353"),
+            "IPv4 link-local is on the link (section 11)"
+        );
         assert!(on("[fe80::1]:5353"));
         assert!(on("[2001:db8:1::9]:5353"));
         assert!(!on("[2001:db8:2::9]:5353"));
@@ -427,7 +434,11 @@ mod tests {
         let want = Want {
             interface: "lan0".into(),
             label: "web1".into(),
-            services: vec![sd("_http._tcp", 80), sd("_http._tcp", 8080), sd("_ssh._tcp", 22)],
+            services: vec![
+                sd("_http._tcp", 80),
+                sd("_http._tcp", 8080),
+                sd("_ssh._tcp", 22),
+            ],
         };
         let c = want.config();
         let names: Vec<&str> = c.services.iter().map(|s| s.instance.as_str()).collect();

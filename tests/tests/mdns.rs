@@ -90,7 +90,10 @@ fn off_answers_nothing() {
     let c = client(&mut w, 200);
     let lease = w.apply(ApplyArgs::new(LAN_IF).hostname("web1").wait(15));
     std::thread::sleep(2 * S);
-    assert!(replies_from(&c, lease, "web1.local").is_empty(), "mDNS is off");
+    assert!(
+        replies_from(&c, lease, "web1.local").is_empty(),
+        "mDNS is off"
+    );
     assert_eq!(w.agent.status().raw["mdns"], serde_json::Value::Null);
 }
 
