@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 
 use crate::config::{self, Config, ConfigError};
 use crate::records::{self, LEGACY_TTL, Names, Owner, Published, class_ok, same};
-use crate::rng::SplitMix;
+use crate::rng::Jitter;
 
 /// The mDNS port (RFC 6762 3): queries from another port are legacy unicast
 /// (6.7), responses from another port are ignored (6).
@@ -196,7 +196,7 @@ pub struct Responder {
     delayed: Vec<Delayed>,
     truncated: Vec<Truncated>,
     conflict_times: VecDeque<Instant>,
-    rng: SplitMix,
+    rng: Jitter,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     counters: Counters,
@@ -312,7 +312,7 @@ impl Responder {
             delayed: Vec::new(),
             truncated: Vec::new(),
             conflict_times: VecDeque::new(),
-            rng: SplitMix::new(seed),
+            rng: Jitter::new(seed),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             counters: Counters::default(),

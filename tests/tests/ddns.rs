@@ -117,13 +117,7 @@ fn watch_publishes_on_bind_renumbering_and_removal() {
     let mut bed = netcontainer_tests::watch::bed(15);
     bed.use_own_state_dirs();
     bed.dnsmasq.stop();
-    let kea_opts = |pool: &str| KeaOpts {
-        subnet: docker::LAN_NET.into(),
-        pool: pool.into(),
-        gateway: docker::LAN_GATEWAY,
-        dns: vec![docker::LAN_GATEWAY],
-        ..KeaOpts::short(20, 5, 15)
-    };
+    let kea_opts = docker::kea_on_lan;
     let mut kea = Kea::start(&bed.lan, kea_opts("203.0.113.60 - 203.0.113.69"));
     let zone = format!("{}.example", bed.id);
     let named = Named::start(&bed.lan, bed.tmp.path(), &bed.name("dns"), &zone, "");
