@@ -6,6 +6,8 @@
 //! - `dhcp/<server>-<scenario>.script`: a script for the `dhcp` target (see
 //!   [`crate::dhcp::decode_script`]) whose [`Op::Reply`] payloads are those real replies.
 //! - `frame/*.bin`: valid control frames, encoded by `netcontainer-proto`'s encoder.
+//! - `mdns/*.bin`: scripts for the `mdns` target (see [`crate::mdns`]) around hand-built
+//!   packets as avahi, python-zeroconf and dig send them (generated, not captured).
 //!
 //! `scripts/capture-fuzz-corpus` writes them (the replies are captured from real servers in
 //! network namespaces by `fuzz/examples/capture-corpus.rs`).

@@ -28,6 +28,7 @@ fn plan(n: usize) -> Plan {
     Plan {
         ipv6: Default::default(),
         dhcp_servers: Default::default(),
+        mdns: Some(Default::default()),
         interface: "lan0".into(),
         hostname: Some("web1".into()),
         client_id: Some(b"netcontainer:web1".to_vec()),
@@ -76,6 +77,7 @@ fn status(with_lease: bool) -> Status {
         source: Default::default(),
         ipv6: Vec::new(),
         ipv6_path: Default::default(),
+        mdns: None,
     }
 }
 

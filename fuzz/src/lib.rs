@@ -8,7 +8,8 @@
 //!   [`frame::FrameTarget::run`], [`packet::PacketTarget::run`] and
 //!   [`dhcp::DhcpTarget::replay`] (the bytes are read as a script of client events),
 //!   [`dhcp6::Dhcp6Target::run`] (a script of DHCPv6 client steps) and
-//!   [`dhcp6::RaTarget::run`] (router advertisement parser and tracker).
+//!   [`dhcp6::RaTarget::run`] (router advertisement parser and tracker) and
+//!   [`mdns::MdnsTarget::run`] (a script of mDNS responder steps).
 //!
 //! [`corpus`] reads and checks the committed seed corpus (`fuzz/corpus/`): real replies of
 //! dnsmasq and Kea captured by `scripts/capture-fuzz-corpus`.
@@ -17,6 +18,7 @@ pub mod corpus;
 pub mod dhcp;
 pub mod dhcp6;
 pub mod frame;
+pub mod mdns;
 pub mod mutate;
 pub mod packet;
 pub mod rfc;

@@ -16,21 +16,21 @@
 //!
 //! Targets: `frame` (control protocol framing), `packet` (raw IPv4/UDP parsing), `dhcp`
 //! (the DHCP client state machine, after deterministic checks of ACKs with absurd values),
-//! `dhcp6` (the DHCPv6 client state machine), `ra` (router advertisements and SLAAC).
+//! `dhcp6` (the DHCPv6 client state machine), `ra` (router advertisements and SLAAC),
+//! `mdns` (the mDNS responder, from each of its states).
 //!
 //! For the strongest checks build with debug assertions and overflow checks
 //! (scripts/fuzz --engine mutation does: `CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true
 //! CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true` in a separate target directory).
 
-use netcontainer_fuzz::{dhcp, dhcp6, frame, last_panic, mutate, packet, rfc, rng};
+use netcontainer_fuzz::{dhcp, dhcp6, frame, last_panic, mdns, mutate, packet, rfc, rng};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const DEFAULT_SEED: u64 = 0x6e63_2d66_757a_7a01;
-const USAGE: &str =
-    "usage: netcontainer-fuzz frame|packet|dhcp|dhcp6|ra [--seconds N] [--seed S] [--replay FILE]";
+const USAGE: &str = "usage: netcontainer-fuzz frame|packet|dhcp|dhcp6|ra|mdns [--seconds N] [--seed S] [--replay FILE]";
 
 enum Target {
     Frame(frame::FrameTarget),
@@ -38,6 +38,7 @@ enum Target {
     Dhcp(dhcp::DhcpTarget),
     Dhcp6(dhcp6::Dhcp6Target),
     Ra(dhcp6::RaTarget),
+    Mdns(mdns::MdnsTarget),
 }
 
 impl Target {
@@ -48,6 +49,7 @@ impl Target {
             "dhcp" => Target::Dhcp(dhcp::DhcpTarget::new()),
             "dhcp6" => Target::Dhcp6(dhcp6::Dhcp6Target::new()),
             "ra" => Target::Ra(dhcp6::RaTarget::new()),
+            "mdns" => Target::Mdns(mdns::MdnsTarget::new()),
             _ => return None,
         })
     }
@@ -72,6 +74,10 @@ impl Target {
                 t.generate(rng, input);
                 t.run(input);
             }
+            Target::Mdns(t) => {
+                t.generate(rng, input);
+                t.run(input);
+            }
         }
     }
 
@@ -82,6 +88,7 @@ impl Target {
             Target::Dhcp(t) => t.replay(input),
             Target::Dhcp6(t) => t.run(input),
             Target::Ra(t) => t.run(input),
+            Target::Mdns(t) => t.run(input),
         }
     }
 
@@ -94,6 +101,13 @@ impl Target {
                 t.stats.runs, t.stats.bound, t.stats.lost
             ),
             Target::Ra(t) => format!("accepted advertisements: {}", t.accepted),
+            Target::Mdns(t) => {
+                let s = &t.stats;
+                format!(
+                    "runs: {}, packets fed: {}, transmits checked: {}, names claimed: {}, conflicts: {}",
+                    s.runs, s.packets, s.transmits, s.claimed, s.conflicts
+                )
+            }
             Target::Dhcp(t) => {
                 let s = &t.stats;
                 format!(

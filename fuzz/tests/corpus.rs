@@ -164,3 +164,47 @@ fn v6_seed_corpora_are_the_targets_seeds() {
         }
     }
 }
+
+/// The mDNS seed corpus is generated too: hand-built packets as avahi,
+/// python-zeroconf and dig send them (`fuzz/src/mdns.rs`), in scripts that
+/// start the responder in the state each matters in.
+/// `NETCONTAINER_WRITE_MDNS_SEEDS=1 cargo test -p netcontainer-fuzz --test corpus` rewrites
+/// them after a change of the target.
+#[test]
+fn mdns_seed_corpus_is_the_targets_seeds_and_reaches_answers_and_conflicts() {
+    use netcontainer_fuzz::mdns::MdnsTarget;
+    use netcontainer_mdns::hickory_proto::op::Message;
+    let target = MdnsTarget::new();
+    let dir = corpus::dir().join("mdns");
+    if std::env::var_os("NETCONTAINER_WRITE_MDNS_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, s) in target.seeds() {
+            std::fs::write(dir.join(format!("{name}.bin")), s).unwrap();
+        }
+    }
+    let files = corpus::files("mdns").expect("fuzz/corpus/mdns");
+    let mut want: Vec<(String, Vec<u8>)> = target
+        .seeds()
+        .iter()
+        .map(|(n, s)| (format!("{n}.bin"), s.clone()))
+        .collect();
+    want.sort();
+    assert_eq!(
+        files, want,
+        "regenerate with NETCONTAINER_WRITE_MDNS_SEEDS=1"
+    );
+    for p in MdnsTarget::seed_packets() {
+        Message::from_vec(&p).expect("a seed packet is DNS");
+    }
+    let mut t = MdnsTarget::new();
+    for (_, bytes) in &files {
+        t.run(bytes);
+    }
+    assert!(t.stats.claimed >= files.len() as u64 - 1, "{:?}", t.stats);
+    assert!(
+        t.stats.conflicts >= 2,
+        "the conflict seeds rename: {:?}",
+        t.stats
+    );
+    assert!(t.stats.transmits > 0);
+}

@@ -335,6 +335,7 @@ mod tests {
                 valid_in_secs: None,
             }],
             ipv6_path: Default::default(),
+            mdns: None,
         }
     }
 

@@ -78,6 +78,9 @@ pub enum Error {
     /// Rootless Docker, Docker Desktop, WSL2 (`crate::platform`).
     #[error(transparent)]
     Unsupported(crate::platform::Unsupported),
+    /// A `--ddns-key` file that cannot be used (`crate::ddns`).
+    #[error(transparent)]
+    DdnsKey(#[from] crate::ddns::KeyFileError),
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]

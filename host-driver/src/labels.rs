@@ -62,6 +62,13 @@ pub const DHCP_SERVER: &str = "netcontainer.dhcp-server";
 /// `ADDR,...` (on a service, or recorded by `up --deny-dhcp-server`): the
 /// router's agent ignores these DHCP servers.
 pub const DENY_DHCP_SERVER: &str = "netcontainer.deny-dhcp-server";
+/// `on` or `off` (also the booleans): multicast DNS and DNS-SD on the LAN
+/// leg; on by default.
+pub const MDNS: &str = "netcontainer.mdns";
+/// `_TYPE._tcp:PORT,...`: DNS-SD services beside the well-known ports'.
+pub const DNSSD: &str = "netcontainer.dnssd";
+/// `key=value,...`: the TXT record of the service's DNS-SD services.
+pub const DNSSD_TXT: &str = "netcontainer.dnssd-txt";
 /// Set by Docker Swarm on a task's container.
 pub const SWARM_SERVICE: &str = "com.docker.swarm.service.name";
 /// `<service>.<slot>.<task id>` (the node ID instead of the slot for a
@@ -186,6 +193,44 @@ fn get_dhcp_servers(
     Ok(s)
 }
 
+/// What a service (or `up`) asks of mDNS: on or off (`None`: the
+/// default), and DNS-SD beyond the well-known ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mdns {
+    pub on: Option<bool>,
+    pub dnssd: Vec<(String, u16)>,
+    pub txt: Vec<String>,
+}
+
+/// `on`/`off` and the booleans.
+pub fn parse_on_off(label: &str, v: &str) -> Result<bool, LabelError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => parse_bool(label, v).map_err(|_| err(label, format!("{v:?} is not on or off"))),
+    }
+}
+
+fn get_mdns(l: &HashMap<String, String>) -> Result<Mdns, LabelError> {
+    Ok(Mdns {
+        on: get(l, MDNS).map(|v| parse_on_off(MDNS, v)).transpose()?,
+        dnssd: get(l, DNSSD).map_or(Ok(Vec::new()), |v| {
+            netcontainer_proto::parse_dnssd(v).map_err(|e| err(DNSSD, e))
+        })?,
+        txt: get(l, DNSSD_TXT).map_or(Ok(Vec::new()), |v| {
+            netcontainer_proto::parse_txt(v).map_err(|e| err(DNSSD_TXT, e))
+        })?,
+    })
+}
+
+/// The text of a DNS-SD list as the label holds it.
+pub fn dnssd_text(list: &[(String, u16)]) -> String {
+    list.iter()
+        .map(|(t, p)| format!("{t}:{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn get_ports(l: &HashMap<String, String>) -> Result<Option<Vec<PortSpec>>, LabelError> {
     get(l, PORTS)
         .map(|v| parse_port_list(v).map_err(|e| err(PORTS, e)))
@@ -209,6 +254,9 @@ pub const SERVICE_KEYS: &[&str] = &[
     EGRESS,
     DHCP_SERVER,
     DENY_DHCP_SERVER,
+    MDNS,
+    DNSSD,
+    DNSSD_TXT,
 ];
 
 /// What a service's labels ask for.
@@ -235,6 +283,8 @@ pub struct ServiceLabels {
     pub egress: Vec<netcontainer_proto::Ipv4Net>,
     /// `netcontainer.dhcp-server` / `netcontainer.deny-dhcp-server`.
     pub dhcp_servers: netcontainer_proto::DhcpServers,
+    /// `netcontainer.mdns`, `netcontainer.dnssd`, `netcontainer.dnssd-txt`.
+    pub mdns: Mdns,
     /// `netcontainer.*` keys that mean nothing on a service, sorted.
     pub unknown: Vec<String>,
 }
@@ -260,6 +310,7 @@ impl ServiceLabels {
             ipv6: get_ipv6(l)?,
             egress: get_egress(l)?,
             dhcp_servers: get_dhcp_servers(l)?,
+            mdns: get_mdns(l)?,
             unknown: unknown.into_iter().collect(),
         })
     }
@@ -286,6 +337,8 @@ pub struct RouterLabels {
     pub egress: Vec<netcontainer_proto::Ipv4Net>,
     /// The DHCP servers the router was made to listen to (or to ignore).
     pub dhcp_servers: netcontainer_proto::DhcpServers,
+    /// What `up --mdns/--dnssd/--dnssd-txt` chose.
+    pub mdns: Mdns,
 }
 
 impl RouterLabels {
@@ -307,6 +360,7 @@ impl RouterLabels {
             ipv6: get_ipv6(l)?,
             egress: get_egress(l)?,
             dhcp_servers: get_dhcp_servers(l)?,
+            mdns: get_mdns(l)?,
         })
     }
 }

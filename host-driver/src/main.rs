@@ -3,6 +3,7 @@
 
 mod agent_client;
 mod commands;
+mod ddns;
 mod docker;
 mod error;
 mod interrupt;

@@ -43,6 +43,9 @@ pub fn status_text(s: &Status) -> String {
     if let Some(h) = &s.hostname {
         let _ = writeln!(out, "hostname:   {}", safe(h));
     }
+    if let Some(n) = &s.mdns {
+        let _ = writeln!(out, "mdns name:  {}", safe(n));
+    }
     match &s.lease {
         Some(l) => {
             let _ = writeln!(out, "address:    {}/{}", l.address, l.prefix_len);
@@ -131,6 +134,7 @@ mod tests {
             }],
             source: Default::default(),
             ipv6_path: netcontainer_proto::Ipv6Path::Kernel,
+            mdns: None,
         };
         assert!(
             status_text(&st)
@@ -156,6 +160,7 @@ mod tests {
             source: Default::default(),
             ipv6: Vec::new(),
             ipv6_path: Default::default(),
+            mdns: None,
         };
         let text = status_text(&st);
         assert!(

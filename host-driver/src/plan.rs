@@ -108,6 +108,8 @@ pub struct UpOptions {
     /// `--deny-dhcp-server`, labels `netcontainer.dhcp-server`,
     /// `netcontainer.deny-dhcp-server`); empty: the labels', else all.
     pub dhcp_servers: netcontainer_proto::DhcpServers,
+    /// `--mdns`, `--dnssd`, `--dnssd-txt`; the labels fill what is not set.
+    pub mdns: labels::Mdns,
 }
 
 /// Longest identity accepted (from the label).
@@ -265,6 +267,8 @@ pub struct RouterPlan {
     pub requested: Option<Ipv4Addr>,
     /// Run the agent with `--egress` (gateway mode only; empty: none).
     pub egress: Vec<netcontainer_proto::Ipv4Net>,
+    /// What `up` was asked of mDNS (recorded; the labels are read again).
+    pub mdns_chosen: labels::Mdns,
 }
 
 impl RouterPlan {
@@ -303,6 +307,16 @@ impl RouterPlan {
                 labels::EGRESS.into(),
                 netcontainer_proto::egress_text(&self.egress),
             );
+        }
+        let m = &self.mdns_chosen;
+        if let Some(on) = m.on {
+            l.insert(labels::MDNS.into(), if on { "on" } else { "off" }.into());
+        }
+        if !m.dnssd.is_empty() {
+            l.insert(labels::DNSSD.into(), labels::dnssd_text(&m.dnssd));
+        }
+        if !m.txt.is_empty() {
+            l.insert(labels::DNSSD_TXT.into(), m.txt.join(","));
         }
         let servers = &self.plan.dhcp_servers;
         for (k, list) in [
@@ -514,7 +528,7 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
             labels::EGRESS
         )));
     }
-    let plan = Plan {
+    let mut plan = Plan {
         interface: LAN_IF.into(),
         hostname: Some(hostname),
         // Every leg keeps its own client id: ipvlan legs share the parent's
@@ -540,7 +554,9 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         } else {
             opts.dhcp_servers.clone()
         }),
+        mdns: None,
     };
+    plan.mdns = mdns_of(&opts.mdns, &sl.mdns, &plan.forwards)?;
     plan.validate().map_err(PlanError::Invalid)?;
     Ok(RouterPlan {
         service: svc.name.clone(),
@@ -559,7 +575,35 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         host_route: !opts.no_host_route,
         requested: opts.ip.or(sl.ip),
         egress,
+        mdns_chosen: opts.mdns.clone(),
     })
+}
+
+/// What the router publishes by mDNS: on unless the options or the label
+/// say off; the well-known ports' DNS-SD services and those asked for (the
+/// options' list, else the label's), all with the options' TXT, else the
+/// label's.
+fn mdns_of(
+    opts: &labels::Mdns,
+    sl: &labels::Mdns,
+    forwards: &[Forward],
+) -> Result<Option<Box<netcontainer_proto::Mdns>>, PlanError> {
+    if !opts.on.or(sl.on).unwrap_or(true) {
+        return Ok(None);
+    }
+    let (extra, from) = if opts.dnssd.is_empty() {
+        (&sl.dnssd, labels::DNSSD)
+    } else {
+        (&opts.dnssd, "--dnssd")
+    };
+    let txt = if opts.txt.is_empty() {
+        &sl.txt
+    } else {
+        &opts.txt
+    };
+    let services = netcontainer_proto::dnssd_services(forwards, extra, txt)
+        .map_err(|e| PlanError::Invalid(format!("{from}: {e}")))?;
+    Ok(Some(Box::new(netcontainer_proto::Mdns { services })))
 }
 
 /// The source mode: as chosen, else gateway mode for a service on one
@@ -684,6 +728,56 @@ mod tests {
         assert_eq!(r.plan.interface, LAN_IF);
         assert_eq!(r.plan.hostname.as_deref(), Some("web1"));
         assert_eq!(r.mode, crate::leg::MACVLAN);
+    }
+
+    /// mDNS is on by default with the well-known ports' DNS-SD; a label or
+    /// the flag turns it off (the flag wins); a label's DNS-SD service must
+    /// name a published port; what `up` chose is recorded on the router.
+    #[test]
+    fn mdns_on_by_default_off_by_label_or_flag() {
+        let r = derive(&web1(), &opts()).unwrap();
+        let m = r.plan.mdns.as_ref().expect("on by default");
+        assert_eq!(m.services.len(), 1);
+        assert_eq!(
+            (m.services[0].service_type.as_str(), m.services[0].port),
+            ("_http._tcp", 80)
+        );
+        assert!(!r.labels().contains_key(labels::MDNS));
+
+        let mut svc = web1();
+        svc.labels.insert(labels::MDNS.into(), "off".into());
+        assert_eq!(derive(&svc, &opts()).unwrap().plan.mdns, None);
+        let mut on = opts();
+        on.mdns.on = Some(true);
+        let r = derive(&svc, &on).unwrap();
+        assert!(r.plan.mdns.is_some(), "the flag wins over the label");
+        assert_eq!(r.labels()[labels::MDNS], "on");
+
+        let mut svc = web1();
+        svc.exposed.push("1883/tcp".into());
+        svc.labels
+            .insert(labels::DNSSD.into(), "_mqtt._tcp:1883".into());
+        svc.labels
+            .insert(labels::DNSSD_TXT.into(), "path=/,v=2".into());
+        let m = derive(&svc, &opts()).unwrap().plan.mdns.unwrap();
+        let got: Vec<(&str, u16)> = m
+            .services
+            .iter()
+            .map(|s| (s.service_type.as_str(), s.port))
+            .collect();
+        assert_eq!(got, [("_http._tcp", 80), ("_mqtt._tcp", 1883)]);
+        assert!(m.services.iter().all(|s| s.txt == ["path=/", "v=2"]));
+
+        svc.labels
+            .insert(labels::DNSSD.into(), "_mqtt._tcp:8883".into());
+        let e = derive(&svc, &opts()).unwrap_err().to_string();
+        assert!(
+            e.contains("netcontainer.dnssd") && e.contains("8883/tcp is not published"),
+            "{e}"
+        );
+        svc.labels.insert(labels::DNSSD.into(), "mqtt:1883".into());
+        let e = derive(&svc, &opts()).unwrap_err().to_string();
+        assert!(e.contains("netcontainer.dnssd"), "{e}");
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub fn options_of(r: &RouterInfo) -> Result<UpOptions, Error> {
         ipv6: l.ipv6,
         egress: l.egress,
         dhcp_servers: l.dhcp_servers,
+        mdns: l.mdns,
         // The recorded identity wins (its lease is tied to it): a router made
         // before an identity rule changed is healed as it was made, and a
         // service label the rules now refuse does not stop its healing.
@@ -583,6 +584,7 @@ pub fn desired_plan(svc: &ServiceInfo, opts: &UpOptions, identity: &str) -> Resu
         service: None,
         ipv6: opts.ipv6.unwrap_or_default(),
         dhcp_servers: Default::default(),
+        mdns: None,
     })
 }
 

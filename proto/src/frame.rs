@@ -3,7 +3,7 @@ use serde::de::DeserializeOwned;
 
 /// Version of the control protocol. Bump on any incompatible change to the
 /// message types.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// Largest payload accepted, in bytes. A plan with 65,535 single-port forwards
 /// encodes to well under this.
@@ -139,6 +139,7 @@ mod tests {
                 valid_in_secs: None,
             }],
             ipv6_path: Ipv6Path::Relay,
+            mdns: Some("web1-2.local".into()),
         }
     }
 
@@ -153,6 +154,13 @@ mod tests {
             service: None,
             ipv6: Ipv6Mode::Off,
             dhcp_servers: Default::default(),
+            mdns: Some(Box::new(crate::Mdns {
+                services: vec![crate::DnsSd {
+                    service_type: "_http._tcp".into(),
+                    port: 80,
+                    txt: vec!["path=/".into()],
+                }],
+            })),
         }
     }
 

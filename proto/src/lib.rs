@@ -15,6 +15,7 @@ mod egress;
 mod frame;
 #[cfg(feature = "lease")]
 mod lease_state;
+mod mdns;
 mod servers;
 mod types;
 
@@ -22,6 +23,11 @@ pub use egress::{Ipv4Net, MAX_EGRESS, egress_text, parse_egress};
 pub use frame::{
     FrameError, HEADER_LEN, MAX_FRAME_LEN, PROTOCOL_VERSION, decode_frame, decode_payload,
     encode_frame, payload_len,
+};
+pub use mdns::services as dnssd_services;
+pub use mdns::{
+    DnsSd, MAX_DNSSD, MAX_TXT_BYTES, Mdns, check_service_type, check_txt, parse_dnssd, parse_txt,
+    well_known,
 };
 pub use servers::{DhcpServers, MAX_DHCP_SERVERS, dhcp_servers_text, parse_dhcp_servers};
 pub use types::*;

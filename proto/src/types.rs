@@ -152,6 +152,10 @@ pub struct Plan {
     /// and a plan travels inside enums beside small variants.
     #[serde(default)]
     pub dhcp_servers: Box<crate::DhcpServers>,
+    /// Multicast DNS and DNS-SD on the LAN leg (`--mdns`, label
+    /// `netcontainer.mdns`); `None`: off. Boxed like `dhcp_servers`.
+    #[serde(default)]
+    pub mdns: Option<Box<crate::Mdns>>,
 }
 
 /// Whether the router takes IPv6 addresses on the LAN.
@@ -348,6 +352,12 @@ impl Plan {
             return Err("gateway mode needs the service's address".into());
         }
         self.dhcp_servers.validate()?;
+        if let Some(m) = &self.mdns {
+            if self.hostname.is_none() {
+                return Err("mDNS needs a hostname".into());
+            }
+            m.validate()?;
+        }
         Ok(())
     }
 }
@@ -495,6 +505,11 @@ pub struct Status {
     /// How the published ports reach the service over IPv6.
     #[serde(default)]
     pub ipv6_path: Ipv6Path,
+    /// The `.local` name the router answers for by mDNS once it claimed one
+    /// (`web1.local`, or `web1-2.local` when another host had it); `None`:
+    /// mDNS off or not claimed yet.
+    #[serde(default)]
+    pub mdns: Option<String>,
 }
 
 /// How a router forwards the published ports over IPv6.
@@ -609,6 +624,9 @@ pub struct LeaseCounters {
 ///
 /// New requests go at the end only: the variant index is on the wire, and an
 /// older agent answers one it does not know with [`Response::Error`].
+// One request is built per control call and lives for that call only: the
+// size of `Apply` costs nothing worth a box at every call site.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Report status.
@@ -694,6 +712,7 @@ mod tests {
             service: None,
             ipv6: Ipv6Mode::Auto,
             dhcp_servers: Default::default(),
+            mdns: None,
         };
         assert!(p.validate().is_ok());
         p.forwards

@@ -53,6 +53,10 @@ pub struct Snapshot {
     pub ipv6: Vec<V6Address>,
     /// How the published ports reach the service over IPv6.
     pub ipv6_path: netcontainer_proto::Ipv6Path,
+    /// What the plan asks mDNS to publish (`None`: mDNS off).
+    pub mdns_plan: Option<netcontainer_proto::Mdns>,
+    /// The `.local` name the mDNS task claimed (it writes this field).
+    pub mdns: Option<String>,
 }
 
 /// An IPv6 address the agent put on the LAN interface.
@@ -81,6 +85,8 @@ impl Snapshot {
             service: None,
             ipv6: Vec::new(),
             ipv6_path: Default::default(),
+            mdns_plan: None,
+            mdns: None,
         }
     }
 
@@ -115,6 +121,7 @@ impl Snapshot {
                 })
                 .collect(),
             ipv6_path: self.ipv6_path,
+            mdns: self.mdns.clone(),
         }
     }
 }

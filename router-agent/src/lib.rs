@@ -25,6 +25,7 @@ pub mod counters;
 pub mod dhcp;
 pub mod family;
 pub mod firewall;
+pub mod mdns;
 pub mod netconf;
 pub mod relay;
 pub mod store;

@@ -77,6 +77,7 @@ pub fn container_of(snap: &Snapshot, now: std::time::Instant) -> Option<Containe
         lease_expires_in_secs: lease
             .and_then(|l| l.expires_at())
             .map(|t| t.saturating_duration_since(now).as_secs()),
+        mdns: snap.mdns.clone(),
     })
 }
 

@@ -82,6 +82,11 @@ impl ApplyArgs {
         self.gateway_for = Some(a.into());
         self
     }
+    /// Appends a switch (a flag without a value, e.g. `--mdns`).
+    pub fn switch(mut self, flag: &str) -> Self {
+        self.extra.push(flag.into());
+        self
+    }
     /// Appends `flag value` to the command line.
     pub fn arg(mut self, flag: &str, value: &str) -> Self {
         self.extra.push(flag.into());

@@ -77,6 +77,19 @@ pub const POOL: (Ipv4Addr, Ipv4Addr) = (
 /// Blackhole routes of the beds start at this metric (one per bed).
 const BLACKHOLE_METRIC: u32 = 7000;
 
+/// Kea on the bed's LAN (its subnet, gateway and DNS) handing out `pool`
+/// (`"A - B"`), with short timers (valid 20 s, renew 5 s, rebind 15 s): the
+/// one-address pool and renumbering tests.
+pub fn kea_on_lan(pool: &str) -> crate::kea::KeaOpts {
+    crate::kea::KeaOpts {
+        subnet: LAN_NET.into(),
+        pool: pool.into(),
+        gateway: LAN_GATEWAY,
+        dns: vec![LAN_GATEWAY],
+        ..crate::kea::KeaOpts::short(20, 5, 15)
+    }
+}
+
 /// Number of /28 slots in 198.51.100.0/24.
 pub const SLOTS: u8 = 16;
 

@@ -29,6 +29,8 @@
 //!   so bash never builds a LAN or starts dnsmasq itself.
 //! * [`browser`]: headless Chromium's screenshots and DOM of a page on 127.0.0.1, and
 //!   tesseract's reading of a screenshot (the status page test).
+//! * [`mdns`]: real mDNS/DNS-SD clients in a LAN client namespace: a private avahi-daemon
+//!   (avahi-browse/-resolve/-publish), python's zeroconf, dig and a legacy unicast query.
 //! * [`chaos`]: Kea on the Docker bed, a continuous LAN client, an address-conflict
 //!   monitor and resource probes for the load and chaos tests.
 //!
@@ -49,6 +51,8 @@ pub mod docker;
 pub mod docker6;
 pub mod isolation;
 pub mod kea;
+pub mod mdns;
+pub mod named;
 pub mod netns;
 pub mod podman;
 pub mod proc;

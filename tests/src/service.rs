@@ -631,6 +631,7 @@ pub fn encode_raw_apply(interface: &str, forwards: &[RawForward]) -> Vec<u8> {
     varint(&mut body, 0); // ipv6: Ipv6Mode::Off
     varint(&mut body, 0); // dhcp_servers.allow: empty
     varint(&mut body, 0); // dhcp_servers.deny: empty
+    body.push(0); // mdns: None
     let mut frame = (body.len() as u32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
     frame

@@ -35,6 +35,8 @@ use serde_json::Value;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+const S: Duration = Duration::from_secs(1);
+
 const BOUND: Duration = Duration::from_secs(20);
 /// How long a heal may take to make the checks hold again.
 const HEALED: Duration = Duration::from_secs(25);
@@ -337,6 +339,20 @@ fn docker_mirror_recipe_works_unchanged_in_every_mode() {
         "{js}"
     );
     assert_eq!(self_json(&m.name)["mode"], "masquerade");
+    // The `.local` name each router claimed by mDNS (issue 24): the agent says it for
+    // the gateway-mode service, watch (from the router's status) for the masquerade one.
+    for (c, who) in [(&g.name, "the agent"), (&m.name, "watch")] {
+        let want = format!("{c}.local");
+        let got = wait_for(5 * S, Duration::from_millis(250), || {
+            let js = self_json(c);
+            (js["mdns"] == want.as_str()).then_some(js)
+        });
+        assert!(
+            got.is_some(),
+            "{who}'s /v1/self never named {want}: {}",
+            self_json(c)
+        );
+    }
     let pj = self_json(&p.name);
     assert_eq!(pj["mode"], "docker", "{pj}");
     assert_eq!(

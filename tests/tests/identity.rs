@@ -6,6 +6,9 @@
 use netcontainer_tests::daemon::{self, SecondDaemon};
 use netcontainer_tests::docker::{self, DockerBed};
 use netcontainer_tests::*;
+use std::time::Duration;
+
+const S: Duration = Duration::from_secs(1);
 
 /// Before identities, the MAC and client id derived from the name alone: both routers
 /// asked for one address. Now each host's identity includes its host ID (the second
@@ -65,6 +68,38 @@ fn the_same_name_on_two_hosts_gets_two_addresses() {
         "{got1}"
     );
     assert!(got2.contains(&page2), "{got2}");
+    // Issue 24, point 4: by mDNS too, under two names (whichever probed second took the
+    // next free one), each answering with its own host's lease to a LAN client.
+    let name_of = |st: &serde_json::Value| st["agent"]["mdns"].as_str().map(String::from);
+    let names = wait_for(10 * S, Duration::from_millis(200), || {
+        let h2st = h2.nc(&["status", &web1.name, "--json"]);
+        let h2st: serde_json::Value = serde_json::from_str(&h2st.stdout).ok()?;
+        Some((name_of(&bed.status_json(&web1.name))?, name_of(&h2st)?))
+    })
+    .expect("both routers claim an mDNS name");
+    let first = format!("{}.local", web1.name);
+    let second = format!("{}-2.local", web1.name);
+    let mut sorted = [names.0.clone(), names.1.clone()];
+    sorted.sort();
+    assert_eq!(sorted, [second.clone(), first.clone()], "{names:?}");
+    let ls = bed.nc(&["ls", "--format", "{{.Service}} {{.Name}}"]);
+    assert!(
+        ls.stdout
+            .lines()
+            .any(|l| l == format!("{} {}", web1.name, names.0)),
+        "ls names the mDNS name: {ls}"
+    );
+    // A LAN client's own resolver (avahi, by multicast) finds both.
+    let dir = TempDir::new("identity-avahi");
+    let avahi = netcontainer_tests::mdns::Avahi::start(&bed.client, dir.path());
+    for (name, addr) in [(&names.0, one.address), (&names.1, two.address)] {
+        assert_eq!(
+            avahi.resolve_host(name, 5 * S),
+            Some(std::net::IpAddr::V4(addr)),
+            "{name} from the LAN\n{}",
+            avahi.log()
+        );
+    }
     let down = h2.nc(&["down", &web1.name]);
     assert!(down.ok(), "{down}");
 }

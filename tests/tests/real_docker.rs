@@ -20,16 +20,7 @@ fn pool_of_one_second_up_fails_rolls_back_first_keeps_renewing() {
     let mut bed = DockerBed::new(12);
     bed.dnsmasq.stop();
     let only = docker::POOL.0;
-    let kea = Kea::start(
-        &bed.lan,
-        KeaOpts {
-            subnet: docker::LAN_NET.into(),
-            pool: format!("{only} - {only}"),
-            gateway: docker::LAN_GATEWAY,
-            dns: vec![docker::LAN_GATEWAY],
-            ..KeaOpts::short(20, 5, 15)
-        },
-    );
+    let kea = Kea::start(&bed.lan, docker::kea_on_lan(&format!("{only} - {only}")));
     let a = bed.run_service("a", &[]);
     let b = bed.run_service("b", &[]);
     let first = bed.up(&a.name, &[]);
@@ -89,13 +80,7 @@ fn renumbering_in_place_moves_the_host_route_and_runs_on_change_once() {
     let mut bed = netcontainer_tests::watch::bed(13);
     bed.use_own_state_dirs();
     bed.dnsmasq.stop();
-    let kea_opts = |pool: &str| KeaOpts {
-        subnet: docker::LAN_NET.into(),
-        pool: pool.into(),
-        gateway: docker::LAN_GATEWAY,
-        dns: vec![docker::LAN_GATEWAY],
-        ..KeaOpts::short(20, 5, 15)
-    };
+    let kea_opts = docker::kea_on_lan;
     let mut kea = Kea::start(&bed.lan, kea_opts("203.0.113.60 - 203.0.113.69"));
     let hook_out = bed.tmp.join("on-change.log");
     let hook = format!(

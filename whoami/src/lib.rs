@@ -112,6 +112,9 @@ pub struct Container {
     /// Seconds until the lease behind `addresses` expires (`None`: no lease,
     /// or an infinite one).
     pub lease_expires_in_secs: Option<u64>,
+    /// The `.local` name the router answers for by mDNS (`None`: mDNS off or
+    /// not claimed yet).
+    pub mdns: Option<String>,
 }
 
 impl Container {
@@ -514,6 +517,7 @@ mod tests {
                 },
             ],
             lease_expires_in_secs: Some(600),
+            mdns: Some("web1.local".into()),
         }
     }
 

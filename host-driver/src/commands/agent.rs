@@ -16,7 +16,7 @@ pub enum AgentCommand {
     #[command(after_help = "Example:\n  \
         netcontainer agent apply --socket /run/netcontainer/web1/agent.sock --interface lan0 \\\n      \
         --forward tcp:80=198.51.100.2:8080 --hostname web1 --wait 10")]
-    Apply(ApplyArgs),
+    Apply(Box<ApplyArgs>),
     /// Show an agent's status.
     #[command(after_help = "Example:\n  \
         netcontainer agent status --socket /run/netcontainer/web1/agent.sock --json")]
@@ -63,6 +63,16 @@ pub struct ApplyArgs {
     /// Ignore these DHCP servers.
     #[arg(long, value_name = "ADDR,...", conflicts_with = "dhcp_server")]
     deny_dhcp_server: Option<String>,
+    /// Answer for HOSTNAME.local by multicast DNS on the interface, with
+    /// the well-known forwarded ports as DNS-SD services (needs --hostname).
+    #[arg(long, requires = "hostname")]
+    mdns: bool,
+    /// More DNS-SD services (with --mdns).
+    #[arg(long, value_name = "_TYPE._tcp:PORT,...", requires = "mdns")]
+    dnssd: Option<String>,
+    /// The DNS-SD services' TXT entries (with --mdns).
+    #[arg(long, value_name = "KEY=VALUE,...", requires = "mdns")]
+    dnssd_txt: Option<String>,
     /// Wait up to SECS for a lease; fail if none by then.
     #[arg(long, value_name = "SECS")]
     wait: Option<f64>,
@@ -84,7 +94,7 @@ fn parse_hostname(s: &str) -> Result<String, String> {
 
 pub async fn run(cmd: AgentCommand) -> Result<(), Error> {
     match cmd {
-        AgentCommand::Apply(a) => apply(a).await,
+        AgentCommand::Apply(a) => apply(*a).await,
         AgentCommand::Status(s) => status(s).await,
     }
 }
@@ -104,7 +114,7 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
         return Err(Error::Usage("--client-id must be 1 to 255 bytes".into()));
     }
     let first_target = a.forwards.first().map(|f| f.target_address);
-    let plan = Plan {
+    let mut plan = Plan {
         interface: a.interface.clone(),
         hostname: a.hostname,
         client_id: a.client_id.map(String::into_bytes),
@@ -130,7 +140,14 @@ async fn apply(a: ApplyArgs) -> Result<(), Error> {
             a.dhcp_server.as_deref(),
             a.deny_dhcp_server.as_deref(),
         )?),
+        mdns: None,
     };
+    if a.mdns {
+        let m = crate::commands::mdns_args(Some(true), a.dnssd.as_deref(), a.dnssd_txt.as_deref())?;
+        let services = netcontainer_proto::dnssd_services(&plan.forwards, &m.dnssd, &m.txt)
+            .map_err(|e| Error::Usage(format!("--dnssd: {e}")))?;
+        plan.mdns = Some(Box::new(netcontainer_proto::Mdns { services }));
+    }
     plan.validate().map_err(Error::Usage)?;
     let mut client = AgentClient::connect(&a.socket).await?;
     let applied = match client

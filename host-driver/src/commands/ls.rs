@@ -218,8 +218,8 @@ impl Entry {
 
 impl Fields for Entry {
     const NAMES: &'static [&'static str] = &[
-        "Service", "Address", "Address6", "Ports", "Lease", "State", "Mode", "Source", "Identity",
-        "Router", "Parent", "Mac",
+        "Service", "Address", "Address6", "Ports", "Lease", "State", "Mode", "Source", "Name",
+        "Identity", "Router", "Parent", "Mac",
     ];
 
     fn field(&self, name: &str) -> Option<String> {
@@ -232,6 +232,8 @@ impl Fields for Entry {
             "State" => self.state(),
             "Mode" => Entry::opt(&self.mode),
             "Source" => Entry::opt(&self.source),
+            // The `.local` name the router claimed by mDNS.
+            "Name" => Entry::opt(&self.agent.as_ref().and_then(|s| s.mdns.clone())),
             "Identity" => output::safe(&self.identity).into_owned(),
             "Router" => output::safe(&self.router).into_owned(),
             "Parent" => Entry::opt(&self.parent),
@@ -245,8 +247,8 @@ impl Fields for Entry {
     }
 }
 
-const COLUMNS: [&str; 8] = [
-    "SERVICE", "ADDRESS", "ADDRESS6", "PORTS", "LEASE", "STATE", "MODE", "SOURCE",
+const COLUMNS: [&str; 9] = [
+    "SERVICE", "ADDRESS", "ADDRESS6", "PORTS", "LEASE", "STATE", "MODE", "SOURCE", "NAME",
 ];
 
 /// The aligned table; the STATE column coloured when `colour` (a terminal).
@@ -256,6 +258,7 @@ pub fn table(entries: &[Entry], colour: bool) -> String {
         rows.push(
             [
                 "Service", "Address", "Address6", "Ports", "Lease", "State", "Mode", "Source",
+                "Name",
             ]
             .iter()
             .map(|f| e.field(f).unwrap_or_default())
@@ -353,6 +356,7 @@ mod tests {
                     Vec::new()
                 },
                 ipv6_path: Default::default(),
+                mdns: bound.then(|| format!("{service}-2.local")),
             }),
             problems: None,
             host_route_refused: None,
@@ -370,19 +374,19 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(
             lines[0],
-            "SERVICE  ADDRESS       ADDRESS6        PORTS                        LEASE  STATE           MODE     SOURCE"
+            "SERVICE  ADDRESS       ADDRESS6        PORTS                        LEASE  STATE           MODE     SOURCE   NAME"
         );
         assert_eq!(
             lines[1],
-            "web1     203.0.113.57  2001:db8:1::57  80->8080/tcp, 7000-7009/udp  580s   bound           macvlan  gateway"
+            "web1     203.0.113.57  2001:db8:1::57  80->8080/tcp, 7000-7009/udp  580s   bound           macvlan  gateway  web1-2.local"
         );
         assert_eq!(
             lines[2],
-            "db       -             -               80->8080/tcp, 7000-7009/udp  -      selecting       macvlan  gateway"
+            "db       -             -               80->8080/tcp, 7000-7009/udp  -      selecting       macvlan  gateway  -"
         );
         assert_eq!(
             lines[3],
-            "gone     -             -               -                            -      router-stopped  macvlan  -"
+            "gone     -             -               -                            -      router-stopped  macvlan  -        -"
         );
         assert!(!t.contains('\u{1b}'), "no colour off a terminal");
         let c = table(&list, true);

@@ -27,6 +27,27 @@ pub fn require_root() -> Result<(), Error> {
 /// `--dhcp-server ADDR,...` / `--deny-dhcp-server ADDR,...` (of `up`,
 /// `watch` and `agent apply`) as the plan carries them; a bad list is a
 /// one-line usage error naming the flag.
+/// `--mdns`, `--dnssd` and `--dnssd-txt`, checked.
+pub fn mdns_args(
+    on: Option<bool>,
+    dnssd: Option<&str>,
+    txt: Option<&str>,
+) -> Result<crate::labels::Mdns, Error> {
+    Ok(crate::labels::Mdns {
+        on,
+        dnssd: dnssd
+            .map(netcontainer_proto::parse_dnssd)
+            .transpose()
+            .map_err(|e| Error::Usage(format!("--dnssd: {e}")))?
+            .unwrap_or_default(),
+        txt: txt
+            .map(netcontainer_proto::parse_txt)
+            .transpose()
+            .map_err(|e| Error::Usage(format!("--dnssd-txt: {e}")))?
+            .unwrap_or_default(),
+    })
+}
+
 pub fn dhcp_servers_args(
     allow: Option<&str>,
     deny: Option<&str>,

@@ -177,6 +177,7 @@ mod tests {
                 valid_in_secs: None,
             }],
             ipv6_path: netcontainer_proto::Ipv6Path::None,
+            mdns: None,
         }
     }
 

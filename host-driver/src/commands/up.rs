@@ -100,9 +100,28 @@ pub struct UpArgs {
     /// netcontainer.deny-dhcp-server.
     #[arg(long, value_name = "ADDR,...", conflicts_with = "dhcp_server")]
     deny_dhcp_server: Option<String>,
+    /// Multicast DNS on the LAN: the router answers for HOSTNAME.local and
+    /// publishes its well-known ports by DNS-SD; default: the service's
+    /// label netcontainer.mdns, else on.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off_arg)]
+    mdns: Option<bool>,
+    /// More DNS-SD services (each port must be published); default: the
+    /// service's label netcontainer.dnssd.
+    #[arg(long, value_name = "_TYPE._tcp:PORT,...")]
+    dnssd: Option<String>,
+    /// The DNS-SD services' TXT entries; default: the service's label
+    /// netcontainer.dnssd-txt.
+    #[arg(long, value_name = "KEY=VALUE,...")]
+    dnssd_txt: Option<String>,
     /// Seconds to wait for the lease.
     #[arg(long, default_value_t = 30)]
     timeout: u64,
+    #[command(flatten)]
+    ddns: crate::ddns::DdnsArgs,
+}
+
+pub fn parse_on_off_arg(s: &str) -> Result<bool, String> {
+    crate::labels::parse_on_off("--mdns", s).map_err(|e| e.message)
 }
 
 fn parse_ip_arg(s: &str) -> Result<Ipv4Addr, String> {
@@ -121,6 +140,9 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         a.dhcp_server.as_deref(),
         a.deny_dhcp_server.as_deref(),
     )?;
+    let mdns = crate::commands::mdns_args(a.mdns, a.dnssd.as_deref(), a.dnssd_txt.as_deref())?;
+    // A bad key file stops `up` before anything is made.
+    let ddns = a.ddns.client()?;
     let driver = Driver::connect().await?;
     crate::platform::refuse_unsupported(&driver.docker).await?;
     let svc = driver.docker.service(&a.container).await?;
@@ -145,6 +167,7 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         identity: None,
         egress,
         dhcp_servers,
+        mdns,
     };
     let req = UpRequest {
         service: &svc,
@@ -188,6 +211,9 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
             crate::output::safe(&rp.service),
             crate::output::safe(&e)
         );
+    }
+    if let Some(c) = &ddns {
+        crate::ddns::after_up(c, &rp.service, &status).await;
     }
     println!("{} {} {}", rp.service, addr, ports_text(&rp.ports));
     Ok(())

@@ -68,6 +68,12 @@ pub struct WatchArgs {
     /// these DHCP servers.
     #[arg(long, value_name = "ADDR,...", conflicts_with = "dhcp_server")]
     deny_dhcp_server: Option<String>,
+    /// Multicast DNS for labelled services without netcontainer.mdns
+    /// (on by default).
+    #[arg(long, value_name = "on|off", value_parser = crate::commands::up::parse_on_off_arg)]
+    mdns: Option<bool>,
+    #[command(flatten)]
+    ddns: crate::ddns::DdnsArgs,
     /// Seconds between polls of the routers' agents (address changes, metrics).
     #[arg(long, default_value_t = 5, hide = true)]
     poll: u64,
@@ -91,6 +97,10 @@ impl WatchArgs {
             no_host_route: self.no_host_route.then_some(true),
             dhcp_server: self.dhcp_server.clone(),
             deny_dhcp_server: self.deny_dhcp_server.clone(),
+            mdns: self.mdns,
+            ddns_server: self.ddns.ddns_server.clone(),
+            ddns_zone: self.ddns.ddns_zone.clone(),
+            ddns_key: self.ddns.ddns_key.clone(),
         }
     }
 }
@@ -105,6 +115,11 @@ pub async fn run(a: WatchArgs) -> Result<(), Error> {
         None => WatchConfig::default(),
     };
     let settings = Settings::resolve(a.layer(), file, a.poll)?;
+    // A bad key file stops watch before anything is touched (it is read
+    // again when the updates start).
+    if let Some(t) = &settings.ddns {
+        t.client()?;
+    }
     require_root()?;
     crate::watch::run(settings).await
 }
@@ -165,6 +180,10 @@ mod tests {
                 no_host_route: Some(true),
                 dhcp_server: None,
                 deny_dhcp_server: None,
+                mdns: None,
+                ddns_server: None,
+                ddns_zone: None,
+                ddns_key: None,
             }
         );
         assert_eq!(a.poll, 2);

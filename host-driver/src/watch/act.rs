@@ -143,6 +143,11 @@ pub(super) async fn try_reconcile(
                 } else {
                     labelled.dhcp_servers
                 },
+                // `--mdns off` is the default of a service without the label.
+                mdns: crate::labels::Mdns {
+                    on: labelled.mdns.on.or(Some(args.mdns)),
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             let req = UpRequest {

@@ -73,6 +73,7 @@ pub fn render(s: &StatsInner) -> String {
     let defences = Family::<Labels, Counter>::default();
     let heals = Family::<Labels, Counter>::default();
     let changes = Family::<Labels, Counter>::default();
+    let ddns_failures = Family::<Labels, Counter>::default();
     let packets = Family::<Labels, Counter>::default();
     let bytes = Family::<Labels, Counter>::default();
     let refused = Family::<Labels, Gauge>::default();
@@ -123,6 +124,9 @@ pub fn render(s: &StatsInner) -> String {
     for (name, n) in &s.changes {
         changes.get_or_create(&service(name)).inc_by(*n);
     }
+    for (name, n) in &s.ddns_failures {
+        ddns_failures.get_or_create(&service(name)).inc_by(*n);
+    }
     reg.register(
         "service_up",
         "1 when the service's router holds a lease, 0 otherwise",
@@ -169,6 +173,11 @@ pub fn render(s: &StatsInner) -> String {
         "address_changes",
         "Times the service's LAN address changed (seen by watch)",
         changes,
+    );
+    reg.register(
+        "ddns_failures",
+        "Dynamic DNS updates of the service's name that failed (--ddns-server; retried)",
+        ddns_failures,
     );
     reg.register(
         "host_route_refused",
@@ -330,6 +339,7 @@ mod tests {
                     source: Default::default(),
                     ipv6: Vec::new(),
                     ipv6_path: Default::default(),
+                    mdns: None,
                 }),
                 counters: Some(LeaseCounters {
                     renewals: 3,
@@ -349,6 +359,7 @@ mod tests {
         );
         s.heals.insert("web1".into(), 4);
         s.changes.insert("web1".into(), 1);
+        s.ddns_failures.insert("web1".into(), 2);
         s.host_route_refused.insert("db".into());
         s
     }
@@ -369,6 +380,7 @@ mod tests {
             "netcontainer_address_conflicts_total{service=\"web1\"} 1",
             "netcontainer_address_defences_total{service=\"web1\"} 5",
             "netcontainer_heals_total{service=\"web1\"} 4",
+            "netcontainer_ddns_failures_total{service=\"web1\"} 2",
             "netcontainer_address_changes_total{service=\"web1\"} 1",
             "netcontainer_host_route_refused{service=\"web1\"} 0",
             "netcontainer_host_route_refused{service=\"db\"} 1",

@@ -56,6 +56,8 @@ pub struct StatsInner {
     pub heals: BTreeMap<String, u64>,
     /// Times a service's address changed (since watch started).
     pub changes: BTreeMap<String, u64>,
+    /// Failed dynamic DNS updates of a service (since watch started).
+    pub ddns_failures: BTreeMap<String, u64>,
     /// Services whose lease the host refused a route to (see `shim::check`),
     /// as of the last poll.
     pub host_route_refused: BTreeSet<String>,
@@ -121,6 +123,7 @@ impl StatsInner {
         let routers = &self.routers;
         self.heals.retain(|s, _| routers.contains_key(s));
         self.changes.retain(|s, _| routers.contains_key(s));
+        self.ddns_failures.retain(|s, _| routers.contains_key(s));
         self.last_change.retain(|s, _| routers.contains_key(s));
     }
 }
@@ -128,6 +131,14 @@ impl StatsInner {
 impl Stats {
     pub fn healed(&self, service: &ServiceName) {
         *self.lock().heals.entry(service.to_string()).or_default() += 1;
+    }
+
+    /// Counts a failed dynamic DNS update of each of `services`.
+    pub fn ddns_failed(&self, services: &[String]) {
+        let mut s = self.lock();
+        for service in services {
+            *s.ddns_failures.entry(service.clone()).or_default() += 1;
+        }
     }
 
     pub fn snapshot(&self) -> StatsInner {
@@ -321,6 +332,7 @@ mod tests {
                 source: Default::default(),
                 ipv6: Vec::new(),
                 ipv6_path: Default::default(),
+                mdns: None,
             }),
             counters: None,
         }

@@ -281,6 +281,7 @@ mod tests {
                 valid_in_secs: Some(200),
             }],
             ipv6_path: Default::default(),
+            mdns: None,
         }
     }
 

@@ -40,6 +40,23 @@ pub async fn run(a: Settings) -> Result<(), Error> {
         }
         None => None,
     };
+    // Dynamic DNS follows the poll's view of the routers; it outlives the
+    // sessions, so a router removed while Docker was away still has its
+    // name deleted once the poll sees it gone.
+    let _ddns = match &a.ddns {
+        Some(t) => match t.client() {
+            Ok(c) => {
+                tracing::info!(server = %c.server, zone = %c.zone, "dynamic DNS updates on");
+                Some(AbortOnDrop(tokio::spawn(keep_ddns(
+                    crate::ddns::Publisher::new(c),
+                    stats.clone(),
+                    Duration::from_secs(a.poll),
+                ))))
+            }
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
     let mut sigterm =
         signal(SignalKind::terminate()).map_err(|e| Error::Usage(format!("signals: {e}")))?;
     let mut sigint =
@@ -116,6 +133,29 @@ async fn keep_host_routes(driver: Arc<Driver>) {
     loop {
         tick.tick().await;
         driver.sync_host_routes().await;
+    }
+}
+
+/// Keeps the dynamic DNS names in line with the last poll of the routers
+/// (see `crate::ddns::publish`); the failures are counted for the metrics.
+async fn keep_ddns(mut p: crate::ddns::Publisher, stats: Arc<Stats>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let s = stats.snapshot();
+        // Before the first poll nothing is known: an empty map is not
+        // "every router is gone".
+        if s.polled_at.is_none() {
+            continue;
+        }
+        let routers: Vec<_> = s
+            .routers
+            .iter()
+            .map(|(k, o)| (k.as_str(), o.status.as_ref()))
+            .collect();
+        let failed = p.sync(&routers, std::time::Instant::now()).await;
+        stats.ddns_failed(&failed);
     }
 }
 

@@ -18,6 +18,9 @@
 //! release-when-stopped = false
 //! metrics = "127.0.0.1:9311"
 //! on-change = "/usr/local/bin/update-dns"
+//! ddns-server = "192.0.2.53"
+//! ddns-zone = "lan.example"
+//! ddns-key = "/etc/netcontainer/ddns.key"
 //! ```
 //!
 //! A bad file (a syntax error, an unknown key, a value of the wrong type) is
@@ -61,6 +64,14 @@ pub struct WatchConfig {
     pub no_host_route: Option<bool>,
     pub dhcp_server: Option<String>,
     pub deny_dhcp_server: Option<String>,
+    /// `"off"` (or `false`): no mDNS for services without the label (flag
+    /// `--mdns off`).
+    #[serde(default, deserialize_with = "on_off")]
+    pub mdns: Option<bool>,
+    /// Dynamic DNS (`crate::ddns`): all three or none.
+    pub ddns_server: Option<String>,
+    pub ddns_zone: Option<String>,
+    pub ddns_key: Option<PathBuf>,
     // The routing mode goes here when `watch --source gateway|masquerade`
     // lands: `pub source: Option<Source>,` (key `source`), resolved like
     // `mode` in `Settings::resolve`.
@@ -83,8 +94,34 @@ impl WatchConfig {
             no_host_route: self.no_host_route.or(below.no_host_route),
             dhcp_server: self.dhcp_server.or(below.dhcp_server),
             deny_dhcp_server: self.deny_dhcp_server.or(below.deny_dhcp_server),
+            mdns: self.mdns.or(below.mdns),
+            ddns_server: self.ddns_server.or(below.ddns_server),
+            ddns_zone: self.ddns_zone.or(below.ddns_zone),
+            ddns_key: self.ddns_key.or(below.ddns_key),
         }
     }
+}
+
+/// `"on"`/`"off"` as the flag spells it, or a TOML boolean.
+fn on_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("\"on\", \"off\" or a boolean")
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+            match v {
+                "on" => Ok(true),
+                "off" => Ok(false),
+                _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+            }
+        }
+    }
+    d.deserialize_any(V).map(Some)
 }
 
 /// Watch's settings: the flags, over the configuration file, over the
@@ -105,6 +142,10 @@ pub struct Settings {
     pub no_host_route: bool,
     /// The DHCP servers of labelled services without their own list.
     pub dhcp_servers: netcontainer_proto::DhcpServers,
+    /// mDNS for labelled services without `netcontainer.mdns`.
+    pub mdns: bool,
+    /// Where the dynamic DNS updates go (the key is read at start).
+    pub ddns: Option<crate::ddns::Target>,
 }
 
 impl Settings {
@@ -119,6 +160,14 @@ impl Settings {
             c.dhcp_server.as_deref(),
             c.deny_dhcp_server.as_deref(),
         )?;
+        // The three may come from the flags and the file mixed; together
+        // they must be all or nothing.
+        let ddns = crate::ddns::DdnsArgs {
+            ddns_server: c.ddns_server,
+            ddns_zone: c.ddns_zone,
+            ddns_key: c.ddns_key,
+        }
+        .target()?;
         Ok(Settings {
             parent: c.parent,
             mode: c.mode,
@@ -133,6 +182,8 @@ impl Settings {
             host_address: c.host_address,
             no_host_route: c.no_host_route.unwrap_or(false),
             dhcp_servers,
+            mdns: c.mdns.unwrap_or(true),
+            ddns,
         })
     }
 }
@@ -232,6 +283,25 @@ fn describe(text: &str, e: &toml::de::Error) -> String {
 mod tests {
     use super::*;
 
+    /// `mdns` in the file is spelled as the flag (`"on"`/`"off"`) or a boolean; off
+    /// reaches the settings, absent is on, anything else is a one-line error.
+    #[test]
+    fn mdns_key_on_off_or_boolean() {
+        for (text, want) in [
+            ("mdns = \"off\"", Some(false)),
+            ("mdns = \"on\"", Some(true)),
+            ("mdns = false", Some(false)),
+            ("", None),
+        ] {
+            let c = parse(text).unwrap();
+            assert_eq!(c.mdns, want, "{text}");
+            let s = Settings::resolve(WatchConfig::default(), c, 5).unwrap();
+            assert_eq!(s.mdns, want.unwrap_or(true), "{text}");
+        }
+        let e = parse("mdns = \"maybe\"").unwrap_err();
+        assert!(e.contains("line 1") && e.contains("mdns"), "{e}");
+    }
+
     #[test]
     fn flags_beat_the_file_which_beats_the_defaults() {
         let file = parse(
@@ -256,6 +326,8 @@ mod tests {
                 host_address: None,
                 no_host_route: false,
                 dhcp_servers: Default::default(),
+                mdns: true,
+                ddns: None,
             }
         );
         let flags = WatchConfig {
@@ -280,6 +352,25 @@ mod tests {
         assert_eq!((d.timeout, d.resync, d.poll), (30, 60, 5));
         assert_eq!((d.metrics, d.on_change, d.mode), (None, None, None));
         assert!(!d.release_when_stopped && !d.no_whoami && !d.no_host_route);
+    }
+
+    /// The dynamic DNS keys may come from the file and the flags mixed;
+    /// together they are all three or none.
+    #[test]
+    fn ddns_keys_are_all_or_none() {
+        let file =
+            parse("ddns-zone = \"lan.example\"\nddns-key = \"/etc/netcontainer/ddns.key\"\n")
+                .unwrap();
+        let e = Settings::resolve(WatchConfig::default(), file.clone(), 5).unwrap_err();
+        assert!(e.to_string().contains("all three or none"), "{e}");
+        let flags = WatchConfig {
+            ddns_server: Some("203.0.113.53:5353".into()),
+            ..WatchConfig::default()
+        };
+        let t = Settings::resolve(flags, file, 5).unwrap().ddns.unwrap();
+        assert_eq!(t.server, "203.0.113.53:5353".parse().unwrap());
+        assert_eq!(t.zone.to_string(), "lan.example.");
+        assert_eq!(t.key, PathBuf::from("/etc/netcontainer/ddns.key"));
     }
 
     #[test]

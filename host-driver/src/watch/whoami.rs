@@ -272,6 +272,7 @@ impl WatchDirectory {
                     })
                     .collect(),
                 lease_expires_in_secs: None,
+                mdns: None,
             },
         })
     }
@@ -316,6 +317,7 @@ pub fn from_status(name: String, id: String, hostname: String, st: &Status) -> C
             })
             .collect(),
         lease_expires_in_secs: st.lease.as_ref().and_then(|l| l.expires_in_secs),
+        mdns: st.mdns.clone(),
     }
 }
 

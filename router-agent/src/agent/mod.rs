@@ -121,6 +121,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
     let applied = start_state(&netconf, &firewall, ipv6_kernel).await;
     let listener = control::bind(&opts.socket)?;
     let (snap_tx, snap_rx) = watch::channel(Snapshot::new());
+    let snap_tx = Arc::new(snap_tx);
     let (cmd_tx, mut cmd_rx) = mpsc::channel(8);
     let fw = Arc::clone(&firewall);
     let counters: CounterFn = Arc::new(move |forwards: Vec<Forward>| {
@@ -156,6 +157,7 @@ pub async fn run(opts: Options) -> Result<(), AgentError> {
         v6: None,
         events_tx,
         plans: PlanStore::new(&opts.state_dir),
+        mdns: Some(crate::mdns::spawn(snap_tx.clone())),
         snapshot: snap_tx,
     };
     // Restarted after a crash: carry on with the last plan (and the persisted
@@ -242,7 +244,9 @@ struct Agent {
     /// Given to each task.
     events_tx: family::Events,
     plans: PlanStore,
-    snapshot: watch::Sender<Snapshot>,
+    /// The mDNS responder: it follows the published status.
+    mdns: Option<crate::mdns::Handle>,
+    snapshot: Arc<watch::Sender<Snapshot>>,
 }
 
 impl Agent {
@@ -452,13 +456,24 @@ impl Agent {
                 })
                 .collect(),
             ipv6_path: core.ipv6_path(),
+            mdns_plan: plan.and_then(|p| p.mdns.as_deref().cloned()),
+            mdns: None,
         };
-        self.snapshot.send_replace(snap);
+        // `mdns` is the mDNS task's to write: kept as it is.
+        self.snapshot.send_modify(|s| {
+            let name = s.mdns.take();
+            *s = snap;
+            s.mdns = name;
+        });
     }
 
     /// Releases the leases (or keeps them), removes what the router holds,
     /// takes the LAN interface down and removes the firewall table.
     async fn shutdown(&mut self, inbox: &mut Inbox, release: bool) {
+        // Goodbyes while the addresses they name are still on the leg.
+        if let Some(m) = self.mdns.take() {
+            m.stop().await;
+        }
         if let Some(task) = self.v6.take() {
             self.stop(task, inbox, release).await;
         }

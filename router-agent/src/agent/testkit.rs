@@ -64,6 +64,7 @@ pub fn plan() -> Plan {
         }),
         ipv6: Ipv6Mode::Auto,
         dhcp_servers: Default::default(),
+        mdns: None,
     }
 }
 

@@ -678,6 +678,7 @@ mod tests {
         let plan = Plan {
             ipv6: Default::default(),
             dhcp_servers: Default::default(),
+            mdns: None,
             interface: "lan0".into(),
             client_id: None,
             hostname: Some("svc".into()),

@@ -112,6 +112,11 @@ struct Sample {
     rss_kb: Option<u64>,
 }
 
+/// How long after its address a client's RSS is read, the same for every client: long
+/// enough for the agent's mDNS name to be probed and announced (about 1.3 s), so that
+/// what the responder holds is counted.
+const SETTLE: Duration = Duration::from_millis(2000);
+
 fn run_once(
     lan: &mut Lan,
     client: Client,
@@ -134,7 +139,7 @@ fn run_once(
                 let child = router.spawn_direct(&mut cmd).map_err(|e| e.to_string())?;
                 let mut guard = ProcGuard::new(child, kind.label());
                 let (_, _, t1) = waiter.join().unwrap().ok_or("no address within 30 s")?;
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(SETTLE);
                 let rss = refclient::rss_kb(guard.pid());
                 guard.kill();
                 Ok(Sample {
@@ -151,10 +156,18 @@ fn run_once(
                 }
                 let mut agent = Agent::start(&router, tmp.path());
                 let t0 = Instant::now();
+                // The agent as `up` runs it: with a hostname and mDNS on (the
+                // build before, without mDNS, gets the same hostname).
+                let mdns: &[&str] = if matches!(client, Client::Agent) {
+                    &["--hostname", "bench", "--mdns"]
+                } else {
+                    &["--hostname", "bench"]
+                };
                 let mut apply = Command::new(bin("netcontainer"))
                     .args(["agent", "apply", "--socket"])
                     .arg(agent.socket())
                     .args(["--interface", LAN_IF, "--wait", "20"])
+                    .args(mdns)
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -166,7 +179,7 @@ fn run_once(
                 if !st.success() {
                     return Err(format!("apply failed: {st}"));
                 }
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(SETTLE);
                 let rss = agent.pid().and_then(refclient::rss_kb);
                 agent.kill9();
                 Ok(Sample {
@@ -288,7 +301,7 @@ fn run_once6(
                         tail(&tmp.join("dhcpcd.log"), 10)
                     ));
                 };
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(SETTLE);
                 let rss = group.rss_kb();
                 group.stop();
                 Ok(Sample {
@@ -309,6 +322,7 @@ fn run_once6(
                     .args(["agent", "apply", "--socket"])
                     .arg(agent.socket())
                     .args(["--interface", LAN_IF, "--wait", "20"])
+                    .args(["--hostname", "bench", "--mdns"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
@@ -321,7 +335,7 @@ fn run_once6(
                     return Err(format!("apply failed: {st}"));
                 }
                 // Both families bound: the IPv4 lease (apply returned) and the address.
-                std::thread::sleep(Duration::from_millis(300));
+                std::thread::sleep(SETTLE);
                 let rss = agent.pid().and_then(refclient::rss_kb);
                 agent.kill9();
                 Ok(Sample {
