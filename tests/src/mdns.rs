@@ -456,7 +456,8 @@ fn zeroconf(ns: &Netns, args: &[&str], timeout: Duration) -> serde_json::Value {
 }
 
 /// python-zeroconf `get_service_info(TYPE, INSTANCE.TYPE)` (TYPE like `_http._tcp`), bound
-/// to eth0's address. None if not resolved within `timeout`.
+/// to eth0's IPv4 address (so it speaks IPv4 mDNS only; AAAA records still count when
+/// they come). None if not resolved within `timeout` (SRV, TXT and an address needed).
 pub fn zeroconf_resolve(
     ns: &Netns,
     service_type: &str,

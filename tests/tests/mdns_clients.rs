@@ -112,6 +112,10 @@ fn real_clients_browse_resolve_and_query() {
     assert_eq!(zc.port, 80);
     assert_eq!(zc.txt, vec![("path".to_string(), Some("/".to_string()))]);
     assert_eq!(zc.server, format!("{}.", publisher.host_name()));
+    let nobody = timed("zeroconf_resolve (nobody's instance)", || {
+        zeroconf_resolve(&c1, "_http._tcp", "nobody", S)
+    });
+    assert_eq!(nobody, None);
     let names = timed("zeroconf_browse", || {
         zeroconf_browse(&c1, "_http._tcp", 1500 * MS)
     });
