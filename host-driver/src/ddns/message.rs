@@ -217,7 +217,7 @@ mod tests {
     use super::*;
     use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
     use hickory_proto::rr::{Record, TSigResponseContext};
-    use netcontainer_proto::{Ipv6AddressStatus, Ipv6Origin, LeaseStatus, State, Status};
+    use netcontainer_proto::{Ipv6AddressStatus, Ipv6Origin};
 
     fn n(s: &str) -> Name {
         Name::from_ascii(s).unwrap()
@@ -243,38 +243,17 @@ mod tests {
 
     #[test]
     fn records_of_a_status() {
-        let mut st = Status {
-            state: State::Bound,
-            interface: Some("lan0".into()),
-            hostname: Some("web1".into()),
-            lease: Some(LeaseStatus {
-                address: Ipv4Addr::new(203, 0, 113, 57),
-                prefix_len: 24,
-                gateway: None,
-                server_id: Ipv4Addr::new(203, 0, 113, 1),
-                lease_secs: Some(3600),
-                renew_in_secs: None,
-                rebind_in_secs: None,
-                expires_in_secs: None,
-                dns: vec![],
-            }),
-            forwards: vec![],
-            last_error: None,
-            agent_version: "0".into(),
-            source: Default::default(),
-            ipv6: ["fe80::1", "2001:db8::57"]
-                .iter()
-                .map(|a| Ipv6AddressStatus {
-                    address: a.parse().unwrap(),
-                    prefix_len: 64,
-                    origin: Ipv6Origin::Slaac,
-                    preferred_in_secs: None,
-                    valid_in_secs: None,
-                })
-                .collect(),
-            ipv6_path: Default::default(),
-            mdns: None,
-        };
+        let mut st = crate::ddns::testkit::bound("web1", 57);
+        st.ipv6 = ["fe80::1", "2001:db8::57"]
+            .iter()
+            .map(|a| Ipv6AddressStatus {
+                address: a.parse().unwrap(),
+                prefix_len: 64,
+                origin: Ipv6Origin::Slaac,
+                preferred_in_secs: None,
+                valid_in_secs: None,
+            })
+            .collect();
         assert_eq!(Records::of(&st), records(), "no link-local AAAA");
         // A lease shorter than the TTL shortens it.
         st.lease.as_mut().unwrap().lease_secs = Some(30);

@@ -159,6 +159,40 @@ pub async fn before_down(client: &Client, service: &str, hostname: &str) {
     }
 }
 
+/// What the module's tests share.
+#[cfg(test)]
+pub(crate) mod testkit {
+    use netcontainer_proto::{LeaseStatus, State, Status};
+    use std::net::Ipv4Addr;
+
+    /// A bound router's status: `hostname`, lease 203.0.113.`last`/24 for 600 s.
+    pub fn bound(hostname: &str, last: u8) -> Status {
+        Status {
+            state: State::Bound,
+            interface: Some("lan0".into()),
+            hostname: Some(hostname.into()),
+            lease: Some(LeaseStatus {
+                address: Ipv4Addr::new(203, 0, 113, last),
+                prefix_len: 24,
+                gateway: None,
+                server_id: Ipv4Addr::new(203, 0, 113, 1),
+                lease_secs: Some(600),
+                renew_in_secs: None,
+                rebind_in_secs: None,
+                expires_in_secs: None,
+                dns: vec![],
+            }),
+            forwards: vec![],
+            last_error: None,
+            agent_version: "0".into(),
+            source: Default::default(),
+            ipv6: vec![],
+            ipv6_path: Default::default(),
+            mdns: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

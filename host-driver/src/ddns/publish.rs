@@ -143,11 +143,10 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ddns::testkit::bound;
     use hickory_proto::op::{Message, OpCode, ResponseCode, UpdateMessage};
     use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
     use hickory_proto::rr::{DNSClass, Name, RData, TSigResponseContext, TSigner};
-    use netcontainer_proto::{LeaseStatus, State};
-    use std::net::Ipv4Addr;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -223,32 +222,6 @@ mod tests {
             seen,
             refuse,
             client: Client::new(addr, zone, signer()),
-        }
-    }
-
-    fn bound(hostname: &str, last: u8) -> Status {
-        Status {
-            state: State::Bound,
-            interface: Some("lan0".into()),
-            hostname: Some(hostname.into()),
-            lease: Some(LeaseStatus {
-                address: Ipv4Addr::new(203, 0, 113, last),
-                prefix_len: 24,
-                gateway: None,
-                server_id: Ipv4Addr::new(203, 0, 113, 1),
-                lease_secs: Some(600),
-                renew_in_secs: None,
-                rebind_in_secs: None,
-                expires_in_secs: None,
-                dns: vec![],
-            }),
-            forwards: vec![],
-            last_error: None,
-            agent_version: "0".into(),
-            source: Default::default(),
-            ipv6: vec![],
-            ipv6_path: Default::default(),
-            mdns: None,
         }
     }
 
