@@ -518,9 +518,11 @@ fn forged_naks_change_nothing_while_renewing() {
         wait_until(3 * S, POLL, || !has_addr(w.lan.router(), LAN_IF, addr)),
         "the control NAK (right xid, Kea's server id) did not take the address"
     );
-    let st = w.alive();
-    assert!(["init", "selecting"].contains(&st.state.as_str()), "{st:?}");
-    assert!(st.lease.is_none());
+    // The address goes before the status is published again: wait for the status too.
+    let st = w.agent.wait_status(3 * S, |s| {
+        ["init", "selecting"].contains(&s.state.as_str()) && s.lease.is_none()
+    });
+    assert!(st.is_some(), "status after the control NAK: {:?}", w.alive());
 }
 
 // ------------------------------------------------------------------------------------
