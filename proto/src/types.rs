@@ -645,6 +645,15 @@ pub enum Request {
     /// (at the end, as [`Request::Counters`]: an older agent answers it
     /// with an `Error`).
     Problems,
+    /// Switch this connection to push mode: the agent answers at once with an
+    /// [`Response::Update`], then sends another whenever its state changes
+    /// (never more often than a short settle time) and at least once per
+    /// keepalive interval. The client sends nothing more on the connection;
+    /// closing it ends the subscription. Pushed statuses carry zero forward
+    /// counters: reading them costs an `nft` run, so they come only with
+    /// [`Request::Status`]. An older agent answers `Error` (appended last,
+    /// as [`Request::Counters`]).
+    Subscribe,
 }
 
 /// The agent's reply to a [`Request`].
@@ -661,6 +670,19 @@ pub enum Response {
     Counters(LeaseCounters),
     /// The answer to [`Request::Problems`].
     Problems(Vec<Problem>),
+    /// One push of a [`Request::Subscribe`]d connection.
+    Update(Update),
+}
+
+/// What a subscribed connection gets at once and on every change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Update {
+    /// 1 for the first push on a connection, then one more each push.
+    pub seq: u64,
+    /// The status at the push; `forwards` carry zero packet and byte counts.
+    pub status: Status,
+    pub counters: LeaseCounters,
+    pub problems: Vec<Problem>,
 }
 
 #[cfg(test)]
@@ -745,6 +767,40 @@ mod tests {
         assert_eq!(f[6], 4);
         let (back, _): (Response, usize) = crate::decode_frame(&f).unwrap().unwrap();
         assert_eq!(back, Response::Counters(c));
+        assert_eq!(index(&Request::Problems), 5);
+        assert_eq!(index(&Request::Subscribe), 6);
+    }
+
+    #[test]
+    fn an_update_round_trips_at_the_last_response_index() {
+        let u = Update {
+            seq: 7,
+            status: Status {
+                state: State::Bound,
+                interface: Some("lan0".into()),
+                hostname: Some("web1".into()),
+                lease: None,
+                forwards: vec![],
+                last_error: None,
+                agent_version: "0.1.0".into(),
+                source: SourceMode::Gateway,
+                ipv6: vec![],
+                ipv6_path: Default::default(),
+                mdns: Some("web1.local".into()),
+            },
+            counters: LeaseCounters {
+                renewals: 2,
+                ..Default::default()
+            },
+            problems: vec![Problem {
+                subsystem: Subsystem::Dhcp,
+                message: "no answer".into(),
+            }],
+        };
+        let f = crate::encode_frame(&Response::Update(u.clone())).unwrap();
+        assert_eq!(f[6], 6, "Update follows Problems");
+        let (back, _): (Response, usize) = crate::decode_frame(&f).unwrap().unwrap();
+        assert_eq!(back, Response::Update(u));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The control socket: a Unix stream socket speaking the framing of
 //! `netcontainer-proto`, one request and one response at a time, any number
-//! of requests per connection.
+//! of requests per connection; or, after `Subscribe`, pushes of the status
+//! whenever it changes (watch holds one such connection per router instead
+//! of asking every few seconds).
 //!
 //! Status is answered here from the agent's published snapshot, so a slow
 //! client never holds up DHCP; plans and shutdown go to the agent's loop.
@@ -29,9 +31,19 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 const INITIAL_PAYLOAD_BUF: usize = 64 * 1024;
 /// Upper bound of a `Wait` request.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// A subscriber gets the state again after this long without a change, so
+/// it can tell a live agent from a wedged one.
+pub const KEEPALIVE: Duration = Duration::from_secs(60);
+/// After a change, how long a push waits for the changes that come with it
+/// (a renewal passes RENEWING and back; a plan settles in several steps),
+/// so they go out as one.
+const SETTLE: Duration = Duration::from_millis(100);
+/// Subscribed connections at once: one per watch, and a few for people
+/// (`netcontainer status --follow`); more are refused.
+const MAX_SUBSCRIBERS: usize = 8;
 
 /// What the agent's loop publishes for status queries.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
     /// The DHCPv4 client's state; `None` while no client runs (no plan yet).
     pub state: Option<netcontainer_lease::State>,
@@ -231,6 +243,7 @@ pub async fn serve(
     dhcp: Arc<crate::counters::Counters>,
 ) {
     let me = nix::unistd::geteuid().as_raw();
+    let subscribers = Arc::new(tokio::sync::Semaphore::new(MAX_SUBSCRIBERS));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -256,6 +269,7 @@ pub async fn serve(
             commands: commands.clone(),
             counters: counters.clone(),
             dhcp: dhcp.clone(),
+            subscribers: subscribers.clone(),
         };
         tokio::spawn(async move {
             if let Err(e) = conn.run(stream).await {
@@ -281,6 +295,8 @@ struct Connection {
     counters: CounterFn,
     /// The DHCP client's counters (`Request::Counters`).
     dhcp: Arc<crate::counters::Counters>,
+    /// Permits for subscribed connections ([`MAX_SUBSCRIBERS`]).
+    subscribers: Arc<tokio::sync::Semaphore>,
 }
 
 impl Connection {
@@ -316,6 +332,16 @@ impl Connection {
             .await
             .map_err(|_| ConnError::Timeout)??;
             let response = match body.and_then(|p| decode_payload::<Request>(&p)) {
+                Ok(Request::Subscribe) => {
+                    let Ok(permit) = self.subscribers.clone().try_acquire_owned() else {
+                        let resp = Response::Error("too many subscribers".into());
+                        write(&mut stream, &resp).await?;
+                        continue;
+                    };
+                    let r = self.push(&mut stream).await;
+                    drop(permit);
+                    return r;
+                }
                 Ok(req) => self.handle(req).await,
                 Err(e) => {
                     // Tell the peer why, then close: the stream may be out of sync.
@@ -325,6 +351,56 @@ impl Connection {
                 }
             };
             write(&mut stream, &response).await?;
+        }
+    }
+
+    /// Push mode: an update now, then one after every change of the
+    /// snapshot or the DHCP counters (settled for [`SETTLE`]; a publish
+    /// that changed nothing sends nothing) and at least every
+    /// [`KEEPALIVE`]. Ends when the client closes; a client that sends
+    /// anything is out of step and is dropped, as is one that does not read
+    /// (a write that takes [`FRAME_TIMEOUT`]). Never reads the forward
+    /// counters: no `nft` run here.
+    async fn push(&mut self, stream: &mut UnixStream) -> Result<(), ConnError> {
+        let mut seq = 0u64;
+        let mut last: Option<(Snapshot, netcontainer_proto::LeaseCounters)> = None;
+        let mut keepalive = tokio::time::Instant::now();
+        loop {
+            let now = (self.snapshot.borrow_and_update().clone(), self.dhcp.get());
+            if last.as_ref() != Some(&now) || tokio::time::Instant::now() >= keepalive {
+                seq += 1;
+                let (snap, counters) = &now;
+                let update = netcontainer_proto::Update {
+                    seq,
+                    status: snap.status(Instant::now(), snap.idle_forwards()),
+                    counters: *counters,
+                    problems: snap.problems.clone(),
+                };
+                write(stream, &Response::Update(update)).await?;
+                last = Some(now);
+                keepalive = tokio::time::Instant::now() + KEEPALIVE;
+            }
+            let mut byte = [0u8; 1];
+            tokio::select! {
+                changed = self.snapshot.changed() => {
+                    if changed.is_err() {
+                        return Ok(()); // the agent is going away
+                    }
+                    tokio::time::sleep(SETTLE).await;
+                }
+                // Sent even if nothing changed: the client's sign of life.
+                _ = tokio::time::sleep_until(keepalive) => {}
+                r = stream.read(&mut byte) => {
+                    return match r {
+                        Ok(0) => Ok(()),
+                        Ok(_) => Err(ConnError::Io(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "a subscribed client sent a request",
+                        ))),
+                        Err(e) => Err(e.into()),
+                    };
+                }
+            }
         }
     }
 
@@ -341,6 +417,8 @@ impl Connection {
             Request::Shutdown => self.command(Command::Shutdown).await,
             Request::Counters => Response::Counters(self.dhcp.get()),
             Request::Problems => Response::Problems(self.snapshot.borrow().problems.clone()),
+            // Taken in `run` before it gets here.
+            Request::Subscribe => Response::Error("Subscribe must be handled by run".into()),
         }
     }
 
@@ -383,9 +461,196 @@ async fn write(stream: &mut UnixStream, resp: &Response) -> Result<(), ConnError
 mod tests {
     use super::*;
 
+    use netcontainer_proto::Forward;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     #[test]
     fn a_fresh_snapshot_waits_for_a_plan() {
         let status = Snapshot::new().status(Instant::now(), Vec::new());
         assert_eq!(status.state, State::WaitingForPlan);
+    }
+
+    /// An agent's control socket in a temporary directory, with a counter
+    /// function that counts its calls (each is an `nft` run in the agent).
+    struct Bed {
+        path: PathBuf,
+        snap: watch::Sender<Snapshot>,
+        nft_runs: Arc<AtomicUsize>,
+        _cmds: mpsc::Receiver<Command>,
+        dhcp: Arc<crate::counters::Counters>,
+    }
+
+    impl Bed {
+        fn new(tag: &str) -> Bed {
+            let path = std::env::temp_dir().join(format!(
+                "nc-control-{tag}-{}/agent.sock",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(path.parent().unwrap());
+            let listener = bind(&path).unwrap();
+            let mut first = Snapshot::new();
+            first.forwards = vec![Forward::parse("tcp:80=198.51.100.2:80").unwrap()];
+            first.rules_active = true;
+            let (snap, rx) = watch::channel(first);
+            let (tx, cmds) = mpsc::channel(1);
+            let nft_runs = Arc::new(AtomicUsize::new(0));
+            let n = nft_runs.clone();
+            let counters: CounterFn = Arc::new(move |fw: Vec<Forward>| {
+                n.fetch_add(1, Ordering::SeqCst);
+                Box::pin(async move {
+                    Ok(fw
+                        .iter()
+                        .map(|f| netcontainer_proto::ForwardStatus::from_forward(f, 1, 2))
+                        .collect())
+                })
+            });
+            let dhcp = Arc::new(crate::counters::Counters::default());
+            tokio::spawn(serve(listener, rx, tx, counters, dhcp.clone()));
+            Bed {
+                path,
+                snap,
+                nft_runs,
+                _cmds: cmds,
+                dhcp,
+            }
+        }
+
+        async fn subscribe(&self) -> UnixStream {
+            let mut s = UnixStream::connect(&self.path).await.unwrap();
+            s.write_all(&encode_frame(&Request::Subscribe).unwrap())
+                .await
+                .unwrap();
+            s
+        }
+    }
+
+    impl Drop for Bed {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.path.parent().unwrap());
+        }
+    }
+
+    async fn read_response(s: &mut UnixStream) -> Response {
+        let mut header = [0u8; HEADER_LEN];
+        s.read_exact(&mut header).await.unwrap();
+        let mut payload = vec![0u8; payload_len(header).unwrap()];
+        s.read_exact(&mut payload).await.unwrap();
+        decode_payload(&payload).unwrap()
+    }
+
+    async fn next_update(
+        s: &mut UnixStream,
+        within: Duration,
+    ) -> Option<netcontainer_proto::Update> {
+        match tokio::time::timeout(within, read_response(s)).await {
+            Ok(Response::Update(u)) => Some(u),
+            Ok(other) => panic!("not an update: {other:?}"),
+            Err(_) => None,
+        }
+    }
+
+    /// A subscriber gets the state at once; a publish that changes nothing
+    /// sends nothing; a burst of changes goes out as one update, with the
+    /// last of them; no push reads the forward counters, a `Status` on
+    /// another connection does.
+    #[tokio::test]
+    async fn pushes_once_per_change_and_never_reads_counters() {
+        let bed = Bed::new("push");
+        let mut s = bed.subscribe().await;
+        let first = next_update(&mut s, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(first.seq, 1);
+        assert_eq!(first.status.state, State::WaitingForPlan);
+        assert_eq!(
+            first.status.forwards[0].packets, 0,
+            "pushes carry no counters"
+        );
+
+        for _ in 0..100 {
+            bed.snap.send_modify(|_| {});
+        }
+        assert_eq!(next_update(&mut s, Duration::from_millis(500)).await, None);
+
+        for i in 0..10 {
+            bed.snap
+                .send_modify(|s| s.hostname = Some(format!("web{i}")));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let u = next_update(&mut s, Duration::from_secs(2)).await.unwrap();
+        assert_eq!((u.seq, u.status.hostname.as_deref()), (2, Some("web9")));
+        assert_eq!(next_update(&mut s, Duration::from_millis(300)).await, None);
+
+        // DHCP counters are part of the state pushed.
+        bed.dhcp.renewed();
+        bed.snap.send_modify(|_| {});
+        let u = next_update(&mut s, Duration::from_secs(2)).await.unwrap();
+        assert_eq!((u.seq, u.counters.renewals), (3, 1));
+        assert_eq!(bed.nft_runs.load(Ordering::SeqCst), 0);
+
+        let mut c = UnixStream::connect(&bed.path).await.unwrap();
+        c.write_all(&encode_frame(&Request::Status).unwrap())
+            .await
+            .unwrap();
+        let Response::Status(st) = read_response(&mut c).await else {
+            panic!("no status");
+        };
+        assert_eq!(st.forwards[0].packets, 1);
+        assert_eq!(bed.nft_runs.load(Ordering::SeqCst), 1);
+    }
+
+    /// With nothing changing, the state comes again every KEEPALIVE and the
+    /// connection outlives the idle timeout of request connections.
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_subscription_gets_keepalives_past_the_idle_timeout() {
+        let bed = Bed::new("keepalive");
+        let mut s = bed.subscribe().await;
+        assert_eq!(next_update(&mut s, KEEPALIVE).await.unwrap().seq, 1);
+        let t0 = tokio::time::Instant::now();
+        let mut seq = 1;
+        while t0.elapsed() < IDLE_TIMEOUT + KEEPALIVE {
+            let u = next_update(&mut s, KEEPALIVE * 2)
+                .await
+                .expect("a keepalive");
+            seq += 1;
+            assert_eq!(u.seq, seq);
+        }
+        assert!(seq >= 6, "{seq}");
+    }
+
+    /// A subscribed client that sends a request is out of step: dropped.
+    /// Past MAX_SUBSCRIBERS, Subscribe is refused with an error.
+    #[tokio::test]
+    async fn subscribers_are_bounded_and_may_not_talk() {
+        let bed = Bed::new("bounded");
+        let mut held = Vec::new();
+        for _ in 0..MAX_SUBSCRIBERS {
+            let mut s = bed.subscribe().await;
+            next_update(&mut s, Duration::from_secs(2)).await.unwrap();
+            held.push(s);
+        }
+        let mut extra = bed.subscribe().await;
+        match read_response(&mut extra).await {
+            Response::Error(e) => assert!(e.contains("too many"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let mut talker = held.pop().unwrap();
+        talker
+            .write_all(&encode_frame(&Request::Status).unwrap())
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(2), talker.read_to_end(&mut rest))
+            .await
+            .expect("closed")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "nothing answers a request on a subscription");
+        // Its permit is back.
+        let mut again = bed.subscribe().await;
+        assert_eq!(
+            next_update(&mut again, Duration::from_secs(2))
+                .await
+                .unwrap()
+                .seq,
+            1
+        );
     }
 }
