@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
-use bollard::models::ContainerInspectResponse;
+use bollard::models::{ContainerInspectResponse, ContainerSummaryStateEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     InspectContainerOptions, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
@@ -17,7 +17,7 @@ use bollard::query_parameters::{
 
 use super::convert::{
     BridgeNet, ContainerEvent, Engine, RouterInfo, bridge_networks, container_event, engine_of,
-    ip_on, name_of, network_members, pid_of, router_info, sandbox_of, service_info,
+    ip_on, name_of, network_members, pid_of, router_from, router_info, sandbox_of, service_info,
 };
 use super::error::{DockerError, api, is_404, not_attachable};
 use super::pull::{PullDisplay, PullProgress, pull_error};
@@ -122,16 +122,27 @@ impl DockerClient {
         &self,
         c: &ContainerInspectResponse,
     ) -> Result<HashMap<String, String>, DockerError> {
-        let mut l = c
+        let l = c
             .config
             .as_ref()
             .and_then(|c| c.labels.clone())
             .unwrap_or_default();
         let image = c.image.as_deref().unwrap_or_default();
+        self.own_of(&name_of(c), image, l).await
+    }
+
+    /// [`Self::own_labels`] of container `name` made from image ID `image`,
+    /// whose labels (the image's merged in) are `l`.
+    async fn own_of(
+        &self,
+        name: &str,
+        image: &str,
+        mut l: HashMap<String, String>,
+    ) -> Result<HashMap<String, String>, DockerError> {
         match self.image_labels(image).await {
             Ok(from_image) => l.retain(|k, v| from_image.get(k) != Some(v)),
             Err(DockerError::NoImage(_)) => {
-                tracing::warn!(container = %name_of(c), %image, "image gone: ignoring the container's netcontainer labels");
+                tracing::warn!(container = %name, %image, "image gone: ignoring the container's netcontainer labels");
                 l.retain(|k, _| !k.starts_with(labels::PREFIX));
             }
             Err(e) => return Err(e),
@@ -288,11 +299,30 @@ impl DockerClient {
             ))
             .await
             .map_err(api("listing router containers"))?;
+        // The listing has all a RouterInfo holds (no inspect per router: this
+        // runs on every poll, and N inspects were most of dockerd's work).
         let mut out = Vec::new();
         for c in list {
             let Some(id) = c.id else { continue };
-            // Inspected for its own labels; a container removed meanwhile is skipped.
-            out.extend(self.router_of(&id).await?);
+            let name = c
+                .names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default();
+            let running = matches!(
+                c.state,
+                Some(
+                    ContainerSummaryStateEnum::RUNNING
+                        | ContainerSummaryStateEnum::PAUSED
+                        | ContainerSummaryStateEnum::RESTARTING
+                )
+            );
+            let image = c.image_id.unwrap_or_default();
+            let own = self
+                .own_of(&name, &image, c.labels.unwrap_or_default())
+                .await?;
+            out.extend(router_from(id, name, running, own));
         }
         Ok(one_per_service(out))
     }

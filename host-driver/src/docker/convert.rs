@@ -174,6 +174,22 @@ pub(super) fn router_info(
     c: &ContainerInspectResponse,
     labels: HashMap<String, String>,
 ) -> Option<RouterInfo> {
+    router_from(
+        c.id.clone().unwrap_or_default(),
+        name_of(c),
+        c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+        labels,
+    )
+}
+
+/// A router container `id` named `name`, from its own labels; `None` if it
+/// is not one (or names no valid service).
+pub(super) fn router_from(
+    id: String,
+    name: String,
+    running: bool,
+    labels: HashMap<String, String>,
+) -> Option<RouterInfo> {
     if labels.get(labels::ROLE).map(String::as_str) != Some(labels::ROLE_ROUTER) {
         return None;
     }
@@ -184,15 +200,15 @@ pub(super) fn router_info(
     let service = match ServiceName::parse(label) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(container = %name_of(c), "ignoring a router container: label {}: {e}", labels::SERVICE);
+            tracing::warn!(container = %name, "ignoring a router container: label {}: {e}", labels::SERVICE);
             return None;
         }
     };
     Some(RouterInfo {
-        id: c.id.clone().unwrap_or_default(),
-        name: name_of(c),
+        id,
+        name,
         service,
-        running: c.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+        running,
         labels,
     })
 }
