@@ -522,7 +522,11 @@ fn forged_naks_change_nothing_while_renewing() {
     let st = w.agent.wait_status(3 * S, |s| {
         ["init", "selecting"].contains(&s.state.as_str()) && s.lease.is_none()
     });
-    assert!(st.is_some(), "status after the control NAK: {:?}", w.alive());
+    assert!(
+        st.is_some(),
+        "status after the control NAK: {:?}",
+        w.alive()
+    );
 }
 
 // ------------------------------------------------------------------------------------
