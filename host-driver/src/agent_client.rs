@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use netcontainer_proto::{
-    HEADER_LEN, LeaseCounters, Problem, Request, Response, Status, decode_payload, encode_frame,
-    payload_len,
+    HEADER_LEN, LeaseCounters, Problem, Request, Response, Status, Update, decode_payload,
+    encode_frame, payload_len,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -53,8 +53,16 @@ impl AgentClient {
     /// for requests that wait on purpose.
     pub async fn request(&mut self, req: &Request, extra: Duration) -> Result<Response, Error> {
         let frame = encode_frame(req).map_err(|e| self.io(e))?;
-        let exchange = async {
-            self.stream.write_all(&frame).await?;
+        tokio::time::timeout(REQUEST_TIMEOUT, self.stream.write_all(&frame))
+            .await
+            .map_err(|_| self.io("the agent does not read"))?
+            .map_err(|e| self.io(e))?;
+        self.response(REQUEST_TIMEOUT + extra).await
+    }
+
+    /// Reads the next response, within `within`.
+    async fn response(&mut self, within: Duration) -> Result<Response, Error> {
+        let read = async {
             let mut header = [0u8; HEADER_LEN];
             self.stream.read_exact(&mut header).await?;
             let len = payload_len(header).map_err(std::io::Error::other)?;
@@ -62,11 +70,25 @@ impl AgentClient {
             self.stream.read_exact(&mut payload).await?;
             Ok::<_, std::io::Error>(payload)
         };
-        let payload = tokio::time::timeout(REQUEST_TIMEOUT + extra, exchange)
+        let payload = tokio::time::timeout(within, read)
             .await
             .map_err(|_| self.io("no answer in time"))?
             .map_err(|e| self.io(e))?;
         decode_payload(&payload).map_err(|e| Error::AgentProtocol(e.to_string()))
+    }
+
+    /// Turns this connection into a subscription (see `Request::Subscribe`)
+    /// and returns its first update, checked; `None` from an agent older
+    /// than subscriptions (it answers with an error and closes).
+    pub async fn subscribe(mut self) -> Result<Option<(Subscription, Update)>, Error> {
+        match self.request(&Request::Subscribe, Duration::ZERO).await? {
+            Response::Update(u) => {
+                let u = checked_update(u)?;
+                Ok(Some((Subscription(self), u)))
+            }
+            Response::Error(_) => Ok(None),
+            other => Err(unexpected(other)),
+        }
     }
 
     pub async fn status(&mut self) -> Result<Status, Error> {
@@ -111,6 +133,26 @@ impl AgentClient {
             other => Err(unexpected(other)),
         }
     }
+}
+
+/// A connection the agent pushes its state on (see [`AgentClient::subscribe`]).
+pub struct Subscription(AgentClient);
+
+impl Subscription {
+    /// The next update, checked; an error if none comes within `within`
+    /// (the agent sends one at least every keepalive) or the agent closed.
+    pub async fn next(&mut self, within: Duration) -> Result<Update, Error> {
+        match self.0.response(within).await? {
+            Response::Update(u) => checked_update(u),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn checked_update(u: Update) -> Result<Update, Error> {
+    check_status(&u.status).map_err(Error::AgentReport)?;
+    check_problems(&u.problems).map_err(Error::AgentReport)?;
+    Ok(u)
 }
 
 fn checked(s: Status) -> Result<Status, Error> {

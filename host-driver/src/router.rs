@@ -344,6 +344,19 @@ impl Driver {
     /// them (router restarted), and sends a new plan when the service's
     /// address or state changed. Changes nothing that is already right.
     pub async fn heal(&self, r: &RouterInfo, svc: &ServiceInfo) -> Result<Healed, Error> {
+        /// The agent's status without its forward counters (an `nft` run
+        /// the heal does not need, once a minute for every service): the
+        /// first push of a subscription on a second connection; from an
+        /// agent older than subscriptions, its `Status` on `client`.
+        async fn state_of(
+            socket: &std::path::Path,
+            client: &mut AgentClient,
+        ) -> Result<netcontainer_proto::Status, Error> {
+            if let Some((_, u)) = AgentClient::connect(socket).await?.subscribe().await? {
+                return Ok(u.status);
+            }
+            client.status().await
+        }
         let mut did = Healed::Nothing;
         let opts = options_of(r)?;
         let desired = desired_plan(svc, &opts, &router_identity(r))?;
@@ -362,7 +375,7 @@ impl Driver {
         // not answer is retried later (its `die` event, if any, comes meanwhile).
         let deadline = Instant::now() + HEAL_CONNECT;
         let mut client = connect_when_ready(&socket, deadline).await?;
-        let status = client.status().await?;
+        let status = state_of(&socket, &mut client).await?;
         if status.state == netcontainer_proto::State::WaitingForPlan || status.interface.is_none() {
             let parent_name = opts.parent.clone().unwrap_or_default();
             let parent = self.plumber.parent(&parent_name).await?;
@@ -410,7 +423,12 @@ impl Driver {
     /// `shim`). A failure is logged and returned as a one-line warning: the
     /// service works on the LAN without it.
     pub async fn sync_host_routes(&self) -> Option<String> {
-        match crate::shim::sync(&self.docker, self.plumber.handle()).await {
+        self.sync_host_routes_with(crate::shim::Leases::Ask).await
+    }
+
+    /// [`Self::sync_host_routes`] with the leases already known.
+    pub async fn sync_host_routes_with(&self, leases: crate::shim::Leases<'_>) -> Option<String> {
+        match crate::shim::sync(&self.docker, self.plumber.handle(), leases).await {
             Ok(()) => None,
             Err(e) => {
                 tracing::warn!(error = %e, "host routes not in step");

@@ -415,10 +415,22 @@ async fn host_view(
     Ok(view)
 }
 
+/// Where [`sync`] takes the routers' leases from.
+pub enum Leases<'a> {
+    /// Ask each router's agent (one `Status` each).
+    Ask,
+    /// Already known, by service (watch's subscriptions): no agent is asked.
+    Known(&'a BTreeMap<String, netcontainer_proto::LeaseStatus>),
+}
+
 /// Brings shims and their routes in line with the leases of the routers
 /// (see the module doc). Errors on one parent do not stop the others; the
 /// first is returned.
-pub async fn sync(docker: &DockerClient, handle: &Handle) -> Result<(), ShimError> {
+pub async fn sync(
+    docker: &DockerClient,
+    handle: &Handle,
+    known: Leases<'_>,
+) -> Result<(), ShimError> {
     let routers = match docker.routers().await {
         Ok(r) => r,
         // No listing, no changes: a Docker hiccup must not tear routes down.
@@ -443,10 +455,13 @@ pub async fn sync(docker: &DockerClient, handle: &Handle) -> Result<(), ShimErro
         if !l.host_route {
             continue;
         }
-        if let Some(l) = crate::agent_client::agent_status(&r.service)
-            .await
-            .and_then(|s| s.lease)
-        {
+        let lease = match &known {
+            Leases::Ask => crate::agent_client::agent_status(&r.service)
+                .await
+                .and_then(|s| s.lease),
+            Leases::Known(k) => k.get(r.service.as_str()).cloned(),
+        };
+        if let Some(l) = lease {
             leases
                 .entry(parent.clone())
                 .or_default()

@@ -10,7 +10,8 @@ use crate::docker::{self, DockerBed, Service, SuiteLock};
 use crate::proc::ProcGuard;
 use crate::{AgentStatus, wait_for, wait_until};
 use serde_json::Value;
-use std::net::Ipv4Addr;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -656,4 +657,36 @@ fn proxy_one(
     let _ = std::io::copy(&mut upstream, &mut client);
     let _ = client.shutdown(std::net::Shutdown::Both);
     let _ = up.join();
+}
+
+/// `GET /metrics` over HTTP/1.0 from 127.0.0.1: the body.
+pub fn scrape(port: u16) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    let (head, body) = out.split_once("\r\n\r\n").ok_or("no header end")?;
+    if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
+        return Err(format!("not a 200: {head}"));
+    }
+    if !head
+        .to_ascii_lowercase()
+        .contains("content-type: application/openmetrics-text")
+    {
+        return Err(format!("content type: {head}"));
+    }
+    Ok(body.to_string())
+}
+
+/// The samples of an OpenMetrics text: `name{labels}` -> value.
+pub fn samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
 }

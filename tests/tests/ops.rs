@@ -8,11 +8,9 @@
 
 use netcontainer_proto::contract;
 use netcontainer_tests::docker::{self, DockerBed, SAMPLE_IMAGE, in_pool, router_name};
-use netcontainer_tests::watch::{self, Watch};
+use netcontainer_tests::watch::{self, Watch, samples, scrape};
 use netcontainer_tests::*;
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
@@ -211,38 +209,6 @@ fn all_logs(container: &str) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-/// `GET /metrics` over HTTP/1.0 from 127.0.0.1: the body.
-fn scrape(port: u16) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .map_err(|e| e.to_string())?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
-    let (head, body) = out.split_once("\r\n\r\n").ok_or("no header end")?;
-    if !head.starts_with("HTTP/1.") || !head.contains(" 200 ") {
-        return Err(format!("not a 200: {head}"));
-    }
-    if !head
-        .to_ascii_lowercase()
-        .contains("content-type: application/openmetrics-text")
-    {
-        return Err(format!("content type: {head}"));
-    }
-    Ok(body.to_string())
-}
-
-/// The samples of an OpenMetrics text: `name{labels}` -> value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
 }
 
 /// watch takes its defaults from a configuration file (parent, metrics address,

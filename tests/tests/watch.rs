@@ -641,3 +641,138 @@ fn network_disconnect_and_connect_are_followed_without_a_resync() {
     );
     w.assert_running();
 }
+
+/// Every process of the router container `name`: its PID 1 and their descendants.
+fn router_pids(name: &str) -> Vec<u32> {
+    let out = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", name])
+        .output()
+        .expect("docker inspect");
+    let pid1: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no pid for {name}: {out:?}"));
+    let mut all = vec![pid1];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        for task in std::fs::read_dir(format!("/proc/{p}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let kids = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            all.extend(
+                kids.split_whitespace()
+                    .filter_map(|k| k.parse::<u32>().ok()),
+            );
+        }
+        i += 1;
+    }
+    all.sort_unstable();
+    all.dedup();
+    all
+}
+
+/// In an strace text: the `nft` runs, and the control connections accepted.
+fn nft_and_accepts(trace: &str) -> (usize, usize) {
+    let nft = trace
+        .lines()
+        .filter(|l| l.contains("execve(") && l.contains("nft"))
+        .count();
+    let accepts = trace
+        .lines()
+        .filter(|l| l.contains("accept4(") && !l.contains("= -1") && !l.contains("unfinished"))
+        .count()
+        + trace
+            .lines()
+            .filter(|l| l.contains("<... accept4 resumed>") && !l.contains("= -1"))
+            .count();
+    (nft, accepts)
+}
+
+/// Issue 25, steady state: with nothing changing, watch asks no agent anything (each agent
+/// pushes its state over one subscribed connection when it changes), so over 20 s the
+/// routers' processes run no `nft` (the forward counters) and accept no connection (the
+/// poll and the host route sync each asked every router every 5 s, with an `nft` run per
+/// ask). A `/metrics` scrape reads the counters, once per router, and a second scrape
+/// right after is served the same read. `--resync 600` keeps the periodic reconcile out.
+#[test]
+fn steady_state_runs_no_nft_and_accepts_no_connection() {
+    require_root!();
+    let bed = watch::bed(10);
+    let port = watch::free_port();
+    let mut w = Watch::start(
+        &bed,
+        &["--metrics", &format!("127.0.0.1:{port}"), "--resync", "600"],
+        &[],
+    );
+    let services = [
+        watch::labelled_service(&bed, "a", &[]),
+        watch::labelled_service(&bed, "b", &[]),
+    ];
+    for s in &services {
+        router_address(&bed, &w, &s.name);
+    }
+    // Let the start's work (the host route sync after the leases, the first pushes) end.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut guards = Vec::new();
+    let mut files = Vec::new();
+    for s in &services {
+        let trace = bed.tmp.join(format!("{}.trace", s.name));
+        let attach_log = bed.tmp.join(format!("{}.strace.log", s.name));
+        let mut cmd = std::process::Command::new("strace");
+        cmd.args(["-f", "-e", "trace=execve,accept4", "-o"])
+            .arg(&trace);
+        for p in router_pids(&router_name(&s.name)) {
+            cmd.args(["-p", &p.to_string()]);
+        }
+        let child = cmd
+            .stderr(std::fs::File::create(&attach_log).unwrap())
+            .spawn()
+            .expect("strace (scripts/install-deps installs it)");
+        guards.push(ProcGuard::new(child, "strace"));
+        assert!(
+            wait_until(Duration::from_secs(5), watch::POLL, || {
+                std::fs::read_to_string(&attach_log).is_ok_and(|t| t.contains("attached"))
+            }),
+            "strace did not attach to {}'s router",
+            s.name
+        );
+        files.push(trace);
+    }
+    std::thread::sleep(Duration::from_secs(20));
+    let quiet: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+        .collect();
+    for (s, t) in services.iter().zip(&quiet) {
+        assert_eq!(
+            nft_and_accepts(t),
+            (0, 0),
+            "{}'s router was asked while nothing changed (nft runs, connections):\n{t}\n{}",
+            s.name,
+            w.log()
+        );
+    }
+    let first = watch::scrape(port).expect("metrics");
+    let second = watch::scrape(port).expect("metrics");
+    for s in &services {
+        let key = format!("netcontainer_service_up{{service=\"{}\"}}", s.name);
+        assert_eq!(watch::samples(&first).get(&key), Some(&1.0), "{first}");
+        assert_eq!(watch::samples(&second).get(&key), Some(&1.0), "{second}");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    for ((s, f), q) in services.iter().zip(&files).zip(&quiet) {
+        let all = std::fs::read_to_string(f).unwrap_or_default();
+        let scraped = &all[q.len()..];
+        assert_eq!(
+            nft_and_accepts(scraped),
+            (1, 1),
+            "{}: two scrapes should read the counters once:\n{scraped}",
+            s.name
+        );
+    }
+    drop(guards);
+    w.assert_running();
+}

@@ -228,7 +228,7 @@ pub async fn serve(listener: TcpListener, stats: Arc<Stats>) {
             let _permit = permit;
             let svc = hyper::service::service_fn(move |req| {
                 let stats = stats.clone();
-                async move { Ok::<_, Infallible>(answer(&req, &stats)) }
+                async move { Ok::<_, Infallible>(answer(&req, &stats).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(false)
@@ -242,14 +242,33 @@ pub async fn serve(listener: TcpListener, stats: Arc<Stats>) {
     }
 }
 
-fn answer(req: &Request<Incoming>, stats: &Stats) -> Response<Full<Bytes>> {
-    route(req.method(), req.uri().path(), stats, SystemTime::now())
+async fn answer(req: &Request<Incoming>, stats: &Stats) -> Response<Full<Bytes>> {
+    // The forward counters cost each router an `nft` run: read only for a scrape.
+    let counted = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/metrics") => Some(stats.with_forward_counters().await),
+        _ => None,
+    };
+    route(
+        req.method(),
+        req.uri().path(),
+        stats,
+        counted,
+        SystemTime::now(),
+    )
 }
 
 /// The reply to `method path` at `now`: the page at `/`, the metrics at
 /// `/metrics`, 404 elsewhere. Every reply says `nosniff`; the page also
 /// forbids every script and outside resource ([`page::CSP`]).
-fn route(method: &Method, path: &str, stats: &Stats, now: SystemTime) -> Response<Full<Bytes>> {
+/// `counted`: the figures with forward counters, for `/metrics` (else a
+/// snapshot without them is taken).
+fn route(
+    method: &Method,
+    path: &str,
+    stats: &Stats,
+    counted: Option<StatsInner>,
+    now: SystemTime,
+) -> Response<Full<Bytes>> {
     let reply = |code: StatusCode, ctype: &str, body: String| {
         let mut r = Response::new(Full::new(Bytes::from(body)));
         *r.status_mut() = code;
@@ -266,7 +285,8 @@ fn route(method: &Method, path: &str, stats: &Stats, now: SystemTime) -> Respons
     };
     match (method, path) {
         (&Method::GET, "/metrics") => {
-            reply(StatusCode::OK, CONTENT_TYPE, render(&stats.snapshot()))
+            let s = counted.unwrap_or_else(|| stats.snapshot());
+            reply(StatusCode::OK, CONTENT_TYPE, render(&s))
         }
         (&Method::GET, "/") => {
             let mut r = reply(
@@ -418,7 +438,13 @@ mod tests {
 
     async fn get(method: Method, path: &str) -> (StatusCode, hyper::HeaderMap, String) {
         use http_body_util::BodyExt;
-        let r = route(&method, path, &Stats::default(), SystemTime::UNIX_EPOCH);
+        let r = route(
+            &method,
+            path,
+            &Stats::default(),
+            None,
+            SystemTime::UNIX_EPOCH,
+        );
         let (parts, body) = r.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         (

@@ -1,23 +1,30 @@
-//! What `watch` sees of its routers between Docker events: every few
-//! seconds it asks each router's agent for its status and counters. Two
-//! things come of it:
+//! What `watch` sees of its routers between Docker events. Each running
+//! router's agent pushes its state over one subscribed connection when it
+//! changes (`Request::Subscribe`); an agent older than subscriptions is
+//! asked every `--poll` seconds instead. Three things come of it:
 //!
 //! - the figures `--metrics` serves ([`Stats`], rendered by `metrics.rs`);
+//!   the forward counters, which cost the agent an `nft` run, are read only
+//!   when `/metrics` is scraped ([`Stats::with_forward_counters`]);
 //! - address changes: when a service's leased address is another than the
 //!   last one seen (the lease expired and the server gave another, a NAK, a
 //!   new server), one WARN with the old and new address, and the operator's
-//!   `--on-change` command, run with them in its environment.
+//!   `--on-change` command, run with them in its environment;
+//! - a nudge to the host route sync when a lease appears, goes or moves.
 //!
-//! The poll runs beside the supervisor and never waits for it (nor it for
-//! the poll): a slow agent costs at most [`AGENT_PATIENCE`], and the
-//! command runs in a task of its own, bounded by [`HOOK_LIMIT`].
+//! Which routers there are comes from one Docker listing every `--poll`
+//! seconds (one call, whatever the number of routers). Nothing here waits
+//! for the supervisor, nor it for this: a slow agent costs at most
+//! [`AGENT_PATIENCE`], and the command runs in a task of its own, bounded by
+//! [`HOOK_LIMIT`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use netcontainer_proto::{LeaseCounters, Status};
+use netcontainer_proto::{ForwardStatus, LeaseCounters, Status};
+use tokio::sync::Notify;
 
 use crate::agent_client::AgentClient;
 use crate::router::Driver;
@@ -27,12 +34,26 @@ use crate::state::{self, ServiceName};
 pub const AGENT_PATIENCE: Duration = Duration::from_secs(2);
 /// How long `--on-change` may run before it is killed.
 pub const HOOK_LIMIT: Duration = Duration::from_secs(30);
+/// A subscription with no update for this long is taken for dead (the
+/// agent pushes at least every keepalive, 60 s).
+const SILENCE: Duration = Duration::from_secs(125);
+/// A router whose agent cannot be reached for this long is shown as not
+/// answering (its supervisor restarts a killed agent well within it).
+const GRACE: Duration = Duration::from_secs(1);
+/// First and longest wait between two attempts to reach an agent.
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+const LAST_RETRY: Duration = Duration::from_secs(5);
+/// Forward counters read for one scrape are served to the scrapes of the
+/// next this long (each read is an `nft` run in every router).
+const COUNTERS_FRESH: Duration = Duration::from_secs(10);
+/// Agents asked for their counters at once by one scrape.
+const COUNTERS_AT_ONCE: usize = 16;
 /// The environment of `--on-change`.
 pub const ENV_SERVICE: &str = "NETCONTAINER_SERVICE";
 pub const ENV_OLD: &str = "NETCONTAINER_OLD_ADDRESS";
 pub const ENV_NEW: &str = "NETCONTAINER_NEW_ADDRESS";
 
-/// One router as last polled.
+/// One router as last heard of.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Observed {
     /// The agent's status; `None` when it did not answer.
@@ -41,16 +62,26 @@ pub struct Observed {
     pub counters: Option<LeaseCounters>,
 }
 
+/// Forward counters by service, as read for a scrape.
+type Counted = BTreeMap<String, Vec<ForwardStatus>>;
+
 /// Everything the metrics show, shared by the poll, the supervisor (heals)
 /// and the metrics server.
 #[derive(Debug, Default)]
 pub struct Stats {
     inner: Mutex<StatsInner>,
+    /// When each router's figures were taken in: [`Stats::snapshot`] ages
+    /// the seconds-left the agent reported by it.
+    heard_at: Mutex<HashMap<String, Instant>>,
+    /// The addresses last seen, for [`Change`]s.
+    seen: Mutex<Addresses>,
+    /// The last forward counters read for a scrape, and when.
+    counters: tokio::sync::Mutex<Option<(Instant, Counted)>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StatsInner {
-    /// Every router of the last poll, by service.
+    /// Every router, as last heard of, by service.
     pub routers: BTreeMap<String, Observed>,
     /// Times watch healed a service's router (since watch started).
     pub heals: BTreeMap<String, u64>,
@@ -61,8 +92,9 @@ pub struct StatsInner {
     /// Services whose lease the host refused a route to (see `shim::check`),
     /// as of the last poll.
     pub host_route_refused: BTreeSet<String>,
-    /// When the last poll was taken in (`None` before the first): the
-    /// status page ages the agents' figures (seconds left) by it.
+    /// When the figures are as of (`None` before the routers were first
+    /// listed and heard): the status page ages the agents' seconds left by
+    /// it ([`Stats::snapshot`] sets it to the time of the snapshot).
     pub polled_at: Option<SystemTime>,
     /// When watch first saw a service's router, or saw what the status page
     /// shows of it change last (see [`Shape`]): since watch started.
@@ -93,42 +125,181 @@ impl Shape {
 }
 
 impl StatsInner {
-    /// Takes a poll in: its routers replace the last ones, its changes
-    /// count, and the counters of services whose router is gone are
+    /// Takes a whole poll in: its routers replace the last ones, its
+    /// changes count, and the counters of services whose router is gone are
     /// dropped (a removed service leaves no series behind; one that comes
     /// back starts again at 0, which Prometheus reads as a reset). A
     /// service seen for the first time, or whose [`Shape`] differs from the
     /// last poll's or that `changes` names, has its last change at `now`.
+    #[cfg(test)]
     pub fn take_poll(
         &mut self,
         polled: BTreeMap<String, Observed>,
         changes: &[Change],
         now: SystemTime,
     ) {
-        for (service, o) in &polled {
-            let changed = self
-                .routers
-                .get(service)
-                .is_none_or(|before| Shape::of(before) != Shape::of(o));
-            if changed {
-                self.last_change.insert(service.clone(), now);
-            }
+        let keep: BTreeSet<String> = polled.keys().cloned().collect();
+        for (service, o) in polled {
+            let c = changes.iter().find(|c| c.service == service);
+            self.take_one(&service, o, c, now);
         }
-        self.routers = polled;
-        for c in changes {
-            *self.changes.entry(c.service.clone()).or_default() += 1;
-            self.last_change.insert(c.service.clone(), now);
-        }
+        self.keep_only(&keep);
         self.polled_at = Some(now);
-        let routers = &self.routers;
-        self.heals.retain(|s, _| routers.contains_key(s));
-        self.changes.retain(|s, _| routers.contains_key(s));
-        self.ddns_failures.retain(|s, _| routers.contains_key(s));
-        self.last_change.retain(|s, _| routers.contains_key(s));
+    }
+}
+
+impl StatsInner {
+    /// Takes in what one router reported (`None`: its agent does not
+    /// answer), at `now`; `change` is its address change, if any.
+    fn take_one(&mut self, service: &str, o: Observed, change: Option<&Change>, now: SystemTime) {
+        let changed = self
+            .routers
+            .get(service)
+            .is_none_or(|before| Shape::of(before) != Shape::of(&o));
+        if changed || change.is_some() {
+            self.last_change.insert(service.to_string(), now);
+        }
+        if change.is_some() {
+            *self.changes.entry(service.to_string()).or_default() += 1;
+        }
+        self.routers.insert(service.to_string(), o);
+    }
+
+    /// Drops every service not in `keep`, with its counts.
+    fn keep_only(&mut self, keep: &BTreeSet<String>) {
+        self.routers.retain(|s, _| keep.contains(s));
+        self.heals.retain(|s, _| keep.contains(s));
+        self.changes.retain(|s, _| keep.contains(s));
+        self.ddns_failures.retain(|s, _| keep.contains(s));
+        self.last_change.retain(|s, _| keep.contains(s));
+        self.host_route_refused.retain(|s| keep.contains(s));
+    }
+}
+
+/// `st`'s seconds-left made `secs` older.
+fn age_status(st: &mut Status, secs: u64) {
+    let older = |v: &mut Option<u64>| {
+        if let Some(v) = v.as_mut() {
+            *v = v.saturating_sub(secs);
+        }
+    };
+    if let Some(l) = st.lease.as_mut() {
+        older(&mut l.renew_in_secs);
+        older(&mut l.rebind_in_secs);
+        older(&mut l.expires_in_secs);
+    }
+    for a in &mut st.ipv6 {
+        older(&mut a.preferred_in_secs);
+        older(&mut a.valid_in_secs);
     }
 }
 
 impl Stats {
+    /// Takes in one router's report (see [`StatsInner::take_one`]); returns
+    /// its address change, and whether its IPv4 lease appeared, went or
+    /// moved (what the host routes follow).
+    pub fn heard(&self, service: &str, o: Observed) -> (Option<Change>, bool) {
+        let lease = |o: Option<&Observed>| {
+            o.and_then(|o| o.status.as_ref())
+                .and_then(|s| s.lease.as_ref())
+                .map(|l| (l.address, l.prefix_len))
+        };
+        let change = self.seen().one(service, &o);
+        let mut s = self.lock();
+        let moved = lease(s.routers.get(service)) != lease(Some(&o));
+        s.take_one(service, o, change.as_ref(), SystemTime::now());
+        drop(s);
+        self.heard_at().insert(service.to_string(), Instant::now());
+        (change, moved)
+    }
+
+    /// Forgets every router not in `keep`; the figures are known from now on.
+    fn keep_only(&self, keep: &BTreeSet<String>, refused: BTreeSet<String>) {
+        let mut s = self.lock();
+        s.keep_only(keep);
+        s.host_route_refused = refused;
+        s.polled_at = Some(SystemTime::now());
+        drop(s);
+        self.heard_at().retain(|k, _| keep.contains(k));
+        self.seen().0.retain(|k, _| keep.contains(k));
+    }
+
+    /// The routers as last heard of, pushed by their agents when they change; the forward
+    /// counters are zero (see [`Self::with_forward_counters`]).
+    pub fn snapshot(&self) -> StatsInner {
+        let mut s = self.lock().clone();
+        let heard = self.heard_at().clone();
+        let now = Instant::now();
+        for (name, o) in &mut s.routers {
+            if let (Some(st), Some(at)) = (o.status.as_mut(), heard.get(name)) {
+                age_status(st, now.saturating_duration_since(*at).as_secs());
+            }
+        }
+        if s.polled_at.is_some() {
+            s.polled_at = Some(SystemTime::now());
+        }
+        s
+    }
+
+    /// [`Self::snapshot`] with the forward counters, read from every bound
+    /// router with forwards ([`COUNTERS_AT_ONCE`] at a time, each within
+    /// [`AGENT_PATIENCE`]), or from the last read if it is under
+    /// [`COUNTERS_FRESH`] old: concurrent scrapes share one read.
+    pub async fn with_forward_counters(&self) -> StatsInner {
+        use futures::StreamExt;
+        let mut s = self.snapshot();
+        let mut cache = self.counters.lock().await;
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|(at, _)| at.elapsed() < COUNTERS_FRESH);
+        if !fresh {
+            let asked: Vec<String> = s
+                .routers
+                .iter()
+                .filter(|(_, o)| {
+                    o.status
+                        .as_ref()
+                        .is_some_and(|st| st.lease.is_some() && !st.forwards.is_empty())
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            let read: Counted = futures::stream::iter(asked)
+                .map(|name| async move {
+                    let service = ServiceName::parse(&name).ok()?;
+                    let st = tokio::time::timeout(AGENT_PATIENCE, async {
+                        let mut c = AgentClient::connect(&state::socket(&service)).await.ok()?;
+                        c.status().await.ok()
+                    })
+                    .await
+                    .ok()
+                    .flatten()?;
+                    Some((name, st.forwards))
+                })
+                .buffer_unordered(COUNTERS_AT_ONCE)
+                .filter_map(|x| async move { x })
+                .collect()
+                .await;
+            *cache = Some((Instant::now(), read));
+        }
+        if let Some((_, read)) = cache.as_ref() {
+            for (name, o) in &mut s.routers {
+                if let (Some(st), Some(f)) = (o.status.as_mut(), read.get(name)) {
+                    // Only if the forwards are still the ones counted.
+                    let same = |a: &ForwardStatus, b: &ForwardStatus| {
+                        (a.protocol, a.public_port, a.public_port_end)
+                            == (b.protocol, b.public_port, b.public_port_end)
+                    };
+                    if st.forwards.len() == f.len()
+                        && st.forwards.iter().zip(f).all(|(a, b)| same(a, b))
+                    {
+                        st.forwards = f.clone();
+                    }
+                }
+            }
+        }
+        s
+    }
+
     pub fn healed(&self, service: &ServiceName) {
         *self.lock().heals.entry(service.to_string()).or_default() += 1;
     }
@@ -141,12 +312,16 @@ impl Stats {
         }
     }
 
-    pub fn snapshot(&self) -> StatsInner {
-        self.lock().clone()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, StatsInner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn heard_at(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.heard_at.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Addresses> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -167,29 +342,30 @@ impl Addresses {
     /// The first address of a service is no change; a service without a
     /// lease keeps its last address (a lease lost and another one got
     /// later is one change, old to new); a router that is gone is forgotten.
+    #[cfg(test)]
     pub fn update(&mut self, routers: &BTreeMap<String, Observed>) -> Vec<Change> {
         self.0.retain(|s, _| routers.contains_key(s));
-        let mut changes = Vec::new();
-        for (service, o) in routers {
-            let Some(new) = o
-                .status
-                .as_ref()
-                .and_then(|s| s.lease.as_ref())
-                .map(|l| l.address)
-            else {
-                continue;
-            };
-            if let Some(old) = self.0.insert(service.clone(), new)
-                && old != new
-            {
-                changes.push(Change {
-                    service: service.clone(),
-                    old,
-                    new,
-                });
-            }
+        routers
+            .iter()
+            .filter_map(|(service, o)| self.one(service, o))
+            .collect()
+    }
+
+    /// Takes in one router's report: its change, if any.
+    fn one(&mut self, service: &str, o: &Observed) -> Option<Change> {
+        let new = o
+            .status
+            .as_ref()
+            .and_then(|s| s.lease.as_ref())
+            .map(|l| l.address)?;
+        match self.0.insert(service.to_string(), new) {
+            Some(old) if old != new => Some(Change {
+                service: service.to_string(),
+                old,
+                new,
+            }),
+            _ => None,
         }
-        changes
     }
 }
 
@@ -218,49 +394,209 @@ async fn observe(service: &ServiceName) -> Observed {
     }
 }
 
-/// Polls every `every` until dropped (it runs as a task of watch's session).
+/// Follows the routers until dropped (it runs as a task of watch's
+/// session): lists them every `every`, keeps one [`follow`] task per running
+/// router, and notifies `routes_changed` when a lease appears, goes or moves.
 pub async fn run(
     driver: Arc<Driver>,
     stats: Arc<Stats>,
     on_change: Option<String>,
     every: Duration,
+    routes_changed: Arc<Notify>,
 ) {
-    let mut seen = Addresses::default();
+    let ctx = Arc::new(Ctx {
+        stats: stats.clone(),
+        on_change,
+        every,
+        routes_changed,
+    });
+    let mut followers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut first = true;
     loop {
         tick.tick().await;
         let routers = match driver.docker.routers().await {
             Ok(r) => r,
             Err(e) => {
-                tracing::debug!(error = %e, "poll: listing routers failed");
+                tracing::debug!(error = %e, "monitor: listing routers failed");
                 continue;
             }
         };
-        let polled = futures::future::join_all(
-            routers
-                .iter()
-                .map(|r| async { (r.service.to_string(), observe(&r.service).await) }),
-        )
-        .await;
-        let polled: BTreeMap<String, Observed> = polled.into_iter().collect();
-        let changes = seen.update(&polled);
+        let running: BTreeSet<String> = routers
+            .iter()
+            .filter(|r| r.running)
+            .map(|r| r.service.to_string())
+            .collect();
+        followers.retain(|name, task| {
+            let keep = running.contains(name) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        let mut started = Vec::new();
+        for r in &routers {
+            let name = r.service.to_string();
+            if !r.running {
+                if stats
+                    .lock()
+                    .routers
+                    .get(&name)
+                    .is_none_or(|o| o.status.is_some())
+                {
+                    stats.heard(&name, Observed::silent());
+                }
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(e) = followers.entry(name) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                e.insert(tokio::spawn(follow(ctx.clone(), r.service.clone(), tx)));
+                started.push(rx);
+            }
+        }
+        // Before the figures count as known (dynamic DNS deletes the names
+        // of routers it does not see), the first listing's agents are heard.
+        if first {
+            let _ = tokio::time::timeout(AGENT_PATIENCE, futures::future::join_all(started)).await;
+            first = false;
+        }
+        let all: BTreeSet<String> = routers.iter().map(|r| r.service.to_string()).collect();
         let refused = routers
             .iter()
             .filter(|r| crate::shim::refusal(&r.service).is_some())
             .map(|r| r.service.to_string())
             .collect();
-        {
-            let mut s = stats.lock();
-            s.take_poll(polled, &changes, SystemTime::now());
-            s.host_route_refused = refused;
+        stats.keep_only(&all, refused);
+    }
+}
+
+/// What every [`follow`] task shares.
+struct Ctx {
+    stats: Arc<Stats>,
+    on_change: Option<String>,
+    every: Duration,
+    routes_changed: Arc<Notify>,
+}
+
+impl Ctx {
+    fn heard(&self, service: &ServiceName, o: Observed) {
+        let (change, moved) = self.stats.heard(service.as_str(), o);
+        if moved {
+            self.routes_changed.notify_one();
         }
-        for c in changes {
+        if let Some(c) = change {
             tracing::warn!(service = %c.service, old = %c.old, new = %c.new, "the service's LAN address changed");
-            if let Some(cmd) = &on_change {
+            if let Some(cmd) = &self.on_change {
                 tokio::spawn(run_hook(cmd.clone(), c));
             }
         }
+    }
+}
+
+impl Observed {
+    fn silent() -> Observed {
+        Observed {
+            status: None,
+            counters: None,
+        }
+    }
+}
+
+/// How one subscription ended.
+enum Ended {
+    /// The agent is older than subscriptions.
+    Unsupported,
+    /// It was lost (or never made); whether any update came on it.
+    Lost { heard: bool },
+}
+
+/// Follows one router's agent until aborted: subscribes, takes in every
+/// update, subscribes again after a loss (waits doubling from
+/// [`FIRST_RETRY`] to [`LAST_RETRY`]); shows it as not answering once it
+/// could not be reached for [`GRACE`]. An agent older than subscriptions is
+/// asked for its status every `--poll` instead. `first` is told after the
+/// first attempt.
+async fn follow(ctx: Arc<Ctx>, service: ServiceName, first: tokio::sync::oneshot::Sender<()>) {
+    let mut first = Some(first);
+    let mut retry = FIRST_RETRY;
+    let mut lost_at = Instant::now();
+    let mut shown_silent = false;
+    loop {
+        let ended = subscribe(&ctx, &service, &mut first).await;
+        if let Some(tx) = first.take() {
+            let _ = tx.send(());
+        }
+        match ended {
+            Ended::Unsupported => {
+                tracing::debug!(%service, "the agent cannot push its state: polling it");
+                return poll(&ctx, &service).await;
+            }
+            Ended::Lost { heard: true } => {
+                retry = FIRST_RETRY;
+                lost_at = Instant::now();
+                shown_silent = false;
+            }
+            Ended::Lost { heard: false } => {}
+        }
+        if !shown_silent && lost_at.elapsed() >= GRACE {
+            ctx.heard(&service, Observed::silent());
+            shown_silent = true;
+        }
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(LAST_RETRY);
+    }
+}
+
+/// One subscription to `service`'s agent, until it is lost.
+async fn subscribe(
+    ctx: &Ctx,
+    service: &ServiceName,
+    first: &mut Option<tokio::sync::oneshot::Sender<()>>,
+) -> Ended {
+    let socket = state::socket(service);
+    let opened = tokio::time::timeout(AGENT_PATIENCE, async {
+        AgentClient::connect(&socket).await?.subscribe().await
+    })
+    .await;
+    let (mut sub, update) = match opened {
+        Ok(Ok(Some(s))) => s,
+        Ok(Ok(None)) => return Ended::Unsupported,
+        Ok(Err(e)) => {
+            tracing::debug!(%service, error = %e, "cannot subscribe to the agent");
+            return Ended::Lost { heard: false };
+        }
+        Err(_) => return Ended::Lost { heard: false },
+    };
+    let mut update = update;
+    loop {
+        ctx.heard(
+            service,
+            Observed {
+                status: Some(update.status),
+                counters: Some(update.counters),
+            },
+        );
+        if let Some(tx) = first.take() {
+            let _ = tx.send(());
+        }
+        update = match sub.next(SILENCE).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(%service, error = %e, "the agent's subscription ended");
+                return Ended::Lost { heard: true };
+            }
+        };
+    }
+}
+
+/// Asks an agent older than subscriptions for its state every `--poll`.
+async fn poll(ctx: &Ctx, service: &ServiceName) {
+    let mut tick = tokio::time::interval(ctx.every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        ctx.heard(service, observe(service).await);
     }
 }
 

@@ -5,10 +5,13 @@
 //! server outlives sessions.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netcontainer_proto::LeaseStatus;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
 
 use super::monitor::{self, Stats};
 use super::notify::notify;
@@ -22,9 +25,13 @@ use crate::router::Driver;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// Most time between two attempts to reach Docker.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// How often the host routes are brought in line with the leases (a lease
-/// can change without any Docker event).
-const HOST_ROUTES_EVERY: Duration = Duration::from_secs(5);
+/// How often the host routes are brought in line with the leases when
+/// nothing asked for it (the monitor asks whenever a lease appears, goes
+/// or moves; this catches what changed on the host's side).
+const HOST_ROUTES_EVERY: Duration = Duration::from_secs(60);
+/// After a lease change, how long the host route sync waits for the
+/// changes that come with it (routers started together) so one sync does.
+const HOST_ROUTES_SETTLE: Duration = Duration::from_millis(200);
 
 /// Runs watch with settings `a` until SIGTERM or SIGINT.
 pub async fn run(a: Settings) -> Result<(), Error> {
@@ -111,15 +118,22 @@ async fn session(a: &Settings, stats: &Arc<Stats>, connected: &Cell<bool>) -> Re
         let host = whoami::host_address(a.host_address, a.parent.as_deref());
         AbortOnDrop(tokio::spawn(whoami::run(driver.docker.clone(), host)))
     });
-    let _shims =
-        (!a.no_host_route).then(|| AbortOnDrop(tokio::spawn(keep_host_routes(driver.clone()))));
+    let routes_changed = Arc::new(Notify::new());
+    let _shims = (!a.no_host_route).then(|| {
+        AbortOnDrop(tokio::spawn(keep_host_routes(
+            driver.clone(),
+            stats.clone(),
+            routes_changed.clone(),
+        )))
+    });
     let mut sup = Supervisor::new(driver.clone(), a.clone(), stats.clone());
-    // Polls the agents for as long as the session lasts.
+    // Follows the agents for as long as the session lasts.
     let _poll = AbortOnDrop(tokio::spawn(monitor::run(
         driver.clone(),
         stats.clone(),
         a.on_change.clone(),
         Duration::from_secs(a.poll),
+        routes_changed,
     )));
     tracing::info!("connected to Docker; reconciling");
     // Subscribe first, then reconcile: what happens in between is in the stream.
@@ -127,12 +141,31 @@ async fn session(a: &Settings, stats: &Arc<Stats>, connected: &Cell<bool>) -> Re
     sup.run(events, Duration::from_secs(a.resync.max(1))).await
 }
 
-/// Keeps the host route shims in step with the leases (see `shim`).
-async fn keep_host_routes(driver: Arc<Driver>) {
+/// Keeps the host route shims in step with the leases (see `shim`), as
+/// the monitor last heard them from the agents: when it says a lease
+/// changed, and every [`HOST_ROUTES_EVERY`].
+async fn keep_host_routes(driver: Arc<Driver>, stats: Arc<Stats>, changed: Arc<Notify>) {
     let mut tick = tokio::time::interval(HOST_ROUTES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        driver.sync_host_routes().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = changed.notified() => tokio::time::sleep(HOST_ROUTES_SETTLE).await,
+        }
+        let s = stats.snapshot();
+        // Before the agents were first heard, no lease is known: none
+        // would be taken for "every lease is gone".
+        if s.polled_at.is_none() {
+            continue;
+        }
+        let leases: BTreeMap<String, LeaseStatus> = s
+            .routers
+            .into_iter()
+            .filter_map(|(k, o)| Some((k, o.status?.lease?)))
+            .collect();
+        driver
+            .sync_host_routes_with(crate::shim::Leases::Known(&leases))
+            .await;
     }
 }
 
