@@ -134,7 +134,7 @@ pub fn render(s: &StatsInner) -> String {
     );
     reg.register(
         "agent_up",
-        "1 when the router's agent answered the last poll",
+        "1 while watch hears the router's agent",
         agent_up,
     );
     reg.register(
