@@ -35,6 +35,7 @@ const HOST_ROUTES_SETTLE: Duration = Duration::from_millis(200);
 
 /// Runs watch with settings `a` until SIGTERM or SIGINT.
 pub async fn run(a: Settings) -> Result<(), Error> {
+    raise_fd_limit();
     let stats = Arc::new(Stats::default());
     let _metrics = match a.metrics {
         Some(addr) => {
@@ -102,6 +103,22 @@ pub async fn run(a: Settings) -> Result<(), Error> {
     notify("STOPPING=1");
     tracing::info!("watch stopped; routers keep running");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one: the monitor holds a
+/// connection to every router's agent, and 1024 (the usual soft limit) is
+/// about 1,000 services.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(error = %e, soft, hard, "cannot raise the open files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "cannot read the open files limit"),
+    }
 }
 
 /// One connection to Docker, until it is lost (the error says how);
