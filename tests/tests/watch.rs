@@ -678,7 +678,8 @@ fn router_pids(name: &str) -> Vec<u32> {
 fn nft_and_accepts(trace: &str) -> (usize, usize) {
     let nft = trace
         .lines()
-        .filter(|l| l.contains("execve(") && l.contains("nft"))
+        // The PATH lookup's misses are not runs.
+        .filter(|l| l.contains("execve(") && l.contains("nft") && !l.contains("ENOENT"))
         .count();
     let accepts = trace
         .lines()
@@ -705,7 +706,7 @@ fn steady_state_runs_no_nft_and_accepts_no_connection() {
     let mut w = Watch::start(
         &bed,
         &["--metrics", &format!("127.0.0.1:{port}"), "--resync", "600"],
-        &[],
+        &[("NETCONTAINER_LOG", "netcontainer=debug")],
     );
     let services = [
         watch::labelled_service(&bed, "a", &[]),
@@ -722,7 +723,7 @@ fn steady_state_runs_no_nft_and_accepts_no_connection() {
         let trace = bed.tmp.join(format!("{}.trace", s.name));
         let attach_log = bed.tmp.join(format!("{}.strace.log", s.name));
         let mut cmd = std::process::Command::new("strace");
-        cmd.args(["-f", "-e", "trace=execve,accept4", "-o"])
+        cmd.args(["-f", "-tt", "-e", "trace=execve,accept4", "-o"])
             .arg(&trace);
         for p in router_pids(&router_name(&s.name)) {
             cmd.args(["-p", &p.to_string()]);

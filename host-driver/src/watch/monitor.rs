@@ -395,7 +395,8 @@ async fn observe(service: &ServiceName) -> Observed {
 }
 
 /// Follows the routers until dropped (it runs as a task of watch's
-/// session): lists them every `every`, keeps one [`follow`] task per running
+/// session): lists them every `every` and when `routers_changed` is
+/// notified (a router's Docker event), keeps one [`follow`] task per running
 /// router, and notifies `routes_changed` when a lease appears, goes or moves.
 pub async fn run(
     driver: Arc<Driver>,
@@ -403,6 +404,7 @@ pub async fn run(
     on_change: Option<String>,
     every: Duration,
     routes_changed: Arc<Notify>,
+    routers_changed: Arc<Notify>,
 ) {
     let ctx = Arc::new(Ctx {
         stats: stats.clone(),
@@ -415,7 +417,10 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = routers_changed.notified() => {}
+        }
         let routers = match driver.docker.routers().await {
             Ok(r) => r,
             Err(e) => {

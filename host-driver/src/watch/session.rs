@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use netcontainer_proto::LeaseStatus;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
@@ -144,6 +145,9 @@ async fn session(a: &Settings, stats: &Arc<Stats>, connected: &Cell<bool>) -> Re
         )))
     });
     let mut sup = Supervisor::new(driver.clone(), a.clone(), stats.clone());
+    // A router started, died or removed: the monitor lists the routers at
+    // once instead of at its next tick.
+    let routers_changed = Arc::new(Notify::new());
     // Follows the agents for as long as the session lasts.
     let _poll = AbortOnDrop(tokio::spawn(monitor::run(
         driver.clone(),
@@ -151,10 +155,19 @@ async fn session(a: &Settings, stats: &Arc<Stats>, connected: &Cell<bool>) -> Re
         a.on_change.clone(),
         Duration::from_secs(a.poll),
         routes_changed,
+        routers_changed.clone(),
     )));
     tracing::info!("connected to Docker; reconciling");
     // Subscribe first, then reconcile: what happens in between is in the stream.
-    let events = Box::pin(driver.docker.events());
+    let events = Box::pin(driver.docker.events().inspect(move |e| {
+        if let Ok(e) = e
+            && matches!(e.action.as_str(), "start" | "die" | "died" | "destroy")
+            && e.labels.get(crate::labels::ROLE).map(String::as_str)
+                == Some(crate::labels::ROLE_ROUTER)
+        {
+            routers_changed.notify_one();
+        }
+    }));
     sup.run(events, Duration::from_secs(a.resync.max(1))).await
 }
 
