@@ -546,6 +546,9 @@ struct ScaleRun {
     mem: [(u64, u64); 2],
     /// [`router_side_mem`] at the first "with".
     direct: (u64, u64, u64),
+    /// At the same moment: watch's open descriptors, IPv4 neighbour entries of the root
+    /// namespace, ports of the Docker network's bridge.
+    limits: (usize, usize, usize),
     /// `docker restart` returned; every service answered again; the longest time from a
     /// service's own restart (the CLI printed its name) to its answer.
     restart: (Duration, Result<Duration, usize>, Duration),
@@ -576,6 +579,14 @@ fn scale_once(
     let after1 = mem_available_kib();
     let routers: Vec<String> = services.iter().map(|s| docker::router_name(s)).collect();
     let direct = router_side_mem(&w, &routers);
+    let count = |path: String| std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0);
+    let limits = (
+        count(format!("/proc/{}/fd", w.pid())),
+        netcontainer_tests::ip(&["-4", "neigh", "show"])
+            .lines()
+            .count(),
+        count(format!("/sys/class/net/{}/brif", bed.bridge())),
+    );
     let cpu = steady_cpu(&w, &routers, window);
     eprintln!("{name}: CPU over {window} s (watch, dockerd, containerd, shims, agents) {cpu:.2?}");
 
@@ -658,6 +669,7 @@ fn scale_once(
         cpu,
         mem: [(before1, after1), (before2, after2)],
         direct,
+        limits,
         restart,
     }
 }
@@ -846,6 +858,13 @@ fn watch_scale() {
             mib(s),
             mib(wa),
             mib(c + s + wa) / n as f64
+        ));
+    }
+    for (name, r) in [(&old_name, o), (&new_name, w)] {
+        let (fds, neigh, ports) = r.limits;
+        md.push_str(&format!(
+            "\nLimits, {name}: watch had {fds} open descriptors, the root namespace {neigh} \
+             IPv4 neighbour entries, the Docker bridge {ports} ports.\n"
         ));
     }
     eprintln!("{md}");
