@@ -486,16 +486,39 @@ fn steady_cpu(w: &Watch, routers: &[String], secs: u64) -> [f64; 5] {
     [w1 - w0, d1 - d0, c1 - c0, shim, a1 - a0]
 }
 
-/// Memory charged to a container's cgroup (v1 `memory.usage_in_bytes`, v2
-/// `memory.current`: anonymous, page cache and kernel memory), in KiB.
+/// Memory of a container's cgroup as `docker stats` counts it: usage less the inactive
+/// page cache (v1 `memory.usage_in_bytes` − `total_inactive_file`, v2 `memory.current`
+/// − `inactive_file`), in KiB.
 fn mem_of_container(id: &str) -> u64 {
-    for path in [
-        format!("/sys/fs/cgroup/memory/docker/{id}/memory.usage_in_bytes"),
-        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.current"),
-        format!("/sys/fs/cgroup/docker/{id}/memory.current"),
+    let stat = |path: &str, key: &str| -> u64 {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    for (dir, usage, inactive) in [
+        (
+            format!("/sys/fs/cgroup/memory/docker/{id}"),
+            "memory.usage_in_bytes",
+            "total_inactive_file",
+        ),
+        (
+            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope"),
+            "memory.current",
+            "inactive_file",
+        ),
+        (
+            format!("/sys/fs/cgroup/docker/{id}"),
+            "memory.current",
+            "inactive_file",
+        ),
     ] {
-        if let Ok(t) = std::fs::read_to_string(&path) {
-            return t.trim().parse::<u64>().unwrap_or(0) / 1024;
+        if let Ok(t) = std::fs::read_to_string(format!("{dir}/{usage}")) {
+            let used: u64 = t.trim().parse().unwrap_or(0);
+            let inactive = stat(&format!("{dir}/memory.stat"), inactive);
+            return used.saturating_sub(inactive) / 1024;
         }
     }
     panic!("no memory accounting found for container {id}");
@@ -843,8 +866,8 @@ fn watch_scale() {
     }
     md.push_str(
         "\nThe router side counted directly at pair 1's \"with\" (not disturbed by other \
-         work on the machine, unlike MemAvailable; MiB): the routers' cgroups (v1 \
-         `memory.usage_in_bytes`: anonymous, page cache, kernel), the Pss of their \
+         work on the machine, unlike MemAvailable; MiB): the routers' cgroups (as \
+         `docker stats`: usage less the inactive page cache), the Pss of their \
          containerd-shims, the Pss of watch.\n\n\
          | build | router cgroups | router shims (Pss) | watch (Pss) | per service |\n\
          |---|---|---|---|---|\n",
