@@ -74,6 +74,12 @@ pub const POOL: (Ipv4Addr, Ipv4Addr) = (
     Ipv4Addr::new(203, 0, 113, 50),
     Ipv4Addr::new(203, 0, 113, 150),
 );
+/// dnsmasq's dynamic range on a bed with a /24 Docker network (231 addresses: room for
+/// 120 routers and more; [`in_pool`] is about [`POOL`] only).
+pub const WIDE_POOL: (Ipv4Addr, Ipv4Addr) = (
+    Ipv4Addr::new(203, 0, 113, 20),
+    Ipv4Addr::new(203, 0, 113, 250),
+);
 /// Blackhole routes of the beds start at this metric (one per bed).
 const BLACKHOLE_METRIC: u32 = 7000;
 
@@ -237,6 +243,11 @@ pub struct SuiteLock {
 }
 
 impl SuiteLock {
+    /// Taken exclusively (alone on the machine)?
+    pub fn is_exclusive(&self) -> bool {
+        self._in_process.is_some()
+    }
+
     /// Shared: with other one-shot tests, never with a watch test.
     pub fn shared() -> SuiteLock {
         Self::take(false)
@@ -424,9 +435,12 @@ impl DockerBed {
         Self::with_network_prefix(index, lock, 28)
     }
 
-    /// [`DockerBed::with_lock`] with a bigger Docker network: a /`prefix_len` (25..=28)
+    /// [`DockerBed::with_lock`] with a bigger Docker network: a /`prefix_len` (24..=28)
     /// of 198.51.100.0/24, slot `index` of the 2^(prefix_len-24) slots or the next free
     /// one (for tests with many services: a service and its router take two addresses).
+    /// A /24 is the whole range, so no other bed can run beside it: it needs
+    /// [`SuiteLock::exclusive`], and its dnsmasq hands out [`WIDE_POOL`] (the benchmark
+    /// of 120 services and their routers).
     pub fn with_network_prefix(index: u8, lock: SuiteLock, prefix_len: u8) -> DockerBed {
         Self::build(index, lock, prefix_len, false)
     }
@@ -441,8 +455,12 @@ impl DockerBed {
 
     fn build(index: u8, lock: SuiteLock, prefix_len: u8, routed: bool) -> DockerBed {
         assert!(
-            (25..=28).contains(&prefix_len),
-            "network prefix /{prefix_len} not in /25../28"
+            (24..=28).contains(&prefix_len),
+            "network prefix /{prefix_len} not in /24../28"
+        );
+        assert!(
+            prefix_len > 24 || lock.is_exclusive(),
+            "a /24 Docker network takes all of 198.51.100.0/24: it needs SuiteLock::exclusive"
         );
         require_images();
         assert_lan_range_unused();
@@ -500,7 +518,13 @@ impl DockerBed {
         let dnsmasq = Dnsmasq::start(
             &lan,
             DnsmasqOpts {
-                range: if routed { ROUTED_POOL } else { POOL },
+                range: if routed {
+                    ROUTED_POOL
+                } else if prefix_len == 24 {
+                    WIDE_POOL
+                } else {
+                    POOL
+                },
                 lease_secs: 600,
                 domain: None,
                 dns_port: 0,
@@ -542,7 +566,7 @@ impl DockerBed {
     fn create_network(&mut self, index: u8, prefix_len: u8) {
         let bridge = format!("{}br", self.id);
         let mut last = String::new();
-        // /28: SLOTS slots of 16 addresses; /25: 2 slots of 128.
+        // /28: SLOTS slots of 16 addresses; /25: 2 slots of 128; /24: 1 of 256.
         let slots: u8 = 1 << (prefix_len - 24);
         let size: u16 = 256 / u16::from(slots);
         for k in 0..slots {
@@ -572,7 +596,7 @@ impl DockerBed {
                 Err(e) => panic!("creating Docker network {}: {e}", self.network),
             }
         }
-        panic!("no free /28 in 198.51.100.0/24 for a Docker network: {last}");
+        panic!("no free /{prefix_len} in 198.51.100.0/24 for a Docker network: {last}");
     }
 
     /// From now on every driver this bed runs keeps its state in a run directory and a

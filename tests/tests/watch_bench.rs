@@ -18,8 +18,12 @@ use netcontainer_tests::docker::{self, DockerBed, SuiteLock};
 use netcontainer_tests::watch::{self, Watch};
 use netcontainer_tests::*;
 use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 fn run_once(bed: &DockerBed, bin: &std::path::Path, all: &[String], timed: &[String]) -> f64 {
     watch::remove_routers(all);
@@ -252,5 +256,642 @@ fn whoami_load() {
         for r in &rows {
             writeln!(f, "{r}").unwrap();
         }
+    }
+}
+
+/// Parallel HTTP probes from the LAN client: one thread per service, each in the
+/// client's network namespace (setns once), asking `http://ADDR/` over and over once
+/// armed, until the service's page comes back. Cheap enough to run during a measurement
+/// (no process per probe) and exact to the probe interval (20 ms after a failure).
+struct Prober {
+    slots: Arc<Mutex<Vec<Slot>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Clone, Default)]
+struct Slot {
+    addr: Option<Ipv4Addr>,
+    armed_at: Option<Instant>,
+    answered_at: Option<Instant>,
+}
+
+impl Prober {
+    fn new(bed: &DockerBed, services: &[String]) -> Prober {
+        let slots = Arc::new(Mutex::new(vec![Slot::default(); services.len()]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let ns = std::fs::File::open(bed.client.path()).expect("client netns");
+                let (slots, stop) = (slots.clone(), stop.clone());
+                let want = watch::page(s, 80);
+                std::thread::spawn(move || {
+                    // SAFETY: setns on a valid namespace fd, in this thread only.
+                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                    while !stop.load(Ordering::Relaxed) {
+                        let slot = slots.lock().unwrap()[i].clone();
+                        let (Some(addr), Some(armed)) = (slot.addr, slot.armed_at) else {
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        };
+                        if slot.answered_at.is_some() {
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                        if get_page(addr).is_some_and(|b| b.trim() == want) {
+                            let mut g = slots.lock().unwrap();
+                            // Still the same arming (not re-armed meanwhile)?
+                            if g[i].armed_at == Some(armed) {
+                                g[i].answered_at = Some(Instant::now());
+                            }
+                        } else {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                })
+            })
+            .collect();
+        Prober {
+            slots,
+            stop,
+            threads,
+        }
+    }
+
+    /// Probe service `i` at `addr` from now on (again: its earlier answer is forgotten).
+    fn arm(&self, i: usize, addr: Ipv4Addr) {
+        let mut g = self.slots.lock().unwrap();
+        g[i] = Slot {
+            addr: Some(addr),
+            armed_at: Some(Instant::now()),
+            answered_at: None,
+        };
+    }
+
+    /// A new address for an armed service (its router was re-created), keeping the arming.
+    fn readdress(&self, i: usize, addr: Ipv4Addr) {
+        let mut g = self.slots.lock().unwrap();
+        if g[i].armed_at.is_some() && g[i].addr != Some(addr) {
+            g[i].addr = Some(addr);
+        }
+    }
+
+    fn disarm_all(&self) {
+        for s in self.slots.lock().unwrap().iter_mut() {
+            *s = Slot::default();
+        }
+    }
+
+    fn snapshot(&self) -> Vec<Slot> {
+        self.slots.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `GET /` over HTTP/1.0 (connect 300 ms, answer 700 ms): the body.
+fn get_page(addr: Ipv4Addr) -> Option<String> {
+    use std::io::Read;
+    let sa = std::net::SocketAddr::from((addr, 80));
+    let mut s = std::net::TcpStream::connect_timeout(&sa, Duration::from_millis(300)).ok()?;
+    s.set_read_timeout(Some(Duration::from_millis(700))).ok()?;
+    s.set_write_timeout(Some(Duration::from_millis(700))).ok()?;
+    write!(s, "GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
+/// The last `router created: ADDRESS` of each service in watch's log.
+fn created_addrs(w: &Watch) -> std::collections::HashMap<String, Ipv4Addr> {
+    let mut m = std::collections::HashMap::new();
+    for l in w.log().lines() {
+        let Some(addr) = l
+            .split("router created: ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+        else {
+            continue;
+        };
+        if let Some(s) = l
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix("service="))
+        {
+            m.insert(s.to_string(), addr);
+        }
+    }
+    m
+}
+
+/// Arms each of `services` as soon as watch's log names its router's address, until all
+/// answered or `timeout` from `since`: the time from `since` to the last answer, or how
+/// many were still missing.
+fn wait_answers(
+    p: &Prober,
+    w: &Watch,
+    services: &[String],
+    since: Instant,
+    timeout: Duration,
+) -> Result<Duration, usize> {
+    loop {
+        let addrs = created_addrs(w);
+        let snap = p.snapshot();
+        for (i, s) in services.iter().enumerate() {
+            if let Some(&a) = addrs.get(s) {
+                if snap[i].armed_at.is_none() {
+                    p.arm(i, a);
+                } else {
+                    p.readdress(i, a);
+                }
+            }
+        }
+        let snap = p.snapshot();
+        let left = snap.iter().filter(|s| s.answered_at.is_none()).count();
+        if left == 0 {
+            let last = snap.iter().filter_map(|s| s.answered_at).max().unwrap();
+            return Ok(last.saturating_duration_since(since));
+        }
+        if since.elapsed() > timeout {
+            return Err(left);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn mem_available_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("MemAvailable in /proc/meminfo")
+}
+
+/// Pids whose command is `comm` (as /proc/PID/comm has it: at most 15 bytes).
+fn pids_named(comm: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim_end() == comm) {
+            v.push(pid);
+        }
+    }
+    v
+}
+
+/// CPU seconds over `secs` of steady state: watch, dockerd, containerd, all
+/// containerd-shim processes (those alive at both ends), all routers' cgroups.
+fn steady_cpu(w: &Watch, routers: &[String], secs: u64) -> [f64; 5] {
+    let dockerd = dockerd_pid();
+    let containerd = pids_named("containerd");
+    let shims = |ps: &[u32]| -> std::collections::HashMap<u32, f64> {
+        ps.iter().map(|&p| (p, cpu_of_pid(p))).collect()
+    };
+    let shim_pids = pids_named("containerd-shim");
+    let agents = || routers.iter().map(|r| cpu_of_container(r)).sum::<f64>();
+    let cd = || containerd.iter().map(|&p| cpu_of_pid(p)).sum::<f64>();
+    let (w0, d0, c0, s0, a0) = (
+        cpu_of_pid(w.pid()),
+        cpu_of_pid(dockerd),
+        cd(),
+        shims(&shim_pids),
+        agents(),
+    );
+    std::thread::sleep(Duration::from_secs(secs));
+    let (w1, d1, c1, s1, a1) = (
+        cpu_of_pid(w.pid()),
+        cpu_of_pid(dockerd),
+        cd(),
+        shims(&pids_named("containerd-shim")),
+        agents(),
+    );
+    let shim: f64 = s1
+        .iter()
+        .filter_map(|(p, t1)| s0.get(p).map(|t0| t1 - t0))
+        .sum();
+    [w1 - w0, d1 - d0, c1 - c0, shim, a1 - a0]
+}
+
+/// Memory of a container's cgroup as `docker stats` counts it: usage less the inactive
+/// page cache (v1 `memory.usage_in_bytes` − `total_inactive_file`, v2 `memory.current`
+/// − `inactive_file`), in KiB.
+fn mem_of_container(id: &str) -> u64 {
+    let stat = |path: &str, key: &str| -> u64 {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    for (dir, usage, inactive) in [
+        (
+            format!("/sys/fs/cgroup/memory/docker/{id}"),
+            "memory.usage_in_bytes",
+            "total_inactive_file",
+        ),
+        (
+            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope"),
+            "memory.current",
+            "inactive_file",
+        ),
+        (
+            format!("/sys/fs/cgroup/docker/{id}"),
+            "memory.current",
+            "inactive_file",
+        ),
+    ] {
+        if let Ok(t) = std::fs::read_to_string(format!("{dir}/{usage}")) {
+            let used: u64 = t.trim().parse().unwrap_or(0);
+            let inactive = stat(&format!("{dir}/memory.stat"), inactive);
+            return used.saturating_sub(inactive) / 1024;
+        }
+    }
+    panic!("no memory accounting found for container {id}");
+}
+
+/// Pss of a process (`smaps_rollup`), in KiB.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The memory of the router side counted directly, not affected by whatever else the
+/// machine runs: (routers' cgroups, Pss of the routers' containerd-shims, Pss of
+/// watch), in KiB.
+fn router_side_mem(w: &Watch, routers: &[String]) -> (u64, u64, u64) {
+    let ids: Vec<String> = routers
+        .iter()
+        .map(|r| {
+            docker::docker_ok(&["inspect", "-f", "{{.Id}}", r])
+                .trim()
+                .to_string()
+        })
+        .collect();
+    let cgroups = ids.iter().map(|id| mem_of_container(id)).sum();
+    let shims = pids_named("containerd-shim")
+        .into_iter()
+        .filter(|p| {
+            let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd);
+            // `containerd-shim-runc-v2 -namespace moby -id ID -address ...`
+            cmd.split('\0').any(|a| ids.iter().any(|id| a == id))
+        })
+        .map(pss_kib)
+        .sum();
+    (cgroups, shims, pss_kib(w.pid()))
+}
+
+/// What one driver did in [`watch_scale`].
+struct ScaleRun {
+    cold: Result<Duration, usize>,
+    /// watch, dockerd, containerd, shims, agents (CPU-s over the window).
+    cpu: [f64; 5],
+    /// (MemAvailable without routers, with routers + watch) in KiB, twice.
+    mem: [(u64, u64); 2],
+    /// [`router_side_mem`] at the first "with".
+    direct: (u64, u64, u64),
+    /// At the same moment: watch's open descriptors, IPv4 neighbour entries of the root
+    /// namespace, ports of the Docker network's bridge.
+    limits: (usize, usize, usize),
+    /// `docker restart` returned; every service answered again; the longest time from a
+    /// service's own restart (the CLI printed its name) to its answer.
+    restart: (Duration, Result<Duration, usize>, Duration),
+}
+
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn scale_once(
+    bed: &DockerBed,
+    bin: &std::path::Path,
+    services: &[String],
+    window: u64,
+) -> ScaleRun {
+    let name = bin.display();
+    watch::remove_routers(services);
+    std::thread::sleep(Duration::from_secs(5));
+    let before1 = mem_available_kib();
+    let p = Prober::new(bed, services);
+    let mut w = Watch::start_bin(bed, bin, 30, &[], &[]);
+    let cold = wait_answers(&p, &w, services, w.started, Duration::from_secs(240));
+    eprintln!("{name}: cold start {cold:?}");
+    assert!(
+        cold.is_ok(),
+        "{name}: not every service answered; the rest of the run needs them\n{}",
+        w.log()
+    );
+    std::thread::sleep(SETTLE);
+    let after1 = mem_available_kib();
+    let routers: Vec<String> = services.iter().map(|s| docker::router_name(s)).collect();
+    let direct = router_side_mem(&w, &routers);
+    let count = |path: String| std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0);
+    let limits = (
+        count(format!("/proc/{}/fd", w.pid())),
+        netcontainer_tests::ip(&["-4", "neigh", "show"])
+            .lines()
+            .count(),
+        count(format!("/sys/class/net/{}/brif", bed.bridge())),
+    );
+    let cpu = steady_cpu(&w, &routers, window);
+    eprintln!("{name}: CPU over {window} s (watch, dockerd, containerd, shims, agents) {cpu:.2?}");
+
+    // The restart storm: one `docker restart` of every service (-t 0: the sample runs as
+    // PID 1 without a SIGTERM handler, so it would wait the 10-s grace each); each
+    // service is probed from the moment the CLI says it restarted it.
+    p.disarm_all();
+    let t0 = Instant::now();
+    let mut cmd = std::process::Command::new("docker");
+    cmd.args(["restart", "-t", "0"])
+        .args(services)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().expect("docker restart");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l.trim().to_string());
+        }
+    });
+    let index: std::collections::HashMap<&str, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    let mut restarted = 0;
+    let mut cli_done = None;
+    let timeout = Duration::from_secs(300);
+    let all = loop {
+        while let Ok(s) = rx.try_recv() {
+            if let Some(&i) = index.get(s.as_str()) {
+                let addrs = created_addrs(&w);
+                p.arm(i, addrs[&services[i]]);
+                restarted += 1;
+            }
+        }
+        if cli_done.is_none()
+            && let Ok(Some(st)) = child.try_wait()
+        {
+            cli_done = Some(t0.elapsed());
+            assert!(st.success(), "docker restart failed: {st}");
+        }
+        let addrs = created_addrs(&w);
+        for (i, s) in services.iter().enumerate() {
+            p.readdress(i, addrs[s]);
+        }
+        let snap = p.snapshot();
+        let left = snap.iter().filter(|s| s.answered_at.is_none()).count();
+        if restarted == services.len() && cli_done.is_some() && left == 0 {
+            let last = snap.iter().filter_map(|s| s.answered_at).max().unwrap();
+            break Ok(last - t0);
+        }
+        if t0.elapsed() > timeout {
+            break Err(left);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.wait();
+    let _ = reader.join();
+    let lag = p
+        .snapshot()
+        .iter()
+        .filter_map(|s| Some(s.answered_at? - s.armed_at?))
+        .max()
+        .unwrap_or_default();
+    let restart = (cli_done.unwrap_or(t0.elapsed()), all, lag);
+    eprintln!("{name}: restart storm {restart:?}");
+    drop(p);
+    std::thread::sleep(SETTLE);
+    let after2 = mem_available_kib();
+    w.stop();
+    watch::remove_routers(services);
+    std::thread::sleep(Duration::from_secs(5));
+    let before2 = mem_available_kib();
+    ScaleRun {
+        cold,
+        cpu,
+        mem: [(before1, after1), (before2, after2)],
+        direct,
+        limits,
+        restart,
+    }
+}
+
+/// Cold start only, with the stuck service among them (only `timed` are probed).
+fn cold_once(
+    bed: &DockerBed,
+    bin: &std::path::Path,
+    all: &[String],
+    timed: &[String],
+) -> Result<Duration, usize> {
+    watch::remove_routers(all);
+    let p = Prober::new(bed, timed);
+    let mut w = Watch::start_bin(bed, bin, 30, &[], &[]);
+    let t = wait_answers(&p, &w, timed, w.started, Duration::from_secs(240));
+    eprintln!("{}: cold start + 1 stuck {t:?}", bin.display());
+    drop(p);
+    w.stop();
+    watch::remove_routers(all);
+    t
+}
+
+fn secs(r: &Result<Duration, usize>, limit: u64) -> String {
+    match r {
+        Ok(d) => format!("{:.1} s", d.as_secs_f64()),
+        Err(left) => format!("{left} not answering at {limit} s"),
+    }
+}
+
+/// 120 services (ignored; run by `scripts/bench-scale`): `NETCONTAINER_BENCH_OLD` and
+/// `NETCONTAINER_BENCH_NEW` (else this build's driver) one after the other in the same
+/// bed, `NETCONTAINER_BENCH_N` labelled services (default 120) on a /24 Docker network
+/// (dnsmasq's [`docker::WIDE_POOL`]). For each driver, in this order:
+/// 1. cold start: routers removed, MemAvailable read, then `watch` starts; the time
+///    until every service answers its page from the LAN client (parallel probes, each
+///    armed when watch's log names the service's router address);
+/// 2. memory: 20 s after the last answer, MemAvailable again (per service: the
+///    difference / N);
+/// 3. steady state: the next `NETCONTAINER_BENCH_WINDOW` (default 60) seconds, CPU of
+///    watch, dockerd, containerd, the containerd-shims and the routers' cgroups;
+/// 4. restart storm: one `docker restart -t 0` of all N services; the time until every
+///    one answers again (each probed from when the CLI printed its name); 20 s later
+///    MemAvailable, then watch is stopped and the routers removed, and 5 s later
+///    MemAvailable again (the second memory pair).
+///
+/// Then, with one more labelled service that is stuck (its parent's LAN has no DHCP
+/// server), cold start again for both (only the N are timed). Writes Markdown (three
+/// tables) to `NETCONTAINER_BENCH_OUT`, naming the builds `NETCONTAINER_BENCH_OLD_NAME`
+/// and `NETCONTAINER_BENCH_NEW_NAME`.
+#[test]
+#[ignore]
+fn watch_scale() {
+    require_root!();
+    let (old, new) = drivers();
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.into());
+    let n: usize = env("NETCONTAINER_BENCH_N", "120").parse().expect("N");
+    let window: u64 = env("NETCONTAINER_BENCH_WINDOW", "60")
+        .parse()
+        .expect("WINDOW");
+    let (old_name, new_name) = (
+        env("NETCONTAINER_BENCH_OLD_NAME", "old"),
+        env("NETCONTAINER_BENCH_NEW_NAME", "new"),
+    );
+    assert!(
+        (1..=125).contains(&n),
+        "1..=125 services (a service, its router, the stuck pair: 2N + 2 of 253)"
+    );
+    let bed = DockerBed::with_network_prefix(0, SuiteLock::exclusive(), 24);
+    let dead = watch::DeadParent::new(&bed);
+    // Four at a time: `docker run` is mostly waiting on dockerd.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let made = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let svc = watch::labelled_service(&bed, &format!("s{i:03}"), &[]).name;
+                    made.lock().unwrap().push(svc);
+                }
+            });
+        }
+    });
+    let mut services = made.into_inner().unwrap();
+    services.sort();
+    let t = Instant::now();
+    let runs: Vec<ScaleRun> = [&old, &new]
+        .iter()
+        .map(|b| scale_once(&bed, b, &services, window))
+        .collect();
+    let stuck = watch::stuck_service(&bed, &dead);
+    let mut all = services.clone();
+    all.push(stuck.clone());
+    let stuck_runs: Vec<Result<Duration, usize>> = [&old, &new]
+        .iter()
+        .map(|b| cold_once(&bed, b, &all, &services))
+        .collect();
+    let _ = docker::docker(&["rm", "-f", "-v", &stuck]);
+    eprintln!("measured in {:.0} s", t.elapsed().as_secs_f64());
+
+    let (o, w) = (&runs[0], &runs[1]);
+    let mut md = String::new();
+    let row = |md: &mut String, what: &str, a: String, b: String| {
+        md.push_str(&format!("| {what} | {a} | {b} |\n"));
+    };
+    md.push_str(&format!(
+        "| {n} services | before ({old_name}) | after ({new_name}) |\n|---|---|---|\n"
+    ));
+    row(
+        &mut md,
+        "cold start: last answer",
+        secs(&o.cold, 240),
+        secs(&w.cold, 240),
+    );
+    row(
+        &mut md,
+        "cold start + 1 stuck: last answer",
+        secs(&stuck_runs[0], 240),
+        secs(&stuck_runs[1], 240),
+    );
+    row(
+        &mut md,
+        "restart storm: `docker restart` returned",
+        format!("{:.1} s", o.restart.0.as_secs_f64()),
+        format!("{:.1} s", w.restart.0.as_secs_f64()),
+    );
+    row(
+        &mut md,
+        "restart storm: all answer again",
+        secs(&o.restart.1, 300),
+        secs(&w.restart.1, 300),
+    );
+    row(
+        &mut md,
+        "restart storm: longest from a service's restart to its answer",
+        format!("{:.1} s", o.restart.2.as_secs_f64()),
+        format!("{:.1} s", w.restart.2.as_secs_f64()),
+    );
+    md.push_str(&format!(
+        "\nSteady state, CPU-seconds over {window} s (from 20 s after the last answer):\n\n\
+         | build | watch | dockerd | agents (router cgroups) | watch + dockerd + agents | containerd | containerd-shims |\n\
+         |---|---|---|---|---|---|---|\n"
+    ));
+    for (name, r) in [(&old_name, o), (&new_name, w)] {
+        let [wa, d, c, s, a] = r.cpu;
+        md.push_str(&format!(
+            "| {name} | {wa:.2} | {d:.2} | {a:.2} | **{:.2}** | {c:.2} | {s:.2} |\n",
+            wa + d + a
+        ));
+    }
+    md.push_str(
+        "\nMemory: MemAvailable without routers and with all routers + watch (MiB), \
+         per service = difference / N. Pair 1: before watch starts / 20 s after the \
+         last answer; pair 2: 20 s after the restart storm / 5 s after watch stopped and \
+         the routers were removed.\n\n\
+         | build | pair | without | with | per service |\n|---|---|---|---|---|\n",
+    );
+    for (name, r) in [(&old_name, o), (&new_name, w)] {
+        for (k, (without, with)) in r.mem.iter().enumerate() {
+            let per = (*without as f64 - *with as f64) / 1024.0 / n as f64;
+            md.push_str(&format!(
+                "| {name} | {} | {:.0} | {:.0} | {per:.1} MiB |\n",
+                k + 1,
+                *without as f64 / 1024.0,
+                *with as f64 / 1024.0
+            ));
+        }
+    }
+    md.push_str(
+        "\nThe router side counted directly at pair 1's \"with\" (not disturbed by other \
+         work on the machine, unlike MemAvailable; MiB): the routers' cgroups (as \
+         `docker stats`: usage less the inactive page cache), the Pss of their \
+         containerd-shims, the Pss of watch.\n\n\
+         | build | router cgroups | router shims (Pss) | watch (Pss) | per service |\n\
+         |---|---|---|---|---|\n",
+    );
+    for (name, r) in [(&old_name, o), (&new_name, w)] {
+        let (c, s, wa) = r.direct;
+        let mib = |k: u64| k as f64 / 1024.0;
+        md.push_str(&format!(
+            "| {name} | {:.0} | {:.0} | {:.1} | {:.1} MiB |\n",
+            mib(c),
+            mib(s),
+            mib(wa),
+            mib(c + s + wa) / n as f64
+        ));
+    }
+    for (name, r) in [(&old_name, o), (&new_name, w)] {
+        let (fds, neigh, ports) = r.limits;
+        md.push_str(&format!(
+            "\nLimits, {name}: watch had {fds} open descriptors, the root namespace {neigh} \
+             IPv4 neighbour entries, the Docker bridge {ports} ports.\n"
+        ));
+    }
+    eprintln!("{md}");
+    if let Ok(out) = std::env::var("NETCONTAINER_BENCH_OUT") {
+        std::fs::write(out, md).expect("write NETCONTAINER_BENCH_OUT");
     }
 }
