@@ -742,6 +742,190 @@ fn secs(r: &Result<Duration, usize>, limit: u64) -> String {
 /// server), cold start again for both (only the N are timed). Writes Markdown (three
 /// tables) to `NETCONTAINER_BENCH_OUT`, naming the builds `NETCONTAINER_BENCH_OLD_NAME`
 /// and `NETCONTAINER_BENCH_NEW_NAME`.
+/// `n` labelled services on the bed, made four at a time (`docker run` is mostly
+/// waiting on dockerd), sorted by name.
+fn labelled_services(bed: &DockerBed, n: usize) -> Vec<String> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let made = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let svc = watch::labelled_service(bed, &format!("s{i:03}"), &[]).name;
+                    made.lock().unwrap().push(svc);
+                }
+            });
+        }
+    });
+    let mut services = made.into_inner().unwrap();
+    services.sort();
+    services
+}
+
+/// "2026-12-07 14:45:01.123" (Kea's log time) as seconds since that day began.
+fn kea_secs(t: &str) -> f64 {
+    let hms = t.split_whitespace().nth(1).unwrap_or_default();
+    hms.split(':')
+        .map(|x| x.parse::<f64>().unwrap_or(0.0))
+        .fold(0.0, |acc, x| acc * 60.0 + x)
+}
+
+/// Issue 25, point 3: a renewal storm. The bed's dnsmasq gives way to Kea with 60 s
+/// leases (T1 30 s, T2 52 s) on the wide pool; N labelled services (default 120) get
+/// their routers from this tree's watch (`NETCONTAINER_BENCH_NEW`, else this build's),
+/// and once every one answers, the leases renew for `NETCONTAINER_BENCH_STORM_MIN`
+/// minutes (default 10). Judged from Kea's log: no DISCOVER and no NAK in that time
+/// (no lease lost), every router's unicast renewals no more than T1 + 2 s apart (none
+/// later than 2 s after its T1: a renewal comes T1 after the ACK before it, and Kea
+/// ACKs at once); at the end every router bound, on an address of its own. Also the
+/// CPU of watch, dockerd and the agents over the storm (each renewal is a push).
+#[test]
+#[ignore]
+fn watch_renewal_storm() {
+    require_root!();
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.into());
+    let n: usize = env("NETCONTAINER_BENCH_N", "120").parse().expect("N");
+    let minutes: u64 = env("NETCONTAINER_BENCH_STORM_MIN", "10")
+        .parse()
+        .expect("STORM_MIN");
+    let bin = std::env::var_os("NETCONTAINER_BENCH_NEW")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| bin("netcontainer"));
+    assert!((1..=125).contains(&n), "1..=125 services");
+    const T1: f64 = 30.0;
+    let mut bed = DockerBed::with_network_prefix(0, SuiteLock::exclusive(), 24);
+    bed.dnsmasq.stop();
+    let (a, b) = docker::WIDE_POOL;
+    let kea = Kea::start(
+        &bed.lan,
+        KeaOpts {
+            valid_lifetime: 60,
+            renew_timer: T1 as u32,
+            rebind_timer: 52,
+            ..docker::kea_on_lan(&format!("{a} - {b}"))
+        },
+    );
+    let services = labelled_services(&bed, n);
+    let p = Prober::new(&bed, &services);
+    let mut w = Watch::start_bin(&bed, &bin, 30, &[], &[]);
+    let cold = wait_answers(&p, &w, &services, w.started, Duration::from_secs(240));
+    assert!(
+        cold.is_ok(),
+        "not every service answered: {cold:?}\n{}",
+        w.log()
+    );
+    drop(p);
+    let routers: Vec<String> = services.iter().map(|s| docker::router_name(s)).collect();
+    let start = kea_secs(&crate_now());
+    let cpu = steady_cpu(&w, &routers, minutes * 60);
+    let end = kea_secs(&crate_now());
+    let received = kea.received();
+    let within = |r: &&KeaRequest| {
+        let t = kea_secs(&r.time);
+        t >= start && t <= end
+    };
+    let discovers = received
+        .iter()
+        .filter(within)
+        .filter(|r| r.msg_type == "DHCPDISCOVER")
+        .count();
+    let naks = kea.naks_sent();
+    // Renewals by address, from T1 before the window (the one each first renewal follows).
+    let mut by_addr: std::collections::BTreeMap<Ipv4Addr, Vec<f64>> = Default::default();
+    for r in received
+        .iter()
+        .filter(|r| r.msg_type == "DHCPREQUEST" && !r.from.is_unspecified())
+    {
+        let t = kea_secs(&r.time);
+        if t >= start - T1 - 5.0 && t <= end {
+            by_addr.entry(r.from).or_default().push(t);
+        }
+    }
+    let mut late = Vec::new();
+    let mut worst: f64 = 0.0;
+    let mut renewals = 0;
+    for (addr, times) in &by_addr {
+        renewals += times.iter().filter(|t| **t >= start).count();
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            worst = worst.max(gap - T1);
+            if gap > T1 + 2.0 {
+                late.push(format!("{addr}: {gap:.1} s"));
+            }
+        }
+    }
+    let mut leased = Vec::new();
+    let mut unbound = Vec::new();
+    for s in &services {
+        match watch::status(&bed, s)
+            .as_ref()
+            .and_then(watch::agent)
+            .filter(|a| a.state == "bound" || a.state == "renewing")
+            .and_then(|a| a.lease)
+        {
+            Some(l) => leased.push(l.address),
+            None => unbound.push(s.clone()),
+        }
+    }
+    let mut distinct = leased.clone();
+    distinct.sort();
+    distinct.dedup();
+    let [wa, d, _, _, ag] = cpu;
+    let md = format!(
+        "| {n} services, 60 s leases (T1 30 s), {minutes} min | measured |\n|---|---|\n\
+         | renewals (unicast REQUESTs Kea logged) | {renewals} (expected about {expected}) |\n\
+         | routers renewing | {} of {n} |\n\
+         | DISCOVERs / NAKs during the storm | {discovers} / {naks} |\n\
+         | latest renewal after its T1 (the ACK before + 30 s) | {worst:.2} s |\n\
+         | renewals later than T1 + 2 s | {} |\n\
+         | bound at the end, distinct addresses | {} of {n}, {} |\n\
+         | CPU-s over the storm: watch / dockerd / agents | {wa:.2} / {d:.2} / {ag:.2} |\n",
+        by_addr.len(),
+        late.len(),
+        leased.len(),
+        distinct.len(),
+        expected = n as u64 * minutes * 2,
+    );
+    eprintln!("{md}");
+    if let Ok(out) = std::env::var("NETCONTAINER_BENCH_OUT") {
+        std::fs::write(out, &md).expect("write NETCONTAINER_BENCH_OUT");
+    }
+    w.stop();
+    watch::remove_routers(&services);
+    assert_eq!(
+        (discovers, naks),
+        (0, 0),
+        "leases lost during the storm\n{md}"
+    );
+    assert!(
+        late.is_empty(),
+        "renewals later than T1 + 2 s: {late:?}\n{md}"
+    );
+    assert!(
+        unbound.is_empty(),
+        "not bound at the end: {unbound:?}\n{md}"
+    );
+    assert_eq!(
+        distinct.len(),
+        leased.len(),
+        "an address on two routers\n{md}"
+    );
+    assert_eq!(by_addr.len(), n, "not every router renewed\n{md}");
+}
+
+/// Now as Kea logs time ("2026-12-07 14:45:01.123", local time).
+fn crate_now() -> String {
+    let out = std::process::Command::new("date")
+        .arg("+%Y-%m-%d %H:%M:%S.%3N")
+        .output()
+        .expect("date");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 #[test]
 #[ignore]
 fn watch_scale() {
@@ -762,25 +946,7 @@ fn watch_scale() {
     );
     let bed = DockerBed::with_network_prefix(0, SuiteLock::exclusive(), 24);
     let dead = watch::DeadParent::new(&bed);
-    // Four at a time: `docker run` is mostly waiting on dockerd.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let made = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        return;
-                    }
-                    let svc = watch::labelled_service(&bed, &format!("s{i:03}"), &[]).name;
-                    made.lock().unwrap().push(svc);
-                }
-            });
-        }
-    });
-    let mut services = made.into_inner().unwrap();
-    services.sort();
+    let services = labelled_services(&bed, n);
     let t = Instant::now();
     let runs: Vec<ScaleRun> = [&old, &new]
         .iter()

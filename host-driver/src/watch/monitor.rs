@@ -767,6 +767,53 @@ mod tests {
         assert_eq!(s.changes["db"], 1);
     }
 
+    /// One router's report at a time: an address change is old to new,
+    /// "moved" (the host routes' nudge) only when the lease appears, goes
+    /// or moves, not on a renewal; a snapshot ages the seconds left by
+    /// the time since the report; routers no longer listed are forgotten.
+    #[test]
+    fn reports_are_taken_one_router_at_a_time() {
+        let st = Stats::default();
+        let x = [203, 0, 113, 57];
+        let y = [203, 0, 113, 160];
+        assert_eq!(st.heard("web1", bound(x)), (None, true), "a lease appeared");
+        assert_eq!(st.heard("db", unbound()), (None, false));
+        let mut renewed = bound(x);
+        if let Some(l) = renewed.status.as_mut().and_then(|s| s.lease.as_mut()) {
+            l.expires_in_secs = Some(599);
+        }
+        assert_eq!(st.heard("web1", renewed), (None, false), "a renewal");
+        let (change, moved) = st.heard("web1", bound(y));
+        assert_eq!(
+            change,
+            Some(Change {
+                service: "web1".into(),
+                old: x.into(),
+                new: y.into()
+            })
+        );
+        assert!(moved);
+        assert_eq!(st.heard("web1", Observed::silent()), (None, true));
+        assert_eq!(st.snapshot().changes["web1"], 1);
+
+        // Aged by the time since the report.
+        st.heard("web1", bound(y));
+        st.heard_at()
+            .insert("web1".into(), Instant::now() - Duration::from_secs(100));
+        let snap = st.snapshot();
+        let l = snap.routers["web1"].status.as_ref().unwrap().lease.clone();
+        assert_eq!(l.unwrap().expires_in_secs, Some(500));
+        assert_eq!(snap.polled_at, None, "not listed yet: nothing is known");
+
+        st.keep_only(&BTreeSet::from(["db".to_string()]), BTreeSet::new());
+        let snap = st.snapshot();
+        assert!(snap.polled_at.is_some());
+        assert_eq!(snap.routers.keys().collect::<Vec<_>>(), ["db"]);
+        assert!(!snap.changes.contains_key("web1"));
+        // A router listed again later is first sight: no change from before.
+        assert_eq!(st.heard("web1", bound(x)), (None, true));
+    }
+
     /// The command gets the addresses in its environment only: a service
     /// name full of shell syntax is never run.
     #[tokio::test]
