@@ -132,7 +132,7 @@ impl KeaOpts {
             "subnet4": [subnet],
             "loggers": [{
                 "name": "kea-dhcp4",
-                "output_options": [{"output": dir.join("kea.log").display().to_string()}],
+                "output_options": [{"output": dir.join("kea.log").display().to_string(), "maxsize": 0}],
                 "severity": "DEBUG",
                 "debuglevel": 55
             }]

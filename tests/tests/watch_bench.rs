@@ -860,10 +860,17 @@ fn watch_renewal_storm() {
     }
     let mut leased = Vec::new();
     let mut unbound = Vec::new();
+    // The agents' own counters too: renewals (the fewest of any router), NAKs, rebinds.
+    let (mut fewest, mut agent_naks, mut rebinds) = (u64::MAX, 0, 0);
     for s in &services {
-        match watch::status(&bed, s)
-            .as_ref()
-            .and_then(watch::agent)
+        let agent = watch::status(&bed, s).as_ref().and_then(watch::agent);
+        if let Some(a) = &agent {
+            let c = |k: &str| a.raw["counters"][k].as_u64().unwrap_or(0);
+            fewest = fewest.min(c("renewals"));
+            agent_naks += c("naks");
+            rebinds += c("rebinds");
+        }
+        match agent
             .filter(|a| a.state == "bound" || a.state == "renewing")
             .and_then(|a| a.lease)
         {
@@ -883,6 +890,7 @@ fn watch_renewal_storm() {
          | latest renewal after its T1 (the ACK before + 30 s) | {worst:.2} s |\n\
          | renewals later than T1 + 2 s | {} |\n\
          | bound at the end, distinct addresses | {} of {n}, {} |\n\
+         | agents' counters: fewest renewals of a router / NAKs / rebinds | {fewest} / {agent_naks} / {rebinds} |\n\
          | CPU-s over the storm: watch / dockerd / agents | {wa:.2} / {d:.2} / {ag:.2} |\n",
         by_addr.len(),
         late.len(),
@@ -915,6 +923,16 @@ fn watch_renewal_storm() {
         "an address on two routers\n{md}"
     );
     assert_eq!(by_addr.len(), n, "not every router renewed\n{md}");
+    assert_eq!(
+        (agent_naks, rebinds),
+        (0, 0),
+        "the agents counted NAKs or rebinds\n{md}"
+    );
+    // T1 every 30 s from the cold start on: at least one renewal a T1 of the storm.
+    assert!(
+        fewest >= minutes * 2,
+        "a router renewed {fewest} times\n{md}"
+    );
 }
 
 /// Now as Kea logs time ("2026-12-07 14:45:01.123", local time).
