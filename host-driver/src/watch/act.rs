@@ -44,6 +44,7 @@ pub(super) async fn try_reconcile(
 ) -> Result<Option<String>, Error> {
     // A command working on this service right now: retry once it is done
     // (never block the other services behind it).
+    let looking = std::time::Instant::now();
     let Some(_lock) = ServiceLock::try_take(service)? else {
         return Err(Error::Busy(service.to_string()));
     };
@@ -60,6 +61,7 @@ pub(super) async fn try_reconcile(
         Err(e) if e.is_ambiguous() => None,
         Err(e) => return Err(e.into()),
     };
+    crate::progress::phase_done(service.as_str(), "look", looking);
     // The service's labels, read once; a label that cannot be read is an
     // error of this service (named in the log), not a reason to guess.
     let labelled = match &svc {

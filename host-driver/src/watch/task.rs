@@ -129,7 +129,9 @@ pub(super) async fn service_task(
         urgent = false;
         let answered = std::mem::take(&mut acks);
         retry = {
+            let asked = Instant::now();
             let _permit = ctx.permits.acquire().await;
+            crate::progress::phase_done(service.as_str(), "permit", asked);
             let from = Instant::now();
             let r = reconcile(&ctx, &service, retry).await;
             worked = Some((from, Instant::now()));
