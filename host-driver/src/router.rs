@@ -60,6 +60,23 @@ pub struct UpRequest<'a> {
     pub timeout: Duration,
     /// Progress on the terminal (a command), else in the log only (watch).
     pub progress: bool,
+    /// Called once the plan is applied, before the lease wait: watch gives
+    /// its permit back there, so a service waiting for a lease (or never
+    /// getting one) holds up no other.
+    pub applied: Option<Applied<'a>>,
+    /// The caller, holding the service's lock, has just looked and found no
+    /// router of it (none set aside either): `up` need not look again.
+    pub no_router: bool,
+}
+
+/// What [`UpRequest::applied`] calls.
+#[derive(Clone, Copy)]
+pub struct Applied<'a>(pub &'a (dyn Fn() + Sync));
+
+impl std::fmt::Debug for Applied<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Applied")
+    }
 }
 
 pub struct Driver {
@@ -106,7 +123,12 @@ impl Driver {
         // made with and its lease directory kept, so its agent claims the
         // same lease (INIT-REBOOT).
         let mut stopped = None;
-        if let Some(r) = self.router(&name).await? {
+        let found = if req.no_router {
+            None
+        } else {
+            self.router(&name).await?
+        };
+        if let Some(r) = found {
             let recorded = router_identity(&r);
             let chosen = svc
                 .labels
@@ -280,6 +302,9 @@ impl Driver {
         };
         progress.mark("apply");
         apply(&mut client, &rp.plan).await?;
+        if let Some(Applied(applied)) = req.applied {
+            applied();
+        }
         progress.start_clock();
         progress.phase("lease", "waiting for the lease");
         loop {

@@ -8,8 +8,9 @@
 //!
 //! Each service's task works on its service alone, and takes one of at most
 //! [`CONCURRENCY`] permits for the work itself, so services are brought up
-//! and healed side by side (a service stuck waiting for a lease delays no
-//! other) without a storm of events overloading dockerd.
+//! and healed side by side without a storm of events overloading dockerd.
+//! An `up` gives its permit back once its plan is applied: waiting for the
+//! lease needs none, so a service stuck waiting for one delays no other.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

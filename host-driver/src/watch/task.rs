@@ -1,5 +1,6 @@
 //! A service's own task: its inbox of triggers, its backoff, and one look
-//! at the service at a time (`act`), under one of the supervisor's permits.
+//! at the service at a time (`act`), under one of the supervisor's permits
+//! (an `up` gives it back before its lease wait).
 //!
 //! Backoff: after a failure the service is tried again after 1 s, doubling
 //! up to the resync period. No trigger starts an attempt before that
@@ -130,10 +131,15 @@ pub(super) async fn service_task(
         let answered = std::mem::take(&mut acks);
         retry = {
             let asked = Instant::now();
-            let _permit = ctx.permits.acquire().await;
+            // Held for the work, given back early by an `up` whose plan is
+            // applied: the lease wait needs no permit.
+            let permit = std::sync::Mutex::new(ctx.permits.acquire().await.ok());
             crate::progress::phase_done(service.as_str(), "permit", asked);
+            let release = || {
+                permit.lock().unwrap_or_else(|e| e.into_inner()).take();
+            };
             let from = Instant::now();
-            let r = reconcile(&ctx, &service, retry).await;
+            let r = reconcile(&ctx, &service, retry, &release).await;
             worked = Some((from, Instant::now()));
             r
         };
@@ -165,9 +171,14 @@ fn should_run(retry: Option<Retry>, wanted: bool, urgent: bool, now: Instant) ->
 }
 
 /// One look at `service`; the retry to schedule, if any.
-async fn reconcile(ctx: &Ctx, service: &ServiceName, last: Option<Retry>) -> Option<Retry> {
+async fn reconcile(
+    ctx: &Ctx,
+    service: &ServiceName,
+    last: Option<Retry>,
+    release: &(dyn Fn() + Sync),
+) -> Option<Retry> {
     let started = Instant::now();
-    match try_reconcile(ctx, service).await {
+    match try_reconcile(ctx, service, release).await {
         Ok(what) => {
             if let Some(what) = what {
                 tracing::info!(%service, took = ?started.elapsed(), "{what}");
