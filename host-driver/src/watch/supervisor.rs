@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
@@ -135,7 +135,8 @@ impl Supervisor {
             }
         };
         tracing::debug!(action = %ev.action, container = %ev.name, %service, "event");
-        self.send(&service, trigger_of(is_router, &ev, Instant::now()));
+        let at = happened_at(ev.at, SystemTime::now(), Instant::now());
+        self.send(&service, trigger_of(is_router, &ev, at));
     }
 
     /// The main loop, for as long as Docker's event stream lasts: a full
@@ -220,7 +221,18 @@ impl Supervisor {
     }
 }
 
-/// What an event (received at `now`) asks of its service's task.
+/// When an event happened, on the monotonic clock the tasks time their work
+/// with: Docker's own time of it (`at`, wall clock) taken back from `now`, so
+/// an echo of a task's own work that is read late (the stream lags behind
+/// while many routers are made) is still known for one; without it, or if it
+/// lies ahead, `now`.
+fn happened_at(at: Option<SystemTime>, wall_now: SystemTime, now: Instant) -> Instant {
+    at.and_then(|t| wall_now.duration_since(t).ok())
+        .and_then(|ago| now.checked_sub(ago))
+        .unwrap_or(now)
+}
+
+/// What an event (that happened at `now`) asks of its service's task.
 fn trigger_of(is_router: bool, ev: &ContainerEvent, now: Instant) -> Trigger {
     let network = ev.connected.is_some();
     match (is_router, ev.action.as_str()) {
@@ -245,7 +257,21 @@ mod tests {
             name: "web1".into(),
             labels: HashMap::new(),
             connected: network.then(|| "c0ffee".to_string()),
+            at: None,
         }
+    }
+
+    #[test]
+    fn an_event_read_late_is_dated_when_it_happened() {
+        let (wall, now) = (SystemTime::now(), Instant::now());
+        let ago = Duration::from_millis(1200);
+        assert_eq!(happened_at(Some(wall - ago), wall, now), now - ago);
+        // No time, or one ahead of this clock: when it is read.
+        assert_eq!(happened_at(None, wall, now), now);
+        assert_eq!(
+            happened_at(Some(wall + Duration::from_secs(1)), wall, now),
+            now
+        );
     }
 
     #[test]
