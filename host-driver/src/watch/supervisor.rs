@@ -26,7 +26,7 @@ use super::monitor::Stats;
 use super::notify::notify;
 use super::settings::Settings;
 use super::sweep::remove_stale_dirs;
-use super::task::{TaskMsg, Trigger, service_task};
+use super::task::{TaskMsg, Trigger, asks, service_task};
 use crate::docker::{ContainerEvent, DockerError};
 use crate::error::Error;
 use crate::labels;
@@ -36,6 +36,10 @@ use crate::state::ServiceName;
 /// Services worked on at the same time (up, heal, down): enough to bring
 /// many up at once, few enough that a storm does not overload dockerd.
 pub const CONCURRENCY: usize = 8;
+
+/// How long the supervisor remembers an ended task's last attempt (pruned
+/// at each full reconcile).
+const ECHO_MEMORY: Duration = Duration::from_secs(30);
 
 struct Inbox {
     tx: mpsc::UnboundedSender<Trigger>,
@@ -47,6 +51,10 @@ type Round = std::pin::Pin<Box<dyn Future<Output = (BTreeSet<ServiceName>, bool)
 pub(super) struct Supervisor {
     ctx: Arc<Ctx>,
     inboxes: HashMap<ServiceName, Inbox>,
+    /// When the last attempt of a service whose task has ended ran: the
+    /// start and connect events of the router that attempt made may be read
+    /// after the task went idle, and are its echo, not news.
+    ended: HashMap<ServiceName, (Instant, Instant)>,
     tasks: JoinSet<()>,
     to_main: mpsc::UnboundedSender<TaskMsg>,
     from_tasks: mpsc::UnboundedReceiver<TaskMsg>,
@@ -66,6 +74,7 @@ impl Supervisor {
                 stats,
             }),
             inboxes: HashMap::new(),
+            ended: HashMap::new(),
             tasks: JoinSet::new(),
             to_main,
             from_tasks,
@@ -75,6 +84,14 @@ impl Supervisor {
 
     /// Hands `t` to the service's task, starting one if it has none.
     fn send(&mut self, service: &ServiceName, t: Trigger) {
+        if !self.inboxes.contains_key(service) {
+            // No task: an echo of the ended one's last attempt starts none.
+            if !asks(&t, self.ended.get(service).copied()) {
+                tracing::debug!(%service, "event of its own last attempt: nothing to do");
+                return;
+            }
+            self.ended.remove(service);
+        }
         let inbox = self.inboxes.entry(service.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             self.tasks.spawn(service_task(
@@ -95,10 +112,17 @@ impl Supervisor {
 
     fn on_task_msg(&mut self, msg: TaskMsg) {
         match msg {
-            TaskMsg::Idle { service, seen } => {
+            TaskMsg::Idle {
+                service,
+                seen,
+                worked,
+            } => {
                 // Nothing sent since it went idle: dropping the sender ends it.
                 if self.inboxes.get(&service).is_some_and(|i| i.sent == seen) {
                     self.inboxes.remove(&service);
+                    if let Some(w) = worked {
+                        self.ended.insert(service, w);
+                    }
                 }
             }
         }
@@ -134,8 +158,16 @@ impl Supervisor {
                 return;
             }
         };
-        tracing::debug!(action = %ev.action, container = %ev.name, %service, "event");
-        let at = happened_at(ev.at, SystemTime::now(), Instant::now());
+        let now = Instant::now();
+        let at = happened_at(ev.at, SystemTime::now(), now);
+        tracing::debug!(
+            action = %ev.action,
+            container = %ev.name,
+            %service,
+            read_late_ms = u64::try_from((now - at).as_millis()).unwrap_or(u64::MAX),
+            dated = ev.at.is_some(),
+            "event"
+        );
         self.send(&service, trigger_of(is_router, &ev, at));
     }
 
@@ -180,6 +212,10 @@ impl Supervisor {
     /// Lists routers and labelled services and asks every task concerned to
     /// look; the round completes (STATUS=watching, sweep) when all have.
     async fn reconcile_all(&mut self) {
+        // An echo comes within seconds: what ended a while ago is forgotten.
+        let now = Instant::now();
+        self.ended
+            .retain(|_, (_, end)| now.saturating_duration_since(*end) < ECHO_MEMORY);
         let mut services = BTreeSet::new();
         // The sweep deletes what no router claims: it runs only when both
         // listings are known complete. A failed listing (dockerd restarting,

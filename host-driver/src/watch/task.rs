@@ -50,7 +50,13 @@ pub(super) enum Trigger {
 pub(super) enum TaskMsg {
     /// The task has nothing to do and no retry pending after `seen` triggers:
     /// the supervisor ends it if it has sent no more since.
-    Idle { service: ServiceName, seen: u64 },
+    /// `worked`: when its last attempt ran (an event of that attempt's own
+    /// router read after the task ended is still its echo).
+    Idle {
+        service: ServiceName,
+        seen: u64,
+        worked: Option<(Instant, Instant)>,
+    },
 }
 
 /// A scheduled retry: when, and the delay that led to it (doubled on the
@@ -111,6 +117,7 @@ pub(super) async fn service_task(
                 let _ = to_main.send(TaskMsg::Idle {
                     service: service.clone(),
                     seen,
+                    worked,
                 });
             }
             tokio::select! {
@@ -151,7 +158,7 @@ pub(super) async fn service_task(
 
 /// Does trigger `t` ask for a look? Not the start of the router that came
 /// while the task was working on it (`worked`): that is its own doing.
-fn asks(t: &Trigger, worked: Option<(Instant, Instant)>) -> bool {
+pub(super) fn asks(t: &Trigger, worked: Option<(Instant, Instant)>) -> bool {
     match t {
         Trigger::RouterStarted(at) | Trigger::RouterNetwork(at) => {
             !worked.is_some_and(|(a, b)| a <= *at && *at <= b)
