@@ -14,6 +14,8 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     last_state: String,
     started: Instant,
+    /// The phase under way (its short key, for the debug log) and since when.
+    current: Option<(&'static str, Instant)>,
 }
 
 impl Progress {
@@ -40,14 +42,30 @@ impl Progress {
             bar,
             last_state: String::new(),
             started: Instant::now(),
+            current: None,
         }
     }
 
     /// A new phase ("creating the router", "plumbing the LAN leg", ...):
-    /// shown by the spinner only.
-    pub fn phase(&mut self, what: &str) {
+    /// shown by the spinner only; `key` names it in the debug log, which
+    /// times each phase (see [`Progress::mark`]).
+    pub fn phase(&mut self, key: &'static str, what: &str) {
+        self.mark(key);
         if let Some(b) = &self.bar {
             b.set_message(what.to_string());
+        }
+    }
+
+    /// A new phase that the spinner does not show: only timed. The phase
+    /// before it is logged at debug (`phase=KEY elapsed_ms=N`).
+    pub fn mark(&mut self, key: &'static str) {
+        self.end_phase();
+        self.current = Some((key, Instant::now()));
+    }
+
+    fn end_phase(&mut self) {
+        if let Some((key, at)) = self.current.take() {
+            phase_done(&self.service, key, at);
         }
     }
 
@@ -69,10 +87,23 @@ impl Progress {
 
 impl Drop for Progress {
     fn drop(&mut self) {
+        self.end_phase();
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
     }
+}
+
+/// Logs (at debug) that phase `key` of `service`'s work, begun at `since`,
+/// is done: `phase=KEY elapsed_ms=N`, the line the cold-start measurements
+/// read.
+pub fn phase_done(service: &str, key: &'static str, since: Instant) {
+    tracing::debug!(
+        %service,
+        phase = key,
+        elapsed_ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "phase done"
+    );
 }
 
 fn waiting_text(state: &str, elapsed: Duration) -> String {
@@ -106,7 +137,7 @@ mod tests {
         let mut p = Progress::with_bar("web1", true, true);
         let bar = p.bar.clone().unwrap();
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        p.phase("creating the router");
+        p.phase("create", "creating the router");
         assert_eq!(bar.message(), "creating the router");
         p.waiting("selecting");
         assert!(

@@ -60,6 +60,23 @@ pub struct UpRequest<'a> {
     pub timeout: Duration,
     /// Progress on the terminal (a command), else in the log only (watch).
     pub progress: bool,
+    /// Called once the plan is applied, before the lease wait: watch gives
+    /// its permit back there, so a service waiting for a lease (or never
+    /// getting one) holds up no other.
+    pub applied: Option<Applied<'a>>,
+    /// The caller, holding the service's lock, has just looked and found no
+    /// router of it (none set aside either): `up` need not look again.
+    pub no_router: bool,
+}
+
+/// What [`UpRequest::applied`] calls.
+#[derive(Clone, Copy)]
+pub struct Applied<'a>(pub &'a (dyn Fn() + Sync));
+
+impl std::fmt::Debug for Applied<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Applied")
+    }
 }
 
 pub struct Driver {
@@ -97,12 +114,21 @@ impl Driver {
         let (svc, image) = (req.service, req.image);
         let mut opts = req.options.clone();
         let name = ServiceName::parse(&svc.name)?;
+        // The steps before anything is created, timed in the debug log only
+        // (`create`'s own progress shows the rest).
+        let mut steps = Progress::new(&svc.name, false);
+        steps.mark("lookup");
         // A stopped router of this service (an unclean stop, a reboot) is
         // made again rather than refused: with the identity and MAC it was
         // made with and its lease directory kept, so its agent claims the
         // same lease (INIT-REBOOT).
         let mut stopped = None;
-        if let Some(r) = self.router(&name).await? {
+        let found = if req.no_router {
+            None
+        } else {
+            self.router(&name).await?
+        };
+        if let Some(r) = found {
             let recorded = router_identity(&r);
             let chosen = svc
                 .labels
@@ -128,6 +154,7 @@ impl Driver {
         if let Ok(l) = ServiceLabels::parse(&svc.labels) {
             crate::labels::warn_unknown_once(&name, &l.unknown);
         }
+        steps.mark("identity");
         let rp = plan::derive(svc, opts)?;
         // Two routers of one identity have one MAC and client id: they would
         // share a lease, and one's RELEASE would free the other's address.
@@ -153,6 +180,7 @@ impl Driver {
         } else {
             PullDisplay::Log
         };
+        steps.mark("image");
         let image = tokio::select! {
             r = self.docker.ensure_image(image, show) => r?,
             e = on_interrupt(&mut interrupt) => return Err(e),
@@ -161,7 +189,9 @@ impl Driver {
             image: &image,
             ..*req
         };
+        steps.mark("network");
         self.docker.check_network(&rp.network, &svc.name).await?;
+        drop(steps);
         if let Some(r) = &stopped {
             // Set aside, not removed: it is the record of the identity (and
             // so of the lease). It goes once the new one runs, and is put
@@ -229,6 +259,7 @@ impl Driver {
     ) -> Result<Status, Error> {
         let deadline = Instant::now() + req.timeout;
         let mut progress = Progress::new(&rp.service, req.progress);
+        progress.mark("prepare");
         let name = created.service.clone();
         // A directory left by a crashed run holds nothing worth keeping but
         // its lease, which the agent may reuse; it is ours either way.
@@ -239,7 +270,7 @@ impl Driver {
         let _ = std::fs::remove_file(&socket);
         interrupted(interrupt)?;
 
-        progress.phase("creating the router");
+        progress.phase("create", "creating the router");
         created.container_name = Some(rp.router_name.clone());
         let dirs = HostDirs {
             state: &host_dir,
@@ -250,10 +281,10 @@ impl Driver {
         let id = self.docker.create_router(&spec).await?;
         created.container = Some(id.clone());
         interrupted(interrupt)?;
-        progress.phase("starting the router");
+        progress.phase("start", "starting the router");
         self.docker.start(&id).await?;
         interrupted(interrupt)?;
-        progress.phase("plumbing the LAN leg");
+        progress.phase("plumb", "plumbing the LAN leg");
         let leg = Leg {
             parent,
             kind: rp.mode,
@@ -264,14 +295,18 @@ impl Driver {
         tracing::info!(router = %rp.router_name, "router started, LAN leg plumbed");
         interrupted(interrupt)?;
 
-        progress.phase("sending the plan to the agent");
+        progress.phase("connect", "sending the plan to the agent");
         let mut client = tokio::select! {
             c = connect_when_ready(&socket, deadline) => c?,
             e = on_interrupt(interrupt) => return Err(e),
         };
+        progress.mark("apply");
         apply(&mut client, &rp.plan).await?;
+        if let Some(Applied(applied)) = req.applied {
+            applied();
+        }
         progress.start_clock();
-        progress.phase("waiting for the lease");
+        progress.phase("lease", "waiting for the lease");
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let status = tokio::select! {
@@ -282,7 +317,7 @@ impl Driver {
                 // Last: a failure before this leaves the service's routes
                 // as Docker made them, so rolling back never has to restore.
                 if rp.plan.source == SourceMode::Gateway {
-                    progress.phase("routing the service through its router");
+                    progress.phase("route", "routing the service through its router");
                     self.route_service_via(req.service, &id, &rp.network)
                         .await?;
                 }

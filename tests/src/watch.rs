@@ -216,9 +216,14 @@ impl DeadParent {
 /// failing its `up`. Named to sort first, so a watch that reconciled one service after
 /// the other in name order would reach it first and keep the others waiting.
 pub fn stuck_service(bed: &DockerBed, dead: &DeadParent) -> String {
+    stuck_service_tagged(bed, dead, "0stuck")
+}
+
+/// [`stuck_service`] named with `tag` (several on one dead parent).
+pub fn stuck_service_tagged(bed: &DockerBed, dead: &DeadParent, tag: &str) -> String {
     let parent = format!("netcontainer.parent={}", dead.name);
     bed.container(
-        "0stuck",
+        tag,
         docker::SAMPLE_IMAGE,
         &["-l", "netcontainer.enable=true", "-l", &parent],
         &[],

@@ -597,6 +597,40 @@ fn many_services_come_up_together_and_a_stuck_one_backs_off() {
     w.assert_running();
 }
 
+/// 9b. Cold start with more stuck services than watch works on at once (its permits:
+///     `CONCURRENCY`), all named to sort first, and 4 services on a working LAN: the 4
+///     answer long before the stuck ones' lease wait is over. A service waiting for a
+///     lease holds no permit (before, 8 stuck ones held them all for the whole wait).
+#[test]
+fn services_waiting_for_a_lease_hold_up_no_other() {
+    require_root!();
+    // 13 services and their routers: a /26.
+    let bed = DockerBed::with_network_prefix(11, docker::SuiteLock::exclusive(), 26);
+    let dead = watch::DeadParent::new(&bed);
+    // `CONCURRENCY` in host-driver/src/watch/supervisor.rs.
+    const PERMITS: usize = 8;
+    let stuck: Vec<String> = (0..=PERMITS)
+        .map(|i| watch::stuck_service_tagged(&bed, &dead, &format!("0stuck{i}")))
+        .collect();
+    let names: Vec<String> = (0..4)
+        .map(|i| watch::labelled_service(&bed, &format!("s{i}"), &[]).name)
+        .collect();
+    // Long enough that no loaded machine takes as long to make 13 routers.
+    const TIMEOUT: u32 = 40;
+    let w = Watch::start_bin(&bed, &bin("netcontainer"), TIMEOUT, &[], &[]);
+    let took = watch::wait_all_serve(&bed, &w, &names, Duration::from_secs(90))
+        .unwrap_or_else(|e| panic!("{e}\n{}", w.log()));
+    eprintln!(
+        "4 services answering after {took:?}, beside {} stuck",
+        stuck.len()
+    );
+    assert!(
+        took < Duration::from_secs(u64::from(TIMEOUT) / 2),
+        "the 4 answered only after {took:?}: behind the stuck services' {TIMEOUT} s lease wait?\n{}",
+        w.log()
+    );
+}
+
 /// 14. The service is moved on its network by hand (`docker network disconnect`, then
 ///     `docker network connect --ip` another address): watch follows the networks'
 ///     connect/disconnect events, so the forwards follow the new address within seconds,

@@ -27,9 +27,34 @@ use std::time::{Duration, Instant};
 
 fn run_once(bed: &DockerBed, bin: &std::path::Path, all: &[String], timed: &[String]) -> f64 {
     watch::remove_routers(all);
-    let mut w = Watch::start_bin(bed, bin, 30, &[], &[]);
+    // NETCONTAINER_BENCH_LOGS=DIR: watch logs at debug (each service's phases timed,
+    // `phase=KEY elapsed_ms=N`), and each run's log is kept in DIR.
+    let logs = std::env::var_os("NETCONTAINER_BENCH_LOGS").map(PathBuf::from);
+    let env: &[(&str, &str)] = if logs.is_some() {
+        &[("NETCONTAINER_LOG", "info,netcontainer=debug")]
+    } else {
+        &[]
+    };
+    let dockerd = dockerd_pid();
+    let d0 = cpu_of_pid(dockerd);
+    let mut w = Watch::start_bin(bed, bin, 30, &[], env);
     let t = watch::wait_all_serve(bed, &w, timed, Duration::from_secs(180))
         .unwrap_or_else(|e| panic!("{}: {e}\n{}", bin.display(), w.log()));
+    eprintln!(
+        "{}: N={} ({} labelled): {:.1} s; CPU: watch {:.2} s, dockerd {:.2} s",
+        bin.display(),
+        timed.len(),
+        all.len(),
+        t.as_secs_f64(),
+        cpu_of_pid(w.pid()),
+        cpu_of_pid(dockerd) - d0
+    );
+    if let Some(dir) = logs {
+        let n = std::fs::read_dir(&dir).map(|d| d.count()).unwrap_or(0);
+        let file = bin.file_name().unwrap_or_default().to_string_lossy();
+        let name = format!("{n:02}-{file}-n{}-all{}.log", timed.len(), all.len());
+        std::fs::write(dir.join(name), w.log()).expect("write NETCONTAINER_BENCH_LOGS");
+    }
     w.stop();
     watch::remove_routers(all);
     t.as_secs_f64()

@@ -175,6 +175,8 @@ pub async fn run(a: UpArgs) -> Result<(), Error> {
         image: &a.image,
         timeout: Duration::from_secs(a.timeout),
         progress: true,
+        applied: None,
+        no_router: false,
     };
     let (rp, status) = driver.up(&req, interrupt).await?;
     let addr = status

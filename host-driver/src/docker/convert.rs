@@ -25,6 +25,9 @@ pub struct ContainerEvent {
     /// event names the network, not the container, and carries no labels:
     /// `name` and `labels` are empty until the container is inspected.
     pub connected: Option<String>,
+    /// When Docker says it happened (its `timeNano`), if it says: the event
+    /// may be read well after that while the stream lags behind.
+    pub at: Option<std::time::SystemTime>,
 }
 
 /// What the engine's `/info` says that decides whether netcontainer can
@@ -220,6 +223,10 @@ pub(super) fn router_from(
 /// (`create`, `destroy`, ...) concern no container: `None`.
 pub(super) fn container_event(ev: EventMessage) -> Option<ContainerEvent> {
     let network = ev.typ == Some(EventMessageTypeEnum::NETWORK);
+    let at = ev
+        .time_nano
+        .and_then(|n| u64::try_from(n).ok())
+        .map(|n| std::time::UNIX_EPOCH + std::time::Duration::from_nanos(n));
     let action = ev.action.unwrap_or_default();
     let attributes = ev.actor.unwrap_or_default().attributes.unwrap_or_default();
     if network {
@@ -232,6 +239,7 @@ pub(super) fn container_event(ev: EventMessage) -> Option<ContainerEvent> {
             name: String::new(),
             labels: HashMap::new(),
             connected: Some(id.clone()),
+            at,
         });
     }
     // Podman 4 says `died` where Docker says `die` (containers/podman#10168).
@@ -245,6 +253,7 @@ pub(super) fn container_event(ev: EventMessage) -> Option<ContainerEvent> {
         name: attributes.get("name").cloned().unwrap_or_default(),
         labels: attributes,
         connected: None,
+        at,
     })
 }
 

@@ -25,7 +25,7 @@ use crate::interrupt::never_interrupted;
 use crate::labels::{ServiceLabels, warn_unknown_once};
 use crate::lock::ServiceLock;
 use crate::plan::{self, PlanError, UpOptions};
-use crate::router::{Driver, Healed, UpRequest};
+use crate::router::{Applied, Driver, Healed, UpRequest};
 use crate::state::ServiceName;
 
 /// What every task shares.
@@ -37,13 +37,17 @@ pub(super) struct Ctx {
     pub stats: Arc<Stats>,
 }
 
-/// Looks at `service` once and acts; what was done, for the log.
+/// Looks at `service` once and acts; what was done, for the log. An `up`
+/// calls `release` once its plan is applied (the permit is given back before
+/// the lease wait).
 pub(super) async fn try_reconcile(
     ctx: &Ctx,
     service: &ServiceName,
+    release: &(dyn Fn() + Sync),
 ) -> Result<Option<String>, Error> {
     // A command working on this service right now: retry once it is done
     // (never block the other services behind it).
+    let looking = std::time::Instant::now();
     let Some(_lock) = ServiceLock::try_take(service)? else {
         return Err(Error::Busy(service.to_string()));
     };
@@ -60,6 +64,7 @@ pub(super) async fn try_reconcile(
         Err(e) if e.is_ambiguous() => None,
         Err(e) => return Err(e.into()),
     };
+    crate::progress::phase_done(service.as_str(), "look", looking);
     // The service's labels, read once; a label that cannot be read is an
     // error of this service (named in the log), not a reason to guess.
     let labelled = match &svc {
@@ -156,6 +161,9 @@ pub(super) async fn try_reconcile(
                 image: &args.image,
                 timeout: Duration::from_secs(args.timeout),
                 progress: false,
+                applied: Some(Applied(release)),
+                // Looked at above, under the lock still held.
+                no_router: true,
             };
             let (rp, status) = d.up(&req, never_interrupted()).await?;
             let got = status.lease.map(|l| l.address);

@@ -8,12 +8,13 @@
 //!
 //! Each service's task works on its service alone, and takes one of at most
 //! [`CONCURRENCY`] permits for the work itself, so services are brought up
-//! and healed side by side (a service stuck waiting for a lease delays no
-//! other) without a storm of events overloading dockerd.
+//! and healed side by side without a storm of events overloading dockerd.
+//! An `up` gives its permit back once its plan is applied: waiting for the
+//! lease needs none, so a service stuck waiting for one delays no other.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
@@ -25,7 +26,7 @@ use super::monitor::Stats;
 use super::notify::notify;
 use super::settings::Settings;
 use super::sweep::remove_stale_dirs;
-use super::task::{TaskMsg, Trigger, service_task};
+use super::task::{TaskMsg, Trigger, asks, service_task};
 use crate::docker::{ContainerEvent, DockerError};
 use crate::error::Error;
 use crate::labels;
@@ -35,6 +36,10 @@ use crate::state::ServiceName;
 /// Services worked on at the same time (up, heal, down): enough to bring
 /// many up at once, few enough that a storm does not overload dockerd.
 pub const CONCURRENCY: usize = 8;
+
+/// How long the supervisor remembers an ended task's last attempt (pruned
+/// at each full reconcile).
+const ECHO_MEMORY: Duration = Duration::from_secs(30);
 
 struct Inbox {
     tx: mpsc::UnboundedSender<Trigger>,
@@ -46,6 +51,10 @@ type Round = std::pin::Pin<Box<dyn Future<Output = (BTreeSet<ServiceName>, bool)
 pub(super) struct Supervisor {
     ctx: Arc<Ctx>,
     inboxes: HashMap<ServiceName, Inbox>,
+    /// When the last attempt of a service whose task has ended ran: the
+    /// start and connect events of the router that attempt made may be read
+    /// after the task went idle, and are its echo, not news.
+    ended: HashMap<ServiceName, (Instant, Instant)>,
     tasks: JoinSet<()>,
     to_main: mpsc::UnboundedSender<TaskMsg>,
     from_tasks: mpsc::UnboundedReceiver<TaskMsg>,
@@ -65,6 +74,7 @@ impl Supervisor {
                 stats,
             }),
             inboxes: HashMap::new(),
+            ended: HashMap::new(),
             tasks: JoinSet::new(),
             to_main,
             from_tasks,
@@ -74,6 +84,14 @@ impl Supervisor {
 
     /// Hands `t` to the service's task, starting one if it has none.
     fn send(&mut self, service: &ServiceName, t: Trigger) {
+        if !self.inboxes.contains_key(service) {
+            // No task: an echo of the ended one's last attempt starts none.
+            if !asks(&t, self.ended.get(service).copied()) {
+                tracing::debug!(%service, "event of its own last attempt: nothing to do");
+                return;
+            }
+            self.ended.remove(service);
+        }
         let inbox = self.inboxes.entry(service.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             self.tasks.spawn(service_task(
@@ -94,10 +112,17 @@ impl Supervisor {
 
     fn on_task_msg(&mut self, msg: TaskMsg) {
         match msg {
-            TaskMsg::Idle { service, seen } => {
+            TaskMsg::Idle {
+                service,
+                seen,
+                worked,
+            } => {
                 // Nothing sent since it went idle: dropping the sender ends it.
                 if self.inboxes.get(&service).is_some_and(|i| i.sent == seen) {
                     self.inboxes.remove(&service);
+                    if let Some(w) = worked {
+                        self.ended.insert(service, w);
+                    }
                 }
             }
         }
@@ -133,8 +158,17 @@ impl Supervisor {
                 return;
             }
         };
-        tracing::debug!(action = %ev.action, container = %ev.name, %service, "event");
-        self.send(&service, trigger_of(is_router, &ev, Instant::now()));
+        let now = Instant::now();
+        let at = happened_at(ev.at, SystemTime::now(), now);
+        tracing::debug!(
+            action = %ev.action,
+            container = %ev.name,
+            %service,
+            read_late_ms = u64::try_from((now - at).as_millis()).unwrap_or(u64::MAX),
+            dated = ev.at.is_some(),
+            "event"
+        );
+        self.send(&service, trigger_of(is_router, &ev, at));
     }
 
     /// The main loop, for as long as Docker's event stream lasts: a full
@@ -178,6 +212,10 @@ impl Supervisor {
     /// Lists routers and labelled services and asks every task concerned to
     /// look; the round completes (STATUS=watching, sweep) when all have.
     async fn reconcile_all(&mut self) {
+        // An echo comes within seconds: what ended a while ago is forgotten.
+        let now = Instant::now();
+        self.ended
+            .retain(|_, (_, end)| now.saturating_duration_since(*end) < ECHO_MEMORY);
         let mut services = BTreeSet::new();
         // The sweep deletes what no router claims: it runs only when both
         // listings are known complete. A failed listing (dockerd restarting,
@@ -219,7 +257,18 @@ impl Supervisor {
     }
 }
 
-/// What an event (received at `now`) asks of its service's task.
+/// When an event happened, on the monotonic clock the tasks time their work
+/// with: Docker's own time of it (`at`, wall clock) taken back from `now`, so
+/// an echo of a task's own work that is read late (the stream lags behind
+/// while many routers are made) is still known for one; without it, or if it
+/// lies ahead, `now`.
+fn happened_at(at: Option<SystemTime>, wall_now: SystemTime, now: Instant) -> Instant {
+    at.and_then(|t| wall_now.duration_since(t).ok())
+        .and_then(|ago| now.checked_sub(ago))
+        .unwrap_or(now)
+}
+
+/// What an event (that happened at `now`) asks of its service's task.
 fn trigger_of(is_router: bool, ev: &ContainerEvent, now: Instant) -> Trigger {
     let network = ev.connected.is_some();
     match (is_router, ev.action.as_str()) {
@@ -244,7 +293,21 @@ mod tests {
             name: "web1".into(),
             labels: HashMap::new(),
             connected: network.then(|| "c0ffee".to_string()),
+            at: None,
         }
+    }
+
+    #[test]
+    fn an_event_read_late_is_dated_when_it_happened() {
+        let (wall, now) = (SystemTime::now(), Instant::now());
+        let ago = Duration::from_millis(1200);
+        assert_eq!(happened_at(Some(wall - ago), wall, now), now - ago);
+        // No time, or one ahead of this clock: when it is read.
+        assert_eq!(happened_at(None, wall, now), now);
+        assert_eq!(
+            happened_at(Some(wall + Duration::from_secs(1)), wall, now),
+            now
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A service's own task: its inbox of triggers, its backoff, and one look
-//! at the service at a time (`act`), under one of the supervisor's permits.
+//! at the service at a time (`act`), under one of the supervisor's permits
+//! (an `up` gives it back before its lease wait).
 //!
 //! Backoff: after a failure the service is tried again after 1 s, doubling
 //! up to the resync period. No trigger starts an attempt before that
@@ -49,7 +50,13 @@ pub(super) enum Trigger {
 pub(super) enum TaskMsg {
     /// The task has nothing to do and no retry pending after `seen` triggers:
     /// the supervisor ends it if it has sent no more since.
-    Idle { service: ServiceName, seen: u64 },
+    /// `worked`: when its last attempt ran (an event of that attempt's own
+    /// router read after the task ended is still its echo).
+    Idle {
+        service: ServiceName,
+        seen: u64,
+        worked: Option<(Instant, Instant)>,
+    },
 }
 
 /// A scheduled retry: when, and the delay that led to it (doubled on the
@@ -110,6 +117,7 @@ pub(super) async fn service_task(
                 let _ = to_main.send(TaskMsg::Idle {
                     service: service.clone(),
                     seen,
+                    worked,
                 });
             }
             tokio::select! {
@@ -129,9 +137,16 @@ pub(super) async fn service_task(
         urgent = false;
         let answered = std::mem::take(&mut acks);
         retry = {
-            let _permit = ctx.permits.acquire().await;
+            let asked = Instant::now();
+            // Held for the work, given back early by an `up` whose plan is
+            // applied: the lease wait needs no permit.
+            let permit = std::sync::Mutex::new(ctx.permits.acquire().await.ok());
+            crate::progress::phase_done(service.as_str(), "permit", asked);
+            let release = || {
+                permit.lock().unwrap_or_else(|e| e.into_inner()).take();
+            };
             let from = Instant::now();
-            let r = reconcile(&ctx, &service, retry).await;
+            let r = reconcile(&ctx, &service, retry, &release).await;
             worked = Some((from, Instant::now()));
             r
         };
@@ -143,7 +158,7 @@ pub(super) async fn service_task(
 
 /// Does trigger `t` ask for a look? Not the start of the router that came
 /// while the task was working on it (`worked`): that is its own doing.
-fn asks(t: &Trigger, worked: Option<(Instant, Instant)>) -> bool {
+pub(super) fn asks(t: &Trigger, worked: Option<(Instant, Instant)>) -> bool {
     match t {
         Trigger::RouterStarted(at) | Trigger::RouterNetwork(at) => {
             !worked.is_some_and(|(a, b)| a <= *at && *at <= b)
@@ -163,9 +178,14 @@ fn should_run(retry: Option<Retry>, wanted: bool, urgent: bool, now: Instant) ->
 }
 
 /// One look at `service`; the retry to schedule, if any.
-async fn reconcile(ctx: &Ctx, service: &ServiceName, last: Option<Retry>) -> Option<Retry> {
+async fn reconcile(
+    ctx: &Ctx,
+    service: &ServiceName,
+    last: Option<Retry>,
+    release: &(dyn Fn() + Sync),
+) -> Option<Retry> {
     let started = Instant::now();
-    match try_reconcile(ctx, service).await {
+    match try_reconcile(ctx, service, release).await {
         Ok(what) => {
             if let Some(what) = what {
                 tracing::info!(%service, took = ?started.elapsed(), "{what}");
