@@ -836,7 +836,9 @@ fn watch_renewal_storm() {
     );
     let services = labelled_services(&bed, n);
     let p = Prober::new(&bed, &services);
-    let mut w = Watch::start_bin(&bed, &bin, 30, &[], &[]);
+    let port = watch::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let mut w = Watch::start_bin(&bed, &bin, 30, &["--metrics", &metrics], &[]);
     let cold = wait_answers(&p, &w, &services, w.started, Duration::from_secs(240));
     assert!(
         cold.is_ok(),
@@ -885,17 +887,22 @@ fn watch_renewal_storm() {
     }
     let mut leased = Vec::new();
     let mut unbound = Vec::new();
-    // The agents' own counters too: renewals (the fewest of any router), NAKs, rebinds.
+    // The agents' own counters too, as watch's metrics have them (pushed by the
+    // agents): renewals (the fewest of any router), NAKs, rebinds.
+    let m = watch::samples(&watch::scrape(port).expect("metrics"));
     let (mut fewest, mut agent_naks, mut rebinds) = (u64::MAX, 0, 0);
     for s in &services {
-        let agent = watch::status(&bed, s).as_ref().and_then(watch::agent);
-        if let Some(a) = &agent {
-            let c = |k: &str| a.raw["counters"][k].as_u64().unwrap_or(0);
-            fewest = fewest.min(c("renewals"));
-            agent_naks += c("naks");
-            rebinds += c("rebinds");
-        }
-        match agent
+        let c = |k: &str| {
+            m.get(&format!("netcontainer_{k}_total{{service=\"{s}\"}}"))
+                .copied()
+                .unwrap_or(0.0) as u64
+        };
+        fewest = fewest.min(c("renewals"));
+        agent_naks += c("naks");
+        rebinds += c("rebinds");
+        match watch::status(&bed, s)
+            .as_ref()
+            .and_then(watch::agent)
             .filter(|a| a.state == "bound" || a.state == "renewing")
             .and_then(|a| a.lease)
         {
