@@ -414,7 +414,7 @@ fn socat_status(path: &Path, uid: Option<u32>) -> Vec<u8> {
 /// `Request::Counters` (variant 4, added after the first release) answers
 /// `Response::Counters` (variant 4) with three varints: renewals, NAKs, rebinds (0 for an
 /// agent that never had a lease), `Problems` an empty list. A request an agent does not
-/// know (variant 6 here, as `Counters` is to an older agent) gets an `Error` and a closed connection, and the
+/// know (variant 7 here, past `Subscribe`, as `Counters` is to an older agent) gets an `Error` and a closed connection, and the
 /// agent goes on: what lets a newer driver ask older routers and do without.
 #[test]
 fn counters_and_problems_requests_and_an_unknown_request() {
@@ -445,7 +445,7 @@ fn counters_and_problems_requests_and_an_unknown_request() {
     let mut want = service::PROTOCOL_VERSION.to_be_bytes().to_vec();
     want.extend_from_slice(&[5, 0]);
     assert_eq!(payload, want, "Problems []");
-    match send_bad(&a.socket, &frame(service::PROTOCOL_VERSION, &[6]), false) {
+    match send_bad(&a.socket, &frame(service::PROTOCOL_VERSION, &[7]), false) {
         Reply::Frame {
             variant: 3,
             error: Some(e),
