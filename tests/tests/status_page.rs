@@ -121,9 +121,20 @@ fn the_status_page_lists_the_services_in_a_browser() {
             .collect()
     };
     let words: Vec<String> = text.split_whitespace().map(fold).collect();
+    // And it may add or drop one glyph inside a word (CI read `x0alpha` as `x0Oalpha`):
+    // one edit apart still counts; the three names are many edits apart.
+    let near = |a: &str, b: &str| {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+        match long.len() - short.len() {
+            0 => a.iter().zip(b).filter(|(x, y)| x != y).count() <= 1,
+            1 => (0..long.len()).any(|i| long[..i] == short[..i] && long[i + 1..] == short[i..]),
+            _ => false,
+        }
+    };
     for s in &services {
         assert!(
-            words.contains(&fold(s)),
+            words.iter().any(|w| near(w, &fold(s))),
             "tesseract did not read {s} in {}:\n{text}",
             png.display()
         );
