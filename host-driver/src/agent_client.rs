@@ -86,6 +86,10 @@ impl AgentClient {
                 let u = checked_update(u)?;
                 Ok(Some((Subscription(self), u)))
             }
+            // Busy, not old: the caller tries again later.
+            Response::Error(e) if e == netcontainer_proto::TOO_MANY_SUBSCRIBERS => {
+                Err(Error::AgentRefused(e))
+            }
             Response::Error(_) => Ok(None),
             other => Err(unexpected(other)),
         }

@@ -674,6 +674,11 @@ pub enum Response {
     Update(Update),
 }
 
+/// An agent's answer to a [`Request::Subscribe`] past its limit of
+/// subscribers (try again later; an agent that does not know the request
+/// answers another error).
+pub const TOO_MANY_SUBSCRIBERS: &str = "too many subscribers";
+
 /// What a subscribed connection gets at once and on every change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Update {

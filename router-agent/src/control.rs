@@ -38,9 +38,12 @@ pub const KEEPALIVE: Duration = Duration::from_secs(60);
 /// (a renewal passes RENEWING and back; a plan settles in several steps),
 /// so they go out as one.
 const SETTLE: Duration = Duration::from_millis(100);
-/// Subscribed connections at once: one per watch, and a few for people
-/// (`netcontainer status --follow`); more are refused.
+/// Subscribed connections at once: watch holds one, and each heal opens one
+/// for a moment; more are refused with [`TOO_MANY`].
 const MAX_SUBSCRIBERS: usize = 8;
+/// The refusal past [`MAX_SUBSCRIBERS`] (the driver tells it from an agent
+/// that does not know `Subscribe`).
+pub const TOO_MANY: &str = netcontainer_proto::TOO_MANY_SUBSCRIBERS;
 
 /// What the agent's loop publishes for status queries.
 #[derive(Clone, Debug, PartialEq)]
@@ -334,7 +337,7 @@ impl Connection {
             let response = match body.and_then(|p| decode_payload::<Request>(&p)) {
                 Ok(Request::Subscribe) => {
                     let Ok(permit) = self.subscribers.clone().try_acquire_owned() else {
-                        let resp = Response::Error("too many subscribers".into());
+                        let resp = Response::Error(TOO_MANY.into());
                         write(&mut stream, &resp).await?;
                         continue;
                     };
