@@ -567,15 +567,20 @@ impl Drop for Monitor {
     }
 }
 
-/// VmRSS of `pid` in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// The number after `key` (e.g. `"VmRSS:"`) in the `/proc` file `path`: a size in KiB.
+pub fn proc_kib(path: &str, key: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(path).ok()?;
     s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()
         .ok()
+}
+
+/// VmRSS of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS:")
 }
 
 /// Parent pid of `pid`.
@@ -638,15 +643,7 @@ pub fn parse_mem(s: &str) -> Option<f64> {
 
 /// MemAvailable of the host in MiB.
 pub fn mem_available_mib() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: f64 = s
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
+    Some(proc_kib("/proc/meminfo", "MemAvailable:")? as f64 / 1024.0)
 }
 
 /// (median, max) of `v` (0, 0 when empty).

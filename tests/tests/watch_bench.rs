@@ -14,6 +14,7 @@
 //! Results are appended as Markdown table rows to `NETCONTAINER_BENCH_OUT` (and
 //! printed). Holds the Docker suites' lock exclusively.
 
+use netcontainer_tests::chaos;
 use netcontainer_tests::docker::{self, DockerBed, SuiteLock};
 use netcontainer_tests::watch::{self, Watch};
 use netcontainer_tests::*;
@@ -456,12 +457,7 @@ fn wait_answers(
 }
 
 fn mem_available_kib() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("MemAvailable in /proc/meminfo")
+    chaos::proc_kib("/proc/meminfo", "MemAvailable:").expect("MemAvailable in /proc/meminfo")
 }
 
 /// Pids whose command is `comm` (as /proc/PID/comm has it: at most 15 bytes).
@@ -551,12 +547,7 @@ fn mem_of_container(id: &str) -> u64 {
 
 /// Pss of a process (`smaps_rollup`), in KiB.
 fn pss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    chaos::proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:").unwrap_or(0)
 }
 
 /// The memory of the router side counted directly, not affected by whatever else the
