@@ -166,6 +166,90 @@ fn without_arp_probe_the_address_in_use_is_taken() {
     assert!(has_addr(&w.lan.clients[0], "eth0", TAKEN));
 }
 
+/// Issue 25 (scale): the ARP guard's socket carries a BPF filter, so the LAN's ARP about
+/// other addresses never reaches the agent (before, every ARP packet on the LAN woke
+/// every agent on it: with N routers on one LAN, each announcement woke N). A bound agent
+/// is traced while a LAN host asks for 20 other addresses and 3 times for the agent's
+/// own (the router's kernel answers those): the agent reads no ARP frame. The guard
+/// still hears a claim of its address
+/// (`real_conflict::a_host_taking_the_bound_address_is_defended_once_then_the_lease_is_declined`).
+#[test]
+fn the_arp_guard_reads_no_arp_about_other_addresses() {
+    require_root!();
+    assert!(
+        have("strace"),
+        "strace is needed (scripts/install-deps installs it)"
+    );
+    let w = World::new(&[], &[30]);
+    let _kea = Kea::start(&w.lan.lan, KeaOpts::short(600, 300, 500));
+    let out = w.agent.apply(&ApplyArgs::new(LAN_IF).wait(15));
+    assert!(out.ok(), "agent apply failed: {out}");
+    let addr = out.address().expect("apply printed the address");
+    assert!(
+        wait_until(5 * S, Duration::from_millis(50), || {
+            w.log_count("announcing the address with ARP and guarding it") == 1
+        }),
+        "no guard:\n{}",
+        w.agent.log()
+    );
+    // Past the two announcements (2 s apart), whose own frames the socket skips anyway.
+    std::thread::sleep(3 * S);
+    let tmp = TempDir::new("arp-trace");
+    let trace = tmp.path().join("agent.trace");
+    let attach = tmp.path().join("strace.log");
+    let pid = w.agent.pid().expect("the agent runs").to_string();
+    let child = Command::new("strace")
+        .args(["-f", "-e", "trace=recvfrom", "-o"])
+        .arg(&trace)
+        .args(["-p", &pid])
+        .stderr(std::fs::File::create(&attach).unwrap())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("strace");
+    let strace = ProcGuard::new(child, "strace");
+    assert!(
+        wait_until(5 * S, Duration::from_millis(50), || {
+            std::fs::read_to_string(&attach).is_ok_and(|t| t.contains("attached"))
+        }),
+        "strace did not attach"
+    );
+    let client = &w.lan.clients[0];
+    for i in 0..20u8 {
+        let other = Ipv4Addr::new(192, 0, 2, 200 + i);
+        client.exec(&[
+            "arping",
+            "-q",
+            "-c",
+            "1",
+            "-w",
+            "1",
+            "-I",
+            "eth0",
+            &other.to_string(),
+        ]);
+    }
+    let asked = client.exec(&["arping", "-c", "3", "-I", "eth0", &addr.to_string()]);
+    let answered = String::from_utf8_lossy(&asked.stdout)
+        .matches("reply from")
+        .count()
+        + String::from_utf8_lossy(&asked.stdout)
+            .matches("Unicast reply")
+            .count();
+    assert!(
+        answered >= 1,
+        "the router never answered ARP for {addr}: {asked:?}"
+    );
+    std::thread::sleep(S);
+    drop(strace);
+    let t = std::fs::read_to_string(&trace).unwrap_or_default();
+    let arp_reads = t.lines().filter(|l| l.contains("ETH_P_ARP")).count();
+    assert_eq!(
+        arp_reads, 0,
+        "the agent read ARP frames about other addresses:\n{t}"
+    );
+    assert_eq!(w.agent.status().address(), Some(addr));
+}
+
 // --------------------------------------------------------------------------
 // Benchmark (ignored): `agent apply` to address on lan0, with and without --arp-probe.
 //

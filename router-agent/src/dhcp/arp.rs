@@ -3,13 +3,15 @@
 //! decides what to send and what an answer means.
 //!
 //! An AF_PACKET SOCK_DGRAM socket bound to ETH_P_ARP on one interface, opened
-//! only for the duration of a probe.
+//! for the duration of a probe, or of a guard while the address is in use,
+//! with a BPF filter that lets only the ARP about that address through
+//! (`filter::arp_filter`): the LAN's other ARP never wakes the agent.
 
 use std::io;
 use std::mem;
 use std::os::fd::AsRawFd;
 
-use socket2::{Domain, SockAddr, SockAddrStorage, Socket, Type};
+use socket2::{Domain, SockAddr, SockAddrStorage, SockFilter, Socket, Type};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -47,9 +49,15 @@ pub struct ArpSocket {
 }
 
 impl ArpSocket {
-    /// Created with protocol 0 (receiving nothing), then bound to
-    /// (ETH_P_ARP, ifindex): no frame of another interface gets queued.
-    pub fn open(ifindex: u32) -> io::Result<ArpSocket> {
+    /// Created with protocol 0 (receiving nothing), given the filter for
+    /// `address` (sender, and with `or_target` target, see
+    /// `filter::arp_filter`), then bound to (ETH_P_ARP, ifindex): no frame of
+    /// another interface, and none about another address, gets queued.
+    pub fn open(
+        ifindex: u32,
+        address: std::net::Ipv4Addr,
+        or_target: bool,
+    ) -> io::Result<ArpSocket> {
         let idx = i32::try_from(ifindex)
             .ok()
             .filter(|&i| i > 0)
@@ -64,6 +72,12 @@ impl ArpSocket {
             .map_err(|e| context(ifindex, "socket(AF_PACKET)", e))?;
         sock.set_nonblocking(true)
             .map_err(|e| context(ifindex, "set nonblocking", e))?;
+        let filter: Vec<SockFilter> = super::filter::arp_filter(address, or_target)
+            .iter()
+            .map(|f| SockFilter::new(f.code, f.jt, f.jf, f.k))
+            .collect();
+        sock.attach_filter(&filter)
+            .map_err(|e| context(ifindex, "attach BPF filter", e))?;
         sock.bind(&ll_addr(idx, [0; 6]))
             .map_err(|e| context(ifindex, "bind", e))?;
         // SAFETY: `Socket` owns its fd and never replaces or closes it while alive.

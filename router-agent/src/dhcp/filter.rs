@@ -69,6 +69,49 @@ pub fn dhcp_client_filter() -> Vec<libc::sock_filter> {
     ]
 }
 
+/// A classic BPF program for the ARP socket (AF_PACKET SOCK_DGRAM: data starts at the
+/// ARP header) that accepts only ARP packets whose sender IPv4 address is `address` or,
+/// with `or_target`, whose target address is. Without it every ARP packet on the LAN
+/// (every host's neighbour lookups, every other router's announcements) would wake every
+/// agent on it; the guard looks only at senders claiming its address (RFC 5227 section
+/// 2.4), the probe also at other hosts' probes for it (target, section 2.1.1).
+///
+/// ```text
+/// 0: ld [14]                 ; sender protocol address
+/// 1: jeq #address, 4, 2
+/// 2: ld [24]                 ; target protocol address
+/// 3: jeq #address, 4, 5
+/// 4: ret #0xffffffff
+/// 5: ret #0
+/// ```
+///
+/// Without `or_target`: `ld [14]; jeq #address, accept, drop`.
+pub fn arp_filter(address: std::net::Ipv4Addr, or_target: bool) -> Vec<libc::sock_filter> {
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    const SENDER_IP: u32 = 14;
+    const TARGET_IP: u32 = 24;
+    let a = u32::from(address);
+    let accept = bpf_stmt(BPF_RET | BPF_K, u32::MAX);
+    let drop = bpf_stmt(BPF_RET | BPF_K, 0);
+    if or_target {
+        vec![
+            bpf_stmt(BPF_LD | BPF_W | BPF_ABS, SENDER_IP),
+            bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, a, 2, 0),
+            bpf_stmt(BPF_LD | BPF_W | BPF_ABS, TARGET_IP),
+            bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, a, 0, 1),
+            accept,
+            drop,
+        ]
+    } else {
+        vec![
+            bpf_stmt(BPF_LD | BPF_W | BPF_ABS, SENDER_IP),
+            bpf_jump(BPF_JMP | BPF_JEQ | BPF_K, a, 0, 1),
+            accept,
+            drop,
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +146,10 @@ mod tests {
                     Some(v) => a = v,
                     None => return 0,
                 },
+                c if c == BPF_LD | BPF_W | BPF_ABS => match ld(ins.k, 4) {
+                    Some(v) => a = v,
+                    None => return 0,
+                },
                 c if c == BPF_LD | BPF_H | BPF_ABS => match ld(ins.k, 2) {
                     Some(v) => a = v,
                     None => return 0,
@@ -130,6 +177,47 @@ mod tests {
 
     fn filter_accepts(pkt: &[u8]) -> bool {
         run_bpf(&dhcp_client_filter(), pkt) != 0
+    }
+
+    /// An Ethernet/IPv4 ARP payload (28 bytes, as a SOCK_DGRAM socket reads it).
+    fn arp(op: u16, sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+        let mut p = vec![0, 1, 8, 0, 6, 4];
+        p.extend_from_slice(&op.to_be_bytes());
+        p.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
+        p.extend_from_slice(&sender.octets());
+        p.extend_from_slice(&[0; 6]);
+        p.extend_from_slice(&target.octets());
+        p
+    }
+
+    #[test]
+    fn the_arp_filter_passes_only_what_is_about_the_address() {
+        let ours = Ipv4Addr::new(192, 0, 2, 50);
+        let other = Ipv4Addr::new(192, 0, 2, 60);
+        let zero = Ipv4Addr::UNSPECIFIED;
+        for or_target in [false, true] {
+            let prog = arp_filter(ours, or_target);
+            for (i, ins) in prog.iter().enumerate() {
+                if u32::from(ins.code) & 0x07 == libc::BPF_JMP {
+                    assert!(i + 1 + usize::from(ins.jt.max(ins.jf)) < prog.len());
+                }
+            }
+            let passes = |p: &[u8]| run_bpf(&prog, p) != 0;
+            // Someone else claims our address (a reply, a gratuitous ARP): always.
+            assert!(passes(&arp(2, ours, other)));
+            assert!(passes(&arp(1, ours, ours)));
+            // Another host's probe for it (sender 0.0.0.0): the probe's socket only.
+            assert_eq!(passes(&arp(1, zero, ours)), or_target);
+            // A neighbour asking for us, in the guard: the kernel answers, the guard
+            // needs nothing of it.
+            assert_eq!(passes(&arp(1, other, ours)), or_target);
+            // The rest of the LAN's ARP: never.
+            assert!(!passes(&arp(1, other, Ipv4Addr::new(192, 0, 2, 70))));
+            assert!(!passes(&arp(2, other, other)));
+            // Truncated before the addresses: dropped.
+            assert!(!passes(&arp(2, ours, ours)[..16]));
+            assert!(!passes(&[]));
+        }
     }
 
     #[test]

@@ -453,7 +453,8 @@ impl V4 {
                 if let Some(cfg) = self.arp
                     && !reused
                 {
-                    match ArpSocket::open(self.ifindex) {
+                    // The probe hears other hosts' probes for the address too.
+                    match ArpSocket::open(self.ifindex, lease.address, true) {
                         Ok(sock) => {
                             tracing::info!(address = %lease.address, probes = cfg.probes,
                                 interval_ms = cfg.interval.as_millis() as u64,
@@ -580,7 +581,7 @@ impl V4 {
     /// with its lease: INIT-REBOOT binds too). The announcements go out
     /// from [`V4::drive`], after the address event.
     fn guard(&mut self, address: Ipv4Addr) {
-        match ArpSocket::open(self.ifindex) {
+        match ArpSocket::open(self.ifindex, address, false) {
             Ok(sock) => {
                 tracing::info!(%address, "announcing the address with ARP and guarding it");
                 self.guarding = Some(Guarding {
