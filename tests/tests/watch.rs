@@ -811,3 +811,111 @@ fn steady_state_runs_no_nft_and_accepts_no_connection() {
     drop(guards);
     w.assert_running();
 }
+
+/// The lines of `log` that time a look at `service` (`phase done ... phase="look"`, at
+/// debug): one per reconcile of that service.
+fn looks_at(log: &str, service: &str) -> usize {
+    log.lines()
+        .filter(|l| {
+            l.contains("phase done")
+                && l.contains("look")
+                && l.contains(&format!("service={service} "))
+        })
+        .count()
+}
+
+/// Issue 25, the listing-only resync. With `--resync 1` and nothing changing, a resync
+/// compares three container listings with the last and looks at no service; every 10th
+/// (`FULL_EVERY`) looks at all, and so still catches what no listing shows: a service's
+/// default route changed by hand inside its namespace is pointed at its router again. The
+/// build before looked at every service in every resync: 2 services x 12 rounds in the
+/// window below, where this allows at most 2 full rounds.
+#[test]
+fn a_resync_at_rest_looks_at_nothing_but_a_full_one_catches_a_hand_made_change() {
+    require_root!();
+    let bed = watch::bed(11);
+    let mut w = Watch::start(
+        &bed,
+        &["--resync", "1"],
+        &[("NETCONTAINER_LOG", "netcontainer=debug")],
+    );
+    let services = [
+        watch::labelled_service(&bed, "a", &[]),
+        watch::labelled_service(&bed, "b", &[]),
+    ];
+    for s in &services {
+        router_address(&bed, &w, &s.name);
+    }
+    // The agents' first pushes and the looks the routers' own events ask for.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = w.log();
+    std::thread::sleep(Duration::from_secs(12));
+    let log = w.log();
+    let window = &log[before.len()..];
+    let rounds = window
+        .lines()
+        .filter(|l| l.contains("DEBUG resync "))
+        .count();
+    let full = window
+        .lines()
+        .filter(|l| l.contains("DEBUG resync ") && l.contains("full=true"))
+        .count();
+    assert!(
+        rounds >= 10,
+        "{rounds} resyncs in 12 s with --resync 1:\n{window}"
+    );
+    assert!(
+        (1..=2).contains(&full),
+        "{full} full resyncs in 12 s:\n{window}"
+    );
+    for s in &services {
+        let looks = looks_at(window, &s.name);
+        assert!(
+            looks <= full,
+            "{} looked at {looks} times in {rounds} resyncs ({full} full) at rest:\n{window}",
+            s.name
+        );
+    }
+
+    // What no listing shows: a's default route, set back to Docker's gateway by hand.
+    let a = &services[0].name;
+    let pid = docker_ok(&["inspect", "--format", "{{.State.Pid}}", a]);
+    let gateway = docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
+        &bed.network,
+    ]);
+    let in_ns = |args: &[&str]| {
+        let out = std::process::Command::new("nsenter")
+            .args(["-t", pid.trim(), "-n", "ip", "-4", "route"])
+            .args(args)
+            .output()
+            .expect("nsenter");
+        assert!(out.status.success(), "ip route {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let ours = in_ns(&["show", "default"]);
+    assert!(
+        !gateway.trim().is_empty() && !ours.contains(gateway.trim()),
+        "{ours}"
+    );
+    let changed = w.log().len();
+    in_ns(&["replace", "default", "via", gateway.trim()]);
+    assert!(
+        wait_until(Duration::from_secs(15), watch::POLL, || {
+            w.log()[changed..].contains("service's default route pointed at its router again")
+        }),
+        "the full resync did not point {a}'s route back:\n{}",
+        &w.log()[changed..]
+    );
+    let via = |r: &str| {
+        r.split_whitespace()
+            .skip_while(|w| *w != "via")
+            .nth(1)
+            .map(String::from)
+    };
+    assert_eq!(via(&in_ns(&["show", "default"])), via(&ours));
+    w.assert_running();
+}

@@ -44,7 +44,9 @@ pub struct WatchArgs {
     /// Seconds a new router may take to get its lease [default: 30].
     #[arg(long)]
     timeout: Option<u64>,
-    /// Seconds between full reconciles (events drive everything in between) [default: 60].
+    /// Seconds between resyncs: the containers listed and the services that
+    /// changed looked at, every 10th time all of them (events drive
+    /// everything in between) [default: 60].
     #[arg(long)]
     resync: Option<u64>,
     /// Serve Prometheus metrics at http://ADDR/metrics and a status page at

@@ -17,7 +17,8 @@ use bollard::query_parameters::{
 
 use super::convert::{
     BridgeNet, ContainerEvent, Engine, RouterInfo, bridge_networks, container_event, engine_of,
-    ip_on, name_of, network_members, pid_of, router_from, router_info, sandbox_of, service_info,
+    ip_on, mark_of, name_of, network_members, pid_of, router_from, router_info, sandbox_of,
+    service_info,
 };
 use super::error::{DockerError, api, is_404, not_attachable};
 use super::pull::{PullDisplay, PullProgress, pull_error};
@@ -622,6 +623,27 @@ impl DockerClient {
             .into_iter()
             .filter_map(|c| c.names.and_then(|n| n.into_iter().next()))
             .filter_map(|n| ServiceName::parse(&n).ok())
+            .collect())
+    }
+
+    /// Every container on this host (running or not) by name, with its
+    /// listing mark (`convert::mark_of`): one call, whatever the number of
+    /// containers. The resync compares two of these to know which services
+    /// need a look.
+    pub async fn marks(&self) -> Result<HashMap<String, u64>, DockerError> {
+        let list = self
+            .docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default().all(true).build(),
+            ))
+            .await
+            .map_err(api("listing containers"))?;
+        Ok(list
+            .iter()
+            .filter_map(|c| {
+                let name = c.names.as_ref()?.first()?.trim_start_matches('/');
+                Some((name.to_string(), mark_of(c)))
+            })
             .collect())
     }
 

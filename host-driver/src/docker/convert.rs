@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 
 use bollard::models::{
-    ContainerInspectResponse, EventMessage, EventMessageTypeEnum, Network, NetworkInspect,
-    SystemInfo,
+    ContainerInspectResponse, ContainerSummary, EventMessage, EventMessageTypeEnum, Network,
+    NetworkInspect, SystemInfo,
 };
 
 use crate::labels;
@@ -360,6 +360,43 @@ pub(super) fn ip_on(c: &ContainerInspectResponse, network: &str) -> Option<Ipv4A
         .and_then(|ip| ip.parse().ok())
 }
 
+/// What a container listing shows of a container that a look at its
+/// service could depend on, as one number: its ID, state, labels, and each
+/// network's endpoint, addresses and MAC. Equal marks in two listings: as
+/// far as Docker shows, nothing changed in between (a restart gets new
+/// endpoints; new labels or published ports a new container). The
+/// `Status` text ("Up 5 minutes") ticks and is left out. Only compared
+/// within one process.
+pub(super) fn mark_of(c: &ContainerSummary) -> u64 {
+    use std::collections::BTreeMap;
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.id.hash(&mut h);
+    c.state.map(|s| s.to_string()).hash(&mut h);
+    c.labels
+        .as_ref()
+        .map(|l| l.iter().collect::<BTreeMap<_, _>>())
+        .hash(&mut h);
+    let nets: BTreeMap<_, _> = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|n| n.iter().collect())
+        .unwrap_or_default();
+    for (name, ep) in nets {
+        (
+            name,
+            &ep.network_id,
+            &ep.endpoint_id,
+            &ep.ip_address,
+            &ep.global_ipv6_address,
+            &ep.mac_address,
+        )
+            .hash(&mut h);
+    }
+    h.finish()
+}
+
 /// A container's network namespace handle (`SandboxKey`).
 pub(super) fn sandbox_of(c: &ContainerInspectResponse) -> Option<std::path::PathBuf> {
     c.network_settings
@@ -374,6 +411,70 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// A container as `docker ps` lists it (the API's field names).
+    fn summary(v: serde_json::Value) -> ContainerSummary {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn listed() -> serde_json::Value {
+        json!({
+            "Id": "abc123",
+            "Names": ["/web1"],
+            "State": "running",
+            "Status": "Up 5 minutes",
+            "Labels": {"netcontainer.enable": "true", "b": "2"},
+            "NetworkSettings": {"Networks": {"appnet": {
+                "NetworkID": "n1", "EndpointID": "e1", "IPAddress": "198.51.100.2",
+                "MacAddress": "02:42:c6:33:64:02"
+            }}}
+        })
+    }
+
+    #[test]
+    fn a_listing_mark_moves_with_what_a_look_depends_on_only() {
+        let base = mark_of(&summary(listed()));
+        assert_eq!(base, mark_of(&summary(listed())), "stable");
+        let with = |f: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = listed();
+            f(&mut v);
+            mark_of(&summary(v))
+        };
+        // The status text ticks; it is no change.
+        assert_eq!(base, with(&|v| v["Status"] = json!("Up 6 minutes")));
+        let ep = |v: &mut serde_json::Value| -> serde_json::Value {
+            v["NetworkSettings"]["Networks"]["appnet"].take()
+        };
+        for (what, changed) in [
+            ("state", with(&|v| v["State"] = json!("exited"))),
+            ("id", with(&|v| v["Id"] = json!("def456"))),
+            ("label", with(&|v| v["Labels"]["b"] = json!("3"))),
+            (
+                "address",
+                with(&|v| {
+                    let mut e = ep(v);
+                    e["IPAddress"] = json!("198.51.100.3");
+                    v["NetworkSettings"]["Networks"]["appnet"] = e;
+                }),
+            ),
+            (
+                "endpoint (a restart)",
+                with(&|v| {
+                    let mut e = ep(v);
+                    e["EndpointID"] = json!("e2");
+                    v["NetworkSettings"]["Networks"]["appnet"] = e;
+                }),
+            ),
+            (
+                "another network",
+                with(&|v| {
+                    v["NetworkSettings"]["Networks"]["other"] = json!({"NetworkID": "n2"});
+                }),
+            ),
+        ] {
+            assert_ne!(base, changed, "{what}");
+        }
+    }
 
     /// A container as `docker inspect` shows it (Docker's own field names).
     fn inspect(v: serde_json::Value) -> ContainerInspectResponse {

@@ -300,6 +300,20 @@ impl Stats {
         s
     }
 
+    /// Whether the service's agent, as last heard, answers and has its plan
+    /// and its LAN leg: what a heal would otherwise find out by asking it. The
+    /// resync looks at a service whose listing did not change only when this
+    /// is not so.
+    pub fn settled(&self, service: &str) -> bool {
+        self.lock()
+            .routers
+            .get(service)
+            .and_then(|o| o.status.as_ref())
+            .is_some_and(|st| {
+                st.state != netcontainer_proto::State::WaitingForPlan && st.interface.is_some()
+            })
+    }
+
     pub fn healed(&self, service: &ServiceName) {
         *self.lock().heals.entry(service.to_string()).or_default() += 1;
     }

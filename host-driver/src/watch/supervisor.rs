@@ -3,8 +3,12 @@
 //! resync, and routes each trigger to the task of the service concerned
 //! (`task`: spawned on demand, ended when it has nothing left to do). A full
 //! reconcile runs at start, after every reconnect (so an event lost while
-//! the stream was down changes nothing) and every `--resync` seconds; after
-//! each one whose listings were complete, the sweep.
+//! the stream was down changes nothing) and every [`FULL_EVERY`]th
+//! `--resync`; the resyncs between look only at the services whose
+//! listing changed since the last one, whose task is still at work, or
+//! whose agent the monitor does not hear settled ([`needs_look`]): at rest,
+//! a resync is three Docker listings, whatever the number of services.
+//! After each round whose listings were complete, the sweep.
 //!
 //! Each service's task works on its service alone, and takes one of at most
 //! [`CONCURRENCY`] permits for the work itself, so services are brought up
@@ -37,8 +41,13 @@ use crate::state::ServiceName;
 /// many up at once, few enough that a storm does not overload dockerd.
 pub const CONCURRENCY: usize = 8;
 
+/// Every this many resyncs, every service is looked at, listing changed or
+/// not: what no listing shows (a default route changed inside a service's
+/// namespace by hand) is caught within `FULL_EVERY * --resync`.
+pub const FULL_EVERY: u64 = 10;
+
 /// How long the supervisor remembers an ended task's last attempt (pruned
-/// at each full reconcile).
+/// at each resync).
 const ECHO_MEMORY: Duration = Duration::from_secs(30);
 
 struct Inbox {
@@ -58,9 +67,14 @@ pub(super) struct Supervisor {
     tasks: JoinSet<()>,
     to_main: mpsc::UnboundedSender<TaskMsg>,
     from_tasks: mpsc::UnboundedReceiver<TaskMsg>,
-    /// Full reconciles under way: each yields its services and whether both
+    /// Reconciles under way: each yields its services and whether both
     /// listings were complete, once every task concerned has looked.
     rounds: FuturesUnordered<Round>,
+    /// Resyncs begun (the first, at start, is full).
+    resyncs: u64,
+    /// Each service's listing mark (its container's and its router's, see
+    /// `DockerClient::marks`) at the last resync.
+    marks: HashMap<ServiceName, u64>,
 }
 
 impl Supervisor {
@@ -79,6 +93,8 @@ impl Supervisor {
             to_main,
             from_tasks,
             rounds: FuturesUnordered::new(),
+            resyncs: 0,
+            marks: HashMap::new(),
         }
     }
 
@@ -210,8 +226,12 @@ impl Supervisor {
     }
 
     /// Lists routers and labelled services and asks every task concerned to
-    /// look; the round completes (STATUS=watching, sweep) when all have.
+    /// look (all of them every [`FULL_EVERY`]th time, else as
+    /// [`needs_look`] says); the round completes (STATUS=watching, sweep)
+    /// when all have.
     async fn reconcile_all(&mut self) {
+        let full = self.resyncs.is_multiple_of(FULL_EVERY);
+        self.resyncs += 1;
         // An echo comes within seconds: what ended a while ago is forgotten.
         let now = Instant::now();
         self.ended
@@ -221,8 +241,14 @@ impl Supervisor {
         // listings are known complete. A failed listing (dockerd restarting,
         // an API error) proves nothing stale.
         let mut complete = true;
+        let mut router_of = HashMap::new();
         match self.ctx.driver.docker.routers().await {
-            Ok(rs) => services.extend(rs.into_iter().map(|r| r.service)),
+            Ok(rs) => {
+                for r in rs {
+                    services.insert(r.service.clone());
+                    router_of.insert(r.service, (r.name, r.running));
+                }
+            }
             Err(e) => {
                 complete = false;
                 tracing::warn!(error = %e, "listing routers failed; no clean-up this round");
@@ -241,12 +267,53 @@ impl Supervisor {
                 tracing::warn!(error = %e, "listing labelled services failed; no clean-up this round");
             }
         }
+        // Taken after the two listings: a change between them shows here.
+        let listed = match self.ctx.driver.docker.marks().await {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing containers failed; looking at every service");
+                None
+            }
+        };
+        let before = std::mem::take(&mut self.marks);
         let mut acks = Vec::with_capacity(services.len());
+        let mut skipped = 0usize;
         for s in &services {
+            let mark = listed.as_ref().map(|m| {
+                pair_mark(
+                    m.get(s.as_str()),
+                    router_of.get(s).and_then(|r| m.get(&r.0)),
+                )
+            });
+            // With no router, no agent has anything to say; a stopped one
+            // is started by the look.
+            let settled = match router_of.get(s) {
+                None => true,
+                Some((_, running)) => *running && self.ctx.stats.settled(s.as_str()),
+            };
+            if let Some(m) = mark {
+                self.marks.insert(s.clone(), m);
+            }
+            if !needs_look(
+                full,
+                before.get(s).copied(),
+                mark,
+                self.inboxes.contains_key(s),
+                settled,
+            ) {
+                skipped += 1;
+                continue;
+            }
             let (tx, rx) = oneshot::channel();
             self.send(s, Trigger::Resync(tx));
             acks.push(rx);
         }
+        tracing::debug!(
+            full,
+            services = services.len(),
+            looked = services.len() - skipped,
+            "resync"
+        );
         self.rounds.push(Box::pin(async move {
             // A task that ended without answering has nothing more to say.
             for rx in acks {
@@ -255,6 +322,33 @@ impl Supervisor {
             (services, complete)
         }));
     }
+}
+
+/// Whether a resync looks at a service: always in a `full` round, and when
+/// its listing mark is unknown or moved since the last resync (`before`,
+/// `now`), its task is still at work (`busy`: a retry pending, or triggers
+/// not yet looked at), or the monitor does not hear its agent answer with
+/// its plan and LAN leg, or its router is stopped (`settled` false: a heal
+/// would re-plumb, re-send or start it).
+/// What is left, a service unchanged in every way a listing and its agent
+/// show, needs nothing until the next full round.
+fn needs_look(
+    full: bool,
+    before: Option<u64>,
+    now: Option<u64>,
+    busy: bool,
+    settled: bool,
+) -> bool {
+    full || busy || !settled || now.is_none() || before != now
+}
+
+/// A service's mark from its container's and its router's (either may be
+/// missing: a service removed, or one with no router yet).
+fn pair_mark(service: Option<&u64>, router: Option<&u64>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (service, router).hash(&mut h);
+    h.finish()
 }
 
 /// When an event happened, on the monotonic clock the tasks time their work
@@ -295,6 +389,25 @@ mod tests {
             connected: network.then(|| "c0ffee".to_string()),
             at: None,
         }
+    }
+
+    #[test]
+    fn a_resync_looks_only_at_what_moved_except_every_full_round() {
+        let (m, n) = (Some(1), Some(2));
+        // At rest: listed the same, idle, agent settled: no look.
+        assert!(!needs_look(false, m, m, false, true));
+        // Any one reason is enough.
+        assert!(needs_look(true, m, m, false, true), "full round");
+        assert!(needs_look(false, m, n, false, true), "listing moved");
+        assert!(needs_look(false, None, m, false, true), "new service");
+        assert!(needs_look(false, m, None, false, true), "listing failed");
+        assert!(needs_look(false, m, m, true, true), "task at work");
+        assert!(needs_look(false, m, m, false, false), "agent not settled");
+        // A router appearing or going moves the pair's mark.
+        assert_ne!(pair_mark(Some(&1), None), pair_mark(Some(&1), Some(&2)));
+        assert_ne!(pair_mark(Some(&1), Some(&2)), pair_mark(Some(&1), Some(&3)));
+        assert_ne!(pair_mark(None, Some(&1)), pair_mark(Some(&1), None));
+        assert_eq!(pair_mark(Some(&1), Some(&2)), pair_mark(Some(&1), Some(&2)));
     }
 
     #[test]
