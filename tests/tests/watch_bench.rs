@@ -629,9 +629,38 @@ fn scale_once(
     let cpu = steady_cpu(&w, &routers, window);
     eprintln!("{name}: CPU over {window} s (watch, dockerd, containerd, shims, agents) {cpu:.2?}");
 
-    // The restart storm: one `docker restart` of every service (-t 0: the sample runs as
-    // PID 1 without a SIGTERM handler, so it would wait the 10-s grace each); each
-    // service is probed from the moment the CLI says it restarted it.
+    let restart = storm(&p, &w, services, None);
+    eprintln!("{name}: restart storm {restart:?}");
+    drop(p);
+    std::thread::sleep(SETTLE);
+    let after2 = mem_available_kib();
+    w.stop();
+    watch::remove_routers(services);
+    std::thread::sleep(Duration::from_secs(5));
+    let before2 = mem_available_kib();
+    ScaleRun {
+        cold,
+        cpu,
+        mem: [(before1, after1), (before2, after2)],
+        direct,
+        limits,
+        restart,
+    }
+}
+
+/// The restart storm: one `docker restart -t 0` of every service (the sample runs as PID
+/// 1 without a SIGTERM handler, so without -t 0 it would wait the 10-s grace each); each
+/// service is probed from the moment the CLI says it restarted it. With `cut` (the Docker
+/// proxy watch talks through), the proxy is cut once half the services restarted and
+/// started again 2 s later. Returns when the CLI returned, when every service answered
+/// again (or how many did not within 300 s), and the longest time from a service's
+/// restart to its answer.
+fn storm(
+    p: &Prober,
+    w: &Watch,
+    services: &[String],
+    mut cut: Option<&mut watch::DockerProxy>,
+) -> (Duration, Result<Duration, usize>, Duration) {
     p.disarm_all();
     let t0 = Instant::now();
     let mut cmd = std::process::Command::new("docker");
@@ -655,15 +684,28 @@ fn scale_once(
         .map(|(i, s)| (s.as_str(), i))
         .collect();
     let mut restarted = 0;
+    let mut cut_at = None;
     let mut cli_done = None;
     let timeout = Duration::from_secs(300);
     let all = loop {
         while let Ok(s) = rx.try_recv() {
             if let Some(&i) = index.get(s.as_str()) {
-                let addrs = created_addrs(&w);
+                let addrs = created_addrs(w);
                 p.arm(i, addrs[&services[i]]);
                 restarted += 1;
             }
+        }
+        // Half the services restarted: Docker's connection cut under watch, back 2 s
+        // later (the events meanwhile are lost; watch's reconnect reconcile has to
+        // find what they said).
+        if let Some(proxy) = cut.as_mut()
+            && restarted >= services.len() / 2
+        {
+            proxy.cut();
+            cut_at = Some(t0.elapsed());
+            std::thread::sleep(Duration::from_secs(2));
+            proxy.restart();
+            cut = None;
         }
         if cli_done.is_none()
             && let Ok(Some(st)) = child.try_wait()
@@ -671,7 +713,7 @@ fn scale_once(
             cli_done = Some(t0.elapsed());
             assert!(st.success(), "docker restart failed: {st}");
         }
-        let addrs = created_addrs(&w);
+        let addrs = created_addrs(w);
         for (i, s) in services.iter().enumerate() {
             p.readdress(i, addrs[s]);
         }
@@ -694,23 +736,152 @@ fn scale_once(
         .filter_map(|s| Some(s.answered_at? - s.armed_at?))
         .max()
         .unwrap_or_default();
-    let restart = (cli_done.unwrap_or(t0.elapsed()), all, lag);
-    eprintln!("{name}: restart storm {restart:?}");
-    drop(p);
-    std::thread::sleep(SETTLE);
-    let after2 = mem_available_kib();
-    w.stop();
-    watch::remove_routers(services);
-    std::thread::sleep(Duration::from_secs(5));
-    let before2 = mem_available_kib();
-    ScaleRun {
-        cold,
-        cpu,
-        mem: [(before1, after1), (before2, after2)],
-        direct,
-        limits,
-        restart,
+    if let Some(at) = cut_at {
+        eprintln!("Docker's connection cut {at:?} into the storm, back 2 s later");
     }
+    (cli_done.unwrap_or(t0.elapsed()), all, lag)
+}
+
+/// Removes the named containers on drop (the floor's router-shaped ones).
+struct RmAll(Vec<String>);
+
+impl Drop for RmAll {
+    fn drop(&mut self) {
+        for chunk in self.0.chunks(50) {
+            let mut a = vec!["rm", "-f", "-v"];
+            a.extend(chunk.iter().map(String::as_str));
+            let _ = docker::docker(&a);
+        }
+    }
+}
+
+/// What Docker alone takes, with no netcontainer running, for the two figures issue 25
+/// bounds: (1) `docker run -d` of one container per service from the router image with
+/// a router's options (capabilities, limits, read-only root, tmpfs, two binds, sysctls,
+/// the service's network), [`CONCURRENCY`] at a time as watch's permits allow, until
+/// the last is started (each agent then only waits for a plan: no leg, no lease); (2)
+/// one `docker restart -t 0` of all the services, until the CLI returns. A floor under
+/// watch's cold start and restart storm on this machine and engine.
+fn docker_floor(bed: &DockerBed, services: &[String]) -> (Duration, Duration) {
+    const CONCURRENCY: usize = 8;
+    let names: Vec<String> = services.iter().map(|s| format!("{s}-floor")).collect();
+    let _rm = RmAll(names.clone());
+    let dirs = bed.tmp.join("floor");
+    let mut sysctls = Vec::new();
+    use netcontainer_proto::contract::{ROUTER_SYSCTLS, ROUTER_SYSCTLS6};
+    let v6 = std::path::Path::new("/proc/sys/net/ipv6").exists();
+    for c in ROUTER_SYSCTLS
+        .iter()
+        .chain(ROUTER_SYSCTLS6.iter().filter(|_| v6))
+    {
+        sysctls.push(format!("{}={}", c.name, c.value));
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|sc| {
+        for _ in 0..CONCURRENCY {
+            sc.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(name) = names.get(i) else { return };
+                    let (run, lib) = (dirs.join(name).join("run"), dirs.join(name).join("lib"));
+                    std::fs::create_dir_all(&run).unwrap();
+                    std::fs::create_dir_all(&lib).unwrap();
+                    let mut a: Vec<String> = [
+                        "run",
+                        "-d",
+                        "--name",
+                        name,
+                        "--label",
+                        "netcontainer.test=floor",
+                        "--network",
+                        &bed.network,
+                        "--cap-drop",
+                        "ALL",
+                        "--cap-add",
+                        "NET_ADMIN",
+                        "--cap-add",
+                        "NET_RAW",
+                        "--cap-add",
+                        "NET_BIND_SERVICE",
+                        "--security-opt",
+                        "no-new-privileges:true",
+                        "--memory",
+                        "128m",
+                        "--memory-swap",
+                        "128m",
+                        "--pids-limit",
+                        "128",
+                        "--read-only",
+                        "--tmpfs",
+                        "/tmp:rw,nosuid,nodev,noexec,size=1m",
+                    ]
+                    .iter()
+                    .map(|x| x.to_string())
+                    .collect();
+                    a.push("-v".into());
+                    a.push(format!("{}:/run/netcontainer:rw", run.display()));
+                    a.push("-v".into());
+                    a.push(format!("{}:/var/lib/netcontainer:rw", lib.display()));
+                    for c in &sysctls {
+                        a.push("--sysctl".into());
+                        a.push(c.clone());
+                    }
+                    a.push(docker::ROUTER_IMAGE.into());
+                    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+                    docker::docker_ok(&a);
+                }
+            });
+        }
+    });
+    let started = t0.elapsed();
+    drop(_rm);
+    let t1 = Instant::now();
+    let mut a = vec!["restart", "-t", "0"];
+    a.extend(services.iter().map(String::as_str));
+    docker::docker_ok(&a);
+    let restarted = t1.elapsed();
+    let _ = std::fs::remove_dir_all(&dirs);
+    eprintln!(
+        "Docker alone: {started:?} to start {} router-shaped containers, {restarted:?} to restart the services",
+        names.len()
+    );
+    (started, restarted)
+}
+
+/// Issue 25 point 5's second half, for one build: watch talks to Docker through a proxy
+/// ([`watch::DockerProxy`]); after its cold start, the restart storm with the proxy cut
+/// (the event stream and every call in flight with it) once half the services
+/// restarted, and back 2 s later. The storm's figures, as [`storm`]'s.
+fn cut_storm(
+    bed: &DockerBed,
+    bin: &std::path::Path,
+    services: &[String],
+) -> (Duration, Result<Duration, usize>, Duration) {
+    watch::remove_routers(services);
+    let mut proxy = watch::DockerProxy::start(&bed.tmp.join("docker-cut.sock"));
+    let host = proxy.docker_host();
+    let p = Prober::new(bed, services);
+    let mut w = Watch::start_bin(bed, bin, 30, &[], &[("DOCKER_HOST", host.as_str())]);
+    let cold = wait_answers(&p, &w, services, w.started, Duration::from_secs(240));
+    assert!(
+        cold.is_ok(),
+        "cold start through the proxy: {cold:?}\n{}",
+        w.log()
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let r = storm(&p, &w, services, Some(&mut proxy));
+    eprintln!("{}: restart storm with a cut {r:?}", bin.display());
+    assert!(
+        w.log().contains("lost Docker; retrying"),
+        "watch did not see the cut:\n{}",
+        w.log()
+    );
+    drop(p);
+    w.stop();
+    drop(proxy);
+    watch::remove_routers(services);
+    r
 }
 
 /// Cold start only, with the stuck service among them (only `timed` are probed).
@@ -754,8 +925,10 @@ fn secs(r: &Result<Duration, usize>, limit: u64) -> String {
 ///    MemAvailable, then watch is stopped and the routers removed, and 5 s later
 ///    MemAvailable again (the second memory pair).
 ///
-/// Then, with one more labelled service that is stuck (its parent's LAN has no DHCP
-/// server), cold start again for both (only the N are timed). Writes Markdown (three
+/// Before both, Docker alone ([`docker_floor`]); after them, with one more labelled
+/// service that is stuck (its parent's LAN has no DHCP server), cold start again for
+/// both (only the N are timed); last, the new build's restart storm with Docker's
+/// connection cut halfway ([`cut_storm`]). Writes Markdown (three
 /// tables) to `NETCONTAINER_BENCH_OUT`, naming the builds `NETCONTAINER_BENCH_OLD_NAME`
 /// and `NETCONTAINER_BENCH_NEW_NAME`.
 /// `n` labelled services on the bed, made four at a time (`docker run` is mostly
@@ -989,6 +1162,7 @@ fn watch_scale() {
     let dead = watch::DeadParent::new(&bed);
     let services = labelled_services(&bed, n);
     let t = Instant::now();
+    let floor = docker_floor(&bed, &services);
     let runs: Vec<ScaleRun> = [&old, &new]
         .iter()
         .map(|b| scale_once(&bed, b, &services, window))
@@ -1001,6 +1175,7 @@ fn watch_scale() {
         .map(|b| cold_once(&bed, b, &all, &services))
         .collect();
     let _ = docker::docker(&["rm", "-f", "-v", &stuck]);
+    let cut = cut_storm(&bed, &new, &services);
     eprintln!("measured in {:.0} s", t.elapsed().as_secs_f64());
 
     let (o, w) = (&runs[0], &runs[1]);
@@ -1008,6 +1183,14 @@ fn watch_scale() {
     let row = |md: &mut String, what: &str, a: String, b: String| {
         md.push_str(&format!("| {what} | {a} | {b} |\n"));
     };
+    md.push_str(&format!(
+        "Docker alone, before either (no netcontainer running): `docker run -d` of {n} \
+         containers from the router image with a router's options, 8 at a time, until the \
+         last started: **{:.1} s**; one `docker restart -t 0` of the {n} services, until \
+         the CLI returned: **{:.1} s**.\n\n",
+        floor.0.as_secs_f64(),
+        floor.1.as_secs_f64()
+    ));
     md.push_str(&format!(
         "| {n} services | before ({old_name}) | after ({new_name}) |\n|---|---|---|\n"
     ));
@@ -1041,6 +1224,21 @@ fn watch_scale() {
         format!("{:.1} s", o.restart.2.as_secs_f64()),
         format!("{:.1} s", w.restart.2.as_secs_f64()),
     );
+    md.push_str(&format!(
+        "\nRestart storm with Docker's connection cut ({new_name} only; watch talks to \
+         Docker through a socat proxy, cut with every connection once half the services \
+         restarted, back 2 s later): `docker restart` returned after {:.1} s; {}; the \
+         longest from a service's restart to its answer {:.1} s.\n",
+        cut.0.as_secs_f64(),
+        match &cut.1 {
+            Ok(d) => format!(
+                "every service answered again after {:.1} s",
+                d.as_secs_f64()
+            ),
+            Err(left) => format!("**{left} did not answer within 300 s**"),
+        },
+        cut.2.as_secs_f64()
+    ));
     md.push_str(&format!(
         "\nSteady state, CPU-seconds over {window} s (from 20 s after the last answer):\n\n\
          | build | watch | dockerd | agents (router cgroups) | watch + dockerd + agents | containerd | containerd-shims |\n\
