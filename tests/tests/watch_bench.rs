@@ -697,15 +697,20 @@ fn storm(
         }
         // Half the services restarted: Docker's connection cut under watch, back 2 s
         // later (the events meanwhile are lost; watch's reconnect reconcile has to
-        // find what they said).
-        if let Some(proxy) = cut.as_mut()
+        // find what they said). The loop goes on meanwhile: the services restarted
+        // during the cut are probed from their restart like the others.
+        if cut_at.is_none()
             && restarted >= services.len() / 2
+            && let Some(proxy) = cut.as_mut()
         {
             proxy.cut();
             cut_at = Some(t0.elapsed());
-            std::thread::sleep(Duration::from_secs(2));
+        }
+        if let Some(at) = cut_at
+            && t0.elapsed() >= at + Duration::from_secs(2)
+            && let Some(proxy) = cut.take()
+        {
             proxy.restart();
-            cut = None;
         }
         if cli_done.is_none()
             && let Ok(Some(st)) = child.try_wait()
