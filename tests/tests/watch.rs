@@ -44,6 +44,18 @@ fn router_address(bed: &DockerBed, w: &Watch, service: &str) -> Ipv4Addr {
     addr
 }
 
+/// Two labelled services, `a` and `b`, once watch made their routers and they answer.
+fn two_served(bed: &DockerBed, w: &Watch) -> [docker::Service; 2] {
+    let services = [
+        watch::labelled_service(bed, "a", &[]),
+        watch::labelled_service(bed, "b", &[]),
+    ];
+    for s in &services {
+        router_address(bed, w, &s.name);
+    }
+    services
+}
+
 fn lease_released(bed: &DockerBed, addr: Ipv4Addr) -> bool {
     wait_until(Duration::from_secs(10), watch::POLL, || {
         bed.dnsmasq.lease_of(addr).is_none()
@@ -742,13 +754,7 @@ fn steady_state_runs_no_nft_and_accepts_no_connection() {
         &["--metrics", &format!("127.0.0.1:{port}"), "--resync", "600"],
         &[("NETCONTAINER_LOG", "netcontainer=debug")],
     );
-    let services = [
-        watch::labelled_service(&bed, "a", &[]),
-        watch::labelled_service(&bed, "b", &[]),
-    ];
-    for s in &services {
-        router_address(&bed, &w, &s.name);
-    }
+    let services = two_served(&bed, &w);
     // Let the start's work (the host route sync after the leases, the first pushes) end.
     std::thread::sleep(Duration::from_secs(3));
     let mut guards = Vec::new();
@@ -839,13 +845,7 @@ fn a_resync_at_rest_looks_at_nothing_but_a_full_one_catches_a_hand_made_change()
         &["--resync", "1"],
         &[("NETCONTAINER_LOG", "netcontainer=debug")],
     );
-    let services = [
-        watch::labelled_service(&bed, "a", &[]),
-        watch::labelled_service(&bed, "b", &[]),
-    ];
-    for s in &services {
-        router_address(&bed, &w, &s.name);
-    }
+    let services = two_served(&bed, &w);
     // The agents' first pushes and the looks the routers' own events ask for.
     std::thread::sleep(Duration::from_secs(3));
     let before = w.log();
