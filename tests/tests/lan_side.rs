@@ -363,10 +363,14 @@ fn one_client_cannot_take_every_relayed_connection() {
     lan_v6(&lan.lan);
     let first = client(&mut lan, 20);
     let second = client(&mut lan, 21);
+    // One address each, and no SLAAC one beside it: with both, the first client's
+    // connections came from two addresses of the /64 the two share, and it held the
+    // /64's whole share (CI: 127 held, the second refused for the /64).
     for (c, a) in [
         (&first, "2001:db8:1::20/64"),
         (&second, "2001:db8:1::21/64"),
     ] {
+        c.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.eth0.autoconf=0"]);
         c.ip(&["-6", "addr", "add", a, "dev", "eth0", "nodad"]);
     }
     let mut svc = ServiceNet::attach(lan.router());
