@@ -142,8 +142,17 @@ fn cpu_of_pid(pid: u32) -> f64 {
 
 /// CPU time of a container's cgroup (cgroup v1 `cpuacct` or v2 `cpu.stat`), in seconds.
 fn cpu_of_container(name: &str) -> f64 {
-    let id = docker::docker_ok(&["inspect", "-f", "{{.Id}}", name]);
-    let id = id.trim();
+    cpu_of_cgroup(&container_id(name))
+}
+
+fn container_id(name: &str) -> String {
+    docker::docker_ok(&["inspect", "-f", "{{.Id}}", name])
+        .trim()
+        .to_string()
+}
+
+/// [`cpu_of_container`] by the container's full ID (no Docker call).
+fn cpu_of_cgroup(id: &str) -> f64 {
     for (path, v2) in [
         (
             format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage"),
@@ -172,7 +181,107 @@ fn cpu_of_container(name: &str) -> f64 {
             t.trim().parse::<f64>().unwrap_or(0.0) / 1e9
         };
     }
-    panic!("no CPU accounting found for container {name}");
+    panic!("no CPU accounting found for container {id}");
+}
+
+/// CPU-seconds so far, for a storm's account (see [`StormCpu`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuSnap {
+    busy: f64,
+    bench: f64,
+    children: f64,
+    watch: f64,
+    dockerd: f64,
+    containerd: f64,
+    agents: f64,
+}
+
+/// Where the machine's CPU went over a restart storm, in CPU-seconds: the whole machine
+/// busy (`/proc/stat`: all but idle and iowait), and of it this bench process (its probe
+/// threads and log reads), its waited-for children (the `docker restart` CLI), watch,
+/// dockerd, containerd, the routers' cgroups (agents and their `nft`/`conntrack`
+/// children), and the rest (containerd-shims, which a restart replaces so they cannot be
+/// followed by pid, runc, the services themselves, the kernel's softirqs).
+#[derive(Clone, Copy, Debug, Default)]
+struct StormCpu {
+    wall: f64,
+    busy: f64,
+    bench: f64,
+    cli: f64,
+    watch: f64,
+    dockerd: f64,
+    containerd: f64,
+    agents: f64,
+}
+
+impl StormCpu {
+    fn other(&self) -> f64 {
+        self.busy
+            - self.bench
+            - self.cli
+            - self.watch
+            - self.dockerd
+            - self.containerd
+            - self.agents
+    }
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
+}
+
+/// `watch`: its pid, if one runs; `routers`: the routers' full IDs ([`container_id`],
+/// looked up before, so that a snapshot makes no Docker call).
+fn cpu_snap(watch: Option<u32>, routers: &[String]) -> CpuSnap {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let all: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy: u64 = all
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let rest = me.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let field = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    let hz = clock_ticks();
+    CpuSnap {
+        busy: busy as f64 / hz,
+        // utime, stime; cutime, cstime (fields 14-17).
+        bench: (field(11) + field(12)) / hz,
+        children: (field(13) + field(14)) / hz,
+        watch: watch.map(cpu_of_pid).unwrap_or(0.0),
+        dockerd: cpu_of_pid(dockerd_pid()),
+        containerd: pids_named("containerd").into_iter().map(cpu_of_pid).sum(),
+        agents: routers.iter().map(|id| cpu_of_cgroup(id)).sum(),
+    }
+}
+
+fn storm_cpu(a: &CpuSnap, b: &CpuSnap, wall: Duration) -> StormCpu {
+    StormCpu {
+        wall: wall.as_secs_f64(),
+        busy: b.busy - a.busy,
+        bench: b.bench - a.bench,
+        cli: b.children - a.children,
+        watch: b.watch - a.watch,
+        dockerd: b.dockerd - a.dockerd,
+        containerd: b.containerd - a.containerd,
+        agents: b.agents - a.agents,
+    }
 }
 
 fn dockerd_pid() -> u32 {
@@ -589,8 +698,8 @@ struct ScaleRun {
     /// namespace, ports of the Docker network's bridge.
     limits: (usize, usize, usize),
     /// `docker restart` returned; every service answered again; the longest time from a
-    /// service's own restart (the CLI printed its name) to its answer.
-    restart: (Duration, Result<Duration, usize>, Duration),
+    /// service's own restart (the CLI printed its name) to its answer; the storm's CPU.
+    restart: (Duration, Result<Duration, usize>, Duration, StormCpu),
 }
 
 const SETTLE: Duration = Duration::from_secs(20);
@@ -653,15 +762,20 @@ fn scale_once(
 /// service is probed from the moment the CLI says it restarted it. With `cut` (the Docker
 /// proxy watch talks through), the proxy is cut once half the services restarted and
 /// started again 2 s later. Returns when the CLI returned, when every service answered
-/// again (or how many did not within 300 s), and the longest time from a service's
-/// restart to its answer.
+/// again (or how many did not within 300 s), the longest time from a service's
+/// restart to its answer, and where the CPU went until the last answer.
 fn storm(
     p: &Prober,
     w: &Watch,
     services: &[String],
     mut cut: Option<&mut watch::DockerProxy>,
-) -> (Duration, Result<Duration, usize>, Duration) {
+) -> (Duration, Result<Duration, usize>, Duration, StormCpu) {
     p.disarm_all();
+    let router_ids: Vec<String> = services
+        .iter()
+        .map(|s| container_id(&docker::router_name(s)))
+        .collect();
+    let cpu0 = cpu_snap(Some(w.pid()), &router_ids);
     let t0 = Instant::now();
     let mut cmd = std::process::Command::new("docker");
     cmd.args(["restart", "-t", "0"])
@@ -733,7 +847,9 @@ fn storm(
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    let wall = t0.elapsed();
     let _ = child.wait();
+    let cpu = storm_cpu(&cpu0, &cpu_snap(Some(w.pid()), &router_ids), wall);
     let _ = reader.join();
     let lag = p
         .snapshot()
@@ -744,7 +860,7 @@ fn storm(
     if let Some(at) = cut_at {
         eprintln!("Docker's connection cut {at:?} into the storm, back 2 s later");
     }
-    (cli_done.unwrap_or(t0.elapsed()), all, lag)
+    (cli_done.unwrap_or(t0.elapsed()), all, lag, cpu)
 }
 
 /// Removes the named containers on drop (the floor's router-shaped ones).
@@ -767,7 +883,7 @@ impl Drop for RmAll {
 /// the last is started (each agent then only waits for a plan: no leg, no lease); (2)
 /// one `docker restart -t 0` of all the services, until the CLI returns. A floor under
 /// watch's cold start and restart storm on this machine and engine.
-fn docker_floor(bed: &DockerBed, services: &[String]) -> (Duration, Duration) {
+fn docker_floor(bed: &DockerBed, services: &[String]) -> (Duration, Duration, StormCpu) {
     const CONCURRENCY: usize = 8;
     let names: Vec<String> = services.iter().map(|s| format!("{s}-floor")).collect();
     let _rm = RmAll(names.clone());
@@ -841,17 +957,19 @@ fn docker_floor(bed: &DockerBed, services: &[String]) -> (Duration, Duration) {
     });
     let started = t0.elapsed();
     drop(_rm);
+    let cpu0 = cpu_snap(None, &[]);
     let t1 = Instant::now();
     let mut a = vec!["restart", "-t", "0"];
     a.extend(services.iter().map(String::as_str));
     docker::docker_ok(&a);
     let restarted = t1.elapsed();
+    let cpu = storm_cpu(&cpu0, &cpu_snap(None, &[]), restarted);
     let _ = std::fs::remove_dir_all(&dirs);
     eprintln!(
         "Docker alone: {started:?} to start {} router-shaped containers, {restarted:?} to restart the services",
         names.len()
     );
-    (started, restarted)
+    (started, restarted, cpu)
 }
 
 /// Issue 25 point 5's second half, for one build: watch talks to Docker through a proxy
@@ -862,7 +980,7 @@ fn cut_storm(
     bed: &DockerBed,
     bin: &std::path::Path,
     services: &[String],
-) -> (Duration, Result<Duration, usize>, Duration) {
+) -> (Duration, Result<Duration, usize>, Duration, StormCpu) {
     watch::remove_routers(services);
     let mut proxy = watch::DockerProxy::start(&bed.tmp.join("docker-cut.sock"));
     let host = proxy.docker_host();
@@ -1244,6 +1362,34 @@ fn watch_scale() {
         },
         cut.2.as_secs_f64()
     ));
+    md.push_str(
+        "\nRestart storm, where the machine's CPU went (CPU-seconds from the CLI's start to \
+         the last answer; Docker alone: to the CLI's return; 2 cores give 2 a second). \
+         \"bench\": this test's own probe threads and log reads; \"other\": the \
+         containerd-shims (a restart replaces them, so they are not followed by pid), runc, \
+         the services, the kernel.\n\n\
+         | run | wall s | machine busy | dockerd | containerd | watch | agents | bench | docker CLI | other |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (name, c) in [
+        ("Docker alone".to_string(), floor.2),
+        (old_name.clone(), o.restart.3),
+        (new_name.clone(), w.restart.3),
+        (format!("{new_name}, connection cut"), cut.3),
+    ] {
+        md.push_str(&format!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            c.wall,
+            c.busy,
+            c.dockerd,
+            c.containerd,
+            c.watch,
+            c.agents,
+            c.bench,
+            c.cli,
+            c.other()
+        ));
+    }
     md.push_str(&format!(
         "\nSteady state, CPU-seconds over {window} s (from 20 s after the last answer):\n\n\
          | build | watch | dockerd | agents (router cgroups) | watch + dockerd + agents | containerd | containerd-shims |\n\
