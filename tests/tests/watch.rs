@@ -342,8 +342,38 @@ fn watch_survives_the_event_stream_dropping() {
     w.assert_running();
 }
 
+/// Open sockets of a router's processes (its agent's control connections among them):
+/// the fewest of 5 reads 200 ms apart, so that a heal's short connection does not count.
+fn router_sockets(router: &str) -> usize {
+    (0..5)
+        .map(|i| {
+            if i > 0 {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            router_pids(router)
+                .iter()
+                .flat_map(|p| {
+                    std::fs::read_dir(format!("/proc/{p}/fd"))
+                        .into_iter()
+                        .flatten()
+                })
+                .flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .min()
+        .unwrap()
+}
+
 /// 6b. A second drop is retried as quickly as the first: the retry delay starts over
-///     after a successful reconnect (it doubles only while Docker stays away).
+///     after a successful reconnect (it doubles only while Docker stays away). And a
+///     session takes its agent subscriptions along when it ends: after two reconnects
+///     the router's agent holds as many connections as before (a session's follow
+///     tasks outlived it, each holding a subscription and reporting, so every
+///     reconnect added one per router).
 #[test]
 fn watch_retries_quickly_after_a_second_drop() {
     require_root!();
@@ -353,6 +383,12 @@ fn watch_retries_quickly_after_a_second_drop() {
     let mut proxy = DockerProxy::start(&sock);
     let mut w = Watch::start(&bed, &[], &[("DOCKER_HOST", &proxy.docker_host())]);
     assert!(w.wait_watching(1, BOUND), "{}", w.log());
+    let a = watch::labelled_service(&bed, "a", &[]);
+    router_address(&bed, &w, &a.name);
+    let router = router_name(&a.name);
+    // The start's heal and first push done.
+    std::thread::sleep(Duration::from_secs(3));
+    let sockets = router_sockets(&router);
     let first_retries = |w: &Watch| -> Vec<String> {
         // The retry delay of each drop's first "lost Docker" line.
         let mut out = Vec::new();
@@ -387,6 +423,13 @@ fn watch_retries_quickly_after_a_second_drop() {
         ["250ms", "250ms"],
         "the first retry after the second drop waited longer than after the first:\n{}",
         w.log()
+    );
+    // The reconnects' reconcile and the new monitor's subscription settled.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        router_sockets(&router),
+        sockets,
+        "the router's agent holds another number of connections after two reconnects"
     );
     w.assert_running();
 }

@@ -426,7 +426,7 @@ pub async fn run(
         every,
         routes_changed,
     });
-    let mut followers: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut followers = Followers::default();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
@@ -447,7 +447,7 @@ pub async fn run(
             .filter(|r| r.running)
             .map(|r| r.service.to_string())
             .collect();
-        followers.retain(|name, task| {
+        followers.0.retain(|name, task| {
             let keep = running.contains(name) && !task.is_finished();
             if !keep {
                 task.abort();
@@ -468,7 +468,7 @@ pub async fn run(
                 }
                 continue;
             }
-            if let std::collections::hash_map::Entry::Vacant(e) = followers.entry(name) {
+            if let std::collections::hash_map::Entry::Vacant(e) = followers.0.entry(name) {
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 e.insert(tokio::spawn(follow(ctx.clone(), r.service.clone(), tx)));
                 started.push(rx);
@@ -487,6 +487,21 @@ pub async fn run(
             .map(|r| r.service.to_string())
             .collect();
         stats.keep_only(&all, refused);
+    }
+}
+
+/// The [`follow`] tasks, one per running router, by service. Aborted with
+/// the monitor (the session's end): a dropped `JoinHandle` does not end its
+/// task, and each session's would go on holding its agent's connection and
+/// reporting, one more for every router at every reconnect.
+#[derive(Default)]
+struct Followers(HashMap<String, tokio::task::JoinHandle<()>>);
+
+impl Drop for Followers {
+    fn drop(&mut self) {
+        for t in self.0.values() {
+            t.abort();
+        }
     }
 }
 
