@@ -382,13 +382,21 @@ impl Driver {
         /// The agent's status without its forward counters (an `nft` run
         /// the heal does not need, once a minute for every service): the
         /// first push of a subscription on a second connection; from an
-        /// agent older than subscriptions, its `Status` on `client`.
+        /// agent older than subscriptions, or one with no subscriber slot
+        /// free, its `Status` on `client`.
         async fn state_of(
             socket: &std::path::Path,
             client: &mut AgentClient,
         ) -> Result<netcontainer_proto::Status, Error> {
-            if let Some((_, u)) = AgentClient::connect(socket).await?.subscribe().await? {
-                return Ok(u.status);
+            match AgentClient::connect(socket).await?.subscribe().await {
+                Ok(Some((_, u))) => return Ok(u.status),
+                Ok(None) => {}
+                // Every subscriber slot taken: the heal does not wait for
+                // one; the plain status (and its counters' `nft` run) will do.
+                Err(Error::AgentRefused(e)) => {
+                    tracing::debug!(error = %e, "agent refused a subscription: asking its status");
+                }
+                Err(e) => return Err(e),
             }
             client.status().await
         }
