@@ -67,10 +67,14 @@ fn drivers() -> (PathBuf, PathBuf) {
     let old = PathBuf::from(
         std::env::var("NETCONTAINER_BENCH_OLD").expect("NETCONTAINER_BENCH_OLD: the old driver"),
     );
-    let new = std::env::var_os("NETCONTAINER_BENCH_NEW")
+    (old, new_driver())
+}
+
+/// NETCONTAINER_BENCH_NEW, else this build's driver.
+fn new_driver() -> PathBuf {
+    std::env::var_os("NETCONTAINER_BENCH_NEW")
         .map(PathBuf::from)
-        .unwrap_or_else(|| bin("netcontainer"));
-    (old, new)
+        .unwrap_or_else(|| bin("netcontainer"))
 }
 
 #[test]
@@ -129,15 +133,29 @@ fn watch_cold_start() {
 
 /// CPU time of process `pid` (all its threads), in seconds.
 fn cpu_of_pid(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command's closing parenthesis: utime and stime are 14 and 15.
+    let t = proc_times(&pid.to_string());
+    t[0] + t[1]
+}
+
+/// utime, stime, cutime and cstime (fields 14-17 of `/proc/PROC/stat`) in seconds; PROC
+/// is a pid or `self`.
+fn proc_times(proc: &str) -> [f64; 4] {
+    let stat = std::fs::read_to_string(format!("/proc/{proc}/stat")).unwrap_or_default();
+    // The fields after the command's closing parenthesis, the 3rd on.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let hz = clock_ticks();
+    std::array::from_fn(|i| {
+        f.get(11 + i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / hz
+    })
+}
+
+fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    ticks as f64 / hz
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
 }
 
 /// CPU time of a container's cgroup (cgroup v1 `cpuacct` or v2 `cpu.stat`), in seconds.
@@ -184,18 +202,6 @@ fn cpu_of_cgroup(id: &str) -> f64 {
     panic!("no CPU accounting found for container {id}");
 }
 
-/// CPU-seconds so far, for a storm's account (see [`StormCpu`]).
-#[derive(Clone, Copy, Debug, Default)]
-struct CpuSnap {
-    busy: f64,
-    bench: f64,
-    children: f64,
-    watch: f64,
-    dockerd: f64,
-    containerd: f64,
-    agents: f64,
-}
-
 /// Where the machine's CPU went over a restart storm, in CPU-seconds: the whole machine
 /// busy (`/proc/stat`: all but idle and iowait), and of it this bench process (its probe
 /// threads and log reads), its waited-for children (the `docker restart` CLI), watch,
@@ -215,6 +221,20 @@ struct StormCpu {
 }
 
 impl StormCpu {
+    /// From the snapshot `before` to this one, over `wall`.
+    fn since(&self, before: &StormCpu, wall: Duration) -> StormCpu {
+        StormCpu {
+            wall: wall.as_secs_f64(),
+            busy: self.busy - before.busy,
+            bench: self.bench - before.bench,
+            cli: self.cli - before.cli,
+            watch: self.watch - before.watch,
+            dockerd: self.dockerd - before.dockerd,
+            containerd: self.containerd - before.containerd,
+            agents: self.agents - before.agents,
+        }
+    }
+
     fn other(&self) -> f64 {
         self.busy
             - self.bench
@@ -226,14 +246,10 @@ impl StormCpu {
     }
 }
 
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64
-}
-
-/// `watch`: its pid, if one runs; `routers`: the routers' full IDs ([`container_id`],
-/// looked up before, so that a snapshot makes no Docker call).
-fn cpu_snap(watch: Option<u32>, routers: &[String]) -> CpuSnap {
+/// The CPU-seconds so far of each part of a [`StormCpu`] (`wall` 0). `watch`: its pid,
+/// if one runs; `routers`: the routers' full IDs ([`container_id`], looked up before, so
+/// that a snapshot makes no Docker call).
+fn cpu_snap(watch: Option<u32>, routers: &[String]) -> StormCpu {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let all: Vec<u64> = stat
         .lines()
@@ -251,36 +267,16 @@ fn cpu_snap(watch: Option<u32>, routers: &[String]) -> CpuSnap {
         .filter(|(i, _)| *i != 3 && *i != 4)
         .map(|(_, v)| v)
         .sum();
-    let me = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = me.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .map(|v| v.parse().unwrap_or(0.0))
-        .collect();
-    let field = |i: usize| f.get(i).copied().unwrap_or(0.0);
-    let hz = clock_ticks();
-    CpuSnap {
-        busy: busy as f64 / hz,
-        // utime, stime; cutime, cstime (fields 14-17).
-        bench: (field(11) + field(12)) / hz,
-        children: (field(13) + field(14)) / hz,
+    let [utime, stime, cutime, cstime] = proc_times("self");
+    StormCpu {
+        wall: 0.0,
+        busy: busy as f64 / clock_ticks(),
+        bench: utime + stime,
+        cli: cutime + cstime,
         watch: watch.map(cpu_of_pid).unwrap_or(0.0),
         dockerd: cpu_of_pid(dockerd_pid()),
         containerd: pids_named("containerd").into_iter().map(cpu_of_pid).sum(),
         agents: routers.iter().map(|id| cpu_of_cgroup(id)).sum(),
-    }
-}
-
-fn storm_cpu(a: &CpuSnap, b: &CpuSnap, wall: Duration) -> StormCpu {
-    StormCpu {
-        wall: wall.as_secs_f64(),
-        busy: b.busy - a.busy,
-        bench: b.bench - a.bench,
-        cli: b.children - a.children,
-        watch: b.watch - a.watch,
-        dockerd: b.dockerd - a.dockerd,
-        containerd: b.containerd - a.containerd,
-        agents: b.agents - a.agents,
     }
 }
 
@@ -849,7 +845,7 @@ fn storm(
     };
     let wall = t0.elapsed();
     let _ = child.wait();
-    let cpu = storm_cpu(&cpu0, &cpu_snap(Some(w.pid()), &router_ids), wall);
+    let cpu = cpu_snap(Some(w.pid()), &router_ids).since(&cpu0, wall);
     let _ = reader.join();
     let lag = p
         .snapshot()
@@ -963,7 +959,7 @@ fn docker_floor(bed: &DockerBed, services: &[String]) -> (Duration, Duration, St
     a.extend(services.iter().map(String::as_str));
     docker::docker_ok(&a);
     let restarted = t1.elapsed();
-    let cpu = storm_cpu(&cpu0, &cpu_snap(None, &[]), restarted);
+    let cpu = cpu_snap(None, &[]).since(&cpu0, restarted);
     let _ = std::fs::remove_dir_all(&dirs);
     eprintln!(
         "Docker alone: {started:?} to start {} router-shaped containers, {restarted:?} to restart the services",
@@ -1285,9 +1281,7 @@ fn crate_now() -> String {
 #[ignore]
 fn watch_cut_storm() {
     require_root!();
-    let new = std::env::var_os("NETCONTAINER_BENCH_NEW")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| bin("netcontainer"));
+    let new = new_driver();
     let n: usize = std::env::var("NETCONTAINER_BENCH_N")
         .unwrap_or_else(|_| "30".into())
         .parse()
