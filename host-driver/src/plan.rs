@@ -498,19 +498,14 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
     let parent = opts
         .parent
         .clone()
-        .or(sl.parent)
+        .or_else(|| sl.parent.clone())
         .ok_or_else(|| PlanError::Invalid("no parent interface: give --parent IFACE".into()))?;
     let identity = match &opts.identity {
         Some(id) => id.clone(),
         None => identity_of(svc)?,
     };
     let mac = opts.mac.or(sl.mac).unwrap_or_else(|| stable_mac(&identity));
-    let hostname = opts
-        .hostname
-        .clone()
-        .or(sl.hostname)
-        .unwrap_or_else(|| default_hostname(svc));
-    validate_hostname(&hostname).map_err(PlanError::Invalid)?;
+    let hostname = hostname_of(svc, opts, &sl)?;
     let chosen = opts.network.clone().or(sl.network);
     let (network, service_ip) = network_of(svc, chosen.as_deref())?;
     let ports = ports_of(svc, &opts.publish)?;
@@ -577,6 +572,46 @@ pub fn derive(svc: &ServiceInfo, opts: &UpOptions) -> Result<RouterPlan, PlanErr
         egress,
         mdns_chosen: opts.mdns.clone(),
     })
+}
+
+/// The router's host name: the options', else the label's, else the
+/// container's name made a DNS label.
+fn hostname_of(
+    svc: &ServiceInfo,
+    opts: &UpOptions,
+    sl: &ServiceLabels,
+) -> Result<String, PlanError> {
+    let hostname = opts
+        .hostname
+        .clone()
+        .or_else(|| sl.hostname.clone())
+        .unwrap_or_else(|| default_hostname(svc));
+    validate_hostname(&hostname).map_err(PlanError::Invalid)?;
+    Ok(hostname)
+}
+
+/// What the router of a stopped service goes on publishing: the host name
+/// and the mDNS records of its running plan, exactly as [`derive`] makes
+/// them (only the forwards go, and a stopped container has no address to
+/// forward to). So a restart changes nothing the mDNS responder publishes:
+/// it sends no goodbyes, probes or announcements, each of which every other
+/// responder on the LAN (the other routers among them) wakes up to read, and
+/// the name cannot be taken by another host while the service is down.
+pub fn published_while_stopped(
+    svc: &ServiceInfo,
+    opts: &UpOptions,
+) -> Result<(String, Option<Box<netcontainer_proto::Mdns>>), PlanError> {
+    let sl = service_labels(svc)?;
+    let hostname = hostname_of(svc, opts, &sl)?;
+    let ports = ports_of(svc, &opts.publish)?;
+    // The target address plays no part in the mDNS records (their ports are
+    // the public ones).
+    let mdns = mdns_of(
+        &opts.mdns,
+        &sl.mdns,
+        &forwards(&ports, Ipv4Addr::UNSPECIFIED),
+    )?;
+    Ok((hostname, mdns))
 }
 
 /// What the router publishes by mDNS: on unless the options or the label

@@ -631,10 +631,18 @@ pub fn desired_plan(svc: &ServiceInfo, opts: &UpOptions, identity: &str) -> Resu
         p.client_id = Some(plan::client_id(identity));
         return Ok(p);
     }
-    let hostname = opts
-        .hostname
-        .clone()
-        .unwrap_or_else(|| plan::default_hostname(svc));
+    // Its name and mDNS records stay as they were while it runs (see
+    // `published_while_stopped`). Where they cannot be derived now (labels
+    // changed since), the name falls back to the options' and mDNS goes off
+    // until the service runs again, when `derive` says why.
+    let (hostname, mdns) = plan::published_while_stopped(svc, opts).unwrap_or_else(|e| {
+        tracing::debug!(service = %svc.name, error = %e, "stopped service: its mDNS records are withdrawn");
+        let hostname = opts
+            .hostname
+            .clone()
+            .unwrap_or_else(|| plan::default_hostname(svc));
+        (hostname, None)
+    });
     Ok(Plan {
         interface: LAN_IF.into(),
         hostname: Some(hostname),
@@ -645,7 +653,7 @@ pub fn desired_plan(svc: &ServiceInfo, opts: &UpOptions, identity: &str) -> Resu
         service: None,
         ipv6: opts.ipv6.unwrap_or_default(),
         dhcp_servers: Default::default(),
-        mdns: None,
+        mdns,
     })
 }
 
@@ -839,5 +847,62 @@ mod tests {
                 .unwrap()
                 .broadcast_flag
         );
+    }
+
+    /// A stopped service's plan drops the forwards and nothing the mDNS
+    /// responder publishes: the agent keeps its responder as it is, so a
+    /// restart sends nothing to the LAN.
+    #[test]
+    fn a_stopped_service_keeps_its_name_and_mdns_records() {
+        let svc = ServiceInfo {
+            name: "web1".into(),
+            id: "abc".into(),
+            running: true,
+            network_mode: "nctest".into(),
+            networks: vec![("nctest".into(), std::net::Ipv4Addr::new(198, 51, 100, 2))],
+            exposed: vec!["80/tcp".into(), "1883/tcp".into()],
+            labels: [
+                (crate::labels::HOSTNAME, "shop"),
+                (crate::labels::DNSSD, "_mqtt._tcp:1883"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            host_id: "H".into(),
+            ..Default::default()
+        };
+        let opts = UpOptions {
+            parent: Some("eth0".into()),
+            ..Default::default()
+        };
+        let running = desired_plan(&svc, &opts, "H/web1").unwrap();
+        assert_eq!(running.forwards.len(), 2);
+        assert_eq!(running.mdns.as_ref().unwrap().services.len(), 2);
+        let stopped = ServiceInfo {
+            running: false,
+            networks: Vec::new(),
+            ..svc.clone()
+        };
+        let p = desired_plan(&stopped, &opts, "H/web1").unwrap();
+        assert!(p.forwards.is_empty());
+        assert_eq!(p.hostname.as_deref(), Some("shop"));
+        assert_eq!(p.mdns, running.mdns);
+        assert_eq!(p.client_id, running.client_id);
+        // mDNS off stays off.
+        let off = UpOptions {
+            mdns: crate::labels::Mdns {
+                on: Some(false),
+                ..Default::default()
+            },
+            ..opts.clone()
+        };
+        assert_eq!(desired_plan(&stopped, &off, "H/web1").unwrap().mdns, None);
+        // Labels the plan refuses now: the name falls back, mDNS goes off (the
+        // running plan, refused as well, says why).
+        let mut bad = stopped.clone();
+        bad.labels
+            .insert(crate::labels::DNSSD.into(), "_mqtt._tcp:9999".into());
+        let p = desired_plan(&bad, &opts, "H/web1").unwrap();
+        assert_eq!((p.hostname.as_deref(), p.mdns), (Some("web1"), None));
     }
 }

@@ -209,9 +209,13 @@ async fn run(status: Arc<watch::Sender<Snapshot>>, mut stopped: oneshot::Receive
             l.responder
                 .set_addresses(std::time::Instant::now(), &addrs.v4, &addrs.v6);
         }
-        if let Some(l) = live.as_mut() {
-            flush(l, &addrs).await;
-            publish_name(&status, l.responder.name());
+        match live.as_mut() {
+            Some(l) => {
+                flush(l, &addrs).await;
+                publish_name(&status, l.responder.name());
+            }
+            // Off (a plan without mDNS) or not started: no name is ours.
+            None => publish_name(&status, None),
         }
         let deadline = live
             .as_ref()

@@ -97,6 +97,35 @@ fn off_answers_nothing() {
     assert_eq!(w.agent.status().raw["mdns"], serde_json::Value::Null);
 }
 
+/// A new plan without mDNS ends the responder: its name goes from `status` and queries
+/// for it get no answer.
+#[test]
+fn a_plan_turning_mdns_off_withdraws_the_name() {
+    require_root!();
+    let mut w = AgentBed::new();
+    let _dnsmasq = Dnsmasq::start(&w.lan.lan, DnsmasqOpts::default());
+    let c = client(&mut w, 200);
+    let lease = w.apply(web1());
+    mdns_name(&w, "web1.local", 5 * S);
+    let again = w.apply(
+        ApplyArgs::new(LAN_IF)
+            .hostname("web1")
+            .forward("tcp:80=198.51.100.2:80")
+            .wait(15),
+    );
+    assert_eq!(again, lease, "the same identity keeps its lease");
+    let st = w.agent.wait_status(5 * S, |st| st.raw["mdns"].is_null());
+    assert!(
+        st.is_some(),
+        "status still names a name: {:?}",
+        w.agent.status_json()
+    );
+    assert!(
+        replies_from(&c, lease, "web1.local").is_empty(),
+        "answered with mDNS off"
+    );
+}
+
 /// Every published port of a well-known type is browsable at its LAN-side port (80, and
 /// 8080 as a second `_http._tcp` instance, 22), another type by `--dnssd`, all with the TXT asked for; avahi
 /// (`avahi-browse -r`, `avahi-resolve`) and python's zeroconf list and resolve them; a

@@ -65,10 +65,23 @@ fn lease_released(bed: &DockerBed, addr: Ipv4Addr) -> bool {
         .contains(&format!("DHCPRELEASE(br0) {addr}"))
 }
 
+/// The `.local` name the router of `service` claimed, once it has one.
+fn mdns_name(bed: &DockerBed, service: &str) -> Option<String> {
+    let mut name = None;
+    wait_until(BOUND, watch::POLL, || {
+        name = watch::status(bed, service)
+            .and_then(|st| st["agent"]["mdns"].as_str().map(String::from));
+        name.is_some()
+    });
+    name
+}
+
 /// 1. The service restarts with another private address (another container took its old
 ///    one meanwhile): the forwards follow, the public address stays. While it is stopped
 ///    the router forwards nothing, so the container that took its old address is never
-///    reachable through the service's public address.
+///    reachable through the service's public address. Its mDNS name stays claimed
+///    throughout, and the router sends no mDNS for the stop or the start (no goodbyes,
+///    probes or announcements for every responder on the LAN to read).
 #[test]
 fn service_restarted_with_a_new_address_keeps_its_public_address() {
     require_root!();
@@ -78,6 +91,14 @@ fn service_restarted_with_a_new_address_keeps_its_public_address() {
     let a = watch::labelled_service(&bed, "a", &[]);
     let addr = router_address(&bed, &w, &a.name);
     let old_ip = a.ip.unwrap();
+    let name = mdns_name(&bed, &a.name).expect("the router claims an mDNS name");
+    // Announcements of the claim end 1 s after it (two, a second apart): wait them out.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut mdns = capture::Capture::start(
+        &bed.lan,
+        "br0",
+        &format!("udp port 5353 and src host {addr}"),
+    );
 
     docker_ok(&["stop", "-t", "1", &a.name]);
     assert!(
@@ -96,9 +117,15 @@ fn service_restarted_with_a_new_address_keeps_its_public_address() {
         r.as_deref().map(str::trim) != Ok(watch::page(&b.name, 80).as_str()),
         "the stopped service's public address reaches the container that took its old IP"
     );
+    let st = watch::status(&bed, &a.name).unwrap();
     assert!(
-        watch::targets(&watch::status(&bed, &a.name).unwrap()).is_empty(),
+        watch::targets(&st).is_empty(),
         "forwards kept while the service is stopped"
+    );
+    assert_eq!(
+        st["agent"]["mdns"].as_str(),
+        Some(name.as_str()),
+        "the mDNS name is not kept while the service is stopped: {st}"
     );
 
     docker_ok(&["start", &a.name]);
@@ -124,6 +151,18 @@ fn service_restarted_with_a_new_address_keeps_its_public_address() {
         ),
         "{}",
         w.log()
+    );
+    // A restart's probes would come within 1 s of the plan, its announcements 1 s later.
+    std::thread::sleep(Duration::from_millis(2500));
+    let sent = mdns.stop();
+    assert!(
+        sent.is_empty(),
+        "the router sent mDNS for a service restart: {sent:?}"
+    );
+    assert_eq!(
+        mdns_name(&bed, &a.name),
+        Some(name),
+        "the mDNS name changed"
     );
 
     // A plain `docker restart` (same address this time) answers again too.
