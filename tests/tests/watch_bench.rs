@@ -855,6 +855,21 @@ fn storm(
         .unwrap_or_default();
     if let Some(at) = cut_at {
         eprintln!("Docker's connection cut {at:?} into the storm, back 2 s later");
+        // Who waited longest, and when: restarted before, during or after the cut.
+        let snap = p.snapshot();
+        let mut waits: Vec<(Duration, usize)> = snap
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((s.answered_at? - s.armed_at?, i)))
+            .collect();
+        waits.sort();
+        for (d, i) in waits.iter().rev().take(3) {
+            eprintln!(
+                "  {} waited {d:?}: restarted {:?} into the storm",
+                services[*i],
+                snap[*i].armed_at.map(|a| a - t0)
+            );
+        }
     }
     (cli_done.unwrap_or(t0.elapsed()), all, lag, cpu)
 }
@@ -991,15 +1006,19 @@ fn cut_storm(
     std::thread::sleep(Duration::from_secs(5));
     let r = storm(&p, &w, services, Some(&mut proxy));
     eprintln!("{}: restart storm with a cut {r:?}", bin.display());
-    if let Err(left) = r.1 {
-        // Keep what watch said: the bed's directory goes with the bed.
+    // Keep what watch said when services were lost, or when asked
+    // (NETCONTAINER_BENCH_KEEP_LOG=1): the bed's directory goes with the bed.
+    if r.1.is_err() || std::env::var_os("NETCONTAINER_BENCH_KEEP_LOG").is_some() {
         let keep =
             std::env::temp_dir().join(format!("netcontainer-cut-storm-{}.log", std::process::id()));
         let _ = std::fs::write(&keep, w.log());
-        eprintln!(
-            "{left} did not answer after the cut; watch's log kept in {}",
-            keep.display()
-        );
+        match r.1 {
+            Err(left) => eprintln!(
+                "{left} did not answer after the cut; watch's log kept in {}",
+                keep.display()
+            ),
+            Ok(_) => eprintln!("watch's log kept in {}", keep.display()),
+        }
     }
     assert!(
         w.log().contains("lost Docker; retrying"),
