@@ -806,18 +806,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_ipvlan_router_heals_to_its_own_plan() {
-        let svc = ServiceInfo {
+    /// web1, running on `nctest` at 198.51.100.2, exposing `exposed`.
+    fn web1_exposing(exposed: &[&str]) -> ServiceInfo {
+        ServiceInfo {
             name: "web1".into(),
             id: "abc".into(),
             running: true,
             network_mode: "nctest".into(),
             networks: vec![("nctest".into(), std::net::Ipv4Addr::new(198, 51, 100, 2))],
-            exposed: vec!["80/tcp".into()],
+            exposed: exposed.iter().map(|p| p.to_string()).collect(),
             host_id: "H".into(),
             ..Default::default()
-        };
+        }
+    }
+
+    #[test]
+    fn an_ipvlan_router_heals_to_its_own_plan() {
+        let svc = web1_exposing(&["80/tcp"]);
         let opts = UpOptions {
             parent: Some("eth0".into()),
             mode: Some(crate::leg::IPVLAN),
@@ -855,12 +860,6 @@ mod tests {
     #[test]
     fn a_stopped_service_keeps_its_name_and_mdns_records() {
         let svc = ServiceInfo {
-            name: "web1".into(),
-            id: "abc".into(),
-            running: true,
-            network_mode: "nctest".into(),
-            networks: vec![("nctest".into(), std::net::Ipv4Addr::new(198, 51, 100, 2))],
-            exposed: vec!["80/tcp".into(), "1883/tcp".into()],
             labels: [
                 (crate::labels::HOSTNAME, "shop"),
                 (crate::labels::DNSSD, "_mqtt._tcp:1883"),
@@ -868,8 +867,7 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-            host_id: "H".into(),
-            ..Default::default()
+            ..web1_exposing(&["80/tcp", "1883/tcp"])
         };
         let opts = UpOptions {
             parent: Some("eth0".into()),

@@ -36,12 +36,28 @@ fn mdns_name(w: &AgentBed, want: &str, within: Duration) -> String {
     }
 }
 
-fn web1() -> ApplyArgs {
-    ApplyArgs::new(LAN_IF)
+/// web1's plan (port 80 forwarded), with mDNS on or off.
+fn web1_with(mdns: bool) -> ApplyArgs {
+    let a = ApplyArgs::new(LAN_IF)
         .hostname("web1")
         .forward("tcp:80=198.51.100.2:80")
-        .switch("--mdns")
-        .wait(15)
+        .wait(15);
+    if mdns { a.switch("--mdns") } else { a }
+}
+
+fn web1() -> ApplyArgs {
+    web1_with(true)
+}
+
+/// An agent on the LAN with dnsmasq and a client (.200), bound with web1's plan and its
+/// name claimed: the bed, dnsmasq, the client and the lease.
+fn web1_claimed() -> (AgentBed, Dnsmasq, std::sync::Arc<Netns>, Ipv4Addr) {
+    let mut w = AgentBed::new();
+    let dnsmasq = Dnsmasq::start(&w.lan.lan, DnsmasqOpts::default());
+    let c = client(&mut w, 200);
+    let lease = w.apply(web1());
+    mdns_name(&w, "web1.local", 5 * S);
+    (w, dnsmasq, c, lease)
 }
 
 /// The name answers with the lease to a legacy unicast query, and `status` says which
@@ -49,11 +65,7 @@ fn web1() -> ApplyArgs {
 #[test]
 fn a_legacy_query_gets_the_lease() {
     require_root!();
-    let mut w = AgentBed::new();
-    let _dnsmasq = Dnsmasq::start(&w.lan.lan, DnsmasqOpts::default());
-    let c = client(&mut w, 200);
-    let lease = w.apply(web1());
-    mdns_name(&w, "web1.local", 5 * S);
+    let (_w, _dnsmasq, c, lease) = web1_claimed();
     assert_eq!(
         dig_legacy(&c, lease.into(), "web1.local", "A").unwrap_or_else(|e| vec![e]),
         [lease.to_string()]
@@ -102,17 +114,8 @@ fn off_answers_nothing() {
 #[test]
 fn a_plan_turning_mdns_off_withdraws_the_name() {
     require_root!();
-    let mut w = AgentBed::new();
-    let _dnsmasq = Dnsmasq::start(&w.lan.lan, DnsmasqOpts::default());
-    let c = client(&mut w, 200);
-    let lease = w.apply(web1());
-    mdns_name(&w, "web1.local", 5 * S);
-    let again = w.apply(
-        ApplyArgs::new(LAN_IF)
-            .hostname("web1")
-            .forward("tcp:80=198.51.100.2:80")
-            .wait(15),
-    );
+    let (w, _dnsmasq, c, lease) = web1_claimed();
+    let again = w.apply(web1_with(false));
     assert_eq!(again, lease, "the same identity keeps its lease");
     let st = w.agent.wait_status(5 * S, |st| st.raw["mdns"].is_null());
     assert!(
