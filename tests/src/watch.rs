@@ -393,6 +393,15 @@ pub fn wait_bound(bed: &DockerBed, service: &str, timeout: Duration) -> Option<I
     })
 }
 
+/// Waits (bounded) for `service`'s router to name the `.local` name it claimed by mDNS.
+pub fn wait_mdns_name(bed: &DockerBed, service: &str, timeout: Duration) -> Option<String> {
+    wait_for(timeout, Duration::from_millis(250), || {
+        status(bed, service)?["agent"]["mdns"]
+            .as_str()
+            .map(String::from)
+    })
+}
+
 /// Polls `http://addr:port/` from the LAN client (short attempts) until it serves
 /// `service`'s page: the time it took, or the last answer/error.
 pub fn wait_serves(

@@ -65,17 +65,6 @@ fn lease_released(bed: &DockerBed, addr: Ipv4Addr) -> bool {
         .contains(&format!("DHCPRELEASE(br0) {addr}"))
 }
 
-/// The `.local` name the router of `service` claimed, once it has one.
-fn mdns_name(bed: &DockerBed, service: &str) -> Option<String> {
-    let mut name = None;
-    wait_until(BOUND, watch::POLL, || {
-        name = watch::status(bed, service)
-            .and_then(|st| st["agent"]["mdns"].as_str().map(String::from));
-        name.is_some()
-    });
-    name
-}
-
 /// 1. The service restarts with another private address (another container took its old
 ///    one meanwhile): the forwards follow, the public address stays. While it is stopped
 ///    the router forwards nothing, so the container that took its old address is never
@@ -91,7 +80,7 @@ fn service_restarted_with_a_new_address_keeps_its_public_address() {
     let a = watch::labelled_service(&bed, "a", &[]);
     let addr = router_address(&bed, &w, &a.name);
     let old_ip = a.ip.unwrap();
-    let name = mdns_name(&bed, &a.name).expect("the router claims an mDNS name");
+    let name = watch::wait_mdns_name(&bed, &a.name, BOUND).expect("the router claims an mDNS name");
     // Announcements of the claim end 1 s after it (two, a second apart): wait them out.
     std::thread::sleep(Duration::from_millis(1500));
     let mut mdns = capture::Capture::start(
@@ -160,7 +149,7 @@ fn service_restarted_with_a_new_address_keeps_its_public_address() {
         "the router sent mDNS for a service restart: {sent:?}"
     );
     assert_eq!(
-        mdns_name(&bed, &a.name),
+        watch::wait_mdns_name(&bed, &a.name, BOUND),
         Some(name),
         "the mDNS name changed"
     );

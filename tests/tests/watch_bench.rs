@@ -847,23 +847,19 @@ fn storm(
     let _ = child.wait();
     let cpu = cpu_snap(Some(w.pid()), &router_ids).since(&cpu0, wall);
     let _ = reader.join();
-    let lag = p
-        .snapshot()
+    // Each answered service's wait, from its restart to its answer; the longest first.
+    let snap = p.snapshot();
+    let mut waits: Vec<(Duration, usize)> = snap
         .iter()
-        .filter_map(|s| Some(s.answered_at? - s.armed_at?))
-        .max()
-        .unwrap_or_default();
+        .enumerate()
+        .filter_map(|(i, s)| Some((s.answered_at? - s.armed_at?, i)))
+        .collect();
+    waits.sort_unstable_by(|a, b| b.cmp(a));
+    let lag = waits.first().map(|w| w.0).unwrap_or_default();
     if let Some(at) = cut_at {
         eprintln!("Docker's connection cut {at:?} into the storm, back 2 s later");
         // Who waited longest, and when: restarted before, during or after the cut.
-        let snap = p.snapshot();
-        let mut waits: Vec<(Duration, usize)> = snap
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| Some((s.answered_at? - s.armed_at?, i)))
-            .collect();
-        waits.sort();
-        for (d, i) in waits.iter().rev().take(3) {
+        for (d, i) in waits.iter().take(3) {
             eprintln!(
                 "  {} waited {d:?}: restarted {:?} into the storm",
                 services[*i],
